@@ -1,0 +1,145 @@
+"""Sweep configuration: YAML validated by pydantic, with errors that name the bad field.
+
+A sweep config says which base model, which upstream examples, which tasks, and how to fine-tune::
+
+    model: smollm2-135m-instruct        # default alias, a .gguf file, a local dir or a hub id
+    output: sweeps/demo
+    seed: 0
+    upstream: {source: demo, n: 200}   # or {source: path/to/file.jsonl, text_field: ...}
+    tasks: [code, bible, {name: mine, source: data/mine.jsonl}]
+    train: {method: lora, steps: 30, lr: 5e-4, batch_size: 8, max_length: 64}
+    eval: {max_batch_tokens: 4096, exact_match: true}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from forgetscope.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TrainConfig(_Strict):
+    """How one run fine-tunes; everything that changes the result is here, so it is recorded."""
+
+    method: Literal["full", "lora"] = "lora"
+    steps: int = Field(30, ge=1)
+    lr: float = Field(5e-4, gt=0)
+    batch_size: int = Field(8, ge=1)
+    max_length: int = Field(64, ge=2)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(0, ge=0)
+    grad_clip: float | None = Field(1.0, gt=0)
+    lora_rank: int = Field(8, ge=1)
+    lora_alpha: float | None = None
+    lora_dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] | None = None
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "auto"
+
+
+class SourceConfig(_Strict):
+    """Where examples come from: ``demo`` (the built-in suite) or a file / datasets directory."""
+
+    source: str = "demo"
+    n: int | None = Field(None, ge=1)
+    text_field: str = "text"
+    prompt_field: str = "prompt"
+    response_field: str = "response"
+    answer_field: str = "answer"
+    id_field: str = "id"
+
+
+class TaskConfig(SourceConfig):
+    name: str
+    source: str | None = None  # None: the demo task of this name
+    n_train: int | None = Field(None, ge=1)
+    heldout: float | int = 0.2
+    description: str = ""
+
+
+class EvalConfig(_Strict):
+    max_batch_tokens: int = Field(4096, ge=16)
+    max_batch_size: int = Field(64, ge=1)
+    exact_match: bool = True
+    chat: bool | Literal["auto"] = "auto"  # chat template for prompt/response pairs when the tokenizer has one
+
+
+class SweepConfig(_Strict):
+    model: str = "smollm2-135m-instruct"
+    output: Path = Path("sweeps/demo")
+    seed: int = 0
+    seeds: list[int] | None = None  # several seeds per task; default [seed]
+    upstream: SourceConfig = SourceConfig()
+    tasks: list[TaskConfig]
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    strategy: str = "plain"
+    strategy_options: dict[str, Any] = Field(default_factory=dict)
+    executor: Literal["local", "ray"] = "local"
+
+    @field_validator("tasks", mode="before")
+    @classmethod
+    def _names_to_tasks(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            return [{"name": t} if isinstance(t, str) else t for t in v]
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> "SweepConfig":
+        if not self.tasks:
+            raise ValueError("tasks: at least one task is needed")
+        names = [t.name for t in self.tasks]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"tasks: duplicate task names {dupes}")
+        return self
+
+    @property
+    def seed_list(self) -> list[int]:
+        return self.seeds or [self.seed]
+
+
+def _format_validation_error(exc: ValidationError, where: str) -> str:
+    parts = []
+    for err in exc.errors()[:3]:
+        loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        parts.append(f"{loc}: {msg}")
+    more = f" (+{len(exc.errors()) - 3} more)" if len(exc.errors()) > 3 else ""
+    return f"invalid config {where}: " + "; ".join(parts) + more
+
+
+def parse_config(data: dict[str, Any], where: str = "", model: type[BaseModel] = SweepConfig) -> Any:
+    """Validate a config mapping; a bad field becomes a ConfigError naming it."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid config {where}: expected a mapping at the top level")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, where)) from None
+
+
+def load_config(path: str | Path, model: type[BaseModel] = SweepConfig, **overrides: Any) -> Any:
+    """Read and validate a YAML config; ``overrides`` replace top-level fields."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid config {path}: expected a mapping at the top level")
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return parse_config(data, str(path), model)

@@ -1,0 +1,142 @@
+"""The one fine-tuning loop.
+
+Why our own loop rather than HF ``Trainer``: the mitigation strategies need to reach inside a step
+(SAM takes two forward/backward passes, replay changes the batch, EWC adds a penalty, LWF unlearns
+between steps). With ``Trainer`` each would subclass ``training_step``/``compute_loss`` and fight its
+accelerate, logging and scheduling machinery; a 100-line loop with explicit hooks keeps every strategy a
+small plug-in, is fully deterministic on CPU (one seeded generator draws the batches), and has no
+hidden data-loader workers.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from forgetscope.config import TrainConfig
+from forgetscope.data.encoding import encode_examples
+from forgetscope.data.types import Example, Task
+from forgetscope.measure import per_example_nll
+from forgetscope.models import context_length, count_trainable, prepare_for_training
+from forgetscope.progress import progress_enabled
+from forgetscope.train.strategy import Strategy, TrainContext
+
+StepCallback = Callable[[TrainContext], None]
+
+
+@dataclass
+class TrainResult:
+    """The fine-tuned model and the run's record (what the store keeps)."""
+
+    model: Any
+    record: dict[str, Any]
+    excluded_upstream_ids: set[str] = field(default_factory=set)
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _token_weighted(losses: np.ndarray, encoded) -> float:
+    w = np.array([e.n_scored for e in encoded], dtype=float)
+    return float(np.sum(losses * w) / max(w.sum(), 1.0))
+
+
+def _lr_lambda(warmup: int) -> Callable[[int], float]:
+    return lambda step: min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+
+
+def train_on_task(model, tokenizer, task: Task, config: TrainConfig | None = None, *,
+                  strategy: Strategy | None = None, upstream: Sequence[Example] = (),
+                  callbacks: Sequence[StepCallback] = (), progress: bool = True,
+                  chat: bool = False) -> TrainResult:
+    """Fine-tune ``model`` on ``task`` and return it with the run record.
+
+    ``model`` is modified in place (LoRA wraps it); pass a fresh copy of the base weights for each run.
+    ``upstream`` is the pool strategies may train on (replay) or use for statistics (EWC's Fisher).
+    ``callbacks`` run after every step with the context (e.g. checkpoint evaluations at chosen steps).
+    The record has the trainable parameter count, steps, wall time, and the task's held-out loss
+    before and after (token-weighted mean NLL).
+    """
+    cfg = config or TrainConfig()
+    strategy = strategy or Strategy()
+    seed_everything(cfg.seed)
+    t0 = time.perf_counter()
+    device = next(model.parameters()).device
+    max_ctx = context_length(model)
+    train_enc = encode_examples(tokenizer, task.train, cfg.max_length, model_max_length=max_ctx, chat=chat)
+    held_enc = encode_examples(tokenizer, task.heldout, cfg.max_length, model_max_length=max_ctx, chat=chat)
+    up_enc = encode_examples(tokenizer, list(upstream), cfg.max_length, model_max_length=max_ctx, chat=chat)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    loss_before = _token_weighted(per_example_nll(model, held_enc, pad_id=pad_id), held_enc)
+
+    model = prepare_for_training(model, cfg.method, lora_rank=cfg.lora_rank, lora_alpha=cfg.lora_alpha,
+                                 lora_dropout=cfg.lora_dropout, target_modules=cfg.target_modules)
+    ctx = TrainContext(model=model, tokenizer=tokenizer, task=task, config=cfg, device=device, pad_id=pad_id,
+                       train_encoded=train_enc, upstream=list(upstream), upstream_encoded=up_enc,
+                       rng=np.random.default_rng(cfg.seed), chat=chat)
+    strategy.setup(ctx)
+    params = [p for _, p in ctx.trainable_parameters()]
+    ctx.optimizer = strategy.build_optimizer(ctx, params)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(ctx.optimizer, _lr_lambda(cfg.warmup_steps))
+
+    model.train()
+    order = ctx.rng.permutation(len(train_enc))
+    cursor = 0
+    train_losses: list[float] = []
+    bar = None
+    if progress_enabled(progress):
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.steps, desc=f"fine-tuning {task.name}", unit="step", leave=False, dynamic_ncols=True)
+    try:
+        for step in range(cfg.steps):
+            ctx.step = step
+            if cursor + cfg.batch_size > len(order):  # next epoch: reshuffle with the same generator
+                order = ctx.rng.permutation(len(train_enc))
+                cursor = 0
+            idx = order[cursor:cursor + cfg.batch_size]
+            cursor += cfg.batch_size
+            examples = strategy.augment_batch(ctx, [train_enc[i] for i in idx])
+            loss = strategy.training_step(ctx, ctx.collate(examples))
+            scheduler.step()
+            train_losses.append(loss)
+            ctx.step = step + 1
+            strategy.after_step(ctx)
+            for cb in callbacks:
+                cb(ctx)
+            if bar is not None:
+                bar.set_postfix(loss=f"{loss:.3f}")
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    model.eval()
+    loss_after = _token_weighted(per_example_nll(model, held_enc, pad_id=pad_id), held_enc)
+    record = {
+        "task": task.name,
+        "method": cfg.method,
+        "strategy": strategy.name,
+        "seed": cfg.seed,
+        "steps": cfg.steps,
+        "lr": cfg.lr,
+        "batch_size": cfg.batch_size,
+        "max_length": cfg.max_length,
+        "lora_rank": cfg.lora_rank if cfg.method == "lora" else None,
+        "trainable_params": count_trainable(model),
+        "task_loss_before": loss_before,
+        "task_loss_after": loss_after,
+        "train_loss_first": train_losses[0] if train_losses else None,
+        "train_loss_last": float(np.mean(train_losses[-5:])) if train_losses else None,
+        "train_wall_s": time.perf_counter() - t0,
+        "strategy_info": strategy.summary(),
+    }
+    return TrainResult(model=model, record=record, excluded_upstream_ids=strategy.excluded_upstream_ids())

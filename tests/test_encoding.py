@@ -1,0 +1,69 @@
+import pytest
+
+from forgetscope.data.encoding import IGNORE_INDEX, collate, encode_example, encode_examples
+from forgetscope.data.types import Example
+from forgetscope.errors import DataError
+
+
+def test_plain_text_scores_every_token_after_the_first(tiny):
+    _, tok = tiny
+    enc = encode_example(tok, Example("a", text="The quick brown fox."), 64)
+    assert enc.labels == enc.input_ids
+    assert enc.n_scored == len(enc) - 1
+
+
+def test_pair_scores_only_the_response_and_eos(tiny):
+    _, tok = tiny
+    ex = Example("p", prompt="What is two plus two?", response=" four")
+    enc = encode_example(tok, ex, 64)
+    resp = tok(" four", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    n_prompt = len(enc) - len(resp)
+    assert all(t == IGNORE_INDEX for t in enc.labels[:n_prompt])
+    assert list(enc.labels[n_prompt:]) == resp
+    assert enc.n_scored == len(resp)
+
+
+def test_chat_template_wraps_the_prompt(tiny):
+    _, tok = tiny
+    ex = Example("p", prompt="Hi?", response="Hello.")
+    plain = encode_example(tok, ex, 64)
+    chat = encode_example(tok, ex, 64, chat=True)
+    assert len(chat) > len(plain)
+    assert tok.decode(list(chat.input_ids)).startswith("<|im_start|>user")
+    assert chat.n_scored == plain.n_scored
+
+
+def test_overflow_error_and_truncation(tiny):
+    _, tok = tiny
+    ex = Example("long", text="word " * 100)
+    with pytest.raises(DataError, match="more than max_length"):
+        encode_example(tok, ex, 16, on_overflow="error")
+    assert len(encode_example(tok, ex, 16)) == 16
+
+
+def test_max_length_beyond_context_is_refused(tiny):
+    _, tok = tiny
+    with pytest.raises(DataError, match="longer than the model's context"):
+        encode_examples(tok, [Example("a", text="hi there")], 4096, model_max_length=128)
+
+
+def test_prompt_that_fills_the_window_is_an_error(tiny):
+    _, tok = tiny
+    with pytest.raises(DataError, match="no scored tokens"):
+        encode_example(tok, Example("p", prompt="word " * 50, response="yes"), 8)
+
+
+def test_collate_pads_to_the_longest_member(tiny):
+    _, tok = tiny
+    encs = encode_examples(tok, [Example("a", text="short"), Example("b", text="a much longer sentence here")], 64)
+    batch = collate(encs, tok.pad_token_id)
+    assert batch["input_ids"].shape == (2, max(len(e) for e in encs))
+    assert int(batch["attention_mask"][0].sum()) == len(encs[0])
+    assert (batch["labels"][0, len(encs[0]):] == IGNORE_INDEX).all()
+
+
+def test_example_needs_text_or_pair():
+    with pytest.raises(DataError):
+        Example("bad")
+    with pytest.raises(DataError):
+        Example("bad", text="x", prompt="p", response="r")
