@@ -1,0 +1,370 @@
+"""Low-rank structure of a forgetting matrix (DESIGN.md, "Analyse").
+
+Why: if ``F`` is close to low rank, a new task's forgetting is predictable from a few probes
+(pillar 3). This module answers "how low-rank?" and "how much is just task strength + example
+fragility?":
+
+- :func:`singular_spectrum` and :func:`rank_r2` — ``R²(k) = 1 − ||F − F_k||² / ||F − mean(F)||²``
+  for the rank-k SVD approximation ``F_k``, k = 1..K;
+- :func:`fit_additive` — ``F[i, j] ≈ μ + a_i + b_j`` by least squares;
+- :func:`fit_multiplicative` — ``F[i, j] ≈ α_i β_j`` (rank 1 on the uncentred ``F``);
+- :func:`factor_order` — row/column permutations by the fitted factors (for heat maps);
+- :func:`learning_correlation` — per-task mean forgetting vs how much the task was learned;
+- :func:`analyze` — all of the above as one :class:`LowRankReport`.
+
+Missing entries (NaN) are allowed everywhere: fits use the observed entries only, SVDs of a
+matrix with holes fill them iteratively from the current rank-k fit (hard impute), and every R²
+is computed over observed entries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from forgetscope.errors import DataError
+
+__all__ = [
+    "AdditiveFit",
+    "MultiplicativeFit",
+    "LowRankReport",
+    "analyze",
+    "check_matrix",
+    "factor_order",
+    "fit_additive",
+    "fit_multiplicative",
+    "learning_correlation",
+    "rank_k_approx",
+    "rank_r2",
+    "singular_spectrum",
+]
+
+_MAX_ITER = 200
+_TOL = 1e-7
+
+
+def check_matrix(values: Any, *, min_rows: int = 1, what: str = "forgetting matrix",
+                 dtype: type | None = np.float64) -> np.ndarray:
+    """Return ``values`` as a 2-D float array, or raise a one-line :class:`DataError`.
+
+    NaN marks a missing entry and is allowed; infinities are not, nor rows or columns with no
+    observed entry at all (nothing can be said about them). ``dtype=None`` keeps a float32 input
+    as float32 (no copy of a big matrix).
+    """
+    arr = np.asarray(getattr(values, "values", values))
+    if arr.dtype.kind not in "fiub":
+        raise DataError(f"{what} must be numeric, got dtype {arr.dtype}")
+    if dtype is None:
+        dtype = arr.dtype if arr.dtype.kind == "f" else np.float64
+    arr = arr.astype(dtype, copy=False)
+    if arr.ndim != 2:
+        raise DataError(f"{what} must be 2-D (tasks x examples), got shape {arr.shape}")
+    m, n = arr.shape
+    if m < min_rows:
+        raise DataError(f"{what} needs at least {min_rows} row(s), got {m}")
+    if n < 1:
+        raise DataError(f"{what} has no columns")
+    if np.isinf(arr).any():
+        raise DataError(f"{what} contains infinite values")
+    missing = np.isnan(arr)
+    if missing.any():
+        if missing.all(axis=1).any():
+            raise DataError(f"{what} has rows with no observed entry (row {int(np.argmax(missing.all(1)))})")
+        if missing.all(axis=0).any():
+            raise DataError(f"{what} has columns with no observed entry "
+                            f"(column {int(np.argmax(missing.all(0)))})")
+    return arr
+
+
+# ---- additive and multiplicative models ----------------------------------------------------
+
+
+@dataclass
+class AdditiveFit:
+    """``F ≈ μ + a_i + b_j``; ``a`` and ``b`` sum to zero (weighted by observed counts)."""
+
+    mu: float
+    a: np.ndarray
+    b: np.ndarray
+    r2: float
+
+    def predict(self) -> np.ndarray:
+        return self.mu + self.a[:, None] + self.b[None, :]
+
+
+def fit_additive(F: Any) -> AdditiveFit:
+    """Least-squares ``μ + a_i + b_j``; closed form when complete, backfitting when entries are missing.
+
+    Why: the additive model is the baseline every predictor is reported against; its R² says how
+    much of forgetting is just "this task is harsh" + "this example is fragile".
+    """
+    X = check_matrix(F, dtype=None)
+    fit = additive_fit_unchecked(X)
+    fit.r2 = r2_score_masked(X, fit.predict())
+    return fit
+
+
+def additive_fit_unchecked(X: np.ndarray) -> AdditiveFit:
+    """:func:`fit_additive` without input checks or R² (for predictors that checked already)."""
+    mask = ~np.isnan(X)
+    if mask.all():
+        mu = float(X.mean(dtype=np.float64))
+        a = X.mean(axis=1, dtype=np.float64) - mu
+        b = X.mean(axis=0, dtype=np.float64) - mu
+    else:
+        Xz = np.where(mask, X, 0.0)
+        n_row, n_col = mask.sum(1), mask.sum(0)
+        mu = float(Xz.sum() / mask.sum())
+        a, b = np.zeros(X.shape[0]), np.zeros(X.shape[1])
+        for _ in range(_MAX_ITER):  # Gauss-Seidel on the normal equations; converges linearly
+            a_new = ((Xz - mu - b[None, :]) * mask).sum(1) / n_row
+            b_new = ((Xz - mu - a_new[:, None]) * mask).sum(0) / n_col
+            shift = (a_new * n_row).sum() / n_row.sum()
+            a_new -= shift
+            mu += shift
+            delta = max(np.abs(a_new - a).max(), np.abs(b_new - b).max())
+            a, b = a_new, b_new
+            if delta < _TOL:
+                break
+    return AdditiveFit(mu, a, b, r2=float("nan"))
+
+
+@dataclass
+class MultiplicativeFit:
+    """``F ≈ α_i β_j`` with ``||β||`` = 1 and the sign chosen so that mean(β) ≥ 0."""
+
+    alpha: np.ndarray
+    beta: np.ndarray
+    r2: float
+
+    def predict(self) -> np.ndarray:
+        return np.outer(self.alpha, self.beta)
+
+
+def fit_multiplicative(F: Any) -> MultiplicativeFit:
+    """Rank-1 least squares on the uncentred ``F`` (leading singular pair; ALS over observed entries).
+
+    Why: "forgetting = task strength × example susceptibility" is the simplest interaction model;
+    comparing its R² with the additive one tells which reading of the data fits better.
+    """
+    X = check_matrix(F)
+    mask = ~np.isnan(X)
+    if mask.all():
+        U, s, Vt = np.linalg.svd(X, full_matrices=False)
+        alpha, beta = U[:, 0] * s[0], Vt[0]
+    else:
+        Xz = np.where(mask, X, 0.0)
+        beta = np.where(mask, X, np.nanmean(X, axis=0)).mean(0)
+        beta /= np.linalg.norm(beta) or 1.0
+        alpha = np.zeros(X.shape[0])
+        for _ in range(_MAX_ITER):
+            alpha_new = (Xz @ beta) / np.maximum(mask @ beta**2, 1e-300)
+            beta = (Xz.T @ alpha_new) / np.maximum(mask.T @ alpha_new**2, 1e-300)
+            norm = np.linalg.norm(beta) or 1.0
+            beta /= norm
+            delta = np.abs(alpha_new - alpha).max()
+            alpha = alpha_new
+            if delta < _TOL * max(1.0, np.abs(alpha).max()):
+                break
+        alpha = (Xz @ beta) / np.maximum(mask @ beta**2, 1e-300)
+    if beta.mean() < 0:
+        alpha, beta = -alpha, -beta
+    fit = MultiplicativeFit(np.asarray(alpha), np.asarray(beta), r2=float("nan"))
+    fit.r2 = r2_score_masked(X, fit.predict())
+    return fit
+
+
+# ---- SVD spectrum and R²(k) ----------------------------------------------------------------
+
+
+def r2_score_masked(X: np.ndarray, approx: np.ndarray) -> float:
+    """``1 − SSE / SST`` over the observed (non-NaN) entries of ``X``."""
+    mask = ~np.isnan(X)
+    x = X[mask]
+    sst = float(((x - x.mean()) ** 2).sum())
+    sse = float(((x - approx[mask]) ** 2).sum())
+    return 1.0 - sse / sst if sst > 0 else float("nan")
+
+
+def _hard_impute(X: np.ndarray, k: int, n_iter: int) -> np.ndarray:
+    """Rank-k approximation fitted to the observed entries: fill holes from the fit, refit, repeat."""
+    mask = ~np.isnan(X)
+    filled = np.where(mask, X, fit_additive(X).predict())
+    approx = filled
+    for _ in range(n_iter):
+        U, s, Vt = np.linalg.svd(filled, full_matrices=False)
+        approx = (U[:, :k] * s[:k]) @ Vt[:k]
+        change = float(np.abs(approx[~mask] - filled[~mask]).max()) if (~mask).any() else 0.0
+        filled = np.where(mask, X, approx)
+        if change < 1e-6:
+            break
+    return approx
+
+
+def rank_k_approx(F: Any, k: int, *, n_iter: int = 100) -> np.ndarray:
+    """The rank-k least-squares approximation of ``F`` (Eckart–Young; hard impute if entries are missing)."""
+    X = check_matrix(F)
+    k = _check_rank(k, X.shape)
+    if not np.isnan(X).any():
+        U, s, Vt = np.linalg.svd(X, full_matrices=False)
+        return (U[:, :k] * s[:k]) @ Vt[:k]
+    return _hard_impute(X, k, n_iter)
+
+
+def singular_spectrum(F: Any) -> np.ndarray:
+    """Singular values of ``F`` (holes filled by the additive model), largest first."""
+    X = check_matrix(F)
+    if np.isnan(X).any():
+        X = np.where(np.isnan(X), fit_additive(X).predict(), X)
+    return np.linalg.svd(X, compute_uv=False)
+
+
+def rank_r2(F: Any, max_rank: int | None = None, *, n_iter: int = 100) -> np.ndarray:
+    """``R²(k)`` for k = 1..max_rank (default: min(M, N, 20)); entry ``k−1`` is rank k."""
+    X = check_matrix(F)
+    K = _check_rank(max_rank if max_rank is not None else min(*X.shape, 20), X.shape)
+    if not np.isnan(X).any():
+        U, s, Vt = np.linalg.svd(X, full_matrices=False)
+        sst = float(((X - X.mean()) ** 2).sum())
+        # ||F - F_k||² = sum of the squared singular values left out
+        tail = np.sum(s**2) - np.cumsum(s**2)[:K]
+        return 1.0 - np.maximum(tail, 0.0) / sst if sst > 0 else np.full(K, np.nan)
+    return np.array([r2_score_masked(X, _hard_impute(X, k, n_iter)) for k in range(1, K + 1)])
+
+
+def _check_rank(k: int, shape: tuple[int, int]) -> int:
+    k = int(k)
+    if not 1 <= k <= min(shape):
+        raise DataError(f"rank must be between 1 and min(M, N) = {min(shape)}, got {k}")
+    return k
+
+
+# ---- orderings and learning ----------------------------------------------------------------
+
+
+def factor_order(F: Any, by: Literal["additive", "multiplicative", "svd"] = "additive"
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column permutations that sort by the fitted factors, most forgetting first.
+
+    Why: a heat map sorted this way shows at a glance whether forgetting is "harsh tasks ×
+    fragile examples" (a smooth gradient) or has block structure the factors do not explain.
+    """
+    X = check_matrix(F)
+    if by == "additive":
+        fit = fit_additive(X)
+        r, c = fit.a, fit.b
+    elif by == "multiplicative":
+        mfit = fit_multiplicative(X)
+        r, c = mfit.alpha, mfit.beta
+    elif by == "svd":
+        filled = np.where(np.isnan(X), fit_additive(X).predict(), X)
+        U, _, Vt = np.linalg.svd(filled - filled.mean(), full_matrices=False)
+        r, c = U[:, 0], Vt[0]
+        if c @ (np.nanmean(X, 0) - np.nanmean(X)) < 0:  # orient: high score = more forgetting
+            r, c = -r, -c
+    else:
+        raise DataError(f"unknown ordering {by!r}; choose additive, multiplicative or svd")
+    return np.argsort(-r, kind="stable"), np.argsort(-c, kind="stable")
+
+
+@dataclass
+class LearningCorrelation:
+    """Per-task mean forgetting vs task learning (``task_loss_before − task_loss_after``)."""
+
+    n: int
+    pearson: float
+    pearson_p: float
+    spearman: float
+    spearman_p: float
+    learning: list[float]
+    mean_forgetting: list[float]
+
+
+def learning_correlation(F: Any, runs: pd.DataFrame | None) -> LearningCorrelation | None:
+    """Correlate each task's mean forgetting with how much it learned; ``None`` if not recorded.
+
+    Why: a task that moves the model more (bigger loss drop) is expected to forget more; when the
+    correlation is weak, forgetting is about *what* was learned, not *how much*.
+    """
+    cols = {"task_loss_before", "task_loss_after"}
+    if runs is None or not cols <= set(runs.columns):
+        return None
+    X = check_matrix(F)
+    if len(runs) != X.shape[0]:
+        raise DataError(f"runs table has {len(runs)} rows but the matrix has {X.shape[0]}")
+    learning = (pd.to_numeric(runs["task_loss_before"], errors="coerce")
+                - pd.to_numeric(runs["task_loss_after"], errors="coerce")).to_numpy(float)
+    forgetting = np.nanmean(X, axis=1)
+    ok = np.isfinite(learning) & np.isfinite(forgetting)
+    if ok.sum() < 3 or np.std(learning[ok]) == 0 or np.std(forgetting[ok]) == 0:
+        return LearningCorrelation(int(ok.sum()), *([float("nan")] * 4),
+                                   learning.tolist(), forgetting.tolist())
+    pr = stats.pearsonr(learning[ok], forgetting[ok])
+    sr = stats.spearmanr(learning[ok], forgetting[ok])
+    return LearningCorrelation(int(ok.sum()), float(pr.statistic), float(pr.pvalue),
+                               float(sr.statistic), float(sr.pvalue),
+                               learning.tolist(), forgetting.tolist())
+
+
+# ---- everything at once --------------------------------------------------------------------
+
+
+@dataclass
+class LowRankReport:
+    """What ``forgetscope analyze`` prints and saves."""
+
+    shape: tuple[int, int]
+    missing_fraction: float
+    singular_values: np.ndarray
+    r2_by_rank: np.ndarray
+    additive: AdditiveFit
+    multiplicative: MultiplicativeFit
+    learning: LearningCorrelation | None = None
+    row_order: np.ndarray = field(default_factory=lambda: np.array([], int))
+    col_order: np.ndarray = field(default_factory=lambda: np.array([], int))
+
+    def r2_table(self) -> pd.DataFrame:
+        """One row per rank k with R²(k), the singular value and its share of energy."""
+        s = self.singular_values
+        k = np.arange(1, len(self.r2_by_rank) + 1)
+        return pd.DataFrame({"k": k, "singular_value": s[: len(k)],
+                             "energy_share": (s**2 / np.sum(s**2))[: len(k)],
+                             "r2": self.r2_by_rank})
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {
+            "shape": list(self.shape),
+            "missing_fraction": self.missing_fraction,
+            "singular_values": self.singular_values.tolist(),
+            "r2_by_rank": self.r2_by_rank.tolist(),
+            "additive": {"r2": self.additive.r2, "mu": self.additive.mu},
+            "multiplicative": {"r2": self.multiplicative.r2},
+            "learning_correlation": None,
+        }
+        if self.learning is not None:
+            out["learning_correlation"] = asdict(self.learning)
+        return out
+
+
+def analyze(F: Any, *, max_rank: int | None = None, runs: pd.DataFrame | None = None,
+            order_by: Literal["additive", "multiplicative", "svd"] = "additive") -> LowRankReport:
+    """Run every low-rank analysis on ``F`` (an array or a ``ForgettingMatrix``)."""
+    if runs is None:
+        runs = getattr(F, "runs", None)
+    X = check_matrix(F)
+    row_order, col_order = factor_order(X, order_by)
+    return LowRankReport(
+        shape=(int(X.shape[0]), int(X.shape[1])),
+        missing_fraction=float(np.isnan(X).mean()),
+        singular_values=singular_spectrum(X),
+        r2_by_rank=rank_r2(X, max_rank),
+        additive=fit_additive(X),
+        multiplicative=fit_multiplicative(X),
+        learning=learning_correlation(X, runs),
+        row_order=row_order,
+        col_order=col_order,
+    )

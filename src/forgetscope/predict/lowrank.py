@@ -1,0 +1,111 @@
+"""``lowrank``: additive model + rank-r interaction, the new task's factor solved on the probe set.
+
+Model: ``F[i, j] ≈ μ + a_i + b_j + u_i · v_j``. Known rows are double-centred by the additive fit
+and the residual is factored (truncated SVD, or ridge ALS over observed entries). A new task
+contributes an offset ``c`` and a factor ``u``, fitted on the probe set by ridge regression whose
+penalties are the Bayesian ones: the noise variance σ² over the prior variance of each coefficient
+among the known tasks (``var(a_i)`` for the offset, ``s_k²/M`` for component k). So with a tiny
+probe set the prediction shrinks to the additive one instead of overfitting, and ``ridge`` is a
+dimensionless multiplier (1 = the empirical prior, 0 = plain least squares).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+
+from forgetscope.analysis.lowrank import AdditiveFit, additive_fit_unchecked
+from forgetscope.errors import ConfigError
+from forgetscope.predict.base import Predictor
+from forgetscope.predict.factor import als_ridge, residual_mean_square, truncated_svd
+
+Method = Literal["auto", "svd", "als"]
+
+
+def double_centered(X: np.ndarray) -> tuple[AdditiveFit, np.ndarray, np.ndarray | None]:
+    """The additive fit, the residual ``X − μ − a − b`` (0 at missing entries) and the mask (None if complete)."""
+    fit = additive_fit_unchecked(X)
+    R = X - np.asarray(fit.mu + fit.b, dtype=X.dtype)[None, :]
+    R -= np.asarray(fit.a, dtype=X.dtype)[:, None]
+    mask = None
+    if np.isnan(X).any():
+        mask = ~np.isnan(X)
+        R[~mask] = 0.0
+    return fit, R, mask
+
+
+def residual_basis(X: np.ndarray, rank: int, *, method: Method = "auto", lam: float = 0.05,
+                   n_iter: int = 15, seed: int = 0) -> dict:
+    """Factor the double-centred known rows: returns additive fit, singular values, Vt and noise σ².
+
+    ``svd`` with missing entries runs hard impute (refill holes from the rank-r fit, n_iter times).
+    """
+    fit, R, mask = double_centered(X)
+    m, n = X.shape
+    r = max(0, min(int(rank), m - 1, n - 1))
+    if method == "auto":
+        method = "svd" if mask is None else "als"
+    if method == "svd":
+        U, s, Vt = truncated_svd(R, r, seed=seed)
+        if mask is not None and r > 0:
+            for _ in range(n_iter):
+                R = np.where(mask, R, ((U * s) @ Vt).astype(R.dtype))
+                U, s, Vt = truncated_svd(R, r, seed=seed)
+            R = np.where(mask, R, 0.0).astype(R.dtype)
+        Uf, Vf = U * s, Vt
+    elif method == "als":
+        Uf, Vf = als_ridge(R, mask, r, lam=lam, n_iter=n_iter, seed=seed)
+    else:
+        raise ConfigError(f"unknown lowrank method {method!r}; choose auto, svd or als")
+    sigma2 = residual_mean_square(R, mask, Uf, Vf) if r > 0 else float(
+        np.einsum("ij,ij->", R, R, dtype=np.float64) / max(1.0, mask.sum() if mask is not None else R.size))
+    # orthonormal basis of the fitted interaction: U V = Qu (Ru Rv^T) Qv^T, SVD of the small core
+    if r > 0:
+        Qu, Ru = np.linalg.qr(np.asarray(Uf, np.float64))
+        Qv, Rv = np.linalg.qr(np.asarray(Vf, np.float64).T)
+        _, s, Wt = np.linalg.svd(Ru @ Rv.T)
+        Vt = (Wt @ Qv.T).astype(X.dtype)
+    else:
+        s, Vt = np.zeros(0), np.zeros((0, n), X.dtype)
+    return {"additive": fit, "s": s, "Vt": Vt, "sigma2": max(sigma2, 1e-30), "m": m}
+
+
+class LowRankPredictor(Predictor):
+    """Matrix completion of a new row: additive + rank-r interaction (SVD or ridge ALS)."""
+
+    name = "lowrank"
+
+    def __init__(self, rank: int = 3, *, method: Method = "auto", ridge: float = 1.0,
+                 als_lambda: float = 0.05, n_iter: int = 15, seed: int = 0) -> None:
+        if int(rank) < 1:
+            raise ConfigError(f"lowrank rank must be >= 1, got {rank}")
+        if ridge < 0 or als_lambda < 0:
+            raise ConfigError("lowrank ridge and als_lambda must be >= 0")
+        if method not in ("auto", "svd", "als"):
+            raise ConfigError(f"unknown lowrank method {method!r}; choose auto, svd or als")
+        self.rank, self.method, self.ridge = int(rank), method, float(ridge)
+        self.als_lambda, self.n_iter, self.seed = float(als_lambda), int(n_iter), int(seed)
+
+    def _fit(self, X: np.ndarray, *, task_texts: Sequence[str] | None,
+             example_texts: Sequence[str] | None) -> None:
+        basis = residual_basis(X, self.rank, method=self.method, lam=self.als_lambda,
+                               n_iter=self.n_iter, seed=self.seed)
+        fit: AdditiveFit = basis["additive"]
+        self.col_mean_ = np.asarray(fit.mu + fit.b, dtype=X.dtype)
+        self.Vt_ = basis["Vt"]
+        self.s_ = basis["s"]
+        sigma2, m = basis["sigma2"], basis["m"]
+        var_a = float(np.var(fit.a)) if m > 1 else 0.0
+        prior_var = np.concatenate([[var_a if var_a > 0 else 1e6 * sigma2], self.s_**2 / m])
+        self.penalty_ = sigma2 / np.maximum(prior_var, 1e-300)
+
+    def _predict_rows(self, idx: np.ndarray, Y: np.ndarray, *,
+                      task_texts: Sequence[str] | None) -> np.ndarray:
+        T = Y - self.col_mean_[idx].astype(np.float64)
+        Z = np.column_stack([np.ones(idx.size), self.Vt_[:, idx].T.astype(np.float64)])
+        A = Z.T @ Z + np.diag(self.ridge * self.penalty_)
+        W = np.linalg.lstsq(A, Z.T @ T.T, rcond=None)[0]  # (r+1, R); lstsq copes with |S| < r+1
+        out = (W[1:].T.astype(self.Vt_.dtype) @ self.Vt_) if self.Vt_.shape[0] else 0.0
+        return (self.col_mean_[None, :] + W[0][:, None] + out).astype(np.float64, copy=False)
