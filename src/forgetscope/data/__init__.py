@@ -1,0 +1,34 @@
+"""Data: example/task types, file loaders and the shipped demo suite (``forgetscope.data``)."""
+
+from forgetscope.data.demo import (
+    demo_task,
+    demo_task_info,
+    demo_task_names,
+    demo_tasks,
+    demo_upstream,
+    demo_upstream_instruct,
+)
+from forgetscope.data.loading import (
+    examples_from_records,
+    load_examples,
+    load_task,
+    read_records,
+    split_examples,
+)
+from forgetscope.data.types import Example, Task
+
+__all__ = [
+    "Example",
+    "Task",
+    "demo_task",
+    "demo_task_info",
+    "demo_task_names",
+    "demo_tasks",
+    "demo_upstream",
+    "demo_upstream_instruct",
+    "examples_from_records",
+    "load_examples",
+    "load_task",
+    "read_records",
+    "split_examples",
+]

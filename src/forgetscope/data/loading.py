@@ -1,0 +1,444 @@
+"""Load upstream examples and fine-tuning tasks from files.
+
+Supported inputs:
+
+* ``.jsonl`` (one JSON object a line; blank lines skipped), ``.json`` (a JSON array of objects,
+  or JSON lines), ``.parquet``, ``.csv`` / ``.tsv`` (read as strings; an empty cell is missing);
+* a directory written by ``datasets.Dataset.save_to_disk`` (or a ``DatasetDict``; pick the split
+  with ``split=``, default ``"train"`` or the only split).
+
+Two schemas:
+
+* plain text: a ``text`` column (loss on every token);
+* prompt/response: ``prompt`` and ``response`` columns, optional ``answer`` (a short gold answer
+  for exact match).
+
+``schema="auto"`` picks prompt/response when both of those columns exist, else plain text. Other
+column names are mapped with ``text_field=``, ``prompt_field=``, ``response_field=``,
+``answer_field=`` and ``id_field=``. An ``id`` column gives example ids; without one, ids are
+``<name>-<row:05d>`` (row = position in the file, so ids are stable when ``limit`` subsamples).
+Columns other than the mapped ones are kept in ``Example.meta`` (scalars only), with ``row``.
+
+Every problem a user can cause raises :class:`~forgetscope.errors.DataError` naming the file,
+and where it applies the row and field.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections import Counter
+from pathlib import Path
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
+
+from forgetscope.data.types import Example, Task
+from forgetscope.errors import DataError
+
+Schema = Literal["auto", "text", "pair"]
+
+FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".tsv")
+
+__all__ = ["load_examples", "load_task", "split_examples", "examples_from_records", "read_records"]
+
+
+# --------------------------------------------------------------------------------------------
+# reading raw records
+# --------------------------------------------------------------------------------------------
+
+def _read_jsonl(path: Path) -> list[dict]:
+    rows: list[dict] = []
+    with path.open("r", encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}: line {lineno} is not valid JSON ({e.msg})") from None
+            if not isinstance(obj, dict):
+                raise DataError(f"{path}: line {lineno} is a JSON {type(obj).__name__}, expected an object")
+            rows.append(obj)
+    return rows
+
+
+def _read_json(path: Path) -> list[dict]:
+    text = path.read_text(encoding="utf-8")
+    if not text.strip():
+        return []
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError:
+        return _read_jsonl(path)  # JSON lines saved with a .json suffix
+    if isinstance(obj, dict):
+        # {"data": [...]} or {"train": [...]} style wrappers with a single list value
+        lists = [v for v in obj.values() if isinstance(v, list)]
+        if len(lists) == 1:
+            obj = lists[0]
+        else:
+            raise DataError(f"{path}: expected a JSON array of objects (or JSON lines), got an object")
+    if not isinstance(obj, list):
+        raise DataError(f"{path}: expected a JSON array of objects, got {type(obj).__name__}")
+    for i, row in enumerate(obj):
+        if not isinstance(row, dict):
+            raise DataError(f"{path}: item {i} is a JSON {type(row).__name__}, expected an object")
+    return obj
+
+
+def _read_table(path: Path, suffix: str) -> list[dict]:
+    import pandas as pd
+
+    try:
+        if suffix == ".parquet":
+            df = pd.read_parquet(path)
+        else:
+            sep = "\t" if suffix == ".tsv" else ","
+            # strings only, and no "NA"/"null" text silently turned into missing values
+            df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        return []
+    except Exception as e:  # pyarrow / parser errors: one clear line
+        raise DataError(f"{path}: cannot read {suffix[1:]} file ({type(e).__name__}: {e})") from None
+    return df.to_dict(orient="records")
+
+
+def _read_hf_dir(path: Path, split: str | None) -> list[dict]:
+    try:
+        import datasets
+    except ImportError as e:  # pragma: no cover - datasets is a core dependency
+        raise DataError(f"{path}: reading a datasets directory needs the 'datasets' package") from e
+    state = path / "state.json"
+    if state.exists():
+        try:
+            if not json.loads(state.read_text(encoding="utf-8")).get("_data_files", [None]):
+                return []  # an empty Dataset: datasets itself cannot load it back
+        except (OSError, json.JSONDecodeError):
+            pass
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except FileNotFoundError as e:
+        raise DataError(f"{path}: not a dataset saved with save_to_disk ({e})") from None
+    except Exception as e:  # noqa: BLE001 - corrupt/partial directories fail in many ways
+        raise DataError(f"{path}: cannot load dataset ({type(e).__name__}: {e})") from None
+    if isinstance(ds, datasets.DatasetDict):
+        names = list(ds.keys())
+        if split is None:
+            if "train" in ds:
+                split = "train"
+            elif len(names) == 1:
+                split = names[0]
+            else:
+                raise DataError(f"{path}: dataset has splits {names}; choose one with split=")
+        if split not in ds:
+            raise DataError(f"{path}: dataset has no split {split!r} (splits: {names})")
+        ds = ds[split]
+    elif split is not None and split != "train":
+        raise DataError(f"{path}: dataset has no splits, but split={split!r} was asked for")
+    return ds.to_list()
+
+
+def read_records(path: str | Path, *, split: str | None = None) -> list[dict]:
+    """Read the raw rows (dicts) of a supported file or ``datasets`` directory."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise DataError(f"data file not found: {p}")
+    if p.is_dir():
+        if not ((p / "dataset_info.json").exists() or (p / "dataset_dict.json").exists()
+                or (p / "state.json").exists()):
+            raise DataError(
+                f"{p}: is a directory but not a Hugging Face dataset saved with save_to_disk "
+                "(no dataset_info.json / dataset_dict.json)"
+            )
+        return _read_hf_dir(p, split)
+    suffix = p.suffix.lower()
+    if suffix == ".jsonl":
+        rows = _read_jsonl(p)
+    elif suffix == ".json":
+        rows = _read_json(p)
+    elif suffix in (".parquet", ".csv", ".tsv"):
+        rows = _read_table(p, suffix)
+    else:
+        raise DataError(
+            f"{p}: unknown file extension {p.suffix!r}; expected one of {', '.join(FILE_SUFFIXES)} "
+            "or a datasets directory"
+        )
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# records -> examples
+# --------------------------------------------------------------------------------------------
+
+def _is_missing(v: Any) -> bool:
+    if v is None:
+        return True
+    if isinstance(v, float) and math.isnan(v):
+        return True
+    try:  # pandas NA / NaT
+        import pandas as pd
+
+        if v is pd.NA or v is pd.NaT:
+            return True
+    except ImportError:  # pragma: no cover
+        pass
+    return False
+
+
+def _as_str(v: Any, where: str, field: str) -> str | None:
+    if _is_missing(v):
+        return None
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, str):
+        return v
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return str(int(v)) if v.is_integer() else repr(v)
+    # numpy scalars
+    item = getattr(v, "item", None)
+    if callable(item):
+        try:
+            return _as_str(item(), where, field)
+        except (TypeError, ValueError):
+            pass
+    raise DataError(f"{where}: field {field!r} must be a string, got {type(v).__name__}")
+
+
+def _is_scalar(v: Any) -> bool:
+    return v is None or isinstance(v, (str, int, float, bool))
+
+
+def examples_from_records(
+    rows: Iterable[Mapping[str, Any]],
+    *,
+    name: str,
+    source: str | None = None,
+    schema: Schema = "auto",
+    text_field: str = "text",
+    prompt_field: str = "prompt",
+    response_field: str = "response",
+    answer_field: str | None = "answer",
+    id_field: str | None = "id",
+) -> list[Example]:
+    """Turn raw rows into :class:`Example` objects (all of them; no sampling)."""
+    rows = list(rows)
+    src = source or name
+    if not rows:
+        raise DataError(f"{src}: no rows (empty file or dataset)")
+    if schema not in ("auto", "text", "pair"):
+        raise DataError(f"{src}: unknown schema {schema!r}; expected 'auto', 'text' or 'pair'")
+    columns: set[str] = set()
+    for r in rows:
+        columns.update(r.keys())
+    if schema == "auto":
+        if prompt_field in columns and response_field in columns:
+            schema = "pair"
+        elif text_field in columns:
+            schema = "text"
+        else:
+            raise DataError(
+                f"{src}: no {text_field!r} column and no {prompt_field!r} + {response_field!r} columns "
+                f"(columns: {sorted(columns)}); map yours with text_field= / prompt_field= / response_field="
+            )
+    needed = [text_field] if schema == "text" else [prompt_field, response_field]
+    for col in needed:
+        if col not in columns:
+            raise DataError(f"{src}: schema {schema!r} needs a column {col!r} (columns: {sorted(columns)})")
+    use_ids = id_field is not None and id_field in columns
+    mapped = {text_field, prompt_field, response_field, answer_field, id_field}
+
+    out: list[Example] = []
+    for i, r in enumerate(rows):
+        where = f"{src}: row {i}"
+        if use_ids:
+            ex_id = _as_str(r.get(id_field), where, id_field)
+            if ex_id is None or not ex_id.strip():
+                raise DataError(f"{where}: missing or empty field {id_field!r}")
+        else:
+            ex_id = f"{name}-{i:05d}"
+        where = f"{src}: row {i} (id {ex_id!r})"
+        meta = {k: v for k, v in r.items() if k not in mapped and _is_scalar(v)}
+        meta["row"] = i
+        if schema == "text":
+            text = _as_str(r.get(text_field), where, text_field)
+            if text is None or not text.strip():
+                raise DataError(f"{where}: missing or empty field {text_field!r}")
+            answer = _as_str(r.get(answer_field), where, answer_field) if answer_field else None
+            out.append(Example(ex_id, text=text, answer=answer or None, meta=meta))
+        else:
+            prompt = _as_str(r.get(prompt_field), where, prompt_field)
+            if prompt is None:
+                raise DataError(f"{where}: missing field {prompt_field!r}")
+            response = _as_str(r.get(response_field), where, response_field)
+            if response is None or not response.strip():
+                raise DataError(f"{where}: missing or empty field {response_field!r}")
+            answer = _as_str(r.get(answer_field), where, answer_field) if answer_field else None
+            out.append(Example(ex_id, prompt=prompt, response=response, answer=answer or None, meta=meta))
+    _check_unique_ids(out, src)
+    return out
+
+
+def _check_unique_ids(examples: list[Example], src: str) -> None:
+    counts = Counter(e.example_id for e in examples)
+    dups = [k for k, c in counts.items() if c > 1]
+    if dups:
+        shown = ", ".join(repr(d) for d in dups[:5]) + (" ..." if len(dups) > 5 else "")
+        raise DataError(f"{src}: duplicate example ids ({len(dups)}): {shown}")
+
+
+def _subsample(items: list, limit: int | None, seed: int, what: str) -> list:
+    """A deterministic random subset of ``limit`` items, in their original order."""
+    if limit is None or limit >= len(items):
+        return list(items)
+    if limit < 1:
+        raise DataError(f"{what}: limit must be at least 1, got {limit}")
+    keep = sorted(random.Random(seed).sample(range(len(items)), limit))
+    return [items[i] for i in keep]
+
+
+def load_examples(
+    path: str | Path,
+    *,
+    name: str | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    schema: Schema = "auto",
+    text_field: str = "text",
+    prompt_field: str = "prompt",
+    response_field: str = "response",
+    answer_field: str | None = "answer",
+    id_field: str | None = "id",
+    split: str | None = None,
+) -> list[Example]:
+    """Load examples from a JSONL/JSON/Parquet/CSV/TSV file or a ``save_to_disk`` directory.
+
+    ``limit`` keeps a random subset of that many rows (chosen with ``seed``, original order kept).
+    ``name`` prefixes generated ids (default: the file's stem). ``split`` picks a split of a
+    saved ``DatasetDict``.
+    """
+    p = Path(path).expanduser()
+    name = name or (p.name if p.is_dir() else p.stem) or "data"
+    rows = read_records(p, split=split)
+    examples = examples_from_records(
+        rows, name=name, source=str(p), schema=schema, text_field=text_field,
+        prompt_field=prompt_field, response_field=response_field, answer_field=answer_field,
+        id_field=id_field,
+    )
+    return _subsample(examples, limit, seed, str(p))
+
+
+# --------------------------------------------------------------------------------------------
+# tasks
+# --------------------------------------------------------------------------------------------
+
+def split_examples(
+    examples: list[Example],
+    *,
+    heldout_fraction: float | None = 0.2,
+    heldout_size: int | None = None,
+    seed: int = 0,
+    what: str = "data",
+) -> tuple[list[Example], list[Example]]:
+    """Deterministically split into (train, heldout); both keep the input order.
+
+    ``heldout_size`` (a count) wins over ``heldout_fraction``; the fraction is rounded and at
+    least one example goes to each side.
+    """
+    n = len(examples)
+    if n < 2:
+        raise DataError(f"{what}: need at least 2 examples to split into train and held-out, got {n}")
+    if heldout_size is not None:
+        if not isinstance(heldout_size, int) or heldout_size < 1 or heldout_size >= n:
+            raise DataError(f"{what}: heldout_size must be an integer in [1, {n - 1}], got {heldout_size!r}")
+        k = heldout_size
+    else:
+        if heldout_fraction is None or not (0.0 < float(heldout_fraction) < 1.0):
+            raise DataError(f"{what}: heldout_fraction must be in (0, 1), got {heldout_fraction!r}")
+        k = min(max(1, round(n * float(heldout_fraction))), n - 1)
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    held = set(order[:k])
+    train = [e for i, e in enumerate(examples) if i not in held]
+    heldout = [e for i, e in enumerate(examples) if i in held]
+    return train, heldout
+
+
+_FIELD_KEYS = ("schema", "text_field", "prompt_field", "response_field", "answer_field", "id_field", "split")
+_SPEC_KEYS = {"path", "heldout_path", "description", "limit", "n_train", "heldout_fraction",
+              "heldout_size", "seed", "name", *_FIELD_KEYS}
+
+
+def load_task(
+    name: str,
+    path_or_spec: str | Path | Mapping[str, Any],
+    *,
+    heldout_fraction: float | None = 0.2,
+    heldout_size: int | None = None,
+    seed: int = 0,
+    heldout_path: str | Path | None = None,
+    n_train: int | None = None,
+    limit: int | None = None,
+    description: str = "",
+    **field_mapping: Any,
+) -> Task:
+    """Load a fine-tuning task.
+
+    ``path_or_spec`` is a data path, ``"demo:<name>"`` for a task of the shipped demo suite, or a
+    mapping with ``path`` and optionally ``heldout_path``, ``description``, ``limit``, ``n_train``,
+    ``heldout_fraction``, ``heldout_size``, ``seed`` and the column mapping keys
+    (``text_field`` ...); keys in the mapping override the keyword arguments.
+
+    Without ``heldout_path`` the rows are split deterministically (``seed``) into train and
+    held-out: ``heldout_size`` examples, else ``heldout_fraction`` of them. ``limit`` subsamples
+    rows before the split; ``n_train`` subsamples the training side after it (so the held-out set
+    does not depend on ``n_train``). Ids must be unique across both sides.
+    """
+    unknown = set(field_mapping) - set(_FIELD_KEYS)
+    if unknown:
+        raise TypeError(f"load_task() got unexpected keyword arguments {sorted(unknown)}")
+    opts: dict[str, Any] = dict(field_mapping)
+    if isinstance(path_or_spec, Mapping):
+        spec = dict(path_or_spec)
+        bad = set(spec) - _SPEC_KEYS
+        if bad:
+            raise DataError(
+                f"task {name!r}: unknown key(s) {sorted(bad)} in spec; allowed: {sorted(_SPEC_KEYS)}"
+            )
+        if "path" not in spec:
+            raise DataError(f"task {name!r}: spec has no 'path'")
+        path = spec.pop("path")
+        heldout_path = spec.pop("heldout_path", heldout_path)
+        description = spec.pop("description", description)
+        limit = spec.pop("limit", limit)
+        n_train = spec.pop("n_train", n_train)
+        seed = spec.pop("seed", seed)
+        spec.pop("name", None)
+        if "heldout_size" in spec or "heldout_fraction" in spec:
+            heldout_size = spec.pop("heldout_size", None)
+            default_fraction = heldout_fraction if heldout_size is None else None
+            heldout_fraction = spec.pop("heldout_fraction", default_fraction)
+        opts.update(spec)
+    else:
+        path = path_or_spec
+
+    if isinstance(path, str) and path.startswith("demo:"):
+        from forgetscope.data.demo import demo_task
+
+        task = demo_task(path[5:], n_train=n_train, seed=seed)
+        if name != task.name or description:
+            task = Task(name, task.train, task.heldout, description or task.description)
+        return task
+
+    what = f"task {name!r} ({path})"
+    examples = load_examples(path, name=name, seed=seed, limit=limit, **opts)
+    if heldout_path is not None:
+        train = examples
+        heldout = load_examples(heldout_path, name=f"{name}-heldout", **opts)
+    else:
+        train, heldout = split_examples(examples, heldout_fraction=heldout_fraction,
+                                        heldout_size=heldout_size, seed=seed, what=what)
+    train = _subsample(train, n_train, seed, what)
+    _check_unique_ids(train + heldout, what)
+    return Task(name=name, train=train, heldout=heldout, description=description)
