@@ -68,6 +68,6 @@ def sweep_config_dict(tiny_dir: Path, data: dict[str, Path], output: Path, **tra
         "upstream": {"source": str(data["upstream"])},
         "tasks": [{"name": "code", "source": str(data["code"]), "heldout": 3},
                   {"name": "qa", "source": str(data["qa"]), "heldout": 3}],
-        "train": {"method": "full", "steps": 3, "batch_size": 4, "lr": 1e-2, "max_length": 32, **train},
+        "train": {"method": "full", "steps": 3, "batch_size": 4, "lr": 1e-2, "max_length": 64, **train},
         "eval": {"max_batch_tokens": 256},
     }

@@ -51,6 +51,7 @@ class SourceConfig(_Strict):
 
     source: str = "demo"
     n: int | None = Field(None, ge=1)
+    n_instruct: int = Field(0, ge=0)  # demo only: add this many instruction pairs with short answers (exact match)
     text_field: str = "text"
     prompt_field: str = "prompt"
     response_field: str = "response"

@@ -162,7 +162,12 @@ def load_model(source: ModelSource | str | None = None, *, device: str | torch.d
                dtype: str | None = None):
     """Load (model, tokenizer) on the chosen device; GGUF goes through the safetensors cache."""
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
+    from forgetscope.progress import progress_enabled
+
+    if not progress_enabled():
+        hf_logging.disable_progress_bar()
     if not isinstance(source, ModelSource):
         source = resolve_model(source)
     dev = device if isinstance(device, torch.device) else pick_device(device)

@@ -35,7 +35,11 @@ def fail(message: str) -> None:
 def run_app(argv: list[str] | None = None) -> int:
     """Run the CLI and map exceptions to exit codes; returns the exit code instead of exiting."""
     try:
-        app(args=argv, standalone_mode=False)
+        rv = app(args=argv, standalone_mode=False)
+        if rv == EXIT_INTERRUPTED:  # typer turns Ctrl-C into Exit(130), returned in non-standalone mode
+            raise KeyboardInterrupt
+        if isinstance(rv, int) and rv:
+            return rv
     except ForgetscopeError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return EXIT_USER_ERROR

@@ -57,11 +57,13 @@ def run(
 def demo(
     output: Path = typer.Option(Path("sweeps/demo"), help="sweep directory"),
     tasks: Optional[int] = typer.Option(None, min=1, help="number of demo tasks (default: all)"),
-    upstream: int = typer.Option(200, min=2, help="number of upstream examples"),
+    upstream: int = typer.Option(200, min=2, help="number of upstream plain-text examples"),
+    instruct: int = typer.Option(40, min=0, help="number of upstream instruction pairs (exact match)"),
     n_train: int = typer.Option(120, min=2, help="training examples per task"),
-    steps: int = typer.Option(20, min=1, help="fine-tuning steps per task"),
+    steps: int = typer.Option(12, min=1, help="fine-tuning steps per task"),
     batch_size: int = typer.Option(8, min=1),
-    lr: float = typer.Option(1e-3),
+    lr: float = typer.Option(2e-3),
+    max_length: int = typer.Option(96, min=8, help="tokens per example (longer ones are truncated)"),
     method: str = typer.Option("lora", help="lora or full"),
     seed: int = typer.Option(0),
     model: str = typer.Option("smollm2-135m-instruct", help="base model (default: the offline SmolLM2)"),
@@ -72,7 +74,7 @@ def demo(
     from forgetscope.sweep import run_sweep
     from forgetscope.sweep.demo import demo_config
 
-    cfg = demo_config(output=output, n_upstream=upstream, n_tasks=tasks, n_train=n_train, steps=steps,
-                      batch_size=batch_size, lr=lr, method=method, seed=seed, model=model)
+    cfg = demo_config(output=output, n_upstream=upstream, n_instruct=instruct, n_tasks=tasks, n_train=n_train, steps=steps,
+                      batch_size=batch_size, lr=lr, max_length=max_length, method=method, seed=seed, model=model)
     matrix = run_sweep(cfg, output=output, executor=executor, overwrite=overwrite)
     _report(matrix, output)

@@ -232,9 +232,12 @@ def examples_from_records(
     columns: set[str] = set()
     for r in rows:
         columns.update(r.keys())
+    mixed = False
     if schema == "auto":
         if prompt_field in columns and response_field in columns:
             schema = "pair"
+            # A file may mix plain text and pairs (e.g. an upstream set): then each row decides.
+            mixed = text_field in columns
         elif text_field in columns:
             schema = "text"
         else:
@@ -243,7 +246,7 @@ def examples_from_records(
                 f"(columns: {sorted(columns)}); map yours with text_field= / prompt_field= / response_field="
             )
     needed = [text_field] if schema == "text" else [prompt_field, response_field]
-    for col in needed:
+    for col in needed if not mixed else ():
         if col not in columns:
             raise DataError(f"{src}: schema {schema!r} needs a column {col!r} (columns: {sorted(columns)})")
     use_ids = id_field is not None and id_field in columns
@@ -261,7 +264,10 @@ def examples_from_records(
         where = f"{src}: row {i} (id {ex_id!r})"
         meta = {k: v for k, v in r.items() if k not in mapped and _is_scalar(v)}
         meta["row"] = i
-        if schema == "text":
+        row_schema = schema
+        if mixed:
+            row_schema = "text" if _is_missing(r.get(prompt_field)) and not _is_missing(r.get(text_field)) else "pair"
+        if row_schema == "text":
             text = _as_str(r.get(text_field), where, text_field)
             if text is None or not text.strip():
                 raise DataError(f"{where}: missing or empty field {text_field!r}")

@@ -10,9 +10,9 @@ from pathlib import Path
 from forgetscope.config import SweepConfig, parse_config
 
 
-def demo_config(*, output: str | Path = "sweeps/demo", n_upstream: int = 200, n_tasks: int | None = None,
-                n_train: int = 120, steps: int = 20, batch_size: int = 8, lr: float = 1e-3,
-                max_length: int = 64, method: str = "lora", seed: int = 0,
+def demo_config(*, output: str | Path = "sweeps/demo", n_upstream: int = 200, n_instruct: int = 40,
+                n_tasks: int | None = None, n_train: int = 120, steps: int = 12, batch_size: int = 8, lr: float = 2e-3,
+                max_length: int = 96, method: str = "lora", seed: int = 0,
                 model: str = "smollm2-135m-instruct") -> SweepConfig:
     """A sweep config over the demo suite (all its tasks unless ``n_tasks`` limits them)."""
     from forgetscope.data.demo import demo_task_names
@@ -24,7 +24,7 @@ def demo_config(*, output: str | Path = "sweeps/demo", n_upstream: int = 200, n_
         "model": model,
         "output": str(output),
         "seed": seed,
-        "upstream": {"source": "demo", "n": n_upstream},
+        "upstream": {"source": "demo", "n": n_upstream, "n_instruct": n_instruct},
         "tasks": [{"name": n, "n_train": n_train} for n in names],
         "train": {"method": method, "steps": steps, "batch_size": batch_size, "lr": lr, "max_length": max_length},
     }, "for the demo")

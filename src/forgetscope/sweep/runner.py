@@ -60,9 +60,10 @@ def config_fingerprint(config: SweepConfig) -> str:
 def load_upstream(config: SweepConfig) -> list[Example]:
     src = config.upstream
     if src.source == "demo":
-        from forgetscope.data.demo import demo_upstream
+        from forgetscope.data.demo import demo_upstream, demo_upstream_instruct
 
-        return demo_upstream(n=src.n, seed=config.seed)
+        pairs = demo_upstream_instruct(n=src.n_instruct, seed=config.seed) if src.n_instruct else []
+        return demo_upstream(n=src.n, seed=config.seed) + pairs
     from forgetscope.data.loading import load_examples
 
     return load_examples(src.source, name="upstream", limit=src.n, seed=config.seed, text_field=src.text_field,

@@ -1,0 +1,90 @@
+"""The `forgetscope run` / `demo` CLI: success, and one clear error line with a non-zero exit."""
+
+import yaml
+
+from forgetscope.cli import run_app
+
+from conftest import sweep_config_dict
+
+
+def _write(tmp_path, data):
+    p = tmp_path / "sweep.yaml"
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+def test_run_writes_a_sweep_and_prints_a_summary(tiny_dir, tiny_data, tmp_path, capsys):
+    cfg = _write(tmp_path, sweep_config_dict(tiny_dir, tiny_data, tmp_path / "out"))
+    assert run_app(["run", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "forgetting matrix 2 x 13" in out and "code__plain__s0" in out
+    assert (tmp_path / "out" / "F.npy").is_file()
+
+
+def _error_line(capsys):
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1, err
+    return errors[0]
+
+
+def test_missing_config_file(tmp_path, capsys):
+    assert run_app(["run", str(tmp_path / "nope.yaml")]) == 2
+    assert "config file not found" in _error_line(capsys)
+
+
+def test_malformed_field(tiny_dir, tiny_data, tmp_path, capsys):
+    data = sweep_config_dict(tiny_dir, tiny_data, tmp_path / "out")
+    data["train"]["batch_size"] = -1
+    assert run_app(["run", str(_write(tmp_path, data))]) == 2
+    assert "train.batch_size" in _error_line(capsys)
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_model(tiny_dir, tiny_data, tmp_path, capsys):
+    data = sweep_config_dict(tiny_dir, tiny_data, tmp_path / "out")
+    data["model"] = "definitely-not-a-model"
+    assert run_app(["run", str(_write(tmp_path, data))]) == 2
+    assert "unknown model 'definitely-not-a-model'" in _error_line(capsys)
+    assert not (tmp_path / "out").exists()
+
+
+def test_not_yaml(tmp_path, capsys):
+    p = tmp_path / "bad.yaml"
+    p.write_text("tasks: [unclosed\n")
+    assert run_app(["run", str(p)]) == 2
+    assert "not valid YAML" in _error_line(capsys)
+
+
+def test_ctrl_c_exits_130_and_says_how_to_resume(tiny_dir, tiny_data, tmp_path, capsys, monkeypatch):
+    import forgetscope.sweep.runner as runner
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "execute_run", interrupted)
+    cfg = _write(tmp_path, sweep_config_dict(tiny_dir, tiny_data, tmp_path / "out"))
+    assert run_app(["run", str(cfg)]) == 130
+    assert "resume" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "F.npy").exists()
+    assert not list((tmp_path / "out").rglob("*.tmp"))
+
+
+def test_disk_full_is_one_line(tiny_dir, tiny_data, tmp_path, capsys, monkeypatch):
+    import errno
+
+    import forgetscope.store as store_mod
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", "upstream.parquet")
+
+    monkeypatch.setattr(store_mod, "write_parquet", full)
+    cfg = _write(tmp_path, sweep_config_dict(tiny_dir, tiny_data, tmp_path / "out"))
+    assert run_app(["run", str(cfg)]) == 2
+    assert "disk full" in _error_line(capsys)
+
+
+def test_demo_rejects_bad_method(capsys, tmp_path):
+    assert run_app(["demo", "--method", "qlora", "--output", str(tmp_path / "d"), "--tasks", "1"]) == 2
+    assert "method" in _error_line(capsys)

@@ -1,0 +1,88 @@
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from forgetscope.config import TrainConfig
+from forgetscope.data.types import Example, Task
+from forgetscope.train import Strategy, make_strategy, train_on_task
+from forgetscope.errors import ConfigError
+
+
+def _task(n=12):
+    train = [Example(f"c{i}", text=f"def f{i}(x):\n    return x * {i}") for i in range(n)]
+    held = [Example(f"h{i}", text=f"def g{i}(x):\n    return x * {i}") for i in range(3)]
+    return Task("code", train, held, "toy code")
+
+
+def _run(tiny, seed=0, **cfg):
+    model, tok = tiny
+    config = TrainConfig(method="full", steps=6, batch_size=4, lr=1e-2, max_length=32, seed=seed, **cfg)
+    return train_on_task(copy.deepcopy(model), tok, _task(), config, progress=False)
+
+
+def test_training_learns_the_task_and_records_the_run(tiny):
+    result = _run(tiny)
+    rec = result.record
+    assert rec["task_loss_after"] < rec["task_loss_before"]
+    assert rec["steps"] == 6 and rec["strategy"] == "plain" and rec["task"] == "code"
+    assert rec["trainable_params"] == sum(p.numel() for p in result.model.parameters())
+    assert rec["train_wall_s"] > 0
+
+
+def test_same_seed_same_weights_different_seed_differs(tiny):
+    a, b, c = _run(tiny, seed=1), _run(tiny, seed=1), _run(tiny, seed=2)
+    wa, wb, wc = (torch.cat([p.flatten() for p in r.model.parameters()]) for r in (a, b, c))
+    assert torch.equal(wa, wb)
+    assert not torch.equal(wa, wc)
+
+
+def test_lora_leaves_base_weights_untouched(tiny):
+    model, tok = tiny
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = TrainConfig(method="lora", steps=3, batch_size=4, lr=1e-2, max_length=32, lora_rank=2)
+    result = train_on_task(copy.deepcopy(model), tok, _task(), cfg, progress=False)
+    assert result.record["trainable_params"] < sum(v.numel() for v in before.values())
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
+
+
+class CountingStrategy(Strategy):
+    name = "counting"
+
+    def __init__(self):
+        self.batches, self.after = [], 0
+
+    def augment_batch(self, ctx, batch):
+        self.batches.append(len(batch))
+        return batch
+
+    def after_step(self, ctx):
+        self.after += 1
+
+    def summary(self):
+        return {"after_calls": self.after}
+
+
+def test_strategy_hooks_are_called_every_step(tiny):
+    model, tok = tiny
+    strat = CountingStrategy()
+    seen = []
+    cfg = TrainConfig(method="full", steps=5, batch_size=3, lr=1e-3, max_length=32)
+    res = train_on_task(copy.deepcopy(model), tok, _task(), cfg, strategy=strat,
+                        callbacks=[lambda ctx: seen.append(ctx.step)], progress=False)
+    assert strat.batches == [3] * 5 and strat.after == 5
+    assert seen == [1, 2, 3, 4, 5]
+    assert res.record["strategy"] == "counting" and res.record["strategy_info"] == {"after_calls": 5}
+
+
+def test_unknown_strategy_is_a_config_error():
+    with pytest.raises(ConfigError, match="unknown strategy 'nope'"):
+        make_strategy("nope")
+
+
+def test_more_steps_than_examples_cycles_epochs(tiny):
+    model, tok = tiny
+    cfg = TrainConfig(method="full", steps=7, batch_size=5, lr=1e-3, max_length=32)
+    res = train_on_task(copy.deepcopy(model), tok, _task(n=6), cfg, progress=False)
+    assert res.record["steps"] == 7 and np.isfinite(res.record["task_loss_after"])
