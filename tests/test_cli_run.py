@@ -1,10 +1,9 @@
 """The `forgetscope run` / `demo` CLI: success, and one clear error line with a non-zero exit."""
 
 import yaml
+from conftest import sweep_config_dict
 
 from forgetscope.cli import run_app
-
-from conftest import sweep_config_dict
 
 
 def _write(tmp_path, data):
@@ -58,7 +57,7 @@ def test_not_yaml(tmp_path, capsys):
 
 
 def test_ctrl_c_exits_130_and_says_how_to_resume(tiny_dir, tiny_data, tmp_path, capsys, monkeypatch):
-    import forgetscope.sweep.runner as runner
+    from forgetscope.sweep import runner
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt

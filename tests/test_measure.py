@@ -1,13 +1,18 @@
 import numpy as np
 import pytest
 import torch
+from conftest import TEXTS
 
 from forgetscope.data.encoding import collate, encode_examples
 from forgetscope.data.types import Example
-from forgetscope.measure import (answer_matches, batch_nll, bucket_batches, evaluate_examples, exact_match,
-                                 per_example_nll)
-
-from conftest import TEXTS
+from forgetscope.measure import (
+    answer_matches,
+    batch_nll,
+    bucket_batches,
+    evaluate_examples,
+    exact_match,
+    per_example_nll,
+)
 
 
 @pytest.fixture

@@ -2,8 +2,14 @@ import numpy as np
 import pytest
 
 from forgetscope.errors import ModelError
-from forgetscope.models import (count_trainable, load_model, pick_device, pick_dtype, prepare_for_training,
-                                resolve_model)
+from forgetscope.models import (
+    count_trainable,
+    load_model,
+    pick_device,
+    pick_dtype,
+    prepare_for_training,
+    resolve_model,
+)
 
 
 def test_unknown_model_name_is_a_clear_error():

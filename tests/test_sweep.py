@@ -6,13 +6,12 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import sweep_config_dict, write_jsonl
 
 from forgetscope.config import parse_config
 from forgetscope.errors import ConfigError, DataError, StoreError
 from forgetscope.store import SweepStore, load_forgetting
 from forgetscope.sweep import run_sweep
-
-from conftest import sweep_config_dict, write_jsonl
 
 
 def _cfg(tiny_dir, tiny_data, out, **train):

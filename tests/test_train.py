@@ -6,8 +6,8 @@ import torch
 
 from forgetscope.config import TrainConfig
 from forgetscope.data.types import Example, Task
-from forgetscope.train import Strategy, make_strategy, train_on_task
 from forgetscope.errors import ConfigError
+from forgetscope.train import Strategy, make_strategy, train_on_task
 
 
 def _task(n=12):

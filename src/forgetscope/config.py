@@ -95,7 +95,7 @@ class SweepConfig(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _check(self) -> "SweepConfig":
+    def _check(self) -> SweepConfig:
         if not self.tasks:
             raise ValueError("tasks: at least one task is needed")
         names = [t.name for t in self.tasks]

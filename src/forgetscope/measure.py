@@ -15,7 +15,7 @@ This is the hot path of every sweep (N upstream examples x (M + 1) models), so i
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd

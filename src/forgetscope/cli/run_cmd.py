@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import typer
@@ -39,8 +38,8 @@ def _report(matrix: ForgettingMatrix, output: Path) -> None:
 @app.command()
 def run(
     config: Path = typer.Argument(..., help="sweep config (YAML)"),
-    output: Optional[Path] = typer.Option(None, help="sweep directory (default: the config's 'output')"),
-    executor: Optional[str] = typer.Option(None, help="local or ray (default: the config's 'executor')"),
+    output: Path | None = typer.Option(None, help="sweep directory (default: the config's 'output')"),
+    executor: str | None = typer.Option(None, help="local or ray (default: the config's 'executor')"),
     overwrite: bool = typer.Option(False, help="replace an existing, different sweep in the output directory"),
 ) -> None:
     """Fine-tune the base model on each task and measure the forgetting matrix (resumes if killed)."""
@@ -56,7 +55,7 @@ def run(
 @app.command()
 def demo(
     output: Path = typer.Option(Path("sweeps/demo"), help="sweep directory"),
-    tasks: Optional[int] = typer.Option(None, min=1, help="number of demo tasks (default: all)"),
+    tasks: int | None = typer.Option(None, min=1, help="number of demo tasks (default: all)"),
     upstream: int = typer.Option(200, min=2, help="number of upstream plain-text examples"),
     instruct: int = typer.Option(40, min=0, help="number of upstream instruction pairs (exact match)"),
     n_train: int = typer.Option(120, min=2, help="training examples per task"),

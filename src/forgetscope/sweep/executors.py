@@ -9,7 +9,8 @@ spreads them over a Ray cluster.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pandas as pd
 
@@ -25,7 +26,7 @@ Finished = Callable[["RunSpec", dict[str, Any], pd.DataFrame], None]
 class Executor(Protocol):
     name: str
 
-    def run(self, session: "SweepSession", specs: Sequence["RunSpec"], finished: Finished, *,
+    def run(self, session: SweepSession, specs: Sequence[RunSpec], finished: Finished, *,
             total: int, done: int) -> None: ...
 
 

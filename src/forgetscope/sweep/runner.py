@@ -19,9 +19,10 @@ import hashlib
 import json
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -108,7 +109,7 @@ class SweepSession:
     extras: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def prepare(cls, config: SweepConfig) -> "SweepSession":
+    def prepare(cls, config: SweepConfig) -> SweepSession:
         """Load and validate data and resolve the model, without loading weights yet."""
         from forgetscope.models import resolve_model
 
@@ -161,7 +162,10 @@ def execute_run(session: SweepSession, spec: RunSpec) -> tuple[dict[str, Any], p
     result = train_on_task(model, tok, session.tasks[spec.task], train_cfg, strategy=strategy,
                            upstream=strategy_upstream, chat=session.chat)
     t1 = time.perf_counter()
-    after = session.evaluate(result.model, session.upstream, desc=f"upstream after {spec.task}")
+    tuned = result.model
+    if hasattr(tuned, "merge_and_unload"):  # fold LoRA into the weights: evaluation at base-model speed
+        tuned = tuned.merge_and_unload()
+    after = session.evaluate(tuned, session.upstream, desc=f"upstream after {spec.task}")
     if result.excluded_upstream_ids:
         gone = after["example_id"].isin(result.excluded_upstream_ids)
         after.loc[gone, ["loss", "em"]] = np.nan

@@ -8,8 +8,9 @@ name with :func:`register_strategy` so configs and the CLI can name them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
