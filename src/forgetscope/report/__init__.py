@@ -1,0 +1,96 @@
+"""A self-contained HTML report of a sweep (``forgetscope report SWEEP_DIR``).
+
+    from forgetscope.report import build_report
+    path = build_report("sweeps/demo")             # -> sweeps/demo/report.html
+
+One HTML file, figures embedded as base64 PNG, CSS inline, no scripts and a Content-Security-Policy
+that forbids any fetch: it opens offline and can be mailed or archived. Sections (provenance, runs,
+heat map, spectrum/R², additive and multiplicative fits, prediction, strategy comparison, scaling
+laws, sharpness) appear only when their data exists; :mod:`forgetscope.report.sections` lists which
+file each one reads. A section that cannot be built is listed in the footer with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import time
+from pathlib import Path
+
+from forgetscope.errors import ForgetscopeError, StoreError
+from forgetscope.report.sections import BUILDERS, ReportContext, Section, Skip
+from forgetscope.store import SweepStore, atomic_path
+
+__all__ = ["REPORT_NAME", "build_report", "collect_sections"]
+
+REPORT_NAME = "report.html"
+log = logging.getLogger(__name__)
+
+
+def collect_sections(sweep_dir: str | os.PathLike[str], *, predict: bool | str = "auto", seed: int = 0,
+                     strict: bool = False) -> tuple[list[Section], list[tuple[str, str, str]], ReportContext]:
+    """Build every section that has data; returns (sections, skipped as (key, title, reason), context)."""
+    store = SweepStore(sweep_dir)
+    manifest = store.read_manifest()  # raises a one-line StoreError for a missing/foreign directory
+    try:
+        matrix = store.load_matrix()
+    except StoreError as exc:
+        if (store.path / "F.npy").is_file():
+            raise
+        log.info("no matrix yet: %s", exc)
+        matrix = None
+    ctx = ReportContext(path=store.path, store=store, manifest=manifest, matrix=matrix, predict=predict, seed=seed)
+    sections: list[Section] = []
+    skipped: list[tuple[str, str, str]] = []
+    for key, title, builder in BUILDERS:
+        try:
+            sections.append(builder(ctx))
+        except Skip as why:
+            skipped.append((key, title, str(why)))
+        except Exception as exc:
+            if strict:
+                raise
+            log.warning("report section %s failed: %s: %s", key, type(exc).__name__, exc)
+            skipped.append((key, title, f"failed: {type(exc).__name__}: {exc}"))
+    return sections, skipped, ctx
+
+
+def build_report(sweep_dir: str | os.PathLike[str], output: str | os.PathLike[str] | None = None, *,
+                 title: str | None = None, predict: bool | str = "auto", seed: int = 0,
+                 strict: bool = False) -> Path:
+    """Write the HTML report of ``sweep_dir`` to ``output`` (default ``SWEEP/report.html``) and return its path.
+
+    ``predict``: ``"auto"`` reads saved prediction results or runs a small cross-validation; ``False``
+    only reads saved results. ``strict`` re-raises a section's error instead of listing it as skipped.
+    """
+    import jinja2
+
+    import forgetscope
+
+    sweep = Path(sweep_dir)
+    sections, skipped, ctx = collect_sections(sweep, predict=predict, seed=seed, strict=strict)
+    out = Path(output) if output is not None else sweep / REPORT_NAME
+    if out.is_dir():
+        out = out / REPORT_NAME
+    env = jinja2.Environment(loader=jinja2.PackageLoader("forgetscope.report", "."),
+                             autoescape=jinja2.select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
+    try:
+        template = env.get_template("template.html")
+    except jinja2.TemplateNotFound:  # pragma: no cover - packaging problem
+        raise ForgetscopeError("report template missing from the installed package (template.html)") from None
+    m = ctx.matrix
+    subtitle = f"sweep {sweep.resolve().name}"
+    if m is not None:
+        subtitle += f" — {m.shape[0]} runs × {m.shape[1]} upstream examples"
+    status = ctx.manifest.get("status")
+    if status and status != "complete":
+        subtitle += f" — status: {status} (partial results)"
+    html = template.render(
+        title=title or f"forgetscope report: {sweep.resolve().name}", subtitle=subtitle, sections=sections,
+        skipped=skipped, version=forgetscope.__version__, generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        command="forgetscope report " + shlex.quote(str(sweep)),
+    )
+    with atomic_path(out) as tmp:
+        tmp.write_text(html, encoding="utf-8")
+    return out

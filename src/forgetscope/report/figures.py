@@ -1,0 +1,270 @@
+"""Figures of the HTML report, rendered with matplotlib's Agg canvas to PNG ``data:`` URIs.
+
+Every function takes plain arrays/tables and returns a :class:`Figure` (a base64 PNG plus its alt
+text), so the report embeds each figure inline and opens without network or JavaScript. We build on
+``matplotlib.figure.Figure`` + ``FigureCanvasAgg`` (not pyplot): no global state, no backend switch in
+a notebook, works headless.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import itertools
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure as MplFigure
+
+MAX_HEATMAP_COLS = 600
+DPI = 100
+
+
+@dataclass
+class Figure:
+    """One embedded figure: ``uri`` is a ``data:image/png;base64,...`` string; ``reading`` says what it shows."""
+
+    uri: str
+    alt: str
+    reading: str = ""
+    width: int = 0
+
+
+def render(fig: MplFigure, alt: str, reading: str = "") -> Figure:
+    FigureCanvasAgg(fig)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tight_layout warnings on crowded panels are harmless
+        fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    width = round(fig.get_figwidth() * DPI)
+    return Figure("data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii"), alt, reading, width)
+
+
+def _bin_columns(values: np.ndarray, max_cols: int) -> np.ndarray:
+    n = values.shape[1]
+    if n <= max_cols:
+        return values
+    edges = np.linspace(0, n, max_cols + 1).astype(int)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.stack([np.nanmean(values[:, a:b], axis=1) for a, b in itertools.pairwise(edges)], axis=1)
+
+
+def _sym_limit(values: np.ndarray) -> float:
+    finite = np.abs(values[np.isfinite(values)])
+    lim = float(np.percentile(finite, 98)) if finite.size else 1.0
+    return lim if lim > 0 else 1.0
+
+
+def heatmap(values: np.ndarray, row_order: np.ndarray, col_order: np.ndarray, row_names: list[str]) -> MplFigure:
+    """Forgetting matrix with rows/columns permuted by the fitted factors; red = forgotten."""
+    raw = np.asarray(values, float)[np.ix_(row_order, col_order)]
+    V = _bin_columns(raw, MAX_HEATMAP_COLS)
+    lim = _sym_limit(V)
+    fig = MplFigure(figsize=(11, max(3.2, min(12.0, 0.22 * V.shape[0] + 2.2))))
+    ax = fig.add_subplot()
+    im = ax.imshow(np.ma.masked_invalid(V), aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim,
+                   interpolation="nearest")
+    fig.colorbar(im, ax=ax, label="forgetting (nats/token)", fraction=0.04, pad=0.01)
+    binned = raw.shape[1] > MAX_HEATMAP_COLS
+    ax.set_xlabel(f"upstream examples, sorted by example effect ({raw.shape[1]}"
+                  + (f", averaged into {V.shape[1]} bins)" if binned else ")"))
+    ax.set_ylabel("runs, sorted by task effect")
+    if len(row_order) <= 45:
+        ax.set_yticks(range(len(row_order)), [row_names[i] for i in row_order], fontsize=7)
+    else:
+        ax.set_yticks([])
+    return fig
+
+
+def spectrum_r2(singular_values: np.ndarray, r2: np.ndarray, additive_r2: float, mult_r2: float) -> MplFigure:
+    fig = MplFigure(figsize=(10, 3.8))
+    ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    s = np.asarray(singular_values, float)
+    ax1.semilogy(np.arange(1, len(s) + 1), np.maximum(s, 1e-12), "o-", ms=4)
+    ax1.set_xlabel("k")
+    ax1.set_ylabel("singular value")
+    ax1.set_title("singular spectrum of F")
+    k = np.arange(1, len(r2) + 1)
+    ax2.plot(k, r2, "o-", ms=4, label="rank-k SVD")
+    if np.isfinite(additive_r2):
+        ax2.axhline(additive_r2, color="C1", ls="--", label=f"additive μ+a+b ({additive_r2:.3f})")
+    if np.isfinite(mult_r2):
+        ax2.axhline(mult_r2, color="C2", ls=":", label=f"multiplicative αβ ({mult_r2:.3f})")
+    lo = float(np.nanmin([np.nanmin(r2), additive_r2, mult_r2, 0.0]))
+    ax2.set_ylim(lo - 0.02, 1.02)
+    ax2.set_xlabel("rank k")
+    ax2.set_ylabel("R²")
+    ax2.set_title("variance explained R²(k)")
+    ax2.legend(fontsize=8, loc="lower right")
+    return fig
+
+
+def fit_scatter(F: np.ndarray, fits: dict[str, tuple[np.ndarray, float]], max_points: int = 4000,
+                seed: int = 0) -> MplFigure:
+    """Observed vs fitted entries for each model (``fits``: name -> (fitted matrix, R²))."""
+    X = np.asarray(F, float)
+    ok = np.flatnonzero(np.isfinite(X.ravel()))
+    if ok.size > max_points:
+        ok = np.random.default_rng(seed).choice(ok, max_points, replace=False)
+    fig = MplFigure(figsize=(3.6 * len(fits), 3.5))
+    obs = X.ravel()[ok]
+    lo, hi = float(np.min(obs)), float(np.max(obs))
+    for i, (name, (fitted, r2)) in enumerate(fits.items()):
+        ax = fig.add_subplot(1, len(fits), i + 1)
+        ax.scatter(fitted.ravel()[ok], obs, s=3, alpha=0.3, rasterized=True)
+        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+        ax.set_title(f"{name}: R² = {r2:.3f}", fontsize=9)
+        ax.set_xlabel("fitted")
+        if i == 0:
+            ax.set_ylabel("observed forgetting")
+    return fig
+
+
+def factor_bars(names: list[str], task_effect: np.ndarray, example_effect: np.ndarray,
+                task_err: np.ndarray | None = None) -> MplFigure:
+    """Task effects as bars (± spread over seeds when given) beside the histogram of example effects."""
+    fig = MplFigure(figsize=(10, max(3.2, min(9.0, 0.16 * len(names) + 1.5))))
+    ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    order = np.argsort(-task_effect)
+    ax1.barh(np.arange(len(order)), task_effect[order], color=np.where(task_effect[order] > 0, "C3", "C0"),
+             xerr=None if task_err is None else task_err[order], capsize=2)
+    ax1.set_yticks(np.arange(len(order)), [names[i] for i in order] if len(order) <= 30 else [""] * len(order),
+                   fontsize=7)
+    ax1.invert_yaxis()
+    ax1.set_xlabel("task effect a_i (nats)")
+    ax1.set_title("additive task effects")
+    ax2.hist(example_effect[np.isfinite(example_effect)], bins=40, color="C0")
+    ax2.set_xlabel("example effect b_j (nats)")
+    ax2.set_ylabel("examples")
+    ax2.set_title("additive example effects")
+    return fig
+
+
+def learning_scatter(learning: np.ndarray, forgetting: np.ndarray, names: list[str]) -> MplFigure:
+    fig = MplFigure(figsize=(5.5, 4))
+    ax = fig.add_subplot()
+    ax.scatter(learning, forgetting, s=18)
+    if len(names) <= 25:
+        for x, y, n in zip(learning, forgetting, names):
+            if np.isfinite(x) and np.isfinite(y):
+                ax.annotate(n, (x, y), fontsize=6, alpha=0.7, xytext=(2, 2), textcoords="offset points")
+    ax.set_xlabel("task learning: held-out loss before − after (nats)")
+    ax.set_ylabel("mean upstream forgetting (nats)")
+    return fig
+
+
+def pred_scatter(pairs: pd.DataFrame) -> MplFigure:
+    names = list(dict.fromkeys(pairs["predictor"]))
+    fig = MplFigure(figsize=(3.2 * max(1, len(names)), 3.4))
+    vals = pairs[["true", "pred"]].to_numpy(float)
+    vals = vals[np.isfinite(vals).all(1)]
+    lo, hi = (float(vals.min()), float(vals.max())) if vals.size else (0.0, 1.0)
+    for i, name in enumerate(names):
+        ax = fig.add_subplot(1, len(names), i + 1)
+        d = pairs[pairs["predictor"] == name]
+        ax.scatter(d["true"], d["pred"], s=3, alpha=0.35, rasterized=True)
+        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+        ax.set_title(str(name), fontsize=9)
+        ax.set_xlabel("true forgetting")
+        if i == 0:
+            ax.set_ylabel("predicted")
+    return fig
+
+
+def precision_curves(curves: pd.DataFrame, base_rate: float | None = None) -> MplFigure:
+    fig = MplFigure(figsize=(6.5, 4))
+    ax = fig.add_subplot()
+    for name, d in curves.groupby("predictor", sort=False):
+        ax.semilogx(d["k"], d["precision"], label=str(name), marker=".", ms=3)
+    if base_rate is not None and np.isfinite(base_rate):
+        ax.axhline(base_rate, color="grey", ls=":", lw=1, label=f"random ({base_rate:.2f})")
+    ax.set_xlabel("k (examples predicted most forgotten)")
+    ax.set_ylabel("precision@k")
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def strategy_bars(table: pd.DataFrame, value: str, err: str | None, ylabel: str,
+                  perf: str | None = None, perf_err: str | None = None, perf_label: str = "") -> MplFigure:
+    panels = 2 if perf else 1
+    fig = MplFigure(figsize=(4.6 * panels + 1, 3.8))
+    names = table["strategy"].astype(str).tolist()
+    x = np.arange(len(names))
+    for p, (col, ecol, lab) in enumerate([(value, err, ylabel), (perf, perf_err, perf_label)][:panels]):
+        ax = fig.add_subplot(1, panels, p + 1)
+        y = pd.to_numeric(table[col], errors="coerce").to_numpy(float)
+        e = pd.to_numeric(table[ecol], errors="coerce").to_numpy(float) if ecol else None
+        ax.bar(x, y, yerr=e, capsize=4, color=[f"C{i % 10}" for i in range(len(x))])
+        ax.axhline(0, color="k", lw=0.6)
+        ax.set_xticks(x, names, rotation=30 if len(names) > 4 else 0, ha="right" if len(names) > 4 else "center")
+        ax.set_ylabel(lab)
+    return fig
+
+
+def sharpness_scatter(df: pd.DataFrame, metrics: list[str], target: str = "mean_forgetting") -> MplFigure:
+    fig = MplFigure(figsize=(3.6 * len(metrics), 3.5))
+    for i, m in enumerate(metrics):
+        ax = fig.add_subplot(1, len(metrics), i + 1)
+        x = pd.to_numeric(df[m], errors="coerce").to_numpy(float)
+        y = pd.to_numeric(df[target], errors="coerce").to_numpy(float)
+        ax.scatter(x, y, s=16)
+        ok = np.isfinite(x) & np.isfinite(y)
+        if ok.sum() >= 2 and np.ptp(x[ok]) > 0:
+            slope, icpt = np.polyfit(x[ok], y[ok], 1)
+            xs = np.linspace(x[ok].min(), x[ok].max(), 20)
+            ax.plot(xs, slope * xs + icpt, "k--", lw=0.8)
+        ax.set_xlabel(m)
+        if i == 0:
+            ax.set_ylabel("mean forgetting (nats)")
+    return fig
+
+
+def scaling_plot(points: pd.DataFrame, x: str, y: str, fitted: str | None, group: str | None,
+                 logx: bool = True, held: str | None = None) -> MplFigure:
+    """Observed forgetting against ``x`` (e.g. steps or parameters), with the fitted law if given."""
+    fig = MplFigure(figsize=(6.5, 4))
+    ax = fig.add_subplot()
+    groups = points.groupby(group, sort=True) if group else [("all", points)]
+    for i, (g, d) in enumerate(groups):
+        d = d.sort_values(x)
+        label = f"{group} = {_num(g)}" if group else "observed"
+        out = d[held].astype(bool).to_numpy() if held else np.zeros(len(d), bool)
+        ax.scatter(d[x][~out], d[y][~out], s=16, color=f"C{i % 10}", label=label)
+        if out.any():
+            ax.scatter(d[x][out], d[y][out], s=30, marker="x", color=f"C{i % 10}")
+        if fitted:
+            ax.plot(d[x], d[fitted], color=f"C{i % 10}", lw=1.2)
+    if logx and (pd.to_numeric(points[x], errors="coerce") > 0).all():
+        ax.set_xscale("log")
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    if group and points[group].nunique() <= 10 or not group:
+        ax.legend(fontsize=8)
+    return fig
+
+
+def _num(v) -> str:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    return f"{f:.3g}" if f != int(f) or abs(f) >= 1e4 else str(int(f))
+
+
+def observed_vs_fitted(obs: np.ndarray, fit: np.ndarray, label: str) -> MplFigure:
+    fig = MplFigure(figsize=(4.2, 4))
+    ax = fig.add_subplot()
+    ax.scatter(fit, obs, s=14)
+    both = np.concatenate([obs, fit])
+    both = both[np.isfinite(both)]
+    if both.size:
+        ax.plot([both.min(), both.max()], [both.min(), both.max()], "k--", lw=0.8)
+    ax.set_xlabel(f"fitted {label}")
+    ax.set_ylabel(f"observed {label}")
+    return fig
