@@ -1,0 +1,200 @@
+"""Sharpness measures: larger for a sharper toy minimum, zero-variance safe, and the sharpness sweep."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from forgetscope.analysis.sharpness import (
+    SharpnessOptions,
+    correlate_with_forgetting,
+    hessian_trace,
+    landscape_1d,
+    measure_sharpness,
+    random_sharpness,
+    sam_sharpness,
+    task_batches,
+)
+
+
+class Bowl(torch.nn.Module):
+    """A quadratic bowl sum_i h_i (w_i - 1)^2 whose curvature h sets how sharp the minimum at w = 1 is."""
+
+    def __init__(self, curvature: float, dim: int = 16):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(dim))
+        self.register_buffer("h", torch.full((dim,), float(curvature)))
+
+
+def bowl_loss(model, batch):
+    n = float(len(batch))
+    return (model.h * (model.w - 1.0) ** 2).sum() * n, n
+
+
+BATCHES = [torch.zeros(4), torch.zeros(2)]
+
+
+def test_sharper_minimum_scores_higher_on_every_measure():
+    flat, sharp = Bowl(1.0), Bowl(10.0)
+    opts = SharpnessOptions(rho=0.05, n_draws=4, sam_rho=0.05, hessian=True, hessian_samples=4, hessian_scope="all")
+    # start slightly off the minimum so the SAM ascent has a gradient to follow
+    for m in (flat, sharp):
+        with torch.no_grad():
+            m.w.add_(torch.linspace(-0.05, 0.05, 16))
+    rf = measure_sharpness(flat, BATCHES, opts, loss_fn=bowl_loss)
+    rs = measure_sharpness(sharp, BATCHES, opts, loss_fn=bowl_loss)
+    assert rs.random_mean > rf.random_mean > 0
+    assert rs.random_mean == pytest.approx(10 * rf.random_mean, rel=1e-4)  # same seeded draws, 10x curvature
+    assert rs.sam_rise > rf.sam_rise > 0
+    assert rs.hessian_trace == pytest.approx(2 * 10 * 16, rel=1e-5)  # exact for Rademacher probes on a diagonal H
+    assert rf.hessian_trace == pytest.approx(2 * 16, rel=1e-5)
+
+
+def test_perturbations_are_undone():
+    m = Bowl(3.0)
+    with torch.no_grad():
+        m.w.mul_(1.7)
+    before = m.w.detach().clone()
+    random_sharpness(m, BATCHES, rho=0.3, n_draws=3, loss_fn=bowl_loss)
+    sam_sharpness(m, BATCHES, rho=0.3, loss_fn=bowl_loss)
+    landscape_1d(m, BATCHES, direction="gradient", loss_fn=bowl_loss)
+    hessian_trace(m, BATCHES, scope="all", loss_fn=bowl_loss)
+    assert torch.equal(m.w, before)
+
+
+def test_zero_variance_and_zero_gradient_are_safe():
+    m = Bowl(5.0)  # exactly at the minimum: zero gradient
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        one = random_sharpness(m, BATCHES, rho=0.1, n_draws=1, loss_fn=bowl_loss)
+        assert one["std"] == 0.0 and math.isfinite(one["mean"])
+        zero = random_sharpness(m, BATCHES, rho=0.0, n_draws=3, loss_fn=bowl_loss)
+        assert zero["mean"] == 0.0 and zero["std"] == 0.0
+        sam = sam_sharpness(m, BATCHES, rho=0.1, loss_fn=bowl_loss)
+        assert sam["rise"] == 0.0 and "note" in sam
+        flat_dir = landscape_1d(m, BATCHES, direction="gradient", loss_fn=bowl_loss)
+        assert np.allclose(flat_dir["loss"], 0.0)
+    zero_tensor = Bowl(1.0)
+    with torch.no_grad():
+        zero_tensor.w.zero_()
+    r = random_sharpness(zero_tensor, BATCHES, rho=0.5, n_draws=2, loss_fn=bowl_loss)
+    assert r["mean"] == 0.0  # a zero tensor has relative radius 0: unperturbed, not NaN
+
+
+def test_correlation_is_nan_safe():
+    table = pd.DataFrame({
+        "sharpness_random_mean": [0.1, 0.1, 0.1, 0.1],
+        "sharpness_sam_rise": [0.1, 0.2, 0.3, 0.4],
+        "sharpness_hessian_trace": [1.0, np.nan, 3.0, None],
+        "mean_forgetting": [0.01, 0.02, 0.05, 0.04],
+    })
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        corr = correlate_with_forgetting(table).set_index("measure")
+    assert math.isnan(corr.loc["sharpness_random_mean", "spearman"])
+    assert corr.loc["sharpness_random_mean", "note"] == "constant measure"
+    assert corr.loc["sharpness_sam_rise", "spearman"] == pytest.approx(0.8)
+    assert 0 <= corr.loc["sharpness_sam_rise", "spearman_p"] <= 1
+    assert corr.loc["sharpness_hessian_trace", "note"] == "fewer than 3 runs"
+
+
+def test_lm_measures_on_tiny_model(tiny):
+    from forgetscope.data.types import Example
+    from forgetscope.models import prepare_for_training
+    from forgetscope.testing import tiny_model_and_tokenizer
+
+    _, tok = tiny
+    model, _ = tiny_model_and_tokenizer(seed=1)
+    ex = [Example(f"e{i}", text=f"def f{i}(x): return x * {i}") for i in range(12)]
+    batches = task_batches(tok, ex, max_examples=8, batch_size=4, max_length=32)
+    assert sum(len(b["input_ids"]) for b in batches) == 8
+    full = measure_sharpness(model, batches, SharpnessOptions(n_draws=2, hessian=True, hessian_samples=2,
+                                                               hessian_scope="all", landscape_points=5))
+    rec = full.to_record()
+    assert all(math.isfinite(rec[k]) for k in ("sharpness_random_mean", "sharpness_sam_rise",
+                                               "sharpness_hessian_trace", "sharpness_task_loss"))
+    assert rec["sharpness_sam_rise"] > 0
+    assert len(full.landscape) == 5 and full.landscape["loss"].iloc[2] == pytest.approx(full.task_loss, rel=1e-5)
+    lora = prepare_for_training(tiny_model_and_tokenizer(seed=1)[0], "lora", lora_rank=2)
+    r = measure_sharpness(lora, batches, SharpnessOptions(n_draws=2, scope="trainable", hessian=True,
+                                                          hessian_samples=2, landscape=False))
+    # freshly initialised LoRA: B = 0, so relative perturbations of B are zero and of A change nothing
+    assert r.random_mean == 0.0 and r.random_std == 0.0
+    assert math.isfinite(r.hessian_trace)
+
+
+@pytest.fixture
+def sharp_cfg(tiny_dir, tiny_data, tmp_path):
+    from conftest import sweep_config_dict
+
+    from forgetscope.analysis.sharpness import SharpnessSweepConfig
+
+    d = sweep_config_dict(tiny_dir, tiny_data, tmp_path / "sweep")
+    d["seeds"] = [0, 1]
+    d["sharpness"] = {"n_draws": 2, "hessian": True, "hessian_samples": 2, "landscape_points": 5}
+    return SharpnessSweepConfig.model_validate(d)
+
+
+def test_sharpness_sweep_writes_records_and_tables(sharp_cfg):
+    from forgetscope.analysis.sharpness import sharpness_sweep
+    from forgetscope.store import SweepStore
+
+    seen = []
+    table = sharpness_sweep(sharp_cfg, on_run=lambda spec, rec: seen.append(spec.run_id))
+    out = sharp_cfg.output
+    assert len(table) == 4 == len(seen)
+    store = SweepStore(out)
+    rec = store.read_run_record(seen[0])
+    assert {"sharpness_random_mean", "sharpness_sam_rise", "sharpness_hessian_trace", "mean_forgetting"} <= set(rec)
+    runs = pd.read_parquet(out / "runs.parquet")
+    assert "sharpness_sam_rise" in runs.columns
+    matrix = store.load_matrix()
+    assert np.allclose(np.nanmean(matrix.values, axis=1), table.set_index("run_id").loc[matrix.row_names,
+                                                                                          "mean_forgetting"])
+    assert (out / "sharpness.parquet").is_file()
+    corr = json.loads((out / "sharpness" / "correlation.json").read_text())
+    assert {c["measure"] for c in corr["correlations"]} >= {"sharpness_random_mean", "sharpness_sam_rise"}
+    for f in ("landscape.parquet", "landscape.png", "sharpness_vs_forgetting.png", "correlation.csv"):
+        assert (out / "sharpness" / f).is_file(), f
+    # resume: nothing is retrained
+    sharpness_sweep(sharp_cfg, on_run=lambda spec, rec: seen.append(spec.run_id))
+    assert len(seen) == 4
+
+
+def test_cli_sharpness(sharp_cfg, tmp_path):
+    import yaml
+
+    from forgetscope.cli import run_app
+
+    data = sharp_cfg.model_dump(mode="json")
+    data["sharpness"].update(hessian=False, landscape=False)
+    p = tmp_path / "sharp.yaml"
+    p.write_text(yaml.safe_dump(data))
+    assert run_app(["sharpness", str(p)]) == 0
+    assert (sharp_cfg.output / "sharpness.parquet").is_file()
+    (sharp_cfg.output / "sharpness.parquet").unlink()
+    assert run_app(["sharpness", str(sharp_cfg.output), "--no-figures"]) == 0
+    assert (sharp_cfg.output / "sharpness.parquet").is_file()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(p.read_text().replace("n_draws: 2", "n_drawz: 2"))
+    assert run_app(["sharpness", str(bad)]) == 2
+
+
+def test_sharpness_dir_without_measures_is_an_error(tiny_dir, tiny_data, tmp_path):
+    from conftest import sweep_config_dict
+
+    from forgetscope.analysis.sharpness import write_sharpness_results
+    from forgetscope.config import parse_config
+    from forgetscope.errors import ForgetscopeError
+    from forgetscope.sweep.runner import run_sweep
+
+    cfg = parse_config(sweep_config_dict(tiny_dir, tiny_data, tmp_path / "plain"))
+    run_sweep(cfg)
+    with pytest.raises(ForgetscopeError, match="no run"):
+        write_sharpness_results(tmp_path / "plain")
