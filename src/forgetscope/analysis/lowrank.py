@@ -154,7 +154,7 @@ def fit_multiplicative(F: Any) -> MultiplicativeFit:
     X = check_matrix(F)
     mask = ~np.isnan(X)
     if mask.all():
-        U, s, Vt = np.linalg.svd(X, full_matrices=False)
+        U, s, Vt = gram_svd(X, 1)
         alpha, beta = U[:, 0] * s[0], Vt[0]
     else:
         Xz = np.where(mask, X, 0.0)
@@ -190,17 +190,46 @@ def r2_score_masked(X: np.ndarray, approx: np.ndarray) -> float:
     return 1.0 - sse / sst if sst > 0 else float("nan")
 
 
-def _hard_impute(X: np.ndarray, k: int, n_iter: int) -> np.ndarray:
+def gram_svd(X: np.ndarray, k: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Top-k SVD ``(U, s, Vt)`` from the eigendecomposition of the short side's Gram matrix.
+
+    Why: for a wide M x N forgetting matrix (M tasks << N examples) this is one M x M product and
+    an M x M eigenproblem instead of a full LAPACK SVD, and exact for the leading components.
+    """
+    m, n = X.shape
+    k = min(m, n) if k is None else k
+    if m > n:
+        V, s, Ut = gram_svd(X.T, k)
+        return Ut.T, s, V.T
+    vals, vecs = np.linalg.eigh(np.asarray(X @ X.T, dtype=np.float64))
+    order = np.argsort(vals)[::-1][:k]
+    s = np.sqrt(np.maximum(vals[order], 0.0))
+    U = vecs[:, order]
+    Vt = (U.T @ X) / np.maximum(s, 1e-300)[:, None]
+    Vt[s <= 1e-12 * max(s[0] if s.size else 0.0, 1e-300)] = 0.0
+    return U, s, Vt
+
+
+def _project_rank_k(X: np.ndarray, k: int) -> np.ndarray:
+    """Best rank-k approximation via the eigenvectors of the small Gram matrix (cheap when M << N)."""
+    if X.shape[0] <= X.shape[1]:
+        _, vecs = np.linalg.eigh(X @ X.T)
+        Uk = vecs[:, -k:]
+        return Uk @ (Uk.T @ X)
+    return _project_rank_k(X.T, k).T
+
+
+def _hard_impute(X: np.ndarray, k: int, n_iter: int, start: np.ndarray | None = None) -> np.ndarray:
     """Rank-k approximation fitted to the observed entries: fill holes from the fit, refit, repeat."""
     mask = ~np.isnan(X)
-    filled = np.where(mask, X, fit_additive(X).predict())
+    filled = np.where(mask, X, fit_additive(X).predict() if start is None else start)
+    tol = 1e-6 * (np.nanstd(X) + 1e-300)
     approx = filled
     for _ in range(n_iter):
-        U, s, Vt = np.linalg.svd(filled, full_matrices=False)
-        approx = (U[:, :k] * s[:k]) @ Vt[:k]
+        approx = _project_rank_k(filled, k)
         change = float(np.abs(approx[~mask] - filled[~mask]).max()) if (~mask).any() else 0.0
         filled = np.where(mask, X, approx)
-        if change < 1e-6:
+        if change < tol:
             break
     return approx
 
@@ -210,8 +239,7 @@ def rank_k_approx(F: Any, k: int, *, n_iter: int = 100) -> np.ndarray:
     X = check_matrix(F)
     k = _check_rank(k, X.shape)
     if not np.isnan(X).any():
-        U, s, Vt = np.linalg.svd(X, full_matrices=False)
-        return (U[:, :k] * s[:k]) @ Vt[:k]
+        return _project_rank_k(X, k)
     return _hard_impute(X, k, n_iter)
 
 
@@ -220,7 +248,7 @@ def singular_spectrum(F: Any) -> np.ndarray:
     X = check_matrix(F)
     if np.isnan(X).any():
         X = np.where(np.isnan(X), fit_additive(X).predict(), X)
-    return np.linalg.svd(X, compute_uv=False)
+    return gram_svd(X)[1]
 
 
 def rank_r2(F: Any, max_rank: int | None = None, *, n_iter: int = 100) -> np.ndarray:
@@ -228,12 +256,18 @@ def rank_r2(F: Any, max_rank: int | None = None, *, n_iter: int = 100) -> np.nda
     X = check_matrix(F)
     K = _check_rank(max_rank if max_rank is not None else min(*X.shape, 20), X.shape)
     if not np.isnan(X).any():
-        U, s, Vt = np.linalg.svd(X, full_matrices=False)
-        sst = float(((X - X.mean()) ** 2).sum())
+        s = gram_svd(X)[1]
+        total = float(np.einsum("ij,ij->", X, X, dtype=np.float64))
+        sst = total - X.size * float(X.mean(dtype=np.float64)) ** 2
+        sst = sst if sst > 1e-12 * max(total, 1e-300) else 0.0
         # ||F - F_k||² = sum of the squared singular values left out
         tail = np.sum(s**2) - np.cumsum(s**2)[:K]
         return 1.0 - np.maximum(tail, 0.0) / sst if sst > 0 else np.full(K, np.nan)
-    return np.array([r2_score_masked(X, _hard_impute(X, k, n_iter)) for k in range(1, K + 1)])
+    out, approx = [], None
+    for k in range(1, K + 1):  # warm start each rank from the previous one
+        approx = _hard_impute(X, k, n_iter, start=approx)
+        out.append(r2_score_masked(X, approx))
+    return np.array(out)
 
 
 def _check_rank(k: int, shape: tuple[int, int]) -> int:
@@ -262,7 +296,7 @@ def factor_order(F: Any, by: Literal["additive", "multiplicative", "svd"] = "add
         r, c = mfit.alpha, mfit.beta
     elif by == "svd":
         filled = np.where(np.isnan(X), fit_additive(X).predict(), X)
-        U, _, Vt = np.linalg.svd(filled - filled.mean(), full_matrices=False)
+        U, _, Vt = gram_svd(filled - filled.mean(), 1)
         r, c = U[:, 0], Vt[0]
         if c @ (np.nanmean(X, 0) - np.nanmean(X)) < 0:  # orient: high score = more forgetting
             r, c = -r, -c

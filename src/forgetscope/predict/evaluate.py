@@ -185,8 +185,9 @@ def _against_baseline(table: pd.DataFrame, ks: Sequence[int]) -> pd.DataFrame:
     """Add ``rmse_ratio_vs_additive`` and ``delta_<metric>_vs_additive`` (same fold and probe size)."""
     compared = [*_COMPARED, *(f"precision@{k}" for k in ks), *(f"recall@{k}" for k in ks)]
     keys = ["fold", "probe_size"]
-    base = table[table["predictor"] == BASELINE].set_index(keys)
-    joined = table.join(base[["rmse", *compared]], on=keys, rsuffix="_base")
+    base = table.loc[table["predictor"] == BASELINE, [*keys, "rmse", *compared]]
+    joined = table.merge(base.rename(columns={c: f"{c}_base" for c in ["rmse", *compared]}), on=keys,
+                         how="left")
     table = table.copy()
     table["rmse_ratio_vs_additive"] = joined["rmse"] / joined["rmse_base"]
     for col in compared:

@@ -42,11 +42,22 @@ def residual_basis(X: np.ndarray, rank: int, *, method: Method = "auto", lam: fl
 
     ``svd`` with missing entries runs hard impute (refill holes from the rank-r fit, n_iter times).
     """
-    fit, R, mask = double_centered(X)
     m, n = X.shape
     r = max(0, min(int(rank), m - 1, n - 1))
+    complete = not np.isnan(X).any()
     if method == "auto":
-        method = "svd" if mask is None else "als"
+        method = "svd" if complete else "als"
+    if method not in ("svd", "als"):
+        raise ConfigError(f"unknown lowrank method {method!r}; choose auto, svd or als")
+    if method == "svd" and complete:
+        # double centring applied inside the SVD's products: no M x N copy; σ² from the ANOVA identity
+        fit = additive_fit_unchecked(X)
+        U, s, Vt = truncated_svd(X, r, seed=seed, row_shift=fit.a, col_shift=fit.mu + fit.b)
+        total = float(np.einsum("ij,ij->", X, X, dtype=np.float64))
+        ss_resid = total - m * n * fit.mu**2 - m * float(fit.b @ fit.b) - n * float(fit.a @ fit.a)
+        sigma2 = max(ss_resid - float(s @ s), 0.0) / (m * n)
+        return _basis(fit, U * s, Vt, sigma2, m, X.dtype)
+    fit, R, mask = double_centered(X)
     if method == "svd":
         U, s, Vt = truncated_svd(R, r, seed=seed)
         if mask is not None and r > 0:
@@ -55,20 +66,23 @@ def residual_basis(X: np.ndarray, rank: int, *, method: Method = "auto", lam: fl
                 U, s, Vt = truncated_svd(R, r, seed=seed)
             R = np.where(mask, R, 0.0).astype(R.dtype)
         Uf, Vf = U * s, Vt
-    elif method == "als":
-        Uf, Vf = als_ridge(R, mask, r, lam=lam, n_iter=n_iter, seed=seed)
     else:
-        raise ConfigError(f"unknown lowrank method {method!r}; choose auto, svd or als")
-    sigma2 = residual_mean_square(R, mask, Uf, Vf) if r > 0 else float(
-        np.einsum("ij,ij->", R, R, dtype=np.float64) / max(1.0, mask.sum() if mask is not None else R.size))
+        Uf, Vf = als_ridge(R, mask, r, lam=lam, n_iter=n_iter, seed=seed)
+    sigma2 = residual_mean_square(R, mask, Uf, Vf)
+    return _basis(fit, Uf, Vf, sigma2, m, X.dtype)
+
+
+def _basis(fit: AdditiveFit, Uf: np.ndarray, Vf: np.ndarray, sigma2: float, m: int, dtype: np.dtype) -> dict:
+    """Orthonormal right basis and singular values of the fitted interaction ``Uf @ Vf``."""
+    r, n = Vf.shape
     # orthonormal basis of the fitted interaction: U V = Qu (Ru Rv^T) Qv^T, SVD of the small core
     if r > 0:
         Qu, Ru = np.linalg.qr(np.asarray(Uf, np.float64))
         Qv, Rv = np.linalg.qr(np.asarray(Vf, np.float64).T)
         _, s, Wt = np.linalg.svd(Ru @ Rv.T)
-        Vt = (Wt @ Qv.T).astype(X.dtype)
+        Vt = (Wt @ Qv.T).astype(dtype)
     else:
-        s, Vt = np.zeros(0), np.zeros((0, n), X.dtype)
+        s, Vt = np.zeros(0), np.zeros((0, n), dtype)
     return {"additive": fit, "s": s, "Vt": Vt, "sigma2": max(sigma2, 1e-30), "m": m}
 
 

@@ -1,0 +1,110 @@
+"""Figures for the low-rank analysis and prediction (PNG, rendered with the Agg canvas).
+
+Built on ``matplotlib.figure.Figure`` + ``FigureCanvasAgg`` rather than pyplot, so importing this
+module never switches a notebook's backend and works headless. Each function writes one PNG and
+returns its path.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from forgetscope.analysis.lowrank import LowRankReport
+
+MAX_HEATMAP_COLS = 1000
+
+
+def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)
+    fig.tight_layout()
+    fig.savefig(p, dpi=120)
+    return p
+
+
+def _bin_columns(values: np.ndarray, max_cols: int) -> np.ndarray:
+    """Average adjacent columns so a wide matrix fits a readable heat map."""
+    n = values.shape[1]
+    if n <= max_cols:
+        return values
+    edges = np.linspace(0, n, max_cols + 1).astype(int)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN bins stay NaN
+        return np.stack([np.nanmean(values[:, a:b], axis=1) for a, b in zip(edges[:-1], edges[1:])], axis=1)
+
+
+def heatmap(values: np.ndarray, row_order: np.ndarray, col_order: np.ndarray, path: str | os.PathLike[str],
+            *, row_names: list[str] | None = None, title: str = "forgetting, sorted by factors") -> Path:
+    """Heat map with rows/columns permuted (e.g. by :func:`~forgetscope.analysis.lowrank.factor_order`)."""
+    V = _bin_columns(np.asarray(values, float)[np.ix_(row_order, col_order)], MAX_HEATMAP_COLS)
+    lim = np.nanpercentile(np.abs(V), 98) if np.isfinite(V).any() else 1.0
+    fig = Figure(figsize=(9, max(3.0, min(12.0, 0.25 * V.shape[0] + 2))))
+    ax = fig.add_subplot()
+    im = ax.imshow(V, aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
+    fig.colorbar(im, ax=ax, label="forgetting (nats)")
+    ax.set_xlabel("upstream examples (sorted)" + (" [binned]" if values.shape[1] > MAX_HEATMAP_COLS else ""))
+    ax.set_ylabel("tasks (sorted)")
+    if row_names is not None and len(row_order) <= 40:
+        ax.set_yticks(range(len(row_order)), [row_names[i] for i in row_order], fontsize=7)
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def spectrum_r2(report: LowRankReport, path: str | os.PathLike[str]) -> Path:
+    """Singular spectrum (log scale) beside the R²(k) curve, with the additive/multiplicative R²."""
+    fig = Figure(figsize=(10, 4))
+    ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    s = report.singular_values
+    ax1.semilogy(np.arange(1, len(s) + 1), np.maximum(s, 1e-300), "o-", ms=3)
+    ax1.set_xlabel("k")
+    ax1.set_ylabel("singular value")
+    ax1.set_title("singular spectrum")
+    k = np.arange(1, len(report.r2_by_rank) + 1)
+    ax2.plot(k, report.r2_by_rank, "o-", ms=4, label="rank-k SVD")
+    ax2.axhline(report.additive.r2, color="C1", ls="--", label=f"additive ({report.additive.r2:.3f})")
+    ax2.axhline(report.multiplicative.r2, color="C2", ls=":",
+                label=f"multiplicative ({report.multiplicative.r2:.3f})")
+    ax2.set_xlabel("k")
+    ax2.set_ylabel("R²")
+    ax2.set_ylim(min(0.0, float(np.nanmin(report.r2_by_rank))), 1.0)
+    ax2.legend(fontsize=8)
+    ax2.set_title("R²(k)")
+    return _save(fig, path)
+
+
+def scatter_pred_true(pairs: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+    """Predicted vs true forgetting per predictor (columns predictor, true, pred), one panel each."""
+    names = list(dict.fromkeys(pairs["predictor"]))
+    fig = Figure(figsize=(3.2 * max(1, len(names)), 3.4))
+    for i, name in enumerate(names):
+        ax = fig.add_subplot(1, len(names), i + 1)
+        d = pairs[pairs["predictor"] == name]
+        ax.scatter(d["true"], d["pred"], s=3, alpha=0.35)
+        lo, hi = np.nanmin(d[["true", "pred"]].to_numpy()), np.nanmax(d[["true", "pred"]].to_numpy())
+        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("true")
+        if i == 0:
+            ax.set_ylabel("predicted")
+    return _save(fig, path)
+
+
+def precision_at_k(curves: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+    """Precision@k curves per predictor (columns predictor, k, precision), log-scaled k."""
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    for name, d in curves.groupby("predictor", sort=False):
+        ax.semilogx(d["k"], d["precision"], label=str(name))
+    ax.set_xlabel("k (most forgotten, predicted)")
+    ax.set_ylabel("precision@k")
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=8)
+    return _save(fig, path)

@@ -1,0 +1,66 @@
+"""`forgetscope analyze`: low-rank structure of a forgetting matrix (tables, JSON/CSV, figures)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from forgetscope.cli.app import app, console
+
+
+def default_out(source: Path, name: str) -> Path:
+    """``SWEEP/<name>`` for a sweep directory, ``<file stem>_<name>/`` beside a matrix file."""
+    return source / name if source.is_dir() else source.with_name(f"{source.stem}_{name}")
+
+
+@app.command()
+def analyze(
+    source: Path = typer.Argument(..., help="sweep directory or matrix file (.npy/.csv/.parquet)"),
+    max_rank: int = typer.Option(10, "--max-rank", "-k", help="largest k for R²(k)"),
+    order_by: str = typer.Option("additive", help="heat-map ordering: additive, multiplicative or svd"),
+    out: Optional[Path] = typer.Option(None, help="output folder (default SWEEP/analysis)"),
+    figures: bool = typer.Option(True, help="write PNG figures"),
+) -> None:
+    """SVD spectrum, R²(k), additive and multiplicative fits, forgetting-vs-learning correlation."""
+    from forgetscope.analysis import lowrank, plots
+    from forgetscope.importing import load_any
+
+    matrix = load_any(source)
+    k = min(max_rank, *matrix.shape)
+    report = lowrank.analyze(matrix, max_rank=k, order_by=order_by)  # type: ignore[arg-type]
+    out_dir = out or default_out(source, "analysis")
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    m, n = report.shape
+    console.print(f"[bold]{m} tasks x {n} examples[/], {report.missing_fraction:.1%} missing")
+    table = Table(title="low-rank structure")
+    for col in ("k", "singular value", "energy share", "R²(k)"):
+        table.add_column(col, justify="right")
+    r2 = report.r2_table()
+    for row in r2.itertuples():
+        table.add_row(str(row.k), f"{row.singular_value:.4g}", f"{row.energy_share:.3f}", f"{row.r2:.4f}")
+    console.print(table)
+    fits = Table(title="models")
+    fits.add_column("model")
+    fits.add_column("R²", justify="right")
+    fits.add_row("additive  μ + a_i + b_j", f"{report.additive.r2:.4f}")
+    fits.add_row("multiplicative  α_i β_j", f"{report.multiplicative.r2:.4f}")
+    console.print(fits)
+    if report.learning is not None:
+        lc = report.learning
+        console.print(f"forgetting vs learning over {lc.n} tasks: Pearson {lc.pearson:.3f} (p={lc.pearson_p:.2g}), "
+                      f"Spearman {lc.spearman:.3f} (p={lc.spearman_p:.2g})")
+    else:
+        console.print("forgetting vs learning: not recorded (runs lack task_loss_before/after)")
+
+    r2.to_csv(out_dir / "r2_by_rank.csv", index=False)
+    (out_dir / "analysis.json").write_text(json.dumps(report.to_dict(), indent=2))
+    if figures:
+        plots.heatmap(matrix.values, report.row_order, report.col_order, out_dir / "heatmap.png",
+                      row_names=matrix.row_names)
+        plots.spectrum_r2(report, out_dir / "spectrum_r2.png")
+    console.print(f"wrote {out_dir}")
