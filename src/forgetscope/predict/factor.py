@@ -120,7 +120,9 @@ def _solve_side(R: np.ndarray, maskf: np.ndarray | None, A: np.ndarray, lam: np.
     n = R.shape[1]
     if maskf is None:  # every column sees every row: one shared r x r system, closed form
         G = A.T.astype(np.float64) @ A + lam[0] * np.eye(A.shape[1])
-        return np.linalg.solve(G, (A.T @ R).astype(np.float64)).T
+        # keep the big operand in its stored layout: (Rᵀ A)ᵀ when R is a transposed view
+        AtR = (R.T @ A).T if R.flags.f_contiguous and not R.flags.c_contiguous else A.T @ R
+        return np.linalg.solve(G, AtR.astype(np.float64)).T
     out = np.empty((n, A.shape[1]))
     AA = _outer_flat(A.astype(np.float64)).astype(R.dtype)
     for start in range(0, n, CHUNK):
