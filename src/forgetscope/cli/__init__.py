@@ -11,5 +11,6 @@ from forgetscope.cli import run_cmd  # noqa: F401,E402
 from forgetscope.cli import report_cmd  # noqa: F401,E402
 from forgetscope.cli import scaling_cmd  # noqa: F401,E402
 from forgetscope.cli import sharpness_cmd  # noqa: F401,E402
+from forgetscope.cli import compare_cmd  # noqa: F401,E402
 
 __all__ = ["app", "main", "run_app"]

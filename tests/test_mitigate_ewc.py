@@ -1,0 +1,104 @@
+"""EWC: diagonal Fisher = mean squared per-example gradient; penalty 0 at θ₀, quadratic in the distance."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from forgetscope.errors import ConfigError
+from forgetscope.mitigate.ewc import EWCStrategy
+from forgetscope.mitigate.fisher import diagonal_fisher
+from forgetscope.train import make_strategy
+
+
+def _ctx(tiny, method="full"):
+    from forgetscope.config import TrainConfig
+    from forgetscope.data.encoding import encode_examples
+    from forgetscope.data.types import Example, Task
+    from forgetscope.models import prepare_for_training
+    from forgetscope.train import TrainContext
+
+    model, tok = tiny
+    model = prepare_for_training(copy.deepcopy(model), method)
+    up = [Example(f"u{i}", text=t) for i, t in enumerate(["The fox jumps.", "God created the earth.",
+                                                           "def add(a, b): return a + b", "Call me Ishmael."])]
+    task = Task("t", [Example("t0", text="x = 1")], [Example("h", text="y = 2")])
+    cfg = TrainConfig(method=method, max_length=32)
+    return TrainContext(model=model, tokenizer=tok, task=task, config=cfg, device=torch.device("cpu"),
+                        pad_id=tok.pad_token_id, train_encoded=encode_examples(tok, task.train, 32),
+                        upstream=up, upstream_encoded=encode_examples(tok, up, 32))
+
+
+def test_fisher_is_mean_squared_example_gradient(tiny):
+    ctx = _ctx(tiny)
+    F = diagonal_fisher(ctx.model, ctx.upstream_encoded[:2], ctx.pad_id)
+    from forgetscope.data.encoding import collate
+
+    params = [p for _, p in ctx.trainable_parameters()]
+    sq = None
+    for e in ctx.upstream_encoded[:2]:
+        g = torch.autograd.grad(ctx.model(**collate([e], ctx.pad_id)).loss, params)
+        s = [x ** 2 for x in g]
+        sq = s if sq is None else [a + b for a, b in zip(sq, s)]
+    for (n, _), s in zip(ctx.trainable_parameters(), sq):
+        assert torch.allclose(F[n], s / 2, atol=1e-8), n
+    assert all((f >= 0).all() for f in F.values())
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_penalty_zero_at_anchor_and_quadratic(tiny, method):
+    ctx = _ctx(tiny, method)
+    s = EWCStrategy(lam=3.0, n_fisher=4)
+    s.setup(ctx)
+    assert float(s.penalty(ctx)) == 0.0
+    direction = {n: torch.randn_like(p) for n, p in ctx.trainable_parameters()}
+    values = []
+    for scale in (0.01, 0.02, 0.04):
+        with torch.no_grad():
+            for n, p in ctx.trainable_parameters():
+                p.copy_(s.anchor[n] + scale * direction[n])
+        values.append(float(s.penalty(ctx)))
+    assert 0 < values[0] < values[1] < values[2]
+    assert values[1] / values[0] == pytest.approx(4, rel=1e-3) and values[2] / values[1] == pytest.approx(4, rel=1e-3)
+    # penalty = λ/2 Σ F (θ − θ0)² exactly
+    manual = sum(float((s.fisher[n] * (p - s.anchor[n]) ** 2).sum()) for n, p in ctx.trainable_parameters())
+    assert values[2] == pytest.approx(1.5 * manual, rel=1e-5)
+    # the training loss includes it
+    batch = ctx.collate(ctx.train_encoded)
+    assert float(s.loss(ctx, batch)) == pytest.approx(float(ctx.model(**batch).loss) + values[2], rel=1e-5)
+
+
+def test_ewc_keeps_weights_closer_to_base(tiny):
+    from forgetscope.config import TrainConfig
+    from forgetscope.data.types import Example, Task
+    from forgetscope.train import train_on_task
+
+    model, tok = tiny
+    up = [Example(f"u{i}", text=f"The quick brown fox number {i} jumps.") for i in range(6)]
+    task = Task("t", [Example(f"t{i}", text=f"def f{i}(x): return x * {i}") for i in range(8)],
+                [Example("h", text="def g(y): return y")])
+    cfg = TrainConfig(method="full", steps=5, batch_size=4, lr=1e-2, max_length=32)
+    base = dict(model.named_parameters())
+
+    def drift(strategy):
+        r = train_on_task(copy.deepcopy(model), tok, task, cfg, strategy=strategy, upstream=up, progress=False)
+        return sum(float((p - base[n]).pow(2).sum()) for n, p in r.model.named_parameters())
+
+    assert drift(make_strategy("ewc", lam=1e4, n_fisher=6)) < drift(make_strategy("plain"))
+
+
+def test_ewc_bad_options_and_no_upstream(tiny):
+    with pytest.raises(ConfigError, match="lam"):
+        make_strategy("ewc", lam=-1)
+    with pytest.raises(ConfigError, match="n_fisher"):
+        make_strategy("ewc", n_fisher=0)
+    with pytest.raises(ConfigError, match="normalize"):
+        make_strategy("ewc", normalize="max")
+    ctx = _ctx(tiny)
+    ctx.upstream_encoded = []
+    with pytest.raises(ConfigError, match="upstream"):
+        EWCStrategy().setup(ctx)
+    assert np.isfinite(1.0)
