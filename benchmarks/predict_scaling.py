@@ -97,7 +97,7 @@ def main() -> None:
     meta = {"machine": platform.machine(), "python": platform.python_version(), "cpus": os.cpu_count(),
             "omp_threads": os.environ.get("OMP_NUM_THREADS"), "numpy": np.__version__,
             "rank": RANK, "noise_sd": NOISE, "new_rows": NEW_ROWS, "probe_fraction": PROBE,
-            "dtype": "float32"}
+            "dtype": "float32", "load_average_at_end": os.getloadavg()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
     print(f"wrote {args.out}")
