@@ -157,7 +157,11 @@ class ReplayStrategy(Strategy):
         if self.policy == "random":
             values = np.ones(len(self.pool_ids))
         elif self.policy == "oracle":
-            row = self.forgetting if self.forgetting is not None else read_values_file(self.forgetting_file)[0]
+            if self.forgetting is not None:
+                row, evaluations = self.forgetting, None
+            else:
+                row, evaluations = read_values_file(self.forgetting_file)
+            self._info["upstream_evaluations"] = int(evaluations if evaluations is not None else len(row))
             values = np.array([row.get(i, np.nan) for i in self.pool_ids], dtype=float)
             if not np.isfinite(values).any():
                 raise DataError("replay oracle: the forgetting row has no value for any pool example")
