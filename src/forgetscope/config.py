@@ -86,6 +86,15 @@ class SweepConfig(_Strict):
     strategy: str = "plain"
     strategy_options: dict[str, Any] = Field(default_factory=dict)
     executor: Literal["local", "ray"] = "local"
+    report_to: str | list[str] = "none"  # none | tensorboard | wandb (training curves, off by default)
+
+    @field_validator("report_to")
+    @classmethod
+    def _known_backends(cls, v: Any) -> Any:
+        from forgetscope.logging_backends import parse_report_to
+
+        parse_report_to(v)
+        return v
 
     @field_validator("tasks", mode="before")
     @classmethod

@@ -116,7 +116,7 @@ def answer_matches(generated: str, gold: str) -> bool:
     return bool(a) and (g == a or f" {a} " in f" {g} ")
 
 
-def exact_match(model, tokenizer, examples: Sequence[Example], *, max_new_tokens: int = 24,
+def exact_match(model, tokenizer, examples: Sequence[Example], *, max_new_tokens: int = 16,
                 batch_size: int = 16, chat: bool = False) -> np.ndarray:
     """1.0/0.0 per example whose greedy answer matches its gold ``answer``; NaN without one."""
     out = np.full(len(examples), np.nan)

@@ -56,10 +56,10 @@ def run(
 def demo(
     output: Path = typer.Option(Path("sweeps/demo"), help="sweep directory"),
     tasks: int | None = typer.Option(None, min=1, help="number of demo tasks (default: all)"),
-    upstream: int = typer.Option(200, min=2, help="number of upstream plain-text examples"),
-    instruct: int = typer.Option(40, min=0, help="number of upstream instruction pairs (exact match)"),
+    upstream: int = typer.Option(160, min=2, help="number of upstream plain-text examples"),
+    instruct: int = typer.Option(32, min=0, help="number of upstream instruction pairs (exact match)"),
     n_train: int = typer.Option(120, min=2, help="training examples per task"),
-    steps: int = typer.Option(12, min=1, help="fine-tuning steps per task"),
+    steps: int = typer.Option(10, min=1, help="fine-tuning steps per task"),
     batch_size: int = typer.Option(8, min=1),
     lr: float = typer.Option(2e-3),
     max_length: int = typer.Option(96, min=8, help="tokens per example (longer ones are truncated)"),

@@ -10,8 +10,8 @@ from pathlib import Path
 from forgetscope.config import SweepConfig, parse_config
 
 
-def demo_config(*, output: str | Path = "sweeps/demo", n_upstream: int = 200, n_instruct: int = 40,
-                n_tasks: int | None = None, n_train: int = 120, steps: int = 12, batch_size: int = 8, lr: float = 2e-3,
+def demo_config(*, output: str | Path = "sweeps/demo", n_upstream: int = 160, n_instruct: int = 32,
+                n_tasks: int | None = None, n_train: int = 120, steps: int = 10, batch_size: int = 8, lr: float = 2e-3,
                 max_length: int = 96, method: str = "lora", seed: int = 0,
                 model: str = "smollm2-135m-instruct") -> SweepConfig:
     """A sweep config over the demo suite (all its tasks unless ``n_tasks`` limits them)."""

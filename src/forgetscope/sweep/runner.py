@@ -54,7 +54,7 @@ class RunSpec:
 
 def config_fingerprint(config: SweepConfig) -> str:
     """Hash of everything that changes results (not the output path or executor)."""
-    data = config.model_dump(mode="json", exclude={"output", "executor"})
+    data = config.model_dump(mode="json", exclude={"output", "executor", "report_to"})
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -152,6 +152,7 @@ def plan_runs(config: SweepConfig) -> list[RunSpec]:
 
 def execute_run(session: SweepSession, spec: RunSpec) -> tuple[dict[str, Any], pd.DataFrame]:
     """Fine-tune a fresh copy of the base model for one run and evaluate the upstream set after it."""
+    from forgetscope.logging_backends import logging_callback, make_logger
     from forgetscope.train import make_strategy, train_on_task
 
     t0 = time.perf_counter()
@@ -159,8 +160,13 @@ def execute_run(session: SweepSession, spec: RunSpec) -> tuple[dict[str, Any], p
     train_cfg = session.config.train.model_copy(update={"seed": spec.seed, **dict(spec.train_overrides)})
     strategy = make_strategy(spec.strategy, **dict(spec.strategy_options))
     strategy_upstream = session.extras.get("strategy_upstream", session.upstream)
-    result = train_on_task(model, tok, session.tasks[spec.task], train_cfg, strategy=strategy,
-                           upstream=strategy_upstream, chat=session.chat)
+    logger = make_logger(session.config.report_to, Path(session.config.output) / "logs" / spec.run_id,
+                         run_name=spec.run_id)
+    try:
+        result = train_on_task(model, tok, session.tasks[spec.task], train_cfg, strategy=strategy,
+                               upstream=strategy_upstream, chat=session.chat, callbacks=[logging_callback(logger)])
+    finally:
+        logger.close()
     t1 = time.perf_counter()
     tuned = result.model
     if hasattr(tuned, "merge_and_unload"):  # fold LoRA into the weights: evaluation at base-model speed

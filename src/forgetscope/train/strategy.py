@@ -37,6 +37,7 @@ class TrainContext:
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
     step: int = 0
     chat: bool = False
+    last_loss: float | None = None  # training loss of the latest step (for logging callbacks)
 
     def collate(self, batch: list[Encoded]) -> dict[str, torch.Tensor]:
         return collate(batch, self.pad_id, self.device)

@@ -111,6 +111,7 @@ def train_on_task(model, tokenizer, task: Task, config: TrainConfig | None = Non
             scheduler.step()
             train_losses.append(loss)
             ctx.step = step + 1
+            ctx.last_loss = loss
             strategy.after_step(ctx)
             for cb in callbacks:
                 cb(ctx)
