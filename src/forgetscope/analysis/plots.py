@@ -30,7 +30,7 @@ def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
     return p
 
 
-def _bin_columns(values: np.ndarray, max_cols: int) -> np.ndarray:
+def bin_columns(values: np.ndarray, max_cols: int) -> np.ndarray:
     """Average adjacent columns so a wide matrix fits a readable heat map."""
     n = values.shape[1]
     if n <= max_cols:
@@ -44,7 +44,7 @@ def _bin_columns(values: np.ndarray, max_cols: int) -> np.ndarray:
 def heatmap(values: np.ndarray, row_order: np.ndarray, col_order: np.ndarray, path: str | os.PathLike[str],
             *, row_names: list[str] | None = None, title: str = "forgetting, sorted by factors") -> Path:
     """Heat map with rows/columns permuted (e.g. by :func:`~forgetscope.analysis.lowrank.factor_order`)."""
-    V = _bin_columns(np.asarray(values, float)[np.ix_(row_order, col_order)], MAX_HEATMAP_COLS)
+    V = bin_columns(np.asarray(values, float)[np.ix_(row_order, col_order)], MAX_HEATMAP_COLS)
     lim = np.nanpercentile(np.abs(V), 98) if np.isfinite(V).any() else 1.0
     fig = Figure(figsize=(9, max(3.0, min(12.0, 0.25 * V.shape[0] + 2))))
     ax = fig.add_subplot()

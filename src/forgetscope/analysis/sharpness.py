@@ -470,7 +470,7 @@ def sharpness_sweep(config: SweepConfig, options: SharpnessOptions | None = None
     Returns the per-run sharpness table.
     """
     from forgetscope.models import context_length
-    from forgetscope.sweep.runner import SweepSession, open_store, plan_runs, upstream_frame
+    from forgetscope.sweep.runner import SweepSession, ensure_upstream_measured, open_store, plan_runs
     from forgetscope.train import make_strategy, train_on_task
 
     if isinstance(config, SharpnessSweepConfig) and options is None:
@@ -482,13 +482,7 @@ def sharpness_sweep(config: SweepConfig, options: SharpnessOptions | None = None
     session = session or SweepSession.prepare(cfg)
     store = open_store(cfg, session, output, overwrite)
     base, tok = session.base()
-    if not store.has_upstream():
-        before = session.evaluate(base, session.upstream, desc="upstream before")
-        up = upstream_frame(session.upstream)
-        up["n_tokens"] = before["n_tokens"].to_numpy()
-        up["loss_before"] = before["loss"].to_numpy()
-        up["em_before"] = before["em"].to_numpy()
-        store.write_upstream(up)
+    ensure_upstream_measured(session, store)
     loss_before = store.read_upstream().set_index("example_id")["loss_before"]
     specs = plan_runs(cfg)
     order = [s.run_id for s in specs]

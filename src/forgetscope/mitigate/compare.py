@@ -149,7 +149,7 @@ def split_upstream(ids: list[str], fraction: float, seed: int) -> tuple[list[str
 def run_compare(cfg: CompareConfig, *, output: str | Path | None = None, overwrite: bool = False,
                 log=print) -> dict[str, Any]:
     """Run (or resume) a comparison; returns {"summary": DataFrame, "per_run": DataFrame, "paths": ...}."""
-    from forgetscope.sweep.runner import SweepSession, execute_run, open_store, upstream_frame
+    from forgetscope.sweep.runner import SweepSession, ensure_upstream_measured, execute_run, open_store
 
     output = Path(output or cfg.output)
     sweep_cfg = cfg  # the fingerprint covers strategies, known tasks and compare options
@@ -163,14 +163,7 @@ def run_compare(cfg: CompareConfig, *, output: str | Path | None = None, overwri
     aux = output / "compare"
     aux.mkdir(parents=True, exist_ok=True)
     (aux / "split.json").write_text(json.dumps({"pool": pool_ids, "heldout": held_ids}, indent=1))
-    if not store.has_upstream():
-        base, _ = session.base()
-        before = session.evaluate(base, session.upstream, desc="upstream before")
-        up = upstream_frame(session.upstream)
-        up["n_tokens"] = before["n_tokens"].to_numpy()
-        up["loss_before"] = before["loss"].to_numpy()
-        up["em_before"] = before["em"].to_numpy()
-        store.write_upstream(up)
+    ensure_upstream_measured(session, store)
     order: list[str] = []
 
     def run(spec) -> None:

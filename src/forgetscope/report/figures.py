@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import io
-import itertools
 import warnings
 from dataclasses import dataclass
 
@@ -18,6 +17,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as MplFigure
+
+from forgetscope.analysis.plots import bin_columns
 
 MAX_HEATMAP_COLS = 600
 DPI = 100
@@ -44,16 +45,6 @@ def render(fig: MplFigure, alt: str, reading: str = "") -> Figure:
     return Figure("data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii"), alt, reading, width)
 
 
-def _bin_columns(values: np.ndarray, max_cols: int) -> np.ndarray:
-    n = values.shape[1]
-    if n <= max_cols:
-        return values
-    edges = np.linspace(0, n, max_cols + 1).astype(int)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.stack([np.nanmean(values[:, a:b], axis=1) for a, b in itertools.pairwise(edges)], axis=1)
-
-
 def _sym_limit(values: np.ndarray) -> float:
     finite = np.abs(values[np.isfinite(values)])
     lim = float(np.percentile(finite, 98)) if finite.size else 1.0
@@ -63,7 +54,7 @@ def _sym_limit(values: np.ndarray) -> float:
 def heatmap(values: np.ndarray, row_order: np.ndarray, col_order: np.ndarray, row_names: list[str]) -> MplFigure:
     """Forgetting matrix with rows/columns permuted by the fitted factors; red = forgotten."""
     raw = np.asarray(values, float)[np.ix_(row_order, col_order)]
-    V = _bin_columns(raw, MAX_HEATMAP_COLS)
+    V = bin_columns(raw, MAX_HEATMAP_COLS)
     lim = _sym_limit(V)
     fig = MplFigure(figsize=(11, max(3.2, min(12.0, 0.22 * V.shape[0] + 2.2))))
     ax = fig.add_subplot()

@@ -226,6 +226,19 @@ def open_store(config: SweepConfig, session: SweepSession, output: Path, overwri
     return store
 
 
+def ensure_upstream_measured(session: SweepSession, store: SweepStore) -> None:
+    """Evaluate the base model on the upstream set once per sweep (``loss_before``, ``em_before``)."""
+    if store.has_upstream():
+        return
+    base, _ = session.base()
+    before = session.evaluate(base, session.upstream, desc="upstream before")
+    up = upstream_frame(session.upstream)
+    up["n_tokens"] = before["n_tokens"].to_numpy()
+    up["loss_before"] = before["loss"].to_numpy()
+    up["em_before"] = before["em"].to_numpy()
+    store.write_upstream(up)
+
+
 RunCallback = Callable[[RunSpec, dict[str, Any]], None]
 
 
@@ -239,14 +252,7 @@ def run_sweep(config: SweepConfig, *, output: str | Path | None = None, executor
     session = session or SweepSession.prepare(config)  # validates data before anything is written
     runner = get_executor(executor or config.executor)
     store = open_store(config, session, output, overwrite)
-    if not store.has_upstream():
-        base, _ = session.base()
-        before = session.evaluate(base, session.upstream, desc="upstream before")
-        up = upstream_frame(session.upstream)
-        up["n_tokens"] = before["n_tokens"].to_numpy()
-        up["loss_before"] = before["loss"].to_numpy()
-        up["em_before"] = before["em"].to_numpy()
-        store.write_upstream(up)
+    ensure_upstream_measured(session, store)
     specs = plan_runs(config)
     todo = [s for s in specs if not store.has_run(s.run_id)]
     order = [s.run_id for s in specs]
