@@ -74,3 +74,12 @@ def test_default_model_loads_and_knows_english():
     df = evaluate_examples(model, tok, [Example("a", text="The capital of France is Paris, a city on the Seine.")],
                            exact=False)
     assert df["loss"].iloc[0] < 0.5 * np.log(len(tok))  # far below uniform
+
+    from forgetscope.data.demo import demo_upstream, demo_upstream_instruct
+    from forgetscope.data.encoding import encode_examples
+    from forgetscope.measure import per_example_nll
+
+    enc = encode_examples(tok, demo_upstream(n=12) + demo_upstream_instruct(n=4), 96, chat=True)
+    batched = per_example_nll(model, enc, pad_id=tok.pad_token_id)
+    single = np.array([per_example_nll(model, [e], pad_id=tok.pad_token_id)[0] for e in enc])
+    np.testing.assert_allclose(batched, single, atol=1e-4)  # batching changes nothing on the real model
