@@ -4,8 +4,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from forgetscope.analysis.lowrank import (analyze, check_matrix, factor_order, fit_additive,
-                                          fit_multiplicative, learning_correlation, rank_k_approx, rank_r2)
+from forgetscope.analysis.lowrank import (
+    analyze,
+    check_matrix,
+    factor_order,
+    fit_additive,
+    fit_multiplicative,
+    learning_correlation,
+    rank_k_approx,
+    rank_r2,
+)
 from forgetscope.errors import DataError, ForgetscopeError
 
 

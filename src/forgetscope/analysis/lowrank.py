@@ -30,8 +30,8 @@ from forgetscope.errors import DataError
 
 __all__ = [
     "AdditiveFit",
-    "MultiplicativeFit",
     "LowRankReport",
+    "MultiplicativeFit",
     "analyze",
     "check_matrix",
     "factor_order",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -22,7 +21,7 @@ def analyze(
     source: Path = typer.Argument(..., help="sweep directory or matrix file (.npy/.csv/.parquet)"),
     max_rank: int = typer.Option(10, "--max-rank", "-k", help="largest k for R²(k)"),
     order_by: str = typer.Option("additive", help="heat-map ordering: additive, multiplicative or svd"),
-    out: Optional[Path] = typer.Option(None, help="output folder (default SWEEP/analysis)"),
+    out: Path | None = typer.Option(None, help="output folder (default SWEEP/analysis)"),
     figures: bool = typer.Option(True, help="write PNG figures"),
 ) -> None:
     """SVD spectrum, R²(k), additive and multiplicative fits, forgetting-vs-learning correlation."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -14,8 +13,8 @@ from forgetscope.cli.app import app, console
 def import_(
     source: Path = typer.Argument(..., help="matrix file: .npy, .csv or .parquet (wide, or long run_id/example_id/forgetting)"),
     dest: Path = typer.Argument(..., help="sweep directory to create"),
-    rows: Optional[Path] = typer.Option(None, help="text file with one row (task) name per line"),
-    cols: Optional[Path] = typer.Option(None, help="text file with one column (example) name per line"),
+    rows: Path | None = typer.Option(None, help="text file with one row (task) name per line"),
+    cols: Path | None = typer.Option(None, help="text file with one column (example) name per line"),
     overwrite: bool = typer.Option(False, help="replace a non-empty DEST"),
 ) -> None:
     """Import a forgetting matrix measured elsewhere so `analyze` and `predict` can read it."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 from rich.table import Table
@@ -19,9 +18,9 @@ def _fmt(x: float, spec: str = ".4f") -> str:
 @app.command()
 def predict(
     source: Path = typer.Argument(..., help="sweep directory or matrix file (.npy/.csv/.parquet)"),
-    probe: List[float] = typer.Option([0.05], "--probe", "-p",
+    probe: list[float] = typer.Option([0.05], "--probe", "-p",
                                       help="probe size: fraction of examples (<= 1) or a count; repeatable"),
-    predictor: List[str] = typer.Option(["additive", "knn", "lowrank"], "--predictor", "-m",
+    predictor: list[str] = typer.Option(["additive", "knn", "lowrank"], "--predictor", "-m",
                                         help="zero, additive, knn, lowrank, logistic, semantic; repeatable"),
     probe_method: str = typer.Option("random", help="random or active (highest-leverage examples)"),
     folds: int = typer.Option(5, help="cross-validation folds over tasks"),
@@ -32,8 +31,8 @@ def predict(
     method: str = typer.Option("auto", help="lowrank factorisation: auto, svd or als"),
     neighbors: int = typer.Option(5, help="k for knn"),
     similarity: str = typer.Option("cosine", help="knn similarity: cosine or rmse"),
-    k: List[int] = typer.Option([10, 100], "--k", help="k for precision/recall@k; repeatable"),
-    out: Optional[Path] = typer.Option(None, help="output folder (default SWEEP/predict)"),
+    k: list[int] = typer.Option([10, 100], "--k", help="k for precision/recall@k; repeatable"),
+    out: Path | None = typer.Option(None, help="output folder (default SWEEP/predict)"),
     figures: bool = typer.Option(True, help="write PNG figures"),
 ) -> None:
     """Leave-tasks-out CV: predict held-out tasks' rows from a probe set, scored against `additive`."""

@@ -27,8 +27,14 @@ from forgetscope.data.loading import examples_from_records
 from forgetscope.data.types import Example, Task
 from forgetscope.errors import DataError
 
-__all__ = ["demo_upstream", "demo_upstream_instruct", "demo_task_names", "demo_task", "demo_tasks",
-           "demo_task_info"]
+__all__ = [
+    "demo_task",
+    "demo_task_info",
+    "demo_task_names",
+    "demo_tasks",
+    "demo_upstream",
+    "demo_upstream_instruct",
+]
 
 _PKG = "forgetscope.data"
 _DIR = "demo"
@@ -44,7 +50,7 @@ def _read_text(filename: str) -> str:
         ) from None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _records(filename: str) -> tuple[dict, ...]:
     rows = [json.loads(line) for line in _read_text(filename).splitlines() if line.strip()]
     return tuple(rows)

@@ -6,8 +6,9 @@ Plain text: the loss covers every predicted token. Prompt/response: only the res
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 import torch
 

@@ -29,8 +29,8 @@ import json
 import math
 import random
 from collections import Counter
-from pathlib import Path
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any, Literal
 
 from forgetscope.data.types import Example, Task
@@ -40,7 +40,7 @@ Schema = Literal["auto", "text", "pair"]
 
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".tsv")
 
-__all__ = ["load_examples", "load_task", "split_examples", "examples_from_records", "read_records"]
+__all__ = ["examples_from_records", "load_examples", "load_task", "read_records", "split_examples"]
 
 
 # --------------------------------------------------------------------------------------------

@@ -21,8 +21,8 @@ from forgetscope.predict.probe import choose_probe, leverage_scores, probe_size
 from forgetscope.predict.registry import PREDICTORS, get_predictor, predictor_params
 
 __all__ = [
-    "CVResult",
     "PREDICTORS",
+    "CVResult",
     "Predictor",
     "choose_probe",
     "cross_validate",

@@ -74,7 +74,7 @@ def summarize(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def evaluate(matrix: Any, predictors: Sequence[str | Predictor] | Mapping[str, str | Predictor] = (
-        "additive", "knn", "lowrank"), *, probe: float | int | Sequence[float | int] = DEFAULT_PROBES,
+        "additive", "knn", "lowrank"), *, probe: float | Sequence[float | int] = DEFAULT_PROBES,
         n_folds: int = 5, seed: int = 0, probe_method: str = "random", threshold: float = 0.0,
         ks: Sequence[int] = (10, 100), params: Mapping[str, Mapping[str, Any]] | None = None,
         task_texts: Sequence[str] | None = None, example_texts: Sequence[str] | None = None,

@@ -17,7 +17,7 @@ from scipy.special import expit
 
 from forgetscope.errors import ConfigError
 from forgetscope.predict.base import Predictor
-from forgetscope.predict.factor import CHUNK, _batched_ridge, _outer_flat, truncated_svd
+from forgetscope.predict.factor import CHUNK, _outer_flat, truncated_svd
 
 _BIAS_RIDGE = 1e-2  # keeps biases finite for all-0 / all-1 columns (separable data)
 

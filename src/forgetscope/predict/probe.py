@@ -21,7 +21,7 @@ from forgetscope.errors import ConfigError, DataError
 ProbeMethod = Literal["random", "active"]
 
 
-def probe_size(size: float | int, n_cols: int) -> int:
+def probe_size(size: float, n_cols: int) -> int:
     """Number of probe examples: a fraction in (0, 1] of ``n_cols`` (at least 1) or an int count.
 
     Raises :class:`DataError` for a size of 0, a negative size, or more examples than exist.
@@ -51,7 +51,7 @@ def leverage_scores(known: Any, rank: int = 5, *, seed: int = 0) -> np.ndarray:
     return (Vt**2).sum(0)
 
 
-def choose_probe(n_cols: int, size: float | int, *, method: ProbeMethod = "random", known: Any = None,
+def choose_probe(n_cols: int, size: float, *, method: ProbeMethod = "random", known: Any = None,
                  rank: int = 5, seed: int = 0) -> np.ndarray:
     """Sorted indices of the probe examples; ``active`` needs the known rows."""
     count = probe_size(size, n_cols)
