@@ -15,8 +15,9 @@ from forgetscope.store import ForgettingMatrix
 def summary_table(matrix: ForgettingMatrix) -> Table:
     """Per-run summary: task learning and upstream forgetting."""
     table = Table(title=f"forgetting matrix {matrix.shape[0]} x {matrix.shape[1]} (nats; + = forgotten)")
-    for col in ("run", "task loss before→after", "mean F", "share F>0", "max F"):
-        table.add_column(col, justify="right" if col != "run" else "left")
+    table.add_column("run", justify="left", overflow="fold", min_width=22)
+    for col in ("task loss before→after", "mean F", "share F>0", "max F"):
+        table.add_column(col, justify="right")
     runs = matrix.runs.set_index("run_id") if matrix.runs is not None and "run_id" in matrix.runs else None
     for i, name in enumerate(matrix.row_names):
         row = matrix.values[i]
