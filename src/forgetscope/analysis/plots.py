@@ -21,7 +21,8 @@ from forgetscope.analysis.lowrank import LowRankReport
 MAX_HEATMAP_COLS = 1000
 
 
-def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
+def save_figure(fig: Figure, path: str | os.PathLike[str]) -> Path:
+    """Render a pyplot-free figure to PNG (creating the folder), so notebooks keep their backend."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
@@ -55,7 +56,7 @@ def heatmap(values: np.ndarray, row_order: np.ndarray, col_order: np.ndarray, pa
     if row_names is not None and len(row_order) <= 40:
         ax.set_yticks(range(len(row_order)), [row_names[i] for i in row_order], fontsize=7)
     ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def spectrum_r2(report: LowRankReport, path: str | os.PathLike[str]) -> Path:
@@ -77,7 +78,7 @@ def spectrum_r2(report: LowRankReport, path: str | os.PathLike[str]) -> Path:
     ax2.set_ylim(min(0.0, float(np.nanmin(report.r2_by_rank))), 1.0)
     ax2.legend(fontsize=8)
     ax2.set_title("R²(k)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def scatter_pred_true(pairs: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
@@ -94,7 +95,7 @@ def scatter_pred_true(pairs: pd.DataFrame, path: str | os.PathLike[str]) -> Path
         ax.set_xlabel("true")
         if i == 0:
             ax.set_ylabel("predicted")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def precision_at_k(curves: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
@@ -107,4 +108,4 @@ def precision_at_k(curves: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     ax.set_ylabel("precision@k")
     ax.set_ylim(0, 1.02)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -404,8 +404,9 @@ def correlate_with_forgetting(table: pd.DataFrame, measures: Sequence[str] | Non
 def plot_landscape(landscape: pd.DataFrame, path: str | os.PathLike[str], *, label_col: str = "run_id",
                    title: str = "1-D loss landscape (random direction)") -> Path:
     """Loss against α, one line per run (``landscape`` has columns alpha, loss and ``label_col``)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+
+    from forgetscope.analysis.plots import save_figure
 
     fig = Figure(figsize=(6.0, 4.2))
     ax = fig.add_subplot(1, 1, 1)
@@ -416,17 +417,13 @@ def plot_landscape(landscape: pd.DataFrame, path: str | os.PathLike[str], *, lab
     ax.set_ylabel("task loss (nats)")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=6)
-    FigureCanvasAgg(fig)
-    fig.tight_layout()
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(p, dpi=120)
-    return p
+    return save_figure(fig, path)
 
 
 def plot_sharpness_vs_forgetting(table: pd.DataFrame, corr: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+
+    from forgetscope.analysis.plots import save_figure
 
     ms = [m for m in corr["measure"] if table[m].notna().any()] or list(corr["measure"])[:1]
     fig = Figure(figsize=(4.0 * max(1, len(ms)), 3.8))
@@ -437,12 +434,7 @@ def plot_sharpness_vs_forgetting(table: pd.DataFrame, corr: pd.DataFrame, path: 
         ax.set_title(f"Spearman {r['spearman']:.2f} (p={r['spearman_p']:.2g})", fontsize=9)
         ax.set_xlabel(m.removeprefix("sharpness_"))
         ax.set_ylabel("mean forgetting")
-    FigureCanvasAgg(fig)
-    fig.tight_layout()
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(p, dpi=120)
-    return p
+    return save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------- the sweep
@@ -470,8 +462,7 @@ def sharpness_sweep(config: SweepConfig, options: SharpnessOptions | None = None
     Returns the per-run sharpness table.
     """
     from forgetscope.models import context_length
-    from forgetscope.sweep.runner import SweepSession, ensure_upstream_measured, open_store, plan_runs
-    from forgetscope.train import make_strategy, train_on_task
+    from forgetscope.sweep.runner import SweepSession, ensure_upstream_measured, execute_run, open_store, plan_runs
 
     if isinstance(config, SharpnessSweepConfig) and options is None:
         cfg = config
@@ -490,38 +481,27 @@ def sharpness_sweep(config: SweepConfig, options: SharpnessOptions | None = None
     for spec in specs:
         if store.has_run(spec.run_id):
             continue
-        t0 = time.perf_counter()
-        model, _ = session.fresh_model()
-        train_cfg = cfg.train.model_copy(update={"seed": spec.seed, **dict(spec.train_overrides)})
-        strategy = make_strategy(spec.strategy, **dict(spec.strategy_options))
-        task = session.tasks[spec.task]
-        result = train_on_task(model, tok, task, train_cfg, strategy=strategy,
-                               upstream=session.extras.get("strategy_upstream", session.upstream), chat=session.chat)
-        tuned = result.model
-        batches = task_batches(tok, task.train, max_length=train_cfg.max_length, batch_size=opts.batch_size,
-                               max_examples=opts.max_examples, device=device, chat=session.chat, seed=opts.seed,
-                               model_max_length=context_length(tuned))
-        sharp = measure_sharpness(tuned, batches, opts)
-        if hasattr(tuned, "merge_and_unload"):
-            tuned = tuned.merge_and_unload()
-        t1 = time.perf_counter()
-        after = session.evaluate(tuned, session.upstream, desc=f"upstream after {spec.task}")
-        if result.excluded_upstream_ids:
-            gone = after["example_id"].isin(result.excluded_upstream_ids)
-            after.loc[gone, ["loss", "em"]] = np.nan
-        rows = after.rename(columns={"loss": "loss_after", "em": "em_after"})[["example_id", "loss_after", "em_after"]]
+
+        def measure(tuned, result, spec=spec) -> dict[str, Any]:
+            """Sharpness of the unmerged fine-tuned model on its own task data."""
+            task = session.tasks[spec.task]
+            batches = task_batches(tok, task.train, max_length=cfg.train.max_length, batch_size=opts.batch_size,
+                                   max_examples=opts.max_examples, device=device, chat=session.chat,
+                                   seed=opts.seed, model_max_length=context_length(tuned))
+            sharp = measure_sharpness(tuned, batches, opts)
+            extra = sharp.to_record()
+            if sharp.landscape is not None:
+                extra["sharpness_landscape"] = {"alpha": sharp.landscape["alpha"].tolist(),
+                                                "loss": sharp.landscape["loss"].tolist()}
+            return extra
+
+        record, rows = execute_run(session, spec, before_merge=measure)
         forgetting = rows["loss_after"].to_numpy() - loss_before.loc[rows["example_id"].astype(str)].to_numpy()
-        record = {"run_id": spec.run_id, **result.record, "strategy_options": dict(spec.strategy_options),
-                  **sharp.to_record(), "mean_forgetting": float(np.nanmean(forgetting)),
-                  "eval_wall_s": time.perf_counter() - t1, "wall_s": time.perf_counter() - t0}
-        if sharp.landscape is not None:
-            record["sharpness_landscape"] = {"alpha": sharp.landscape["alpha"].tolist(),
-                                             "loss": sharp.landscape["loss"].tolist()}
+        record["mean_forgetting"] = float(np.nanmean(forgetting))
         store.write_run(record, rows)
         store.consolidate(order)
         if on_run is not None:
             on_run(spec, record)
-        del model, tuned, result
     store.consolidate(order)
     store.update_manifest(status="complete", completed=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     table, _ = write_sharpness_results(output, figures=figures)

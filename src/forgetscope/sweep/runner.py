@@ -150,8 +150,16 @@ def plan_runs(config: SweepConfig) -> list[RunSpec]:
     return [RunSpec(tc.name, seed, config.strategy, opts) for tc in config.tasks for seed in config.seed_list]
 
 
-def execute_run(session: SweepSession, spec: RunSpec) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Fine-tune a fresh copy of the base model for one run and evaluate the upstream set after it."""
+BeforeMerge = Callable[[Any, Any], dict[str, Any]]
+
+
+def execute_run(session: SweepSession, spec: RunSpec, *,
+                before_merge: BeforeMerge | None = None) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Fine-tune a fresh copy of the base model for one run and evaluate the upstream set after it.
+
+    ``before_merge(model, train_result)`` sees the fine-tuned model before LoRA is folded in (e.g. to
+    measure sharpness on the adapter); the dict it returns is added to the run record.
+    """
     from forgetscope.logging_backends import logging_callback, make_logger
     from forgetscope.train import make_strategy, train_on_task
 
@@ -167,6 +175,7 @@ def execute_run(session: SweepSession, spec: RunSpec) -> tuple[dict[str, Any], p
                                upstream=strategy_upstream, chat=session.chat, callbacks=[logging_callback(logger)])
     finally:
         logger.close()
+    extra = before_merge(result.model, result) if before_merge is not None else {}
     t1 = time.perf_counter()
     tuned = result.model
     if hasattr(tuned, "merge_and_unload"):  # fold LoRA into the weights: evaluation at base-model speed
@@ -176,7 +185,7 @@ def execute_run(session: SweepSession, spec: RunSpec) -> tuple[dict[str, Any], p
         gone = after["example_id"].isin(result.excluded_upstream_ids)
         after.loc[gone, ["loss", "em"]] = np.nan
     rows = after.rename(columns={"loss": "loss_after", "em": "em_after"})[["example_id", "loss_after", "em_after"]]
-    record = {"run_id": spec.run_id, **result.record, "strategy_options": dict(spec.strategy_options),
+    record = {"run_id": spec.run_id, **result.record, "strategy_options": dict(spec.strategy_options), **extra,
               "eval_wall_s": time.perf_counter() - t1, "wall_s": time.perf_counter() - t0}
     return record, rows
 
