@@ -57,12 +57,11 @@ def test_not_yaml(tmp_path, capsys):
 
 
 def test_ctrl_c_exits_130_and_says_how_to_resume(tiny_dir, tiny_data, tmp_path, capsys, monkeypatch):
-    from forgetscope.sweep import runner
-
+    
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(runner, "execute_run", interrupted)
+    monkeypatch.setattr("forgetscope.experiments.run.execute_run", interrupted)
     cfg = _write(tmp_path, sweep_config_dict(tiny_dir, tiny_data, tmp_path / "out"))
     assert run_app(["run", str(cfg)]) == 130
     assert "resume" in capsys.readouterr().err
@@ -73,7 +72,7 @@ def test_ctrl_c_exits_130_and_says_how_to_resume(tiny_dir, tiny_data, tmp_path, 
 def test_disk_full_is_one_line(tiny_dir, tiny_data, tmp_path, capsys, monkeypatch):
     import errno
 
-    import forgetscope.store as store_mod
+    import forgetscope.store.sweep_store as store_mod
 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device", "upstream.parquet")

@@ -9,7 +9,7 @@ import yaml
 from conftest import sweep_config_dict, write_jsonl
 
 from forgetscope.errors import ConfigError
-from forgetscope.mitigate.stats import bootstrap_ci, paired_test, wilcoxon_p
+from forgetscope.analysis.stats import bootstrap_ci, paired_test, wilcoxon_p
 
 
 def _compare_dict(tiny_dir, tiny_data, out, **extra):
@@ -71,7 +71,7 @@ def test_compare_end_to_end(tiny_dir, tiny_data, tmp_path):
 
 
 def test_compare_bad_config(tiny_dir, tiny_data, tmp_path):
-    from forgetscope.mitigate.compare import load_compare_config
+    from forgetscope.experiments.compare import load_compare_config
 
     for bad, msg in [({"strategies": [{"name": "nope"}]}, "unknown strategy"),
                      ({"strategies": [{"name": "replay", "options": {"ratio": 0}}]}, "ratio"),

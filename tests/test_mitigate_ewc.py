@@ -52,7 +52,7 @@ def test_fisher_is_mean_squared_example_gradient(tiny):
 def test_penalty_zero_at_anchor_and_quadratic(tiny, method):
     ctx = _ctx(tiny, method)
     s = EWCStrategy(lam=3.0, n_fisher=4)
-    s.setup(ctx)
+    s.before_training(ctx)
     assert float(s.penalty(ctx)) == 0.0
     direction = {n: torch.randn_like(p) for n, p in ctx.trainable_parameters()}
     values = []
@@ -100,5 +100,5 @@ def test_ewc_bad_options_and_no_upstream(tiny):
     ctx = _ctx(tiny)
     ctx.upstream_encoded = []
     with pytest.raises(ConfigError, match="upstream"):
-        EWCStrategy().setup(ctx)
+        EWCStrategy().before_training(ctx)
     assert np.isfinite(1.0)

@@ -37,7 +37,7 @@ def _ctx(tiny):
 def test_self_knowledge_is_generated_and_scored_on_generation_only(tiny):
     ctx = _ctx(tiny)
     s = LWFStrategy(n_self=6, gen_tokens=5, prompt_tokens=3)
-    s.setup(ctx)
+    s.before_training(ctx)
     assert 1 <= len(s.self_samples) <= 6
     for e in s.self_samples:
         scored = [t for t in e.labels if t != IGNORE_INDEX]
@@ -52,7 +52,7 @@ def test_forgetting_confidence_is_fisher_weighted_update(tiny):
 
     ctx = _ctx(tiny)
     s = LWFStrategy(n_self=4, gen_tokens=5)
-    s.setup(ctx)
+    s.before_training(ctx)
     delta = s.intended_update(ctx)
     fc = s.forgetting_confidence(ctx, delta)
     manual = [0.5 * sum(float((g[n] ** 2 * delta[n] ** 2).sum()) for n in delta)
@@ -68,7 +68,7 @@ def test_forgetting_confidence_is_fisher_weighted_update(tiny):
 def test_periodic_unlearning_raises_loss_of_top_confidence_samples(tiny):
     ctx = _ctx(tiny)
     s = LWFStrategy(n_self=4, gen_tokens=6, interval=2, top_fraction=0.5, unlearn_weight=1.0, unlearn_steps=3)
-    s.setup(ctx)
+    s.before_training(ctx)
     ctx.step = 1
     s.after_step(ctx)
     assert not s.rounds  # not an unlearning step
@@ -108,4 +108,4 @@ def test_lwf_needs_upstream(tiny):
     ctx = _ctx(tiny)
     ctx.upstream = []
     with pytest.raises(ConfigError, match="upstream"):
-        LWFStrategy().setup(ctx)
+        LWFStrategy().before_training(ctx)

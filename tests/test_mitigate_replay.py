@@ -34,7 +34,7 @@ def _ctx(tiny, n_up=10, seed=0):
 def test_batches_contain_requested_ratio(tiny):
     ctx = _ctx(tiny)
     s = ReplayStrategy(ratio=0.5)
-    s.setup(ctx)
+    s.before_training(ctx)
     batch = ctx.train_encoded[:4]
     for _ in range(20):
         out = s.augment_batch(ctx, batch)
@@ -42,7 +42,7 @@ def test_batches_contain_requested_ratio(tiny):
         assert all(e.example_id.startswith("u") for e in out[4:])
     # fractional ratio: stochastic rounding keeps the long-run ratio
     s = ReplayStrategy(ratio=0.3)
-    s.setup(ctx)
+    s.before_training(ctx)
     counts = [len(s.augment_batch(ctx, batch)) - 4 for _ in range(4000)]
     assert set(counts) <= {1, 2}
     assert np.mean(counts) / 4 == pytest.approx(0.3, abs=0.01)
@@ -53,7 +53,7 @@ def test_oracle_sampling_follows_weights(tiny):
     ctx = _ctx(tiny)
     row = {f"u{i}": float(i) for i in range(10)}  # u0 never forgotten, u9 most
     s = ReplayStrategy(ratio=1.0, policy="oracle", forgetting=row)
-    s.setup(ctx)
+    s.before_training(ctx)
     for _ in range(3000):
         s.augment_batch(ctx, ctx.train_encoded[:4])
     freq = np.array([s.replayed.count(f"u{i}") for i in range(10)]) / len(s.replayed)
@@ -73,7 +73,7 @@ def test_predicted_with_fitted_predictor_and_probe_values(tiny):
     pred = get_predictor("knn", k=3).fit(known)
     probe = {"u2": 0.1, "u7": 0.8}
     s = ReplayStrategy(ratio=1.0, policy="predicted", predictor=pred, predictor_columns=cols, probe_values=probe)
-    s.setup(ctx)
+    s.before_training(ctx)
     # predicted row follows the known pattern: weights increase with i; probes keep their observed values
     assert np.argmax(s.weights) >= 7 and s.weights[0] < s.weights[9]
     info = s.summary()
@@ -102,7 +102,7 @@ def test_predicted_from_sweep_with_pilot(tiny, tmp_path):
     store.consolidate()
     s = make_strategy("replay", ratio=0.5, policy="predicted", known=str(tmp_path / "known"), probe=4,
                       pilot_steps=2, predictor="knn", predictor_options={"k": 2})
-    s.setup(ctx)
+    s.before_training(ctx)
     info = s.summary()
     assert info["known_rows"] == 3  # the task's own row ("t") is never used
     assert info["probe_size"] == 4 and info["upstream_evaluations"] == 8 and info["pilot_steps"] == 2
@@ -118,7 +118,7 @@ def test_predicted_probe_file_cost(tiny, tmp_path):
     f = tmp_path / "probe.json"
     f.write_text(json.dumps({"values": {"u1": 0.0, "u8": 1.0, "u5": 0.5}, "evaluations": 3}))
     s = ReplayStrategy(policy="predicted", predictor=pred, predictor_columns=cols, probe_file=str(f))
-    s.setup(ctx)
+    s.before_training(ctx)
     assert s.summary()["upstream_evaluations"] == 3
 
 

@@ -7,7 +7,7 @@ from conftest import sweep_config_dict
 from forgetscope.config import parse_config
 from forgetscope.errors import ForgetscopeError
 from forgetscope.store import SweepStore
-from forgetscope.sweep import register_executor, run_sweep
+from forgetscope.experiments import register_executor, run_sweep
 
 ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'forgetscope[ray]')")
 
@@ -37,12 +37,12 @@ def test_ray_gives_the_same_matrix_as_local(local_ray, tiny_dir, tiny_data, tmp_
 
 
 def test_failures_are_retried_and_reported_without_losing_other_runs(local_ray, tiny_dir, tiny_data, tmp_path):
-    from forgetscope.sweep.ray_executor import RayExecutor
+    from forgetscope.experiments.executors.ray import RayExecutor
 
     marker = tmp_path / "code_failed_once"
 
     def flaky(config_data, spec, extras):  # a local function: Ray ships it to the workers by value
-        from forgetscope.sweep.ray_executor import execute_in_worker
+        from forgetscope.experiments.executors.ray import execute_in_worker
 
         if spec.task == "qa":
             raise RuntimeError("qa is broken for good")

@@ -77,7 +77,7 @@ def test_report_of_a_real_tiny_sweep(tiny_dir, tiny_data, tmp_path):
     from conftest import sweep_config_dict
 
     from forgetscope.config import parse_config
-    from forgetscope.sweep import run_sweep
+    from forgetscope.experiments import run_sweep
 
     out = tmp_path / "sweep"
     run_sweep(parse_config(sweep_config_dict(tiny_dir, tiny_data, out)))

@@ -132,7 +132,7 @@ def test_write_results(tmp_path):
 
 @pytest.fixture
 def scaling_cfg(tiny_dir, tiny_data, tmp_path):
-    from forgetscope.analysis.scaling_sweep import ScalingConfig
+    from forgetscope.experiments.scaling import ScalingConfig
 
     return ScalingConfig.model_validate({
         "model": str(tiny_dir), "output": str(tmp_path / "out"),
@@ -144,7 +144,7 @@ def scaling_cfg(tiny_dir, tiny_data, tmp_path):
 
 
 def test_scaling_sweep_tiny(scaling_cfg, tmp_path):
-    from forgetscope.analysis.scaling_sweep import fit_and_write, read_points, run_scaling_sweep
+    from forgetscope.experiments.scaling import fit_and_write, read_points, run_scaling_sweep
 
     seen = []
     pts = run_scaling_sweep(scaling_cfg, on_run=lambda rid, rows: seen.append(rid))
@@ -168,7 +168,7 @@ def test_scaling_sweep_tiny(scaling_cfg, tmp_path):
 
 
 def test_reference_without_cache_matches(tiny):
-    from forgetscope.analysis.scaling_sweep import UpstreamReference
+    from forgetscope.measure import UpstreamReference
     from forgetscope.data.types import Example
     from forgetscope.testing import tiny_model_and_tokenizer
 
@@ -187,7 +187,7 @@ def test_reference_without_cache_matches(tiny):
 
 
 def test_scaling_config_errors(tmp_path):
-    from forgetscope.analysis.scaling_sweep import load_scaling_config
+    from forgetscope.experiments.scaling import load_scaling_config
     from forgetscope.errors import ConfigError
 
     p = tmp_path / "c.yaml"

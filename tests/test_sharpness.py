@@ -133,7 +133,7 @@ def test_lm_measures_on_tiny_model(tiny):
 def sharp_cfg(tiny_dir, tiny_data, tmp_path):
     from conftest import sweep_config_dict
 
-    from forgetscope.analysis.sharpness import SharpnessSweepConfig
+    from forgetscope.experiments.sharpness import SharpnessSweepConfig
 
     d = sweep_config_dict(tiny_dir, tiny_data, tmp_path / "sweep")
     d["seeds"] = [0, 1]
@@ -142,7 +142,7 @@ def sharp_cfg(tiny_dir, tiny_data, tmp_path):
 
 
 def test_sharpness_sweep_writes_records_and_tables(sharp_cfg):
-    from forgetscope.analysis.sharpness import sharpness_sweep
+    from forgetscope.experiments.sharpness import sharpness_sweep
     from forgetscope.store import SweepStore
 
     seen = []
@@ -189,10 +189,10 @@ def test_cli_sharpness(sharp_cfg, tmp_path):
 def test_sharpness_dir_without_measures_is_an_error(tiny_dir, tiny_data, tmp_path):
     from conftest import sweep_config_dict
 
-    from forgetscope.analysis.sharpness import write_sharpness_results
+    from forgetscope.experiments.sharpness import write_sharpness_results
     from forgetscope.config import parse_config
     from forgetscope.errors import ForgetscopeError
-    from forgetscope.sweep.runner import run_sweep
+    from forgetscope.experiments import run_sweep
 
     cfg = parse_config(sweep_config_dict(tiny_dir, tiny_data, tmp_path / "plain"))
     run_sweep(cfg)

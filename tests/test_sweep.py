@@ -11,7 +11,7 @@ from conftest import sweep_config_dict, write_jsonl
 from forgetscope.config import parse_config
 from forgetscope.errors import ConfigError, DataError, StoreError
 from forgetscope.store import SweepStore, load_forgetting
-from forgetscope.sweep import run_sweep
+from forgetscope.experiments import run_sweep
 
 
 def _cfg(tiny_dir, tiny_data, out, **train):
@@ -113,7 +113,7 @@ def test_sequence_longer_than_context_is_refused(tiny_dir, tiny_data, tmp_path):
 
 
 def test_disk_full_leaves_no_half_written_files(tiny_dir, tiny_data, tmp_path, monkeypatch):
-    import forgetscope.store as store_mod
+    import forgetscope.store.io as store_mod
 
     out = tmp_path / "sweep"
     real = store_mod.pd.DataFrame.to_parquet

@@ -7,7 +7,7 @@ import torch
 from forgetscope.config import TrainConfig
 from forgetscope.data.types import Example, Task
 from forgetscope.errors import ConfigError
-from forgetscope.train import Strategy, make_strategy, train_on_task
+from forgetscope.train import Hook, Strategy, make_strategy, train_on_task
 
 
 def _task(n=12):
@@ -64,15 +64,36 @@ class CountingStrategy(Strategy):
         return {"after_calls": self.after}
 
 
+class Recording(Hook):
+    """Records every hook call in order."""
+
+    def __init__(self, seen):
+        self.seen = seen
+
+    def before_training(self, ctx):
+        self.seen.append(("before_training", ctx.step))
+
+    def before_step(self, ctx):
+        self.seen.append(("before_step", ctx.step))
+
+    def after_step(self, ctx):
+        self.seen.append(("after_step", ctx.step))
+
+    def after_training(self, ctx):
+        self.seen.append(("after_training", ctx.step))
+
+
 def test_strategy_hooks_are_called_every_step(tiny):
     model, tok = tiny
     strat = CountingStrategy()
     seen = []
     cfg = TrainConfig(method="full", steps=5, batch_size=3, lr=1e-3, max_length=32)
     res = train_on_task(copy.deepcopy(model), tok, _task(), cfg, strategy=strat,
-                        callbacks=[lambda ctx: seen.append(ctx.step)], progress=False)
+                        hooks=[Recording(seen)], progress=False)
     assert strat.batches == [3] * 5 and strat.after == 5
-    assert seen == [1, 2, 3, 4, 5]
+    assert [s for name, s in seen if name == "after_step"] == [1, 2, 3, 4, 5]
+    assert [s for name, s in seen if name == "before_step"] == [0, 1, 2, 3, 4]
+    assert seen[0] == ("before_training", 0) and seen[-1] == ("after_training", 5)
     assert res.record["strategy"] == "counting" and res.record["strategy_info"] == {"after_calls": 5}
 
 

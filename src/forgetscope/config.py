@@ -85,15 +85,24 @@ class SweepConfig(_Strict):
     eval: EvalConfig = EvalConfig()
     strategy: str = "plain"
     strategy_options: dict[str, Any] = Field(default_factory=dict)
-    executor: Literal["local", "ray"] = "local"
+    executor: str = "local"  # a name in forgetscope.experiments.executors.EXECUTORS
     report_to: str | list[str] = "none"  # none | tensorboard | wandb (training curves, off by default)
 
     @field_validator("report_to")
     @classmethod
     def _known_backends(cls, v: Any) -> Any:
-        from forgetscope.logging_backends import parse_report_to
+        from forgetscope.train.tracking import parse_report_to
 
         parse_report_to(v)
+        return v
+
+    @field_validator("executor")
+    @classmethod
+    def _known_executor(cls, v: str) -> str:
+        from forgetscope.experiments.executors import EXECUTORS
+
+        if v not in EXECUTORS:
+            raise ValueError(str(EXECUTORS.unknown(v)))
         return v
 
     @field_validator("tasks", mode="before")

@@ -9,7 +9,7 @@ each run over its update steps ``t``, and finds that
 
 Its forgetting metric is a cross-entropy between the base model's and the fine-tuned model's
 next-token predictions on pretraining-like text (our ``ce_forgetting``; see
-:mod:`forgetscope.analysis.scaling_sweep`, which also records ``kl_forgetting`` = that cross-entropy
+:mod:`forgetscope.experiments.scaling`, which also records ``kl_forgetting`` = that cross-entropy
 minus the base model's own entropy, zero before fine-tuning). Forgetscope's own measure is the mean
 loss increase on the upstream examples (``forgetting``). Every fit here works on any of the three.
 
@@ -455,7 +455,7 @@ def _json_safe(o: Any) -> Any:
 def write_scaling_results(points: pd.DataFrame, report: ScalingReport, out_dir: str | os.PathLike[str], *,
                           figures: bool = True, primary: str | None = None) -> dict[str, Path]:
     """Write ``points.parquet``/``points.csv``, ``fit.json`` and the PNGs into ``out_dir``."""
-    from forgetscope.store import write_json, write_parquet
+    from forgetscope.store.io import write_json, write_parquet
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

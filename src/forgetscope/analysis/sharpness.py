@@ -23,27 +23,13 @@ of each measure with the run's mean forgetting; a constant column yields NaN wit
 Every function takes ``loss_fn(model, batch) -> (sum of losses, count)`` so any model can be measured;
 the default :func:`lm_loss` is the token NLL of a collated LM batch.
 
-**In a sweep** — :func:`sharpness_sweep` (CLI ``forgetscope sharpness CONFIG.yaml``) runs an ordinary
-sweep (same config as ``forgetscope run`` plus an optional ``sharpness:`` block, see
-:class:`SharpnessOptions`) with the local executor, measures each fine-tuned model before its LoRA is
-merged, and writes the numbers into the run records (``sharpness_*`` keys of ``runs/<run_id>.json``,
-hence columns of ``runs.parquet``). Files it adds to the sweep directory::
-
-    SWEEP/sharpness.parquet              one row per run: run_id, task, seed, strategy, mean_forgetting,
-                                         task_loss_after and every sharpness_* measure
-    SWEEP/sharpness/correlation.json     Spearman/Pearson of each measure with mean forgetting (+ options)
-    SWEEP/sharpness/correlation.csv      the same table
-    SWEEP/sharpness/landscape.parquet    1-D loss profiles: run_id, direction, alpha, loss
-    SWEEP/sharpness/landscape.png        those profiles, one line per run
-    SWEEP/sharpness/sharpness_vs_forgetting.png   scatter of each measure against mean forgetting
-
-``forgetscope sharpness SWEEP_DIR`` recomputes the table, correlation and figures from the records.
+The sweep that measures every fine-tuned model this way is
+:func:`forgetscope.experiments.sharpness.sharpness_sweep`; this module only measures and correlates.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import time
@@ -57,25 +43,22 @@ import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from forgetscope.config import SweepConfig
 from forgetscope.errors import ForgetscopeError
 
 LossFn = Callable[[Any, Any], "tuple[torch.Tensor, float]"]
 Scope = Literal["all", "trainable"]
-SHARPNESS_TABLE = "sharpness.parquet"
-SHARPNESS_DIR = "sharpness"
 
 
 # --------------------------------------------------------------------------- losses and parameters
 def lm_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, float]:
     """Sum of token NLL over a collated LM batch and the number of scored tokens."""
-    from forgetscope.measure import batch_nll
+    from forgetscope.measure.nll import batch_nll
 
     total, count = batch_nll(model, batch)
     return total.sum(), float(count.sum())
 
 
-def mean_loss(model, batches: Sequence[Any], loss_fn: LossFn = lm_loss) -> float:
+def batches_loss(model, batches: Sequence[Any], loss_fn: LossFn = lm_loss) -> float:
     """Weighted mean loss over the batches, without gradients."""
     was = model.training
     model.eval()
@@ -168,7 +151,7 @@ def random_sharpness(model, batches: Sequence[Any], *, rho: float = 0.02, n_draw
     if n_draws < 1:
         raise ForgetscopeError("n_draws must be >= 1")
     params = select_parameters(model, scope)
-    base = mean_loss(model, batches, loss_fn) if base_loss is None else base_loss
+    base = batches_loss(model, batches, loss_fn) if base_loss is None else base_loss
     gen = torch.Generator().manual_seed(int(seed))
     rises: list[float] = []
     with _restored(params) as backup:
@@ -179,7 +162,7 @@ def random_sharpness(model, batches: Sequence[Any], *, rho: float = 0.02, n_draw
                     nn_, pn = float(noise.norm()), float(b.norm())
                     scale = rho * pn / nn_ if nn_ > 0 else 0.0
                     p.copy_(b + noise * scale)
-            rises.append(mean_loss(model, batches, loss_fn) - base)
+            rises.append(batches_loss(model, batches, loss_fn) - base)
             with torch.no_grad():
                 for p, b in zip(params, backup):
                     p.copy_(b)
@@ -193,7 +176,7 @@ def sam_sharpness(model, batches: Sequence[Any], *, rho: float = 0.05, relative:
                   base_loss: float | None = None) -> dict[str, Any]:
     """Loss rise after the SAM ascent step ``ε = ρ g/||g||`` (``ρ·||θ||`` when ``relative``)."""
     params = select_parameters(model, scope)
-    base = mean_loss(model, batches, loss_fn) if base_loss is None else base_loss
+    base = batches_loss(model, batches, loss_fn) if base_loss is None else base_loss
     grads = _gradient(model, params, batches, loss_fn)
     gnorm = _global_norm(grads)
     radius = rho * _global_norm(params) if relative else rho
@@ -204,7 +187,7 @@ def sam_sharpness(model, batches: Sequence[Any], *, rho: float = 0.05, relative:
         with torch.no_grad():
             for p, b, g in zip(params, backup, grads):
                 p.copy_(b + g.to(p.dtype) * (radius / gnorm))
-        rise = mean_loss(model, batches, loss_fn) - base
+        rise = batches_loss(model, batches, loss_fn) - base
     return {"rise": float(rise), "grad_norm": gnorm, "radius": radius, "base_loss": base}
 
 
@@ -276,7 +259,7 @@ def landscape_1d(model, batches: Sequence[Any], *, direction: Literal["random", 
             with torch.no_grad():
                 for p, b, d in zip(params, backup, dirs):
                     p.copy_(b + d * float(a))
-            losses.append(mean_loss(model, batches, loss_fn))
+            losses.append(batches_loss(model, batches, loss_fn))
     return pd.DataFrame({"direction": direction, "alpha": alphas, "loss": losses})
 
 
@@ -345,7 +328,7 @@ def measure_sharpness(model, batches: Sequence[Any], options: SharpnessOptions |
     """Every measure of :class:`SharpnessOptions` on one model and fixed batches."""
     o = options or SharpnessOptions()
     t0 = time.perf_counter()
-    base = mean_loss(model, batches, loss_fn)
+    base = batches_loss(model, batches, loss_fn)
     rnd = random_sharpness(model, batches, rho=o.rho, n_draws=o.n_draws, seed=o.seed, scope=o.scope,
                            loss_fn=loss_fn, base_loss=base)
     sam = sam_sharpness(model, batches, rho=o.sam_rho, relative=o.sam_relative, scope=o.scope, loss_fn=loss_fn,
@@ -435,139 +418,3 @@ def plot_sharpness_vs_forgetting(table: pd.DataFrame, corr: pd.DataFrame, path: 
         ax.set_xlabel(m.removeprefix("sharpness_"))
         ax.set_ylabel("mean forgetting")
     return save_figure(fig, path)
-
-
-# --------------------------------------------------------------------------- the sweep
-class SharpnessSweepConfig(SweepConfig):
-    """A sweep config (as for ``forgetscope run``) plus the ``sharpness:`` options."""
-
-    sharpness: SharpnessOptions = SharpnessOptions()
-
-
-def _as_sharpness_config(config: SweepConfig, options: SharpnessOptions | None) -> SharpnessSweepConfig:
-    data = config.model_dump()
-    if options is not None:
-        data["sharpness"] = options.model_dump()
-    return SharpnessSweepConfig.model_validate(data)
-
-
-def sharpness_sweep(config: SweepConfig, options: SharpnessOptions | None = None, *,
-                    output: str | Path | None = None, overwrite: bool = False, session=None,
-                    figures: bool = True, on_run: Callable[[Any, dict], None] | None = None) -> pd.DataFrame:
-    """Run (or resume) a sweep that also measures each fine-tuned model's sharpness on its task data.
-
-    Reuses the sweep runner's pieces (``SweepSession``, ``open_store``, ``plan_runs``) and
-    ``train_on_task``; runs locally, in order. Each run's record gets the ``sharpness_*`` keys and
-    ``mean_forgetting``; then :func:`write_sharpness_results` writes the table, correlation and figures.
-    Returns the per-run sharpness table.
-    """
-    from forgetscope.models import context_length
-    from forgetscope.sweep.runner import SweepSession, ensure_upstream_measured, execute_run, open_store, plan_runs
-
-    if isinstance(config, SharpnessSweepConfig) and options is None:
-        cfg = config
-    else:
-        cfg = _as_sharpness_config(config, options)
-    opts = cfg.sharpness
-    output = Path(output or cfg.output)
-    session = session or SweepSession.prepare(cfg)
-    store = open_store(cfg, session, output, overwrite)
-    base, tok = session.base()
-    ensure_upstream_measured(session, store)
-    loss_before = store.read_upstream().set_index("example_id")["loss_before"]
-    specs = plan_runs(cfg)
-    order = [s.run_id for s in specs]
-    device = next(base.parameters()).device
-    for spec in specs:
-        if store.has_run(spec.run_id):
-            continue
-
-        def measure(tuned, result, spec=spec) -> dict[str, Any]:
-            """Sharpness of the unmerged fine-tuned model on its own task data."""
-            task = session.tasks[spec.task]
-            batches = task_batches(tok, task.train, max_length=cfg.train.max_length, batch_size=opts.batch_size,
-                                   max_examples=opts.max_examples, device=device, chat=session.chat,
-                                   seed=opts.seed, model_max_length=context_length(tuned))
-            sharp = measure_sharpness(tuned, batches, opts)
-            extra = sharp.to_record()
-            if sharp.landscape is not None:
-                extra["sharpness_landscape"] = {"alpha": sharp.landscape["alpha"].tolist(),
-                                                "loss": sharp.landscape["loss"].tolist()}
-            return extra
-
-        record, rows = execute_run(session, spec, before_merge=measure)
-        forgetting = rows["loss_after"].to_numpy() - loss_before.loc[rows["example_id"].astype(str)].to_numpy()
-        record["mean_forgetting"] = float(np.nanmean(forgetting))
-        store.write_run(record, rows)
-        store.consolidate(order)
-        if on_run is not None:
-            on_run(spec, record)
-    store.consolidate(order)
-    store.update_manifest(status="complete", completed=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    table, _ = write_sharpness_results(output, figures=figures)
-    return table
-
-
-def sharpness_table(sweep_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(per-run sharpness table, landscape long table) from the run records of a sweep directory."""
-    from forgetscope.store import SweepStore
-
-    store = SweepStore(sweep_dir)
-    store.read_manifest()
-    rows, land = [], []
-    for rid in store.finished_run_ids():
-        rec = store.read_run_record(rid)
-        if not any(k.startswith("sharpness_") for k in rec):
-            continue
-        row = {"run_id": rid}
-        for k in ("task", "seed", "strategy", "method", "lora_rank", "steps", "task_loss_after", "mean_forgetting"):
-            row[k] = rec.get(k)
-        if row["mean_forgetting"] is None:  # runs from elsewhere: recompute from their rows
-            up = store.read_upstream().set_index("example_id")["loss_before"]
-            r = store.read_run_rows(rid)
-            row["mean_forgetting"] = float(np.nanmean(r["loss_after"].to_numpy()
-                                                      - up.loc[r["example_id"].astype(str)].to_numpy()))
-        for k, v in rec.items():
-            if k.startswith("sharpness_") and k != "sharpness_landscape":
-                row[k] = v
-        rows.append(row)
-        ls = rec.get("sharpness_landscape")
-        if ls:
-            land.append(pd.DataFrame({"run_id": rid, "direction": "random", "alpha": ls["alpha"], "loss": ls["loss"]}))
-    if not rows:
-        raise ForgetscopeError(f"no run in {sweep_dir} has sharpness measures; run `forgetscope sharpness CONFIG.yaml`")
-    table = pd.DataFrame(rows)
-    for c in table.columns:
-        if c.startswith("sharpness_") or c == "mean_forgetting":
-            table[c] = pd.to_numeric(table[c], errors="coerce")
-    landscape = pd.concat(land, ignore_index=True) if land else pd.DataFrame(columns=["run_id", "direction",
-                                                                                      "alpha", "loss"])
-    return table, landscape
-
-
-def write_sharpness_results(sweep_dir: str | Path, *, figures: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Write ``sharpness.parquet`` and ``sharpness/{correlation.json,.csv,landscape.parquet,*.png}``."""
-    from forgetscope.store import write_json, write_parquet
-
-    sweep_dir = Path(sweep_dir)
-    table, landscape = sharpness_table(sweep_dir)
-    corr = correlate_with_forgetting(table)
-    out = sweep_dir / SHARPNESS_DIR
-    out.mkdir(parents=True, exist_ok=True)
-    write_parquet(sweep_dir / SHARPNESS_TABLE, table)
-    write_parquet(out / "landscape.parquet", landscape)
-    corr.to_csv(out / "correlation.csv", index=False)
-    manifest = json.loads((sweep_dir / "manifest.json").read_text())
-    write_json(out / "correlation.json", {
-        "paper": "Li et al. 2024, Revisiting Catastrophic Forgetting in Large Language Model Tuning",
-        "target": "mean_forgetting", "n_runs": len(table),
-        "options": (manifest.get("config") or {}).get("sharpness"),
-        "correlations": [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()}
-                         for r in corr.to_dict("records")],
-    })
-    if figures:
-        if len(landscape):
-            plot_landscape(landscape, out / "landscape.png")
-        if len(corr):
-            plot_sharpness_vs_forgetting(table, corr, out / "sharpness_vs_forgetting.png")
-    return table, corr

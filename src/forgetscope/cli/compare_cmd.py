@@ -50,7 +50,7 @@ def compare(
     check: bool = typer.Option(False, help="only validate the config and the strategy options"),
 ) -> None:
     """Run plain fine-tuning and the configured strategies on the same tasks and seeds; test the differences."""
-    from forgetscope.mitigate.compare import load_compare_config, run_compare
+    from forgetscope.experiments.compare import load_compare_config, run_compare
 
     cfg = load_compare_config(config)
     if check:

@@ -45,7 +45,7 @@ def run(
 ) -> None:
     """Fine-tune the base model on each task and measure the forgetting matrix (resumes if killed)."""
     from forgetscope.config import load_config
-    from forgetscope.sweep import run_sweep
+    from forgetscope.experiments import run_sweep
 
     cfg = load_config(config)
     out = output or cfg.output
@@ -71,8 +71,8 @@ def demo(
     overwrite: bool = typer.Option(False, help="replace an existing, different sweep in the output directory"),
 ) -> None:
     """Run the default offline demo sweep (SmolLM2-135M, demo suite, LoRA) and summarise it."""
-    from forgetscope.sweep import run_sweep
-    from forgetscope.sweep.demo import demo_config
+    from forgetscope.experiments import run_sweep
+    from forgetscope.experiments.demo import demo_config
 
     cfg = demo_config(output=output, n_upstream=upstream, n_instruct=instruct, n_tasks=tasks, n_train=n_train, steps=steps,
                       batch_size=batch_size, lr=lr, max_length=max_length, method=method, seed=seed, model=model)

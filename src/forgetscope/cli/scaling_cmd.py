@@ -27,7 +27,7 @@ def scaling(
 
     Writes OUTPUT/scaling/{points.parquet,points.csv,fit.json,*.png}.
     """
-    from forgetscope.analysis import scaling_sweep as ss
+    from forgetscope.experiments import scaling as ss
 
     overrides = {"holdout": holdout, "figures": figures if not figures else None}
     cfg = ss.load_scaling_config(config, **overrides)

@@ -20,7 +20,8 @@ def sharpness(
     """Run a sweep that measures each fine-tuned model's sharpness (random perturbations, SAM ascent,
     optional Hessian trace) and correlate it with forgetting; with a sweep directory, only recompute
     SWEEP/sharpness.parquet and SWEEP/sharpness/{correlation.json,...} from the run records."""
-    from forgetscope.analysis import sharpness as sh
+    from forgetscope.experiments import sharpness as sh
+    from forgetscope.store import SweepLayout
 
     if source.is_dir():
         table, corr = sh.write_sharpness_results(source, figures=figures)
@@ -42,4 +43,5 @@ def sharpness(
         t.add_row(r.measure.removeprefix("sharpness_"), str(r.n), f"{r.spearman:.3f}", f"{r.spearman_p:.2g}",
                   f"{r.pearson:.3f}", r.note)
     console.print(t)
-    console.print(f"wrote {Path(where) / sh.SHARPNESS_TABLE} and {Path(where) / sh.SHARPNESS_DIR}")
+    layout = SweepLayout(where)
+    console.print(f"wrote {layout.sharpness_table} and {layout.sharpness_dir}")

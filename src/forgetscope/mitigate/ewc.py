@@ -22,7 +22,7 @@ import torch
 
 from forgetscope.errors import ConfigError
 from forgetscope.mitigate.fisher import diagonal_fisher
-from forgetscope.train.strategy import Strategy, TrainContext, register_strategy
+from forgetscope.train.hooks import Strategy, TrainContext, register_strategy
 
 
 @register_strategy("ewc")
@@ -47,7 +47,7 @@ class EWCStrategy(Strategy):
         self._last_penalty = 0.0
         self._fisher_ids: list[str] = []
 
-    def setup(self, ctx: TrainContext) -> None:
+    def before_training(self, ctx: TrainContext) -> None:
         if not ctx.upstream_encoded:
             raise ConfigError("ewc needs upstream examples for its Fisher (the sweep's upstream pool is empty)")
         n = min(self.n_fisher, len(ctx.upstream_encoded))

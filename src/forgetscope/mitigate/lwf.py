@@ -49,7 +49,7 @@ import torch
 from forgetscope.data.encoding import IGNORE_INDEX, Encoded, prompt_ids
 from forgetscope.errors import ConfigError
 from forgetscope.mitigate.fisher import example_gradients
-from forgetscope.train.strategy import Strategy, TrainContext, clip_gradients, register_strategy
+from forgetscope.train.hooks import Strategy, TrainContext, clip_gradients, register_strategy
 
 
 def _positive_int(name: str, v: Any) -> int:
@@ -133,7 +133,7 @@ class LWFStrategy(Strategy):
             model.train(was_training)
         return out
 
-    def setup(self, ctx: TrainContext) -> None:
+    def before_training(self, ctx: TrainContext) -> None:
         if not ctx.upstream:
             raise ConfigError("lwf needs upstream prompts to elicit the model's own knowledge (pool is empty)")
         self._rng = np.random.default_rng([ctx.config.seed, 31337])

@@ -3,7 +3,7 @@
 Each step adds, on average, ``ratio`` upstream examples per task example (``ratio=0.25`` is one replay
 example per four task examples; a fractional count per batch is rounded stochastically so the long-run
 ratio is exact). Replay examples are drawn with replacement from the upstream pool the trainer gives
-the strategy (``TrainContext.upstream``; :mod:`forgetscope.mitigate.compare` gives it only the replay
+the strategy (``TrainContext.upstream``; :mod:`forgetscope.experiments.compare` gives it only the replay
 half of the upstream set, so forgetting is measured on examples never replayed) with probabilities:
 
 ``random``
@@ -52,7 +52,7 @@ import torch
 
 from forgetscope.data.encoding import Encoded
 from forgetscope.errors import ConfigError, DataError
-from forgetscope.train.strategy import Strategy, TrainContext, register_strategy
+from forgetscope.train.hooks import Strategy, TrainContext, register_strategy
 
 POLICIES = ("random", "predicted", "oracle")
 MAX_RATIO = 8.0
@@ -149,7 +149,7 @@ class ReplayStrategy(Strategy):
         self._info: dict[str, Any] = {}
 
     # ---- setup: the sampling weights --------------------------------------------------------
-    def setup(self, ctx: TrainContext) -> None:
+    def before_training(self, ctx: TrainContext) -> None:
         if not ctx.upstream_encoded:
             raise ConfigError("replay needs an upstream pool to replay from (it is empty)")
         self.pool_ids = [e.example_id for e in ctx.upstream_encoded]

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from forgetscope.errors import ConfigError
-from forgetscope.train.strategy import Strategy, TrainContext, clip_gradients, register_strategy
+from forgetscope.train.hooks import Strategy, TrainContext, clip_gradients, register_strategy
 
 _UNWRAPPABLE = (torch.optim.LBFGS,)
 

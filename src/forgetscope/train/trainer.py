@@ -21,12 +21,11 @@ import torch
 from forgetscope.config import TrainConfig
 from forgetscope.data.encoding import encode_examples
 from forgetscope.data.types import Example, Task
-from forgetscope.measure import per_example_nll
+from forgetscope.measure import heldout_loss
 from forgetscope.models import context_length, count_trainable, prepare_for_training
 from forgetscope.progress import progress_enabled
-from forgetscope.train.strategy import Strategy, TrainContext
-
-StepCallback = Callable[[TrainContext], None]
+from forgetscope.store.schema import TrainRecord
+from forgetscope.train.hooks import Hook, Strategy, TrainContext
 
 
 @dataclass
@@ -34,7 +33,7 @@ class TrainResult:
     """The fine-tuned model and the run's record (what the store keeps)."""
 
     model: Any
-    record: dict[str, Any]
+    record: TrainRecord
     excluded_upstream_ids: set[str] = field(default_factory=set)
 
 
@@ -46,24 +45,19 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _token_weighted(losses: np.ndarray, encoded) -> float:
-    w = np.array([e.n_scored for e in encoded], dtype=float)
-    return float(np.sum(losses * w) / max(w.sum(), 1.0))
-
-
 def _lr_lambda(warmup: int) -> Callable[[int], float]:
     return lambda step: min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
 
 
 def train_on_task(model, tokenizer, task: Task, config: TrainConfig | None = None, *,
                   strategy: Strategy | None = None, upstream: Sequence[Example] = (),
-                  callbacks: Sequence[StepCallback] = (), progress: bool = True,
+                  hooks: Sequence[Hook] = (), progress: bool = True,
                   chat: bool = False) -> TrainResult:
     """Fine-tune ``model`` on ``task`` and return it with the run record.
 
     ``model`` is modified in place (LoRA wraps it); pass a fresh copy of the base weights for each run.
     ``upstream`` is the pool strategies may train on (replay) or use for statistics (EWC's Fisher).
-    ``callbacks`` run after every step with the context (e.g. checkpoint evaluations at chosen steps).
+    ``hooks`` see the run after the strategy does (checkpoint evaluations, metric trackers).
     The record has the trainable parameter count, steps, wall time, and the task's held-out loss
     before and after (token-weighted mean NLL).
     """
@@ -77,14 +71,16 @@ def train_on_task(model, tokenizer, task: Task, config: TrainConfig | None = Non
     held_enc = encode_examples(tokenizer, task.heldout, cfg.max_length, model_max_length=max_ctx, chat=chat)
     up_enc = encode_examples(tokenizer, list(upstream), cfg.max_length, model_max_length=max_ctx, chat=chat)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    loss_before = _token_weighted(per_example_nll(model, held_enc, pad_id=pad_id), held_enc)
+    loss_before = heldout_loss(model, held_enc, pad_id)
 
     model = prepare_for_training(model, cfg.method, lora_rank=cfg.lora_rank, lora_alpha=cfg.lora_alpha,
                                  lora_dropout=cfg.lora_dropout, target_modules=cfg.target_modules)
     ctx = TrainContext(model=model, tokenizer=tokenizer, task=task, config=cfg, device=device, pad_id=pad_id,
                        train_encoded=train_enc, upstream=list(upstream), upstream_encoded=up_enc,
                        rng=np.random.default_rng(cfg.seed), chat=chat)
-    strategy.setup(ctx)
+    every = [strategy, *hooks]
+    for h in every:
+        h.before_training(ctx)
     params = [p for _, p in ctx.trainable_parameters()]
     ctx.optimizer = strategy.build_optimizer(ctx, params)
     scheduler = torch.optim.lr_scheduler.LambdaLR(ctx.optimizer, _lr_lambda(cfg.warmup_steps))
@@ -101,6 +97,8 @@ def train_on_task(model, tokenizer, task: Task, config: TrainConfig | None = Non
     try:
         for step in range(cfg.steps):
             ctx.step = step
+            for h in every:
+                h.before_step(ctx)
             if cursor + cfg.batch_size > len(order):  # next epoch: reshuffle with the same generator
                 order = ctx.rng.permutation(len(train_enc))
                 cursor = 0
@@ -112,18 +110,19 @@ def train_on_task(model, tokenizer, task: Task, config: TrainConfig | None = Non
             train_losses.append(loss)
             ctx.step = step + 1
             ctx.last_loss = loss
-            strategy.after_step(ctx)
-            for cb in callbacks:
-                cb(ctx)
+            for h in every:
+                h.after_step(ctx)
             if bar is not None:
                 bar.set_postfix(loss=f"{loss:.3f}")
                 bar.update(1)
     finally:
         if bar is not None:
             bar.close()
+    for h in every:
+        h.after_training(ctx)
     model.eval()
-    loss_after = _token_weighted(per_example_nll(model, held_enc, pad_id=pad_id), held_enc)
-    record = {
+    loss_after = heldout_loss(model, held_enc, pad_id)
+    record: TrainRecord = {
         "task": task.name,
         "method": cfg.method,
         "strategy": strategy.name,

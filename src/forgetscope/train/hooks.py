@@ -1,9 +1,14 @@
-"""The plug-in points of the one training loop.
+"""The plug-in points of the one training loop: hooks, and strategies (hooks that may also change a step).
 
-A :class:`Strategy` changes fine-tuning without copying the loop: it may add examples to each batch
-(replay), add a term to the loss (EWC), replace the optimizer step (SAM's two passes), or act between
-steps (LWF's periodic unlearning). The plain strategy is ordinary fine-tuning. Strategies register by
-name with :func:`register_strategy` so configs and the CLI can name them.
+One mechanism serves everything that reacts to training: a :class:`Hook` has symmetric no-op
+``before_training`` / ``before_step`` / ``after_step`` / ``after_training`` methods, called in order for
+the strategy first and then for every extra hook (checkpoint evaluations, metric trackers).
+
+A :class:`Strategy` is a hook that may also change fine-tuning itself without copying the loop: add
+examples to each batch (replay), add a term to the loss (EWC), replace the optimizer step (SAM's two
+passes), or act between steps (LWF's periodic unlearning). The plain strategy is ordinary fine-tuning.
+Strategies register by name in :data:`STRATEGIES` (``@register_strategy("name")``), so configs and the CLI
+can name them; the built-in ones live in :mod:`forgetscope.mitigate` and are registered lazily.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import torch
 from forgetscope.data.encoding import Encoded, collate
 from forgetscope.data.types import Example, Task
 from forgetscope.errors import ConfigError
+from forgetscope.registry import Registry
 
 
 @dataclass
@@ -46,13 +52,26 @@ class TrainContext:
         return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
 
 
-class Strategy:
-    """Plain fine-tuning; subclasses override only the hooks they need."""
+class Hook:
+    """Reacts to training; every method is a no-op, so a hook overrides only what it needs."""
+
+    def before_training(self, ctx: TrainContext) -> None:
+        """Once after the model is prepared and before the optimizer exists (e.g. compute a Fisher)."""
+
+    def before_step(self, ctx: TrainContext) -> None:
+        """Before each step; ``ctx.step`` is the number of steps already taken."""
+
+    def after_step(self, ctx: TrainContext) -> None:
+        """After each optimizer step; ``ctx.step`` counts it and ``ctx.last_loss`` is its loss."""
+
+    def after_training(self, ctx: TrainContext) -> None:
+        """Once after the last step, before the held-out task loss is measured."""
+
+
+class Strategy(Hook):
+    """Plain fine-tuning; subclasses override only the hooks and step parts they need."""
 
     name = "plain"
-
-    def setup(self, ctx: TrainContext) -> None:
-        """Called once after the model is prepared, before the first step (e.g. compute a Fisher)."""
 
     def build_optimizer(self, ctx: TrainContext, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
         cfg = ctx.config
@@ -75,9 +94,6 @@ class Strategy:
         ctx.optimizer.zero_grad(set_to_none=True)
         return float(loss.detach())
 
-    def after_step(self, ctx: TrainContext) -> None:
-        """Called after each optimizer step (LWF unlearns here every few steps)."""
-
     def excluded_upstream_ids(self) -> set[str]:
         """Upstream examples this strategy trained on; they are left out of the forgetting measurement."""
         return set()
@@ -92,35 +108,32 @@ def clip_gradients(ctx: TrainContext) -> None:
         torch.nn.utils.clip_grad_norm_([p for _, p in ctx.trainable_parameters()], ctx.config.grad_clip)
 
 
-_REGISTRY: dict[str, Callable[..., Strategy]] = {"plain": Strategy}
+STRATEGIES: Registry[Callable[..., Strategy]] = Registry("strategy")
+STRATEGIES.register("plain", Strategy)
+# Built-ins register lazily ("module:Class"), so a broken import fails loudly instead of "unknown strategy".
+STRATEGIES.register("replay", "forgetscope.mitigate.replay:ReplayStrategy")
+STRATEGIES.register("sam", "forgetscope.mitigate.sam:SAMStrategy")
+STRATEGIES.register("ewc", "forgetscope.mitigate.ewc:EWCStrategy")
+STRATEGIES.register("lwf", "forgetscope.mitigate.lwf:LWFStrategy")
 
 
-def register_strategy(name: str) -> Callable[[Callable[..., Strategy]], Callable[..., Strategy]]:
-    def deco(factory: Callable[..., Strategy]) -> Callable[..., Strategy]:
-        _REGISTRY[name] = factory
-        return factory
+def register_strategy(name: str) -> Callable[[type[Strategy]], type[Strategy]]:
+    """Class decorator: make a :class:`Strategy` subclass available by ``name`` in configs."""
+    def deco(cls: type[Strategy]) -> type[Strategy]:
+        cls.name = name
+        STRATEGIES.register(name, cls)
+        return cls
     return deco
 
 
 def strategy_names() -> list[str]:
-    _load_builtin_strategies()
-    return sorted(_REGISTRY)
+    return STRATEGIES.names()
 
 
 def make_strategy(name: str, **options: Any) -> Strategy:
     """Build a registered strategy by name; unknown names and options are config errors."""
-    _load_builtin_strategies()
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown strategy {name!r}; choose from {', '.join(sorted(_REGISTRY))}")
+    factory = STRATEGIES.get(name)
     try:
-        return _REGISTRY[name](**options)
+        return factory(**options)
     except TypeError as exc:
         raise ConfigError(f"bad options for strategy {name!r}: {exc}") from None
-
-
-def _load_builtin_strategies() -> None:
-    """Import the mitigation package so its strategies register themselves (if it is present)."""
-    try:
-        import forgetscope.mitigate  # noqa: F401
-    except ImportError:
-        pass

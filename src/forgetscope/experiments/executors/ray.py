@@ -9,9 +9,9 @@ How it works:
   the cluster has GPUs and the config does not pin ``train.device: cpu``; override with the environment
   variables ``FORGETSCOPE_RAY_NUM_CPUS``, ``FORGETSCOPE_RAY_NUM_GPUS``, ``FORGETSCOPE_RAY_MAX_RETRIES`` or
   :class:`RayExecutor` arguments);
-- a worker rebuilds the :class:`~forgetscope.sweep.runner.SweepSession` from the config once per worker process
+- a worker rebuilds the :class:`~forgetscope.experiments.session.SweepSession` from the config once per worker process
   (cached by config fingerprint, so later runs on the same worker reuse the loaded base model) and calls
-  :func:`~forgetscope.sweep.runner.execute_run`, the very function the local executor calls: same seed, same
+  :func:`~forgetscope.experiments.run.execute_run`, the very function the local executor calls: same seed, same
   matrix;
 - the driver collects results as they finish (``ray.wait``) and stores each one at once through the runner's
   ``finished`` callback, so the store lives only on the driver's disk and a crash loses only runs in flight;
@@ -35,45 +35,47 @@ import pandas as pd
 import ray  # an ImportError here makes get_executor ask for the extra
 
 from forgetscope.errors import ConfigError, ForgetscopeError
-from forgetscope.sweep.executors import SweepProgress, register_executor
+from forgetscope.experiments.executors.local import SweepProgress
 
 # Worker-side cache: config fingerprint -> SweepSession (one per worker process, reused across runs).
 _SESSIONS: dict[str, Any] = {}
 
-RunFn = Callable[[dict[str, Any], Any, dict[str, Any]], tuple[dict[str, Any], pd.DataFrame]]
+RunFn = Callable[[Any, Any, dict[str, Any], Any], tuple[dict[str, Any], pd.DataFrame]]
 
 
-def worker_session(config_data: dict[str, Any]):
-    """The worker's :class:`SweepSession` for this config, prepared on first use and then cached."""
-    from forgetscope.config import SweepConfig
-    from forgetscope.sweep.runner import SweepSession, config_fingerprint
+def worker_session(config):
+    """The worker's :class:`SweepSession` for this config, prepared on first use and then cached.
 
-    config = SweepConfig.model_validate(config_data)
-    key = config_fingerprint(config)
+    The config object itself travels (not a dict), so experiment configs keep their own type and fields.
+    """
+    from forgetscope.experiments.session import SweepSession, config_fingerprint
+
+    key = f"{type(config).__name__}:{config_fingerprint(config)}"
     session = _SESSIONS.get(key)
     if session is None:
         session = SweepSession.prepare(config)
         _SESSIONS[key] = session
+    session.config = config  # the same results-relevant config; output and logging as the driver has them
     return session
 
 
-def execute_in_worker(config_data: dict[str, Any], spec, extras: dict[str, Any]) -> tuple[dict[str, Any], pd.DataFrame]:
+def execute_in_worker(config, spec, extras: dict[str, Any], experiment) -> tuple[dict[str, Any], pd.DataFrame]:
     """What one Ray task does: rebuild (or reuse) the session, then run exactly what the local executor runs."""
-    from forgetscope.sweep.runner import execute_run
+    from forgetscope.experiments.run import execute_run
 
-    session = worker_session(config_data)
+    session = worker_session(config)
     session.extras.clear()  # the driver's extras are the truth (a cached session may hold another sweep's)
     session.extras.update(extras)
     t0 = time.perf_counter()
-    record, rows = execute_run(session, spec)
+    record, rows = execute_run(session, spec, experiment)
     record.setdefault("wall_s", time.perf_counter() - t0)
     record.setdefault("executor", "ray")
     record.setdefault("worker", f"{os.uname().nodename}:{os.getpid()}")
     return record, rows
 
 
-def _remote_body(run_fn: RunFn, config_data: dict[str, Any], spec, extras: dict[str, Any]):
-    return run_fn(config_data, spec, extras)
+def _remote_body(run_fn: RunFn, config, spec, extras: dict[str, Any], experiment):
+    return run_fn(config, spec, extras, experiment)
 
 
 def _env_float(name: str, default: float | None) -> float | None:
@@ -130,13 +132,13 @@ class RayExecutor:
         return True
 
     # ---- the Executor protocol ----------------------------------------------------------------
-    def run(self, session, specs: Sequence, finished, *, total: int, done: int) -> None:
+    def run(self, session, specs: Sequence, finished, *, total: int, done: int, experiment) -> None:
         self.failures = {}
         if not specs:
             return
         started = self._init_ray()
         try:
-            self._run(session, list(specs), finished, total=total, done=done)
+            self._run(session, list(specs), finished, total=total, done=done, experiment=experiment)
         finally:
             if started:
                 ray.shutdown()
@@ -147,18 +149,19 @@ class RayExecutor:
                 f"{'y' if self.max_retries == 1 else 'ies'} (the other runs are stored; run the same command "
                 f"again to retry only these): {lines}")
 
-    def _run(self, session, specs: list, finished, *, total: int, done: int) -> None:
-        config_data = session.config.model_dump(mode="json")
+    def _run(self, session, specs: list, finished, *, total: int, done: int, experiment) -> None:
         gpus = self._gpus_per_run(session)
         remote = ray.remote(_remote_body)
         options = {"num_cpus": self.num_cpus, "num_gpus": gpus, "max_retries": self.max_retries,
                    "retry_exceptions": True}
-        config_ref = ray.put(config_data)
+        config_ref = ray.put(session.config)
+        experiment_ref = ray.put(experiment)
         extras_ref = ray.put(dict(session.extras))
         fn_ref = ray.put(self.run_fn)
         pending = {}
         for spec in specs:
-            ref = remote.options(**options, name=f"forgetscope:{spec.run_id}").remote(fn_ref, config_ref, spec, extras_ref)
+            ref = remote.options(**options, name=f"forgetscope:{spec.run_id}").remote(fn_ref, config_ref, spec, extras_ref,
+                                                                                    experiment_ref)
             pending[ref] = (spec, time.perf_counter())
         bar = SweepProgress(total, done)
         try:
@@ -199,4 +202,3 @@ def _short_error(exc: BaseException) -> str:
     return last.strip()[:300] or "".join(traceback.format_exception_only(type(exc), exc)).strip()
 
 
-register_executor("ray", RayExecutor)

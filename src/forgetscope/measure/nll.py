@@ -14,8 +14,7 @@ This is the hot path of every sweep (N upstream examples x (M + 1) models), so i
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -24,6 +23,7 @@ import torch.nn.functional as F
 
 from forgetscope.data.encoding import IGNORE_INDEX, Encoded, collate, encode_examples, prompt_ids
 from forgetscope.data.types import Example
+from forgetscope.measure.forgetting import token_weighted_mean
 from forgetscope.progress import progress_iter
 
 
@@ -63,20 +63,39 @@ def _fast_head(model):
     return decoder, head
 
 
-def batch_nll(model, batch: dict[str, torch.Tensor], *, gather: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sum of token NLL and number of scored tokens, per row of one collated batch."""
-    labels = batch["labels"]
-    targets = labels[:, 1:]
+def scored_logits(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Float32 logits at the scored positions of a collated batch, their targets, and each one's row.
+
+    The output layer is applied only at scored positions when the model allows it (see the module
+    docstring); otherwise the full logits are sliced.
+    """
+    targets = batch["labels"][:, 1:]
     scored = targets != IGNORE_INDEX
-    fast = _fast_head(model) if gather else None
+    fast = _fast_head(model)
     if fast is not None:
         decoder, head = fast
         hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-        h = hidden[:, :-1][scored]  # (n_scored, d): only positions whose next token counts
-        logits = head(h).float()
-        nll_flat = F.cross_entropy(logits, targets[scored], reduction="none")
-        nll = torch.zeros(targets.shape, dtype=nll_flat.dtype, device=nll_flat.device)
-        nll[scored] = nll_flat
+        logits = head(hidden[:, :-1][scored]).float()
+    else:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits = logits[:, :-1][scored].float()
+    return logits, targets[scored], scored.nonzero()[:, 0]
+
+
+def scored_logprobs(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Log-probabilities over the vocabulary at the scored positions (for cross-entropy forgetting)."""
+    logits, targets, rows = scored_logits(model, batch)
+    return F.log_softmax(logits, dim=-1), targets, rows
+
+
+def batch_nll(model, batch: dict[str, torch.Tensor], *, gather: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum of token NLL and number of scored tokens, per row of one collated batch."""
+    targets = batch["labels"][:, 1:]
+    scored = targets != IGNORE_INDEX
+    if gather:
+        logits, flat_targets, _ = scored_logits(model, batch)
+        nll = torch.zeros(targets.shape, dtype=logits.dtype, device=logits.device)
+        nll[scored] = F.cross_entropy(logits, flat_targets, reduction="none")
     else:
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
         nll = F.cross_entropy(logits.transpose(1, 2), targets.clamp(min=0), reduction="none") * scored
@@ -171,8 +190,7 @@ def evaluate_examples(model, tokenizer, examples: Sequence[Example], *, max_leng
     })
 
 
-def mean_loss(model, tokenizer, examples: Iterable[Example], *, max_length: int = 128, chat: bool = False) -> float:
-    """Token-weighted mean NLL over examples (a task's held-out loss)."""
-    df = evaluate_examples(model, tokenizer, list(examples), max_length=max_length, exact=False, chat=chat)
-    w = df["n_tokens"].to_numpy()
-    return float(np.sum(df["loss"].to_numpy() * w) / max(1, w.sum())) if len(df) else math.nan
+def heldout_loss(model, encoded: Sequence[Encoded], pad_id: int) -> float:
+    """Token-weighted mean NLL of encoded examples (a task's held-out loss, the fine-tuning loss)."""
+    losses = per_example_nll(model, encoded, pad_id=pad_id)
+    return token_weighted_mean(losses, [e.n_scored for e in encoded])

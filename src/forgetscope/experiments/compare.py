@@ -45,9 +45,11 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, field_validator, model_validator
 
+from forgetscope.analysis.stats import bootstrap_ci, paired_test
 from forgetscope.config import SweepConfig, TaskConfig, _Strict
 from forgetscope.errors import ConfigError
-from forgetscope.mitigate.stats import bootstrap_ci, paired_test
+from forgetscope.experiments.spec import RunSpec
+from forgetscope.store.layout import SweepLayout
 
 
 class StrategySpec(_Strict):
@@ -127,9 +129,7 @@ def _validate_strategy_options(cfg: CompareConfig) -> None:
         make_strategy(s.name, **opts)
 
 
-def _spec(task: str, seed: int, name: str, options: dict[str, Any]):
-    from forgetscope.sweep.runner import RunSpec
-
+def _spec(task: str, seed: int, name: str, options: dict[str, Any]) -> RunSpec:
     return RunSpec(task, seed, name, tuple(sorted(options.items())))
 
 
@@ -148,44 +148,39 @@ def split_upstream(ids: list[str], fraction: float, seed: int) -> tuple[list[str
 
 def run_compare(cfg: CompareConfig, *, output: str | Path | None = None, overwrite: bool = False,
                 log=print) -> dict[str, Any]:
-    """Run (or resume) a comparison; returns {"summary": DataFrame, "per_run": DataFrame, "paths": ...}."""
-    from forgetscope.sweep.runner import SweepSession, ensure_upstream_measured, execute_run, open_store
+    """Run (or resume) a comparison; returns {"summary": DataFrame, "per_run": DataFrame, "paths": ...}.
+
+    Runs go through the config's executor (``local`` or ``ray``) in two phases: the plain runs, then
+    every strategy (whose replay options are derived from the plain rows).
+    """
+    from forgetscope.experiments.session import SweepSession
+    from forgetscope.experiments.sweep import ensure_upstream_measured, open_store, run_specs
 
     output = Path(output or cfg.output)
-    sweep_cfg = cfg  # the fingerprint covers strategies, known tasks and compare options
+    cfg = cfg.model_copy(update={"output": output})  # the fingerprint covers strategies, known tasks, options
     session = SweepSession.prepare(cfg.model_copy(update={"tasks": list(cfg.tasks) + list(cfg.known_tasks)}))
     session.config = cfg.model_copy(update={"tasks": list(cfg.tasks) + list(cfg.known_tasks)})
+    layout = SweepLayout(output)
     ids = [e.example_id for e in session.upstream]
     pool_ids, held_ids = split_upstream(ids, cfg.compare.replay_fraction, cfg.seed)
     pool_set = set(pool_ids)
     session.extras["strategy_upstream"] = [e for e in session.upstream if e.example_id in pool_set]
-    store = open_store(sweep_cfg, session, output, overwrite)
-    aux = output / "compare"
-    aux.mkdir(parents=True, exist_ok=True)
-    (aux / "split.json").write_text(json.dumps({"pool": pool_ids, "heldout": held_ids}, indent=1))
+    store = open_store(cfg, session, output, overwrite)
+    _write_json(layout.compare_split, {"pool": pool_ids, "heldout": held_ids})
     ensure_upstream_measured(session, store)
     order: list[str] = []
 
-    def run(spec) -> None:
-        order.append(spec.run_id)
-        if store.has_run(spec.run_id):
-            log(f"  done already: {spec.run_id}")
-            return
-        t0 = time.perf_counter()
-        record, rows = execute_run(session, spec)
-        store.write_run(record, rows)
-        store.consolidate(order)
-        log(f"  {spec.run_id}: task loss {record['task_loss_after']:.3f}, "
-            f"train {record['train_wall_s']:.0f}s, total {time.perf_counter() - t0:.0f}s")
+    def run(specs: list[RunSpec]) -> None:
+        order.extend(s.run_id for s in specs)
+        run_specs(session, store, specs, order=order, executor=cfg.executor,
+                  on_run=lambda spec, record: log(f"  {spec.run_id}: task loss {record['task_loss_after']:.3f}, "
+                                                  f"train {record['train_wall_s']:.0f}s"))
 
     seeds = cfg.seed_list
     tasks = [t.name for t in cfg.tasks]
     log(f"plain runs: {len(tasks)} tasks x {len(seeds)} seeds + {len(cfg.known_tasks)} known-only tasks")
     plain = {(t, s): _spec(t, s, "plain", {}) for t in tasks for s in seeds}
-    for spec in plain.values():
-        run(spec)
-    for t in cfg.known_tasks:
-        run(_spec(t.name, seeds[0], "plain", {}))
+    run(list(plain.values()) + [_spec(t.name, seeds[0], "plain", {}) for t in cfg.known_tasks])
     matrix = store.consolidate(order)
     col = {c: j for j, c in enumerate(matrix.col_names)}
     row_of = {r: i for i, r in enumerate(matrix.row_names)}
@@ -199,13 +194,13 @@ def run_compare(cfg: CompareConfig, *, output: str | Path | None = None, overwri
             for st in cfg.strategies:
                 opts = dict(st.options)
                 if st.name == "replay" and opts.get("policy") == "oracle":
-                    f = aux / "oracle" / f"{t}__s{s}.json"
+                    f = layout.compare_oracle(t, s)
                     row = plain_row(t, s)
                     _write_json(f, {"values": {i: _num(row[col[i]]) for i in pool_ids},
                                     "evaluations": len(ids), "source": plain[(t, s)].run_id})
                     opts["forgetting_file"] = str(f)
                 if st.name == "replay" and opts.get("policy") == "predicted":
-                    f = aux / "probe" / f"{t}__s{s}.json"
+                    f = layout.compare_probe(t, s)
                     from forgetscope.predict import choose_probe
 
                     pick = choose_probe(len(pool_ids), cfg.compare.probe, seed=s)
@@ -220,12 +215,11 @@ def run_compare(cfg: CompareConfig, *, output: str | Path | None = None, overwri
                     opts["probe_file"] = str(f)
                     opts.setdefault("seed", s)
                 specs[(st.display, t, s)] = _spec(t, s, st.name, opts)
-    for (label, t, s), spec in specs.items():
-        log(f"{label} on {t} (seed {s})")
-        run(spec)
+    log(f"strategies: {len(specs)} runs ({', '.join(s.display for s in cfg.strategies)})")
+    run(list(specs.values()))
     matrix = store.consolidate(order)
     result = summarize(matrix, cfg, plain, specs, held_ids)
-    paths = save_results(result, aux)
+    paths = save_results(result, layout)
     store.update_manifest(status="complete", completed=time.strftime("%Y-%m-%dT%H:%M:%S%z"), kind="compare")
     result["paths"] = paths
     return result
@@ -236,7 +230,7 @@ def _num(x: float) -> float | None:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    from forgetscope.store import write_json
+    from forgetscope.store.io import write_json
 
     write_json(path, obj)
 
@@ -304,9 +298,9 @@ def summarize(matrix, cfg: CompareConfig, plain: dict, specs: dict, held_ids: li
     return {"summary": pd.DataFrame(rows), "per_run": per_run_df}
 
 
-def save_results(result: dict[str, Any], out: Path) -> dict[str, Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"summary": out / "summary.csv", "per_run": out / "per_run.csv", "chart": out / "compare.png"}
+def save_results(result: dict[str, Any], layout: SweepLayout) -> dict[str, Path]:
+    layout.compare_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"summary": layout.compare_summary, "per_run": layout.compare_per_run, "chart": layout.compare_chart}
     result["summary"].to_csv(paths["summary"], index=False)
     result["per_run"].to_csv(paths["per_run"], index=False)
     bar_chart(result["summary"], paths["chart"])

@@ -1,0 +1,80 @@
+"""One run, executed the same way by every experiment and every executor.
+
+:func:`execute_run` fine-tunes a fresh copy of the base model with the run's strategy, lets the
+experiment add its hooks (checkpoint evaluations) and measurements (sharpness of the unmerged adapter),
+evaluates, masks the upstream examples the strategy trained on, and returns a typed run record with the
+rows to store. An :class:`Experiment` changes only what it needs; the default is a sweep run: evaluate
+every upstream example after fine-tuning.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from forgetscope.experiments.session import SweepSession
+from forgetscope.experiments.spec import RunSpec
+from forgetscope.store.layout import SweepLayout
+from forgetscope.store.schema import RunRecord
+from forgetscope.train.hooks import Hook
+
+
+class Experiment:
+    """The per-run parts of an experiment; every method has the sweep's behaviour by default.
+
+    Instances travel to remote workers (Ray), so they hold only small, picklable settings.
+    """
+
+    name = "sweep"
+
+    def hooks(self, session: SweepSession, spec: RunSpec) -> list[Hook]:
+        """Extra training hooks for this run (after the strategy and the tracker)."""
+        return []
+
+    def measure_unmerged(self, session: SweepSession, spec: RunSpec, model: Any) -> dict[str, Any]:
+        """Record fields measured on the fine-tuned model before a LoRA adapter is merged."""
+        return {}
+
+    def evaluate(self, session: SweepSession, spec: RunSpec, model: Any, hooks: list[Hook]) -> pd.DataFrame:
+        """The run's rows: ``loss_after`` and ``em_after`` of every upstream example."""
+        if hasattr(model, "merge_and_unload"):  # fold LoRA into the weights: evaluation at base-model speed
+            model = model.merge_and_unload()
+        after = session.evaluate(model, session.upstream, desc=f"upstream after {spec.task}")
+        return after.rename(columns={"loss": "loss_after", "em": "em_after"})[
+            ["example_id", "loss_after", "em_after"]]
+
+
+SWEEP = Experiment()
+
+
+def execute_run(session: SweepSession, spec: RunSpec,
+                experiment: Experiment = SWEEP) -> tuple[RunRecord, pd.DataFrame]:
+    """Fine-tune a fresh copy of the base model for one run; return its record and rows."""
+    from forgetscope.train import make_strategy, train_on_task
+    from forgetscope.train.tracking import TrackingHook, make_trackers
+
+    t0 = time.perf_counter()
+    model, tok = session.fresh_model()
+    train_cfg = session.config.train.model_copy(update={"seed": spec.seed, **dict(spec.train_overrides)})
+    strategy = make_strategy(spec.strategy, **dict(spec.strategy_options))
+    strategy_upstream = session.extras.get("strategy_upstream", session.upstream)
+    logs = SweepLayout(session.config.output).logs(spec.run_id)
+    tracking = TrackingHook(make_trackers(session.config.report_to, logs.parent, run_name=spec.run_id))
+    hooks = [tracking, *experiment.hooks(session, spec)]
+    try:
+        result = train_on_task(model, tok, session.tasks[spec.task], train_cfg, strategy=strategy,
+                               upstream=strategy_upstream, chat=session.chat, hooks=hooks)
+    finally:
+        tracking.close()
+    extra = experiment.measure_unmerged(session, spec, result.model)
+    t1 = time.perf_counter()
+    rows = experiment.evaluate(session, spec, result.model, hooks)
+    if result.excluded_upstream_ids and "example_id" in rows:
+        gone = rows["example_id"].isin(result.excluded_upstream_ids)
+        rows.loc[gone, [c for c in ("loss_after", "em_after") if c in rows]] = np.nan
+    record: RunRecord = {"run_id": spec.run_id, **result.record, "strategy_options": dict(spec.strategy_options),
+                         **extra, "eval_wall_s": time.perf_counter() - t1, "wall_s": time.perf_counter() - t0}
+    return record, rows

@@ -1,0 +1,176 @@
+"""The sharpness sweep: an ordinary sweep that also measures each fine-tuned minimum's flatness.
+
+``forgetscope sharpness CONFIG.yaml`` takes a sweep config (as ``forgetscope run``) plus an optional
+``sharpness:`` block (:class:`~forgetscope.analysis.sharpness.SharpnessOptions`). Every run is measured on
+its own task data before its LoRA adapter is merged, and the ``sharpness_*`` numbers go into the run
+record (hence columns of ``runs.parquet``). It runs on the config's executor like any experiment. Files
+it adds to the sweep directory (names owned by :class:`~forgetscope.store.layout.SweepLayout`)::
+
+    sharpness.parquet              one row per run: run_id, task, seed, strategy, mean_forgetting,
+                                   task_loss_after and every sharpness_* measure
+    sharpness/correlation.json     Spearman/Pearson of each measure with mean forgetting (+ options)
+    sharpness/correlation.csv      the same table
+    sharpness/landscape.parquet    1-D loss profiles: run_id, direction, alpha, loss
+    sharpness/landscape.png        those profiles, one line per run
+    sharpness/sharpness_vs_forgetting.png   scatter of each measure against mean forgetting
+
+``forgetscope sharpness SWEEP_DIR`` recomputes the table, correlation and figures from the records.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from forgetscope.analysis.sharpness import (
+    SharpnessOptions,
+    correlate_with_forgetting,
+    measure_sharpness,
+    plot_landscape,
+    plot_sharpness_vs_forgetting,
+    task_batches,
+)
+from forgetscope.config import SweepConfig
+from forgetscope.errors import ForgetscopeError
+from forgetscope.experiments.run import Experiment
+from forgetscope.experiments.session import SweepSession
+from forgetscope.experiments.spec import RunSpec
+from forgetscope.measure import forgetting
+from forgetscope.store import SweepStore
+
+
+class SharpnessSweepConfig(SweepConfig):
+    """A sweep config (as for ``forgetscope run``) plus the ``sharpness:`` options."""
+
+    sharpness: SharpnessOptions = SharpnessOptions()
+
+
+@dataclass
+class SharpnessExperiment(Experiment):
+    """Measures the unmerged fine-tuned model on a fixed, seeded sample of its own task data."""
+
+    options: SharpnessOptions
+    name = "sharpness"
+
+    def measure_unmerged(self, session: SweepSession, spec: RunSpec, model: Any) -> dict[str, Any]:
+        from forgetscope.models import context_length
+
+        _, tok = session.base()
+        o = self.options
+        batches = task_batches(tok, session.tasks[spec.task].train, max_length=session.config.train.max_length,
+                               batch_size=o.batch_size, max_examples=o.max_examples,
+                               device=next(model.parameters()).device, chat=session.chat, seed=o.seed,
+                               model_max_length=context_length(model))
+        sharp = measure_sharpness(model, batches, o)
+        extra = sharp.to_record()
+        if sharp.landscape is not None:
+            extra["sharpness_landscape"] = {"alpha": sharp.landscape["alpha"].tolist(),
+                                            "loss": sharp.landscape["loss"].tolist()}
+        return extra
+
+
+def sharpness_sweep(config: SweepConfig, options: SharpnessOptions | None = None, *,
+                    output: str | Path | None = None, overwrite: bool = False, session=None,
+                    figures: bool = True, on_run: Callable[[Any, dict], None] | None = None) -> pd.DataFrame:
+    """Run (or resume) a sweep that also measures each fine-tuned model's sharpness on its task data.
+
+    Returns the per-run sharpness table; :func:`write_sharpness_results` writes it with the correlation
+    and figures.
+    """
+    from forgetscope.experiments.sweep import ensure_upstream_measured, open_store, plan_runs, run_specs
+
+    data = config.model_dump()
+    if options is not None:
+        data["sharpness"] = options.model_dump()
+    cfg = SharpnessSweepConfig.model_validate(data)
+    output = Path(output or cfg.output)
+    cfg = cfg.model_copy(update={"output": output})
+    session = session or SweepSession.prepare(cfg)
+    session.config = cfg
+    store = open_store(cfg, session, output, overwrite)
+    ensure_upstream_measured(session, store)
+    specs = plan_runs(cfg)
+    order = [s.run_id for s in specs]
+    before = store.read_upstream().set_index("example_id")["loss_before"]
+
+    def with_mean_forgetting(record: dict[str, Any], rows: pd.DataFrame) -> dict[str, Any]:
+        return {**record, "mean_forgetting": _mean_forgetting(rows, before)}
+
+    run_specs(session, store, specs, order=order, executor=cfg.executor,
+              experiment=SharpnessExperiment(cfg.sharpness), on_run=on_run, annotate=with_mean_forgetting)
+    store.consolidate(order)
+    store.update_manifest(status="complete", completed=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    table, _ = write_sharpness_results(output, figures=figures)
+    return table
+
+
+def _mean_forgetting(rows: pd.DataFrame, loss_before: pd.Series) -> float:
+    after = rows["loss_after"].to_numpy()
+    return float(np.nanmean(forgetting(after, loss_before.loc[rows["example_id"].astype(str)].to_numpy())))
+
+
+def sharpness_table(sweep_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per-run sharpness table, landscape long table) from the run records of a sweep directory."""
+    store = SweepStore(sweep_dir)
+    store.read_manifest()
+    before = store.read_upstream().set_index("example_id")["loss_before"]
+    rows, land = [], []
+    for rid in store.finished_run_ids():
+        rec = store.read_run_record(rid)
+        if not any(k.startswith("sharpness_") for k in rec):
+            continue
+        row: dict[str, Any] = {"run_id": rid}
+        for k in ("task", "seed", "strategy", "method", "lora_rank", "steps", "task_loss_after"):
+            row[k] = rec.get(k)
+        row["mean_forgetting"] = _mean_forgetting(store.read_run_rows(rid), before)
+        for k, v in rec.items():
+            if k.startswith("sharpness_") and k != "sharpness_landscape":
+                row[k] = v
+        rows.append(row)
+        ls = rec.get("sharpness_landscape")
+        if ls:
+            land.append(pd.DataFrame({"run_id": rid, "direction": "random", "alpha": ls["alpha"], "loss": ls["loss"]}))
+    if not rows:
+        raise ForgetscopeError(f"no run in {sweep_dir} has sharpness measures; run `forgetscope sharpness CONFIG.yaml`")
+    table = pd.DataFrame(rows)
+    for c in table.columns:
+        if c.startswith("sharpness_") or c == "mean_forgetting":
+            table[c] = pd.to_numeric(table[c], errors="coerce")
+    landscape = pd.concat(land, ignore_index=True) if land else pd.DataFrame(columns=["run_id", "direction",
+                                                                                      "alpha", "loss"])
+    return table, landscape
+
+
+def write_sharpness_results(sweep_dir: str | Path, *, figures: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Write ``sharpness.parquet`` and ``sharpness/{correlation.json,.csv,landscape.parquet,*.png}``."""
+    from forgetscope.store.io import write_json, write_parquet
+
+    store = SweepStore(sweep_dir)
+    layout = store.layout
+    table, landscape = sharpness_table(sweep_dir)
+    corr = correlate_with_forgetting(table)
+    out = layout.sharpness_dir
+    out.mkdir(parents=True, exist_ok=True)
+    write_parquet(layout.sharpness_table, table)
+    write_parquet(out / "landscape.parquet", landscape)
+    corr.to_csv(out / "correlation.csv", index=False)
+    write_json(out / "correlation.json", {
+        "paper": "Li et al. 2024, Revisiting Catastrophic Forgetting in Large Language Model Tuning",
+        "target": "mean_forgetting", "n_runs": len(table),
+        "options": (store.read_manifest().get("config") or {}).get("sharpness"),
+        "correlations": [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()}
+                         for r in corr.to_dict("records")],
+    })
+    if figures:
+        if len(landscape):
+            plot_landscape(landscape, out / "landscape.png")
+        if len(corr):
+            plot_sharpness_vs_forgetting(table, corr, out / "sharpness_vs_forgetting.png")
+    return table, corr

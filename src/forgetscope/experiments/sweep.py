@@ -1,0 +1,151 @@
+"""Running a sweep: fine-tune the base model on each task, evaluate the upstream set, store each row.
+
+The flow of :func:`run_sweep`:
+
+1. validate everything first (config, model, upstream data, every task) so that a bad input fails
+   before the sweep directory is touched;
+2. create the directory (or reopen it: a directory holding the same config resumes);
+3. evaluate the base model on the upstream examples once (``upstream.parquet``, ``loss_before``);
+4. hand the runs that are not finished yet to an executor; each finished run is written atomically
+   (``runs/<run_id>.*``) and the consolidated tables and ``F.npy`` are rebuilt after it.
+
+A killed sweep therefore holds only whole runs and restarts where it stopped.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from forgetscope.config import SweepConfig
+from forgetscope.errors import StoreError
+from forgetscope.experiments.run import SWEEP, Experiment
+from forgetscope.experiments.session import SweepSession, config_fingerprint, upstream_frame
+from forgetscope.experiments.spec import RunSpec
+from forgetscope.store import ForgettingMatrix, SweepStore
+
+
+def plan_runs(config: SweepConfig) -> list[RunSpec]:
+    """Every task x seed with the config's strategy."""
+    opts = tuple(sorted(config.strategy_options.items()))
+    return [RunSpec(tc.name, seed, config.strategy, opts) for tc in config.tasks for seed in config.seed_list]
+
+
+def _manifest(config: SweepConfig, session: SweepSession) -> dict[str, Any]:
+    import torch
+    import transformers
+
+    import forgetscope
+
+    return {
+        "source": "run",
+        "status": "running",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "fingerprint": config_fingerprint(config),
+        "config": config.model_dump(mode="json"),
+        "model": session.source.describe(),
+        "seeds": config.seed_list,
+        "n_upstream": len(session.upstream),
+        "tasks": {name: {"n_train": len(t.train), "n_heldout": len(t.heldout), "description": t.description}
+                  for name, t in session.tasks.items()},
+        "versions": {"forgetscope": forgetscope.__version__, "torch": torch.__version__,
+                     "transformers": transformers.__version__, "python": platform.python_version()},
+    }
+
+
+def open_store(config: SweepConfig, session: SweepSession, output: Path, overwrite: bool = False) -> SweepStore:
+    """Create the sweep directory, or reopen it when it holds the same sweep (resume)."""
+    import shutil
+
+    store = SweepStore(output)
+    if store.exists():
+        manifest = store.read_manifest()
+        if manifest.get("fingerprint") != config_fingerprint(config):
+            if not overwrite:
+                raise StoreError(f"{output} holds a different sweep (config changed); "
+                                 "choose another output or pass --overwrite")
+            shutil.rmtree(output)
+        else:
+            return store
+    elif output.exists() and any(output.iterdir()):
+        if not overwrite:
+            raise StoreError(f"{output} exists and is not a forgetscope sweep; choose another output")
+        shutil.rmtree(output)
+    output.mkdir(parents=True, exist_ok=True)
+    store.write_manifest(_manifest(config, session))
+    return store
+
+
+def ensure_upstream_measured(session: SweepSession, store: SweepStore) -> None:
+    """Evaluate the base model on the upstream set once per sweep (``loss_before``, ``em_before``)."""
+    if store.has_upstream():
+        return
+    base, _ = session.base()
+    before = session.evaluate(base, session.upstream, desc="upstream before")
+    up = upstream_frame(session.upstream)
+    up["n_tokens"] = before["n_tokens"].to_numpy()
+    up["loss_before"] = before["loss"].to_numpy()
+    up["em_before"] = before["em"].to_numpy()
+    store.write_upstream(up)
+
+
+RunCallback = Callable[[RunSpec, dict[str, Any]], None]
+
+
+def run_specs(session: SweepSession, store: SweepStore, specs: Sequence[RunSpec], *, order: list[str],
+              executor: str = "local", experiment: Experiment = SWEEP,
+              on_run: RunCallback | None = None,
+              annotate: Callable[[dict[str, Any], pd.DataFrame], dict[str, Any]] | None = None) -> None:
+    """Run the unfinished ``specs`` on an executor; store each run as soon as it finishes.
+
+    ``order`` is the row order of the consolidated matrix (finished runs of earlier phases included);
+    ``annotate(record, rows)`` may add fields to a record on the driver before it is stored.
+    """
+    from forgetscope.experiments.executors import get_executor
+
+    todo = [s for s in specs if not store.has_run(s.run_id)]
+
+    def finished(spec: RunSpec, record: dict[str, Any], rows: pd.DataFrame) -> None:
+        if annotate is not None:
+            record = annotate(record, rows)
+        store.write_run(record, rows)
+        store.consolidate(order)
+        if on_run is not None:
+            on_run(spec, record)
+
+    get_executor(executor).run(session, todo, finished, total=len(specs), done=len(specs) - len(todo),
+                               experiment=experiment)
+
+
+def run_sweep(config: SweepConfig, *, output: str | Path | None = None, executor: str | None = None,
+              overwrite: bool = False, on_run: RunCallback | None = None,
+              session: SweepSession | None = None) -> ForgettingMatrix:
+    """Run (or resume) a sweep and return its forgetting matrix; see the module docstring."""
+    from forgetscope.experiments.executors import get_executor
+
+    output = Path(output or config.output)
+    config = config.model_copy(update={"output": output})
+    session = session or SweepSession.prepare(config)  # validates data before anything is written
+    session.config = config
+    executor = executor or config.executor
+    get_executor(executor)  # an unknown or uninstalled executor fails before the directory is touched
+    store = open_store(config, session, output, overwrite)
+    ensure_upstream_measured(session, store)
+    specs = plan_runs(config)
+    order = [s.run_id for s in specs]
+    run_specs(session, store, specs, order=order, executor=executor, on_run=on_run)
+    matrix = store.consolidate(order)
+    store.update_manifest(status="complete", completed=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    return matrix
+
+
+def validate_config_file(path: str | Path) -> SweepConfig:
+    """Load and validate a sweep YAML (for ``forgetscope run --check``)."""
+    from forgetscope.config import load_config
+
+    return load_config(path)

@@ -1,0 +1,75 @@
+"""One registry type for everything chosen by name: strategies, predictors, executors.
+
+An entry is either the object itself or a lazy ``"package.module:attribute"`` string, so an optional
+backend (Ray) costs nothing until it is asked for, and a broken import fails loudly with its own error
+instead of reading as "unknown name". Unknown names get a "did you mean …?" hint.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, TypeVar
+
+from forgetscope.errors import ConfigError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Named entries of one kind (``kind`` is used in error messages)."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, T | str] = {}
+        self._extras: dict[str, str] = {}  # name -> pip extra that provides it, for a helpful error
+
+    def register(self, name: str, entry: T | str | None = None, *, extra: str | None = None) -> Any:
+        """Register ``entry`` under ``name``; without ``entry``, return a class/function decorator."""
+        if entry is None:
+            def deco(obj: T) -> T:
+                self.register(name, obj, extra=extra)
+                return obj
+            return deco
+        self._entries[name] = entry
+        if extra:
+            self._extras[name] = extra
+        return entry
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def unknown(self, name: Any) -> ConfigError:
+        """The error for a name that is not registered, with the closest registered names."""
+        close = difflib.get_close_matches(str(name), self.names(), n=2)
+        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        return ConfigError(f"unknown {self.kind} {name!r}{hint} (choose from {', '.join(self.names())})")
+
+    def get(self, name: str) -> T:
+        """The registered object; a lazy entry is imported now (an ImportError is reported, not hidden)."""
+        if not isinstance(name, str) or name not in self._entries:
+            raise self.unknown(name)
+        entry = self._entries[name]
+        if isinstance(entry, str):
+            module, _, attr = entry.partition(":")
+            try:
+                obj = getattr(importlib.import_module(module), attr)
+            except ImportError as exc:
+                extra = self._extras.get(name)
+                hint = f"; install it with: pip install 'forgetscope[{extra}]'" if extra else ""
+                raise ConfigError(f"{self.kind} {name!r} cannot be imported ({exc}){hint}") from None
+            self._entries[name] = obj
+            return obj
+        return entry
+
+    def build(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """Call the registered factory (class or function) with the given arguments."""
+        factory: Callable[..., Any] = self.get(name)  # type: ignore[assignment]
+        return factory(*args, **kwargs)

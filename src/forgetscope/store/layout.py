@@ -1,0 +1,154 @@
+"""Every artifact's file name, owned in one place.
+
+A sweep directory (and the experiments that extend it) looks like this::
+
+    SWEEP/
+      manifest.json              config, versions, seeds, model and data hashes, status
+      upstream.parquet           example_id, kind, text/prompt/response/answer, n_tokens, loss_before, em_before
+      runs.parquet               one row per finished run (task, strategy, hyperparameters, timings, task loss)
+      forgetting.parquet         long format: run_id, example_id, loss_after, em_after, forgetting
+      F.npy                      cached M x N forgetting matrix, rows in runs.parquet order
+      runs/<run_id>.json         per-run record (the resume checkpoint: written last)
+      runs/<run_id>.parquet      per-run long rows
+      logs/<run_id>/             training curves when ``report_to`` is on
+      report.html                ``forgetscope report``
+      analysis/                  ``forgetscope analyze``: analysis.json, heatmap.png, spectrum.png
+      predict/                   ``forgetscope predict``: predict_summary.csv, predict_curves.csv, figures
+      compare/                   ``forgetscope compare``: split.json, summary.csv, per_run.csv, compare.png,
+                                 oracle/<task>__s<seed>.json, probe/<task>__s<seed>.json
+      sharpness.parquet          ``forgetscope sharpness``: one row per run
+      sharpness/                 correlation.json/.csv, landscape.parquet, figures
+      scaling_config.json        ``forgetscope scaling``: the validated config
+      scaling/                   runs/<run>.parquet, points.parquet/.csv, fit.json, figures
+
+Code never spells these names itself: it asks a :class:`SweepLayout` for the path.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+FORMAT = "forgetscope-sweep/1"
+
+
+@dataclass(frozen=True)
+class SweepLayout:
+    """Paths of one sweep directory's artifacts."""
+
+    root: Path
+
+    def __init__(self, root: str | os.PathLike[str]):
+        object.__setattr__(self, "root", Path(root))
+
+    # ---- the sweep itself ----------------------------------------------------------------
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def upstream(self) -> Path:
+        return self.root / "upstream.parquet"
+
+    @property
+    def runs_table(self) -> Path:
+        return self.root / "runs.parquet"
+
+    @property
+    def forgetting(self) -> Path:
+        return self.root / "forgetting.parquet"
+
+    @property
+    def matrix(self) -> Path:
+        return self.root / "F.npy"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / "runs"
+
+    def run_record(self, run_id: str) -> Path:
+        return self.runs_dir / f"{run_id}.json"
+
+    def run_rows(self, run_id: str) -> Path:
+        return self.runs_dir / f"{run_id}.parquet"
+
+    def logs(self, run_id: str) -> Path:
+        return self.root / "logs" / run_id
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.html"
+
+    # ---- analyse and predict ------------------------------------------------------------------
+    @property
+    def analysis_dir(self) -> Path:
+        return self.root / "analysis"
+
+    @property
+    def predict_dir(self) -> Path:
+        return self.root / "predict"
+
+    @property
+    def predict_summary(self) -> Path:
+        return self.predict_dir / "predict_summary.csv"
+
+    @property
+    def predict_curves(self) -> Path:
+        return self.predict_dir / "predict_curves.csv"
+
+    # ---- compare ------------------------------------------------------------------------
+    @property
+    def compare_dir(self) -> Path:
+        return self.root / "compare"
+
+    @property
+    def compare_split(self) -> Path:
+        return self.compare_dir / "split.json"
+
+    @property
+    def compare_summary(self) -> Path:
+        return self.compare_dir / "summary.csv"
+
+    @property
+    def compare_per_run(self) -> Path:
+        return self.compare_dir / "per_run.csv"
+
+    @property
+    def compare_chart(self) -> Path:
+        return self.compare_dir / "compare.png"
+
+    def compare_oracle(self, task: str, seed: int) -> Path:
+        return self.compare_dir / "oracle" / f"{task}__s{seed}.json"
+
+    def compare_probe(self, task: str, seed: int) -> Path:
+        return self.compare_dir / "probe" / f"{task}__s{seed}.json"
+
+    # ---- sharpness ----------------------------------------------------------------------
+    @property
+    def sharpness_table(self) -> Path:
+        return self.root / "sharpness.parquet"
+
+    @property
+    def sharpness_dir(self) -> Path:
+        return self.root / "sharpness"
+
+    # ---- scaling ------------------------------------------------------------------------
+    @property
+    def scaling_config(self) -> Path:
+        return self.root / "scaling_config.json"
+
+    @property
+    def scaling_dir(self) -> Path:
+        return self.root / "scaling"
+
+    def scaling_run(self, run_id: str) -> Path:
+        return self.scaling_dir / "runs" / f"{run_id}.parquet"
+
+    @property
+    def scaling_fit(self) -> Path:
+        return self.scaling_dir / "fit.json"
+
+    @property
+    def scaling_points(self) -> Path:
+        return self.scaling_dir / "points.parquet"

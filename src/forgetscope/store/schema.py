@@ -1,0 +1,43 @@
+"""The typed run record: what one finished run writes to ``runs/<run_id>.json`` (and ``runs.parquet``).
+
+The trainer fills the training part (:class:`TrainRecord`), :func:`forgetscope.experiments.run.execute_run`
+adds identity and timings; experiments may add their own keys (``sharpness_*``, ``mean_forgetting``), which
+is why the record stays a JSON-able mapping rather than a frozen class.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+
+class TrainRecord(TypedDict):
+    """What one fine-tuning run reports (see :func:`forgetscope.train.train_on_task`)."""
+
+    task: str
+    method: str
+    strategy: str
+    seed: int
+    steps: int
+    lr: float
+    batch_size: int
+    max_length: int
+    lora_rank: int | None
+    trainable_params: int
+    task_loss_before: float
+    task_loss_after: float
+    train_loss_first: float | None
+    train_loss_last: float | None
+    train_wall_s: float
+    strategy_info: dict[str, Any]
+
+
+class RunRecord(TrainRecord, total=False):
+    """A stored run: the training record plus identity, options, timings and experiment extras."""
+
+    run_id: str
+    strategy_options: dict[str, Any]
+    eval_wall_s: float
+    wall_s: float
+    executor: str
+    worker: str
+    mean_forgetting: float
