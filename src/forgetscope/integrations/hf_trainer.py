@@ -1,0 +1,422 @@
+"""Forgetting as a training metric: a ``transformers.TrainerCallback`` that logs upstream forgetting.
+
+A sweep measures forgetting after training; this callback measures it *while* an ordinary Hugging Face
+``Trainer`` trains, so the forgetting curve sits next to the loss curve in ``trainer.state.log_history``
+and in every ``report_to`` backend (TensorBoard, W&B, ...)::
+
+    from forgetscope.integrations import ForgettingCallback
+
+    trainer = Trainer(model=model, args=args, train_dataset=ds, processing_class=tokenizer)
+    callback = ForgettingCallback("data/upstream.jsonl", eval_steps=50).attach(trainer)
+    trainer.train()
+    callback.history[-1]["metrics"]["forgetting/mean"], callback.last_row.nlargest(10)
+
+``F[j] = loss_now(j) - loss_before(j)`` per upstream example j (mean token NLL in nats, as everywhere in
+forgetscope; positive means forgotten). The upstream set is a list of :class:`~forgetscope.data.types.Example`,
+a data file :func:`~forgetscope.data.loading.load_examples` reads, or a sweep directory.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from transformers import Trainer, TrainerCallback
+
+from forgetscope.data.encoding import Encoded, encode_examples
+from forgetscope.data.loading import examples_from_records, load_examples
+from forgetscope.data.types import Example
+from forgetscope.errors import ConfigError, DataError
+from forgetscope.store import MANIFEST, SweepStore
+
+__all__ = ["ForgettingCallback"]
+
+DEFAULT_MAX_LENGTH = 128
+_TEXT_COLUMNS = ("example_id", "text", "prompt", "response", "answer")
+
+
+@dataclass
+class _Upstream:
+    """The upstream set and what a sweep knows about it (base losses, token counts, eval settings)."""
+
+    examples: list[Example]
+    source: str
+    store: SweepStore | None = None
+    loss_before: np.ndarray | None = None
+    n_tokens: np.ndarray | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ids(self) -> list[str]:
+        return [e.example_id for e in self.examples]
+
+
+def _finite_column(df: pd.DataFrame, name: str) -> np.ndarray | None:
+    """A numeric column as float, or None when it is absent or holds no finite value."""
+    if name not in df.columns:
+        return None
+    values = pd.to_numeric(df[name], errors="coerce").to_numpy(dtype=np.float64)
+    return values if np.isfinite(values).any() else None
+
+
+def _from_sweep(store: SweepStore) -> _Upstream:
+    """Upstream examples, base losses and eval settings of a sweep directory."""
+    manifest = store.read_manifest()
+    table = store.read_upstream()
+    if table.empty:
+        raise DataError(f"sweep {store.path} has an empty upstream table")
+    has_text = "text" in table.columns and table["text"].notna().any()
+    has_pairs = {"prompt", "response"} <= set(table.columns) and table["response"].notna().any()
+    if not (has_text or has_pairs):
+        raise DataError(
+            f"sweep {store.path} has no upstream texts (its upstream.parquet holds ids and losses only, "
+            "as an imported matrix does); pass the upstream examples or their data file instead"
+        )
+    rows = table[[c for c in _TEXT_COLUMNS if c in table.columns]].to_dict(orient="records")
+    examples = examples_from_records(rows, name="upstream", source=f"{store.path / 'upstream.parquet'}",
+                                     id_field="example_id")
+    config = manifest.get("config") or {}
+    train, evaluation = config.get("train") or {}, config.get("eval") or {}
+    settings = {"max_length": train.get("max_length"), "chat": evaluation.get("chat")}
+    return _Upstream(examples, str(store.path), store=store, loss_before=_finite_column(table, "loss_before"),
+                     n_tokens=_finite_column(table, "n_tokens"),
+                     settings={k: v for k, v in settings.items() if v is not None})
+
+
+def _read_upstream(upstream: Any) -> _Upstream:
+    """Normalise the accepted upstream inputs: a sweep directory, a data file, or a list of examples."""
+    if isinstance(upstream, SweepStore):
+        return _from_sweep(upstream)
+    if isinstance(upstream, (str, os.PathLike)):
+        path = Path(upstream).expanduser()
+        if path.is_dir() and (path / MANIFEST).is_file():
+            return _from_sweep(SweepStore(path))
+        return _Upstream(load_examples(path), str(path))
+    if isinstance(upstream, Example):
+        upstream = [upstream]
+    try:
+        items = list(upstream)
+    except TypeError:
+        raise ConfigError(
+            f"upstream must be a sweep directory, a data file or a list of Example, got {type(upstream).__name__}"
+        ) from None
+    if not items:
+        raise DataError("the upstream set is empty: pass at least one example")
+    wrong = next((x for x in items if not isinstance(x, Example)), None)
+    if wrong is not None:
+        raise DataError(f"upstream items must be forgetscope Example objects, got {type(wrong).__name__}")
+    dups = sorted(k for k, c in Counter(e.example_id for e in items).items() if c > 1)
+    if dups:
+        raise DataError(f"upstream example ids are not unique: {', '.join(map(repr, dups[:5]))}")
+    return _Upstream(items, "examples")
+
+
+def _unwrap(model: Any) -> Any:
+    """The module itself, out of DataParallel/DDP and ``torch.compile`` wrappers."""
+    parallel = (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)
+    while True:
+        if isinstance(model, parallel):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), torch.nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def _tokenizer_of(processing_class: Any) -> Any:
+    """A tokenizer from the Trainer's ``processing_class`` (a processor carries one as ``.tokenizer``)."""
+    if processing_class is None:
+        return None
+    inner = getattr(processing_class, "tokenizer", None)
+    return inner if inner is not None and callable(inner) else processing_class
+
+
+class ForgettingCallback(TrainerCallback):
+    """Logs how much the model being trained forgets of an upstream set, every ``eval_steps`` steps.
+
+    Works with ``transformers.Trainer`` and its subclasses (TRL's ``SFTTrainer``, ``DPOTrainer``, ...),
+    with full fine-tuning and peft adapters; it needs no TRL import. Attach it with
+    ``callback.attach(trainer)`` (or ``ForgettingCallback(..., trainer=trainer)``): it adds itself to the
+    trainer's callbacks when needed and keeps the reference it logs through.
+
+    **Base losses.** With a sweep directory as ``upstream`` the sweep's ``loss_before`` is used, so no
+    base evaluation is needed; this is valid **only when the model being trained is that sweep's base
+    model** (same weights, tokenizer, ``max_length`` and chat setting; the last three are checked
+    through the sweep's token counts and settings, the weights cannot be). Otherwise the losses are
+    measured once on the model as it is at ``on_train_begin`` (a LoRA model with fresh adapters equals
+    its base); a second ``train()`` call keeps the first base.
+
+    **Probe mode.** ``probe=k`` (a count, or a fraction of N; with a sweep of at least 2 finished runs)
+    evaluates only a seeded random subset of k upstream examples each time and completes the row with the sweep's knn predictor
+    (``get_predictor("knn").fit(F).predict(probe_idx, probe_values)``), cutting the evaluation cost by
+    ``1 - k/N``; ``last_row`` holds measured values on the probe and predictions elsewhere.
+
+    **Logged values** (``prefix`` + name): ``mean`` (mean F over finite entries), ``share_forgotten``
+    (share of finite entries with F > 0), ``max`` and ``evaluated`` (upstream examples evaluated this
+    time). TensorBoard and W&B show them as ``train/forgetting/...`` (transformers prefixes training logs).
+
+    **Why ``Trainer.log``.** The values go through the base ``transformers.Trainer.log`` of the attached
+    trainer: that appends them to ``trainer.state.log_history`` and calls ``on_log`` of every reporting
+    callback, the path the training loss takes. Setting ``control.should_log`` and adding the values to
+    ``logs`` in ``on_log`` does not work: ``Trainer.log`` stores a copy of ``logs`` in ``log_history``
+    before ``on_log`` runs, and the ``report_to`` callbacks, registered before user callbacks, have
+    already written by then. The base method is called rather than the trainer's own ``log``, because
+    TRL trainers override ``log`` to fold their accumulated metrics (token accuracy, entropy) into the
+    next call and clear them, which would move them onto the forgetting entry. ``control.should_log`` is
+    restored afterwards, since ``on_log`` clears it and the trainer's own loss log at that step would
+    otherwise be skipped.
+
+    Evaluation happens at every ``eval_steps`` in ``on_step_end``, at the last step, and in
+    ``on_train_end`` if training stopped between those; it runs without gradients, in eval mode,
+    restoring the model's train/eval mode afterwards. In multi-process training every process
+    evaluates (the values are the same) and the reporting callbacks write from the main process only.
+    """
+
+    def __init__(self, upstream: str | os.PathLike[str] | SweepStore | Sequence[Example], *,
+                 tokenizer: Any = None, probe: float | None = None, seed: int = 0,
+                 max_length: int | None = None, eval_steps: int | None = None, top_k: int = 10,
+                 chat: bool | Literal["auto"] | None = None, prefix: str = "forgetting/",
+                 max_batch_tokens: int = 4096, trainer: Trainer | None = None) -> None:
+        """``max_length`` and ``chat`` default to the sweep's settings (else 128 and ``"auto"``): they decide
+        what a loss means, so an explicit value that contradicts the sweep is refused. ``max_batch_tokens``
+        only trades memory for speed. ``eval_steps`` defaults to the Trainer's ``eval_steps`` when its
+        evaluation strategy is ``"steps"``, else its ``logging_steps``."""
+        if eval_steps is not None and (isinstance(eval_steps, bool) or not isinstance(eval_steps, int)
+                                       or eval_steps < 1):
+            raise ConfigError(f"eval_steps must be a positive integer, got {eval_steps!r}")
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise ConfigError(f"top_k must be a positive integer, got {top_k!r}")
+        if max_batch_tokens < 16:
+            raise ConfigError(f"max_batch_tokens must be at least 16, got {max_batch_tokens}")
+        if chat not in (None, True, False, "auto"):
+            raise ConfigError(f"chat must be True, False or 'auto', got {chat!r}")
+        self.upstream = _read_upstream(upstream)
+        self.tokenizer = tokenizer
+        self.seed = seed
+        self.eval_steps = eval_steps
+        self.top_k = top_k
+        self.prefix = prefix
+        self.max_batch_tokens = max_batch_tokens
+        self.max_length = self._setting("max_length", max_length, DEFAULT_MAX_LENGTH)
+        self.chat_setting = self._setting("chat", chat, "auto", strict=False)  # checked once resolved
+        self.history: list[dict[str, Any]] = []
+        self.last_row: pd.Series | None = None
+        self._trainer: Trainer | None = None
+        self._encoded: list[Encoded] | None = None
+        self._chat = False
+        self._steps = 0
+        self._last_step: int | None = None
+        n = len(self.upstream.examples)
+        self._loss_before = None if self.upstream.loss_before is None else self.upstream.loss_before.copy()
+        self._probe_idx: np.ndarray | None = None
+        self._predictor = None
+        if probe is not None:
+            self._setup_probe(probe, n)
+        if trainer is not None:
+            self.attach(trainer)
+
+    # ---- setup ---------------------------------------------------------------------------------
+    def _setting(self, name: str, given: Any, default: Any, *, strict: bool = True) -> Any:
+        """The user's value, else the sweep's, else the default; a contradiction with the sweep is an error."""
+        swept = self.upstream.settings.get(name)
+        if given is None:
+            return default if swept is None else swept
+        if strict and swept is not None and given != swept and self.upstream.loss_before is not None:
+            raise ConfigError(f"{name}={given!r} differs from the sweep's {name}={swept!r}, so its loss_before "
+                              f"values would not apply; leave {name} unset")
+        return given
+
+    def _setup_probe(self, probe: float, n: int) -> None:
+        from forgetscope.predict import choose_probe, get_predictor, probe_size
+
+        store = self.upstream.store
+        if store is None:
+            raise ConfigError("probe mode needs a sweep directory as upstream: its measured forgetting rows "
+                              "complete the examples that are not evaluated")
+        count = probe_size(probe, n)  # DataError for 0, negative, or more than n
+        known = store.load_matrix().values
+        known = known[np.isfinite(known).any(axis=1)]
+        if known.shape[0] < 2:
+            raise DataError(f"probe mode needs a sweep with at least 2 finished runs; {store.path} has "
+                            f"{known.shape[0]}")
+        idx = choose_probe(n, count, seed=self.seed)
+        if self._loss_before is not None and not np.isfinite(self._loss_before[idx]).any():
+            raise DataError(f"the sweep {store.path} has no finite loss_before on any of the {count} probe examples")
+        self._probe_idx = idx
+        self._predictor = get_predictor("knn").fit(known)
+
+    def attach(self, trainer: Trainer) -> ForgettingCallback:
+        """Keep ``trainer`` to log through (adding this callback to it if absent); returns the callback."""
+        if not isinstance(trainer, Trainer):
+            raise ConfigError(f"attach needs a transformers.Trainer, got {type(trainer).__name__}")
+        self._trainer = trainer
+        if self not in trainer.callback_handler.callbacks:
+            trainer.add_callback(self)
+        return self
+
+    @property
+    def probe_ids(self) -> list[str] | None:
+        """Ids of the probe examples evaluated in probe mode (None when every example is evaluated)."""
+        if self._probe_idx is None:
+            return None
+        ids = self.upstream.ids
+        return [ids[i] for i in self._probe_idx]
+
+    @property
+    def base_losses(self) -> pd.Series | None:
+        """Mean token NLL of each upstream example before training (NaN where not known)."""
+        if self._loss_before is None:
+            return None
+        return pd.Series(self._loss_before, index=pd.Index(self.upstream.ids, name="example_id"), name="loss_before")
+
+    def _eval_indices(self) -> np.ndarray:
+        return self._probe_idx if self._probe_idx is not None else np.arange(len(self.upstream.examples))
+
+    def _resolve_eval_steps(self, args: Any, state: Any) -> int:
+        if self.eval_steps is not None:
+            return self.eval_steps
+        strategy = getattr(args, "eval_strategy", None) or getattr(args, "evaluation_strategy", None)
+        if str(getattr(strategy, "value", strategy)) == "steps":
+            steps = getattr(state, "eval_steps", None) or args.eval_steps or args.logging_steps
+        else:
+            steps = getattr(state, "logging_steps", None) or args.logging_steps
+        if 0 < steps < 1:  # a fraction of the run, as transformers allows
+            steps = math.ceil(max(1, state.max_steps) * steps)
+        return max(1, int(steps))
+
+    def _prepare(self, model: Any, tokenizer: Any) -> None:
+        """Resolve the chat setting, encode the upstream set once and check it against the sweep."""
+        from forgetscope.models import context_length
+
+        if getattr(tokenizer, "pad_token_id", None) is None:
+            raise ConfigError("the tokenizer has no pad token; set one (e.g. tokenizer.pad_token = tokenizer.eos_token)")
+        has_template = bool(getattr(tokenizer, "chat_template", None))
+        self._chat = has_template if self.chat_setting == "auto" else bool(self.chat_setting)
+        if self._encoded is not None:
+            return
+        self._encoded = encode_examples(tokenizer, self.upstream.examples, self.max_length,
+                                        model_max_length=context_length(model), chat=self._chat)
+        swept = self.upstream.n_tokens
+        if swept is not None and self.upstream.loss_before is not None:
+            ours = np.array([e.n_scored for e in self._encoded], dtype=np.float64)
+            differ = int((np.isfinite(swept) & (ours != swept)).sum())
+            if differ:
+                raise DataError(
+                    f"{differ} of {len(ours)} upstream examples tokenise to another length than in the sweep "
+                    f"{self.upstream.source} (another tokenizer, max_length or chat setting?); its loss_before "
+                    "values do not apply to this model"
+                )
+
+    # ---- measuring -----------------------------------------------------------------------------
+    def _losses(self, model: Any, idx: np.ndarray) -> np.ndarray:
+        """Current mean token NLL of the upstream examples ``idx``; the model's mode is restored."""
+        from forgetscope.measure import evaluate_examples
+
+        assert self._encoded is not None
+        model = _unwrap(model)
+        was_training = model.training
+        try:
+            with torch.no_grad():
+                table = evaluate_examples(model, self.tokenizer, [self.upstream.examples[i] for i in idx],
+                                          max_length=self.max_length, max_batch_tokens=self.max_batch_tokens,
+                                          exact=False, encoded=[self._encoded[i] for i in idx], chat=self._chat)
+        finally:
+            model.train(was_training)
+        return table["loss"].to_numpy(dtype=np.float64)
+
+    def measure(self, model: Any, step: int) -> dict[str, float]:
+        """Evaluate ``model`` now; updates ``history`` and ``last_row`` and returns the prefixed metrics."""
+        if self._encoded is None or self._loss_before is None:
+            raise ConfigError("the callback is not prepared; it measures from on_train_begin of a Trainer run")
+        idx = self._eval_indices()
+        observed = self._losses(model, idx) - self._loss_before[idx]
+        if self._predictor is not None:
+            row = self._predictor.predict(idx, observed)
+            row[idx] = np.where(np.isfinite(observed), observed, row[idx])  # measured values win on the probe
+        else:
+            row = observed
+        ids = self.upstream.ids
+        finite = np.isfinite(row)
+        values = row[finite]
+        p = self.prefix
+        metrics = {
+            f"{p}mean": float(values.mean()) if values.size else math.nan,
+            f"{p}share_forgotten": float((values > 0).mean()) if values.size else math.nan,
+            f"{p}max": float(values.max()) if values.size else math.nan,
+            f"{p}evaluated": int(idx.size),
+        }
+        finite_ids = np.flatnonzero(finite)
+        top = finite_ids[np.argsort(-values, kind="stable")[: self.top_k]]
+        self.last_row = pd.Series(row, index=pd.Index(ids, name="example_id"), name=step)
+        self.history.append({"step": step, "metrics": dict(metrics), "top_ids": [ids[i] for i in top]})
+        self._last_step = step
+        return metrics
+
+    def _measure_and_log(self, model: Any, state: Any, control: Any) -> None:
+        metrics = self.measure(model, state.global_step)
+        trainer = self._trainer
+        assert trainer is not None
+        should_log = control.should_log
+        Trainer.log(trainer, dict(metrics))
+        control.should_log = should_log
+        trainer.control.should_log = should_log
+
+    # ---- Trainer events ------------------------------------------------------------------------
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self._trainer is None:
+            raise ConfigError("ForgettingCallback is not attached: call callback.attach(trainer) so it can "
+                              "log through the trainer to log_history and every report_to backend")
+        model = self._model(kwargs)
+        if self.tokenizer is None:
+            candidates = (kwargs.get("processing_class"), kwargs.get("tokenizer"),
+                          getattr(self._trainer, "processing_class", None))
+            self.tokenizer = _tokenizer_of(next((c for c in candidates if c is not None), None))
+        if self.tokenizer is None:
+            raise ConfigError("ForgettingCallback needs a tokenizer: pass tokenizer=... or give the Trainer a "
+                              "processing_class")
+        self._check_chat_against_sweep()
+        self._prepare(_unwrap(model), self.tokenizer)
+        self._steps = self._resolve_eval_steps(args, state)
+        if self._loss_before is None:
+            idx = self._eval_indices()
+            before = np.full(len(self.upstream.examples), np.nan)
+            before[idx] = self._losses(model, idx)
+            self._loss_before = before
+
+    def _check_chat_against_sweep(self) -> None:
+        swept = self.upstream.settings.get("chat")
+        if swept is None or self.upstream.loss_before is None:
+            return
+        has_template = bool(getattr(self.tokenizer, "chat_template", None))
+
+        def resolve(chat: Any) -> bool:
+            return has_template if chat == "auto" else bool(chat)
+
+        if resolve(swept) != resolve(self.chat_setting):
+            raise ConfigError(f"chat={self.chat_setting!r} formats prompts differently from the sweep's "
+                              f"chat={swept!r}, so its loss_before values would not apply; leave chat unset")
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        step = state.global_step
+        last = step >= state.max_steps or control.should_training_stop
+        if step > 0 and (step % self._steps == 0 or last) and step != self._last_step:
+            self._measure_and_log(self._model(kwargs), state, control)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self._trainer is not None and state.global_step > 0 and state.global_step != self._last_step:
+            self._measure_and_log(self._model(kwargs), state, control)
+
+    def _model(self, kwargs: dict[str, Any]) -> Any:
+        """The model the Trainer passes to callbacks, else the attached trainer's."""
+        model = kwargs.get("model")
+        if model is None and self._trainer is not None:
+            model = self._trainer.model
+        return model
