@@ -8,8 +8,8 @@ import pytest
 import yaml
 from conftest import sweep_config_dict, write_jsonl
 
-from forgetscope.errors import ConfigError
 from forgetscope.analysis.stats import bootstrap_ci, paired_test, wilcoxon_p
+from forgetscope.errors import ConfigError
 
 
 def _compare_dict(tiny_dir, tiny_data, out, **extra):

@@ -6,7 +6,6 @@ import pytest
 
 from forgetscope.analysis.lowrank import (
     analyze,
-    check_matrix,
     factor_order,
     fit_additive,
     fit_multiplicative,
@@ -15,6 +14,7 @@ from forgetscope.analysis.lowrank import (
     rank_r2,
 )
 from forgetscope.errors import DataError, ForgetscopeError
+from forgetscope.validation import check_matrix
 
 
 def planted(m=40, n=600, r=3, noise=0.3, seed=0):

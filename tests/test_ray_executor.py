@@ -6,8 +6,8 @@ from conftest import sweep_config_dict
 
 from forgetscope.config import parse_config
 from forgetscope.errors import ForgetscopeError
-from forgetscope.store import SweepStore
 from forgetscope.experiments import register_executor, run_sweep
+from forgetscope.store import SweepStore
 
 ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'forgetscope[ray]')")
 

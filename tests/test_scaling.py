@@ -168,8 +168,8 @@ def test_scaling_sweep_tiny(scaling_cfg, tmp_path):
 
 
 def test_reference_without_cache_matches(tiny):
-    from forgetscope.measure import UpstreamReference
     from forgetscope.data.types import Example
+    from forgetscope.measure import UpstreamReference
     from forgetscope.testing import tiny_model_and_tokenizer
 
     model, tok = tiny
@@ -187,8 +187,8 @@ def test_reference_without_cache_matches(tiny):
 
 
 def test_scaling_config_errors(tmp_path):
-    from forgetscope.experiments.scaling import load_scaling_config
     from forgetscope.errors import ConfigError
+    from forgetscope.experiments.scaling import load_scaling_config
 
     p = tmp_path / "c.yaml"
     p.write_text("task: code\ntrain: {method: full}\n")

@@ -189,10 +189,10 @@ def test_cli_sharpness(sharp_cfg, tmp_path):
 def test_sharpness_dir_without_measures_is_an_error(tiny_dir, tiny_data, tmp_path):
     from conftest import sweep_config_dict
 
-    from forgetscope.experiments.sharpness import write_sharpness_results
     from forgetscope.config import parse_config
     from forgetscope.errors import ForgetscopeError
     from forgetscope.experiments import run_sweep
+    from forgetscope.experiments.sharpness import write_sharpness_results
 
     cfg = parse_config(sweep_config_dict(tiny_dir, tiny_data, tmp_path / "plain"))
     run_sweep(cfg)

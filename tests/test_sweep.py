@@ -10,8 +10,8 @@ from conftest import sweep_config_dict, write_jsonl
 
 from forgetscope.config import parse_config
 from forgetscope.errors import ConfigError, DataError, StoreError
-from forgetscope.store import SweepStore, load_forgetting
 from forgetscope.experiments import run_sweep
+from forgetscope.store import SweepStore, load_forgetting
 
 
 def _cfg(tiny_dir, tiny_data, out, **train):

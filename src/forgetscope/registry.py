@@ -49,8 +49,8 @@ class Registry(Generic[T]):
     def unknown(self, name: Any) -> ConfigError:
         """The error for a name that is not registered, with the closest registered names."""
         close = difflib.get_close_matches(str(name), self.names(), n=2)
-        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-        return ConfigError(f"unknown {self.kind} {name!r}{hint} (choose from {', '.join(self.names())})")
+        hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+        return ConfigError(f"unknown {self.kind} {name!r}; choose from {', '.join(self.names())}{hint}")
 
     def get(self, name: str) -> T:
         """The registered object; a lazy entry is imported now (an ImportError is reported, not hidden)."""

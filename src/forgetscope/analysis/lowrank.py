@@ -27,13 +27,13 @@ import pandas as pd
 from scipy import stats
 
 from forgetscope.errors import DataError
+from forgetscope.validation import check_matrix
 
 __all__ = [
     "AdditiveFit",
     "LowRankReport",
     "MultiplicativeFit",
     "analyze",
-    "check_matrix",
     "factor_order",
     "fit_additive",
     "fit_multiplicative",
@@ -45,39 +45,6 @@ __all__ = [
 
 _MAX_ITER = 200
 _TOL = 1e-7
-
-
-def check_matrix(values: Any, *, min_rows: int = 1, what: str = "forgetting matrix",
-                 dtype: type | None = np.float64) -> np.ndarray:
-    """Return ``values`` as a 2-D float array, or raise a one-line :class:`DataError`.
-
-    NaN marks a missing entry and is allowed; infinities are not, nor rows or columns with no
-    observed entry at all (nothing can be said about them). ``dtype=None`` keeps a float32 input
-    as float32 (no copy of a big matrix).
-    """
-    arr = np.asarray(getattr(values, "values", values))
-    if arr.dtype.kind not in "fiub":
-        raise DataError(f"{what} must be numeric, got dtype {arr.dtype}")
-    if dtype is None:
-        dtype = arr.dtype if arr.dtype.kind == "f" else np.float64
-    arr = arr.astype(dtype, copy=False)
-    if arr.ndim != 2:
-        raise DataError(f"{what} must be 2-D (tasks x examples), got shape {arr.shape}")
-    m, n = arr.shape
-    if m < min_rows:
-        raise DataError(f"{what} needs at least {min_rows} row(s), got {m}")
-    if n < 1:
-        raise DataError(f"{what} has no columns")
-    if np.isinf(arr).any():
-        raise DataError(f"{what} contains infinite values")
-    missing = np.isnan(arr)
-    if missing.any():
-        if missing.all(axis=1).any():
-            raise DataError(f"{what} has rows with no observed entry (row {int(np.argmax(missing.all(1)))})")
-        if missing.all(axis=0).any():
-            raise DataError(f"{what} has columns with no observed entry "
-                            f"(column {int(np.argmax(missing.all(0)))})")
-    return arr
 
 
 # ---- additive and multiplicative models ----------------------------------------------------

@@ -119,7 +119,7 @@ def _read_hf_dir(path: Path, split: str | None) -> list[dict]:
         ds = datasets.load_from_disk(str(path))
     except FileNotFoundError as e:
         raise DataError(f"{path}: not a dataset saved with save_to_disk ({e})") from None
-    except Exception as e:  # noqa: BLE001 - corrupt/partial directories fail in many ways
+    except Exception as e:
         raise DataError(f"{path}: cannot load dataset ({type(e).__name__}: {e})") from None
     if isinstance(ds, datasets.DatasetDict):
         names = list(ds.keys())

@@ -20,8 +20,8 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from forgetscope.analysis.lowrank import check_matrix
 from forgetscope.errors import ConfigError, DataError
+from forgetscope.validation import check_matrix
 
 Output = Literal["forgetting", "probability"]
 

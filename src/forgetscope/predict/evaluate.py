@@ -26,13 +26,13 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import KFold
 
-from forgetscope.analysis.lowrank import check_matrix
 from forgetscope.errors import ConfigError, DataError
 from forgetscope.predict.base import Predictor
 from forgetscope.predict.metrics import precision_curve, score_rows
 from forgetscope.predict.probe import leverage_scores, probe_size, top_by_score
 from forgetscope.predict.registry import get_predictor
 from forgetscope.predict.semantic import texts_from_matrix
+from forgetscope.validation import check_matrix
 
 BASELINE = "additive"
 DEFAULT_PROBES = (0.01, 0.02, 0.05, 0.1, 0.2)

@@ -45,7 +45,9 @@ def at_k(true: np.ndarray, score: np.ndarray, k: int, threshold: float) -> tuple
             rec.append(forgotten[top].sum() / forgotten.sum())
         true_top = np.argpartition(-t, k - 1)[:k]
         ovl.append(np.intersect1d(top, true_top).size / k)
-    mean = lambda v: float(np.mean(v)) if v else float("nan")
+    def mean(v: list[float]) -> float:
+        return float(np.mean(v)) if v else float("nan")
+
     return mean(prec), mean(rec), mean(ovl)
 
 

@@ -15,8 +15,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from forgetscope.analysis.lowrank import check_matrix
 from forgetscope.errors import ConfigError, DataError
+from forgetscope.validation import check_matrix
 
 ProbeMethod = Literal["random", "active"]
 

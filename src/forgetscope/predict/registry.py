@@ -1,4 +1,8 @@
-"""Predictors by name: ``get_predictor("lowrank", rank=3)``; unknown names/parameters fail in one line."""
+"""Predictors by name: ``get_predictor("lowrank", rank=3)``; unknown names/parameters fail in one line.
+
+Predictors live in :data:`PREDICTORS`, a :class:`~forgetscope.registry.Registry`; a new one registers
+with ``PREDICTORS.register("name", MyPredictor)`` (or as a lazy ``"module:Class"`` string).
+"""
 
 from __future__ import annotations
 
@@ -12,33 +16,23 @@ from forgetscope.predict.knn import KNNPredictor
 from forgetscope.predict.logistic import LogisticPredictor
 from forgetscope.predict.lowrank import LowRankPredictor
 from forgetscope.predict.semantic import SemanticPredictor
+from forgetscope.registry import Registry
 
-PREDICTORS: dict[str, type[Predictor]] = {
-    cls.name: cls
-    for cls in (ZeroPredictor, AdditivePredictor, KNNPredictor, LowRankPredictor, LogisticPredictor,
-                SemanticPredictor)
-}
+PREDICTORS: Registry[type[Predictor]] = Registry("predictor")
+for _cls in (ZeroPredictor, AdditivePredictor, KNNPredictor, LowRankPredictor, LogisticPredictor, SemanticPredictor):
+    PREDICTORS.register(_cls.name, _cls)
 
 
 def predictor_params(name: str) -> list[str]:
     """The keyword parameters a predictor accepts."""
-    cls = _lookup(name)
-    return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    return [p for p in inspect.signature(PREDICTORS.get(name).__init__).parameters if p != "self"]
 
 
 def get_predictor(name: str, **params: Any) -> Predictor:
     """A fresh, unfitted predictor called ``name`` with ``params``."""
-    cls = _lookup(name)
     accepted = predictor_params(name)
     unknown = sorted(set(params) - set(accepted))
     if unknown:
         raise ConfigError(f"predictor {name!r} has no parameter(s) {', '.join(unknown)}; "
                           f"it accepts: {', '.join(accepted) or 'none'}")
-    return cls(**params)
-
-
-def _lookup(name: str) -> type[Predictor]:
-    try:
-        return PREDICTORS[name]
-    except (KeyError, TypeError):
-        raise ConfigError(f"unknown predictor {name!r}; choose from {', '.join(PREDICTORS)}") from None
+    return PREDICTORS.build(name, **params)
