@@ -6,10 +6,12 @@ import shutil
 import subprocess
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from forgetscope.report import build_report
+from forgetscope.report import build_report, collect_sections
 from forgetscope.report.demo import write_demo_sweep
+from forgetscope.store import SweepLayout
 
 ALL_SECTIONS = ["provenance", "runs", "heatmap", "lowrank", "fits", "prediction", "strategies", "scaling", "sharpness"]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -55,7 +57,7 @@ def test_sections_without_data_are_left_out(tmp_path):
 def test_a_broken_optional_input_does_not_break_the_report(tmp_path):
     sweep = tmp_path / "s"
     write_demo_sweep(sweep, n_examples=40, tasks=("a", "b", "c"), seeds=(0,), strategies=("plain",))
-    (sweep / "sharpness.parquet").write_bytes(b"not a parquet file")
+    SweepLayout(sweep).sharpness_table.write_bytes(b"not a parquet file")
     html = build_report(sweep, predict=False).read_text()
     assert "sharpness" not in _section_ids(html) and "scaling" in _section_ids(html)
     assert "Sharpness (failed:" in html
@@ -68,9 +70,64 @@ def test_saved_prediction_results_are_read_not_recomputed(tmp_path):
     sweep = tmp_path / "s"
     write_demo_sweep(sweep, n_examples=60, tasks=("a", "b", "c", "d"), seeds=(0,), strategies=("plain",),
                      extras=False)
-    evaluate(load_forgetting(sweep).values, ["additive", "knn"], probe=[6], n_folds=2).save(sweep / "predict")
+    evaluate(load_forgetting(sweep).values, ["additive", "knn"], probe=[6], n_folds=2).save(SweepLayout(sweep).predict_dir)
     html = build_report(sweep, predict=False, strict=True).read_text()
     assert "prediction" in _section_ids(html) and "read from predict/predict_summary.csv" in html
+
+
+def _compare_summary():
+    """Rows as :func:`forgetscope.experiments.compare.summarize` writes them (a subset of its columns)."""
+    return pd.DataFrame([
+        {"strategy": "plain", "runs": 2, "forgetting_heldout": 0.10, "forgetting_ci_low": 0.08,
+         "forgetting_ci_high": 0.12, "task_loss_after": 1.5, "task_loss_sd": 0.05},
+        {"strategy": "replay-random", "runs": 2, "forgetting_heldout": 0.04, "forgetting_ci_low": 0.03,
+         "forgetting_ci_high": 0.05, "task_loss_after": 1.6, "task_loss_sd": 0.04, "diff_forgetting": -0.06,
+         "p_examples": 0.001, "p_runs": 0.5},
+    ])
+
+
+def _strategies(sweep):
+    sections, skipped, _ = collect_sections(sweep, predict=False, strict=True)
+    return next((s for s in sections if s.key == "strategies"), None), dict((k, why) for k, _, why in skipped)
+
+
+def test_compare_summary_at_the_layout_path_gives_the_strategies_section(tmp_path):
+    sweep = tmp_path / "s"
+    write_demo_sweep(sweep, n_examples=30, tasks=("a", "b"), seeds=(0,), strategies=("plain",), extras=False)
+    path = SweepLayout(sweep).compare_summary
+    path.parent.mkdir(parents=True)
+    _compare_summary().to_csv(path, index=False)
+    sec, _ = _strategies(sweep)
+    assert sec is not None and "read from compare/summary.csv" in sec.lead
+    kinds = [b["kind"] for b in sec.blocks]
+    assert kinds == ["figure", "table"]
+    reading = sec.blocks[0]["figure"].reading
+    assert "'replay-random' forgets least" in reading and "(p_examples): replay-random" in reading
+    assert "replay-random" in sec.blocks[1]["html"]
+    html = build_report(sweep, predict=False, strict=True).read_text()
+    assert "strategies" in _section_ids(html)
+
+
+def test_a_comparison_file_at_a_name_the_layout_does_not_own_is_ignored(tmp_path):
+    sweep = tmp_path / "s"
+    write_demo_sweep(sweep, n_examples=30, tasks=("a", "b"), seeds=(0,), strategies=("plain",), extras=False)
+    layout = SweepLayout(sweep)
+    layout.compare_dir.mkdir(parents=True)
+    for name in (layout.compare_dir / "comparison.csv", sweep / "compare.csv", sweep / "comparison.csv"):
+        _compare_summary().to_csv(name, index=False)
+    sec, skipped = _strategies(sweep)
+    assert sec is None
+    assert skipped["strategies"] == "one strategy only and no compare/summary.csv"
+
+
+def test_strategies_without_a_summary_are_compared_from_the_runs(tmp_path):
+    sweep = tmp_path / "s"
+    write_demo_sweep(sweep, n_examples=30, tasks=("a", "b", "c"), seeds=(0, 1), strategies=("plain", "replay"),
+                     extras=False)
+    sec, _ = _strategies(sweep)
+    assert sec is not None and "from this sweep's runs" in sec.lead
+    assert "p (examples)" in sec.blocks[-1]["html"] and "Δ vs plain" in sec.blocks[-1]["html"]
+    assert "'replay' forgets least" in sec.blocks[0]["figure"].reading
 
 
 def test_report_of_a_real_tiny_sweep(tiny_dir, tiny_data, tmp_path):

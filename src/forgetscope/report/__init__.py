@@ -7,7 +7,8 @@ One HTML file, figures embedded as base64 PNG, CSS inline, no scripts and a Cont
 that forbids any fetch: it opens offline and can be mailed or archived. Sections (provenance, runs,
 heat map, spectrum/R², additive and multiplicative fits, prediction, strategy comparison, scaling
 laws, sharpness) appear only when their data exists; :mod:`forgetscope.report.sections` lists which
-file each one reads. A section that cannot be built is listed in the footer with the reason.
+file each one reads (every name comes from :class:`~forgetscope.store.SweepLayout`). A section that
+cannot be built is listed in the footer with the reason.
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ from pathlib import Path
 
 from forgetscope.errors import ForgetscopeError, StoreError
 from forgetscope.report.sections import BUILDERS, ReportContext, Section, Skip
-from forgetscope.store import SweepStore, atomic_path
+from forgetscope.store import SweepLayout, SweepStore, atomic_path
 
 __all__ = ["REPORT_NAME", "build_report", "collect_sections"]
 
-REPORT_NAME = "report.html"
+REPORT_NAME = SweepLayout(".").report.name
 log = logging.getLogger(__name__)
 
 
@@ -36,7 +37,7 @@ def collect_sections(sweep_dir: str | os.PathLike[str], *, predict: bool | str =
     try:
         matrix = store.load_matrix()
     except StoreError as exc:
-        if (store.path / "F.npy").is_file():
+        if store.layout.matrix.is_file():
             raise
         log.info("no matrix yet: %s", exc)
         matrix = None
@@ -70,9 +71,9 @@ def build_report(sweep_dir: str | os.PathLike[str], output: str | os.PathLike[st
 
     sweep = Path(sweep_dir)
     sections, skipped, ctx = collect_sections(sweep, predict=predict, seed=seed, strict=strict)
-    out = Path(output) if output is not None else sweep / REPORT_NAME
+    out = Path(output) if output is not None else SweepLayout(sweep).report
     if out.is_dir():
-        out = out / REPORT_NAME
+        out = SweepLayout(out).report
     env = jinja2.Environment(loader=jinja2.PackageLoader("forgetscope.report", "."),
                              autoescape=jinja2.select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
     try:

@@ -6,8 +6,9 @@ Used by the report tests and to make the screenshot in ``docs/report.md``::
     python -m forgetscope.report.demo sweeps/report-demo --screenshot docs/report_screenshot.png  # + report + PNG
 
 The matrix is ``μ + a_i + b_j + u_i v_j + noise`` (so the additive model explains much but not all of it),
-mitigation strategies scale a run's forgetting down, ``sharpness.parquet`` is correlated with mean
-forgetting and ``scaling/fit.json`` holds a shifted power law with its points. Nothing here is measured.
+mitigation strategies scale a run's forgetting down, ``sharpness.parquet`` holds ``sharpness_*`` measures
+correlated with mean forgetting, ``scaling/fit.json`` holds a shifted power law and ``scaling/points.parquet``
+its points. Every file goes where :class:`~forgetscope.store.SweepLayout` names it. Nothing here is measured.
 """
 
 from __future__ import annotations
@@ -19,7 +20,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from forgetscope.store import ForgettingMatrix, SweepStore, write_json, write_matrix_sweep, write_parquet
+from forgetscope.store import (
+    ForgettingMatrix,
+    SweepLayout,
+    SweepStore,
+    write_json,
+    write_matrix_sweep,
+    write_parquet,
+)
 
 TASKS = ("code", "bible", "definitions", "jargon", "elements", "quotes")
 STRATEGY_SCALE = {"plain": 1.0, "replay": 0.55, "sam": 0.8, "ewc": 0.9}
@@ -68,11 +76,13 @@ def write_demo_sweep(path: str | os.PathLike[str], *, n_examples: int = 300, tas
     }
     store = write_matrix_sweep(matrix, path, manifest=manifest, overwrite=overwrite)
     if extras:
+        layout: SweepLayout = store.layout
         mean_f = F.mean(1)
-        write_parquet(store.path / "sharpness.parquet", pd.DataFrame({
-            "run_id": runs["run_id"], "rho": 0.05,
-            "random_rise": 0.02 + 0.3 * mean_f + rng.normal(0, 0.01, len(mean_f)),
-            "sam_rise": 0.05 + 0.5 * mean_f + rng.normal(0, 0.03, len(mean_f)),
+        write_parquet(layout.sharpness_table, pd.DataFrame({
+            **{c: runs[c] for c in ("run_id", "task", "seed", "strategy", "task_loss_after")},
+            "mean_forgetting": mean_f,
+            "sharpness_random_mean": 0.02 + 0.3 * mean_f + rng.normal(0, 0.01, len(mean_f)),
+            "sharpness_sam_rise": 0.05 + 0.5 * mean_f + rng.normal(0, 0.03, len(mean_f)),
         }))
         pts = []
         A, alpha, beta, t0, c = 0.02, 0.3, 0.5, 5.0, 0.01
@@ -81,11 +91,12 @@ def write_demo_sweep(path: str | os.PathLike[str], *, n_examples: int = 300, tas
                 fitted = A * (P / 1e5) ** alpha * ((t + t0) / 10) ** beta + c
                 pts.append({"trainable_params": P, "steps": t, "fitted": fitted,
                             "forgetting": fitted * (1 + rng.normal(0, 0.05)), "heldout": t == 200})
-        write_json(store.path / "scaling" / "fit.json", {
+        write_parquet(layout.scaling_points, pd.DataFrame(pts))
+        write_json(layout.scaling_fit, {
             "form": "F(P, t) = A (P/1e5)^alpha ((t + t0)/10)^beta + c",
             "params": {"A": A, "alpha": alpha, "beta": beta, "t0": t0, "c": c},
             "ci95": {"alpha": [0.27, 0.33], "beta": [0.45, 0.55]},
-            "heldout_rmse": 0.004, "n_points": len(pts), "points": pts,
+            "heldout_rmse": 0.004, "n_points": len(pts),
         })
     return store
 

@@ -1,7 +1,7 @@
 """Figures of the HTML report, rendered with matplotlib's Agg canvas to PNG ``data:`` URIs.
 
 Every function takes plain arrays/tables and returns a :class:`Figure` (a base64 PNG plus its alt
-text), so the report embeds each figure inline and opens without network or JavaScript. We build on
+text), so the report embeds each figure inline and opens without network or JavaScript. Figures are
 ``matplotlib.figure.Figure`` + ``FigureCanvasAgg`` (not pyplot): no global state, no backend switch in
 a notebook, works headless.
 """
@@ -181,8 +181,9 @@ def precision_curves(curves: pd.DataFrame, base_rate: float | None = None) -> Mp
     return fig
 
 
-def strategy_bars(table: pd.DataFrame, value: str, err: str | None, ylabel: str,
+def strategy_bars(table: pd.DataFrame, value: str, err: str | tuple[str, str] | None, ylabel: str,
                   perf: str | None = None, perf_err: str | None = None, perf_label: str = "") -> MplFigure:
+    """Bars per strategy; ``err`` is a column of ± errors or a (low, high) pair of interval-bound columns."""
     panels = 2 if perf else 1
     fig = MplFigure(figsize=(4.6 * panels + 1, 3.8))
     names = table["strategy"].astype(str).tolist()
@@ -190,12 +191,21 @@ def strategy_bars(table: pd.DataFrame, value: str, err: str | None, ylabel: str,
     for p, (col, ecol, lab) in enumerate([(value, err, ylabel), (perf, perf_err, perf_label)][:panels]):
         ax = fig.add_subplot(1, panels, p + 1)
         y = pd.to_numeric(table[col], errors="coerce").to_numpy(float)
-        e = pd.to_numeric(table[ecol], errors="coerce").to_numpy(float) if ecol else None
+        e = _error_bars(table, y, ecol)
         ax.bar(x, y, yerr=e, capsize=4, color=[f"C{i % 10}" for i in range(len(x))])
         ax.axhline(0, color="k", lw=0.6)
         ax.set_xticks(x, names, rotation=30 if len(names) > 4 else 0, ha="right" if len(names) > 4 else "center")
         ax.set_ylabel(lab)
     return fig
+
+
+def _error_bars(table: pd.DataFrame, y: np.ndarray, err: str | tuple[str, str] | None) -> np.ndarray | None:
+    if err is None:
+        return None
+    if isinstance(err, str):
+        return pd.to_numeric(table[err], errors="coerce").to_numpy(float)
+    low, high = (pd.to_numeric(table[c], errors="coerce").to_numpy(float) for c in err)
+    return np.abs(np.vstack([y - low, high - y]))
 
 
 def sharpness_scatter(df: pd.DataFrame, metrics: list[str], target: str = "mean_forgetting") -> MplFigure:

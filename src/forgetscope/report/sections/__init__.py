@@ -1,0 +1,58 @@
+"""Section builders of the HTML report, one module per section, in report order.
+
+Each builder returns a :class:`Section`, or raises :class:`Skip` when its data is absent. Every file a
+section reads is named by :class:`~forgetscope.store.SweepLayout` (``ctx.layout``); nothing else is looked for.
+
+=====================  ==================================================================================
+section                data (``SweepLayout`` attribute: file)
+=====================  ==================================================================================
+provenance             ``manifest``: manifest.json (config, model, versions, seeds); the matrix's upstream table
+runs                   ``runs_table`` + ``matrix``: runs.parquet + F.npy
+heatmap                ``matrix``, sorted by :func:`forgetscope.analysis.lowrank.factor_order`
+lowrank                spectrum and R²(k) from :mod:`forgetscope.analysis.lowrank` (computed here)
+fits                   additive / multiplicative fits, forgetting vs task learning (computed here)
+prediction             ``predict_summary`` + ``predict_curves``: predict/predict_summary.csv and
+                       predict/predict_curves.csv (:meth:`forgetscope.predict.CVResult.save`), else a small
+                       leave-tasks-out cross-validation run here (``additive``, ``knn``, ``lowrank``)
+strategies             ``compare_summary``: compare/summary.csv (``forgetscope compare``), else computed here
+                       when runs.parquet holds several strategies on the same tasks and seeds (mean ± SEM,
+                       paired Wilcoxon against ``plain``)
+scaling                ``scaling_fit``: scaling/fit.json, + ``scaling_points``: scaling/points.parquet
+sharpness              ``sharpness_table``: sharpness.parquet (``run_id``, ``mean_forgetting``, ``sharpness_*``)
+=====================  ==================================================================================
+
+A builder that fails for any other reason is reported as skipped with the error (the report still
+renders); ``build_report(..., strict=True)`` re-raises instead (tests use it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from forgetscope.report.sections import (
+    fits,
+    heatmap,
+    lowrank,
+    prediction,
+    provenance,
+    runs,
+    scaling,
+    sharpness,
+    strategies,
+)
+from forgetscope.report.sections.base import ReportContext, Section, Skip, table_html
+
+__all__ = ["BUILDERS", "ReportContext", "Section", "Skip", "table_html"]
+
+BUILDERS: list[tuple[str, str, Callable[[ReportContext], Section]]] = [
+    ("provenance", "Provenance", provenance.build),
+    ("runs", "Runs", runs.build),
+    ("heatmap", "Forgetting heat map", heatmap.build),
+    ("lowrank", "Spectrum and R²(k)", lowrank.build),
+    ("fits", "Additive and multiplicative models", fits.build),
+    ("prediction", "Prediction", prediction.build),
+    ("strategies", "Strategy comparison", strategies.build),
+    ("scaling", "Scaling laws", scaling.build),
+    ("sharpness", "Sharpness", sharpness.build),
+]
+"""(key, title in the list of left-out sections, builder), in the order the report shows them."""

@@ -1,0 +1,148 @@
+"""What every section builder shares: :class:`Section`, :class:`Skip`, :class:`ReportContext` and formatting."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from forgetscope.report import figures as figs
+from forgetscope.store import ForgettingMatrix, SweepLayout, SweepStore
+
+MAX_TABLE_ROWS = 60
+
+
+class Skip(Exception):
+    """The section's data does not exist (the section is left out, with this reason)."""
+
+
+@dataclass
+class Section:
+    key: str
+    title: str
+    blocks: list[dict[str, Any]] = field(default_factory=list)
+    lead: str = ""
+
+    def text(self, text: str) -> Section:
+        self.blocks.append({"kind": "text", "text": text})
+        return self
+
+    def figure(self, fig, alt: str, reading: str) -> Section:
+        self.blocks.append({"kind": "figure", "figure": figs.render(fig, alt, reading)})
+        return self
+
+    def table(self, df: pd.DataFrame, caption: str = "", digits: int = 4, collapse_over: int | None = None
+              ) -> Section:
+        """A table; longer than ``collapse_over`` rows it is folded into a <details> element."""
+        note = ""
+        n = len(df)
+        if n > MAX_TABLE_ROWS:
+            note = f"first {MAX_TABLE_ROWS} of {n} rows"
+            df = df.head(MAX_TABLE_ROWS)
+        self.blocks.append({"kind": "table", "html": table_html(df, digits), "caption": caption, "note": note,
+                            "collapsed": collapse_over is not None and n > collapse_over,
+                            "summary": f"{caption or 'Table'} ({n} rows)"})
+        return self
+
+    def pairs(self, items: list[tuple[str, Any]]) -> Section:
+        self.blocks.append({"kind": "pairs", "items": [(k, fmt(v)) for k, v in items if v not in (None, "")]})
+        return self
+
+    def details(self, summary: str, text: str) -> Section:
+        self.blocks.append({"kind": "details", "summary": summary, "text": text})
+        return self
+
+
+@dataclass
+class ReportContext:
+    """What the builders share: the sweep, its matrix (if any) and options.
+
+    Every file a builder reads is named by :attr:`layout` (a :class:`~forgetscope.store.SweepLayout`).
+    """
+
+    path: Path
+    store: SweepStore
+    manifest: dict[str, Any]
+    matrix: ForgettingMatrix | None
+    predict: bool | str = "auto"
+    seed: int = 0
+    cache: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def layout(self) -> SweepLayout:
+        return self.store.layout
+
+    def relative(self, path: Path) -> str:
+        """``path`` as written in the report: relative to the sweep directory."""
+        return path.relative_to(self.path).as_posix()
+
+    def need_file(self, path: Path) -> Path:
+        """``path`` if it exists, else :class:`Skip` naming it."""
+        if not path.is_file():
+            raise Skip(f"no {self.relative(path)}")
+        return path
+
+    def need_matrix(self, min_rows: int = 1, min_cols: int = 1) -> ForgettingMatrix:
+        m = self.matrix
+        if m is None:
+            raise Skip(f"no forgetting matrix ({self.layout.matrix.name}) yet")
+        if m.shape[0] < min_rows or m.shape[1] < min_cols:
+            raise Skip(f"matrix {m.shape[0]}×{m.shape[1]} is too small (needs ≥ {min_rows}×{min_cols})")
+        if not np.isfinite(m.values).any():
+            raise Skip("the matrix has no observed entries")
+        return m
+
+    def lowrank(self):
+        if "lowrank" not in self.cache:
+            from forgetscope.analysis.lowrank import analyze
+
+            m = self.need_matrix(2, 2)
+            self.cache["lowrank"] = analyze(m.values, runs=m.runs, max_rank=min(*m.shape, 20))
+        return self.cache["lowrank"]
+
+
+# ---- formatting ------------------------------------------------------------------------------
+
+
+def fmt(v: Any, digits: int = 4) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v))
+    if isinstance(v, (int, np.integer)):
+        return f"{int(v):,}" if abs(int(v)) >= 10000 else str(int(v))
+    if isinstance(v, (float, np.floating)):
+        v = float(v)
+        if not math.isfinite(v):
+            return "–" if math.isnan(v) else str(v)
+        if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e6):
+            return f"{v:.{max(digits - 1, 1)}e}"
+        return f"{v:.{digits}g}" if abs(v) >= 1 else f"{v:.{digits}f}".rstrip("0").rstrip(".") or "0"
+    if isinstance(v, (dict, list)):
+        return json.dumps(v, default=str)
+    return str(v)
+
+
+def table_html(df: pd.DataFrame, digits: int = 4) -> str:
+    out = df.copy()
+    for c in out.columns:
+        out[c] = [fmt(v, digits) for v in out[c]]
+    return out.to_html(index=False, escape=True, border=0, classes="data", na_rep="–")
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.0f}%" if np.isfinite(x) else "–"
+
+
+def col(df: pd.DataFrame, *names: str) -> str | None:
+    """The first of ``names`` that is a column of ``df`` (case-insensitive)."""
+    lower = {c.lower(): c for c in df.columns}
+    for n in names:
+        if n.lower() in lower:
+            return lower[n.lower()]
+    return None

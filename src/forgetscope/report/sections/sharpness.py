@@ -1,0 +1,39 @@
+"""Sharpness and forgetting: ``layout.sharpness_table`` (``sharpness.parquet``, one row per run).
+
+The table is the one :func:`forgetscope.experiments.sharpness.write_sharpness_results` writes: ``run_id``,
+``mean_forgetting`` and the ``sharpness_*`` measures of :data:`forgetscope.analysis.sharpness.MEASURES`;
+their correlation with mean forgetting comes from
+:func:`forgetscope.analysis.sharpness.correlate_with_forgetting`.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from forgetscope.report import figures as figs
+from forgetscope.report.sections.base import ReportContext, Section, Skip
+
+TARGET = "mean_forgetting"
+
+
+def build(ctx: ReportContext) -> Section:
+    from forgetscope.analysis.sharpness import MEASURES, correlate_with_forgetting
+
+    path = ctx.need_file(ctx.layout.sharpness_table)
+    df = pd.read_parquet(path)
+    name = ctx.relative(path)
+    if TARGET not in df:
+        raise Skip(f"{name} has no {TARGET} column")
+    measures = [c for c in MEASURES if c in df and pd.to_numeric(df[c], errors="coerce").notna().sum() >= 2]
+    if not measures:
+        raise Skip(f"{name} has no sharpness measure with two or more values")
+    corr = correlate_with_forgetting(df, measures, target=TARGET)
+    sec = Section("sharpness", "Sharpness and forgetting",
+                  lead="Flatness of each fine-tuned minimum (loss rise under random perturbations of relative "
+                       "radius ρ and along a SAM ascent step; Li et al. 2024) against the run's mean forgetting.")
+    strongest = corr.iloc[corr["spearman"].abs().fillna(-1).argmax()]
+    sec.figure(figs.sharpness_scatter(df, measures, TARGET), "sharpness against mean forgetting",
+               f"Each point is a run; strongest rank correlation: {strongest['measure']} "
+               f"(Spearman ρ = {strongest['spearman']:.2f}, p = {strongest['spearman_p']:.2g}).")
+    sec.table(corr, caption="Correlation of sharpness with mean forgetting")
+    return sec
