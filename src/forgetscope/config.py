@@ -127,7 +127,7 @@ class SweepConfig(_Strict):
         return self.seeds or [self.seed]
 
 
-def _format_validation_error(exc: ValidationError, where: str) -> str:
+def _format_validation_error(exc: ValidationError, where: str, what: str = "config") -> str:
     parts = []
     for err in exc.errors()[:3]:
         loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
@@ -136,17 +136,18 @@ def _format_validation_error(exc: ValidationError, where: str) -> str:
             msg = "unknown field"
         parts.append(f"{loc}: {msg}")
     more = f" (+{len(exc.errors()) - 3} more)" if len(exc.errors()) > 3 else ""
-    return f"invalid config {where}: " + "; ".join(parts) + more
+    return f"invalid {what} {where}: " + "; ".join(parts) + more
 
 
-def parse_config(data: dict[str, Any], where: str = "", model: type[BaseModel] = SweepConfig) -> Any:
+def parse_config(data: dict[str, Any], where: str = "", model: type[BaseModel] = SweepConfig,
+                 what: str = "config") -> Any:
     """Validate a config mapping; a bad field becomes a ConfigError naming it."""
     if not isinstance(data, dict):
-        raise ConfigError(f"invalid config {where}: expected a mapping at the top level")
+        raise ConfigError(f"invalid {what} {where}: expected a mapping at the top level")
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, where)) from None
+        raise ConfigError(_format_validation_error(exc, where, what)) from None
 
 
 def load_config(path: str | Path, model: type[BaseModel] = SweepConfig, **overrides: Any) -> Any:

@@ -15,14 +15,21 @@ adapter's coordinates, which bounds the low-rank update through B.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
+from pydantic import Field, StrictInt
 
 from forgetscope.errors import ConfigError
 from forgetscope.mitigate.fisher import diagonal_fisher
-from forgetscope.train.hooks import Strategy, TrainContext, register_strategy
+from forgetscope.train.hooks import Strategy, StrategyOptions, StrictNumber, TrainContext, register_strategy
+
+
+class EWCOptions(StrategyOptions):
+    lam: StrictNumber = Field(100.0, ge=0, description="λ, the penalty weight")
+    n_fisher: StrictInt = Field(32, ge=1, description="upstream examples for the Fisher estimate")
+    normalize: Literal["mean", "none"] = Field("mean", description="divide F by its mean (comparable λ)")
 
 
 @register_strategy("ewc")
@@ -32,16 +39,13 @@ class EWCStrategy(Strategy):
 
     name = "ewc"
 
-    def __init__(self, lam: float = 100.0, n_fisher: int = 32, normalize: str = "mean"):
-        if isinstance(lam, bool) or not isinstance(lam, (int, float)) or lam < 0:
-            raise ConfigError(f"ewc: lam must be a non-negative number, got {lam!r}")
-        if not isinstance(n_fisher, int) or n_fisher < 1:
-            raise ConfigError(f"ewc: n_fisher must be a positive integer, got {n_fisher!r}")
-        if normalize not in ("mean", "none"):
-            raise ConfigError(f"ewc: normalize must be 'mean' or 'none', got {normalize!r}")
-        self.lam = float(lam)
-        self.n_fisher = n_fisher
-        self.normalize = normalize
+    Options = EWCOptions
+
+    def __init__(self, **options: Any):
+        super().__init__(**options)
+        self.lam = float(self.options.lam)
+        self.n_fisher = self.options.n_fisher
+        self.normalize = self.options.normalize
         self.fisher: dict[str, torch.Tensor] = {}
         self.anchor: dict[str, torch.Tensor] = {}
         self._last_penalty = 0.0

@@ -45,17 +45,32 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import Field, StrictInt
 
 from forgetscope.data.encoding import IGNORE_INDEX, Encoded, prompt_ids
 from forgetscope.errors import ConfigError
 from forgetscope.mitigate.fisher import example_gradients
-from forgetscope.train.hooks import Strategy, TrainContext, clip_gradients, register_strategy
+from forgetscope.train.hooks import (
+    Strategy,
+    StrategyOptions,
+    StrictNumber,
+    TrainContext,
+    clip_gradients,
+    register_strategy,
+)
 
 
-def _positive_int(name: str, v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ConfigError(f"lwf: {name} must be a positive integer, got {v!r}")
-    return v
+class LWFOptions(StrategyOptions):
+    n_self: StrictInt = Field(16, ge=1, description="self-generated samples of upstream knowledge")
+    gen_tokens: StrictInt = Field(32, ge=1, description="tokens generated per sample")
+    prompt_tokens: StrictInt = Field(8, ge=1, description="prompt tokens taken from a plain-text example")
+    temperature: StrictNumber = Field(1.0, gt=0, description="sampling temperature")
+    top_p: StrictNumber = Field(0.9, gt=0, le=1, description="nucleus sampling mass")
+    interval: StrictInt = Field(5, ge=1, description="steps between unlearning rounds")
+    top_fraction: StrictNumber = Field(0.25, gt=0, le=1, description="share of samples unlearned per round")
+    unlearn_weight: StrictNumber = Field(1.0, ge=0, description="weight of the gradient-ascent step")
+    unlearn_steps: StrictInt = Field(1, ge=1, description="ascent steps per round")
+    intent_batch: StrictInt | None = Field(None, ge=1, description="task examples for the intended update")
 
 
 @register_strategy("lwf")
@@ -65,29 +80,15 @@ class LWFStrategy(Strategy):
 
     name = "lwf"
 
-    def __init__(self, n_self: int = 16, gen_tokens: int = 32, prompt_tokens: int = 8,
-                 temperature: float = 1.0, top_p: float = 0.9, interval: int = 5, top_fraction: float = 0.25,
-                 unlearn_weight: float = 1.0, unlearn_steps: int = 1, intent_batch: int | None = None):
-        self.n_self = _positive_int("n_self", n_self)
-        self.gen_tokens = _positive_int("gen_tokens", gen_tokens)
-        self.prompt_tokens = _positive_int("prompt_tokens", prompt_tokens)
-        self.interval = _positive_int("interval", interval)
-        self.unlearn_steps = _positive_int("unlearn_steps", unlearn_steps)
-        if intent_batch is not None:
-            _positive_int("intent_batch", intent_batch)
-        if not (isinstance(top_fraction, (int, float)) and 0 < top_fraction <= 1):
-            raise ConfigError(f"lwf: top_fraction must be in (0, 1], got {top_fraction!r}")
-        if not (isinstance(unlearn_weight, (int, float)) and unlearn_weight >= 0):
-            raise ConfigError(f"lwf: unlearn_weight must be >= 0, got {unlearn_weight!r}")
-        if not (isinstance(temperature, (int, float)) and temperature > 0):
-            raise ConfigError(f"lwf: temperature must be > 0, got {temperature!r}")
-        if not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
-            raise ConfigError(f"lwf: top_p must be in (0, 1], got {top_p!r}")
-        self.temperature = float(temperature)
-        self.top_p = float(top_p)
-        self.top_fraction = float(top_fraction)
-        self.unlearn_weight = float(unlearn_weight)
-        self.intent_batch = intent_batch
+    Options = LWFOptions
+
+    def __init__(self, **options: Any):
+        super().__init__(**options)
+        o = self.options
+        self.n_self, self.gen_tokens, self.prompt_tokens = o.n_self, o.gen_tokens, o.prompt_tokens
+        self.interval, self.unlearn_steps, self.intent_batch = o.interval, o.unlearn_steps, o.intent_batch
+        self.temperature, self.top_p = float(o.temperature), float(o.top_p)
+        self.top_fraction, self.unlearn_weight = float(o.top_fraction), float(o.unlearn_weight)
         self.self_samples: list[Encoded] = []
         self.source_ids: list[str] = []
         self.rounds: list[dict[str, Any]] = []

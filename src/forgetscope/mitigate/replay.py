@@ -43,16 +43,16 @@ import copy
 import dataclasses
 import json
 import math
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from pydantic import Field, StrictInt, field_validator, model_validator
 
 from forgetscope.data.encoding import Encoded
 from forgetscope.errors import ConfigError, DataError
-from forgetscope.train.hooks import Strategy, TrainContext, register_strategy
+from forgetscope.train.hooks import Strategy, StrategyOptions, StrictNumber, TrainContext, register_strategy
 
 POLICIES = ("random", "predicted", "oracle")
 MAX_RATIO = 8.0
@@ -90,44 +90,68 @@ def sampling_weights(values: np.ndarray) -> np.ndarray:
     return w / w.sum()
 
 
+class ReplayOptions(StrategyOptions):
+    ratio: StrictNumber = Field(0.25, gt=0, le=MAX_RATIO,
+                                description="replay examples per task example (0.25 = 1 per 4)")
+    policy: str = Field("random", description="random, predicted or oracle")
+    forgetting: dict[str, float] | None = Field(None, description="oracle: the true row {example_id: F}")
+    forgetting_file: str | None = Field(None, description="oracle: JSON file with the true row")
+    known: str | None = Field(None, description="predicted: sweep dir or matrix file with known rows")
+    known_strategy: str | None = "plain"
+    predictor: Any = Field("knn", description="predicted: a predictor name or a fitted Predictor")
+    predictor_options: dict[str, Any] | None = None
+    predictor_columns: list[str] | None = None
+    probe: float = Field(0.1, gt=0, description="probe size: fraction of the pool or a count")
+    probe_values: dict[str, float] | None = None
+    probe_file: str | None = None
+    pilot_steps: StrictInt = Field(5, ge=1, description="plain steps of the pilot that measures the probe")
+    seed: int = 0
+
+    @field_validator("policy")
+    @classmethod
+    def _known_policy(cls, v: str) -> str:
+        if v not in POLICIES:
+            raise ValueError(f"unknown policy {v!r}; choose from {', '.join(POLICIES)}")
+        return v
+
+    @model_validator(mode="after")
+    def _inputs_for_policy(self) -> ReplayOptions:
+        if self.policy == "oracle" and self.forgetting is None and self.forgetting_file is None:
+            raise ValueError("policy 'oracle' needs the true forgetting row (forgetting={id: value} or "
+                             "forgetting_file=PATH)")
+        if self.policy == "predicted":
+            from forgetscope.predict import Predictor
+
+            p = self.predictor
+            if isinstance(p, Predictor):
+                if not hasattr(p, "n_cols_"):
+                    raise ValueError("policy 'predicted' needs a fitted predictor; call .fit(known) first")
+                if self.predictor_columns is None or len(self.predictor_columns) != p.n_cols_:
+                    raise ValueError("a fitted predictor needs predictor_columns, the example ids of its columns")
+            elif self.known is None:
+                raise ValueError("policy 'predicted' needs a fitted predictor: pass known=SWEEP_DIR (forgetting "
+                                 "rows of other tasks) or predictor=<fitted Predictor>")
+            elif not isinstance(p, str):
+                raise ValueError(f"predictor must be a name or a fitted Predictor, got {p!r}")
+        return self
+
+
 @register_strategy("replay")
 class ReplayStrategy(Strategy):
     """See the module docstring for the policies and options."""
 
     name = "replay"
 
-    def __init__(self, ratio: float = 0.25, policy: str = "random", *,
-                 forgetting: Mapping[str, float] | None = None, forgetting_file: str | None = None,
-                 known: str | None = None, known_strategy: str | None = "plain",
-                 predictor: Any = "knn", predictor_options: Mapping[str, Any] | None = None,
-                 predictor_columns: list[str] | None = None,
-                 probe: float = 0.1, probe_values: Mapping[str, float] | None = None,
-                 probe_file: str | None = None, pilot_steps: int = 5, seed: int = 0):
-        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not math.isfinite(ratio) \
-                or not 0 < ratio <= MAX_RATIO:
-            raise ConfigError(f"replay: ratio must be in (0, {MAX_RATIO:g}] replay examples per task example "
-                              f"(e.g. 0.25 = 1 per 4), got {ratio!r}")
-        if policy not in POLICIES:
-            raise ConfigError(f"replay: unknown policy {policy!r}; choose from {', '.join(POLICIES)}")
-        if policy == "oracle" and forgetting is None and forgetting_file is None:
-            raise ConfigError("replay: policy 'oracle' needs the true forgetting row "
-                              "(forgetting={id: value} or forgetting_file=PATH)")
-        if policy == "predicted":
-            from forgetscope.predict import Predictor
+    Options = ReplayOptions
 
-            if isinstance(predictor, Predictor):
-                if not hasattr(predictor, "n_cols_"):
-                    raise ConfigError("replay: policy 'predicted' needs a fitted predictor; call .fit(known) first")
-                if predictor_columns is None or len(predictor_columns) != predictor.n_cols_:
-                    raise ConfigError("replay: a fitted predictor needs predictor_columns, the example ids of "
-                                      "its columns")
-            elif known is None:
-                raise ConfigError("replay: policy 'predicted' needs a fitted predictor: pass known=SWEEP_DIR "
-                                  "(forgetting rows of other tasks) or predictor=<fitted Predictor>")
-            elif not isinstance(predictor, str):
-                raise ConfigError(f"replay: predictor must be a name or a fitted Predictor, got {predictor!r}")
-            if not isinstance(pilot_steps, int) or pilot_steps < 1:
-                raise ConfigError(f"replay: pilot_steps must be a positive integer, got {pilot_steps!r}")
+    def __init__(self, **options: Any):
+        super().__init__(**options)
+        o = self.options
+        ratio, policy, forgetting, predictor = o.ratio, o.policy, o.forgetting, o.predictor
+        forgetting_file, known, known_strategy = o.forgetting_file, o.known, o.known_strategy
+        predictor_options, predictor_columns = o.predictor_options, o.predictor_columns
+        probe, probe_values, probe_file, pilot_steps, seed = (o.probe, o.probe_values, o.probe_file,
+                                                              o.pilot_steps, o.seed)
         self.ratio = float(ratio)
         self.policy = policy
         self.forgetting = dict(forgetting) if forgetting is not None else None

@@ -20,9 +20,17 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from pydantic import Field, field_validator
 
 from forgetscope.errors import ConfigError
-from forgetscope.train.hooks import Strategy, TrainContext, clip_gradients, register_strategy
+from forgetscope.train.hooks import (
+    Strategy,
+    StrategyOptions,
+    StrictNumber,
+    TrainContext,
+    clip_gradients,
+    register_strategy,
+)
 
 _UNWRAPPABLE = (torch.optim.LBFGS,)
 
@@ -111,6 +119,19 @@ class SAM(torch.optim.Optimizer):
 BASE_OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 
 
+class SAMOptions(StrategyOptions):
+    rho: StrictNumber = Field(0.05, gt=0, description="radius of the ascent step")
+    adaptive: bool = Field(False, description="ASAM: scale the step by |θ|")
+    base: str = Field("adamw", description="the wrapped optimizer: adamw, adam or sgd")
+
+    @field_validator("base")
+    @classmethod
+    def _known_base(cls, v: str) -> str:
+        if v not in BASE_OPTIMIZERS:
+            raise ValueError(f"cannot wrap optimizer {v!r}; choose from {', '.join(BASE_OPTIMIZERS)}")
+        return v
+
+
 @register_strategy("sam")
 class SAMStrategy(Strategy):
     """Fine-tune with SAM: two forward/backward passes per step, the update uses the perturbed gradient.
@@ -121,14 +142,13 @@ class SAMStrategy(Strategy):
 
     name = "sam"
 
-    def __init__(self, rho: float = 0.05, adaptive: bool = False, base: str = "adamw"):
-        if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not rho > 0:
-            raise ConfigError(f"sam: rho must be a positive number, got {rho!r}")
-        if base not in BASE_OPTIMIZERS:
-            raise ConfigError(f"sam: cannot wrap optimizer {base!r}; choose from {', '.join(BASE_OPTIMIZERS)}")
-        self.rho = float(rho)
-        self.adaptive = bool(adaptive)
-        self.base = base
+    Options = SAMOptions
+
+    def __init__(self, **options: Any):
+        super().__init__(**options)
+        self.rho = float(self.options.rho)
+        self.adaptive = self.options.adaptive
+        self.base = self.options.base
         self.n_steps = 0
 
     def build_optimizer(self, ctx: TrainContext, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
 import torch
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from forgetscope.data.encoding import Encoded, collate
 from forgetscope.data.types import Example, Task
-from forgetscope.errors import ConfigError
 from forgetscope.registry import Registry
 
 
@@ -68,10 +68,43 @@ class Hook:
         """Once after the last step, before the held-out task loss is measured."""
 
 
+def _no_bool(v: Any) -> Any:
+    if isinstance(v, bool):
+        raise ValueError("expected a number, got a boolean")
+    return v
+
+
+StrictNumber = Annotated[float, BeforeValidator(_no_bool), Field(allow_inf_nan=False)]  # 1 and 0.5, not True
+
+
+class NoOptions(BaseModel):
+    """A strategy without options."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class StrategyOptions(BaseModel):
+    """Base of every strategy's options model: unknown fields are errors; arbitrary objects allowed
+    (a fitted predictor can be passed from Python)."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+
 class Strategy(Hook):
-    """Plain fine-tuning; subclasses override only the hooks and step parts they need."""
+    """Plain fine-tuning; subclasses override only the hooks and step parts they need.
+
+    A strategy's options are declared once, as the pydantic model ``Options`` beside the strategy; the
+    constructor validates them there (whether the strategy is built from a config, the CLI or Python)
+    and keeps the result in ``self.options``.
+    """
 
     name = "plain"
+    Options: ClassVar[type[BaseModel]] = NoOptions
+
+    def __init__(self, **options: Any):
+        from forgetscope.config import parse_config
+
+        self.options = parse_config(options, f"for strategy {self.name!r}", self.Options, what="options")
 
     def build_optimizer(self, ctx: TrainContext, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
         cfg = ctx.config
@@ -131,9 +164,5 @@ def strategy_names() -> list[str]:
 
 
 def make_strategy(name: str, **options: Any) -> Strategy:
-    """Build a registered strategy by name; unknown names and options are config errors."""
-    factory = STRATEGIES.get(name)
-    try:
-        return factory(**options)
-    except TypeError as exc:
-        raise ConfigError(f"bad options for strategy {name!r}: {exc}") from None
+    """Build a registered strategy by name; unknown names and bad options are config errors."""
+    return STRATEGIES.build(name, **options)
