@@ -143,7 +143,7 @@ def test_unknown_predictor_and_parameters():
         get_predictor("knn", similarity="dot")
     with pytest.raises(ConfigError):
         get_predictor("lowrank", rank=0)
-    assert set(PREDICTORS) == {"zero", "additive", "knn", "lowrank", "logistic", "semantic"}
+    assert set(PREDICTORS) == {"zero", "additive", "knn", "knn-baseline", "lowrank", "logistic", "semantic"}
 
 
 def test_edge_matrices():

@@ -21,7 +21,8 @@ def predict(
     probe: list[float] = typer.Option([0.05], "--probe", "-p",
                                       help="probe size: fraction of examples (<= 1) or a count; repeatable"),
     predictor: list[str] = typer.Option(["additive", "knn", "lowrank"], "--predictor", "-m",
-                                        help="zero, additive, knn, lowrank, logistic, semantic; repeatable"),
+                                        help="zero, additive, knn, knn-baseline, lowrank, logistic, "
+                                             "semantic; repeatable"),
     probe_method: str = typer.Option("random", help="random or active (highest-leverage examples)"),
     folds: int = typer.Option(5, help="cross-validation folds over tasks"),
     seed: int = typer.Option(0, help="seed for folds and random probe sets"),

@@ -10,9 +10,10 @@ Public API::
     rows = p.predict_rows(S, values_R_by_S)                   # several new tasks at once
     table = cross_validate(F, ["additive", "knn", "lowrank"], probe=[0.01, 0.05, 0.2])
 
-Predictors (:data:`PREDICTORS`): ``zero``, ``additive`` (baseline), ``knn``, ``lowrank``,
-``logistic`` (probabilities of "forgotten") and ``semantic`` (text-similarity prior art; needs
-task and example texts, see :mod:`forgetscope.predict.semantic`).
+Predictors (:data:`PREDICTORS`): ``zero``, ``additive`` (baseline), ``knn``, ``knn-baseline``
+(the reference protocol's KNNBaseline), ``lowrank``, ``logistic`` (probabilities of "forgotten")
+and ``semantic`` (text-similarity prior art; needs task and example texts, see
+:mod:`forgetscope.predict.semantic`).
 """
 
 from forgetscope.predict.base import Predictor

@@ -13,13 +13,15 @@ from forgetscope.errors import ConfigError
 from forgetscope.predict.additive import AdditivePredictor, ZeroPredictor
 from forgetscope.predict.base import Predictor
 from forgetscope.predict.knn import KNNPredictor
+from forgetscope.predict.knn_baseline import KNNBaselinePredictor
 from forgetscope.predict.logistic import LogisticPredictor
 from forgetscope.predict.lowrank import LowRankPredictor
 from forgetscope.predict.semantic import SemanticPredictor
 from forgetscope.registry import Registry
 
 PREDICTORS: Registry[type[Predictor]] = Registry("predictor")
-for _cls in (ZeroPredictor, AdditivePredictor, KNNPredictor, LowRankPredictor, LogisticPredictor, SemanticPredictor):
+for _cls in (ZeroPredictor, AdditivePredictor, KNNPredictor, KNNBaselinePredictor, LowRankPredictor,
+             LogisticPredictor, SemanticPredictor):
     PREDICTORS.register(_cls.name, _cls)
 
 
