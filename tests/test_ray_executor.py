@@ -16,8 +16,11 @@ pytestmark = pytest.mark.slow  # starts Ray workers that import torch: ~40 s in 
 
 @pytest.fixture(scope="module")
 def local_ray():
+    import torch
+
+    # Workers use the driver's thread count, so float reductions (and hence the matrix) are bitwise equal.
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"FORGETSCOPE_NO_PROGRESS": "1"}})
+             runtime_env={"env_vars": {"FORGETSCOPE_NO_PROGRESS": "1", "OMP_NUM_THREADS": str(torch.get_num_threads())}})
     yield
     ray.shutdown()
 
@@ -41,7 +44,7 @@ def test_failures_are_retried_and_reported_without_losing_other_runs(local_ray, 
 
     marker = tmp_path / "code_failed_once"
 
-    def flaky(config_data, spec, extras):  # a local function: Ray ships it to the workers by value
+    def flaky(config, spec, extras, experiment):  # a local function: Ray ships it to the workers by value
         from forgetscope.experiments.executors.ray import execute_in_worker
 
         if spec.task == "qa":
@@ -49,7 +52,7 @@ def test_failures_are_retried_and_reported_without_losing_other_runs(local_ray, 
         if not marker.exists():
             marker.touch()
             raise RuntimeError("transient failure")
-        return execute_in_worker(config_data, spec, extras)
+        return execute_in_worker(config, spec, extras, experiment)
 
     register_executor("ray-flaky", lambda: RayExecutor(run_fn=flaky, max_retries=1))
     cfg = _cfg(tiny_dir, tiny_data, tmp_path / "sweep")
@@ -66,3 +69,32 @@ def test_failures_are_retried_and_reported_without_losing_other_runs(local_ray, 
     assert resumed == ["qa__plain__s0"]  # only the failed run runs again
     local = run_sweep(cfg, output=tmp_path / "local", executor="local")
     np.testing.assert_array_equal(m.values, local.values)
+
+
+def _compare_cfg(tiny_dir, tiny_data, out, executor):
+    from conftest import write_jsonl
+
+    from forgetscope.experiments.compare import CompareConfig
+
+    up = write_jsonl(tiny_data["root"] / "data" / "up_ray.jsonl",
+                     [{"id": f"u{i}", "text": f"Sentence number {i} is about the fox and the dog {i % 5}."}
+                      for i in range(16)])
+    d = sweep_config_dict(tiny_dir, tiny_data, out, steps=2)
+    d.update(upstream={"source": str(up)}, executor=executor,
+             strategies=[{"name": "replay", "label": "replay-oracle", "options": {"ratio": 0.5, "policy": "oracle"}},
+                         {"name": "sam", "options": {"rho": 0.05}}])
+    return parse_config(d, model=CompareConfig)
+
+
+def test_compare_runs_on_ray_and_matches_local(local_ray, tiny_dir, tiny_data, tmp_path):
+    from forgetscope.experiments.compare import run_compare
+
+    local = run_compare(_compare_cfg(tiny_dir, tiny_data, tmp_path / "local", "local"), log=lambda *_: None)
+    remote = run_compare(_compare_cfg(tiny_dir, tiny_data, tmp_path / "ray", "ray"), log=lambda *_: None)
+    runs = SweepStore(tmp_path / "ray").read_runs()
+    assert len(runs) == 6 and (runs["executor"] == "ray").all()  # 2 tasks x (plain, oracle replay, sam)
+    cols = ["strategy", "task", "seed", "forgetting_heldout", "task_loss_after"]
+    a = local["per_run"][cols].sort_values(cols[:3]).reset_index(drop=True)
+    b = remote["per_run"][cols].sort_values(cols[:3]).reset_index(drop=True)
+    assert a[cols[:3]].equals(b[cols[:3]])
+    np.testing.assert_allclose(b[cols[3:]].to_numpy(float), a[cols[3:]].to_numpy(float), rtol=0, atol=1e-6)
