@@ -90,7 +90,12 @@ def test_paired_test_detects_shift_and_ci_covers():
     a = b - 0.3 + rng.normal(scale=0.1, size=200)
     r = paired_test(a, b, n_boot=500)
     assert r["n"] == 200 and r["p_wilcoxon"] < 1e-10
-    assert r["ci_low"] < -0.3 < r["ci_high"] or abs(r["mean_diff"] + 0.3) < 0.05
+    assert r["mean_diff"] == pytest.approx(float(np.mean(a - b)), abs=1e-12)
+    assert r["mean_a"] == pytest.approx(float(a.mean())) and r["mean_b"] == pytest.approx(float(b.mean()))
+    assert r["ci_low"] < r["mean_diff"] < r["ci_high"]  # the interval is around the observed mean ...
+    assert r["ci_low"] < -0.3 < r["ci_high"]  # ... and covers the true shift
+    assert r["ci_high"] - r["ci_low"] < 0.05  # n = 200 with noise sd 0.1: a tight interval (SE ≈ 0.007)
+    assert paired_test(a, b, n_boot=500) == r  # seeded: the same interval every time
     same = paired_test(b, b)
     assert same["p_wilcoxon"] == 1.0 and same["mean_diff"] == 0.0
     assert np.isnan(wilcoxon_p(np.array([0.1])))

@@ -67,9 +67,12 @@ def test_buckets_respect_budget_and_cover_everything():
     assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
     for b in batches:
         assert len(b) <= 3
-        assert max(lengths[i] for i in b) * len(b) <= 64 or len(b) == 1
+        assert max(lengths[i] for i in b) * len(b) <= 64  # every example fits the budget, so every batch does
     widths = [max(lengths[i] for i in b) for b in batches]
     assert widths == sorted(widths)
+    # an example longer than the budget still gets evaluated, alone in its batch
+    over = bucket_batches([5, 100, 7], max_batch_tokens=64, max_batch_size=3)
+    assert over == [[0, 2], [1]]
 
 
 def test_answer_matching():
@@ -80,11 +83,76 @@ def test_answer_matching():
     assert not answer_matches("anything", "")
 
 
-def test_exact_match_is_nan_without_answer_and_binary_with(tiny):
+def _greedy(model, ids: list[int], n: int) -> list[int]:
+    """Greedy decoding by hand: argmax of the last position's logits, n times (no generate())."""
+    cur = torch.tensor([ids])
+    out = []
+    with torch.no_grad():
+        for _ in range(n):
+            nxt = model(input_ids=cur).logits[0, -1].argmax()
+            out.append(int(nxt))
+            cur = torch.cat([cur, nxt.view(1, 1)], dim=1)
+    return out
+
+
+def test_exact_match_is_nan_without_answer_and_exact_with(tiny):
+    """The tiny model's greedy continuation (decoded by hand) is the one answer that matches."""
+    from forgetscope.data.encoding import prompt_ids
+
     model, tok = tiny
-    exs = [Example("t", text="hello"), Example("q", prompt="Say hi", response="hi", answer="hi")]
+    greedy = tok.decode(_greedy(model, prompt_ids(tok, "Say hi", False), 3), skip_special_tokens=True)
+    assert answer_matches(greedy, greedy)  # precondition: the continuation has a word to match
+    exs = [Example("t", text="hello"),
+           Example("q", prompt="Say hi", response="hi", answer=greedy),
+           Example("r", prompt="Say hi", response="hi", answer=greedy + " and more words"),
+           Example("s", prompt="Say hi", response="hi")]  # no gold answer
     em = exact_match(model, tok, exs, max_new_tokens=3)
-    assert np.isnan(em[0]) and em[1] in (0.0, 1.0)
+    assert np.isnan(em[0]) and np.isnan(em[3])
+    assert em[1] == 1.0 and em[2] == 0.0
+
+
+class _ForcedGenerator(torch.nn.Module):
+    """A 'model' whose greedy output is fixed per prompt: the text in ``replies`` after the prompt."""
+
+    def __init__(self, tok, replies: dict[str, str]):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.tok, self.replies, self.calls = tok, replies, []
+
+    def generate(self, input_ids, attention_mask, max_new_tokens, do_sample, pad_token_id, **kw):
+        self.calls.append({"do_sample": do_sample, "training": self.training, "rows": input_ids.shape[0]})
+        rows = []
+        for ids, mask in zip(input_ids.tolist(), attention_mask.tolist()):
+            assert mask[-1] == 1  # left padding: every prompt ends at the last column
+            prompt = self.tok.decode([t for t, m in zip(ids, mask) if m])
+            rows.append(self.tok.encode(self.replies[prompt])[:max_new_tokens])
+        width = max(len(r) for r in rows)
+        new = torch.tensor([r + [pad_token_id] * (width - len(r)) for r in rows])
+        return torch.cat([input_ids, new], dim=1)
+
+
+def test_exact_match_scores_the_forced_greedy_output(tiny):
+    _, tok = tiny
+    prompts = {"Capital of France?": "The capital of France is Paris.\nMore text",
+               "What is two plus two?": "Four.",
+               "Name a colour.": "Blue, like the sky.",
+               "Say hi": "Parisian food"}
+    model = _ForcedGenerator(tok, prompts)
+    model.train()
+    exs = [Example("a", prompt="Capital of France?", response="Paris.", answer="Paris"),
+           Example("b", prompt="What is two plus two?", response="Four.", answer="four"),
+           Example("c", prompt="Name a colour.", response="Red.", answer="red"),
+           Example("d", prompt="Say hi", response="Paris", answer="Paris"),
+           Example("e", text="plain text has no answer")]
+    em = exact_match(model, tok, exs, max_new_tokens=32, batch_size=3)
+    np.testing.assert_array_equal(em[:4], [1.0, 1.0, 0.0, 0.0])
+    assert np.isnan(em[4])
+    assert [c["rows"] for c in model.calls] == [3, 1]  # 4 answerable examples in batches of 3
+    assert all(c["do_sample"] is False and c["training"] is False for c in model.calls)  # greedy, eval mode
+    assert model.training  # the caller's mode is restored
+    # only the first line of the output counts
+    model.replies["Capital of France?"] = "Well\nParis"
+    assert exact_match(model, tok, exs[:1], max_new_tokens=32)[0] == 0.0
 
 
 def test_evaluate_examples_table(tiny, encoded):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
 import pytest
 import torch
 
@@ -101,4 +100,61 @@ def test_ewc_bad_options_and_no_upstream(tiny):
     ctx.upstream_encoded = []
     with pytest.raises(ConfigError, match="upstream"):
         EWCStrategy().before_training(ctx)
-    assert np.isfinite(1.0)
+    # the documented defaults still build a working strategy: lam=100, n_fisher=32, normalize="mean"
+    default = make_strategy("ewc")
+    assert isinstance(default, EWCStrategy)
+    big = _ctx(tiny)
+    big.upstream_encoded = big.upstream_encoded * 10  # 40 examples: more than the default n_fisher
+    default.before_training(big)
+    info = default.summary()
+    assert info["lam"] == 100.0 and info["normalize"] == "mean"
+    assert info["n_fisher"] == 32 and info["upstream_evaluations"] == 32
+    assert set(default.fisher) == {n for n, _ in big.trainable_parameters()}
+    # boundary values are valid, not errors
+    make_strategy("ewc", lam=0, n_fisher=1, normalize="none")
+
+
+def test_penalty_matches_hand_computation():
+    """λ/2 Σ F (θ − θ₀)² on a 3-parameter case worked out by hand; frozen parameters are ignored."""
+    from forgetscope.train import TrainContext
+
+    lin = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[1.0, -2.0]]))
+        lin.bias.copy_(torch.tensor([0.5]))
+    ctx = TrainContext(model=lin, tokenizer=None, task=None, config=None, device=torch.device("cpu"),
+                       pad_id=0, train_encoded=[])
+    s = EWCStrategy(lam=3.0)
+    s.fisher = {"weight": torch.tensor([[2.0, 0.5]]), "bias": torch.tensor([4.0])}
+    s.anchor = {"weight": torch.tensor([[0.0, -1.0]]), "bias": torch.tensor([0.0])}
+    # θ − θ₀ = (1, −1, 0.5): 3/2 · (2·1 + 0.5·1 + 4·0.25) = 1.5 · 3.5 = 5.25
+    pen = s.penalty(ctx)
+    assert float(pen) == pytest.approx(5.25, abs=1e-6)
+    pen.backward()  # ∂/∂θ = λ F (θ − θ₀)
+    assert torch.allclose(lin.weight.grad, torch.tensor([[6.0, -1.5]]))
+    assert torch.allclose(lin.bias.grad, torch.tensor([6.0]))
+    lin.bias.requires_grad_(False)  # only trainable parameters are penalised
+    assert float(s.penalty(ctx)) == pytest.approx(1.5 * 2.5, abs=1e-6)
+    s.lam = 0.0
+    assert float(s.penalty(ctx)) == 0.0
+
+
+@pytest.mark.parametrize("normalize", ["none", "mean"])
+def test_fisher_normalisation(tiny, normalize):
+    """normalize='none' keeps the raw Fisher of the chosen examples; 'mean' divides it by its mean (→ mean 1)."""
+    ctx = _ctx(tiny)
+    s = EWCStrategy(lam=1.0, n_fisher=len(ctx.upstream_encoded), normalize=normalize)
+    s.before_training(ctx)
+    raw = diagonal_fisher(ctx.model, ctx.upstream_encoded, ctx.pad_id)  # n_fisher = pool: every example
+    total = sum(float(f.sum()) for f in raw.values())
+    count = sum(f.numel() for f in raw.values())
+    scale = total / count if normalize == "mean" else 1.0
+    assert set(s.fisher) == set(raw)
+    for n, f in raw.items():
+        assert torch.allclose(s.fisher[n], f / scale, rtol=1e-5, atol=1e-12), n
+    if normalize == "mean":
+        mean = sum(float(f.sum()) for f in s.fisher.values()) / count
+        assert mean == pytest.approx(1.0, rel=1e-5)
+    # the anchor is θ₀: a detached copy, not the live parameter
+    for n, p in ctx.trainable_parameters():
+        assert torch.equal(s.anchor[n], p.detach()) and s.anchor[n].data_ptr() != p.data_ptr()

@@ -73,15 +73,58 @@ def test_periodic_unlearning_raises_loss_of_top_confidence_samples(tiny):
     s.after_step(ctx)
     assert not s.rounds  # not an unlearning step
     ctx.step = 2
+    before = {n: p.detach().clone() for n, p in ctx.trainable_parameters()}
     delta = s.intended_update(copy.copy(ctx))
+    # the intended update is one tensor per trainable parameter, shaped like it, nonzero, and
+    # computing it leaves the weights alone
+    assert list(delta) == [n for n, _ in ctx.trainable_parameters()]
+    assert all(delta[n].shape == p.shape for n, p in ctx.trainable_parameters())
+    assert sum(float(d.abs().sum()) for d in delta.values()) > 0
+    assert all(torch.equal(p, before[n]) for n, p in ctx.trainable_parameters())
+    s._rng = np.random.default_rng(0)
+    fc = s.forgetting_confidence(ctx, s.intended_update(ctx))  # what after_step will compute
+    expected_top = {s.self_samples[i].example_id for i in np.argsort(-fc, kind="stable")[:2]}
     s._rng = np.random.default_rng(0)
     s.after_step(ctx)
     assert len(s.rounds) == 1
+    assert set(s.rounds[0]["unlearned"]) == expected_top
+    assert s.rounds[0]["fc_max"] == pytest.approx(fc.max()) and s.rounds[0]["fc_mean"] == pytest.approx(fc.mean())
     chosen = [e for e in s.self_samples if e.example_id in s.rounds[0]["unlearned"]]
     assert len(chosen) == 2
     after = float(ctx.model(**ctx.collate(chosen)).loss)
     assert after > s.rounds[0]["nll_unlearned_before"]  # gradient ascent unlearned them
-    assert delta  # intended update was computable
+    assert s.rounds[0]["step"] == 2
+    assert s.rounds[0]["fc_max"] >= s.rounds[0]["fc_mean"] > 0
+    assert any(not torch.equal(p, before[n]) for n, p in ctx.trainable_parameters())  # the optimizer stepped
+
+
+def test_intended_update_is_minus_lr_times_task_gradient(tiny):
+    """Δθ_L = −lr · ∇L_task(θ) on an intent batch drawn from the strategy's own generator."""
+    ctx = _ctx(tiny)
+    s = LWFStrategy(n_self=2, gen_tokens=3, intent_batch=3)
+    s.before_training(ctx)
+    for g in ctx.optimizer.param_groups:
+        g["lr"] = 0.03  # the optimizer's current lr (as a schedule would set it), not the config's
+    rng = copy.deepcopy(s._rng)
+    delta = s.intended_update(ctx)
+    idx = rng.choice(len(ctx.train_encoded), size=3, replace=False)
+    batch = ctx.collate([ctx.train_encoded[i] for i in idx])
+    params = ctx.trainable_parameters()
+    grads = torch.autograd.grad(ctx.model(**batch).loss, [p for _, p in params])
+    assert set(delta) == {n for n, _ in params}
+    for (n, p), g in zip(params, grads):
+        assert delta[n].shape == p.shape
+        assert torch.allclose(delta[n], -0.03 * g, atol=1e-8), n
+    # ... which is exactly the parameter change of one plain SGD step on that batch
+    model = copy.deepcopy(ctx.model)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    start = {n: p.detach().clone() for n, p in named}
+    opt = torch.optim.SGD([p for _, p in named], lr=0.03)
+    model(**batch).loss.backward()
+    opt.step()
+    for n, p in named:
+        assert torch.allclose(p.detach() - start[n], delta[n], atol=1e-6), n
+    assert max(float(d.abs().max()) for d in delta.values()) > 0
 
 
 def test_lwf_in_trainer(tiny):
@@ -90,11 +133,21 @@ def test_lwf_in_trainer(tiny):
 
     ctx = _ctx(tiny)
     cfg = TrainConfig(method="lora", steps=4, batch_size=4, lr=1e-2, max_length=32)
+    strategy = make_strategy("lwf", n_self=3, gen_tokens=4, interval=2)
     r = train_on_task(ctx.model, ctx.tokenizer, ctx.task, cfg, upstream=ctx.upstream, progress=False,
-                      strategy=make_strategy("lwf", n_self=3, gen_tokens=4, interval=2))
+                      strategy=strategy)
     info = r.record["strategy_info"]
     assert info["unlearning_rounds"] == 2 and len(info["fc_mean_per_round"]) == 2
-    assert r.excluded_upstream_ids
+    # "every interval steps": after steps 2 and 4 (the code does not skip the last step)
+    assert [rd["step"] for rd in strategy.rounds] == [2, 4]
+    k = max(1, round(0.25 * info["n_self"]))  # default top_fraction 0.25
+    assert [len(u) for u in info["unlearned_per_round"]] == [k, k]
+    assert all(x > 0 for x in info["fc_mean_per_round"])
+    # the upstream examples that seeded D_self are excluded, and only those
+    upstream_ids = {e.example_id for e in ctx.upstream}
+    assert r.excluded_upstream_ids == set(strategy.source_ids) <= upstream_ids
+    assert len(r.excluded_upstream_ids) == info["n_self"] == len(strategy.self_samples)
+    assert all(u.removeprefix("self:") in r.excluded_upstream_ids for rnd in info["unlearned_per_round"] for u in rnd)
 
 
 @pytest.mark.parametrize("opts", [{"n_self": 0}, {"interval": 0}, {"top_fraction": 0}, {"top_fraction": 1.5},

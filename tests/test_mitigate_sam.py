@@ -36,29 +36,66 @@ def test_sam_step_uses_gradient_at_perturbed_point(adaptive):
     else:
         e = rho * g / g.norm()
     assert torch.allclose(w.detach(), w0 + e, atol=1e-6)  # at the perturbed point now
+    if not adaptive:  # ‖ε‖ = ρ, along the normalised gradient
+        assert float((w.detach() - w0).norm()) == pytest.approx(rho, rel=1e-5)
+        assert torch.allclose((w.detach() - w0) / rho, g / g.norm(), atol=1e-6)
+    else:  # ASAM: ‖T⁻¹ε‖ = ρ with T = |θ|
+        assert float(((w.detach() - w0) / w0.abs()).norm()) == pytest.approx(rho, rel=1e-5)
+    assert w.grad is None  # first_step zeroes the gradient for the second pass
+    seen = {}
+
+    def at_base_step(optimizer, args, kwargs):  # what the base optimizer sees when it steps
+        seen["w"], seen["grad"] = w.detach().clone(), w.grad.detach().clone()
+
+    handle = opt.base_optimizer.register_step_pre_hook(at_base_step)
     _f(w).backward()
     opt.second_step()
+    handle.remove()
+    assert torch.allclose(seen["w"], w0, atol=1e-7)  # θ restored before the update
+    assert torch.allclose(seen["grad"], _grad(w0 + e), atol=1e-6)  # with the perturbed-point gradient
+    assert w.grad is None
     expected = w0 - lr * _grad(w0 + e)
     assert torch.allclose(w.detach(), expected, atol=1e-6)
     assert not torch.allclose(w.detach(), w0 - lr * g, atol=1e-4)  # differs from a plain SGD step
 
 
 def test_sam_closure_step_and_scheduler_share_groups():
+    """step(closure) == first_step + closure at θ+ε + second_step, at the lr the scheduler set."""
+    rho = 0.05
     w = torch.nn.Parameter(torch.tensor([1.0, 2.0, -0.5]))
-    opt = SAM(torch.optim.SGD([w], lr=0.1), rho=0.05)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5)
+    frozen = torch.nn.Parameter(torch.tensor([3.0]))  # no gradient: never perturbed, never stepped
+    opt = SAM(torch.optim.SGD([w, frozen], lr=0.1), rho=rho)
+    assert opt.param_groups is opt.base_optimizer.param_groups
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 / (s + 1))
     assert opt.base_optimizer.param_groups[0]["lr"] == pytest.approx(0.05)
+    points = []
 
     def closure():
+        points.append(w.detach().clone())
         opt.zero_grad()
         loss = _f(w)
         loss.backward()
         return loss
 
-    closure()
-    opt.step(closure)
-    sched.step()
-    assert torch.isfinite(w).all()
+    def expected_after(w_start, lr):
+        g = _grad(w_start)
+        return w_start - lr * _grad(w_start + rho * g / g.norm()), w_start + rho * g / g.norm()
+
+    for k in range(2):  # the scheduler sets lr = 0.1 · 0.5/(k+1) on the shared groups before step k
+        lr = 0.1 * 0.5 / (k + 1)
+        assert opt.base_optimizer.param_groups[0]["lr"] == pytest.approx(lr)
+        w_start = w.detach().clone()
+        closure()  # gradient at θ
+        points.clear()
+        loss = opt.step(closure)
+        want, perturbed = expected_after(w_start, lr)
+        assert len(points) == 1 and torch.allclose(points[0], perturbed, atol=1e-6)  # closure ran at θ+ε
+        assert float(loss.detach()) == pytest.approx(float(_f(perturbed)), rel=1e-5)  # step returns the closure's loss
+        assert torch.allclose(w.detach(), want, atol=1e-6)
+        assert torch.equal(frozen.detach(), torch.tensor([3.0]))
+        sched.step()
+    with pytest.raises(ConfigError, match="closure"):
+        opt.step()
 
 
 def test_sam_refuses_what_it_cannot_wrap():
@@ -122,3 +159,4 @@ def test_sam_strategy_trains_full_and_lora(tiny, method):
     r = train_on_task(copy.deepcopy(model), tok, task, cfg, strategy=make_strategy("sam", rho=0.1, adaptive=True),
                       progress=False)
     assert r.record["strategy"] == "sam" and r.record["task_loss_after"] < r.record["task_loss_before"]
+    assert r.record["strategy_info"] == {"rho": 0.1, "adaptive": True, "base": "adamw", "sam_steps": 3}
