@@ -62,8 +62,8 @@ RANK, FACTOR_SCALES, NOISE = 5, (0.5, 0.35, 0.25, 0.15, 0.1), 0.3
 
 #: forgetscope predictors: label -> (registry name, parameters)
 FORGETSCOPE: dict[str, tuple[str, dict[str, Any]]] = {
-    "additive": ("additive", {}),
-    "additive reg=0": ("additive", {"reg_u": 0, "reg_i": 0}),
+    "additive": ("additive", {"reg_u": 15, "reg_i": 10}),  # surprise BaselineOnly's ALS defaults
+    "additive reg=0": ("additive", {"reg_u": 0, "reg_i": 0}),  # forgetscope's default
     "knn-baseline": ("knn-baseline", {}),
     "knn-baseline reg=0": ("knn-baseline", {"reg_u": 0, "reg_i": 0, "n_epochs": 50}),
     "knn": ("knn", {}),

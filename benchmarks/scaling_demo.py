@@ -20,7 +20,7 @@ def main() -> None:
     ap.add_argument("--config", default="configs/scaling_demo.yaml")
     ap.add_argument("--output", default="benchmarks/results/scaling_demo")
     args = ap.parse_args()
-    from forgetscope.analysis import scaling_sweep as ss
+    from forgetscope.experiments import scaling as ss
 
     cfg = ss.load_scaling_config(args.config)
     t0 = time.perf_counter()

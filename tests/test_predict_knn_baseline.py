@@ -53,7 +53,7 @@ def test_hand_computed_case():
         assert top2[i] == pytest.approx(expected(i, [0, 1]), abs=1e-12)  # k = 2: the two most similar
     assert not np.allclose(all3, top2)
     # additive (BaselineOnly) is the baseline part alone
-    add = get_predictor("additive", n_epochs=1).fit(KNOWN).predict(PROBE, NEW)
+    add = get_predictor("additive", reg_u=15, reg_i=10, n_epochs=1).fit(KNOWN).predict(PROBE, NEW)
     np.testing.assert_allclose(add, [mu + b_new + b for b in bi], atol=1e-12)
 
 
@@ -123,7 +123,7 @@ def test_no_overlap_falls_back_to_the_baseline():
                       [np.nan, 1.0, 3.0, 2.0, 4.0, 0.0]])
     probe, y = np.array([0]), np.array([1.5])
     knn = get_predictor("knn-baseline").fit(known).predict(probe, y)
-    add = get_predictor("additive").fit(known).predict(probe, y)
+    add = get_predictor("additive", reg_u=15, reg_i=10).fit(known).predict(probe, y)
     np.testing.assert_allclose(knn[3:], add[3:], atol=1e-12)
     assert np.all(np.abs(knn[1:3] - add[1:3]) > 1e-6)
     np.testing.assert_allclose(knn, loop_reference(known, probe, y, k=40), atol=1e-12)
@@ -138,7 +138,7 @@ def test_rows_are_fitted_independently():
     probe = np.arange(0, 50, 5)
     Y = rng.normal(size=(4, probe.size))
     for name in ("knn-baseline", "additive"):
-        p = get_predictor(name, **({"k": 5} if name == "knn-baseline" else {})).fit(known)
+        p = get_predictor(name, **({"k": 5} if name == "knn-baseline" else {"reg_u": 15, "reg_i": 10})).fit(known)
         together = p.predict_rows(probe, Y)
         for r in range(4):
             np.testing.assert_allclose(together[r], p.predict(probe, Y[r]), atol=1e-12)
@@ -187,5 +187,5 @@ def test_matches_scikit_surprise():
     algo = surprise.BaselineOnly(verbose=False)
     algo.fit(trainset)
     ref = np.array([algo.predict(m, int(j), clip=False).est for j in range(n)])
-    ours = get_predictor("additive").fit(known).predict(probe, F[m, probe])
+    ours = get_predictor("additive", reg_u=15, reg_i=10).fit(known).predict(probe, F[m, probe])
     np.testing.assert_allclose(ours, ref, atol=1e-9)

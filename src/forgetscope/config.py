@@ -26,6 +26,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def names_to_tasks(v: Any) -> Any:
+    """Let a task list say just a name (``[code, bible]``) for ``{name: code}``."""
+    if isinstance(v, list):
+        return [{"name": t} if isinstance(t, str) else t for t in v]
+    return v
+
+
 class TrainConfig(_Strict):
     """How one run fine-tunes; everything that changes the result is here, so it is recorded."""
 
@@ -105,12 +112,7 @@ class SweepConfig(_Strict):
             raise ValueError(str(EXECUTORS.unknown(v)))
         return v
 
-    @field_validator("tasks", mode="before")
-    @classmethod
-    def _names_to_tasks(cls, v: Any) -> Any:
-        if isinstance(v, list):
-            return [{"name": t} if isinstance(t, str) else t for t in v]
-        return v
+    _names_to_tasks = field_validator("tasks", mode="before")(lambda v: names_to_tasks(v))
 
     @model_validator(mode="after")
     def _check(self) -> SweepConfig:

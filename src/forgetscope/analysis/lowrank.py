@@ -1,4 +1,4 @@
-"""Low-rank structure of a forgetting matrix (DESIGN.md, "Analyse").
+"""Low-rank structure of a forgetting matrix.
 
 Why: if ``F`` is close to low rank, a new task's forgetting is predictable from a few probes
 (pillar 3). This module answers "how low-rank?" and "how much is just task strength + example

@@ -19,22 +19,12 @@ from __future__ import annotations
 
 import functools
 import json
-import random
 from importlib import resources
 from typing import Any
 
-from forgetscope.data.loading import examples_from_records
+from forgetscope.data.loading import examples_from_records, subsample
 from forgetscope.data.types import Example, Task
 from forgetscope.errors import DataError
-
-__all__ = [
-    "demo_task",
-    "demo_task_info",
-    "demo_task_names",
-    "demo_tasks",
-    "demo_upstream",
-    "demo_upstream_instruct",
-]
 
 _PKG = "forgetscope.data"
 _DIR = "demo"
@@ -64,27 +54,18 @@ def _index() -> dict[str, dict[str, Any]]:
     return {t["name"]: t for t in data["tasks"]}
 
 
-def _sample(items: list[Example], n: int | None, seed: int, what: str) -> list[Example]:
-    if n is None or n >= len(items):
-        return list(items)
-    if n < 1:
-        raise DataError(f"{what}: n must be at least 1, got {n}")
-    keep = sorted(random.Random(seed).sample(range(len(items)), n))
-    return [items[i] for i in keep]
-
-
 def _examples(filename: str, name: str) -> list[Example]:
     return examples_from_records(_records(filename), name=name, source=f"demo/{filename}")
 
 
 def demo_upstream(n: int | None = None, seed: int = 0) -> list[Example]:
     """Upstream plain-text examples (all 400 by default; ``n`` picks a seeded random subset)."""
-    return _sample(_examples("upstream.jsonl", "upstream"), n, seed, "demo upstream")
+    return subsample(_examples("upstream.jsonl", "upstream"), n, seed, "demo upstream")
 
 
 def demo_upstream_instruct(n: int | None = None, seed: int = 0) -> list[Example]:
     """Upstream prompt/response pairs with short gold answers for exact match (120 by default)."""
-    return _sample(_examples("upstream_instruct.jsonl", "upstream_instruct"), n, seed,
+    return subsample(_examples("upstream_instruct.jsonl", "upstream_instruct"), n, seed,
                    "demo upstream_instruct")
 
 
@@ -108,8 +89,8 @@ def demo_task(name: str, n_train: int | None = None, seed: int = 0,
     examples = _examples(info["file"], name)
     train = [e for e in examples if e.meta.get("split") == "train"]
     heldout = [e for e in examples if e.meta.get("split") == "heldout"]
-    train = _sample(train, n_train, seed, f"demo task {name!r}")
-    heldout = _sample(heldout, n_heldout, seed, f"demo task {name!r}")
+    train = subsample(train, n_train, seed, f"demo task {name!r}")
+    heldout = subsample(heldout, n_heldout, seed, f"demo task {name!r}")
     return Task(name=name, train=train, heldout=heldout, description=info["description"])
 
 

@@ -294,7 +294,7 @@ def _check_unique_ids(examples: list[Example], src: str) -> None:
         raise DataError(f"{src}: duplicate example ids ({len(dups)}): {shown}")
 
 
-def _subsample(items: list, limit: int | None, seed: int, what: str) -> list:
+def subsample(items: list, limit: int | None, seed: int, what: str) -> list:
     """A deterministic random subset of ``limit`` items, in their original order."""
     if limit is None or limit >= len(items):
         return list(items)
@@ -332,7 +332,7 @@ def load_examples(
         prompt_field=prompt_field, response_field=response_field, answer_field=answer_field,
         id_field=id_field,
     )
-    return _subsample(examples, limit, seed, str(p))
+    return subsample(examples, limit, seed, str(p))
 
 
 # --------------------------------------------------------------------------------------------
@@ -445,6 +445,6 @@ def load_task(
     else:
         train, heldout = split_examples(examples, heldout_fraction=heldout_fraction,
                                         heldout_size=heldout_size, seed=seed, what=what)
-    train = _subsample(train, n_train, seed, what)
+    train = subsample(train, n_train, seed, what)
     _check_unique_ids(train + heldout, what)
     return Task(name=name, train=train, heldout=heldout, description=description)

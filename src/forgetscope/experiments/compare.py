@@ -46,7 +46,7 @@ import pandas as pd
 from pydantic import Field, field_validator, model_validator
 
 from forgetscope.analysis.stats import bootstrap_ci, paired_test
-from forgetscope.config import SweepConfig, TaskConfig, _Strict
+from forgetscope.config import SweepConfig, TaskConfig, _Strict, names_to_tasks
 from forgetscope.errors import ConfigError
 from forgetscope.experiments.spec import RunSpec
 from forgetscope.store.layout import SweepLayout
@@ -77,12 +77,7 @@ class CompareConfig(SweepConfig):
     known_tasks: list[TaskConfig] = Field(default_factory=list)
     compare: CompareOptions = CompareOptions()
 
-    @field_validator("known_tasks", mode="before")
-    @classmethod
-    def _known_names(cls, v: Any) -> Any:
-        if isinstance(v, list):
-            return [{"name": t} if isinstance(t, str) else t for t in v]
-        return v
+    _known_names = field_validator("known_tasks", mode="before")(lambda v: names_to_tasks(v))
 
     @model_validator(mode="after")
     def _check_strategies(self) -> CompareConfig:

@@ -1,6 +1,7 @@
-"""Mitigate forgetting (DESIGN.md pillar 4): strategies that plug into the one trainer, and their comparison.
+"""Mitigate forgetting: strategies that plug into the one trainer (each with its options model).
 
-Importing this package registers the strategies with :func:`forgetscope.train.make_strategy`:
+They are registered lazily in :data:`forgetscope.train.STRATEGIES`, so ``make_strategy("replay")`` imports
+only what it needs:
 
 * ``replay`` (:mod:`.replay`): upstream examples mixed into batches at a ratio; ``random``,
   ``predicted`` (from a probe set + a forgetting predictor) or ``oracle`` selection;
@@ -8,8 +9,8 @@ Importing this package registers the strategies with :func:`forgetscope.train.ma
 * ``ewc`` (:mod:`.ewc`): elastic weight consolidation against the base weights;
 * ``lwf`` (:mod:`.lwf`): Learning With Forgetting (graceful forgetting of self-generated knowledge).
 
-:func:`run_compare` (:mod:`.compare`) runs plain fine-tuning and chosen strategies on the same tasks and
-seeds and tests the differences (:mod:`.stats`).
+The comparison of strategies against plain fine-tuning is an experiment:
+:func:`forgetscope.experiments.compare.run_compare`, with its paired tests in :mod:`forgetscope.analysis.stats`.
 """
 
 from forgetscope.mitigate.ewc import EWCStrategy

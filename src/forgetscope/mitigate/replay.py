@@ -14,7 +14,7 @@ half of the upstream set, so forgetting is measured on examples never replayed) 
     the upper bound no user has.
 ``predicted``
     ∝ the positive part of the row *predicted* from forgetting observed on a small probe set only,
-    exactly what a user without this task's row can do (DESIGN.md pillar 3):
+    exactly what a user without this task's row can do:
 
     1. the known rows: the forgetting rows of *other* tasks from an existing sweep (``known``: sweep
        directory or matrix file; rows of this task and, when the runs table says, of strategies other
@@ -44,15 +44,22 @@ import dataclasses
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
-from pydantic import Field, StrictInt, field_validator, model_validator
+from pydantic import Field, StrictInt, model_validator
 
 from forgetscope.data.encoding import Encoded
 from forgetscope.errors import ConfigError, DataError
-from forgetscope.train.hooks import Strategy, StrategyOptions, StrictNumber, TrainContext, register_strategy
+from forgetscope.train.hooks import (
+    Strategy,
+    StrategyOptions,
+    StrictNumber,
+    TrainContext,
+    one_of,
+    register_strategy,
+)
 
 POLICIES = ("random", "predicted", "oracle")
 MAX_RATIO = 8.0
@@ -93,7 +100,7 @@ def sampling_weights(values: np.ndarray) -> np.ndarray:
 class ReplayOptions(StrategyOptions):
     ratio: StrictNumber = Field(0.25, gt=0, le=MAX_RATIO,
                                 description="replay examples per task example (0.25 = 1 per 4)")
-    policy: str = Field("random", description="random, predicted or oracle")
+    policy: Annotated[str, one_of(POLICIES, "unknown policy")] = Field("random", description="random, predicted or oracle")
     forgetting: dict[str, float] | None = Field(None, description="oracle: the true row {example_id: F}")
     forgetting_file: str | None = Field(None, description="oracle: JSON file with the true row")
     known: str | None = Field(None, description="predicted: sweep dir or matrix file with known rows")
@@ -106,13 +113,6 @@ class ReplayOptions(StrategyOptions):
     probe_file: str | None = None
     pilot_steps: StrictInt = Field(5, ge=1, description="plain steps of the pilot that measures the probe")
     seed: int = 0
-
-    @field_validator("policy")
-    @classmethod
-    def _known_policy(cls, v: str) -> str:
-        if v not in POLICIES:
-            raise ValueError(f"unknown policy {v!r}; choose from {', '.join(POLICIES)}")
-        return v
 
     @model_validator(mode="after")
     def _inputs_for_policy(self) -> ReplayOptions:

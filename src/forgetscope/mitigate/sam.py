@@ -17,10 +17,10 @@ re-evaluate the loss themselves (LBFGS) cannot be wrapped and are refused.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from forgetscope.errors import ConfigError
 from forgetscope.train.hooks import (
@@ -29,6 +29,7 @@ from forgetscope.train.hooks import (
     StrictNumber,
     TrainContext,
     clip_gradients,
+    one_of,
     register_strategy,
 )
 
@@ -122,14 +123,8 @@ BASE_OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": 
 class SAMOptions(StrategyOptions):
     rho: StrictNumber = Field(0.05, gt=0, description="radius of the ascent step")
     adaptive: bool = Field(False, description="ASAM: scale the step by |θ|")
-    base: str = Field("adamw", description="the wrapped optimizer: adamw, adam or sgd")
-
-    @field_validator("base")
-    @classmethod
-    def _known_base(cls, v: str) -> str:
-        if v not in BASE_OPTIMIZERS:
-            raise ValueError(f"cannot wrap optimizer {v!r}; choose from {', '.join(BASE_OPTIMIZERS)}")
-        return v
+    base: Annotated[str, one_of(BASE_OPTIMIZERS, "cannot wrap optimizer")] = Field(
+        "adamw", description="the wrapped optimizer: adamw, adam or sgd")
 
 
 @register_strategy("sam")

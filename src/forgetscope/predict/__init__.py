@@ -1,4 +1,4 @@
-"""Predict a new task's forgetting row from a probe subset (DESIGN.md pillar 3).
+"""Predict a new task's forgetting row from a probe subset.
 
 Public API::
 

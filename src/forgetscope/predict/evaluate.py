@@ -1,4 +1,4 @@
-"""Leave-tasks-out cross-validation of forgetting predictors (DESIGN.md, "Predict").
+"""Leave-tasks-out cross-validation of forgetting predictors.
 
 Rows (tasks) are split into k seeded folds. For every fold each predictor is fitted once on the
 training rows; then for every probe size the held-out rows are "observed" on a probe set (random or

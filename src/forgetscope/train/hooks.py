@@ -19,7 +19,7 @@ from typing import Annotated, Any, ClassVar
 
 import numpy as np
 import torch
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from forgetscope.data.encoding import Encoded, collate
 from forgetscope.data.types import Example, Task
@@ -72,6 +72,15 @@ def _no_bool(v: Any) -> Any:
     if isinstance(v, bool):
         raise ValueError("expected a number, got a boolean")
     return v
+
+
+def one_of(allowed: Any, what: str) -> AfterValidator:
+    """A field check: the value must be one of ``allowed`` (a message that names ``what`` otherwise)."""
+    def check(v: Any) -> Any:
+        if v not in allowed:
+            raise ValueError(f"{what} {v!r}; choose from {', '.join(map(str, allowed))}")
+        return v
+    return AfterValidator(check)
 
 
 StrictNumber = Annotated[float, BeforeValidator(_no_bool), Field(allow_inf_nan=False)]  # 1 and 0.5, not True
