@@ -337,3 +337,49 @@ def test_demo_sources_md_documents_every_task():
     for name in demo_task_names():
         assert f"`{name}`" in text
     assert "license" in text.lower() and "generated" in text
+
+
+def test_hub_dataset_source_loads_with_split_and_config(monkeypatch):
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(name, config=None, split=None):
+        calls.append((name, config, split))
+        return datasets.Dataset.from_list([{"text": f"row {i} of {name}"} for i in range(5)])
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    ex = load_examples("hf:org/corpus:en", split="validation", limit=3, seed=1)
+    assert calls == [("org/corpus", "en", "validation")]
+    assert len(ex) == 3 and all(e.text.endswith("of org/corpus") for e in ex)
+    assert all(e.example_id.startswith("corpus") for e in ex)
+    load_examples("hf:org/corpus")
+    assert calls[-1] == ("org/corpus", None, "train")  # the default split
+
+
+def test_hub_dataset_offline_is_one_clear_line(monkeypatch):
+    import datasets
+
+    def offline(*a, **k):
+        raise ConnectionError("Couldn't reach the hub\nlong traceback text")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(DataError, match=r"hf:org/corpus: cannot load the hub dataset .*save_to_disk") as e:
+        load_examples("hf:org/corpus")
+    assert "\n" not in str(e.value)
+    with pytest.raises(DataError, match="expected hf:NAME"):
+        load_examples("hf:")
+
+
+def test_sweep_upstream_from_the_hub_passes_split(monkeypatch):
+    import datasets
+
+    from forgetscope.config import parse_config
+    from forgetscope.experiments.session import load_upstream
+
+    seen = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda name, config=None, split=None: seen.append(split) or
+                        datasets.Dataset.from_list([{"text": "a b c"}, {"text": "d e f"}]))
+    cfg = parse_config({"upstream": {"source": "hf:org/pile-slice", "split": "test", "n": 1}, "tasks": ["code"]})
+    ups = load_upstream(cfg)
+    assert seen == ["test"] and len(ups) == 1 and ups[0].text in ("a b c", "d e f")

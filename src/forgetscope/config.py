@@ -54,9 +54,11 @@ class TrainConfig(_Strict):
 
 
 class SourceConfig(_Strict):
-    """Where examples come from: ``demo`` (the built-in suite) or a file / datasets directory."""
+    """Where examples come from: ``demo`` (the built-in suite), a file, a ``save_to_disk`` directory,
+    or a hub dataset ``hf:NAME[:CONFIG]`` (online or cached)."""
 
     source: str = "demo"
+    split: str | None = None  # a split of a DatasetDict directory or a hub dataset (default: train)
     n: int | None = Field(None, ge=1)
     n_instruct: int = Field(0, ge=0)  # demo only: add this many instruction pairs with short answers (exact match)
     text_field: str = "text"

@@ -138,8 +138,28 @@ def _read_hf_dir(path: Path, split: str | None) -> list[dict]:
     return ds.to_list()
 
 
+HUB_PREFIX = "hf:"
+
+
+def _read_hub(spec: str, split: str | None) -> list[dict]:
+    """Rows of a Hugging Face hub dataset: ``hf:NAME`` or ``hf:NAME:CONFIG`` (needs network or a warm cache)."""
+    import datasets
+
+    name, _, config = spec[len(HUB_PREFIX):].partition(":")
+    if not name:
+        raise DataError(f"{spec}: expected hf:NAME or hf:NAME:CONFIG")
+    try:
+        ds = datasets.load_dataset(name, config or None, split=split or "train")
+    except Exception as e:  # offline, unknown name, unknown split: one line, with the way out
+        raise DataError(f"{spec}: cannot load the hub dataset ({type(e).__name__}: {str(e).splitlines()[0]}); "
+                        "offline, save it once with save_to_disk and give that directory instead") from None
+    return ds.to_list()
+
+
 def read_records(path: str | Path, *, split: str | None = None) -> list[dict]:
-    """Read the raw rows (dicts) of a supported file or ``datasets`` directory."""
+    """Read the raw rows (dicts) of a supported file, a ``datasets`` directory or a hub id (``hf:NAME``)."""
+    if isinstance(path, str) and path.startswith(HUB_PREFIX):
+        return _read_hub(path, split)
     p = Path(path).expanduser()
     if not p.exists():
         raise DataError(f"data file not found: {p}")
@@ -318,14 +338,18 @@ def load_examples(
     id_field: str | None = "id",
     split: str | None = None,
 ) -> list[Example]:
-    """Load examples from a JSONL/JSON/Parquet/CSV/TSV file or a ``save_to_disk`` directory.
+    """Load examples from a JSONL/JSON/Parquet/CSV/TSV file, a ``save_to_disk`` directory, or a Hugging
+    Face hub dataset given as ``hf:NAME`` / ``hf:NAME:CONFIG`` (online, or from the local datasets cache).
 
     ``limit`` keeps a random subset of that many rows (chosen with ``seed``, original order kept).
-    ``name`` prefixes generated ids (default: the file's stem). ``split`` picks a split of a
-    saved ``DatasetDict``.
+    ``name`` prefixes generated ids (default: the file's stem or the dataset's name). ``split`` picks a
+    split of a saved ``DatasetDict`` or of a hub dataset (default ``train``).
     """
-    p = Path(path).expanduser()
-    name = name or (p.name if p.is_dir() else p.stem) or "data"
+    hub = isinstance(path, str) and path.startswith(HUB_PREFIX)
+    p: str | Path = path if hub else Path(path).expanduser()
+    default = str(p)[len(HUB_PREFIX):].split(":")[0].split("/")[-1] if hub else (
+        p.name if p.is_dir() else p.stem)  # type: ignore[union-attr]
+    name = name or default or "data"
     rows = read_records(p, split=split)
     examples = examples_from_records(
         rows, name=name, source=str(p), schema=schema, text_field=text_field,

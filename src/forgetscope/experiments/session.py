@@ -32,7 +32,7 @@ def load_upstream(config: SweepConfig) -> list[Example]:
 
     return load_examples(src.source, name="upstream", limit=src.n, seed=config.seed, text_field=src.text_field,
                          prompt_field=src.prompt_field, response_field=src.response_field,
-                         answer_field=src.answer_field, id_field=src.id_field)
+                         answer_field=src.answer_field, id_field=src.id_field, split=src.split)
 
 
 def load_task_from_config(tc: TaskConfig, seed: int) -> Task:
@@ -45,7 +45,7 @@ def load_task_from_config(tc: TaskConfig, seed: int) -> Task:
                          description=tc.description)
     return load_task(tc.name, tc.source, seed=seed, n_train=tc.n_train, limit=tc.n, description=tc.description,
                      text_field=tc.text_field, prompt_field=tc.prompt_field, response_field=tc.response_field,
-                     answer_field=tc.answer_field, id_field=tc.id_field, **held)
+                     answer_field=tc.answer_field, id_field=tc.id_field, split=tc.split, **held)
 
 
 def upstream_frame(examples: list[Example]) -> pd.DataFrame:

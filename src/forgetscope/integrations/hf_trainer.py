@@ -35,7 +35,7 @@ from forgetscope.data.encoding import Encoded, encode_examples
 from forgetscope.data.loading import examples_from_records, load_examples
 from forgetscope.data.types import Example
 from forgetscope.errors import ConfigError, DataError
-from forgetscope.store import MANIFEST, SweepStore
+from forgetscope.store import SweepStore
 
 __all__ = ["ForgettingCallback"]
 
@@ -81,7 +81,7 @@ def _from_sweep(store: SweepStore) -> _Upstream:
             "as an imported matrix does); pass the upstream examples or their data file instead"
         )
     rows = table[[c for c in _TEXT_COLUMNS if c in table.columns]].to_dict(orient="records")
-    examples = examples_from_records(rows, name="upstream", source=f"{store.path / 'upstream.parquet'}",
+    examples = examples_from_records(rows, name="upstream", source=str(store.layout.upstream),
                                      id_field="example_id")
     config = manifest.get("config") or {}
     train, evaluation = config.get("train") or {}, config.get("eval") or {}
@@ -97,7 +97,7 @@ def _read_upstream(upstream: Any) -> _Upstream:
         return _from_sweep(upstream)
     if isinstance(upstream, (str, os.PathLike)):
         path = Path(upstream).expanduser()
-        if path.is_dir() and (path / MANIFEST).is_file():
+        if path.is_dir() and SweepStore(path).exists():
             return _from_sweep(SweepStore(path))
         return _Upstream(load_examples(path), str(path))
     if isinstance(upstream, Example):
