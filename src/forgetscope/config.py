@@ -50,7 +50,8 @@ class TrainConfig(_Strict):
     target_modules: list[str] | None = None
     seed: int = 0
     device: str = "auto"
-    dtype: str = "auto"
+    # forward-pass dtype; weights stay float32. auto: bf16 autocast on CUDA with bf16, float32 elsewhere
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
 
 
 class SourceConfig(_Strict):
@@ -81,6 +82,8 @@ class EvalConfig(_Strict):
     max_batch_size: int = Field(64, ge=1)
     exact_match: bool = True
     chat: bool | Literal["auto"] = "auto"  # chat template for prompt/response pairs when the tokenizer has one
+    # precision of loss_before and loss_after (the same for both); auto: bf16 where the hardware has it
+    dtype: Literal["auto", "float32", "bfloat16"] = "float32"
 
 
 class SweepConfig(_Strict):

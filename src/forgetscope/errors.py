@@ -24,3 +24,7 @@ class ModelError(ForgetscopeError):
 
 class StoreError(ForgetscopeError):
     """A sweep directory is missing, incompatible or corrupt."""
+
+
+class PrecisionError(StoreError):
+    """Losses of one sweep would be measured with different device types or dtypes."""

@@ -83,6 +83,14 @@ def encode_examples(tokenizer, examples: Sequence[Example], max_length: int,
     return [encode_example(tokenizer, ex, max_length, on_overflow, chat) for ex in examples]
 
 
+def to_device(x: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """Move a host tensor to ``device``; to CUDA through pinned memory without blocking the host."""
+    device = torch.device(device)
+    if device.type == "cuda" and x.device.type == "cpu":
+        return x.pin_memory().to(device, non_blocking=True)
+    return x.to(device)
+
+
 def collate(batch: Sequence[Encoded], pad_id: int, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
     """Right-pad a batch to its own longest member (no global max length: no wasted padding)."""
     width = max(len(e) for e in batch)
@@ -95,4 +103,5 @@ def collate(batch: Sequence[Encoded], pad_id: int, device: torch.device | str = 
         input_ids[i, :L] = torch.tensor(e.input_ids)
         labels[i, :L] = torch.tensor(e.labels)
         attention[i, :L] = 1
-    return {"input_ids": input_ids.to(device), "attention_mask": attention.to(device), "labels": labels.to(device)}
+    return {"input_ids": to_device(input_ids, device), "attention_mask": to_device(attention, device),
+            "labels": to_device(labels, device)}

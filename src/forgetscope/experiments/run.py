@@ -14,9 +14,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from forgetscope.experiments.session import SweepSession
 from forgetscope.experiments.spec import RunSpec
+from forgetscope.precision import DTYPES
 from forgetscope.store.layout import SweepLayout
 from forgetscope.store.schema import RunRecord
 from forgetscope.train.hooks import Hook
@@ -40,11 +42,26 @@ class Experiment:
 
     def evaluate(self, session: SweepSession, spec: RunSpec, model: Any, hooks: list[Hook]) -> pd.DataFrame:
         """The run's rows: ``loss_after`` and ``em_after`` of every upstream example."""
-        if hasattr(model, "merge_and_unload"):  # fold LoRA into the weights: evaluation at base-model speed
-            model = model.merge_and_unload()
+        model = merge_for_evaluation(model, DTYPES[session.precision().dtype])
         after = session.evaluate(model, session.upstream, desc=f"upstream after {spec.task}")
         return after.rename(columns={"loss": "loss_after", "em": "em_after"})[
             ["example_id", "loss_after", "em_after"]]
+
+
+def merge_for_evaluation(model: Any, dtype: torch.dtype) -> Any:
+    """Fold a LoRA adapter into the weights (evaluation at base-model speed) only when nothing is lost.
+
+    A merge is exact enough when the weights are float32 and evaluation is float32. Otherwise the
+    adapter stays unmerged: merged into bf16 weights, an update smaller than their spacing would round
+    away, and unmerged its float32 low-rank product adds to the layer output, while the base weights are
+    rounded exactly as they were for ``loss_before``.
+    """
+    if not hasattr(model, "merge_and_unload"):
+        return model
+    weights_fp32 = all(p.dtype == torch.float32 for p in model.parameters() if p.is_floating_point())
+    if weights_fp32 and dtype == torch.float32:
+        return model.merge_and_unload()
+    return model
 
 
 SWEEP = Experiment()
@@ -56,6 +73,7 @@ def execute_run(session: SweepSession, spec: RunSpec,
     from forgetscope.train import make_strategy, train_on_task
     from forgetscope.train.tracking import TrackingHook, make_trackers
 
+    session.check_precision(session.extras.get("eval_precision"))  # before any training time is spent
     t0 = time.perf_counter()
     model, tok = session.fresh_model()
     train_cfg = session.config.train.model_copy(update={"seed": spec.seed, **dict(spec.train_overrides)})
@@ -76,5 +94,6 @@ def execute_run(session: SweepSession, spec: RunSpec,
         gone = rows["example_id"].isin(result.excluded_upstream_ids)
         rows.loc[gone, [c for c in ("loss_after", "em_after") if c in rows]] = np.nan
     record: RunRecord = {"run_id": spec.run_id, **result.record, "strategy_options": dict(spec.strategy_options),
-                         **extra, "eval_wall_s": time.perf_counter() - t1, "wall_s": time.perf_counter() - t0}
+                         **extra, **session.precision().manifest_fields(),
+                         "eval_wall_s": time.perf_counter() - t1, "wall_s": time.perf_counter() - t0}
     return record, rows

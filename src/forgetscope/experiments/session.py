@@ -6,13 +6,16 @@ import copy
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from forgetscope.config import SweepConfig, TaskConfig
 from forgetscope.data.types import Example, Task
-from forgetscope.errors import DataError
+from forgetscope.errors import DataError, PrecisionError
+
+if TYPE_CHECKING:
+    from forgetscope.precision import Precision
 
 
 def config_fingerprint(config: SweepConfig) -> str:
@@ -89,11 +92,31 @@ class SweepSession:
         if self._base is None:
             from forgetscope.models import load_model
 
+            # float32 weights: the optimiser's master copy; bf16 is applied per forward pass
             self._base, self._tokenizer = load_model(self.source, device=self.config.train.device,
-                                                     dtype=self.config.train.dtype)
+                                                     dtype="float32")
             chat = self.config.eval.chat
             self.chat = bool(getattr(self._tokenizer, "chat_template", None)) if chat == "auto" else bool(chat)
         return self._base, self._tokenizer
+
+    def precision(self) -> Precision:
+        """Where and in which dtype this process measures losses (device of the base model, ``eval.dtype``)."""
+        from forgetscope.models import pick_device
+        from forgetscope.precision import Precision, dtype_name, resolve_eval_dtype
+
+        device = pick_device(self.config.train.device)
+        return Precision(device.type, dtype_name(resolve_eval_dtype(self.config.eval.dtype, device)))
+
+    def check_precision(self, expected: Precision | None) -> None:
+        """Refuse to measure ``loss_after`` with another device type or dtype than ``loss_before``."""
+        if expected is None:
+            return
+        here = self.precision()
+        if here != expected:
+            raise PrecisionError(
+                f"loss_before was measured on {expected.describe()} but this process evaluates on "
+                f"{here.describe()}; set train.device and eval.dtype explicitly so the base and the runs "
+                "match, or start a fresh sweep with --overwrite")
 
     def fresh_model(self):
         base, tok = self.base()
@@ -101,9 +124,11 @@ class SweepSession:
 
     def evaluate(self, model, examples: list[Example], desc: str) -> pd.DataFrame:
         from forgetscope.measure import evaluate_examples
+        from forgetscope.precision import DTYPES
 
         _, tok = self.base()
         ev = self.config.eval
+        dtype = DTYPES[self.precision().dtype]
         return evaluate_examples(model, tok, examples, max_length=self.config.train.max_length,
                                  max_batch_tokens=ev.max_batch_tokens, max_batch_size=ev.max_batch_size,
-                                 exact=ev.exact_match, progress=True, desc=desc, chat=self.chat)
+                                 exact=ev.exact_match, progress=True, desc=desc, chat=self.chat, dtype=dtype)

@@ -82,9 +82,22 @@ def open_store(config: SweepConfig, session: SweepSession, output: Path, overwri
 
 
 def ensure_upstream_measured(session: SweepSession, store: SweepStore) -> None:
-    """Evaluate the base model on the upstream set once per sweep (``loss_before``, ``em_before``)."""
+    """Evaluate the base model on the upstream set once per sweep (``loss_before``, ``em_before``).
+
+    The device type and dtype of that measurement go into the manifest (``eval_device``,
+    ``eval_dtype``) and travel to every run (``session.extras``), which refuses to measure ``loss_after``
+    any other way; a resumed sweep is held to the precision it started with.
+    """
+    from forgetscope.precision import Precision
+
     if store.has_upstream():
+        recorded = Precision.from_manifest(store.read_manifest())
+        session.check_precision(recorded)
+        session.extras["eval_precision"] = recorded
         return
+    precision = session.precision()
+    session.extras["eval_precision"] = precision
+    store.update_manifest(**precision.manifest_fields())
     base, _ = session.base()
     before = session.evaluate(base, session.upstream, desc="upstream before")
     up = upstream_frame(session.upstream)

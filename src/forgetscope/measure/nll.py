@@ -7,7 +7,11 @@ This is the hot path of every sweep (N upstream examples x (M + 1) models), so i
 * runs under ``torch.inference_mode()``;
 * applies the output layer only at scored positions: the decoder's hidden states are gathered at the
   positions whose next token is scored, so prompt tokens and padding never pay for the vocabulary
-  projection (for a 135M model with a 49k vocabulary that projection is a fifth of the FLOPs).
+  projection (for a 135M model with a 49k vocabulary that projection is a fifth of the FLOPs);
+* can run the model in bf16 (``dtype``) while the output layer at the scored positions, the
+  log-softmax and the sums stay float32 (:mod:`forgetscope.precision`);
+* keeps per-batch sums on the device and reads them back once, and computes the scored positions
+  from the labels on the host, so a GPU is never made to wait for the host inside the loop.
 
 ``benchmarks/eval_throughput.py`` measures it against one-at-a-time and fixed padded batches.
 """
@@ -15,13 +19,14 @@ This is the hot path of every sweep (N upstream examples x (M + 1) models), so i
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from forgetscope.data.encoding import IGNORE_INDEX, Encoded, collate, encode_examples, prompt_ids
+from forgetscope.data.encoding import IGNORE_INDEX, Encoded, collate, encode_examples, prompt_ids, to_device
 from forgetscope.data.types import Example
 from forgetscope.measure.forgetting import token_weighted_mean
 from forgetscope.progress import progress_iter
@@ -63,23 +68,56 @@ def _fast_head(model):
     return decoder, head
 
 
-def scored_logits(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+@dataclass
+class ScoredIndex:
+    """Where a collated batch is scored, computed from its labels on the host before the batch moves to
+    the device, so the evaluator never waits for the device to learn how many positions it scores."""
+
+    positions: torch.Tensor  # b * width + t for each scored (row b, position t): the token t + 1 is predicted
+    targets: torch.Tensor
+    rows: torch.Tensor
+    counts: torch.Tensor  # scored tokens per row
+
+    @classmethod
+    def of(cls, labels: torch.Tensor) -> ScoredIndex:
+        scored = labels[:, 1:] != IGNORE_INDEX
+        b, t = scored.nonzero(as_tuple=True)
+        return cls(b * labels.shape[1] + t, labels[b, t + 1], b, scored.sum(dim=1))
+
+    def to(self, device: torch.device) -> ScoredIndex:
+        return ScoredIndex(*(to_device(x, device) for x in (self.positions, self.targets, self.rows, self.counts)))
+
+
+def _project(head, hidden: torch.Tensor, head_weight: torch.Tensor | None) -> torch.Tensor:
+    """Float32 logits: with ``head_weight`` (the float32 output layer kept while the model runs in bf16)
+    the product itself is float32; otherwise the head runs in the model's dtype and is upcast."""
+    if head_weight is None:
+        return head(hidden).float()
+    bias = getattr(head, "bias", None)
+    return F.linear(hidden.float(), head_weight, None if bias is None else bias.float())
+
+
+def scored_logits(model, batch: dict[str, torch.Tensor], *, head_weight: torch.Tensor | None = None,
+                  index: ScoredIndex | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Float32 logits at the scored positions of a collated batch, their targets, and each one's row.
 
     The output layer is applied only at scored positions when the model allows it (see the module
-    docstring); otherwise the full logits are sliced.
+    docstring); otherwise the full logits are sliced. ``index`` (from :meth:`ScoredIndex.of` on the host
+    labels) saves a device-to-host synchronisation; ``head_weight`` is the float32 output layer of
+    :class:`~forgetscope.precision.EvalState`.
     """
-    targets = batch["labels"][:, 1:]
-    scored = targets != IGNORE_INDEX
+    if index is None:
+        index = ScoredIndex.of(batch["labels"])
     fast = _fast_head(model)
     if fast is not None:
         decoder, head = fast
         hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-        logits = head(hidden[:, :-1][scored]).float()
+        logits = _project(head, hidden.reshape(-1, hidden.shape[-1]).index_select(0, index.positions),
+                          head_weight)
     else:
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        logits = logits[:, :-1][scored].float()
-    return logits, targets[scored], scored.nonzero()[:, 0]
+        logits = logits.reshape(-1, logits.shape[-1]).index_select(0, index.positions).float()
+    return logits, index.targets, index.rows
 
 
 def scored_logprobs(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -88,38 +126,58 @@ def scored_logprobs(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor
     return F.log_softmax(logits, dim=-1), targets, rows
 
 
-def batch_nll(model, batch: dict[str, torch.Tensor], *, gather: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sum of token NLL and number of scored tokens, per row of one collated batch."""
+def batch_nll(model, batch: dict[str, torch.Tensor], *, gather: bool = True, head_weight: torch.Tensor | None = None,
+              index: ScoredIndex | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum of token NLL (float32) and number of scored tokens, per row of one collated batch."""
+    if gather:
+        index = index if index is not None else ScoredIndex.of(batch["labels"])
+        logits, targets, rows = scored_logits(model, batch, head_weight=head_weight, index=index)
+        nll = F.cross_entropy(logits, targets, reduction="none")
+        total = torch.zeros(index.counts.shape[0], dtype=torch.float32, device=nll.device)
+        return total.index_add_(0, rows, nll), index.counts
     targets = batch["labels"][:, 1:]
     scored = targets != IGNORE_INDEX
-    if gather:
-        logits, flat_targets, _ = scored_logits(model, batch)
-        nll = torch.zeros(targets.shape, dtype=logits.dtype, device=logits.device)
-        nll[scored] = F.cross_entropy(logits, flat_targets, reduction="none")
-    else:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
-        nll = F.cross_entropy(logits.transpose(1, 2), targets.clamp(min=0), reduction="none") * scored
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+    nll = F.cross_entropy(logits.transpose(1, 2), targets.clamp(min=0), reduction="none") * scored
     return nll.sum(dim=1), scored.sum(dim=1)
 
 
 def per_example_nll(model, encoded: Sequence[Encoded], *, pad_id: int, max_batch_tokens: int = 4096,
-                    max_batch_size: int = 64, progress: bool = False, desc: str = "evaluating") -> np.ndarray:
-    """Mean token NLL of each encoded example (same order as given), bucketed by length."""
+                    max_batch_size: int = 64, progress: bool = False, desc: str = "evaluating",
+                    dtype: torch.dtype | None = None) -> np.ndarray:
+    """Mean token NLL of each encoded example (same order as given), bucketed by length.
+
+    ``dtype`` runs the model in that precision for this call (:func:`~forgetscope.precision.evaluation_precision`;
+    None: as stored); logits, log-softmax and sums are float32 either way. Per-batch sums stay on the
+    device and come back in one transfer at the end.
+    """
+    from forgetscope.precision import evaluation_precision
+
     device = next(model.parameters()).device
     out = np.full(len(encoded), np.nan)
     batches = bucket_batches([len(e) for e in encoded], max_batch_tokens, max_batch_size)
+    totals: list[torch.Tensor] = []
+    counts: list[torch.Tensor] = []
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode():
+        with evaluation_precision(model, dtype) as state, torch.inference_mode():
             for idx in progress_iter(batches, desc=desc, enabled=progress,
                                      total_units=sum(len(encoded[i]) for b in batches for i in b),
                                      units=lambda b: sum(len(encoded[i]) for i in b)):
-                batch = collate([encoded[i] for i in idx], pad_id, device)
-                total, count = batch_nll(model, batch)
-                out[idx] = (total / count.clamp(min=1)).double().cpu().numpy()
+                host = collate([encoded[i] for i in idx], pad_id)
+                index = ScoredIndex.of(host["labels"])
+                batch = {k: to_device(host[k], device) for k in ("input_ids", "attention_mask")}
+                total, _ = batch_nll(model, batch, head_weight=state.head_weight, index=index.to(device))
+                totals.append(total)
+                counts.append(index.counts)
     finally:
         model.train(was_training)
+    if batches:
+        order = np.concatenate([np.asarray(b) for b in batches])
+        sums = torch.cat(totals).double().cpu().numpy()
+        n = torch.cat(counts).clamp(min=1).double().numpy()
+        out[order] = sums / n
     return out
 
 
@@ -136,8 +194,11 @@ def answer_matches(generated: str, gold: str) -> bool:
 
 
 def exact_match(model, tokenizer, examples: Sequence[Example], *, max_new_tokens: int = 16,
-                batch_size: int = 16, chat: bool = False) -> np.ndarray:
-    """1.0/0.0 per example whose greedy answer matches its gold ``answer``; NaN without one."""
+                batch_size: int = 16, chat: bool = False, dtype: torch.dtype | None = None) -> np.ndarray:
+    """1.0/0.0 per example whose greedy answer matches its gold ``answer``; NaN without one.
+    ``dtype`` generates in that precision (as :func:`per_example_nll`)."""
+    from forgetscope.precision import evaluation_precision
+
     out = np.full(len(examples), np.nan)
     todo = [i for i, ex in enumerate(examples) if ex.is_pair and ex.answer]
     if not todo:
@@ -149,7 +210,7 @@ def exact_match(model, tokenizer, examples: Sequence[Example], *, max_new_tokens
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode():
+        with evaluation_precision(model, dtype), torch.inference_mode():
             for start in range(0, len(todo), batch_size):
                 idx = todo[start:start + batch_size]
                 width = max(len(prompts[i]) for i in idx)
@@ -172,16 +233,21 @@ def exact_match(model, tokenizer, examples: Sequence[Example], *, max_new_tokens
 def evaluate_examples(model, tokenizer, examples: Sequence[Example], *, max_length: int = 128,
                       max_batch_tokens: int = 4096, max_batch_size: int = 64, exact: bool = True,
                       encoded: Sequence[Encoded] | None = None, progress: bool = False,
-                      desc: str = "evaluating", chat: bool = False) -> pd.DataFrame:
-    """Evaluate examples with ``model``: a table of example_id, n_tokens, loss, em (NaN without answer)."""
+                      desc: str = "evaluating", chat: bool = False,
+                      dtype: torch.dtype | None = None) -> pd.DataFrame:
+    """Evaluate examples with ``model``: a table of example_id, n_tokens, loss, em (NaN without answer).
+
+    ``dtype`` is the evaluation precision (None: the model's own); see :mod:`forgetscope.precision`.
+    """
     from forgetscope.models import context_length
 
     if encoded is None:
         encoded = encode_examples(tokenizer, examples, max_length, model_max_length=context_length(model),
                                   chat=chat)
     loss = per_example_nll(model, encoded, pad_id=tokenizer.pad_token_id, max_batch_tokens=max_batch_tokens,
-                           max_batch_size=max_batch_size, progress=progress, desc=desc)
-    em = exact_match(model, tokenizer, examples, chat=chat) if exact else np.full(len(examples), np.nan)
+                           max_batch_size=max_batch_size, progress=progress, desc=desc, dtype=dtype)
+    em = (exact_match(model, tokenizer, examples, chat=chat, dtype=dtype) if exact
+          else np.full(len(examples), np.nan))
     return pd.DataFrame({
         "example_id": [e.example_id for e in encoded],
         "n_tokens": [e.n_scored for e in encoded],

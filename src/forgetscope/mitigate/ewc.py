@@ -83,7 +83,7 @@ class EWCStrategy(Strategy):
         return 0.5 * self.lam * total
 
     def loss(self, ctx: TrainContext, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        task = ctx.model(**batch).loss
+        task = ctx.forward_loss(batch)
         pen = self.penalty(ctx)
         self._last_penalty = float(pen.detach())
         return task + pen

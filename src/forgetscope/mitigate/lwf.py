@@ -149,7 +149,7 @@ class LWFStrategy(Strategy):
         idx = self._rng.choice(len(ctx.train_encoded), size=bs, replace=False)
         batch = ctx.collate([ctx.train_encoded[i] for i in idx])
         params = ctx.trainable_parameters()
-        loss = ctx.model(**batch).loss
+        loss = ctx.forward_loss(batch)
         grads = torch.autograd.grad(loss, [p for _, p in params], allow_unused=True)
         lr = ctx.optimizer.param_groups[0]["lr"] if ctx.optimizer is not None else ctx.config.lr
         return {n: (-lr * g.detach()) if g is not None else torch.zeros_like(p)
@@ -175,7 +175,7 @@ class LWFStrategy(Strategy):
         ctx.model.train()
         nll_before = None
         for _ in range(self.unlearn_steps):
-            nll = ctx.model(**ctx.collate(chosen)).loss
+            nll = ctx.forward_loss(ctx.collate(chosen))
             nll_before = float(nll.detach()) if nll_before is None else nll_before
             (-self.unlearn_weight * nll).backward()
             clip_gradients(ctx)

@@ -28,6 +28,7 @@ class TrainRecord(TypedDict):
     train_loss_first: float | None
     train_loss_last: float | None
     train_wall_s: float
+    train_dtype: str  # forward-pass dtype (weights stay float32)
     strategy_info: dict[str, Any]
 
 
@@ -37,6 +38,8 @@ class RunRecord(TrainRecord, total=False):
     run_id: str
     strategy_options: dict[str, Any]
     eval_wall_s: float
+    eval_device: str  # device type and dtype of loss_after (those of loss_before, checked)
+    eval_dtype: str
     wall_s: float
     executor: str
     worker: str

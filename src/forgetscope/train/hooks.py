@@ -44,9 +44,22 @@ class TrainContext:
     step: int = 0
     chat: bool = False
     last_loss: float | None = None  # training loss of the latest step (for logging callbacks)
+    compute_dtype: torch.dtype = torch.float32  # forward passes autocast to it; weights stay as they are
 
     def collate(self, batch: list[Encoded]) -> dict[str, torch.Tensor]:
         return collate(batch, self.pad_id, self.device)
+
+    def autocast(self):
+        """The forward-pass precision of training (``train.dtype``): bf16 autocast, or nothing for float32.
+        Wrap forward passes only; gradients then flow back into the float32 weights."""
+        from forgetscope.precision import autocast
+
+        return autocast(self.device, self.compute_dtype)
+
+    def forward_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The model's mean token NLL on a collated batch, computed in the training precision."""
+        with self.autocast():
+            return self.model(**batch).loss
 
     def trainable_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
         return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
@@ -125,7 +138,7 @@ class Strategy(Hook):
 
     def loss(self, ctx: TrainContext, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The training loss of one collated batch (mean token NLL; EWC adds its penalty)."""
-        return ctx.model(**batch).loss
+        return ctx.forward_loss(batch)
 
     def training_step(self, ctx: TrainContext, batch: dict[str, torch.Tensor]) -> float:
         """One optimizer step; SAM overrides this to take the gradient at a perturbed point."""

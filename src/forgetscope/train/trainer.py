@@ -23,6 +23,7 @@ from forgetscope.data.encoding import encode_examples
 from forgetscope.data.types import Example, Task
 from forgetscope.measure import heldout_loss
 from forgetscope.models import context_length, count_trainable, prepare_for_training
+from forgetscope.precision import dtype_name, resolve_train_dtype
 from forgetscope.progress import progress_enabled
 from forgetscope.store.schema import TrainRecord
 from forgetscope.train.hooks import Hook, Strategy, TrainContext
@@ -60,6 +61,10 @@ def train_on_task(model, tokenizer, task: Task, config: TrainConfig | None = Non
     ``hooks`` see the run after the strategy does (checkpoint evaluations, metric trackers).
     The record has the trainable parameter count, steps, wall time, and the task's held-out loss
     before and after (token-weighted mean NLL).
+
+    Precision: the weights and the optimiser state keep the model's dtype (float32 as forgetscope loads
+    it: the master weights); ``config.dtype`` only sets the forward pass's autocast (``auto``: bf16 on
+    CUDA, float32 on a CPU), so small updates are accumulated in float32 and never rounded to bf16.
     """
     cfg = config or TrainConfig()
     strategy = strategy or Strategy()
@@ -77,7 +82,8 @@ def train_on_task(model, tokenizer, task: Task, config: TrainConfig | None = Non
                                  lora_dropout=cfg.lora_dropout, target_modules=cfg.target_modules)
     ctx = TrainContext(model=model, tokenizer=tokenizer, task=task, config=cfg, device=device, pad_id=pad_id,
                        train_encoded=train_enc, upstream=list(upstream), upstream_encoded=up_enc,
-                       rng=np.random.default_rng(cfg.seed), chat=chat)
+                       rng=np.random.default_rng(cfg.seed), chat=chat,
+                       compute_dtype=resolve_train_dtype(cfg.dtype, device))
     every = [strategy, *hooks]
     for h in every:
         h.before_training(ctx)
@@ -138,6 +144,7 @@ def train_on_task(model, tokenizer, task: Task, config: TrainConfig | None = Non
         "train_loss_first": train_losses[0] if train_losses else None,
         "train_loss_last": float(np.mean(train_losses[-5:])) if train_losses else None,
         "train_wall_s": time.perf_counter() - t0,
+        "train_dtype": dtype_name(ctx.compute_dtype),
         "strategy_info": strategy.summary(),
     }
     return TrainResult(model=model, record=record, excluded_upstream_ids=strategy.excluded_upstream_ids())
