@@ -1,111 +1,371 @@
-"""Throughput of the per-example evaluator against two naive baselines, on the same model and data.
+"""Per-example evaluation, side by side in one process: forgetscope (float32 and bf16), lm-evaluation-harness,
+a one-at-a-time loop and a fixed-padding loop, on the same model, texts and tokens.
 
-    python benchmarks/eval_throughput.py [--model smollm2-135m-instruct] [--n 200] [--out FILE]
+    python benchmarks/eval_throughput.py                 # the full run -> benchmarks/results/eval_throughput.json
+    python benchmarks/eval_throughput.py --quick         # a tiny run that checks the script works
 
-* ``bucketed``: forgetscope.measure.per_example_nll (length-sorted buckets under a token budget,
-  inference mode, vocabulary projection only at scored positions);
-* ``naive``: one example at a time, full logits;
-* ``padded``: fixed batches in data order, padded to the longest example of the whole set, full logits.
+Methods (each returns the mean token NLL of every text):
 
-Throughput counts real (non-padding) tokens per second. All three must give the same losses; the
-script checks that and writes the numbers to benchmarks/results/eval_throughput.json.
+* ``forgetscope_fp32`` / ``forgetscope_bf16``: ``forgetscope.measure.per_example_nll`` with ``dtype``
+  float32 / bfloat16 (length buckets under a token budget, output layer only at scored positions);
+* ``lm_eval``: lm-evaluation-harness ``HFLM.loglikelihood_rolling`` (float32), the ``bench`` extra;
+* ``one_at_a_time``: one text per forward pass, full logits;
+* ``fixed_padding``: batches in data order, all padded to the longest text of the set, full logits.
+
+Every method scores the same tokens: each text's tokens, the first conditioned on the prefix token
+lm-evaluation-harness uses (BOS, else EOS). Text sets: ``short`` (demo upstream texts as shipped),
+``~128`` and ``~512`` (demo upstream texts concatenated until the token count is reached).
+
+Reported per set: tokens/s (scored tokens), the ratio to lm-eval, the share of this machine's matmul
+peak (2 · parameters · tokens/s against a timed 2048² ``torch.matmul`` in the method's dtype), and the
+error of bf16 against float32 on NLL and on forgetting F = loss(fine-tuned) − loss(base), for a
+slightly fully fine-tuned copy and for a LoRA copy evaluated unmerged, as a sweep does. The losses of
+every float32 method must agree (:func:`check_losses_agree`, also run by the test suite on a tiny model).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import os
 import platform
+import sys
+import tempfile
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from forgetscope.data.demo import demo_upstream
-from forgetscope.data.encoding import Encoded, collate, encode_examples
-from forgetscope.measure import batch_nll, per_example_nll
-from forgetscope.models import load_model
+FP32_TOLERANCE = 1e-3  # nats: float32 methods differ only by summation order
+BF16_MEDIAN_TOLERANCE = 0.02  # nats: median |bf16 - float32| per text
+REFERENCE = "forgetscope_fp32"
+DEFAULT_OUT = Path(__file__).parent / "results" / "eval_throughput.json"
 
 
-def naive(model, enc: list[Encoded], pad_id: int) -> np.ndarray:
+@dataclass
+class TextSet:
+    """Texts and their token ids (without the prefix token), as every method scores them."""
+
+    name: str
+    texts: list[str]
+    ids: list[list[int]]
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(i) for i in self.ids)
+
+
+def prefix_token(tok) -> int:
+    """The token lm-evaluation-harness puts before a rolling text: BOS, else EOS."""
+    return tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+
+
+def make_text_set(name: str, tok, texts: Sequence[str]) -> TextSet:
+    return TextSet(name, list(texts), [tok(t)["input_ids"] for t in texts])
+
+
+def concatenated_texts(tok, pool: Sequence[str], target_tokens: int, n: int, seed: int = 0) -> list[str]:
+    """``n`` texts of about ``target_tokens`` tokens each: pool texts joined by blank lines until reached."""
+    rng = np.random.default_rng(seed)
+    order: list[int] = []
+    out: list[str] = []
+    current: list[str] = []
+    while len(out) < n:
+        if not order:
+            order = list(rng.permutation(len(pool)))
+        current.append(pool[order.pop()])
+        text = "\n\n".join(current)
+        if len(tok(text)["input_ids"]) >= target_tokens:
+            out.append(text)
+            current = []
+    return out
+
+
+def encoded(tok, ts: TextSet) -> list:
+    """forgetscope encodings scoring every token of each text after the prefix token."""
+    from forgetscope.data.encoding import Encoded
+
+    p = prefix_token(tok)
+    return [Encoded(f"{ts.name}{i}", (p, *ids), (p, *ids)) for i, ids in enumerate(ts.ids)]
+
+
+# ---- the methods -------------------------------------------------------------------------------
+def forgetscope_losses(model, tok, ts: TextSet, dtype: torch.dtype, max_batch_tokens: int) -> np.ndarray:
+    from forgetscope.measure import per_example_nll
+
+    return per_example_nll(model, encoded(tok, ts), pad_id=tok.pad_token_id, max_batch_tokens=max_batch_tokens,
+                           dtype=dtype)
+
+
+def one_at_a_time_losses(model, tok, ts: TextSet) -> np.ndarray:
+    from forgetscope.data.encoding import collate
+    from forgetscope.measure import batch_nll
+
     out = []
     with torch.inference_mode():
-        for e in enc:
-            s, n = batch_nll(model, collate([e], pad_id), gather=False)
+        for e in encoded(tok, ts):
+            s, n = batch_nll(model, collate([e], tok.pad_token_id), gather=False)
             out.append(float(s[0] / n[0]))
     return np.array(out)
 
 
-def padded(model, enc: list[Encoded], pad_id: int, batch_size: int) -> np.ndarray:
+def fixed_padding_losses(model, tok, ts: TextSet, batch_size: int) -> np.ndarray:
+    from forgetscope.data.encoding import IGNORE_INDEX, collate
+    from forgetscope.measure import batch_nll
+
+    enc = encoded(tok, ts)
     width = max(len(e) for e in enc)
-    out = []
+    fill = {"input_ids": tok.pad_token_id, "attention_mask": 0, "labels": IGNORE_INDEX}
+    out: list[float] = []
     with torch.inference_mode():
         for i in range(0, len(enc), batch_size):
-            chunk = enc[i:i + batch_size]
-            batch = collate(chunk, pad_id)
-            pad = width - batch["input_ids"].shape[1]
-            if pad:  # pad every batch to the global maximum, as a fixed-shape loader would
-                batch = {k: torch.nn.functional.pad(v, (0, pad), value=(pad_id if k == "input_ids" else
-                                                                      (0 if k == "attention_mask" else -100)))
-                         for k, v in batch.items()}
+            batch = collate(enc[i:i + batch_size], tok.pad_token_id)
+            pad = width - batch["input_ids"].shape[1]  # every batch as wide as the longest text
+            batch = {k: torch.nn.functional.pad(v, (0, pad), value=fill[k]) for k, v in batch.items()}
             s, n = batch_nll(model, batch, gather=False)
             out.extend((s / n).tolist())
     return np.array(out)
 
 
-def timed(fn):
-    t0 = time.perf_counter()
-    result = fn()
-    return result, time.perf_counter() - t0
+def lm_eval_available() -> bool:
+    try:
+        import lm_eval.models.huggingface  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
-def main() -> None:
+def make_lm_eval(model, tok, batch_size: int):
+    import logging
+
+    from lm_eval.models.huggingface import HFLM
+
+    for name in ("lm-eval", "lm_eval"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    return HFLM(pretrained=model, tokenizer=tok, batch_size=batch_size)
+
+
+def lm_eval_losses(lm, ts: TextSet) -> np.ndarray:
+    from lm_eval.api.instance import Instance
+
+    requests = [Instance(request_type="loglikelihood_rolling", doc={}, arguments=(t,), idx=i)
+                for i, t in enumerate(ts.texts)]
+    loglik = np.array(lm.loglikelihood_rolling(requests, disable_tqdm=True), dtype=float)
+    n = np.array([len(lm.tok_encode(t)) for t in ts.texts], dtype=float)
+    return -loglik / n
+
+
+def method_table(model, tok, *, max_batch_tokens: int = 4096, batch_size: int = 16,
+                 lm_eval_batch_size: int = 16, with_lm_eval: bool = True) -> dict[str, Callable[[TextSet], np.ndarray]]:
+    """Every method as ``TextSet -> losses``, built once (lm-eval's wrapper outside the timing)."""
+    table: dict[str, Callable[[TextSet], np.ndarray]] = {
+        "forgetscope_fp32": lambda ts: forgetscope_losses(model, tok, ts, torch.float32, max_batch_tokens),
+        "forgetscope_bf16": lambda ts: forgetscope_losses(model, tok, ts, torch.bfloat16, max_batch_tokens),
+        "one_at_a_time": lambda ts: one_at_a_time_losses(model, tok, ts),
+        "fixed_padding": lambda ts: fixed_padding_losses(model, tok, ts, batch_size),
+    }
+    if with_lm_eval and lm_eval_available():
+        lm = make_lm_eval(model, tok, lm_eval_batch_size)
+        table["lm_eval"] = lambda ts: lm_eval_losses(lm, ts)
+    return table
+
+
+# ---- correctness -------------------------------------------------------------------------------
+def loss_differences(losses: dict[str, np.ndarray], reference: str = REFERENCE) -> dict[str, dict[str, float]]:
+    """Per method: max and median |loss - reference| over texts."""
+    ref = losses[reference]
+    return {name: {"max": float(np.abs(v - ref).max()), "median": float(np.median(np.abs(v - ref)))}
+            for name, v in losses.items() if name != reference}
+
+
+def check_losses_agree(losses: dict[str, np.ndarray], *, fp32_tolerance: float = FP32_TOLERANCE,
+                       bf16_median_tolerance: float = BF16_MEDIAN_TOLERANCE) -> dict[str, dict[str, float]]:
+    """All methods give the same losses: float32 ones within ``fp32_tolerance`` of forgetscope's on every
+    text, bf16 within ``bf16_median_tolerance`` in the median. Raises AssertionError naming the outliers."""
+    diffs = loss_differences(losses)
+    bad = []
+    for name, d in diffs.items():
+        if name.endswith("bf16"):
+            if not d["median"] <= bf16_median_tolerance:
+                bad.append(f"{name}: median |diff| {d['median']:.4g} > {bf16_median_tolerance}")
+        elif not d["max"] <= fp32_tolerance:
+            bad.append(f"{name}: max |diff| {d['max']:.4g} > {fp32_tolerance}")
+    if bad:
+        raise AssertionError("methods disagree with forgetscope_fp32: " + "; ".join(bad))
+    return diffs
+
+
+# ---- timing and peaks --------------------------------------------------------------------------
+def best_time(fn: Callable[[], Any], repeats: int) -> tuple[Any, float]:
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - t0)
+    return result, best
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of an ``n``×``n`` matmul in ``dtype`` on this machine (best of ``repeats``)."""
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(n, n, generator=gen).to(dtype)
+    b = torch.randn(n, n, generator=gen).to(dtype)
+    torch.matmul(a, b)
+    _, t = best_time(lambda: torch.matmul(a, b), repeats)
+    return 2 * n ** 3 / t
+
+
+def summary(x: np.ndarray) -> dict[str, float]:
+    x = np.abs(np.asarray(x, dtype=float))
+    return {"median": float(np.median(x)), "p95": float(np.percentile(x, 95)), "max": float(x.max())}
+
+
+# ---- F error -----------------------------------------------------------------------------------
+def finetuned_copies(model, tok, steps: int, seed: int = 0) -> dict[str, Any]:
+    """A slightly fully fine-tuned copy and a LoRA copy of ``model`` (demo task ``code``, float32)."""
+    from forgetscope.config import TrainConfig
+    from forgetscope.data.demo import demo_task
+    from forgetscope.train import train_on_task
+
+    task = demo_task("code", seed=seed, n_heldout=4)
+    out = {}
+    for name, cfg in {"full": TrainConfig(method="full", steps=steps, lr=5e-5, batch_size=8, max_length=128,
+                                          dtype="float32", seed=seed),
+                      "lora": TrainConfig(method="lora", steps=steps, lr=2e-3, batch_size=8, max_length=128,
+                                          dtype="float32", seed=seed)}.items():
+        out[name] = train_on_task(copy.deepcopy(model), tok, task, cfg, progress=False).model
+    return out
+
+
+def forgetting_error(base_losses: dict[str, np.ndarray], tuned, tok, ts: TextSet,
+                     max_batch_tokens: int) -> dict[str, Any]:
+    """|F_bf16 - F_fp32| for one fine-tuned copy, evaluated the way a sweep evaluates it."""
+    from forgetscope.experiments.run import merge_for_evaluation
+
+    after16 = forgetscope_losses(merge_for_evaluation(tuned, torch.bfloat16), tok, ts, torch.bfloat16,
+                                 max_batch_tokens)
+    after32 = forgetscope_losses(merge_for_evaluation(copy.deepcopy(tuned), torch.float32), tok, ts,
+                                 torch.float32, max_batch_tokens)
+    f32 = after32 - base_losses["forgetscope_fp32"]
+    f16 = after16 - base_losses["forgetscope_bf16"]
+    return {"abs_error": summary(f16 - f32), "abs_F_fp32": summary(f32),
+            "pearson": float(np.corrcoef(f16, f32)[0, 1]) if len(f32) > 2 else None}
+
+
+# ---- the run -----------------------------------------------------------------------------------
+def build_sets(tok, quick: bool) -> list[TextSet]:
+    from forgetscope.data.demo import demo_upstream
+
+    pool = [e.text for e in demo_upstream()]
+    n_short, n128, n512 = (16, 4, 2) if quick else (160, 64, 16)
+    return [make_text_set("short", tok, [e.text for e in demo_upstream(n=n_short, seed=0)]),
+            make_text_set("~128", tok, concatenated_texts(tok, pool, 128, n128, seed=1)),
+            make_text_set("~512", tok, concatenated_texts(tok, pool, 512, n512, seed=2))]
+
+
+def markdown_table(report: dict[str, Any]) -> str:
+    rows = ["| text set | method | tokens/s | × lm-eval | share of peak |", "|---|---|---|---|---|"]
+    for name, s in report["sets"].items():
+        for method, m in s["methods"].items():
+            ratio = m.get("vs_lm_eval")
+            rows.append(f"| {name} ({s['tokens']} tok) | {method} | {m['tokens_per_s']:.0f} | "
+                        f"{'' if ratio is None else f'{ratio:.2f}'} | {m['share_of_peak']:.0%} |")
+    return "\n".join(rows)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from forgetscope.models import load_model
+    from forgetscope.precision import cpu_has_native_bf16, dtype_name, resolve_eval_dtype
+
+    torch.manual_seed(0)
+    model, tok = load_model(args.model, device=args.device, dtype="float32")
+    device = next(model.parameters()).device
+    sets = build_sets(tok, args.quick)
+    table = method_table(model, tok, max_batch_tokens=args.max_batch_tokens, batch_size=args.batch_size,
+                         lm_eval_batch_size=args.lm_eval_batch_size, with_lm_eval=not args.no_lm_eval)
+    params = sum(p.numel() for p in model.parameters())
+    peaks = {"float32": matmul_peak(torch.float32), "bfloat16": matmul_peak(torch.bfloat16)}
+    tuned = finetuned_copies(model, tok, steps=args.finetune_steps)
+    report: dict[str, Any] = {
+        "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "quick": args.quick, "model": args.model or "smollm2-135m-instruct", "device": str(device),
+        "threads": torch.get_num_threads(), "attn_implementation": model.config._attn_implementation,
+        "cpu_native_bf16": cpu_has_native_bf16(), "auto_eval_dtype": dtype_name(resolve_eval_dtype("auto", device)),
+        "params": params, "flops_per_token": 2 * params, "peak_flops": peaks,
+        "repeats": args.repeats, "max_batch_tokens": args.max_batch_tokens, "batch_size": args.batch_size,
+        "lm_eval_batch_size": args.lm_eval_batch_size if "lm_eval" in table else None,
+        "finetune_steps": args.finetune_steps, "sets": {},
+        "platform": platform.platform(), "torch": torch.__version__,
+    }
+    failures = []
+    for ts in sets:
+        for fn in table.values():  # warm-up on a few texts
+            fn(TextSet(ts.name, ts.texts[:2], ts.ids[:2]))
+        losses, seconds = {}, {}
+        for name, fn in table.items():
+            losses[name], seconds[name] = best_time(lambda fn=fn: fn(ts), args.repeats)
+        try:
+            diffs = check_losses_agree(losses)
+        except AssertionError as exc:
+            failures.append(f"{ts.name}: {exc}")
+            diffs = loss_differences(losses)
+        methods = {}
+        for name, t in seconds.items():
+            tps = ts.tokens / t
+            peak = peaks["bfloat16" if name.endswith("bf16") else "float32"]
+            methods[name] = {"seconds": t, "tokens_per_s": tps, "share_of_peak": tps * 2 * params / peak,
+                             "vs_lm_eval": seconds["lm_eval"] / t if "lm_eval" in seconds else None}
+        lengths = [len(i) for i in ts.ids]
+        report["sets"][ts.name] = {
+            "n_texts": len(ts.texts), "tokens": ts.tokens, "mean_len": float(np.mean(lengths)), "max_len": max(lengths),
+            "methods": methods,
+            "speedup_vs_lm_eval": methods["forgetscope_fp32"]["vs_lm_eval"],  # the default eval.dtype, float32
+            "bf16_speedup_vs_fp32": seconds["forgetscope_fp32"] / seconds["forgetscope_bf16"],
+            "loss_diff_vs_forgetscope_fp32": diffs,
+            "bf16_error": {"nll": summary(losses["forgetscope_bf16"] - losses["forgetscope_fp32"]),
+                           **{f"F_{k}": forgetting_error(losses, m, tok, ts, args.max_batch_tokens)
+                              for k, m in tuned.items()}},
+        }
+        print(f"{ts.name}: done", file=sys.stderr, flush=True)
+    report["agreement"] = {"ok": not failures, "failures": failures,
+                           "fp32_tolerance": FP32_TOLERANCE, "bf16_median_tolerance": BF16_MEDIAN_TOLERANCE}
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=None)
-    ap.add_argument("--n", type=int, default=200)
-    ap.add_argument("--max-length", type=int, default=128)
-    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--quick", action="store_true", help="a tiny run: few texts, one repeat, 2 fine-tuning steps")
+    ap.add_argument("--repeats", type=int, default=None, help="timed repeats per method (best is kept); 3, quick 1")
+    ap.add_argument("--batch-size", type=int, default=16, help="fixed_padding batch size")
+    ap.add_argument("--lm-eval-batch-size", type=int, default=16)
     ap.add_argument("--max-batch-tokens", type=int, default=4096)
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "eval_throughput.json")
-    args = ap.parse_args()
-    torch.manual_seed(0)
-    model, tok = load_model(args.model)
-    examples = demo_upstream(n=args.n, seed=0)
-    enc = encode_examples(tok, examples, args.max_length, chat=True)
-    tokens = sum(len(e) for e in enc)
-    pad_id = tok.pad_token_id
-    per_example_nll(model, enc[:8], pad_id=pad_id)  # warm-up
-    results = {}
-    ref, t = timed(lambda: per_example_nll(model, enc, pad_id=pad_id, max_batch_tokens=args.max_batch_tokens))
-    results["bucketed"] = t
-    got, t = timed(lambda: naive(model, enc, pad_id))
-    results["naive_one_at_a_time"] = t
-    diff_naive = float(np.abs(got - ref).max())
-    got, t = timed(lambda: padded(model, enc, pad_id, args.batch_size))
-    results["padded_fixed_batch"] = t
-    diff_padded = float(np.abs(got - ref).max())
-    report = {
-        "model": args.model or "smollm2-135m-instruct",
-        "device": str(next(model.parameters()).device),
-        "dtype": str(next(model.parameters()).dtype),
-        "threads": torch.get_num_threads(),
-        "n_examples": len(enc),
-        "real_tokens": tokens,
-        "max_len": max(len(e) for e in enc),
-        "mean_len": tokens / len(enc),
-        "seconds": results,
-        "tokens_per_s": {k: tokens / v for k, v in results.items()},
-        "speedup_vs_naive": results["naive_one_at_a_time"] / results["bucketed"],
-        "speedup_vs_padded": results["padded_fixed_batch"] / results["bucketed"],
-        "max_abs_loss_diff": {"naive": diff_naive, "padded": diff_padded},
-        "platform": platform.platform(),
-        "torch": torch.__version__,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    print(json.dumps(report, indent=2))
+    ap.add_argument("--finetune-steps", type=int, default=None, help="steps of the fine-tuned copies; 10, quick 2")
+    ap.add_argument("--no-lm-eval", action="store_true")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="JSON output (default benchmarks/results/eval_throughput.json; quick: a temporary file)")
+    args = ap.parse_args(argv)
+    args.repeats = args.repeats or (1 if args.quick else 3)
+    args.finetune_steps = args.finetune_steps or (2 if args.quick else 10)
+    out = args.out or (Path(tempfile.gettempdir()) / "eval_throughput_quick.json" if args.quick else DEFAULT_OUT)
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("FORGETSCOPE_NO_PROGRESS", "1")
+    report = run(args)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(markdown_table(report))
+    print(f"written to {out}")
+    if not report["agreement"]["ok"]:
+        print("; ".join(report["agreement"]["failures"]), file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""The evaluation benchmark's correctness check, on the tiny model: every method scores the same tokens
+and gives the same losses (timing is never asserted)."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import TEXTS
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "eval_throughput.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("eval_throughput", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_all_methods_give_the_same_losses_on_the_tiny_model(bench, tiny):
+    model, tok = copy.deepcopy(tiny[0]), tiny[1]
+    ts = bench.make_text_set("tiny", tok, TEXTS)
+    table = bench.method_table(model, tok, max_batch_tokens=128, batch_size=4, lm_eval_batch_size=4)
+    if bench.lm_eval_available():
+        assert "lm_eval" in table
+    losses = {name: fn(ts) for name, fn in table.items()}
+    assert {"forgetscope_fp32", "forgetscope_bf16", "one_at_a_time", "fixed_padding"} <= set(losses)
+    diffs = bench.check_losses_agree(losses)
+    assert all(np.isfinite(v).all() and len(v) == len(TEXTS) for v in losses.values())
+    assert all(d["max"] <= bench.FP32_TOLERANCE for name, d in diffs.items() if not name.endswith("bf16"))
+
+
+def test_the_check_names_a_method_that_disagrees(bench):
+    ref = np.linspace(3.0, 5.0, 8)
+    losses = {"forgetscope_fp32": ref, "one_at_a_time": ref + 1e-5, "lm_eval": ref + 0.01,
+              "forgetscope_bf16": ref + 0.005}
+    with pytest.raises(AssertionError, match=r"lm_eval: max \|diff\| 0.01"):
+        bench.check_losses_agree(losses)
+    losses["lm_eval"] = ref
+    losses["forgetscope_bf16"] = ref + 0.05
+    with pytest.raises(AssertionError, match="forgetscope_bf16: median"):
+        bench.check_losses_agree(losses)
+
+
+def test_concatenated_texts_reach_the_token_target(bench, tiny):
+    tok = tiny[1]
+    texts = bench.concatenated_texts(tok, TEXTS, 40, 3, seed=0)
+    assert len(texts) == 3
+    assert all(len(tok(t)["input_ids"]) >= 40 for t in texts)
+    shorter = [len(tok(t.rsplit("\n\n", 1)[0])["input_ids"]) for t in texts]
+    assert all(n < 40 for n in shorter)  # stops at the first text that reaches the target
