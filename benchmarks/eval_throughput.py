@@ -226,18 +226,18 @@ def summary(x: np.ndarray) -> dict[str, float]:
 
 
 # ---- F error -----------------------------------------------------------------------------------
-def finetuned_copies(model, tok, steps: int, seed: int = 0) -> dict[str, Any]:
+def finetuned_copies(model, tok, steps: int, batch_size: int = 8, max_length: int = 128,
+                     seed: int = 0) -> dict[str, Any]:
     """A slightly fully fine-tuned copy and a LoRA copy of ``model`` (demo task ``code``, float32)."""
     from forgetscope.config import TrainConfig
     from forgetscope.data.demo import demo_task
     from forgetscope.train import train_on_task
 
-    task = demo_task("code", seed=seed, n_heldout=4)
+    task = demo_task("code", seed=seed, n_heldout=2)
+    common = {"steps": steps, "batch_size": batch_size, "max_length": max_length, "dtype": "float32", "seed": seed}
     out = {}
-    for name, cfg in {"full": TrainConfig(method="full", steps=steps, lr=5e-5, batch_size=8, max_length=128,
-                                          dtype="float32", seed=seed),
-                      "lora": TrainConfig(method="lora", steps=steps, lr=2e-3, batch_size=8, max_length=128,
-                                          dtype="float32", seed=seed)}.items():
+    for name, cfg in {"full": TrainConfig(method="full", lr=5e-5, **common),
+                      "lora": TrainConfig(method="lora", lr=2e-3, **common)}.items():
         out[name] = train_on_task(copy.deepcopy(model), tok, task, cfg, progress=False).model
     return out
 
@@ -258,11 +258,15 @@ def forgetting_error(base_losses: dict[str, np.ndarray], tuned, tok, ts: TextSet
 
 
 # ---- the run -----------------------------------------------------------------------------------
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
 def build_sets(tok, quick: bool) -> list[TextSet]:
     from forgetscope.data.demo import demo_upstream
 
     pool = [e.text for e in demo_upstream()]
-    n_short, n128, n512 = (16, 4, 2) if quick else (160, 64, 16)
+    n_short, n128, n512 = (8, 2, 1) if quick else (160, 64, 16)
     return [make_text_set("short", tok, [e.text for e in demo_upstream(n=n_short, seed=0)]),
             make_text_set("~128", tok, concatenated_texts(tok, pool, 128, n128, seed=1)),
             make_text_set("~512", tok, concatenated_texts(tok, pool, 512, n512, seed=2))]
@@ -290,7 +294,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                          lm_eval_batch_size=args.lm_eval_batch_size, with_lm_eval=not args.no_lm_eval)
     params = sum(p.numel() for p in model.parameters())
     peaks = {"float32": matmul_peak(torch.float32), "bfloat16": matmul_peak(torch.bfloat16)}
-    tuned = finetuned_copies(model, tok, steps=args.finetune_steps)
+    log(f"model loaded; matmul peaks {peaks}")
+    tuned = (finetuned_copies(model, tok, steps=args.finetune_steps, batch_size=2, max_length=64) if args.quick
+             else finetuned_copies(model, tok, steps=args.finetune_steps))
+    log("fine-tuned copies ready")
     report: dict[str, Any] = {
         "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
         "quick": args.quick, "model": args.model or "smollm2-135m-instruct", "device": str(device),
@@ -304,11 +311,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     failures = []
     for ts in sets:
-        for fn in table.values():  # warm-up on a few texts
-            fn(TextSet(ts.name, ts.texts[:2], ts.ids[:2]))
+        if not args.quick:
+            for fn in table.values():  # warm-up on a few texts
+                fn(TextSet(ts.name, ts.texts[:2], ts.ids[:2]))
         losses, seconds = {}, {}
         for name, fn in table.items():
             losses[name], seconds[name] = best_time(lambda fn=fn: fn(ts), args.repeats)
+            log(f"{ts.name} {name}: {ts.tokens / seconds[name]:.0f} tokens/s")
         try:
             diffs = check_losses_agree(losses)
         except AssertionError as exc:
@@ -331,7 +340,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                            **{f"F_{k}": forgetting_error(losses, m, tok, ts, args.max_batch_tokens)
                               for k, m in tuned.items()}},
         }
-        print(f"{ts.name}: done", file=sys.stderr, flush=True)
+        log(f"{ts.name}: done")
     report["agreement"] = {"ok": not failures, "failures": failures,
                            "fp32_tolerance": FP32_TOLERANCE, "bf16_median_tolerance": BF16_MEDIAN_TOLERANCE}
     return report
@@ -341,18 +350,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=None)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--quick", action="store_true", help="a tiny run: few texts, one repeat, 2 fine-tuning steps")
+    ap.add_argument("--quick", action="store_true", help="a tiny run: 8+2+1 texts, one repeat, no warm-up, 1 fine-tuning step")
     ap.add_argument("--repeats", type=int, default=None, help="timed repeats per method (best is kept); 3, quick 1")
     ap.add_argument("--batch-size", type=int, default=16, help="fixed_padding batch size")
     ap.add_argument("--lm-eval-batch-size", type=int, default=16)
     ap.add_argument("--max-batch-tokens", type=int, default=4096)
-    ap.add_argument("--finetune-steps", type=int, default=None, help="steps of the fine-tuned copies; 10, quick 2")
+    ap.add_argument("--finetune-steps", type=int, default=None, help="steps of the fine-tuned copies; 10, quick 1")
     ap.add_argument("--no-lm-eval", action="store_true")
     ap.add_argument("--out", type=Path, default=None,
                     help="JSON output (default benchmarks/results/eval_throughput.json; quick: a temporary file)")
     args = ap.parse_args(argv)
     args.repeats = args.repeats or (1 if args.quick else 3)
-    args.finetune_steps = args.finetune_steps or (2 if args.quick else 10)
+    args.finetune_steps = args.finetune_steps or (1 if args.quick else 10)
     out = args.out or (Path(tempfile.gettempdir()) / "eval_throughput_quick.json" if args.quick else DEFAULT_OUT)
     os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("FORGETSCOPE_NO_PROGRESS", "1")

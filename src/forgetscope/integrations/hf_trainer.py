@@ -86,6 +86,7 @@ def _from_sweep(store: SweepStore) -> _Upstream:
     config = manifest.get("config") or {}
     train, evaluation = config.get("train") or {}, config.get("eval") or {}
     settings = {"max_length": train.get("max_length"), "chat": evaluation.get("chat")}
+    settings["eval_dtype"] = manifest.get("eval_dtype")  # loss_after is measured in the dtype of loss_before
     return _Upstream(examples, str(store.path), store=store, loss_before=_finite_column(table, "loss_before"),
                      n_tokens=_finite_column(table, "n_tokens"),
                      settings={k: v for k, v in settings.items() if v is not None})
@@ -319,15 +320,18 @@ class ForgettingCallback(TrainerCallback):
     def _losses(self, model: Any, idx: np.ndarray) -> np.ndarray:
         """Current mean token NLL of the upstream examples ``idx``; the model's mode is restored."""
         from forgetscope.measure import evaluate_examples
+        from forgetscope.precision import DTYPES
 
         assert self._encoded is not None
+        dtype = DTYPES.get(self.upstream.settings.get("eval_dtype", ""))  # a sweep's; else the model's own
         model = _unwrap(model)
         was_training = model.training
         try:
             with torch.no_grad():
                 table = evaluate_examples(model, self.tokenizer, [self.upstream.examples[i] for i in idx],
                                           max_length=self.max_length, max_batch_tokens=self.max_batch_tokens,
-                                          exact=False, encoded=[self._encoded[i] for i in idx], chat=self._chat)
+                                          exact=False, encoded=[self._encoded[i] for i in idx], chat=self._chat,
+                                          dtype=dtype)
         finally:
             model.train(was_training)
         return table["loss"].to_numpy(dtype=np.float64)
