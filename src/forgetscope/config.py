@@ -8,7 +8,7 @@ A sweep config says which base model, which upstream examples, which tasks, and 
     upstream: {source: demo, n: 200}   # or {source: path/to/file.jsonl, text_field: ...}
     tasks: [code, bible, {name: mine, source: data/mine.jsonl}]
     train: {method: lora, steps: 30, lr: 5e-4, batch_size: 8, max_length: 64}
-    eval: {max_batch_tokens: 4096, exact_match: true}
+    eval: {max_length: 512, max_batch_tokens: 4096, exact_match: true}
 """
 
 from __future__ import annotations
@@ -59,13 +59,20 @@ class SourceConfig(_Strict):
 
     source: str = "demo"
     split: str | None = None  # a split of a DatasetDict directory or a hub dataset (default: train)
-    n: int | None = Field(None, ge=1)
+    n: int | None = Field(None, ge=0)  # 0: demo upstream only, no plain-text examples (instruction pairs only)
     n_instruct: int = Field(0, ge=0)  # demo only: add this many instruction pairs with short answers (exact match)
     text_field: str = "text"
     prompt_field: str = "prompt"
     response_field: str = "response"
     answer_field: str = "answer"
     id_field: str = "id"
+
+    @model_validator(mode="after")
+    def _n_zero_only_for_demo_pairs(self) -> SourceConfig:
+        if self.n == 0 and not (self.source == "demo" and self.n_instruct > 0):
+            raise ValueError("n: 0 keeps no examples; only the demo upstream set with n_instruct > 0 may "
+                             "leave out its plain texts")
+        return self
 
 
 class TaskConfig(SourceConfig):
@@ -76,11 +83,33 @@ class TaskConfig(SourceConfig):
     description: str = ""
 
 
+DEFAULT_EVAL_MAX_LENGTH = 512
+
+
 class EvalConfig(_Strict):
+    """How upstream examples are measured. ``max_length`` is separate from ``train.max_length``: a
+    measurement should see whole examples (the default cuts none of the demo's, whose longest is about
+    60 tokens) while training may cut for speed. Left at its default it is capped at the model's
+    context; set above the context it is an error. Truncated examples are counted in the manifest.
+    ``max_batch_tokens`` and ``max_batch_size`` only trade memory for speed (not part of the fingerprint)."""
+
+    max_length: int = Field(DEFAULT_EVAL_MAX_LENGTH, ge=2)
     max_batch_tokens: int = Field(4096, ge=16)
     max_batch_size: int = Field(64, ge=1)
+    # em_before / em_after: whole-word containment of the normalised gold answer in the first line of the
+    # greedy output (see forgetscope.measure.nll.answer_matches), for pairs with an ``answer``
     exact_match: bool = True
     chat: bool | Literal["auto"] = "auto"  # chat template for prompt/response pairs when the tokenizer has one
+
+    def effective_max_length(self, context: int | None) -> int:
+        """``max_length`` checked against the model's ``context``: the default is capped at it, an explicit
+        value above it is a ConfigError."""
+        if context is None or self.max_length <= context:
+            return self.max_length
+        if "max_length" in self.model_fields_set:
+            raise ConfigError(f"eval.max_length={self.max_length} is longer than the model's context of "
+                              f"{context} tokens; use at most {context}")
+        return context
 
 
 class SweepConfig(_Strict):
