@@ -8,13 +8,13 @@ A sweep config says which base model, which upstream examples, which tasks, and 
     upstream: {source: demo, n: 200}   # or {source: path/to/file.jsonl, text_field: ...}
     tasks: [code, bible, {name: mine, source: data/mine.jsonl}]
     train: {method: lora, steps: 30, lr: 5e-4, batch_size: 8, max_length: 64}
-    eval: {max_length: 512, max_batch_tokens: 4096, exact_match: true}
+    eval: {max_length: auto, max_batch_tokens: 4096, exact_match: true}
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -88,12 +88,13 @@ DEFAULT_EVAL_MAX_LENGTH = 512
 
 class EvalConfig(_Strict):
     """How upstream examples are measured. ``max_length`` is separate from ``train.max_length``: a
-    measurement should see whole examples (the default cuts none of the demo's, whose longest is about
-    60 tokens) while training may cut for speed. Left at its default it is capped at the model's
-    context; set above the context it is an error. Truncated examples are counted in the manifest.
+    measurement should see whole examples while training may cut for speed. ``auto`` (the default) is
+    512 tokens capped at the model's context, which cuts none of the demo's upstream examples (the
+    longest is about 60 tokens); a number above the context is an error. Truncated examples are counted
+    in the manifest.
     ``max_batch_tokens`` and ``max_batch_size`` only trade memory for speed (not part of the fingerprint)."""
 
-    max_length: int = Field(DEFAULT_EVAL_MAX_LENGTH, ge=2)
+    max_length: Annotated[int, Field(ge=2)] | Literal["auto"] = "auto"
     max_batch_tokens: int = Field(4096, ge=16)
     max_batch_size: int = Field(64, ge=1)
     # em_before / em_after: whole-word containment of the normalised gold answer in the first line of the
@@ -102,14 +103,14 @@ class EvalConfig(_Strict):
     chat: bool | Literal["auto"] = "auto"  # chat template for prompt/response pairs when the tokenizer has one
 
     def effective_max_length(self, context: int | None) -> int:
-        """``max_length`` checked against the model's ``context``: the default is capped at it, an explicit
-        value above it is a ConfigError."""
-        if context is None or self.max_length <= context:
-            return self.max_length
-        if "max_length" in self.model_fields_set:
+        """``max_length`` checked against the model's ``context``: ``auto`` is 512 capped at it, a number
+        above it is a ConfigError."""
+        if self.max_length == "auto":
+            return min(DEFAULT_EVAL_MAX_LENGTH, context or DEFAULT_EVAL_MAX_LENGTH)
+        if context is not None and self.max_length > context:
             raise ConfigError(f"eval.max_length={self.max_length} is longer than the model's context of "
-                              f"{context} tokens; use at most {context}")
-        return context
+                              f"{context} tokens; use at most {context} (or auto)")
+        return self.max_length
 
 
 class SweepConfig(_Strict):

@@ -142,8 +142,9 @@ def demo(
     batch_size: int = typer.Option(8, min=1),
     lr: float = typer.Option(2e-3),
     max_length: int = typer.Option(96, min=8, help="training tokens per example (longer ones are truncated)"),
-    eval_max_length: int = typer.Option(512, min=8, help="evaluation tokens per upstream example (capped at "
-                                        "the model's context; truncation is counted)"),
+    eval_max_length: int | None = typer.Option(None, min=8, help="evaluation tokens per upstream example "
+                                               "(default: 512 capped at the model's context; truncation is "
+                                               "counted)"),
     method: str = typer.Option("lora", help="lora or full"),
     lora_rank: int = typer.Option(8, min=1),
     target_module: list[str] = typer.Option([], "--target-module",
@@ -167,6 +168,7 @@ def demo(
     cfg = demo_config(output=output, n_upstream=n_upstream, n_instruct=instruct, n_tasks=tasks, n_train=n_train,
                       steps=steps, batch_size=batch_size, lr=lr, max_length=max_length, method=method, seed=seed,
                       model=model, tasks=task or None, upstream_source=upstream_file, lora_rank=lora_rank,
-                      target_modules=target_module or None, eval_max_length=eval_max_length, chat=chat_value)
+                      target_modules=target_module or None, eval_max_length=eval_max_length or "auto",
+                      chat=chat_value)
     matrix = run_sweep(cfg, output=output, executor=executor, overwrite=overwrite, session=_prepare(cfg, kind))
     _report(matrix, output, kind)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from forgetscope.config import DEFAULT_EVAL_MAX_LENGTH, SweepConfig, parse_config
+from forgetscope.config import SweepConfig, parse_config
 from forgetscope.errors import ConfigError
 
 
@@ -22,7 +22,7 @@ def demo_config(*, output: str | Path = "sweeps/demo", n_upstream: int | None = 
                 max_length: int = 96, method: str = "lora", seed: int = 0,
                 model: str = "smollm2-135m-instruct", tasks: Sequence[str] | None = None,
                 upstream_source: str | Path | None = None, lora_rank: int = 8,
-                target_modules: Sequence[str] | None = None, eval_max_length: int = DEFAULT_EVAL_MAX_LENGTH,
+                target_modules: Sequence[str] | None = None, eval_max_length: int | str = "auto",
                 chat: bool | str = "auto") -> SweepConfig:
     """A sweep config over the demo suite (all its tasks unless ``tasks`` names them or ``n_tasks`` limits them).
 
