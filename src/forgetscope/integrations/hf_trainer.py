@@ -36,6 +36,7 @@ from forgetscope.data.encoding import Encoded, encode_examples
 from forgetscope.data.loading import examples_from_records, load_examples
 from forgetscope.data.types import Example
 from forgetscope.errors import ConfigError, DataError
+from forgetscope.measure.forgetting import forgotten_share
 from forgetscope.store import SweepStore
 
 __all__ = ["ForgettingCallback"]
@@ -358,7 +359,7 @@ class ForgettingCallback(TrainerCallback):
         p = self.prefix
         metrics = {
             f"{p}mean": float(values.mean()) if values.size else math.nan,
-            f"{p}share_forgotten": float((values > 0).mean()) if values.size else math.nan,
+            f"{p}share_forgotten": forgotten_share(values),
             f"{p}max": float(values.max()) if values.size else math.nan,
             f"{p}evaluated": int(idx.size),
         }
