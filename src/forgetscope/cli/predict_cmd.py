@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from forgetscope.cli.analyze_cmd import default_out
+from forgetscope.cli.analyze_cmd import KIND_HELP, default_out, load_kind
 from forgetscope.cli.app import app, console
 
 
@@ -33,15 +33,15 @@ def predict(
     neighbors: int = typer.Option(5, help="k for knn"),
     similarity: str = typer.Option("cosine", help="knn similarity: cosine or rmse"),
     k: list[int] = typer.Option([10, 100], "--k", help="k for precision/recall@k; repeatable"),
-    out: Path | None = typer.Option(None, help="output folder (default SWEEP/predict)"),
+    out: Path | None = typer.Option(None, help="output folder (default SWEEP/predict/KIND)"),
     figures: bool = typer.Option(True, help="write PNG figures"),
+    kind: str | None = typer.Option(None, help=KIND_HELP),
 ) -> None:
     """Leave-tasks-out CV: predict held-out tasks' rows from a probe set, scored against `additive`."""
     from forgetscope.analysis import plots
-    from forgetscope.importing import load_any
     from forgetscope.predict import evaluate
 
-    matrix = load_any(source)
+    matrix, kind = load_kind(source, kind)
     params = {"lowrank": {"rank": rank, "ridge": ridge, "method": method, "seed": seed},
               "logistic": {"rank": rank, "ridge": ridge, "threshold": threshold, "seed": seed},
               "knn": {"k": neighbors, "similarity": similarity}}
@@ -49,7 +49,7 @@ def predict(
                       probe_method=probe_method, threshold=threshold, ks=tuple(k), params=params)
     summary = result.summary()
     k0 = k[0] if k else None
-    table = Table(title=f"leave-tasks-out CV, {matrix.shape[0]} tasks x {matrix.shape[1]} examples, "
+    table = Table(title=f"leave-tasks-out CV, {matrix.shape[0]} tasks x {matrix.shape[1]} {kind} examples, "
                         f"{probe_method} probes")
     cols = ["predictor", "probe", "skipped", "RMSE", "RMSE/additive", "Pearson", "Spearman", "F1"]
     if k0:
@@ -65,7 +65,7 @@ def predict(
         table.add_row(*cells)
     console.print(table)
 
-    out_dir = out or default_out(source, "predict")
+    out_dir = out or default_out(source, "predict", kind)
     paths = result.save(out_dir)
     if figures:
         largest = result.scatter["probe_frac"].max()

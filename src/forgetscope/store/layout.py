@@ -12,8 +12,10 @@ A sweep directory (and the experiments that extend it) looks like this::
       runs/<run_id>.parquet      per-run long rows
       logs/<run_id>/             training curves when ``report_to`` is on
       report.html                ``forgetscope report``
-      analysis/                  ``forgetscope analyze``: analysis.json, heatmap.png, spectrum.png
-      predict/                   ``forgetscope predict``: predict_summary.csv, predict_curves.csv, figures
+      analysis/<kind>/           ``forgetscope analyze --kind lm|instruction``: analysis.json, heatmap.png, ...
+                                 (``--kind all``, and matrices without kinds: directly in analysis/)
+      predict/<kind>/            ``forgetscope predict``: predict_summary.csv, predict_curves.csv, figures
+                                 (``--kind all``: directly in predict/)
       compare/                   ``forgetscope compare``: split.json, summary.csv, per_run.csv, compare.png,
                                  oracle/<task>__s<seed>.json, probe/<task>__s<seed>.json
       sharpness.parquet          ``forgetscope sharpness``: one row per run
@@ -96,6 +98,20 @@ class SweepLayout:
     @property
     def predict_curves(self) -> Path:
         return self.predict_dir / "predict_curves.csv"
+
+    def analysis_dir_for(self, kind: str = "all") -> Path:
+        """``analysis/<kind>/`` for one kind of upstream example, ``analysis/`` for every column."""
+        return self.analysis_dir if kind == "all" else self.analysis_dir / kind
+
+    def predict_dir_for(self, kind: str = "all") -> Path:
+        """``predict/<kind>/`` for one kind of upstream example, ``predict/`` for every column."""
+        return self.predict_dir if kind == "all" else self.predict_dir / kind
+
+    def predict_summary_for(self, kind: str = "all") -> Path:
+        return self.predict_dir_for(kind) / self.predict_summary.name
+
+    def predict_curves_for(self, kind: str = "all") -> Path:
+        return self.predict_dir_for(kind) / self.predict_curves.name
 
     # ---- compare ------------------------------------------------------------------------
     @property
