@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
-
 import pandas as pd
 from sklearn.model_selection import GroupKFold
 
