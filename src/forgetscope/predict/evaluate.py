@@ -313,6 +313,27 @@ def evaluate(matrix: Any, predictors: Sequence[str | Predictor] | Mapping[str, s
     return CVResult(table, pd.concat(curves, ignore_index=True), pd.concat(scatter, ignore_index=True), protocol)
 
 
+def prediction_matrix(matrix: Any, *, kind: str | None = None, binary: bool = False) -> Any:
+    """The matrix a prediction protocol runs on: the columns of one example ``kind`` (``lm`` or
+    ``instruction``; None = every column) and, with ``binary``, binary forgetting restricted to the
+    examples the base model answered exactly (rows that measured none of them are dropped)."""
+    from forgetscope.predict.binary import binary_forgetting, scored_columns
+    from forgetscope.predict.kinds import check_kind, select_kind, subset_rows
+    from forgetscope.store import ForgettingMatrix
+
+    if kind is not None:
+        check_kind(kind)
+    if not isinstance(matrix, ForgettingMatrix):
+        if kind is not None or binary:
+            raise DataError("example kinds and binary forgetting need a sweep directory (its upstream tables)")
+        return matrix
+    if binary:
+        matrix = scored_columns(binary_forgetting(matrix if kind is None else select_kind(matrix, kind)))
+        keep = np.flatnonzero(np.isfinite(matrix.values).any(1))
+        return subset_rows(matrix, keep) if keep.size < matrix.shape[0] else matrix
+    return matrix if kind is None else select_kind(matrix, kind)
+
+
 def cross_validate(matrix: Any, predictors: Sequence[str | Predictor] | Mapping[str, str | Predictor] = (
         "additive", "knn", "lowrank"), **kwargs: Any) -> pd.DataFrame:
     """The tidy per-draw metrics table of :func:`evaluate` (one row per draw × probe size × predictor)."""
