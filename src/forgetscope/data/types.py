@@ -54,3 +54,10 @@ class Task:
             raise DataError(f"task {self.name!r} has no training examples")
         if not self.heldout:
             raise DataError(f"task {self.name!r} has no held-out examples")
+
+    def text_summary(self, n_samples: int = 3, max_chars: int = 300) -> str:
+        """What the task is about, as text: its description (else its name) and its first ``n_samples``
+        training examples, each cut to ``max_chars``. Text-based predictors embed this."""
+        head = self.description.strip() or self.name
+        samples = [" ".join(ex.full_text.split())[:max_chars] for ex in self.train[:n_samples]]
+        return "\n".join([head, *samples])

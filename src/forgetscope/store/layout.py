@@ -14,6 +14,7 @@ A sweep directory (and the experiments that extend it) looks like this::
       report.html                ``forgetscope report``
       analysis/                  ``forgetscope analyze``: analysis.json, heatmap.png, spectrum.png
       predict/                   ``forgetscope predict``: predict_summary.csv, predict_curves.csv, figures
+      forecast/<name>/           ``forgetscope forecast``: forecast.parquet (one row per example), forecast.json
       compare/                   ``forgetscope compare``: split.json, summary.csv, per_run.csv, compare.png,
                                  oracle/<task>__s<seed>.json, probe/<task>__s<seed>.json
       sharpness.parquet          ``forgetscope sharpness``: one row per run
@@ -31,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 FORMAT = "forgetscope-sweep/1"
+FORECAST_TABLE = "forecast.parquet"
+FORECAST_SUMMARY = "forecast.json"
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,20 @@ class SweepLayout:
     @property
     def predict_curves(self) -> Path:
         return self.predict_dir / "predict_curves.csv"
+
+    # ---- forecast -----------------------------------------------------------------------
+    @property
+    def forecast_root(self) -> Path:
+        return self.root / "forecast"
+
+    def forecast_dir(self, name: str) -> Path:
+        return self.forecast_root / name
+
+    @staticmethod
+    def forecast_files(directory: str | os.PathLike[str]) -> tuple[Path, Path]:
+        """(``forecast.parquet``, ``forecast.json``) inside a forecast folder (the default one or ``--out``)."""
+        d = Path(directory)
+        return d / FORECAST_TABLE, d / FORECAST_SUMMARY
 
     # ---- compare ------------------------------------------------------------------------
     @property
