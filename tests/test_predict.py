@@ -62,7 +62,7 @@ def test_lowrank_handles_missing_known_entries(method):
     known = F[:40].copy()
     known[np.random.default_rng(0).random(known.shape) < 0.15] = np.nan
     S = choose_probe(600, 0.1, seed=0)
-    row = get_predictor("lowrank", method=method, n_iter=10).fit(known).predict(S, F[40, S])
+    row = get_predictor("lowrank", rank=3, method=method, n_iter=10).fit(known).predict(S, F[40, S])
     add = get_predictor("additive").fit(known).predict(S, F[40, S])
     assert np.isfinite(row).all()
     assert np.mean((row - F[40]) ** 2) < np.mean((add - F[40]) ** 2)

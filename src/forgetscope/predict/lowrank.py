@@ -12,7 +12,8 @@ Rank: given, or (``rank=None``, the default) chosen at ``fit`` by task-grouped c
 the known rows (:func:`choose_rank`): every rank in ``1 .. min(max_rank, M − 1)`` is scored by the
 pooled RMSE of held-out rows completed from ``cv_probe`` random probes, where rows of one group (the
 ``groups`` given to ``fit``, e.g. each row's task) leave together; the smallest rank with the lowest
-RMSE wins. With fewer than 2 groups, or fewer than 3 known rows, the rank is 1.
+RMSE wins. With fewer than 2 groups, or fewer than 3 known rows, the rank is 1. The choice costs up to
+``max_rank × 5`` extra fits (slow with missing entries, where each fit iterates); pass ``rank`` to skip it.
 """
 
 from __future__ import annotations
