@@ -211,6 +211,8 @@ def one_task_sweep(tiny_dir, tmp_path_factory):
     (["--model", "{ft}", "--kind", "poems"], "unknown example kind"),
     (["--model", "{ft}", "--predictor", "logistic"], "probabilities"),
     (["--model", "{ft}", "--predictor", "magic"], "unknown predictor"),
+    (["--model", "{ft}", "--predictor", "semantic"], "needs the new task's text"),
+    (["--model", "{ft}", "--probe-method", "smart"], "unknown probe method"),
     (["--model", "{ft}", "--task", "{ft}/x.jsonl"], "leave out --model"),
     ([], "name what to forecast"),
     (["--model", "{ft}", "--sweep1"], "known row(s)"),

@@ -17,13 +17,14 @@ import numpy as np
 import pandas as pd
 
 from forgetscope.config import SweepConfig, TaskConfig, parse_config
-from forgetscope.errors import ModelError
+from forgetscope.errors import ConfigError, ModelError
 from forgetscope.experiments.run import Experiment, execute_run
 from forgetscope.experiments.session import SweepSession, load_task_from_config
 from forgetscope.experiments.spec import RunSpec
 from forgetscope.predict.forecast import (
     ForecastResult,
     SweepData,
+    check_predictor,
     check_token_counts,
     default_name,
     forecast_from_losses,
@@ -88,6 +89,9 @@ def forecast_task(sweep: str | Path, task: str | Path, *, probe: int = 30, predi
     from forgetscope.models import resolve_model
 
     t0 = time.perf_counter()
+    if int(top) < 1:
+        raise ConfigError(f"top must be >= 1, got {top}")
+    check_predictor(predictor, "task text")  # the task's text is known here
     data = load_sweep(sweep, kind)
     idx = forecast_probe(data, probe, method=probe_method, seed=seed)
     task_name = name or default_name(task=task)

@@ -389,9 +389,7 @@ def complete_row(data: SweepData, idx: np.ndarray, observed: np.ndarray, *, pred
     selection, why = None, "given"
     if predictor == "auto":
         predictor, selection, why = select_predictor(data, idx.size, seed=seed)
-    if PREDICTORS.get(predictor).output != "forgetting":
-        raise ConfigError(f"{predictor} predicts probabilities of 'forgotten', not forgetting values; "
-                          "choose auto, additive, knn, knn-baseline, lowrank or semantic")
+    check_predictor(predictor, task_text)
     params: dict[str, Any] = {"seed": seed} if "seed" in _accepted(predictor) else {}
     fitted = _fit(predictor, data, data.matrix.values, data.groups, params)
     if predictor == "lowrank":
@@ -420,6 +418,18 @@ def complete_row(data: SweepData, idx: np.ndarray, observed: np.ndarray, *, pred
     if predictor == "lowrank":
         settings["lowrank_rank"] = int(fitted.rank_)
     return ForecastResult(table, predictor, settings, {}, how, selection)
+
+
+def check_predictor(predictor: str, task_text: str | None = None) -> None:
+    """Refuse, before any model is evaluated, a predictor a forecast cannot use."""
+    if predictor == "auto":
+        return
+    if PREDICTORS.get(predictor).output != "forgetting":
+        raise ConfigError(f"{predictor} predicts probabilities of 'forgotten', not forgetting values; "
+                          "choose auto, additive, knn, knn-baseline, lowrank or semantic")
+    if predictor == "semantic" and not task_text:
+        raise ConfigError("semantic (frozen-embedding similarity (MiniLM)) needs the new task's text: "
+                          "forecast with --task, or pass task_text")
 
 
 def _accepted(name: str) -> list[str]:
@@ -509,10 +519,9 @@ def forecast(sweep: str | Path, model: Any = None, *, tokenizer: Any = None, ada
     t0 = time.perf_counter()
     if int(top) < 1:
         raise ConfigError(f"top must be >= 1, got {top}")
+    check_predictor(predictor, task_text)
     data = load_sweep(sweep, kind)
     idx = forecast_probe(data, probe, method=probe_method, seed=seed)
-    if predictor != "auto":
-        PREDICTORS.get(predictor)
     loaded, tok, desc = load_forecast_model(data, model, tokenizer=tokenizer, adapter=adapter, device=device)
     encoded = encode_checked(data, tok, idx, loaded)
     t1 = time.perf_counter()
