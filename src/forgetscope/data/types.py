@@ -59,5 +59,6 @@ class Task:
         """What the task is about, as text: its description (else its name) and its first ``n_samples``
         training examples, each cut to ``max_chars``. Text-based predictors embed this."""
         head = self.description.strip() or self.name
-        samples = [" ".join(ex.full_text.split())[:max_chars] for ex in self.train[:n_samples]]
+        samples = [" ".join((ex.text if not ex.is_pair else f"{ex.prompt} {ex.response}").split())[:max_chars]
+                   for ex in self.train[:n_samples]]
         return "\n".join([head, *samples])
