@@ -78,6 +78,15 @@ class Task:
             raise DataError(f"task {self.name!r} has no held-out examples")
 
 
+    def text_summary(self, n_samples: int = 3, max_chars: int = 300) -> str:
+        """What the task is about, as text: its description (else its name) and its first ``n_samples``
+        training examples, each cut to ``max_chars``. Text-based predictors embed this."""
+        head = self.description.strip() or self.name
+        samples = [" ".join((ex.text if not ex.is_pair else f"{ex.prompt} {ex.response}").split())[:max_chars]
+                   for ex in self.train[:n_samples]]
+        return "\n".join([head, *samples])
+
+
 def check_kind(kind: str) -> str:
     """``kind`` if it is one of :data:`KIND_CHOICES`, else a one-line error naming the choices."""
     if kind not in KIND_CHOICES:

@@ -76,5 +76,5 @@ def execute_run(session: SweepSession, spec: RunSpec,
         gone = rows["example_id"].isin(result.excluded_upstream_ids)
         rows.loc[gone, [c for c in ("loss_after", "em_after") if c in rows]] = np.nan
     record: RunRecord = {"run_id": spec.run_id, **result.record, "strategy_options": dict(spec.strategy_options),
-                         **extra, "eval_wall_s": time.perf_counter() - t1, "wall_s": time.perf_counter() - t0}
+                         "task_text": session.tasks[spec.task].text_summary(), **extra, "eval_wall_s": time.perf_counter() - t1, "wall_s": time.perf_counter() - t0}
     return record, rows

@@ -16,6 +16,7 @@ A sweep directory (and the experiments that extend it) looks like this::
                                  (``--kind all``, and matrices without kinds: directly in analysis/)
       predict/<kind>/            ``forgetscope predict``: predict_summary.csv, predict_curves.csv, figures
                                  (``--kind all``: directly in predict/)
+      forecast/<name>/           ``forgetscope forecast``: forecast.parquet (one row per example), forecast.json
       compare/                   ``forgetscope compare``: split.json, summary.csv, per_run.csv, compare.png,
                                  oracle/<task>__s<seed>.json, probe/<task>__s<seed>.json
       sharpness.parquet          ``forgetscope sharpness``: one row per run
@@ -33,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 FORMAT = "forgetscope-sweep/1"
+FORECAST_TABLE = "forecast.parquet"
+FORECAST_SUMMARY = "forecast.json"
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,19 @@ class SweepLayout:
 
     def predict_curves_for(self, kind: str = "all") -> Path:
         return self.predict_dir_for(kind) / self.predict_curves.name
+    # ---- forecast -----------------------------------------------------------------------
+    @property
+    def forecast_root(self) -> Path:
+        return self.root / "forecast"
+
+    def forecast_dir(self, name: str) -> Path:
+        return self.forecast_root / name
+
+    @staticmethod
+    def forecast_files(directory: str | os.PathLike[str]) -> tuple[Path, Path]:
+        """(``forecast.parquet``, ``forecast.json``) inside a forecast folder (the default one or ``--out``)."""
+        d = Path(directory)
+        return d / FORECAST_TABLE, d / FORECAST_SUMMARY
 
     # ---- compare ------------------------------------------------------------------------
     @property

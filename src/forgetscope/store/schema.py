@@ -36,6 +36,7 @@ class RunRecord(TrainRecord, total=False):
 
     run_id: str
     strategy_options: dict[str, Any]
+    task_text: str  # the task's description and a few training samples (what text-based predictors embed)
     eval_wall_s: float
     wall_s: float
     executor: str

@@ -2,8 +2,9 @@
 
 Saved results are ``layout.predict_summary_for(kind)`` and ``layout.predict_curves_for(kind)``
 (``predict/<kind>/predict_summary.csv`` and ``predict_curves.csv``, written by ``forgetscope predict --kind``
-through :meth:`forgetscope.predict.CVResult.save`; ``predict/`` itself for all columns). Without them, and unless live cross-validation is off, a leave-tasks-out
-cross-validation of ``additive``, ``knn`` and ``lowrank`` runs here.
+through :meth:`forgetscope.predict.CVResult.save`; ``predict/`` itself for all columns). Without them, and
+unless live cross-validation is off, a cross-validation of ``additive``, ``knn`` and ``lowrank`` runs here
+(task-grouped folds, three probe draws).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from forgetscope.report import figures as figs
 from forgetscope.report.sections.base import ReportContext, Section, Skip, pct
 
 PREDICTORS = ("additive", "knn", "lowrank")
-SUMMARY_COLUMNS = ("predictor", "probe_frac", "inference_skipped", "rmse", "rmse_ratio_vs_additive", "pearson",
+SUMMARY_COLUMNS = ("method", "probe_frac", "inference_skipped", "rmse", "rmse_ratio_vs_additive", "pearson",
                    "spearman", "f1", "precision@10", "delta_pearson_vs_additive", "delta_f1_vs_additive")
 
 
@@ -37,9 +38,9 @@ def _results(ctx: ReportContext) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.
     from forgetscope.predict import evaluate
 
     n_folds = min(4, m.shape[0])
-    res = evaluate(m.values, list(PREDICTORS), probe=_probe_sizes(m.shape[1]), n_folds=n_folds, seed=ctx.seed,
+    res = evaluate(m, list(PREDICTORS), probe=_probe_sizes(m.shape[1]), n_folds=n_folds, draws=3, seed=ctx.seed,
                    ks=(10,), scatter_points=1500)
-    source = (f"computed for this report: {n_folds}-fold leave-tasks-out cross-validation, random probe sets; "
+    source = (f"computed for this report: {res.protocol['splits']}, 3 draws of random probe sets; "
               f"save your own with forgetscope predict SWEEP --kind {ctx.kind}")
     return res.summary(), res.curves, res.scatter, source
 
@@ -74,6 +75,9 @@ def build(ctx: ReportContext) -> Section:
                    + (f"; at k = {k_ref}, most precise: {tops} ({best:.2f})" if best is not None else "")
                    + (f", against {base_rate:.2f} for a random pick." if base_rate is not None else "."))
         sec.figure(figs.precision_curves(cv, base_rate), "precision at k curves", reading)
+    if "method" not in summary.columns and "predictor" in summary.columns:
+        summary = summary.assign(method=summary["predictor"])
     cols = [c for c in SUMMARY_COLUMNS if c in summary.columns and summary[c].notna().any()]
-    sec.table(summary[cols] if cols else summary, caption="Mean over folds, against the additive baseline")
+    sec.table(summary[cols] if cols else summary,
+              caption="Mean over probe draws (task-grouped folds pooled), against the additive baseline")
     return sec
