@@ -17,7 +17,7 @@ from forgetscope.errors import DataError, ModelError
 from forgetscope.experiments import run_sweep
 from forgetscope.predict import get_predictor
 from forgetscope.predict.forecast import forecast, load_sweep, same_base
-from forgetscope.store import load_forgetting
+from forgetscope.store import SweepStore, load_forgetting
 
 BIBLE = "light dark sea land fish birds beasts man rest day night stars".split()
 
@@ -90,7 +90,7 @@ def test_forecast_equals_predict_on_measured_minus_base(sweep, tiny_dir, tmp_pat
     ids = upstream["example_id"].tolist()
     idx = np.array([ids.index(i) for i in result.settings["probe_ids"]])
     data = load_sweep(sweep, "lm")
-    measured = evaluate_examples(model, tok, [data.examples[i] for i in idx], max_length=64, exact=False,
+    measured = evaluate_examples(model, tok, [data.examples[i] for i in idx], max_length=data.max_length, exact=False,
                                  chat=bool(tok.chat_template))["loss"].to_numpy()
     observed = measured - upstream["loss_before"].to_numpy()[idx]
     expected = get_predictor(name).fit(known, groups=matrix.runs["task"].tolist()).predict(idx, observed)
@@ -276,7 +276,8 @@ def test_forecast_task_cli(sweep, tmp_path):
 def test_load_sweep_kinds(sweep):
     lm, ins = load_sweep(sweep, "lm"), load_sweep(sweep, "instruction")
     assert lm.n == 12 and ins.n == 1 and ins.examples[0].example_id == "q1"
-    assert lm.max_length == 64 and lm.matrix.shape == (3, 12)
+    recorded = SweepStore(sweep).read_manifest()["eval"]["max_length"]  # eval.max_length, resolved at sweep time
+    assert lm.max_length == recorded == 128 and lm.matrix.shape == (3, 12)  # auto: capped at the tiny context
     with pytest.raises(DataError, match="unknown example kind"):
         load_sweep(sweep, "code")
 

@@ -133,9 +133,14 @@ class ForecastResult:
 
 # ---- the sweep ---------------------------------------------------------------------------------
 
-def eval_max_length(config: dict[str, Any]) -> int:
-    """The length the sweep encoded upstream examples with: ``eval.max_length`` if set, else ``train.max_length``."""
-    value = (config.get("eval") or {}).get("max_length") or (config.get("train") or {}).get("max_length")
+def eval_max_length(config: dict[str, Any], recorded: dict[str, Any] | None = None) -> int:
+    """The length the sweep encoded upstream examples with: the resolved length its manifest records, else
+    a numeric ``eval.max_length`` of the config, else (sweeps from before evaluation had its own length)
+    ``train.max_length``."""
+    value = (recorded or {}).get("max_length")
+    configured = (config.get("eval") or {}).get("max_length")
+    if value is None and configured != "auto":
+        value = configured or (config.get("train") or {}).get("max_length")
     if not value:
         raise StoreError("the sweep's config records no max_length: its encoding cannot be reproduced")
     return int(value)
@@ -173,7 +178,8 @@ def load_sweep(sweep: str | Path, kind: str = "lm") -> SweepData:
     tau, tau_source = noise_margin(matrix)
     return SweepData(store.path, manifest, kind, matrix, examples,
                      pd.to_numeric(table["loss_before"], errors="coerce").to_numpy(np.float64), n_tokens,
-                     eval_max_length(config), evaluation.get("chat", "auto"),
+                     eval_max_length(config, manifest.get("eval")),
+                     (manifest.get("eval") or {}).get("chat", evaluation.get("chat", "auto")),
                      int(evaluation.get("max_batch_tokens", 4096)), int(evaluation.get("max_batch_size", 64)),
                      tau, tau_source)
 
