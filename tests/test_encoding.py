@@ -110,7 +110,7 @@ def test_truncation_is_counted(tiny):
 
     _, tok = tiny
     encs = encode_examples(tok, [Example("long", text="word " * 40), Example("short", text="a few words")], 16)
-    assert encs[0].n_truncated == len(tok(("word " * 40))["input_ids"]) - 16 > 0 and encs[1].n_truncated == 0
+    assert encs[0].n_truncated == len(tok("word " * 40)["input_ids"]) - 16 > 0 and encs[1].n_truncated == 0
     assert truncation_stats(encs) == {"truncated_examples": 1, "truncated_tokens": encs[0].n_truncated}
 
 
