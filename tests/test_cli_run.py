@@ -136,3 +136,25 @@ def test_edited_data_file_is_one_line_naming_it(tiny_dir, tiny_data, tmp_path, c
     assert run_app(["run", str(cfg)]) == 2
     line = _error_line(capsys)
     assert f"data of task 'qa': file {qa} changed since this sweep started" in line and "--overwrite" in line
+
+
+def test_demo_options_choose_the_upstream_design(tiny_dir, tiny_data, tmp_path, capsys):
+    import pandas as pd
+
+    base = ["demo", "--model", str(tiny_dir), "--task", "code", "--task", "elements", "--n-train", "8",
+            "--steps", "1", "--batch-size", "4", "--lora-rank", "2", "--target-module", "q_proj"]
+    assert run_app([*base, "--output", str(tmp_path / "pairs"), "--upstream", "0", "--instruct", "5"]) == 0
+    up = pd.read_parquet(tmp_path / "pairs" / "upstream.parquet")
+    assert up["kind"].tolist() == ["instruction"] * 5
+    out = " ".join(capsys.readouterr().out.split())
+    assert "forgetting matrix 2 x 5 (5 instruction upstream examples)" in out
+    assert run_app([*base, "--output", str(tmp_path / "file"), "--upstream-file", str(tiny_data["upstream"]),
+                    "--chat", "off", "--kind", "lm"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "plain text (lm: loss over all tokens): 2 runs x 12 examples" in out and "prompt/response" not in out
+    import json
+
+    manifest = json.loads((tmp_path / "file" / "manifest.json").read_text())
+    assert manifest["config"]["train"]["lora_rank"] == 2 and manifest["eval"]["chat"] is False
+    assert run_app([*base, "--output", str(tmp_path / "none"), "--upstream", "0", "--instruct", "0"]) == 2
+    assert "needs upstream examples" in _error_line(capsys)

@@ -26,6 +26,7 @@ from typing import Any
 import pandas as pd
 
 from forgetscope.config import SweepConfig
+from forgetscope.data.types import KINDS
 from forgetscope.errors import StoreError
 from forgetscope.experiments.run import SWEEP, Experiment
 from forgetscope.experiments.session import (
@@ -62,8 +63,7 @@ def _manifest(config: SweepConfig, session: SweepSession) -> dict[str, Any]:
         "eval": session.eval_summary(),
         "seeds": config.seed_list,
         "n_upstream": len(session.upstream),
-        "upstream_kinds": {k: sum(e.kind == k for e in session.upstream)
-                           for k in ("lm", "instruction") if any(e.kind == k for e in session.upstream)},
+        "upstream_kinds": {k: n for k in KINDS if (n := sum(e.kind == k for e in session.upstream))},
         "tasks": {name: {"n_train": len(t.train), "n_heldout": len(t.heldout), "description": t.description}
                   for name, t in session.tasks.items()},
         "versions": {"forgetscope": forgetscope.__version__, "torch": torch.__version__,
