@@ -15,7 +15,7 @@ from forgetscope.predict.binary import binary_forgetting, binary_matrix
 from forgetscope.predict.evaluate import prediction_matrix
 from forgetscope.predict.lowrank import choose_rank
 from forgetscope.predict.metrics import score_binary
-from forgetscope.store import ForgettingMatrix, SweepStore, load_forgetting, write_matrix_sweep
+from forgetscope.store import ForgettingMatrix, SweepLayout, SweepStore, load_forgetting, write_matrix_sweep
 
 TASKS = [f"t{i}" for i in range(8)]
 
@@ -188,12 +188,13 @@ def em_sweep(tmp_path):
 def test_binary_forgetting_from_a_sweep(em_sweep):
     mat = load_forgetting(em_sweep)
     B = binary_forgetting(mat)
-    assert B.shape == mat.shape and np.isnan(B.values[:, :20]).all()  # plain texts have no exact match
+    inst = mat.select_kind("instruction")  # plain texts have no exact match: only instruction columns
+    assert B.shape == inst.shape == (mat.shape[0], mat.shape[1] - 20) and B.col_names == inst.col_names
     long = pd.read_parquet(em_sweep / "forgetting.parquet")
     up = mat.upstream.set_index("example_id")
-    r, j = 2, 25
-    em_after = long[(long.run_id == mat.row_names[r]) & (long.example_id == mat.col_names[j])]["em_after"].item()
-    expected = (1.0 - em_after) if up.loc[mat.col_names[j], "em_before"] == 1 else np.nan
+    r, j = 2, 5
+    em_after = long[(long.run_id == B.row_names[r]) & (long.example_id == B.col_names[j])]["em_after"].item()
+    expected = (1.0 - em_after) if up.loc[B.col_names[j], "em_before"] == 1 else np.nan
     np.testing.assert_equal(B.values[r, j], expected)
     binary = prediction_matrix(mat, kind="instruction", binary=True)
     assert binary.shape[1] == int((up["em_before"] == 1).sum()) and set(np.unique(binary.values)) <= {0.0, 1.0}
@@ -208,7 +209,7 @@ def test_predict_cli_binary_and_bad_splits(em_sweep, capsys):
     assert run_app(["predict", str(em_sweep), "--binary", "--probe", "8", "--draws", "2", "--folds", "3"]) == 0
     out = capsys.readouterr().out
     assert "AUC" in out and "binary forgetting" in out and "±" in out
-    assert (em_sweep / "predict" / "predict_protocol.json").is_file()
+    assert (SweepLayout(em_sweep).predict_dir_for("instruction") / "predict_protocol.json").is_file()  # --binary: instruction
     assert run_app(["predict", str(em_sweep), "--kind", "lm", "--probe", "5", "--draws", "2",
                     "--test-tasks", "task0,task1", "--no-figures"]) == 0
     out = capsys.readouterr().out
