@@ -80,7 +80,7 @@ def test_matrix_select_kind_keeps_the_columns_of_one_kind(kind_sweep):
     assert lm.upstream["example_id"].tolist() == lm.col_names
     np.testing.assert_array_equal(m.select_kind("instruction").values, m.values[:, 90:])
     assert m.select_kind("all").shape == (12, 150)
-    with pytest.raises(DataError, match="unknown kind 'text'"):
+    with pytest.raises(DataError, match="unknown example kind 'text'"):
         m.select_kind("text")
     only_lm = lm.select_kind("lm")
     with pytest.raises(DataError, match=r"no 'instruction' examples in this matrix; kinds present: lm \(90\)"):
@@ -105,7 +105,7 @@ def test_analyze_and_predict_work_per_kind(kind_sweep, capsys):
     (["analyze", "{s}", "--kind", "instruction"], "no 'instruction' examples in this matrix; kinds present: lm (150)"),
     (["predict", "{s}", "--kind", "lm"], "no 'lm' examples in this matrix; kinds present: instruction (150)"),
     (["analyze", "{f}", "--kind", "lm"], "does not record which examples are 'lm'"),
-    (["predict", "{f}", "--kind", "text"], "unknown kind 'text'; use one of lm, instruction, all"),
+    (["predict", "{f}", "--kind", "text"], "unknown example kind 'text'; use one of lm, instruction, all"),
 ])
 def test_a_kind_with_no_examples_is_one_line_and_writes_nothing(tmp_path, matrix_file, capsys, args, msg):
     from forgetscope.store import ForgettingMatrix, write_matrix_sweep

@@ -90,5 +90,5 @@ class Task:
 def check_kind(kind: str) -> str:
     """``kind`` if it is one of :data:`KIND_CHOICES`, else a one-line error naming the choices."""
     if kind not in KIND_CHOICES:
-        raise DataError(f"unknown kind {kind!r}; use one of {', '.join(KIND_CHOICES)}")
+        raise DataError(f"unknown example kind {kind!r}; use one of {', '.join(KIND_CHOICES)}")
     return kind
