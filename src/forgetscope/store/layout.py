@@ -14,8 +14,9 @@ A sweep directory (and the experiments that extend it) looks like this::
       report.html                ``forgetscope report``
       analysis/                  ``forgetscope analyze``: analysis.json, heatmap.png, spectrum.png
       predict/                   ``forgetscope predict``: predict_summary.csv, predict_curves.csv, figures
-      compare/                   ``forgetscope compare``: split.json, summary.csv, per_run.csv, compare.png,
-                                 oracle/<task>__s<seed>.json, probe/<task>__s<seed>.json
+      compare/                   ``forgetscope compare``: split.json, summary.csv, tests.csv, per_run.csv,
+                                 compare.png, command.txt, wall_time.json, oracle/<task>__s<seed>.json,
+                                 probe/<task>__s<seed>.json
       sharpness.parquet          ``forgetscope sharpness``: one row per run
       sharpness/                 correlation.json/.csv, landscape.parquet, figures
       scaling_config.json        ``forgetscope scaling``: the validated config
@@ -115,8 +116,20 @@ class SweepLayout:
         return self.compare_dir / "per_run.csv"
 
     @property
+    def compare_tests(self) -> Path:
+        return self.compare_dir / "tests.csv"
+
+    @property
     def compare_chart(self) -> Path:
         return self.compare_dir / "compare.png"
+
+    @property
+    def compare_command(self) -> Path:
+        return self.compare_dir / "command.txt"
+
+    @property
+    def compare_wall_time(self) -> Path:
+        return self.compare_dir / "wall_time.json"
 
     def compare_oracle(self, task: str, seed: int) -> Path:
         return self.compare_dir / "oracle" / f"{task}__s{seed}.json"
