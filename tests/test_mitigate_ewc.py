@@ -226,3 +226,25 @@ def test_fisher_normalisation(tiny, normalize):
     # the anchor is θ₀: a detached copy, not the live parameter
     for n, p in ctx.trainable_parameters():
         assert torch.equal(s.anchor[n], p.detach()) and s.anchor[n].data_ptr() != p.data_ptr()
+
+
+def test_default_lambda_makes_the_penalty_of_the_order_of_the_task_loss(tiny):
+    """The calibration behind DEFAULT_LAMBDA: at the end of an unpenalised run (lam = 0) in the tiny
+    setting (LoRA r = 8, 10 steps of batch 4 at lr 3e-3), λ/2 · D is within a factor 10 of the task loss."""
+    from forgetscope.config import TrainConfig
+    from forgetscope.data.types import Example, Task
+    from forgetscope.train import train_on_task
+
+    model, tok = tiny
+    from conftest import TEXTS
+
+    up = [Example(f"u{i}", text=t) for i, t in enumerate(TEXTS)]
+    task = Task("code", [Example(f"t{i}", text=f"def f{i}(x):\n    return x * {i} + {i % 3}") for i in range(12)],
+                [Example(f"h{i}", text=f"def g{i}(y): return y - {i}") for i in range(3)])
+    cfg = TrainConfig(method="lora", steps=10, batch_size=4, lr=3e-3, max_length=32)
+    s = make_strategy("ewc", lam=0.0, n_fisher=12)
+    r = train_on_task(copy.deepcopy(model), tok, task, cfg, strategy=s, upstream=up, progress=False)
+    info = r.record["strategy_info"]
+    assert info["final_penalty"] == 0.0 and info["weighted_drift"] > 0
+    ratio = 0.5 * DEFAULT_LAMBDA * info["weighted_drift"] / r.record["train_loss_last"]
+    assert 0.1 < ratio < 10

@@ -6,8 +6,9 @@ one number per metric (its mean forgetting on the held-out upstream examples, it
 a comparison over M tasks × S seeds has n = M·S pairs, and every p-value below is computed from those
 n differences d = a − b (strategy − baseline):
 
-* ``p_wilcoxon``: two-sided Wilcoxon signed-rank test (``scipy.stats.wilcoxon``; exact null
-  distribution for n ≤ 50 without ties or zeros, the normal approximation otherwise);
+* ``p_wilcoxon``: two-sided Wilcoxon signed-rank test (``scipy.stats.wilcoxon`` with its default
+  ``method="auto"``: the exact null distribution for n ≤ 50, which is only approximate when
+  differences tie; the normal approximation above 50);
 * ``p_t``: two-sided paired t-test (``scipy.stats.ttest_rel``);
 * ``ci_low``/``ci_high``: a bootstrap confidence interval of the mean difference, resampling runs
   (``scipy.stats.bootstrap``, BCa, 9 999 resamples by default);

@@ -28,7 +28,7 @@ same command resumes where it stopped):
    plain run — the plain fine-tuned model evaluated on S only, |S| upstream evaluations — and the row
    is completed by ``predictor`` fitted on the plain rows of the *other* tasks (this sweep's, or the
    ``known`` sweep's), never this task's; online ``predicted`` measures S itself on its own model at
-   the end of its warm-up, against the base losses this sweep measured;
+   the end of its warm-up, against base losses it measures once before training (2|S| evaluations);
 4. every strategy on every task x seed, from the same base weights and the same task batches.
 
 Per run (``per_run.csv``): mean forgetting on the held-out examples, share of them forgotten
@@ -333,9 +333,9 @@ def run_compare(cfg: CompareConfig, *, output: str | Path | None = None, overwri
                     opts.setdefault("seed", s)
                     if opts.get("mode", "offline") == "online":
                         opts.setdefault("probe", cfg.compare.probe)
-                        # this sweep's base losses are the base model's under the same settings; another
-                        # sweep's may not be, so there the probe's base losses are measured
-                        opts.setdefault("probe_base", "known" if opts["known"] == str(output) else "measure")
+                        # the probe's base losses are measured once by the run itself (|S| evaluations), with
+                        # the same encoding as its evaluation after the warm-up
+                        opts.setdefault("probe_base", "measure")
                     else:
                         from forgetscope.predict import choose_probe
 
