@@ -167,6 +167,8 @@ def test_compare_bad_config(tiny_dir, tiny_data, tmp_path):
                      ({"strategies": [{"name": "replay", "options": {"temperature": 0}}]}, "temperature"),
                      ({"strategies": [{"name": "replay", "options": {"policy": "mir", "candidates": 0}}]},
                       "candidates"),
+                     ({"strategies": [{"name": "replay", "options": {"policy": "mir", "ratio": 2, "candidates": 4}}]},
+                      "candidates=4 is smaller than the 9 replay examples"),
                      ({"strategies": [{"name": "lwf"}]}, "forget_data"),
                      ({"strategies": [{"name": "sam", "options": {"base": "lbfgs"}}]}, "cannot wrap"),
                      ({"strategies": [{"name": "sam"}, {"name": "sam"}]}, "duplicate labels"),
@@ -181,6 +183,9 @@ def test_compare_bad_config(tiny_dir, tiny_data, tmp_path):
         with pytest.raises(ConfigError, match=msg) as exc:
             load_compare_config(p)
         assert "\n" not in str(exc.value)
+    from forgetscope.cli import run_app
+
+    assert run_app(["compare", str(p), "--check"]) == 2  # a user error: one line, exit 2
 
 
 def test_direct_pairs_default_to_predicted_vs_random_with_the_same_ratio(tiny_dir, tiny_data, tmp_path):

@@ -163,9 +163,10 @@ def load_compare_config(path: str | Path, **overrides: Any) -> CompareConfig:
 
 def _validate_strategy_options(cfg: CompareConfig) -> None:
     """Build each strategy once with placeholder inputs, so bad options fail before any training."""
+    from forgetscope.mitigate.replay import replay_schedule
     from forgetscope.train import make_strategy
 
-    for s in cfg.strategies:
+    for i, s in enumerate(cfg.strategies):
         opts = dict(s.options)
         if s.name == "replay":
             policy = opts.get("policy", "random")
@@ -173,7 +174,12 @@ def _validate_strategy_options(cfg: CompareConfig) -> None:
                 opts.setdefault("forgetting", {})
             if policy == "predicted":
                 opts.setdefault("known", "<compare>")
-        make_strategy(s.name, **opts)
+        strategy = make_strategy(s.name, **opts)
+        if s.policy == "mir":  # the largest draw of one step, with full task batches
+            most = int(replay_schedule(cfg.train.steps, cfg.train.batch_size, strategy.ratio).max())
+            if strategy.options.candidates < most:
+                raise ConfigError(f"strategies.{i} ({s.display}): mir candidates={strategy.options.candidates} is "
+                                  f"smaller than the {most} replay examples drawn in one step; use candidates >= {most}")
 
 
 def _spec(task: str, seed: int, name: str, options: dict[str, Any]) -> RunSpec:
