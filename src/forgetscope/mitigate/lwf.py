@@ -43,10 +43,11 @@ The three parts and how each is implemented:
    the run's own optimizer, LR schedule and gradient clipping, so learning and unlearning interleave
    in one run. A round in which no sample has FC > 0 unlearns nothing.
 
-Options the method leaves open, with the defaults chosen here: ``n_self`` = 16, ``gen_tokens`` = 32,
+The FC estimator above (diagonal Fisher of D_self, plain-SGD intended update) and the defaults below
+are this implementation's choices, not settings taken from the paper: ``n_self`` = 16, ``gen_tokens`` = 32,
 ``prompt_tokens`` = 8, sampling at temperature 1.0 / top-p 0.9; ``interval`` = 5 steps;
-``top_fraction`` = 0.25; ``unlearn_weight`` = 1.0 with ``unlearn_steps`` = 1; diagonal empirical
-Fisher; plain-SGD intended update on one task batch; gradient ascent as the unlearning loss.
+``top_fraction`` = 0.25; ``unlearn_weight`` = 1.0 with ``unlearn_steps`` = 1; gradient ascent as the
+unlearning loss. Every one is an option.
 """
 
 from __future__ import annotations
