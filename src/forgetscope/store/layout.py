@@ -17,8 +17,9 @@ A sweep directory (and the experiments that extend it) looks like this::
       predict/<kind>/            ``forgetscope predict``: predict_summary.csv, predict_curves.csv, figures
                                  (``--kind all``: directly in predict/)
       forecast/<name>/           ``forgetscope forecast``: forecast.parquet (one row per example), forecast.json
-      compare/                   ``forgetscope compare``: split.json, summary.csv, per_run.csv, compare.png,
-                                 oracle/<task>__s<seed>.json, probe/<task>__s<seed>.json
+      compare/                   ``forgetscope compare``: split.json, summary.csv, tests.csv, per_run.csv,
+                                 compare.png, command.txt, wall_time.json, oracle/<task>__s<seed>.json,
+                                 probe/<task>__s<seed>.json
       sharpness.parquet          ``forgetscope sharpness``: one row per run
       sharpness/                 correlation.json/.csv, landscape.parquet, figures
       scaling_config.json        ``forgetscope scaling``: the validated config
@@ -147,8 +148,20 @@ class SweepLayout:
         return self.compare_dir / "per_run.csv"
 
     @property
+    def compare_tests(self) -> Path:
+        return self.compare_dir / "tests.csv"
+
+    @property
     def compare_chart(self) -> Path:
         return self.compare_dir / "compare.png"
+
+    @property
+    def compare_command(self) -> Path:
+        return self.compare_dir / "command.txt"
+
+    @property
+    def compare_wall_time(self) -> Path:
+        return self.compare_dir / "wall_time.json"
 
     def compare_oracle(self, task: str, seed: int) -> Path:
         return self.compare_dir / "oracle" / f"{task}__s{seed}.json"
