@@ -56,7 +56,7 @@ def main() -> None:
     # Base losses are measured on the model at on_train_begin (fresh LoRA adapters leave it equal to the
     # base). With a sweep directory of this same base model, ForgettingCallback("sweeps/demo", probe=8)
     # would reuse the sweep's base losses and evaluate 8 examples per step instead of all of them.
-    callback = ForgettingCallback(upstream, max_length=64, eval_steps=args.eval_steps).attach(trainer)
+    callback = ForgettingCallback(upstream, eval_steps=args.eval_steps).attach(trainer)
     t1 = time.perf_counter()
     trainer.train()
     t_train = time.perf_counter() - t1

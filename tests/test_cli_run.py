@@ -1,7 +1,8 @@
 """The `forgetscope run` / `demo` CLI: success, and one clear error line with a non-zero exit."""
 
+import pytest
 import yaml
-from conftest import sweep_config_dict
+from conftest import sweep_config_dict, write_jsonl
 
 from forgetscope.cli import run_app
 
@@ -86,3 +87,74 @@ def test_disk_full_is_one_line(tiny_dir, tiny_data, tmp_path, capsys, monkeypatc
 def test_demo_rejects_bad_method(capsys, tmp_path):
     assert run_app(["demo", "--method", "qlora", "--output", str(tmp_path / "d"), "--tasks", "1"]) == 2
     assert "method" in _error_line(capsys)
+
+
+def test_run_summarises_each_kind_with_the_nan_aware_share_and_truncation(tiny_dir, tiny_data, tmp_path, capsys):
+    cfg = _write(tmp_path, sweep_config_dict(tiny_dir, tiny_data, tmp_path / "out"))
+    assert run_app(["run", str(cfg)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "12 lm, 1 instruction upstream examples" in out
+    assert "plain text (lm: loss over all tokens): 2 runs x 12 examples" in out
+    assert "prompt/response (instruction" in out
+    assert "0 of 13 upstream examples truncated (0 tokens dropped)" in out
+
+
+def test_run_with_a_kind_the_upstream_set_lacks_is_refused_before_anything_runs(tiny_dir, tiny_data, tmp_path,
+                                                                                 capsys):
+    write_jsonl(tiny_data["upstream"], [{"id": f"u{i}", "text": f"Sentence number {i} is here."} for i in range(4)])
+    cfg = _write(tmp_path, sweep_config_dict(tiny_dir, tiny_data, tmp_path / "out"))
+    assert run_app(["run", str(cfg), "--kind", "instruction"]) == 2
+    assert "no 'instruction' examples in the upstream set; kinds present: lm (4)" in _error_line(capsys)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("row, msg", [
+    ({"id": "x", "prompt": "Say nothing.", "response": ""}, "missing or empty field 'response'"),
+    ({"id": "x", "text": "."}, "tokenises to 1 token"),
+])
+def test_bad_upstream_example_is_one_line_and_exit_2(tiny_dir, tiny_data, tmp_path, capsys, row, msg):
+    write_jsonl(tiny_data["upstream"], [{"id": "u0", "text": "The quick brown fox."}, row])
+    cfg = _write(tmp_path, sweep_config_dict(tiny_dir, tiny_data, tmp_path / "out"))
+    assert run_app(["run", str(cfg)]) == 2
+    assert msg in _error_line(capsys)
+    assert not (tmp_path / "out").exists()
+
+
+def test_eval_max_length_above_the_context_is_one_line_and_exit_2(tiny_dir, tiny_data, tmp_path, capsys):
+    d = sweep_config_dict(tiny_dir, tiny_data, tmp_path / "out")
+    d["eval"]["max_length"] = 100000
+    assert run_app(["run", str(_write(tmp_path, d))]) == 2
+    assert "eval.max_length=100000 is longer than the model's context of 128 tokens" in _error_line(capsys)
+    assert not (tmp_path / "out").exists()
+
+
+def test_edited_data_file_is_one_line_naming_it(tiny_dir, tiny_data, tmp_path, capsys):
+    cfg = _write(tmp_path, sweep_config_dict(tiny_dir, tiny_data, tmp_path / "out"))
+    assert run_app(["run", str(cfg)]) == 0
+    qa = tiny_data["qa"]
+    qa.write_text(qa.read_text().replace("What is 3", "What is three"))
+    assert run_app(["run", str(cfg)]) == 2
+    line = _error_line(capsys)
+    assert f"data of task 'qa': file {qa} changed since this sweep started" in line and "--overwrite" in line
+
+
+def test_demo_options_choose_the_upstream_design(tiny_dir, tiny_data, tmp_path, capsys):
+    import pandas as pd
+
+    base = ["demo", "--model", str(tiny_dir), "--task", "code", "--task", "elements", "--n-train", "8",
+            "--steps", "1", "--batch-size", "4", "--lora-rank", "2", "--target-module", "q_proj"]
+    assert run_app([*base, "--output", str(tmp_path / "pairs"), "--upstream", "0", "--instruct", "5"]) == 0
+    up = pd.read_parquet(tmp_path / "pairs" / "upstream.parquet")
+    assert up["kind"].tolist() == ["instruction"] * 5
+    out = " ".join(capsys.readouterr().out.split())
+    assert "forgetting matrix 2 x 5 (5 instruction upstream examples)" in out
+    assert run_app([*base, "--output", str(tmp_path / "file"), "--upstream-file", str(tiny_data["upstream"]),
+                    "--chat", "off", "--kind", "lm"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "plain text (lm: loss over all tokens): 2 runs x 12 examples" in out and "prompt/response" not in out
+    import json
+
+    manifest = json.loads((tmp_path / "file" / "manifest.json").read_text())
+    assert manifest["config"]["train"]["lora_rank"] == 2 and manifest["eval"]["chat"] is False
+    assert run_app([*base, "--output", str(tmp_path / "none"), "--upstream", "0", "--instruct", "0"]) == 2
+    assert "needs upstream examples" in _error_line(capsys)

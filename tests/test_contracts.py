@@ -115,37 +115,48 @@ def _upstream():
 
 
 def _strategy_cases() -> list[tuple[str, str | None]]:
-    """Every registered strategy; replay once per policy."""
+    """Every registered strategy; replay once per policy (predicted offline and online)."""
     cases = []
     for name in STRATEGIES.names():
         if name == "replay":
-            cases += [("replay", policy) for policy in ("random", "predicted", "oracle")]
+            cases += [("replay", policy) for policy in ("random", "predicted", "online", "oracle", "mir")]
         else:
             cases.append((name, None))
     return cases
 
 
+# options a strategy cannot do without (everything else has a default)
+REQUIRED = {"lwf": {"forget_data": "demo:poetry"}}
+
+
 def _options(name: str, policy: str | None, upstream_ids: list[str]) -> dict:
     """Small, fast options; the policies that need forgetting values get them."""
     if name == "replay":
-        opts = {"ratio": 0.5, "policy": policy}
+        opts = {"ratio": 0.5, "policy": "predicted" if policy == "online" else policy}
         if policy == "oracle":
             opts["forgetting"] = {u: float(k % 3) - 0.5 for k, u in enumerate(upstream_ids)}
-        elif policy == "predicted":  # a predictor fitted on other tasks' rows; the probe values come from a pilot
+        elif policy in ("predicted", "online"):  # a predictor fitted on other tasks' rows
             known = np.random.default_rng(1).normal(size=(4, len(upstream_ids)))
-            opts.update(predictor=get_predictor("knn", k=2).fit(known), predictor_columns=upstream_ids,
-                        probe=0.3, pilot_steps=1)
+            opts.update(predictor=get_predictor("knn", k=2).fit(known), predictor_columns=upstream_ids, probe=0.3)
+            # offline: the probe values come from a pilot; online: from the model after its warm-up step
+            opts.update(pilot_steps=1) if policy == "predicted" else opts.update(mode="online")
+        elif policy == "mir":
+            opts["candidates"] = 4
         return opts
-    return {"ewc": {"n_fisher": 4}, "lwf": {"n_self": 2, "gen_tokens": 3, "interval": 2},
+    return {"ewc": {"n_fisher": 4}, "lwf": {**REQUIRED["lwf"], "n_self": 2, "gen_tokens": 3, "interval": 1},
             "sam": {"rho": 0.05}}.get(name, {})
 
 
 @pytest.mark.parametrize("name", STRATEGIES.names())
 def test_strategy_builds_with_defaults(name):
-    s = make_strategy(name)
+    s = make_strategy(name, **REQUIRED.get(name, {}))
     assert s.name == name
     with pytest.raises(ConfigError):
-        make_strategy(name, no_such_option=1)
+        make_strategy(name, no_such_option=1, **REQUIRED.get(name, {}))
+    if name in REQUIRED:  # without its required options: one clear line
+        with pytest.raises(ConfigError) as exc:
+            make_strategy(name)
+        assert "\n" not in str(exc.value)
 
 
 @pytest.mark.parametrize(("name", "policy"), _strategy_cases(),

@@ -278,8 +278,8 @@ def test_demo_upstream_size_and_determinism():
     assert len({_norm(e.text) for e in up}) == len(up)
     words = [len(e.text.split()) for e in up]
     assert max(words) <= 60 and sum(words) / len(words) < 40  # short: ~20-60 tokens
-    kinds = {e.meta["kind"] for e in up}
-    assert len(kinds) >= 4  # a mix of sources
+    categories = {e.meta["category"] for e in up}
+    assert len(categories) >= 4  # a mix of sources
     sub = demo_upstream(50, seed=1)
     assert len(sub) == 50 and sub == demo_upstream(50, seed=1) and sub != demo_upstream(50, seed=2)
 

@@ -67,3 +67,56 @@ def test_example_needs_text_or_pair():
         Example("bad")
     with pytest.raises(DataError):
         Example("bad", text="x", prompt="p", response="r")
+
+
+def test_chat_pair_is_the_rendered_conversation_up_to_the_end_of_turn(tiny):
+    _, tok = tiny
+    # written for a "Q: ...\nA:" prompt: the leading space and the trailing newline are not part of the turns
+    ex = Example("p", prompt="What is two plus two?\n", response=" 4")
+    enc = encode_example(tok, ex, 128, chat=True)
+    rendered = tok.apply_chat_template([{"role": "user", "content": "What is two plus two?"},
+                                        {"role": "assistant", "content": "4"}], tokenize=False)
+    assert rendered.endswith("4<|im_end|>\n")
+    full = tok(rendered, add_special_tokens=False)["input_ids"]
+    assert list(enc.input_ids) == full[:-1]  # everything the model sees and says, up to its end-of-turn token
+    scored = [t for t in enc.labels if t != IGNORE_INDEX]
+    assert tok.decode(scored) == "4<|im_end|>"  # the answer and the end of the turn, nothing of the template
+
+
+def test_plain_pair_is_prompt_plus_response_as_given(tiny):
+    _, tok = tiny
+    ex = Example("p", prompt="What is two plus two?\n", response="4")
+    enc = encode_example(tok, ex, 128)
+    assert tok.decode(list(enc.input_ids)) == "What is two plus two?\n4<|im_end|>"
+    assert tok.decode([t for t in enc.labels if t != IGNORE_INDEX]) == "4<|im_end|>"
+
+
+def test_end_of_turn_falls_back_to_eos_when_the_template_renders_answers_otherwise(tiny):
+    import copy
+
+    from forgetscope.data.encoding import end_of_turn_ids
+
+    _, tok = tiny
+    assert end_of_turn_ids(tok) == [tok.convert_tokens_to_ids("<|im_end|>")]
+    odd = copy.deepcopy(tok)  # a template that drops assistant turns: no end-of-turn token can be read off it
+    odd.chat_template = ("{% for m in messages %}{% if m['role'] == 'user' %}<|im_start|>user\n{{ m['content'] }}"
+                         "<|im_end|>\n{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
+                         "{% endif %}")
+    assert end_of_turn_ids(odd) == [tok.eos_token_id]
+
+
+def test_truncation_is_counted(tiny):
+    from forgetscope.data.encoding import truncation_stats
+
+    _, tok = tiny
+    encs = encode_examples(tok, [Example("long", text="word " * 40), Example("short", text="a few words")], 16)
+    assert encs[0].n_truncated == len(tok("word " * 40)["input_ids"]) - 16 > 0 and encs[1].n_truncated == 0
+    assert truncation_stats(encs) == {"truncated_examples": 1, "truncated_tokens": encs[0].n_truncated}
+
+
+def test_texts_and_responses_that_tokenise_to_too_little_are_one_line_errors(tiny):
+    _, tok = tiny
+    with pytest.raises(DataError, match=r"example 'dot': its text '\.' tokenises to 1 token\(s\)"):
+        encode_example(tok, Example("dot", text="."), 64)
+    with pytest.raises(DataError, match="empty response"):
+        Example("e", prompt="Say nothing.", response="  ")

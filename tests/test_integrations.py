@@ -224,3 +224,20 @@ def test_measure_restores_the_mode(tiny):
         assert model.training is training
         assert metrics["forgetting/mean"] == pytest.approx(0.0, abs=1e-6)
         assert metrics["forgetting/share_forgotten"] <= 1 and metrics["forgetting/evaluated"] == 3
+
+
+def test_max_length_is_the_sweeps_evaluation_length_not_its_training_length(tiny, tmp_path):
+    model, tok = tiny
+    matrix = ForgettingMatrix(np.zeros((2, len(UPSTREAM))), ["r0", "r1"], IDS, upstream=pd.DataFrame({
+        "example_id": IDS, "text": [e.text for e in UPSTREAM], "prompt": [e.prompt for e in UPSTREAM],
+        "response": [e.response for e in UPSTREAM], "loss_before": 1.0}))
+    write_matrix_sweep(matrix, tmp_path / "s", manifest={
+        "config": {"train": {"max_length": 32}, "eval": {"max_length": 512, "chat": "auto"}},
+        "eval": {"max_length": 96, "chat": True}})
+    assert ForgettingCallback(tmp_path / "s").max_length == 96  # what the sweep measured with
+    with pytest.raises(ConfigError, match="differs from the sweep's max_length=96"):
+        ForgettingCallback(tmp_path / "s", max_length=32)
+    # without a sweep: the default evaluation length, capped at the model's context (128 here)
+    callback = ForgettingCallback(UPSTREAM)
+    callback._prepare(model, tok)
+    assert callback.max_length == 128

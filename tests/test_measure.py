@@ -162,3 +162,44 @@ def test_evaluate_examples_table(tiny, encoded):
     assert list(df.columns) == ["example_id", "n_tokens", "loss", "em"]
     assert df["example_id"].tolist() == [e.example_id for e in exs]
     assert (df["n_tokens"] > 0).all()
+
+
+def _sweep_with_em(path):
+    """A sweep directory written through the store: 2 plain texts, 4 pairs, 2 runs with em_after."""
+    import pandas as pd
+
+    from forgetscope.store import SweepStore
+
+    store = SweepStore(path)
+    store.write_manifest({"source": "run", "status": "complete"})
+    store.write_upstream(pd.DataFrame({
+        "example_id": ["t0", "t1", "p0", "p1", "p2", "p3"],
+        "kind": ["lm", "lm", "instruction", "instruction", "instruction", "instruction"],
+        "loss_before": [1.0] * 6,
+        "em_before": [np.nan, np.nan, 1.0, 1.0, 0.0, 1.0]}))
+    em_after = {"a": [np.nan, np.nan, 0.0, 1.0, 0.0, np.nan], "b": [np.nan, np.nan, 1.0, 0.0, 1.0, 0.0]}
+    for run, em in em_after.items():
+        rows = pd.DataFrame({"example_id": ["t0", "t1", "p0", "p1", "p2", "p3"], "loss_after": [1.5] * 6,
+                             "em_after": em})
+        store.write_run({"run_id": run, "task": run}, rows)
+    store.consolidate(["a", "b"])
+    return store
+
+
+def test_binary_forgetting_is_em_lost_on_examples_the_base_model_answered(tmp_path):
+    from forgetscope.measure import binary_forgetting
+
+    store = _sweep_with_em(tmp_path / "s")
+    B = binary_forgetting(store.load_matrix())
+    assert B.col_names == ["p0", "p1", "p2", "p3"] and B.row_names == ["a", "b"]
+    # p2: the base model did not answer it (nothing to forget); p3 in run a: em_after missing
+    np.testing.assert_array_equal(B.values, [[1.0, 0.0, np.nan, np.nan], [0.0, 1.0, np.nan, 1.0]])
+    assert set(B.kinds) == {"instruction"}
+    np.testing.assert_array_equal(binary_forgetting(tmp_path / "s").values, B.values)  # a path works too
+
+
+def test_forgotten_share_leaves_out_excluded_entries():
+    from forgetscope.measure import forgotten_share
+
+    assert forgotten_share(np.array([0.5, -0.1, np.nan, np.nan])) == 0.5
+    assert np.isnan(forgotten_share(np.array([np.nan])))

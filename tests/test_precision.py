@@ -176,7 +176,8 @@ def test_sweep_records_eval_precision_in_manifest_and_runs(tiny_dir, tiny_data, 
     cfg = parse_config(raw)
     matrix = run_sweep(cfg)
     manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
-    assert (manifest["eval_device"], manifest["eval_dtype"]) == ("cpu", "bfloat16")
+    assert (manifest["eval"]["device"], manifest["eval"]["dtype"]) == ("cpu", "bfloat16")  # beside max_length
+    assert "eval_dtype" not in manifest and manifest["eval"]["max_length"] > 0
     runs = __import__("pandas").read_parquet(tmp_path / "s" / "runs.parquet")
     assert set(runs["eval_dtype"]) == {"bfloat16"} and set(runs["eval_device"]) == {"cpu"}
     assert np.isfinite(matrix.values).all()
@@ -191,7 +192,7 @@ def test_resume_with_another_precision_is_refused(tiny_dir, tiny_data, tmp_path)
     run_sweep(cfg)
     path = tmp_path / "s" / "manifest.json"
     manifest = json.loads(path.read_text())
-    manifest["eval_device"], manifest["eval_dtype"] = "cuda", "bfloat16"  # as if measured on a GPU
+    manifest["eval"]["device"], manifest["eval"]["dtype"] = "cuda", "bfloat16"  # as if measured on a GPU
     path.write_text(json.dumps(manifest))
     with pytest.raises(PrecisionError, match="cuda/bfloat16.*cpu/float32"):
         run_sweep(cfg)

@@ -19,7 +19,7 @@ def planted(m=40, n=1500, r=3, noise=0.3, seed=0):
 @pytest.fixture(scope="module")
 def cv_table():
     return cross_validate(planted(), ["zero", "additive", "knn", "lowrank"], probe=[0.02, 0.1],
-                          n_folds=4, seed=0)
+                          n_folds=4, draws=3, seed=0)
 
 
 def test_lowrank_and_knn_beat_additive_beats_zero(cv_table):
@@ -33,11 +33,11 @@ def test_lowrank_and_knn_beat_additive_beats_zero(cv_table):
 
 
 def test_cv_table_is_tidy_and_reports_against_additive(cv_table):
-    expected = {"fold", "predictor", "probe_size", "probe_frac", "inference_skipped", "rmse", "pearson",
+    expected = {"draw", "predictor", "probe_size", "probe_frac", "inference_skipped", "rmse", "pearson",
                 "spearman", "f1", "precision@10", "recall@10", "rmse_ratio_vs_additive",
                 "delta_spearman_vs_additive"}
     assert expected <= set(cv_table.columns)
-    assert len(cv_table) == 4 * 2 * 4  # folds x probe sizes x predictors
+    assert len(cv_table) == 3 * 2 * 4  # draws x probe sizes x predictors (folds pooled)
     add = cv_table[cv_table.predictor == "additive"]
     assert np.allclose(add["rmse_ratio_vs_additive"], 1.0)
     assert np.allclose(cv_table["inference_skipped"], 1 - cv_table["probe_size"] / 1500)
@@ -62,7 +62,7 @@ def test_lowrank_handles_missing_known_entries(method):
     known = F[:40].copy()
     known[np.random.default_rng(0).random(known.shape) < 0.15] = np.nan
     S = choose_probe(600, 0.1, seed=0)
-    row = get_predictor("lowrank", method=method, n_iter=10).fit(known).predict(S, F[40, S])
+    row = get_predictor("lowrank", rank=3, method=method, n_iter=10).fit(known).predict(S, F[40, S])
     add = get_predictor("additive").fit(known).predict(S, F[40, S])
     assert np.isfinite(row).all()
     assert np.mean((row - F[40]) ** 2) < np.mean((add - F[40]) ** 2)

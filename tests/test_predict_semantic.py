@@ -43,7 +43,7 @@ def test_semantic_prompt_response_and_missing_texts():
     mat = topic_matrix()
     mat.upstream = pd.DataFrame({"example_id": mat.col_names, "prompt": ["Q: "] * len(mat.col_names),
                                  "response": [f"{w} answer" for w in WORDS for _ in range(6)]})
-    assert texts_from_matrix(mat)[1][0] == "Q: code answer"
+    assert texts_from_matrix(mat)[1][0] == "Q:\ncode answer"
     p = get_predictor("semantic", embedder=toy_embed)
     with pytest.raises(DataError, match="needs task texts"):
         p.fit(mat.values)
@@ -52,6 +52,32 @@ def test_semantic_prompt_response_and_missing_texts():
         p.predict([0, 1, 2], mat.values[-1, :3])
     row = p.predict([0, 1, 2], mat.values[-1, :3], task_text="fine-tune on poetry")
     assert row.shape == (mat.shape[1],)
+
+
+def test_semantic_texts_on_mixed_upstream_are_never_empty():
+    """Plain texts and pairs in one upstream table: each example gets its own text, none empty."""
+    upstream = pd.DataFrame({"example_id": ["t0", "p0", "p1", "t1"],
+                             "text": ["plain text about code", None, None, ""],
+                             "prompt": [None, "What is 2+2?", "", None],
+                             "response": [None, "Four.", "Only a response.", None]})
+    runs = pd.DataFrame({"run_id": ["a", "b", "c"], "task": ["code", "bible", "poetry"],
+                         "task_description": ["", "the bible", None],
+                         "task_text": ["Python code\ndef f(): pass", None, None]})
+    mat = ForgettingMatrix(np.zeros((3, 4)), runs["run_id"].tolist(), upstream["example_id"].tolist(),
+                           runs=runs, upstream=upstream)
+    tasks, examples = texts_from_matrix(mat)
+    assert examples == ["plain text about code", "What is 2+2?\nFour.", "Only a response.", "t1"]
+    assert tasks == ["Python code\ndef f(): pass", "the bible", "poetry"]
+    assert all(t.strip() for t in tasks + examples)
+
+
+def test_semantic_is_called_by_what_it_is():
+    from forgetscope.predict import PREDICTORS
+
+    assert PREDICTORS.get("semantic").display_name() == "frozen-embedding similarity (MiniLM)"
+    table = evaluate(topic_matrix(), {"semantic": get_predictor("semantic", embedder=toy_embed)}, probe=[4],
+                     n_folds=3, draws=2).table
+    assert set(table.loc[table.predictor == "semantic", "method"]) == {"frozen-embedding similarity (MiniLM)"}
 
 
 @pytest.mark.slow

@@ -190,3 +190,34 @@ def test_report_renders_in_headless_chromium(demo_report, tmp_path):
     assert _section_ids(res.stdout) == ALL_SECTIONS
     assert f"<title>decoded:{n_imgs}/{n_imgs}</title>" in res.stdout, res.stdout[:300]
     assert [ln for ln in res.stderr.splitlines() if ":CONSOLE" in ln or "Uncaught" in ln] == []
+
+
+def test_report_has_a_section_set_per_kind(tiny_dir, tiny_data, tmp_path, capsys):
+    from conftest import sweep_config_dict
+
+    from forgetscope.cli import run_app
+    from forgetscope.config import parse_config
+    from forgetscope.experiments import run_sweep
+
+    out = tmp_path / "sweep"
+    run_sweep(parse_config(sweep_config_dict(tiny_dir, tiny_data, out)))
+    html = build_report(out, strict=True).read_text()
+    ids = re.findall(r'<section id="([a-z-]+)">', html)
+    # lm (the default kind) first with the plain ids, then the instruction columns (1 example: no spectrum)
+    assert ids == ["provenance", "runs", "heatmap", "lowrank", "fits", "heatmap-instruction"]
+    assert "Forgetting heat map — plain text (lm)" in html and "Forgetting heat map — prompt/response" in html
+    assert "12 lm, 1 instruction" in html and "share F&gt;0 (instruction)" in html
+    only = build_report(out, tmp_path / "inst.html", strict=True, kind="instruction").read_text()
+    assert re.findall(r'<section id="([a-z-]+)">', only) == ["provenance", "runs", "heatmap"]
+    assert run_app(["report", str(out), "--kind", "all", "-o", str(tmp_path / "all.html")]) == 0
+    assert "kinds: all" in capsys.readouterr().out
+
+
+def test_report_of_a_kind_the_sweep_lacks_is_one_line_and_writes_nothing(tmp_path, capsys):
+    from forgetscope.cli import run_app
+
+    sweep = tmp_path / "s"
+    write_demo_sweep(sweep, n_examples=30, tasks=("a", "b"), seeds=(0,), strategies=("plain",), extras=False)
+    assert run_app(["report", str(sweep), "--kind", "lm"]) == 2
+    assert "does not record which examples are 'lm'" in capsys.readouterr().err
+    assert not SweepLayout(sweep).report.exists()

@@ -154,3 +154,82 @@ def test_upstream_with_duplicate_ids_is_refused(tiny_dir, tiny_data, tmp_path):
     write_jsonl(tiny_data["upstream"], [{"id": "x", "text": "a b c"}, {"id": "x", "text": "d e f"}])
     with pytest.raises(DataError, match="duplicate"):
         run_sweep(_cfg(tiny_dir, tiny_data, tmp_path / "s"))
+
+
+def test_upstream_table_records_kinds_and_the_manifest_the_inputs(tiny_dir, tiny_data, tmp_path):
+    out = tmp_path / "sweep"
+    m = run_sweep(_cfg(tiny_dir, tiny_data, out))
+    up = pd.read_parquet(out / "upstream.parquet")
+    assert dict(zip(up.example_id, up.kind))["q1"] == "instruction"
+    assert set(up.loc[up.example_id != "q1", "kind"]) == {"lm"}
+    assert list(m.kinds) == up.kind.tolist()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["upstream_kinds"] == {"lm": 12, "instruction": 1}
+    inputs = manifest["inputs"]
+    assert inputs["upstream"]["source"] == str(tiny_data["upstream"]) and len(inputs["upstream"]["sha256"]) == 64
+    assert set(inputs["tasks"]) == {"code", "qa"} and inputs["model"]["sha256"]
+    # the default eval.max_length (512) is capped at the tiny model's context; nothing is cut
+    assert manifest["eval"]["max_length"] == 128
+    assert manifest["eval"]["truncated_examples"] == 0 and (up.n_truncated == 0).all()
+
+
+def test_editing_a_data_file_after_a_sweep_refuses_to_resume_naming_the_file(tiny_dir, tiny_data, tmp_path):
+    out = tmp_path / "sweep"
+    cfg = _cfg(tiny_dir, tiny_data, out)
+    run_sweep(cfg)
+    before = sorted(p.name for p in out.rglob("*"))
+    path = tiny_data["upstream"]
+    path.write_text(path.read_text().replace("lazy dog", "sleepy dog"))
+    with pytest.raises(StoreError, match=rf"upstream data file {path} changed since this sweep started.*--overwrite"):
+        run_sweep(cfg)
+    assert sorted(p.name for p in out.rglob("*")) == before  # nothing touched
+    code = tiny_data["code"]
+    code.write_text(code.read_text().replace("x * 1", "x * 11"))
+    with pytest.raises(StoreError, match=rf"data of task 'code': file {code} changed"):
+        run_sweep(cfg)
+    m = run_sweep(cfg, overwrite=True)
+    assert m.shape == (2, 13)
+    assert run_sweep(cfg).shape == (2, 13)  # the fresh sweep resumes with the edited files
+
+
+def test_changed_config_names_the_changed_field(tiny_dir, tiny_data, tmp_path):
+    out = tmp_path / "sweep"
+    run_sweep(_cfg(tiny_dir, tiny_data, out))
+    with pytest.raises(StoreError, match=r"train\.steps: 3 → 4"):
+        run_sweep(_cfg(tiny_dir, tiny_data, out, steps=4))
+    d = sweep_config_dict(tiny_dir, tiny_data, out)
+    d["eval"]["max_batch_tokens"] = 512  # batching trades memory for speed only: the sweep resumes
+    assert run_sweep(parse_config(d)).shape == (2, 13)
+
+
+def test_eval_max_length_is_separate_and_truncation_is_counted(tiny_dir, tiny_data, tmp_path):
+    out = tmp_path / "sweep"
+    d = sweep_config_dict(tiny_dir, tiny_data, out)
+    d["eval"]["max_length"] = 36
+    run_sweep(parse_config(d))
+    up = pd.read_parquet(out / "upstream.parquet")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["eval"]["max_length"] == 36 and manifest["config"]["train"]["max_length"] == 64
+    cut = up[up.n_truncated > 0]
+    assert manifest["eval"]["truncated_examples"] == len(cut) > 0
+    assert manifest["eval"]["truncated_tokens"] == int(up.n_truncated.sum())
+    assert (up.n_tokens <= 35).all()  # at most max_length - 1 scored positions
+
+
+def test_eval_max_length_above_the_context_is_refused_before_anything_is_written(tiny_dir, tiny_data, tmp_path):
+    d = sweep_config_dict(tiny_dir, tiny_data, tmp_path / "sweep")
+    d["eval"]["max_length"] = 4096
+    with pytest.raises(ConfigError, match=r"eval\.max_length=4096 is longer than the model's context of 128"):
+        run_sweep(parse_config(d))
+    assert not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.parametrize("row, msg", [
+    ({"id": "x", "text": "."}, "tokenises to 1 token"),
+    ({"id": "x", "prompt": "Say nothing.", "response": "   "}, "missing or empty field 'response'"),
+])
+def test_bad_upstream_examples_fail_before_anything_is_written(tiny_dir, tiny_data, tmp_path, row, msg):
+    write_jsonl(tiny_data["upstream"], [{"id": "u0", "text": "The quick brown fox."}, row])
+    with pytest.raises(DataError, match=msg):
+        run_sweep(_cfg(tiny_dir, tiny_data, tmp_path / "sweep"))
+    assert not (tmp_path / "sweep").exists()

@@ -8,13 +8,13 @@ A sweep config says which base model, which upstream examples, which tasks, and 
     upstream: {source: demo, n: 200}   # or {source: path/to/file.jsonl, text_field: ...}
     tasks: [code, bible, {name: mine, source: data/mine.jsonl}]
     train: {method: lora, steps: 30, lr: 5e-4, batch_size: 8, max_length: 64}
-    eval: {max_batch_tokens: 4096, exact_match: true}
+    eval: {max_length: auto, max_batch_tokens: 4096, exact_match: true}
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -60,13 +60,20 @@ class SourceConfig(_Strict):
 
     source: str = "demo"
     split: str | None = None  # a split of a DatasetDict directory or a hub dataset (default: train)
-    n: int | None = Field(None, ge=1)
+    n: int | None = Field(None, ge=0)  # 0: demo upstream only, no plain-text examples (instruction pairs only)
     n_instruct: int = Field(0, ge=0)  # demo only: add this many instruction pairs with short answers (exact match)
     text_field: str = "text"
     prompt_field: str = "prompt"
     response_field: str = "response"
     answer_field: str = "answer"
     id_field: str = "id"
+
+    @model_validator(mode="after")
+    def _n_zero_only_for_demo_pairs(self) -> SourceConfig:
+        if self.n == 0 and not (self.source == "demo" and self.n_instruct > 0):
+            raise ValueError("n: 0 keeps no examples; only the demo upstream set with n_instruct > 0 may "
+                             "leave out its plain texts")
+        return self
 
 
 class TaskConfig(SourceConfig):
@@ -77,13 +84,36 @@ class TaskConfig(SourceConfig):
     description: str = ""
 
 
+DEFAULT_EVAL_MAX_LENGTH = 512
+
+
 class EvalConfig(_Strict):
+    """How upstream examples are measured. ``max_length`` is separate from ``train.max_length``: a
+    measurement should see whole examples while training may cut for speed. ``auto`` (the default) is
+    512 tokens capped at the model's context, which cuts none of the demo's upstream examples (the
+    longest is about 60 tokens); a number above the context is an error. Truncated examples are counted
+    in the manifest.
+    ``max_batch_tokens`` and ``max_batch_size`` only trade memory for speed (not part of the fingerprint)."""
+
+    max_length: Annotated[int, Field(ge=2)] | Literal["auto"] = "auto"
     max_batch_tokens: int = Field(4096, ge=16)
     max_batch_size: int = Field(64, ge=1)
+    # em_before / em_after: whole-word containment of the normalised gold answer in the first line of the
+    # greedy output (see forgetscope.measure.nll.answer_matches), for pairs with an ``answer``
     exact_match: bool = True
     chat: bool | Literal["auto"] = "auto"  # chat template for prompt/response pairs when the tokenizer has one
     # precision of loss_before and loss_after (the same for both); auto: bf16 where the hardware has it
     dtype: Literal["auto", "float32", "bfloat16"] = "float32"
+
+    def effective_max_length(self, context: int | None) -> int:
+        """``max_length`` checked against the model's ``context``: ``auto`` is 512 capped at it, a number
+        above it is a ConfigError."""
+        if self.max_length == "auto":
+            return min(DEFAULT_EVAL_MAX_LENGTH, context or DEFAULT_EVAL_MAX_LENGTH)
+        if context is not None and self.max_length > context:
+            raise ConfigError(f"eval.max_length={self.max_length} is longer than the model's context of "
+                              f"{context} tokens; use at most {context} (or auto)")
+        return self.max_length
 
 
 class SweepConfig(_Strict):

@@ -13,6 +13,7 @@ import importlib.util
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,7 +218,12 @@ def prepare_for_training(model, method: str = "full", *, lora_rank: int = 8, lor
             task_type="CAUSAL_LM",
         )
         try:
-            return get_peft_model(model, config)
+            with warnings.catch_warnings():
+                # peft (<= 0.21) reads transformers' deprecated `is_gradient_checkpointing` when wrapping;
+                # the FutureWarning is about peft's code, not forgetscope's or the user's
+                warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated",
+                                        category=FutureWarning)
+                return get_peft_model(model, config)
         except ValueError as exc:
             raise ModelError(f"cannot apply LoRA: {exc}") from exc
     raise ModelError(f"unknown fine-tuning method {method!r}; use 'full' or 'lora'")

@@ -108,14 +108,21 @@ class Precision:
     def describe(self) -> str:
         return f"{self.device}/{self.dtype}"
 
-    def manifest_fields(self) -> dict[str, str]:
+    def eval_fields(self) -> dict[str, str]:
+        """Its place in the manifest's ``eval`` entry, beside max_length, chat and truncation."""
+        return {"device": self.device, "dtype": self.dtype}
+
+    def run_fields(self) -> dict[str, str]:
+        """Its columns in a run record (``runs.parquet`` is flat)."""
         return {"eval_device": self.device, "eval_dtype": self.dtype}
 
     @classmethod
     def from_manifest(cls, manifest: dict[str, Any]) -> Precision | None:
-        if "eval_device" not in manifest or "eval_dtype" not in manifest:
+        """The precision recorded in a manifest's ``eval`` entry (None where a sweep recorded none)."""
+        ev = manifest.get("eval") or {}
+        if "device" not in ev or "dtype" not in ev:
             return None
-        return cls(str(manifest["eval_device"]), str(manifest["eval_dtype"]))
+        return cls(str(ev["device"]), str(ev["dtype"]))
 
 
 def _is_adapter(name: str) -> bool:
@@ -155,3 +162,19 @@ def evaluation_precision(model, dtype: torch.dtype | None) -> Iterator[EvalState
     finally:
         for p, data in saved:
             p.data = data
+
+
+def merge_for_evaluation(model: Any, dtype: torch.dtype) -> Any:
+    """Fold a LoRA adapter into the weights (evaluation at base-model speed) only when nothing is lost.
+
+    A merge is exact enough when the weights are float32 and evaluation is float32. Otherwise the
+    adapter stays unmerged: merged into bf16 weights, an update smaller than their spacing would round
+    away, and unmerged its float32 low-rank product adds to the layer output, while the base weights are
+    rounded exactly as they were for ``loss_before``.
+    """
+    if not hasattr(model, "merge_and_unload"):
+        return model
+    weights_fp32 = all(p.dtype == torch.float32 for p in model.parameters() if p.is_floating_point())
+    if weights_fp32 and dtype == torch.float32:
+        return model.merge_and_unload()
+    return model

@@ -1,23 +1,47 @@
-"""Paired significance tests of a strategy against plain fine-tuning.
+"""Paired significance tests of a strategy against a baseline, at the level of runs.
 
-For paired values a (strategy) and b (plain) — per upstream example, or per task×seed run — we report
-the mean difference a − b, a percentile bootstrap confidence interval of that mean (resampling the
-pairs), and the two-sided Wilcoxon signed-rank p-value (``scipy.stats.wilcoxon``; exact for small n
-without ties, normal approximation otherwise). Non-finite pairs are dropped. With all differences zero
-the p-value is 1; with fewer than two pairs it is NaN (nothing to test). Note the floor of the exact
-Wilcoxon test: with n runs the smallest possible two-sided p is 2/2ⁿ (0.25 for n = 3), so run-level
-tests need several tasks × seeds before they can reject anything.
+The unit of a comparison is a **run**: one task × seed fine-tuned with the strategy, paired with the
+baseline run on the same task and seed (same base weights, same task batches). Each run contributes
+one number per metric (its mean forgetting on the held-out upstream examples, its task loss, ...), so
+a comparison over M tasks × S seeds has n = M·S pairs, and every p-value below is computed from those
+n differences d = a − b (strategy − baseline):
+
+* ``p_wilcoxon``: two-sided Wilcoxon signed-rank test (``scipy.stats.wilcoxon`` with its default
+  ``method="auto"``: the exact null distribution for n ≤ 50, which is only approximate when
+  differences tie; the normal approximation above 50);
+* ``p_t``: two-sided paired t-test (``scipy.stats.ttest_rel``);
+* ``ci_low``/``ci_high``: a bootstrap confidence interval of the mean difference, resampling runs
+  (``scipy.stats.bootstrap``, BCa, 9 999 resamples by default);
+* ``dz``: the paired effect size (Cohen's d_z) ``mean(d) / sd(d)`` (sd with ddof = 1);
+* :func:`holm`: Holm's step-down adjustment across every comparison reported together.
+
+**When a test is not reported.** With fewer than :data:`MIN_PAIRS_T` = 2 pairs there is no variance
+to test against: no t-test, no bootstrap interval, no d_z. The Wilcoxon test needs
+:data:`MIN_PAIRS_WILCOXON` = 6 pairs: with n pairs the smallest two-sided exact p-value is 2/2ⁿ, which
+for n ≤ 5 is at least 0.0625, so the test could never reject at the 5 % level and its p-value carries
+no information. A test that is not reported has p = NaN and ``note`` says why ("not testable: ...");
+the CLI prints "not testable" instead of a number. All differences zero gives p = 1 (both tests); a
+nonzero constant difference has no variance, so the t-test is not testable.
+
+Pooling upstream examples across runs (n = runs × examples) would treat examples that share one
+fine-tuned model as independent observations (pseudo-replication) and overstate the evidence.
+:func:`paired_test` still computes that example-level Wilcoxon p, but only as a descriptive number:
+:mod:`forgetscope.experiments.compare` labels it so and never uses it for a conclusion.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
 
+MIN_PAIRS_T = 2
+MIN_PAIRS_WILCOXON = 6
+
 
 def bootstrap_ci(diffs: np.ndarray, *, n_boot: int = 2000, ci: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of ``diffs``."""
+    """Percentile bootstrap interval of the mean of ``diffs`` (descriptive, e.g. over pooled examples)."""
     d = np.asarray(diffs, dtype=float)
     if d.size == 0:
         return float("nan"), float("nan")
@@ -36,6 +60,7 @@ def bootstrap_ci(diffs: np.ndarray, *, n_boot: int = 2000, ci: float = 0.95, see
 
 
 def wilcoxon_p(diffs: np.ndarray) -> float:
+    """Two-sided Wilcoxon signed-rank p of paired differences (NaN below 2 pairs, 1 when all are zero)."""
     from scipy.stats import wilcoxon
 
     d = np.asarray(diffs, dtype=float)
@@ -47,7 +72,8 @@ def wilcoxon_p(diffs: np.ndarray) -> float:
 
 
 def paired_test(a: Any, b: Any, *, n_boot: int = 2000, ci: float = 0.95, seed: int = 0) -> dict[str, float]:
-    """Compare paired samples a (strategy) and b (baseline): n, means, mean difference, CI, Wilcoxon p."""
+    """Descriptive paired comparison of many values (e.g. pooled examples): n, means, mean difference,
+    percentile bootstrap CI and Wilcoxon p. Not a valid test when the pairs share a run."""
     a = np.asarray(a, dtype=float)
     b = np.asarray(b, dtype=float)
     if a.shape != b.shape:
@@ -59,3 +85,92 @@ def paired_test(a: Any, b: Any, *, n_boot: int = 2000, ci: float = 0.95, seed: i
             "mean_b": float(b[ok].mean()) if d.size else float("nan"),
             "mean_diff": float(d.mean()) if d.size else float("nan"), "ci_low": lo, "ci_high": hi,
             "p_wilcoxon": wilcoxon_p(d)}
+
+
+def holm(pvalues: Any) -> np.ndarray:
+    """Holm's step-down adjusted p-values; NaN entries stay NaN and do not count as comparisons.
+
+    With the m finite p-values sorted, p₍₁₎ ≤ … ≤ p₍ₘ₎, the adjusted value of p₍ᵢ₎ is
+    ``max_{j ≤ i} min(1, (m − j + 1) · p₍ⱼ₎)``; rejecting where it is ≤ α controls the family-wise
+    error rate at α.
+    """
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    m = ok.size
+    if m == 0:
+        return out
+    order = ok[np.argsort(p[ok], kind="stable")]
+    scaled = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    out[order] = np.maximum.accumulate(scaled)
+    return out
+
+
+def _bootstrap_mean_ci(d: np.ndarray, *, n_resamples: int, confidence: float, seed: int) -> tuple[float, float]:
+    from scipy.stats import bootstrap
+
+    if d.size < MIN_PAIRS_T:
+        return float("nan"), float("nan")
+    if np.ptp(d) == 0:  # every resample has the same mean
+        return float(d[0]), float(d[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = bootstrap((d,), np.mean, n_resamples=n_resamples, confidence_level=confidence, method="BCa",
+                        rng=np.random.default_rng(seed))
+        lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+        if not (np.isfinite(lo) and np.isfinite(hi)):  # BCa undefined (e.g. a degenerate jackknife)
+            res = bootstrap((d,), np.mean, n_resamples=n_resamples, confidence_level=confidence,
+                            method="percentile", rng=np.random.default_rng(seed))
+            lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    return lo, hi
+
+
+def mean_ci(values: Any, *, n_resamples: int = 9999, confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Bootstrap (BCa) interval of the mean of per-run values (NaN below 2 finite values)."""
+    v = np.asarray(values, dtype=float)
+    return _bootstrap_mean_ci(v[np.isfinite(v)], n_resamples=n_resamples, confidence=confidence, seed=seed)
+
+
+def paired_run_test(a: Any, b: Any, *, n_resamples: int = 9999, confidence: float = 0.95,
+                    seed: int = 0) -> dict[str, Any]:
+    """Run-level paired comparison of a (strategy) with b (baseline); see the module docstring.
+
+    Pairs with a non-finite value are dropped. Returns n, mean_a, mean_b, mean_diff, sd_diff, dz,
+    ci_low, ci_high, p_wilcoxon, p_t and ``note`` (empty, or why a test is not reported).
+    """
+    from scipy.stats import ttest_rel
+
+    a = np.asarray(a, dtype=float)
+    b = np.asarray(b, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(f"paired samples differ in shape: {a.shape} vs {b.shape}")
+    ok = np.isfinite(a) & np.isfinite(b)
+    a, b = a[ok], b[ok]
+    d = a - b
+    n = int(d.size)
+    nan = float("nan")
+    out: dict[str, Any] = {"n": n, "mean_a": float(a.mean()) if n else nan, "mean_b": float(b.mean()) if n else nan,
+                           "mean_diff": float(d.mean()) if n else nan, "sd_diff": nan, "dz": nan,
+                           "ci_low": nan, "ci_high": nan, "p_wilcoxon": nan, "p_t": nan}
+    notes = []
+    if n < MIN_PAIRS_T:
+        notes.append(f"not testable: {n} paired run{'s' if n != 1 else ''} (t-test needs {MIN_PAIRS_T})")
+    else:
+        sd = float(d.std(ddof=1))
+        out["sd_diff"] = sd
+        out["ci_low"], out["ci_high"] = _bootstrap_mean_ci(d, n_resamples=n_resamples, confidence=confidence,
+                                                           seed=seed)
+        if sd > 0:
+            out["dz"] = float(d.mean() / sd)
+            out["p_t"] = float(ttest_rel(a, b).pvalue)
+        elif np.all(d == 0):
+            out["p_t"] = 1.0
+        else:
+            notes.append("t-test not testable: every paired difference is the same")
+    if n < MIN_PAIRS_WILCOXON:
+        if n >= MIN_PAIRS_T:
+            notes.append(f"Wilcoxon not testable: {n} paired runs (needs {MIN_PAIRS_WILCOXON})")
+    else:
+        out["p_wilcoxon"] = wilcoxon_p(d)
+    out["note"] = "; ".join(notes)
+    return out

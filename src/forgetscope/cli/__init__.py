@@ -4,6 +4,7 @@
 from forgetscope.cli import (
     analyze_cmd,  # noqa: F401
     compare_cmd,  # noqa: F401
+    forecast_cmd,  # noqa: F401
     import_cmd,  # noqa: F401
     info_cmd,  # noqa: F401
     predict_cmd,  # noqa: F401

@@ -9,11 +9,39 @@ import typer
 from rich.table import Table
 
 from forgetscope.cli.app import app, console
+from forgetscope.store import ForgettingMatrix
+
+KIND_HELP = ("which upstream examples: lm (plain text), instruction (prompt/response) or all "
+             "(default: lm when the sweep has plain-text examples, else instruction; all for a matrix "
+             "without kinds)")
 
 
-def default_out(source: Path, name: str) -> Path:
-    """``SWEEP/<name>`` for a sweep directory, ``<file stem>_<name>/`` beside a matrix file."""
-    return source / name if source.is_dir() else source.with_name(f"{source.stem}_{name}")
+def default_out(source: Path, name: str, kind: str = "all") -> Path:
+    """``SWEEP/<name>/<kind>`` for a sweep directory (``SWEEP/<name>`` for kind ``all``), ``<file stem>_<name>/``
+    beside a matrix file."""
+    from forgetscope.store import SweepLayout
+
+    if not source.is_dir():
+        return source.with_name(f"{source.stem}_{name}")
+    layout = SweepLayout(source)
+    return {"analysis": layout.analysis_dir_for, "predict": layout.predict_dir_for}[name](kind)
+
+
+def load_kind(source: Path, kind: str | None) -> tuple[ForgettingMatrix, str]:
+    """The matrix of ``source`` restricted to one kind of upstream example (the default kind unless given),
+    and that kind; prints which kind it is."""
+    from forgetscope.data.types import KIND_LABELS, check_kind
+    from forgetscope.importing import load_any
+
+    if kind is not None:
+        check_kind(kind)
+    matrix = load_any(source)
+    kind = kind or matrix.default_kind()
+    sub = matrix.select_kind(kind)
+    counts = ", ".join(f"{n} {k}" for k, n in matrix.kind_counts().items())
+    console.print(f"kind: {kind} = {KIND_LABELS[kind]}; {sub.shape[1]} of {matrix.shape[1]} upstream examples"
+                  + (f" (sweep: {counts})" if counts else ""), highlight=False)
+    return sub, kind
 
 
 @app.command()
@@ -21,21 +49,21 @@ def analyze(
     source: Path = typer.Argument(..., help="sweep directory or matrix file (.npy/.csv/.parquet)"),
     max_rank: int = typer.Option(10, "--max-rank", "-k", help="largest k for R²(k)"),
     order_by: str = typer.Option("additive", help="heat-map ordering: additive, multiplicative or svd"),
-    out: Path | None = typer.Option(None, help="output folder (default SWEEP/analysis)"),
+    out: Path | None = typer.Option(None, help="output folder (default SWEEP/analysis/KIND)"),
     figures: bool = typer.Option(True, help="write PNG figures"),
+    kind: str | None = typer.Option(None, help=KIND_HELP),
 ) -> None:
     """SVD spectrum, R²(k), additive and multiplicative fits, forgetting-vs-learning correlation."""
     from forgetscope.analysis import lowrank, plots
-    from forgetscope.importing import load_any
 
-    matrix = load_any(source)
+    matrix, kind = load_kind(source, kind)
     k = min(max_rank, *matrix.shape)
     report = lowrank.analyze(matrix, max_rank=k, order_by=order_by)  # type: ignore[arg-type]
-    out_dir = out or default_out(source, "analysis")
+    out_dir = out or default_out(source, "analysis", kind)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     m, n = report.shape
-    console.print(f"[bold]{m} tasks x {n} examples[/], {report.missing_fraction:.1%} missing")
+    console.print(f"[bold]{m} tasks x {n} {kind} examples[/], {report.missing_fraction:.1%} missing")
     table = Table(title="low-rank structure")
     for col in ("k", "singular value", "energy share", "R²(k)"):
         table.add_column(col, justify="right")

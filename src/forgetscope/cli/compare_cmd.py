@@ -1,14 +1,17 @@
-"""`forgetscope compare CONFIG`: plain fine-tuning vs mitigation strategies, with paired significance tests."""
+"""`forgetscope compare CONFIG`: plain fine-tuning vs mitigation strategies, with run-level paired tests."""
 
 from __future__ import annotations
 
 import math
+import shlex
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
 from forgetscope.cli.app import app, console
+
+NOT_TESTABLE = "not testable"
 
 
 def _f(x, spec: str = ".4f") -> str:
@@ -18,27 +21,50 @@ def _f(x, spec: str = ".4f") -> str:
         return "–"
 
 
+def _p(x) -> str:
+    """A p-value, or "not testable" where the test was not run (too few paired runs)."""
+    try:
+        return NOT_TESTABLE if math.isnan(float(x)) else format(float(x), ".2g")
+    except (TypeError, ValueError):
+        return NOT_TESTABLE
+
+
 def compare_table(summary) -> Table:
-    table = Table(title="forgetting on held-out upstream examples vs plain fine-tuning (paired)")
-    cols = ["strategy", "runs", "forgetting [95% CI]", "forgotten", "Δ vs plain [95% CI]", "p (examples)",
-            "p (runs)", "task loss", "Δ task loss", "p (task)", "train s", "upstream evals"]
+    table = Table(title="held-out upstream forgetting and task loss vs plain fine-tuning "
+                        "(paired over task x seed runs; p Holm-adjusted)")
+    cols = ["strategy", "kind", "runs", "forgetting [95% CI]", "forgotten", "Δ vs plain [95% CI]", "d_z",
+            "p Wilcoxon", "p t", "task loss", "Δ task loss", "p task (Wilcoxon)", "train s", "upstream evals"]
     for c in cols:
-        table.add_column(c, justify="left" if c == "strategy" else "right")
+        table.add_column(c, justify="left" if c in ("strategy", "kind") else "right")
     for r in summary.to_dict("records"):
-        is_plain = r["strategy"] == "plain"
+        base = r["strategy"] == "plain"
         table.add_row(
-            r["strategy"], str(r["runs"]),
+            r["strategy"], str(r.get("kind", "")), str(r["runs"]),
             f"{_f(r['forgetting_heldout'])} [{_f(r['forgetting_ci_low'])}, {_f(r['forgetting_ci_high'])}]",
             _f(r["forgotten_share_heldout"], ".1%"),
-            "" if is_plain else f"{_f(r['diff_forgetting'], '+.4f')} [{_f(r['diff_ci_low'], '+.4f')}, "
-                                f"{_f(r['diff_ci_high'], '+.4f')}]",
-            "" if is_plain else _f(r["p_examples"], ".2g"),
-            "" if is_plain else _f(r["p_runs"], ".2g"),
+            "" if base else f"{_f(r.get('diff_forgetting'), '+.4f')} [{_f(r.get('diff_ci_low'), '+.4f')}, "
+                            f"{_f(r.get('diff_ci_high'), '+.4f')}]",
+            "" if base else _f(r.get("dz"), "+.2f"),
+            "" if base else _p(r.get("p_wilcoxon_holm")),
+            "" if base else _p(r.get("p_t_holm")),
             _f(r["task_loss_after"], ".3f"),
-            "" if is_plain else _f(r["diff_task_loss"], "+.3f"),
-            "" if is_plain else _f(r["p_task_runs"], ".2g"),
+            "" if base else _f(r.get("diff_task_loss"), "+.3f"),
+            "" if base else _p(r.get("task_loss_p_wilcoxon_holm")),
             _f(r["train_wall_s"], ".0f"), _f(r["upstream_evaluations"], ".0f"),
         )
+    return table
+
+
+def tests_table(tests) -> Table:
+    """The head-to-head comparisons (not against plain) on held-out forgetting."""
+    table = Table(title="direct comparisons: held-out forgetting (paired over task x seed runs; p Holm-adjusted)")
+    for c in ["comparison", "runs", "Δ [95% CI]", "d_z", "p Wilcoxon", "p t", "note"]:
+        table.add_column(c, justify="left" if c in ("comparison", "note") else "right")
+    rows = tests[(tests["baseline"] != "plain") & (tests["metric"] == "forgetting_heldout")]
+    for r in rows.to_dict("records"):
+        table.add_row(r["comparison"], str(r["n_pairs"]),
+                      f"{_f(r['mean_diff'], '+.4f')} [{_f(r['ci_low'], '+.4f')}, {_f(r['ci_high'], '+.4f')}]",
+                      _f(r["dz"], "+.2f"), _p(r["p_wilcoxon_holm"]), _p(r["p_t_holm"]), str(r.get("note") or ""))
     return table
 
 
@@ -57,7 +83,16 @@ def compare(
         console.print(f"{config}: ok ({len(cfg.tasks)} tasks x {len(cfg.seed_list)} seeds, "
                       f"strategies: {', '.join(s.display for s in cfg.strategies)})")
         return
-    result = run_compare(cfg, output=output, overwrite=overwrite, log=lambda m: console.print(m, highlight=False))
+    command = ["forgetscope", "compare", str(config)] + (["--output", str(output)] if output else []) + (
+        ["--overwrite"] if overwrite else [])
+    result = run_compare(cfg, output=output, overwrite=overwrite, log=lambda m: console.print(m, highlight=False),
+                         command=shlex.join(command))
     console.print(compare_table(result["summary"]))
+    if (result["tests"]["baseline"] != "plain").any():
+        console.print(tests_table(result["tests"]))
+    notes = result["summary"].get("note")
+    if notes is not None and notes.fillna("").astype(str).str.len().gt(0).any():
+        console.print(f"{NOT_TESTABLE}: a test needs at least 2 paired runs (t-test) or 6 (Wilcoxon); "
+                      "see the note column of tests.csv")
     paths = result["paths"]
-    console.print(f"wrote {paths['summary']}, {paths['per_run']} and {paths['chart']}")
+    console.print(f"wrote {paths['summary']}, {paths['tests']}, {paths['per_run']} and {paths['chart']}")

@@ -1,4 +1,4 @@
-"""`forgetscope predict`: cross-validate forgetting predictors from probe sets (tables, CSV/JSON, figures)."""
+"""`forgetscope predict`: evaluate forgetting predictors under the task-grouped protocol (tables, CSV/JSON, figures)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from forgetscope.cli.analyze_cmd import default_out
+from forgetscope.cli.analyze_cmd import KIND_HELP, default_out, load_kind
 from forgetscope.cli.app import app, console
 
 
@@ -15,59 +15,94 @@ def _fmt(x: float, spec: str = ".4f") -> str:
     return "–" if x != x else format(x, spec)  # NaN -> dash
 
 
+def _pm(row: dict, col: str, spec: str = ".3f") -> str:
+    """``mean ± sd`` of a summary column (sd over draws)."""
+    mean, sd = row.get(col, float("nan")), row.get(f"{col}_sd", float("nan"))
+    return _fmt(mean, spec) if sd != sd else f"{_fmt(mean, spec)} ± {_fmt(sd, spec)}"
+
+
+def _names(text: str | None) -> list[str] | None:
+    return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
+
+
 @app.command()
 def predict(
     source: Path = typer.Argument(..., help="sweep directory or matrix file (.npy/.csv/.parquet)"),
-    probe: list[float] = typer.Option([0.05], "--probe", "-p",
-                                      help="probe size: fraction of examples (<= 1) or a count; repeatable"),
-    predictor: list[str] = typer.Option(["additive", "knn", "lowrank"], "--predictor", "-m",
-                                        help="zero, additive, knn, knn-baseline, lowrank, logistic, "
-                                             "semantic; repeatable"),
+    probe: list[float] = typer.Option([30], "--probe", "-p",
+                                      help="probe size: a count of examples (or a fraction < 1); repeatable"),
+    predictor: list[str] | None = typer.Option(
+        None, "--predictor", "-m",
+        help="zero, additive, knn, knn-baseline, lowrank, logistic, semantic (= frozen-embedding similarity "
+             "(MiniLM)); repeatable; default additive, knn, lowrank (logistic with --binary)"),
     probe_method: str = typer.Option("random", help="random or active (highest-leverage examples)"),
-    folds: int = typer.Option(5, help="cross-validation folds over tasks"),
-    seed: int = typer.Option(0, help="seed for folds and random probe sets"),
-    threshold: float = typer.Option(0.0, help="'forgotten' means F > threshold (F1, precision@k)"),
-    rank: int = typer.Option(3, help="rank for lowrank and logistic"),
+    folds: int = typer.Option(5, help="cross-validation folds over tasks (all rows of a task leave together)"),
+    draws: int = typer.Option(10, help="seeded probe draws; tables give mean ± sd over draws"),
+    seed: int = typer.Option(0, help="seed for folds and probe draws"),
+    test_tasks: str | None = typer.Option(None, help="fixed split: comma-separated test tasks, the rest known"),
+    train_group: str | None = typer.Option(None, help="out-of-domain: train on this runs-table 'group'"),
+    test_group: str | None = typer.Option(None, help="out-of-domain: test on this runs-table 'group'"),
+    tau: float | None = typer.Option(None, help="noise margin: forgotten means F > tau (default: the sd of "
+                                                "seed-to-seed differences, else 0.05 nats)"),
+    binary: bool = typer.Option(False, help="binary forgetting (exact match lost): F1, precision, recall, AUC"),
+    rank: int | None = typer.Option(None, help="rank for lowrank (default: task-grouped CV) and logistic "
+                                               "(default 3, 5 with --binary)"),
     ridge: float = typer.Option(1.0, help="ridge multiplier for lowrank / logistic"),
     method: str = typer.Option("auto", help="lowrank factorisation: auto, svd or als"),
     neighbors: int = typer.Option(5, help="k for knn"),
     similarity: str = typer.Option("cosine", help="knn similarity: cosine or rmse"),
     k: list[int] = typer.Option([10, 100], "--k", help="k for precision/recall@k; repeatable"),
-    out: Path | None = typer.Option(None, help="output folder (default SWEEP/predict)"),
+    out: Path | None = typer.Option(None, help="output folder (default SWEEP/predict/KIND)"),
     figures: bool = typer.Option(True, help="write PNG figures"),
+    kind: str | None = typer.Option(None, help=KIND_HELP + "; instruction with --binary"),
 ) -> None:
-    """Leave-tasks-out CV: predict held-out tasks' rows from a probe set, scored against `additive`."""
+    """Predict held-out tasks' rows from probe sets (task-grouped CV or fixed/out-of-domain splits), against `additive`."""
     from forgetscope.analysis import plots
-    from forgetscope.importing import load_any
-    from forgetscope.predict import evaluate
+    from forgetscope.predict import evaluate, noise_margin
+    from forgetscope.predict.evaluate import prediction_matrix
 
-    matrix = load_any(source)
+    matrix, kind = load_kind(source, kind or ("instruction" if binary else None))
+    matrix = prediction_matrix(matrix, binary=binary)
+    if not binary and tau is None:
+        tau, _ = noise_margin(matrix)
+    names = list(dict.fromkeys(predictor or (["logistic"] if binary else ["additive", "knn", "lowrank"])))
     params = {"lowrank": {"rank": rank, "ridge": ridge, "method": method, "seed": seed},
-              "logistic": {"rank": rank, "ridge": ridge, "threshold": threshold, "seed": seed},
+              "logistic": {"rank": rank or (5 if binary else 3), "ridge": ridge,
+                           "threshold": 0.0 if binary else float(tau or 0.0), "seed": seed},
               "knn": {"k": neighbors, "similarity": similarity}}
-    result = evaluate(matrix, list(dict.fromkeys(predictor)), probe=list(probe), n_folds=folds, seed=seed,
-                      probe_method=probe_method, threshold=threshold, ks=tuple(k), params=params)
+    result = evaluate(matrix, names, probe=list(probe), n_folds=folds, draws=draws, seed=seed,
+                      probe_method=probe_method, tau=None if binary else tau, binary=binary,
+                      test_tasks=_names(test_tasks), train_group=train_group, test_group=test_group,
+                      ks=tuple(k), params=params)
     summary = result.summary()
+    proto = result.protocol
+    m, n = matrix.shape
+    what = "binary forgetting" if binary else f"forgotten = F > τ = {proto['tau']:.3g} ({proto['tau_source']})"
+    table = Table(title=f"{m} runs x {n} {kind} examples; {proto['splits']}; {draws} draws of {probe_method} probes; "
+                        f"{what}; mean ± sd over draws")
     k0 = k[0] if k else None
-    table = Table(title=f"leave-tasks-out CV, {matrix.shape[0]} tasks x {matrix.shape[1]} examples, "
-                        f"{probe_method} probes")
-    cols = ["predictor", "probe", "skipped", "RMSE", "RMSE/additive", "Pearson", "Spearman", "F1"]
-    if k0:
-        cols += [f"P@{k0}", f"R@{k0}"]
-    for c in cols:
-        table.add_column(c, justify="left" if c == "predictor" else "right")
-    for row in summary.to_dict("records"):
-        cells = [row["predictor"], f"{row['probe_size']} ({row['probe_frac']:.1%})",
-                 f"{row['inference_skipped']:.1%}", _fmt(row["rmse"]), _fmt(row["rmse_ratio_vs_additive"], ".3f"),
-                 _fmt(row["pearson"], ".3f"), _fmt(row["spearman"], ".3f"), _fmt(row["f1"], ".3f")]
+    if binary:
+        cols = ["method", "probe", "skipped", "F1", "precision", "recall", "AUC"]
+    else:
+        cols = ["method", "probe", "skipped", "RMSE", "RMSE/additive", "Pearson", "Spearman", "F1(τ)"]
         if k0:
-            cells += [_fmt(row[f"precision@{k0}"], ".3f"), _fmt(row[f"recall@{k0}"], ".3f")]
+            cols += [f"P@{k0}", f"R@{k0}"]
+    for c in cols:
+        table.add_column(c, justify="left" if c == "method" else "right")
+    for row in summary.to_dict("records"):
+        cells = [str(row["method"]), f"{row['probe_size']} ({row['probe_frac']:.1%})", f"{row['inference_skipped']:.1%}"]
+        if binary:
+            cells += [_pm(row, "f1"), _pm(row, "precision"), _pm(row, "recall"), _pm(row, "auc")]
+        else:
+            cells += [_pm(row, "rmse", ".4f"), _pm(row, "rmse_ratio_vs_additive"), _pm(row, "pearson"),
+                      _pm(row, "spearman"), _pm(row, "f1")]
+            if k0:
+                cells += [_pm(row, f"precision@{k0}"), _pm(row, f"recall@{k0}")]
         table.add_row(*cells)
     console.print(table)
 
-    out_dir = out or default_out(source, "predict")
+    out_dir = out or default_out(source, "predict", kind)
     paths = result.save(out_dir)
-    if figures:
+    if figures and not binary:
         largest = result.scatter["probe_frac"].max()
         plots.scatter_pred_true(result.scatter[result.scatter["probe_frac"] == largest], out_dir / "scatter.png")
         curves = result.curves[result.curves["probe_frac"] == result.curves["probe_frac"].max()]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -9,31 +10,102 @@ import typer
 from rich.table import Table
 
 from forgetscope.cli.app import app, console
+from forgetscope.errors import ForgetscopeError
 from forgetscope.store import ForgettingMatrix
 
 
-def summary_table(matrix: ForgettingMatrix) -> Table:
-    """Per-run summary: task learning and upstream forgetting."""
-    table = Table(title=f"forgetting matrix {matrix.shape[0]} x {matrix.shape[1]} (nats; + = forgotten)")
+def summary_table(matrix: ForgettingMatrix, kind: str = "all") -> Table:
+    """Per-run summary of one kind of upstream example: task learning and upstream forgetting.
+
+    "share F>0" is the share of *measured* entries that are forgotten (excluded entries left out); for
+    instruction examples with gold answers, "answers lost" is the share of the answers the base model
+    got right that the fine-tuned model no longer gets (binary forgetting).
+    """
+    from forgetscope.data.types import KIND_LABELS
+    from forgetscope.measure.forgetting import binary_forgetting, forgotten_share
+
+    sub = matrix.select_kind(kind)
+    binary = None
+    if kind == "instruction" and sub.path is not None:
+        try:
+            binary = binary_forgetting(sub)
+        except ForgetscopeError:
+            binary = None
+    title = f"{KIND_LABELS[kind]}: {sub.shape[0]} runs x {sub.shape[1]} examples (F in nats; + = forgotten)"
+    table = Table(title=title)
     table.add_column("run", justify="left", overflow="fold", min_width=22)
-    for col in ("task loss before→after", "mean F", "share F>0", "max F"):
+    cols = ["task loss before→after", "mean F", "share F>0", "max F"]
+    if binary is not None and np.isfinite(binary.values).any():
+        cols.append("answers lost")
+    else:
+        binary = None
+    for col in cols:
         table.add_column(col, justify="right")
-    runs = matrix.runs.set_index("run_id") if matrix.runs is not None and "run_id" in matrix.runs else None
-    for i, name in enumerate(matrix.row_names):
-        row = matrix.values[i]
-        learn = ""
-        if runs is not None and "task_loss_before" in runs:
-            r = runs.loc[name]
-            learn = f"{r['task_loss_before']:.3f}→{r['task_loss_after']:.3f}"
-        table.add_row(name, learn, f"{np.nanmean(row):+.4f}", f"{np.nanmean(row > 0):.0%}", f"{np.nanmax(row):+.3f}")
+    runs = sub.runs.set_index("run_id") if sub.runs is not None and "run_id" in sub.runs else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a row with no measured entry prints nan
+        for i, name in enumerate(sub.row_names):
+            row = sub.values[i]
+            learn = ""
+            if runs is not None and "task_loss_before" in runs:
+                r = runs.loc[name]
+                learn = f"{r['task_loss_before']:.3f}→{r['task_loss_after']:.3f}"
+            cells = [name, learn, f"{np.nanmean(row):+.4f}", _pct(forgotten_share(row)), f"{np.nanmax(row):+.3f}"]
+            if binary is not None:
+                lost = binary.values[i]
+                n = int(np.isfinite(lost).sum())
+                cells.append(f"{int(np.nansum(lost))}/{n}" if n else "–")
+            table.add_row(*cells)
     return table
 
 
-def _report(matrix: ForgettingMatrix, output: Path) -> None:
-    console.print(summary_table(matrix))
-    if matrix.upstream is not None and "loss_before" in matrix.upstream:
-        console.print(f"upstream loss before fine-tuning: mean {matrix.upstream['loss_before'].mean():.3f} nats/token")
+def _pct(x: float) -> str:
+    return "–" if not np.isfinite(x) else f"{x:.0%}"
+
+
+def report_kinds(matrix: ForgettingMatrix, kind: str | None = None) -> list[str]:
+    """The kinds a summary shows: ``kind`` alone, else every kind present (``all`` when kinds are unknown)."""
+    if kind is not None:
+        return [kind]
+    return list(matrix.kind_counts()) or ["all"]
+
+
+def _report(matrix: ForgettingMatrix, output: Path, kind: str | None = None) -> None:
+    from forgetscope.store import SweepStore
+
+    counts = matrix.kind_counts()
+    parts = ", ".join(f"{n} {k}" for k, n in counts.items())
+    console.print(f"[bold]forgetting matrix {matrix.shape[0]} x {matrix.shape[1]}[/]"
+                  + (f" ({parts} upstream examples)" if parts else ""))
+    for k in report_kinds(matrix, kind):
+        sub = matrix.select_kind(k)
+        console.print(summary_table(sub, k))
+        if sub.upstream is not None and "loss_before" in sub.upstream:
+            console.print(f"{k} upstream loss before fine-tuning: mean {sub.upstream['loss_before'].mean():.3f} "
+                          "nats/token")
+    store = SweepStore(output)
+    ev = store.read_manifest().get("eval") if store.exists() else None
+    if ev:
+        console.print(f"evaluation: max_length {ev['max_length']}, {ev['truncated_examples']} of "
+                      f"{ev['n_upstream']} upstream examples truncated ({ev['truncated_tokens']} tokens dropped)"
+                      + (f", {ev['device']}/{ev['dtype']}" if "device" in ev and "dtype" in ev else ""))
     console.print(f"[bold green]results:[/] {output}  (F.npy, forgetting.parquet, runs.parquet, upstream.parquet)")
+
+
+def _prepare(cfg, kind: str | None):
+    """The sweep's session, with a requested kind checked against its upstream set before anything runs."""
+    from forgetscope.data.types import KINDS, check_kind
+    from forgetscope.errors import DataError
+    from forgetscope.experiments import SweepSession
+
+    if kind is not None:
+        check_kind(kind)
+    session = SweepSession.prepare(cfg)
+    if kind in KINDS and not any(e.kind == kind for e in session.upstream):
+        present = ", ".join(f"{k} ({sum(e.kind == k for e in session.upstream)})" for k in KINDS
+                            if any(e.kind == k for e in session.upstream))
+        raise DataError(f"no {kind!r} examples in the upstream set; kinds present: {present}")
+    return session
 
 
 @app.command()
@@ -42,6 +114,8 @@ def run(
     output: Path | None = typer.Option(None, help="sweep directory (default: the config's 'output')"),
     executor: str | None = typer.Option(None, help="local or ray (default: the config's 'executor')"),
     overwrite: bool = typer.Option(False, help="replace an existing, different sweep in the output directory"),
+    kind: str | None = typer.Option(None, help="summarise only this kind: lm, instruction or all "
+                                    "(default: each kind present)"),
 ) -> None:
     """Fine-tune the base model on each task and measure the forgetting matrix (resumes if killed)."""
     from forgetscope.config import load_config
@@ -49,32 +123,53 @@ def run(
 
     cfg = load_config(config)
     out = output or cfg.output
-    matrix = run_sweep(cfg, output=out, executor=executor, overwrite=overwrite)
-    _report(matrix, Path(out))
+    matrix = run_sweep(cfg, output=out, executor=executor, overwrite=overwrite, session=_prepare(cfg, kind))
+    _report(matrix, Path(out), kind)
 
 
 @app.command()
 def demo(
     output: Path = typer.Option(Path("sweeps/demo"), help="sweep directory"),
     tasks: int | None = typer.Option(None, min=1, help="number of demo tasks (default: all)"),
-    upstream: int = typer.Option(160, min=2, help="number of upstream plain-text examples"),
-    instruct: int = typer.Option(32, min=0, help="number of upstream instruction pairs (exact match)"),
+    task: list[str] = typer.Option([], "--task", help="a demo task by name; repeatable (default: all tasks)"),
+    upstream: int | None = typer.Option(None, min=0, help="number of upstream plain-text (lm) examples "
+                                        "(default 160; 0: instruction pairs only; with --upstream-file: how "
+                                        "many of its examples, default all)"),
+    instruct: int = typer.Option(32, min=0, help="number of upstream instruction pairs (with gold answers)"),
+    upstream_file: Path | None = typer.Option(None, help="an upstream data file in place of the demo sets "
+                                              "(plain text and/or prompt/response pairs)"),
     n_train: int = typer.Option(120, min=2, help="training examples per task"),
     steps: int = typer.Option(10, min=1, help="fine-tuning steps per task"),
     batch_size: int = typer.Option(8, min=1),
     lr: float = typer.Option(2e-3),
-    max_length: int = typer.Option(96, min=8, help="tokens per example (longer ones are truncated)"),
+    max_length: int = typer.Option(96, min=8, help="training tokens per example (longer ones are truncated)"),
+    eval_max_length: int | None = typer.Option(None, min=8, help="evaluation tokens per upstream example "
+                                               "(default: 512 capped at the model's context; truncation is "
+                                               "counted)"),
     method: str = typer.Option("lora", help="lora or full"),
+    lora_rank: int = typer.Option(8, min=1),
+    target_module: list[str] = typer.Option([], "--target-module",
+                                            help="LoRA target module; repeatable (default q_proj, v_proj)"),
+    chat: str = typer.Option("auto", help="chat template for prompt/response pairs: auto, on or off"),
+    kind: str | None = typer.Option(None, help="summarise only this kind: lm, instruction or all "
+                                    "(default: each kind present)"),
     seed: int = typer.Option(0),
     model: str = typer.Option("smollm2-135m-instruct", help="base model (default: the offline SmolLM2)"),
     executor: str = typer.Option("local"),
     overwrite: bool = typer.Option(False, help="replace an existing, different sweep in the output directory"),
 ) -> None:
-    """Run the default offline demo sweep (SmolLM2-135M, demo suite, LoRA) and summarise it."""
+    """Run the default offline demo sweep (SmolLM2-135M, demo suite, LoRA) and summarise it per kind."""
     from forgetscope.experiments import run_sweep
     from forgetscope.experiments.demo import demo_config
 
-    cfg = demo_config(output=output, n_upstream=upstream, n_instruct=instruct, n_tasks=tasks, n_train=n_train, steps=steps,
-                      batch_size=batch_size, lr=lr, max_length=max_length, method=method, seed=seed, model=model)
-    matrix = run_sweep(cfg, output=output, executor=executor, overwrite=overwrite)
-    _report(matrix, output)
+    chat_value = {"auto": "auto", "on": True, "off": False}.get(chat)
+    if chat_value is None:
+        raise ForgetscopeError(f"--chat must be auto, on or off, got {chat!r}")
+    n_upstream = upstream if upstream is not None or upstream_file is not None else 160
+    cfg = demo_config(output=output, n_upstream=n_upstream, n_instruct=instruct, n_tasks=tasks, n_train=n_train,
+                      steps=steps, batch_size=batch_size, lr=lr, max_length=max_length, method=method, seed=seed,
+                      model=model, tasks=task or None, upstream_source=upstream_file, lora_rank=lora_rank,
+                      target_modules=target_module or None, eval_max_length=eval_max_length or "auto",
+                      chat=chat_value)
+    matrix = run_sweep(cfg, output=output, executor=executor, overwrite=overwrite, session=_prepare(cfg, kind))
+    _report(matrix, output, kind)

@@ -15,11 +15,13 @@ from forgetscope.data.loading import (
     read_records,
     split_examples,
 )
-from forgetscope.data.types import Example, Task
+from forgetscope.data.types import KINDS, Example, Task, check_kind
 
 __all__ = [
+    "KINDS",
     "Example",
     "Task",
+    "check_kind",
     "demo_task",
     "demo_task_info",
     "demo_task_names",

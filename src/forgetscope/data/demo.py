@@ -60,13 +60,33 @@ def _examples(filename: str, name: str) -> list[Example]:
 
 def demo_upstream(n: int | None = None, seed: int = 0) -> list[Example]:
     """Upstream plain-text examples (all 400 by default; ``n`` picks a seeded random subset)."""
-    return subsample(_examples("upstream.jsonl", "upstream"), n, seed, "demo upstream")
+    return subsample(_examples(UPSTREAM_FILE, "upstream"), n, seed, "demo upstream")
 
 
 def demo_upstream_instruct(n: int | None = None, seed: int = 0) -> list[Example]:
     """Upstream prompt/response pairs with short gold answers for exact match (120 by default)."""
-    return subsample(_examples("upstream_instruct.jsonl", "upstream_instruct"), n, seed,
+    return subsample(_examples(UPSTREAM_INSTRUCT_FILE, "upstream_instruct"), n, seed,
                    "demo upstream_instruct")
+
+
+UPSTREAM_FILE = "upstream.jsonl"
+UPSTREAM_INSTRUCT_FILE = "upstream_instruct.jsonl"
+
+
+def demo_files_sha256(filenames: list[str]) -> str:
+    """Content hash of shipped demo files (what a sweep over the demo suite measured)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in filenames:
+        h.update(f"{name}\0".encode())
+        h.update(_read_text(name).encode("utf-8"))
+    return h.hexdigest()
+
+
+def demo_task_file(name: str) -> str:
+    """The shipped file of a demo task (``task_<name>.jsonl``)."""
+    return demo_task_info(name)["file"]
 
 
 def demo_task_names() -> list[str]:

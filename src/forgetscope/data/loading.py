@@ -40,7 +40,8 @@ Schema = Literal["auto", "text", "pair"]
 
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".tsv")
 
-__all__ = ["examples_from_records", "load_examples", "load_task", "read_records", "split_examples"]
+__all__ = ["examples_from_records", "load_examples", "load_task", "read_records", "source_sha256",
+           "split_examples"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -184,6 +185,35 @@ def read_records(path: str | Path, *, split: str | None = None) -> list[dict]:
             "or a datasets directory"
         )
     return rows
+
+
+def source_sha256(path: str | Path) -> str | None:
+    """Content hash of a data source: a file's bytes, or every file of a ``save_to_disk`` directory
+    (names and bytes, in sorted order); None for a hub dataset (hash its loaded examples instead)."""
+    import hashlib
+
+    if isinstance(path, str) and path.startswith(HUB_PREFIX):
+        return None
+    p = Path(path).expanduser()
+    h = hashlib.sha256()
+    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    for f in files:
+        if p.is_dir():
+            h.update(f"{f.relative_to(p).as_posix()}\0".encode())
+        with open(f, "rb") as fh:
+            while block := fh.read(1 << 20):
+                h.update(block)
+    return h.hexdigest()
+
+
+def examples_sha256(examples: Iterable[Example]) -> str:
+    """Content hash of loaded examples (ids and every text field), for sources without a file."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for e in examples:
+        h.update(json.dumps([e.example_id, e.text, e.prompt, e.response, e.answer]).encode("utf-8"))
+    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,15 +1,29 @@
 """The two record types every pillar shares: an upstream/task example and a task.
 
 An example is either plain text (pretraining-like; loss on every token) or a prompt/response pair
-(instruction-like; loss on the response tokens only). ``answer`` is a short gold answer for exact
-match of the greedy continuation; it is optional.
+(instruction-like; loss on the response tokens only). Its :attr:`Example.kind` says which: ``"lm"`` or
+``"instruction"`` (:data:`KINDS`). The two kinds are separate experiments: their losses measure
+different things, so analysis and prediction treat their columns apart by default. ``answer`` is a
+short gold answer for the exact-match check of the greedy continuation; it is optional.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from forgetscope.errors import DataError
+
+Kind = Literal["lm", "instruction"]
+LM: Kind = "lm"
+INSTRUCTION: Kind = "instruction"
+#: The kinds of upstream example, in the order summaries list them.
+KINDS: tuple[Kind, ...] = (LM, INSTRUCTION)
+#: What a ``--kind`` option accepts: one kind, or every column together.
+KIND_CHOICES: tuple[str, ...] = (*KINDS, "all")
+KIND_LABELS: dict[str, str] = {LM: "plain text (lm: loss over all tokens)",
+                               INSTRUCTION: "prompt/response (instruction: loss on the response only)",
+                               "all": "all upstream examples"}
 
 
 @dataclass(frozen=True)
@@ -22,9 +36,12 @@ class Example:
     meta: dict = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
-        has_text = bool(self.text)
-        has_pair = self.prompt is not None and bool(self.response)
+        has_text = bool(self.text and self.text.strip())
+        has_pair = self.prompt is not None and bool(self.response and self.response.strip())
         if has_text == has_pair:
+            if self.text is None and self.prompt is not None:
+                raise DataError(f"example {self.example_id!r} has an empty response; a prompt/response "
+                                "pair needs a non-empty response")
             raise DataError(
                 f"example {self.example_id!r} must have either non-empty 'text' or "
                 "'prompt' + non-empty 'response'"
@@ -33,6 +50,11 @@ class Example:
     @property
     def is_pair(self) -> bool:
         return self.text is None
+
+    @property
+    def kind(self) -> Kind:
+        """``"instruction"`` for a prompt/response pair, ``"lm"`` for plain text."""
+        return INSTRUCTION if self.is_pair else LM
 
     @property
     def full_text(self) -> str:
@@ -54,3 +76,19 @@ class Task:
             raise DataError(f"task {self.name!r} has no training examples")
         if not self.heldout:
             raise DataError(f"task {self.name!r} has no held-out examples")
+
+
+    def text_summary(self, n_samples: int = 3, max_chars: int = 300) -> str:
+        """What the task is about, as text: its description (else its name) and its first ``n_samples``
+        training examples, each cut to ``max_chars``. Text-based predictors embed this."""
+        head = self.description.strip() or self.name
+        samples = [" ".join((ex.text if not ex.is_pair else f"{ex.prompt} {ex.response}").split())[:max_chars]
+                   for ex in self.train[:n_samples]]
+        return "\n".join([head, *samples])
+
+
+def check_kind(kind: str) -> str:
+    """``kind`` if it is one of :data:`KIND_CHOICES`, else a one-line error naming the choices."""
+    if kind not in KIND_CHOICES:
+        raise DataError(f"unknown example kind {kind!r}; use one of {', '.join(KIND_CHOICES)}")
+    return kind

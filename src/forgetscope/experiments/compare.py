@@ -1,37 +1,52 @@
-"""``forgetscope compare CONFIG``: plain fine-tuning against mitigation strategies, with paired tests.
+"""``forgetscope compare CONFIG``: plain fine-tuning against mitigation strategies, with run-level tests.
 
 A compare config is a sweep config (model, upstream, tasks, seeds, train, eval; see
 :mod:`forgetscope.config`) plus::
 
     strategies:                       # each runs on every task x seed, paired with a plain run
-      - {name: replay, label: replay-random, options: {ratio: 0.25, policy: random}}
-      - {name: replay, label: replay-predicted, options: {ratio: 0.25, policy: predicted}}
-      - {name: replay, label: replay-oracle, options: {ratio: 0.25, policy: oracle}}
+      - {name: replay, label: replay-random, options: {policy: random}}
+      - {name: replay, label: replay-offline, options: {policy: predicted}}
+      - {name: replay, label: replay-online, options: {policy: predicted, mode: online}}
+      - {name: replay, label: replay-oracle, options: {policy: oracle}}
+      - {name: replay, label: replay-mir, options: {policy: mir, candidates: 30}}
       - {name: sam, options: {rho: 0.05}}
-      - {name: ewc, options: {lam: 100}}
-      - {name: lwf}
+      - {name: ewc}
+      - {name: lwf, options: {forget_data: data/conflicting_task.jsonl}}
     known_tasks: [definitions, jargon]  # plain runs only: extra known rows for the predicted policy
-    compare: {replay_fraction: 0.5, probe: 0.1, predictor: knn, threshold: 0.0, bootstrap: 2000}
+    compare: {replay_fraction: 0.5, probe: 30, predictor: knn, threshold: 0.0, bootstrap: 9999,
+              direct: [[replay-offline, replay-random], [replay-online, replay-random]]}
 
 Protocol (one sweep directory, every run written to the sweep store as it finishes; rerunning the
-same command resumes):
+same command resumes where it stopped):
 
 1. the upstream set is split once (seeded) into a *replay pool* (``replay_fraction``) — the only
-   examples strategies may train on or take statistics from (replay, EWC's Fisher, LWF's prompts) —
-   and a *held-out* half on which forgetting is compared (never trained on by any strategy);
+   examples strategies may train on or take statistics from (replay, EWC's Fisher, LWF with
+   ``source: upstream``) — and a *held-out* part on which forgetting is compared (never trained on);
 2. plain runs for every task x seed (and for ``known_tasks``, first seed);
 3. for the ``oracle`` policy, the plain run's forgetting row over the pool is the truth it gets; for
-   ``predicted``, a probe set S (``probe`` of the pool, seeded per run) is observed on the plain
-   run — exactly the plain fine-tuned model evaluated on S only, |S| upstream evaluations — and the
-   row is completed by ``predictor`` fitted on the plain rows of the *other* tasks (this sweep's, or
-   the ``known`` sweep's), never this task's;
+   offline ``predicted``, a probe set S (``probe`` of the pool, seeded per seed) is observed on the
+   plain run — the plain fine-tuned model evaluated on S only, |S| upstream evaluations — and the row
+   is completed by ``predictor`` fitted on the plain rows of the *other* tasks (this sweep's, or the
+   ``known`` sweep's), never this task's; online ``predicted`` measures S itself on its own model at
+   the end of its warm-up, against base losses it measures once before training (2|S| evaluations);
 4. every strategy on every task x seed, from the same base weights and the same task batches.
 
-Reported per strategy: mean forgetting on the held-out examples, share of held-out examples forgotten
-(F > ``threshold``), mean forgetting on all examples it did not train on, task loss after fine-tuning,
-training wall time, upstream evaluations spent; and against plain, paired on the same task x seed:
-the mean difference with a bootstrap CI and Wilcoxon p over examples (pooled task x seed x example
-pairs), Wilcoxon p over task x seed run means, and the same for task loss.
+Per run (``per_run.csv``): mean forgetting on the held-out examples, share of them forgotten
+(F > ``threshold``), mean forgetting on every example the run did not train on, held-out task loss and
+next-token accuracy after fine-tuning, training wall time, upstream evaluations spent.
+
+Tests (``tests.csv``; see :mod:`forgetscope.analysis.stats`): every strategy against plain, and the
+``direct`` pairs (default: each predicted-replay arm against the random-replay arm with the same
+ratio), on three metrics (held-out forgetting, task loss, task accuracy), each paired over task x seed
+runs: Wilcoxon signed-rank and paired t p-values, a BCa bootstrap CI of the mean difference over runs,
+the effect size d_z, and Holm's adjustment across *every* row of the table (one family per test).
+The example-level Wilcoxon p over pooled held-out examples appears only as the descriptive column
+``p_examples_descriptive``: examples of one run share a model, so it is not a valid test.
+``summary.csv`` holds one row per strategy: its run-level means, and its comparison with plain.
+LWF is reported as *graceful forgetting* (judged by task loss and accuracy), not as a mitigation.
+
+``command.txt`` holds the command that produced the directory and ``wall_time.json`` the wall time
+of every invocation (a resumed comparison adds one), updated after each run.
 """
 
 from __future__ import annotations
@@ -43,13 +58,18 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from pydantic import Field, field_validator, model_validator
 
-from forgetscope.analysis.stats import bootstrap_ci, paired_test
+from forgetscope.analysis.stats import holm, mean_ci, paired_run_test, paired_test
 from forgetscope.config import SweepConfig, TaskConfig, _Strict, names_to_tasks
 from forgetscope.errors import ConfigError
+from forgetscope.experiments.run import Experiment
 from forgetscope.experiments.spec import RunSpec
 from forgetscope.store.layout import SweepLayout
+
+METRICS = ("forgetting_heldout", "task_loss_after", "task_accuracy_after")
+DEFAULT_RATIO = 1 / 32
 
 
 class StrategySpec(_Strict):
@@ -61,15 +81,24 @@ class StrategySpec(_Strict):
     def display(self) -> str:
         return self.label or self.name
 
+    @property
+    def policy(self) -> str | None:
+        return self.options.get("policy", "random") if self.name == "replay" else None
+
+    @property
+    def kind(self) -> str:
+        return "graceful forgetting" if self.name == "lwf" else "mitigation"
+
 
 class CompareOptions(_Strict):
     replay_fraction: float = Field(0.5, gt=0, lt=1)
-    probe: float = Field(0.1, gt=0)
+    probe: float = Field(30, gt=0)
     predictor: str = "knn"
     predictor_options: dict[str, Any] = Field(default_factory=dict)
     known: str | None = None  # another sweep with plain rows of other tasks (default: this comparison's)
     threshold: float = 0.0
-    bootstrap: int = Field(2000, ge=100)
+    bootstrap: int = Field(9999, ge=100)
+    direct: list[tuple[str, str]] | None = None  # [strategy, baseline strategy] pairs tested head to head
 
 
 class CompareConfig(SweepConfig):
@@ -95,10 +124,33 @@ class CompareConfig(SweepConfig):
         dupes = sorted({x for x in labels if labels.count(x) > 1})
         if dupes:
             raise ValueError(f"strategies: duplicate labels {dupes}; give each a distinct label")
+        if "plain" in labels:
+            raise ValueError("strategies: 'plain' is the baseline's label; give the strategy another label")
         overlap = {t.name for t in self.tasks} & {t.name for t in self.known_tasks}
         if overlap:
             raise ValueError(f"known_tasks: {sorted(overlap)} are already compared tasks")
+        for i, (a, b) in enumerate(self.compare.direct or []):
+            for x in (a, b):
+                if x not in labels and x != "plain":
+                    raise ValueError(f"compare.direct.{i}: no strategy labelled {x!r}; labels are {', '.join(labels)}")
+            if a == b:
+                raise ValueError(f"compare.direct.{i}: compares {a!r} with itself")
         return self
+
+    def direct_pairs(self) -> list[tuple[str, str]]:
+        """Head-to-head comparisons: ``compare.direct``, or each predicted-replay arm against the
+        random-replay arm with the same ratio (the first one, when several)."""
+        if self.compare.direct is not None:
+            return [(a, b) for a, b in self.compare.direct]
+        out = []
+        for s in self.strategies:
+            if s.policy != "predicted":
+                continue
+            ratio = s.options.get("ratio", DEFAULT_RATIO)
+            random = [r for r in self.strategies if r.policy == "random" and r.options.get("ratio", DEFAULT_RATIO) == ratio]
+            if random:
+                out.append((s.display, random[0].display))
+        return out
 
 
 def load_compare_config(path: str | Path, **overrides: Any) -> CompareConfig:
@@ -111,9 +163,10 @@ def load_compare_config(path: str | Path, **overrides: Any) -> CompareConfig:
 
 def _validate_strategy_options(cfg: CompareConfig) -> None:
     """Build each strategy once with placeholder inputs, so bad options fail before any training."""
+    from forgetscope.mitigate.replay import replay_schedule
     from forgetscope.train import make_strategy
 
-    for s in cfg.strategies:
+    for i, s in enumerate(cfg.strategies):
         opts = dict(s.options)
         if s.name == "replay":
             policy = opts.get("policy", "random")
@@ -121,7 +174,12 @@ def _validate_strategy_options(cfg: CompareConfig) -> None:
                 opts.setdefault("forgetting", {})
             if policy == "predicted":
                 opts.setdefault("known", "<compare>")
-        make_strategy(s.name, **opts)
+        strategy = make_strategy(s.name, **opts)
+        if s.policy == "mir":  # the largest draw of one step, with full task batches
+            most = int(replay_schedule(cfg.train.steps, cfg.train.batch_size, strategy.ratio).max())
+            if strategy.options.candidates < most:
+                raise ConfigError(f"strategies.{i} ({s.display}): mir candidates={strategy.options.candidates} is "
+                                  f"smaller than the {most} replay examples drawn in one step; use candidates >= {most}")
 
 
 def _spec(task: str, seed: int, name: str, options: dict[str, Any]) -> RunSpec:
@@ -141,12 +199,89 @@ def split_upstream(ids: list[str], fraction: float, seed: int) -> tuple[list[str
     return [ids[i] for i in pool], [ids[i] for i in held]
 
 
+# ---- the runs -----------------------------------------------------------------------------------
+def token_accuracy(model, encoded: list, pad_id: int, batch_size: int = 16) -> float:
+    """Share of scored tokens whose greedy next-token prediction is the target (token-weighted)."""
+    from forgetscope.data.encoding import IGNORE_INDEX, collate
+
+    if not encoded:
+        return float("nan")
+    device = next(model.parameters()).device
+    hits = total = 0
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(encoded), batch_size):
+                batch = collate(encoded[start:start + batch_size], pad_id, device)
+                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                targets = batch["labels"][:, 1:]
+                scored = targets != IGNORE_INDEX
+                hits += int(((logits[:, :-1].argmax(-1) == targets) & scored).sum())
+                total += int(scored.sum())
+    finally:
+        model.train(was_training)
+    return hits / total if total else float("nan")
+
+
+class CompareExperiment(Experiment):
+    """A sweep run that also records the task's held-out next-token accuracy after fine-tuning."""
+
+    name = "compare"
+
+    def measure_unmerged(self, session, spec: RunSpec, model: Any) -> dict[str, Any]:
+        from forgetscope.data.encoding import encode_examples
+        from forgetscope.models import context_length
+
+        _, tok = session.base()
+        task = session.tasks[spec.task]
+        enc = encode_examples(tok, task.heldout, session.config.train.max_length,
+                              model_max_length=context_length(model), chat=session.chat)
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        return {"task_accuracy_after": token_accuracy(model, enc, pad)}
+
+
+COMPARE = CompareExperiment()
+
+
+class WallClock:
+    """``command.txt`` and ``wall_time.json``: what produced the directory and how long each invocation took."""
+
+    def __init__(self, layout: SweepLayout, command: str | None):
+        self.layout = layout
+        self.t0 = time.perf_counter()
+        self.runs = 0
+        layout.compare_dir.mkdir(parents=True, exist_ok=True)
+        if command:
+            _write_text(layout.compare_command, command.rstrip() + "\n")
+        data = _read_json(layout.compare_wall_time) or {"invocations": []}
+        data["invocations"].append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "wall_s": 0.0, "runs": 0,
+                                    "finished": None})
+        self.data = data
+        self.save()
+
+    def save(self, finished: bool = False) -> None:
+        inv = self.data["invocations"][-1]
+        inv["wall_s"] = round(time.perf_counter() - self.t0, 1)
+        inv["runs"] = self.runs
+        if finished:
+            inv["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        self.data["total_wall_s"] = round(sum(i["wall_s"] for i in self.data["invocations"]), 1)
+        self.data["complete"] = finished
+        _write_json(self.layout.compare_wall_time, self.data)
+
+    def run_done(self) -> None:
+        self.runs += 1
+        self.save()
+
+
 def run_compare(cfg: CompareConfig, *, output: str | Path | None = None, overwrite: bool = False,
-                log=print) -> dict[str, Any]:
-    """Run (or resume) a comparison; returns {"summary": DataFrame, "per_run": DataFrame, "paths": ...}.
+                log=print, command: str | None = None) -> dict[str, Any]:
+    """Run (or resume) a comparison; returns {"summary", "tests", "per_run" (DataFrames), "paths"}.
 
     Runs go through the config's executor (``local`` or ``ray``) in two phases: the plain runs, then
-    every strategy (whose replay options are derived from the plain rows).
+    every strategy (whose replay options are derived from the plain rows). ``command`` is written to
+    ``compare/command.txt``.
     """
     from forgetscope.experiments.session import SweepSession
     from forgetscope.experiments.sweep import ensure_upstream_measured, open_store, run_specs
@@ -161,15 +296,18 @@ def run_compare(cfg: CompareConfig, *, output: str | Path | None = None, overwri
     pool_set = set(pool_ids)
     session.extras["strategy_upstream"] = [e for e in session.upstream if e.example_id in pool_set]
     store = open_store(cfg, session, output, overwrite)
+    clock = WallClock(layout, command)
     _write_json(layout.compare_split, {"pool": pool_ids, "heldout": held_ids})
     ensure_upstream_measured(session, store)
     order: list[str] = []
 
+    def on_run(spec: RunSpec, record: dict[str, Any]) -> None:
+        clock.run_done()
+        log(f"  {spec.run_id}: task loss {record['task_loss_after']:.3f}, train {record['train_wall_s']:.0f}s")
+
     def run(specs: list[RunSpec]) -> None:
         order.extend(s.run_id for s in specs)
-        run_specs(session, store, specs, order=order, executor=cfg.executor,
-                  on_run=lambda spec, record: log(f"  {spec.run_id}: task loss {record['task_loss_after']:.3f}, "
-                                                  f"train {record['train_wall_s']:.0f}s"))
+        run_specs(session, store, specs, order=order, executor=cfg.executor, experiment=COMPARE, on_run=on_run)
 
     seeds = cfg.seed_list
     tasks = [t.name for t in cfg.tasks]
@@ -188,27 +326,33 @@ def run_compare(cfg: CompareConfig, *, output: str | Path | None = None, overwri
         for t in tasks:
             for st in cfg.strategies:
                 opts = dict(st.options)
-                if st.name == "replay" and opts.get("policy") == "oracle":
+                if st.policy == "oracle":
                     f = layout.compare_oracle(t, s)
                     row = plain_row(t, s)
                     _write_json(f, {"values": {i: _num(row[col[i]]) for i in pool_ids},
                                     "evaluations": len(ids), "source": plain[(t, s)].run_id})
                     opts["forgetting_file"] = str(f)
-                if st.name == "replay" and opts.get("policy") == "predicted":
-                    f = layout.compare_probe(t, s)
-                    from forgetscope.predict import choose_probe
-
-                    pick = choose_probe(len(pool_ids), cfg.compare.probe, seed=s)
-                    probe_ids = [pool_ids[k] for k in pick]
-                    row = plain_row(t, s)
-                    _write_json(f, {"values": {i: _num(row[col[i]]) for i in probe_ids},
-                                    "evaluations": len(probe_ids),
-                                    "source": f"{plain[(t, s)].run_id} evaluated on the probe set only"})
+                if st.policy == "predicted":
                     opts.setdefault("known", cfg.compare.known or str(output))
                     opts.setdefault("predictor", cfg.compare.predictor)
                     opts.setdefault("predictor_options", dict(cfg.compare.predictor_options))
-                    opts["probe_file"] = str(f)
                     opts.setdefault("seed", s)
+                    if opts.get("mode", "offline") == "online":
+                        opts.setdefault("probe", cfg.compare.probe)
+                        # the probe's base losses are measured once by the run itself (|S| evaluations), with
+                        # the same encoding as its evaluation after the warm-up
+                        opts.setdefault("probe_base", "measure")
+                    else:
+                        from forgetscope.predict import choose_probe
+
+                        f = layout.compare_probe(t, s)
+                        pick = choose_probe(len(pool_ids), cfg.compare.probe, seed=s)
+                        probe_ids = [pool_ids[k] for k in pick]
+                        row = plain_row(t, s)
+                        _write_json(f, {"values": {i: _num(row[col[i]]) for i in probe_ids},
+                                        "evaluations": len(probe_ids),
+                                        "source": f"{plain[(t, s)].run_id} evaluated on the probe set only"})
+                        opts["probe_file"] = str(f)
                 specs[(st.display, t, s)] = _spec(t, s, st.name, opts)
     log(f"strategies: {len(specs)} runs ({', '.join(s.display for s in cfg.strategies)})")
     run(list(specs.values()))
@@ -216,6 +360,7 @@ def run_compare(cfg: CompareConfig, *, output: str | Path | None = None, overwri
     result = summarize(matrix, cfg, plain, specs, held_ids)
     paths = save_results(result, layout)
     store.update_manifest(status="complete", completed=time.strftime("%Y-%m-%dT%H:%M:%S%z"), kind="compare")
+    clock.save(finished=True)
     result["paths"] = paths
     return result
 
@@ -230,80 +375,147 @@ def _write_json(path: Path, obj: Any) -> None:
     write_json(path, obj)
 
 
+def _write_text(path: Path, text: str) -> None:
+    import os
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+# ---- the statistics -----------------------------------------------------------------------------
+def _setting(spec: StrategySpec) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(spec.options.items()) if not isinstance(v, (dict, list)))
+
+
 def summarize(matrix, cfg: CompareConfig, plain: dict, specs: dict, held_ids: list[str]) -> dict[str, Any]:
-    """Per-run metrics and per-strategy paired tests against plain (see the module docstring)."""
+    """Per-run metrics, run-level paired tests (Holm-adjusted) and one summary row per strategy."""
     runs = matrix.runs.set_index("run_id")
     row_of = {r: i for i, r in enumerate(matrix.row_names)}
     col = {c: j for j, c in enumerate(matrix.col_names)}
     held = np.array([col[i] for i in held_ids])
     thr = cfg.compare.threshold
-    labels = ["plain"] + [s.display for s in cfg.strategies]
+    by_label = {s.display: s for s in cfg.strategies}
+    labels = ["plain"] + list(by_label)
     keyed: dict[tuple[str, str, int], Any] = {("plain", t, s): sp for (t, s), sp in plain.items()}
     keyed.update(specs)
     per_run = []
     for (label, t, s), spec in keyed.items():
         r = matrix.values[row_of[spec.run_id]]
         rec = runs.loc[spec.run_id]
-        info = json.loads(rec["strategy_info"]) if isinstance(rec.get("strategy_info"), str) else {}
+        raw = rec.get("strategy_info")
+        info = json.loads(raw) if isinstance(raw, str) else (raw if isinstance(raw, dict) else {})
         h = r[held]
+        acc = rec.get("task_accuracy_after", np.nan)
         per_run.append({"strategy": label, "task": t, "seed": s, "run_id": spec.run_id,
                         "forgetting_heldout": float(np.nanmean(h)),
                         "forgotten_share_heldout": float(np.mean(h[np.isfinite(h)] > thr)),
                         "forgetting_all_untrained": float(np.nanmean(r)),
                         "task_loss_before": float(rec["task_loss_before"]),
                         "task_loss_after": float(rec["task_loss_after"]),
+                        "task_accuracy_after": float(acc) if acc is not None else float("nan"),
                         "train_wall_s": float(rec["train_wall_s"]),
-                        "upstream_evaluations": info.get("upstream_evaluations", 0)})
+                        "upstream_evaluations": float(info.get("upstream_evaluations", 0) or 0),
+                        "strategy_info": json.dumps(info, sort_keys=True, default=str)})
     per_run_df = pd.DataFrame(per_run)
+    tests = run_level_tests(per_run_df, matrix, keyed, held, cfg)
+
     rows = []
     for i, label in enumerate(labels):
         sub = per_run_df[per_run_df["strategy"] == label]
-        ex_a, ex_b, run_a, run_b, task_a, task_b, all_h = [], [], [], [], [], [], []
-        for (lab, t, s), spec in keyed.items():
-            if lab != label:
-                continue
-            a = matrix.values[row_of[spec.run_id]][held]
-            b = matrix.values[row_of[plain[(t, s)].run_id]][held]
-            all_h.append(a)
-            ex_a.append(a)
-            ex_b.append(b)
-            run_a.append(np.nanmean(a))
-            run_b.append(np.nanmean(b))
-            task_a.append(float(runs.loc[spec.run_id, "task_loss_after"]))
-            task_b.append(float(runs.loc[plain[(t, s)].run_id, "task_loss_after"]))
-        allv = np.concatenate(all_h)
-        allv = allv[np.isfinite(allv)]
-        lo, hi = bootstrap_ci(allv, n_boot=cfg.compare.bootstrap, seed=i)
-        row = {"strategy": label, "runs": len(sub),
-               "forgetting_heldout": float(allv.mean()), "forgetting_ci_low": lo, "forgetting_ci_high": hi,
-               "forgotten_share_heldout": float(np.mean(allv > thr)),
+        lo, hi = mean_ci(sub["forgetting_heldout"], n_resamples=cfg.compare.bootstrap, seed=i)
+        spec = by_label.get(label)
+        infos = [json.loads(x) for x in sub["strategy_info"]]
+        rhos = {x["rho"] for x in infos if "rho" in x}
+        row = {"strategy": label, "kind": "baseline" if spec is None else spec.kind,
+               "setting": "" if spec is None else _setting(spec), "runs": len(sub),
+               "rho": rhos.pop() if len(rhos) == 1 else float("nan"),
+               "forgetting_heldout": float(sub["forgetting_heldout"].mean()),
+               "forgetting_ci_low": lo, "forgetting_ci_high": hi,
+               "forgotten_share_heldout": float(sub["forgotten_share_heldout"].mean()),
                "forgetting_all_untrained": float(sub["forgetting_all_untrained"].mean()),
                "task_loss_after": float(sub["task_loss_after"].mean()),
                "task_loss_sd": float(sub["task_loss_after"].std(ddof=1)) if len(sub) > 1 else float("nan"),
+               "task_accuracy_after": float(sub["task_accuracy_after"].mean()),
                "train_wall_s": float(sub["train_wall_s"].mean()),
-               "upstream_evaluations": float(pd.to_numeric(sub["upstream_evaluations"]).mean())}
+               "upstream_evaluations": float(sub["upstream_evaluations"].mean())}
         if label != "plain":
-            ex = paired_test(np.concatenate(ex_a), np.concatenate(ex_b), n_boot=cfg.compare.bootstrap, seed=i)
-            rn = paired_test(run_a, run_b, n_boot=cfg.compare.bootstrap, seed=i)
-            tk = paired_test(task_a, task_b, n_boot=cfg.compare.bootstrap, seed=i)
-            row.update({"diff_forgetting": ex["mean_diff"], "diff_ci_low": ex["ci_low"], "diff_ci_high": ex["ci_high"],
-                        "p_examples": ex["p_wilcoxon"], "n_example_pairs": ex["n"], "p_runs": rn["p_wilcoxon"],
-                        "diff_task_loss": tk["mean_diff"], "p_task_runs": tk["p_wilcoxon"]})
+            for metric, prefix in (("forgetting_heldout", ""), ("task_loss_after", "task_loss_"),
+                                   ("task_accuracy_after", "task_accuracy_")):
+                t = tests[(tests["strategy"] == label) & (tests["baseline"] == "plain") & (tests["metric"] == metric)]
+                if t.empty:
+                    continue
+                t = t.iloc[0]
+                name = "forgetting" if metric == "forgetting_heldout" else metric.removesuffix("_after")
+                row[f"diff_{name}"] = t["mean_diff"]
+                row[f"{prefix}diff_ci_low"], row[f"{prefix}diff_ci_high"] = t["ci_low"], t["ci_high"]
+                row[f"{prefix}dz"] = t["dz"]
+                for p in ("p_wilcoxon", "p_t", "p_wilcoxon_holm", "p_t_holm"):
+                    row[f"{prefix}{p}"] = t[p]
+                if metric == "forgetting_heldout":
+                    row["n_pairs"] = t["n_pairs"]
+                    row["note"] = t["note"]
+                    row["p_examples_descriptive"] = t["p_examples_descriptive"]
+                    row["n_example_pairs"] = t["n_example_pairs"]
         rows.append(row)
-    return {"summary": pd.DataFrame(rows), "per_run": per_run_df}
+    return {"summary": pd.DataFrame(rows), "tests": tests, "per_run": per_run_df}
+
+
+def run_level_tests(per_run: pd.DataFrame, matrix, keyed: dict, held: np.ndarray, cfg: CompareConfig) -> pd.DataFrame:
+    """Every strategy vs plain and every direct pair, on every metric, paired over task x seed runs;
+    Holm's adjustment across all rows (one family per test)."""
+    row_of = {r: i for i, r in enumerate(matrix.row_names)}
+    comparisons = [(s.display, "plain") for s in cfg.strategies] + cfg.direct_pairs()
+    indexed = per_run.set_index(["strategy", "task", "seed"])
+    out = []
+    for k, (arm, base) in enumerate(comparisons):
+        a_runs = per_run[per_run["strategy"] == arm][["task", "seed"]]
+        pairs = [(t, s) for t, s in zip(a_runs["task"], a_runs["seed"]) if (base, t, s) in indexed.index]
+        for metric in METRICS:
+            a = [indexed.loc[(arm, t, s), metric] for t, s in pairs]
+            b = [indexed.loc[(base, t, s), metric] for t, s in pairs]
+            r = paired_run_test(a, b, n_resamples=cfg.compare.bootstrap, seed=k)
+            row = {"comparison": f"{arm} vs {base}", "strategy": arm, "baseline": base, "metric": metric,
+                   "n_pairs": r["n"], "mean_strategy": r["mean_a"], "mean_baseline": r["mean_b"],
+                   "mean_diff": r["mean_diff"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
+                   "sd_diff": r["sd_diff"], "dz": r["dz"], "p_wilcoxon": r["p_wilcoxon"], "p_t": r["p_t"],
+                   "note": r["note"], "p_examples_descriptive": float("nan"), "n_example_pairs": 0}
+            if metric == "forgetting_heldout":
+                ea = [matrix.values[row_of[keyed[(arm, t, s)].run_id]][held] for t, s in pairs]
+                eb = [matrix.values[row_of[keyed[(base, t, s)].run_id]][held] for t, s in pairs]
+                if ea:
+                    ex = paired_test(np.concatenate(ea), np.concatenate(eb), n_boot=200, seed=k)
+                    row["p_examples_descriptive"], row["n_example_pairs"] = ex["p_wilcoxon"], ex["n"]
+            out.append(row)
+    tests = pd.DataFrame(out)
+    tests["p_wilcoxon_holm"] = holm(tests["p_wilcoxon"].to_numpy())
+    tests["p_t_holm"] = holm(tests["p_t"].to_numpy())
+    return tests
 
 
 def save_results(result: dict[str, Any], layout: SweepLayout) -> dict[str, Path]:
     layout.compare_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"summary": layout.compare_summary, "per_run": layout.compare_per_run, "chart": layout.compare_chart}
+    paths = {"summary": layout.compare_summary, "tests": layout.compare_tests, "per_run": layout.compare_per_run,
+             "chart": layout.compare_chart}
     result["summary"].to_csv(paths["summary"], index=False)
+    result["tests"].to_csv(paths["tests"], index=False)
     result["per_run"].to_csv(paths["per_run"], index=False)
     bar_chart(result["summary"], paths["chart"])
     return paths
 
 
 def bar_chart(summary: pd.DataFrame, path: Path) -> Path:
-    """Two panels: held-out forgetting (95% bootstrap CI) and task loss after (± sd over runs)."""
+    """Two panels: held-out forgetting (mean over runs, 95% bootstrap CI over runs) and task loss (± sd)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -314,8 +526,9 @@ def bar_chart(summary: pd.DataFrame, path: Path) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.6 * len(labels)), 4.2))
     m = summary["forgetting_heldout"].to_numpy()
     err = np.vstack([m - summary["forgetting_ci_low"].to_numpy(), summary["forgetting_ci_high"].to_numpy() - m])
-    colors = ["#888888"] + ["#3b75af"] * (len(labels) - 1)
-    axes[0].bar(x, m, yerr=np.abs(err), capsize=4, color=colors)
+    colors = ["#888888" if k == "baseline" else "#c07a2c" if k == "graceful forgetting" else "#3b75af"
+              for k in summary.get("kind", pd.Series(["mitigation"] * len(labels)))]
+    axes[0].bar(x, m, yerr=np.nan_to_num(np.abs(err)), capsize=4, color=colors)
     axes[0].set_ylabel("mean forgetting on held-out upstream (nats)")
     axes[0].axhline(m[0], color="#888888", ls="--", lw=0.8)
     t = summary["task_loss_after"].to_numpy()
@@ -327,7 +540,7 @@ def bar_chart(summary: pd.DataFrame, path: Path) -> Path:
     for ax in axes:
         ax.set_xticks(x)
         ax.set_xticklabels(labels, rotation=30, ha="right")
-    fig.suptitle("strategies vs plain fine-tuning (error bars: 95% bootstrap CI / sd over runs)")
+    fig.suptitle("strategies vs plain fine-tuning (error bars: 95% bootstrap CI over runs / sd over runs)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

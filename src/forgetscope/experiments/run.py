@@ -14,11 +14,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from forgetscope.experiments.session import SweepSession
 from forgetscope.experiments.spec import RunSpec
-from forgetscope.precision import DTYPES
+from forgetscope.precision import DTYPES, merge_for_evaluation
 from forgetscope.store.layout import SweepLayout
 from forgetscope.store.schema import RunRecord
 from forgetscope.train.hooks import Hook
@@ -46,22 +45,6 @@ class Experiment:
         after = session.evaluate(model, session.upstream, desc=f"upstream after {spec.task}")
         return after.rename(columns={"loss": "loss_after", "em": "em_after"})[
             ["example_id", "loss_after", "em_after"]]
-
-
-def merge_for_evaluation(model: Any, dtype: torch.dtype) -> Any:
-    """Fold a LoRA adapter into the weights (evaluation at base-model speed) only when nothing is lost.
-
-    A merge is exact enough when the weights are float32 and evaluation is float32. Otherwise the
-    adapter stays unmerged: merged into bf16 weights, an update smaller than their spacing would round
-    away, and unmerged its float32 low-rank product adds to the layer output, while the base weights are
-    rounded exactly as they were for ``loss_before``.
-    """
-    if not hasattr(model, "merge_and_unload"):
-        return model
-    weights_fp32 = all(p.dtype == torch.float32 for p in model.parameters() if p.is_floating_point())
-    if weights_fp32 and dtype == torch.float32:
-        return model.merge_and_unload()
-    return model
 
 
 SWEEP = Experiment()
@@ -94,6 +77,7 @@ def execute_run(session: SweepSession, spec: RunSpec,
         gone = rows["example_id"].isin(result.excluded_upstream_ids)
         rows.loc[gone, [c for c in ("loss_after", "em_after") if c in rows]] = np.nan
     record: RunRecord = {"run_id": spec.run_id, **result.record, "strategy_options": dict(spec.strategy_options),
-                         **extra, **session.precision().manifest_fields(),
+                         "task_text": session.tasks[spec.task].text_summary(), **extra,
+                         **session.precision().run_fields(),
                          "eval_wall_s": time.perf_counter() - t1, "wall_s": time.perf_counter() - t0}
     return record, rows

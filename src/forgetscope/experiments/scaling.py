@@ -169,7 +169,7 @@ class ScalingExperiment(Experiment):
         if ref is None:
             base, tok = session.base()
             task = next(iter(session.tasks.values()))
-            reference = UpstreamReference(base, tok, session.upstream, max_length=self.max_length,
+            reference = UpstreamReference(base, tok, session.upstream, max_length=session.eval_max_length,
                                           chat=session.chat, max_batch_tokens=self.max_batch_tokens,
                                           max_batch_size=self.max_batch_size, cache_mb=self.cache_mb)
             held = encode_examples(tok, task.heldout, self.max_length, model_max_length=context_length(base),
@@ -195,22 +195,31 @@ class ScalingExperiment(Experiment):
         return pd.DataFrame([start, *cb.rows])
 
 
-def _open_output(config: ScalingConfig, output: Path, overwrite: bool) -> SweepLayout:
+def _open_output(config: ScalingConfig, output: Path, overwrite: bool, session: SweepSession) -> SweepLayout:
+    """Create the results directory, or reopen it for the same config, model and data (a change is refused,
+    naming it, unless ``overwrite``); every example is encoded first, so bad input writes nothing."""
+    from forgetscope.experiments.session import input_changes
     from forgetscope.store.io import write_json
 
     layout = SweepLayout(output)
     cfg_path = layout.scaling_config
+    replace = False
     if cfg_path.is_file():
         old = json.loads(cfg_path.read_text())
-        if old.get("fingerprint") != config.fingerprint():
-            if not overwrite:
-                raise StoreError(f"{output} holds a different scaling sweep (config changed); "
-                                 "choose another output or pass --overwrite")
-            shutil.rmtree(layout.scaling_dir, ignore_errors=True)
+        why = "config changed" if old.get("fingerprint") != config.fingerprint() else \
+            "; ".join(input_changes(old.get("inputs") or {}, session.inputs))
+        if why and not overwrite:
+            raise StoreError(f"{output} holds a different scaling sweep ({why}); "
+                             "choose another output or pass --overwrite")
+        replace = bool(why)
     elif output.exists() and any(output.iterdir()) and not overwrite:
         raise StoreError(f"{output} exists and is not a scaling sweep; choose another output or pass --overwrite")
+    session.preflight()
+    if replace:
+        shutil.rmtree(layout.scaling_dir, ignore_errors=True)
     layout.scaling_run("x").parent.mkdir(parents=True, exist_ok=True)
-    write_json(cfg_path, {"fingerprint": config.fingerprint(), "config": config.model_dump(mode="json")})
+    write_json(cfg_path, {"fingerprint": config.fingerprint(), "config": config.model_dump(mode="json"),
+                          "inputs": session.inputs, "eval": session.eval_summary()})
     return layout
 
 
@@ -237,7 +246,7 @@ def run_scaling_sweep(config: ScalingConfig, *, output: str | Path | None = None
     sweep_cfg = config.sweep_config().model_copy(update={"output": output})
     session = session or SweepSession.prepare(sweep_cfg)
     session.config = sweep_cfg
-    layout = _open_output(config, output, overwrite)
+    layout = _open_output(config, output, overwrite, session)
     experiment = ScalingExperiment(tuple(config.eval_steps), config.train.max_length, config.eval.max_batch_tokens,
                                    config.eval.max_batch_size, config.cache_mb)
     specs = plan_scaling_runs(config)

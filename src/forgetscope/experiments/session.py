@@ -6,6 +6,7 @@ import copy
 import hashlib
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -17,11 +18,43 @@ from forgetscope.errors import DataError, PrecisionError
 if TYPE_CHECKING:
     from forgetscope.precision import Precision
 
+# Config fields that do not change results: where the sweep goes, how it is run and logged, and the
+# evaluator's batching (memory against speed).
+NOT_RESULTS = {"output": True, "executor": True, "report_to": True,
+               "eval": {"max_batch_tokens": True, "max_batch_size": True}}
+
+
+def results_config(config: SweepConfig | dict[str, Any]) -> dict[str, Any]:
+    """The part of a config (or of its JSON dump) that changes results."""
+    data = config.model_dump(mode="json") if not isinstance(config, dict) else copy.deepcopy(config)
+    for key, sub in NOT_RESULTS.items():
+        if sub is True:
+            data.pop(key, None)
+        elif isinstance(data.get(key), dict):
+            for k in sub:
+                data[key].pop(k, None)
+    return data
+
 
 def config_fingerprint(config: SweepConfig) -> str:
-    """Hash of everything that changes results (not the output path or executor)."""
-    data = config.model_dump(mode="json", exclude={"output", "executor", "report_to"})
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+    """Hash of everything in the config that changes results (not the output path, executor or batching)."""
+    return hashlib.sha256(json.dumps(results_config(config), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def config_changes(old: dict[str, Any], new: dict[str, Any], limit: int = 3) -> list[str]:
+    """``field: old → new`` for the results-relevant fields that differ between two config dumps."""
+    def flat(d: Any, prefix: str = "") -> dict[str, Any]:
+        if not isinstance(d, dict):
+            return {prefix: d}
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+
+    a, b = flat(results_config(old)), flat(results_config(new))
+    keys = sorted(k for k in set(a) | set(b) if a.get(k, "(absent)") != b.get(k, "(absent)"))
+    shown = [f"{k}: {a.get(k, '(absent)')!r} → {b.get(k, '(absent)')!r}" for k in keys[:limit]]
+    return shown + ([f"+{len(keys) - limit} more"] if len(keys) > limit else [])
 
 
 def load_upstream(config: SweepConfig) -> list[Example]:
@@ -30,7 +63,8 @@ def load_upstream(config: SweepConfig) -> list[Example]:
         from forgetscope.data.demo import demo_upstream, demo_upstream_instruct
 
         pairs = demo_upstream_instruct(n=src.n_instruct, seed=config.seed) if src.n_instruct else []
-        return demo_upstream(n=src.n, seed=config.seed) + pairs
+        texts = demo_upstream(n=src.n, seed=config.seed) if src.n != 0 else []
+        return texts + pairs
     from forgetscope.data.loading import load_examples
 
     return load_examples(src.source, name="upstream", limit=src.n, seed=config.seed, text_field=src.text_field,
@@ -51,9 +85,74 @@ def load_task_from_config(tc: TaskConfig, seed: int) -> Task:
                      answer_field=tc.answer_field, id_field=tc.id_field, split=tc.split, **held)
 
 
+def _source_input(source: str, what: str, examples: list[Example] | None = None) -> dict[str, Any]:
+    """How to recognise a data source again: a label for messages and a content hash."""
+    from forgetscope.data.loading import HUB_PREFIX, examples_sha256, source_sha256
+
+    if source.startswith(HUB_PREFIX):
+        return {"source": source, "what": f"{what} (hub dataset {source})",
+                "sha256": examples_sha256(examples or [])}
+    path = Path(source).expanduser()
+    kind = "directory" if path.is_dir() else "file"
+    return {"source": source, "what": f"{what} {kind} {source}", "sha256": source_sha256(path)}
+
+
+def input_fingerprints(config: SweepConfig, source: Any, upstream: list[Example],
+                       tasks: dict[str, Task]) -> dict[str, Any]:
+    """Content hashes of what a sweep measures: the model, the upstream data and each task's data.
+
+    Files are hashed byte for byte (a ``save_to_disk`` directory file by file); the demo suite by the
+    shipped files used; a hub dataset by the examples loaded from it.
+    """
+    from forgetscope.data.demo import UPSTREAM_FILE, UPSTREAM_INSTRUCT_FILE, demo_files_sha256, demo_task_file
+
+    src = config.upstream
+    if src.source == "demo":
+        files = ([UPSTREAM_FILE] if src.n != 0 else []) + ([UPSTREAM_INSTRUCT_FILE] if src.n_instruct else [])
+        up = {"source": "demo", "what": f"the shipped demo upstream file(s) {', '.join(files)}",
+              "sha256": demo_files_sha256(files)}
+    else:
+        up = _source_input(src.source, "upstream data", upstream)
+    task_inputs = {}
+    for tc in config.tasks:
+        demo_name = tc.name if tc.source is None else (tc.source[5:] if tc.source.startswith("demo:") else None)
+        if demo_name is not None:
+            f = demo_task_file(demo_name)
+            task_inputs[tc.name] = {"source": f"demo:{demo_name}", "sha256": demo_files_sha256([f]),
+                                    "what": f"the shipped demo file {f} of task {tc.name!r}"}
+        else:
+            task = tasks.get(tc.name)
+            task_inputs[tc.name] = _source_input(
+                tc.source, f"data of task {tc.name!r}:", task.train + task.heldout if task else None)
+    model = source.describe() if source is not None else {}
+    return {"model": {"location": model.get("location"), "gguf_file": model.get("gguf_file"),
+                      "sha256": model.get("sha256")},
+            "upstream": up, "tasks": task_inputs}
+
+
+def input_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """What changed between the recorded inputs of a sweep and the current ones, one phrase each."""
+    out = []
+    om, nm = old.get("model") or {}, new.get("model") or {}
+    if om.get("sha256") != nm.get("sha256"):
+        name = "/".join(x for x in (nm.get("location"), nm.get("gguf_file")) if x)
+        out.append(f"model {name} changed since this sweep started (sha256 {str(om.get('sha256'))[:12]} → "
+                   f"{str(nm.get('sha256'))[:12]})")
+    ou, nu = old.get("upstream") or {}, new.get("upstream") or {}
+    if ou and ou.get("sha256") != nu.get("sha256"):
+        out.append(f"{nu.get('what', 'upstream data')} changed since this sweep started")
+    ot, nt = old.get("tasks") or {}, new.get("tasks") or {}
+    for name in nt:
+        if name in ot and ot[name].get("sha256") != nt[name].get("sha256"):
+            out.append(f"{nt[name].get('what', f'data of task {name!r}')} changed since this sweep started")
+    return out
+
+
 def upstream_frame(examples: list[Example]) -> pd.DataFrame:
+    """The upstream table's description of each example; ``kind`` is ``lm`` or ``instruction``."""
     return pd.DataFrame({
         "example_id": [e.example_id for e in examples],
+        "kind": [e.kind for e in examples],
         "text": [e.text for e in examples],
         "prompt": [e.prompt for e in examples],
         "response": [e.response for e in examples],
@@ -74,6 +173,7 @@ class SweepSession:
     chat: bool = False
     extras: dict[str, Any] = field(default_factory=dict)  # shipped to remote workers with every run
     cache: dict[str, Any] = field(default_factory=dict, repr=False)  # process-local (e.g. base distributions)
+    inputs: dict[str, Any] = field(default_factory=dict)  # content hashes of model and data (resume checks)
 
     @classmethod
     def prepare(cls, config: SweepConfig) -> SweepSession:
@@ -85,7 +185,8 @@ class SweepSession:
         if not upstream:
             raise DataError("the upstream set is empty")
         tasks = {tc.name: load_task_from_config(tc, config.seed) for tc in config.tasks}
-        return cls(config=config, upstream=upstream, tasks=tasks, source=source)
+        return cls(config=config, upstream=upstream, tasks=tasks, source=source,
+                   inputs=input_fingerprints(config, source, upstream, tasks))
 
     def base(self):
         """(base model, tokenizer), loaded once; runs get deep copies so every run starts from it."""
@@ -122,13 +223,57 @@ class SweepSession:
         base, tok = self.base()
         return copy.deepcopy(base), tok
 
+    @property
+    def eval_max_length(self) -> int:
+        """``eval.max_length`` against the base model's context (a ConfigError when it does not fit)."""
+        from forgetscope.models import context_length
+
+        base, _ = self.base()
+        return self.config.eval.effective_max_length(context_length(base))
+
+    @property
+    def upstream_encoded(self) -> list:
+        """The upstream examples encoded for evaluation (``eval.max_length``), once per process."""
+        from forgetscope.data.encoding import encode_examples
+        from forgetscope.models import context_length
+
+        base, tok = self.base()
+        key = ("upstream_encoded", self.eval_max_length, self.chat)
+        if key not in self.cache:
+            self.cache[key] = encode_examples(tok, self.upstream, self.eval_max_length,
+                                              model_max_length=context_length(base), chat=self.chat)
+        return self.cache[key]
+
+    def eval_summary(self) -> dict[str, Any]:
+        """The evaluation settings a sweep records: max_length, chat, what truncation cut, and the device
+        type and dtype losses are measured in (:meth:`precision`)."""
+        from forgetscope.data.encoding import truncation_stats
+
+        return {"max_length": self.eval_max_length, "chat": self.chat, "n_upstream": len(self.upstream),
+                **truncation_stats(self.upstream_encoded), **self.precision().eval_fields()}
+
+    def preflight(self) -> None:
+        """Load the base model and encode every example the experiment uses, so that bad input (an
+        ``eval.max_length`` above the context, a text that tokenises to nothing, a prompt filling
+        ``train.max_length``) fails before anything is written."""
+        from forgetscope.data.encoding import encode_examples
+        from forgetscope.models import context_length
+
+        base, tok = self.base()
+        _ = self.upstream_encoded
+        for task in self.tasks.values():
+            encode_examples(tok, task.train + task.heldout, self.config.train.max_length,
+                            model_max_length=context_length(base), chat=self.chat)
+
     def evaluate(self, model, examples: list[Example], desc: str) -> pd.DataFrame:
+        """Loss (and exact match) of ``examples`` with ``model``, encoded with ``eval.max_length``."""
         from forgetscope.measure import evaluate_examples
         from forgetscope.precision import DTYPES
 
         _, tok = self.base()
         ev = self.config.eval
         dtype = DTYPES[self.precision().dtype]
-        return evaluate_examples(model, tok, examples, max_length=self.config.train.max_length,
+        encoded = self.upstream_encoded if examples is self.upstream else None
+        return evaluate_examples(model, tok, examples, max_length=self.eval_max_length, encoded=encoded,
                                  max_batch_tokens=ev.max_batch_tokens, max_batch_size=ev.max_batch_size,
                                  exact=ev.exact_match, progress=True, desc=desc, chat=self.chat, dtype=dtype)

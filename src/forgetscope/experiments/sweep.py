@@ -2,10 +2,13 @@
 
 The flow of :func:`run_sweep`:
 
-1. validate everything first (config, model, upstream data, every task) so that a bad input fails
-   before the sweep directory is touched;
-2. create the directory (or reopen it: a directory holding the same config resumes);
-3. evaluate the base model on the upstream examples once (``upstream.parquet``, ``loss_before``);
+1. validate everything first (config, model, upstream data, every task, and their encoding with
+   ``eval.max_length`` and ``train.max_length``) so that a bad input fails before the sweep directory
+   is touched;
+2. create the directory (or reopen it: a directory holding the same results-relevant config, model
+   and data resumes; a change in any of them is refused, naming what changed);
+3. evaluate the base model on the upstream examples once (``upstream.parquet``: ``kind``,
+   ``loss_before``, ``em_before``, ``n_truncated``);
 4. hand the runs that are not finished yet to an executor; each finished run is written atomically
    (``runs/<run_id>.*``) and the consolidated tables and ``F.npy`` are rebuilt after it.
 
@@ -23,9 +26,16 @@ from typing import Any
 import pandas as pd
 
 from forgetscope.config import SweepConfig
+from forgetscope.data.types import KINDS
 from forgetscope.errors import StoreError
 from forgetscope.experiments.run import SWEEP, Experiment
-from forgetscope.experiments.session import SweepSession, config_fingerprint, upstream_frame
+from forgetscope.experiments.session import (
+    SweepSession,
+    config_changes,
+    config_fingerprint,
+    input_changes,
+    upstream_frame,
+)
 from forgetscope.experiments.spec import RunSpec
 from forgetscope.store import ForgettingMatrix, SweepStore
 
@@ -49,8 +59,11 @@ def _manifest(config: SweepConfig, session: SweepSession) -> dict[str, Any]:
         "fingerprint": config_fingerprint(config),
         "config": config.model_dump(mode="json"),
         "model": session.source.describe(),
+        "inputs": session.inputs,
+        "eval": session.eval_summary(),
         "seeds": config.seed_list,
         "n_upstream": len(session.upstream),
+        "upstream_kinds": {k: n for k in KINDS if (n := sum(e.kind == k for e in session.upstream))},
         "tasks": {name: {"n_train": len(t.train), "n_heldout": len(t.heldout), "description": t.description}
                   for name, t in session.tasks.items()},
         "versions": {"forgetscope": forgetscope.__version__, "torch": torch.__version__,
@@ -58,23 +71,47 @@ def _manifest(config: SweepConfig, session: SweepSession) -> dict[str, Any]:
     }
 
 
+def resume_conflict(manifest: dict[str, Any], config: SweepConfig, session: SweepSession) -> str | None:
+    """Why an existing sweep directory cannot be resumed with this config and these inputs (None: it can).
+
+    The results-relevant config is compared first (its changed fields are named), then the content
+    hashes of the model, the upstream data and each task's data.
+    """
+    if manifest.get("fingerprint") != config_fingerprint(config):
+        changed = config_changes(manifest.get("config") or {}, config.model_dump(mode="json"))
+        return "the config changed since this sweep started" + (f" ({'; '.join(changed)})" if changed else "")
+    old = dict(manifest.get("inputs") or {})
+    old.setdefault("model", manifest.get("model") or {})
+    changes = input_changes(old, session.inputs)
+    return "; ".join(changes) if changes else None
+
+
 def open_store(config: SweepConfig, session: SweepSession, output: Path, overwrite: bool = False) -> SweepStore:
-    """Create the sweep directory, or reopen it when it holds the same sweep (resume)."""
+    """Create the sweep directory, or reopen it when it holds the same sweep (resume).
+
+    Every example is encoded first (:meth:`SweepSession.preflight`), so bad input fails before the
+    directory is touched. A directory holding a sweep with another config, model or data is refused with
+    one line naming what changed, unless ``overwrite``.
+    """
     import shutil
 
     store = SweepStore(output)
+    replace = False
     if store.exists():
-        manifest = store.read_manifest()
-        if manifest.get("fingerprint") != config_fingerprint(config):
-            if not overwrite:
-                raise StoreError(f"{output} holds a different sweep (config changed); "
-                                 "choose another output or pass --overwrite")
-            shutil.rmtree(output)
-        else:
+        conflict = resume_conflict(store.read_manifest(), config, session)
+        if conflict is None:
+            session.preflight()
             return store
+        if not overwrite:
+            raise StoreError(f"{output} holds a different sweep: {conflict}; pass --overwrite to start it "
+                             "fresh, or choose another output")
+        replace = True
     elif output.exists() and any(output.iterdir()):
         if not overwrite:
             raise StoreError(f"{output} exists and is not a forgetscope sweep; choose another output")
+        replace = True
+    session.preflight()
+    if replace:
         shutil.rmtree(output)
     output.mkdir(parents=True, exist_ok=True)
     store.write_manifest(_manifest(config, session))
@@ -84,8 +121,8 @@ def open_store(config: SweepConfig, session: SweepSession, output: Path, overwri
 def ensure_upstream_measured(session: SweepSession, store: SweepStore) -> None:
     """Evaluate the base model on the upstream set once per sweep (``loss_before``, ``em_before``).
 
-    The device type and dtype of that measurement go into the manifest (``eval_device``,
-    ``eval_dtype``) and travel to every run (``session.extras``), which refuses to measure ``loss_after``
+    The device type and dtype of that measurement go into the manifest's ``eval`` entry (``device``,
+    ``dtype``) and travel to every run (``session.extras``), which refuses to measure ``loss_after``
     any other way; a resumed sweep is held to the precision it started with.
     """
     from forgetscope.precision import Precision
@@ -97,11 +134,12 @@ def ensure_upstream_measured(session: SweepSession, store: SweepStore) -> None:
         return
     precision = session.precision()
     session.extras["eval_precision"] = precision
-    store.update_manifest(**precision.manifest_fields())
+    store.update_manifest(eval={**(store.read_manifest().get("eval") or {}), **precision.eval_fields()})
     base, _ = session.base()
     before = session.evaluate(base, session.upstream, desc="upstream before")
     up = upstream_frame(session.upstream)
     up["n_tokens"] = before["n_tokens"].to_numpy()
+    up["n_truncated"] = [e.n_truncated for e in session.upstream_encoded]
     up["loss_before"] = before["loss"].to_numpy()
     up["em_before"] = before["em"].to_numpy()
     store.write_upstream(up)

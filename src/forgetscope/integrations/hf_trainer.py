@@ -31,15 +31,17 @@ import pandas as pd
 import torch
 from transformers import Trainer, TrainerCallback
 
+from forgetscope.config import DEFAULT_EVAL_MAX_LENGTH
 from forgetscope.data.encoding import Encoded, encode_examples
 from forgetscope.data.loading import examples_from_records, load_examples
 from forgetscope.data.types import Example
 from forgetscope.errors import ConfigError, DataError
+from forgetscope.measure.forgetting import forgotten_share
 from forgetscope.store import SweepStore
 
 __all__ = ["ForgettingCallback"]
 
-DEFAULT_MAX_LENGTH = 128
+DEFAULT_MAX_LENGTH = DEFAULT_EVAL_MAX_LENGTH  # capped at the model's context when not given
 _TEXT_COLUMNS = ("example_id", "text", "prompt", "response", "answer")
 
 
@@ -85,8 +87,12 @@ def _from_sweep(store: SweepStore) -> _Upstream:
                                      id_field="example_id")
     config = manifest.get("config") or {}
     train, evaluation = config.get("train") or {}, config.get("eval") or {}
-    settings = {"max_length": train.get("max_length"), "chat": evaluation.get("chat")}
-    settings["eval_dtype"] = manifest.get("eval_dtype")  # loss_after is measured in the dtype of loss_before
+    # the length the sweep evaluated with: recorded in the manifest (eval.max_length against the model's
+    # context), else the configured eval.max_length; sweeps from before eval.max_length used train.max_length
+    recorded = manifest.get("eval") or {}
+    settings = {"max_length": recorded.get("max_length") or evaluation.get("max_length") or train.get("max_length"),
+                "chat": evaluation.get("chat")}
+    settings["eval_dtype"] = recorded.get("dtype")  # loss_after is measured in the dtype of loss_before
     return _Upstream(examples, str(store.path), store=store, loss_before=_finite_column(table, "loss_before"),
                      n_tokens=_finite_column(table, "n_tokens"),
                      settings={k: v for k, v in settings.items() if v is not None})
@@ -186,8 +192,9 @@ class ForgettingCallback(TrainerCallback):
                  max_length: int | None = None, eval_steps: int | None = None, top_k: int = 10,
                  chat: bool | Literal["auto"] | None = None, prefix: str = "forgetting/",
                  max_batch_tokens: int = 4096, trainer: Trainer | None = None) -> None:
-        """``max_length`` and ``chat`` default to the sweep's settings (else 128 and ``"auto"``): they decide
-        what a loss means, so an explicit value that contradicts the sweep is refused. ``max_batch_tokens``
+        """``max_length`` and ``chat`` default to the sweep's evaluation settings (else 512 tokens, capped at the
+        model's context, and ``"auto"``): they decide what a loss means, so an explicit value that
+        contradicts the sweep is refused. ``max_batch_tokens``
         only trades memory for speed. ``eval_steps`` defaults to the Trainer's ``eval_steps`` when its
         evaluation strategy is ``"steps"``, else its ``logging_steps``."""
         if eval_steps is not None and (isinstance(eval_steps, bool) or not isinstance(eval_steps, int)
@@ -206,7 +213,7 @@ class ForgettingCallback(TrainerCallback):
         self.top_k = top_k
         self.prefix = prefix
         self.max_batch_tokens = max_batch_tokens
-        self.max_length = self._setting("max_length", max_length, DEFAULT_MAX_LENGTH)
+        self.max_length = self._setting("max_length", max_length, None)  # None: the default, set in _prepare
         self.chat_setting = self._setting("chat", chat, "auto", strict=False)  # checked once resolved
         self.history: list[dict[str, Any]] = []
         self.last_row: pd.Series | None = None
@@ -303,8 +310,11 @@ class ForgettingCallback(TrainerCallback):
         self._chat = has_template if self.chat_setting == "auto" else bool(self.chat_setting)
         if self._encoded is not None:
             return
+        context = context_length(model)
+        if self.max_length is None:
+            self.max_length = min(DEFAULT_MAX_LENGTH, context or DEFAULT_MAX_LENGTH)
         self._encoded = encode_examples(tokenizer, self.upstream.examples, self.max_length,
-                                        model_max_length=context_length(model), chat=self._chat)
+                                        model_max_length=context, chat=self._chat)
         swept = self.upstream.n_tokens
         if swept is not None and self.upstream.loss_before is not None:
             ours = np.array([e.n_scored for e in self._encoded], dtype=np.float64)
@@ -353,7 +363,7 @@ class ForgettingCallback(TrainerCallback):
         p = self.prefix
         metrics = {
             f"{p}mean": float(values.mean()) if values.size else math.nan,
-            f"{p}share_forgotten": float((values > 0).mean()) if values.size else math.nan,
+            f"{p}share_forgotten": forgotten_share(values),
             f"{p}max": float(values.max()) if values.size else math.nan,
             f"{p}evaluated": int(idx.size),
         }

@@ -2,6 +2,7 @@
 
 from forgetscope.measure.forgetting import (
     UpstreamReference,
+    binary_forgetting,
     cross_entropy_terms,
     forgetting,
     forgotten_share,
@@ -19,6 +20,6 @@ from forgetscope.measure.nll import (
     scored_logprobs,
 )
 
-__all__ = ["UpstreamReference", "answer_matches", "batch_nll", "bucket_batches", "cross_entropy_terms",
+__all__ = ["UpstreamReference", "answer_matches", "binary_forgetting", "batch_nll", "bucket_batches", "cross_entropy_terms",
            "evaluate_examples", "exact_match", "forgetting", "forgotten_share", "heldout_loss", "per_example_nll",
            "scored_logits", "scored_logprobs", "token_weighted_mean"]

@@ -10,6 +10,11 @@
   :class:`UpstreamReference` (the base distributions, kept once per experiment).
 * **Share forgotten**: the share of *measured* entries with ``F > threshold``; NaN entries (excluded,
   e.g. replayed examples) are left out of numerator and denominator. :func:`forgotten_share`.
+* **Binary forgetting** (instruction examples with a gold answer): 1 where the base model's greedy
+  answer matched (``em_before == 1``) and the fine-tuned model's does not (``em_after == 0``), 0 where
+  it still matches, NaN where the base model did not match (nothing to forget) or either value is
+  missing. "Match" is whole-word containment of the normalised gold answer in the first line of the
+  greedy output (:func:`forgetscope.measure.nll.answer_matches`). :func:`binary_forgetting`.
 """
 
 from __future__ import annotations
@@ -21,7 +26,11 @@ import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:  # torch is imported where tensors are made, so the store and analysis stay light
+    import os
+
     import torch
+
+    from forgetscope.store.matrix import ForgettingMatrix
 
 
 def forgetting(loss_after: np.ndarray | float, loss_before: np.ndarray | float) -> np.ndarray:
@@ -44,6 +53,34 @@ def forgotten_share(values: np.ndarray, threshold: float = 0.0) -> float:
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
     return float(np.mean(v > threshold)) if v.size else float("nan")
+
+
+def binary_forgetting(matrix: ForgettingMatrix | str | os.PathLike[str]) -> ForgettingMatrix:
+    """The M x N_instruction binary forgetting matrix of a sweep (see the module docstring).
+
+    Reads ``em_after`` per run from the sweep's long ``forgetting.parquet`` and ``em_before`` from its
+    upstream table; columns are the sweep's instruction examples, rows its runs (in the matrix's order).
+    Values are 1.0 (forgotten), 0.0 (kept) or NaN (not forgettable or not measured).
+    """
+    from forgetscope.errors import DataError
+    from forgetscope.store.matrix import ForgettingMatrix
+    from forgetscope.store.sweep_store import SweepStore
+
+    if not isinstance(matrix, ForgettingMatrix):
+        matrix = SweepStore(matrix).load_matrix()
+    inst = matrix.select_kind("instruction")
+    if inst.path is None or inst.upstream is None or "em_before" not in inst.upstream:
+        raise DataError("binary forgetting needs a sweep directory with exact-match columns (em_before, em_after)")
+    long = SweepStore(inst.path).read_forgetting()
+    if "em_after" not in long:
+        raise DataError(f"the sweep {inst.path} has no em_after column (exact match was off)")
+    after = long.assign(run_id=long["run_id"].astype(str), example_id=long["example_id"].astype(str)).pivot_table(
+        index="run_id", columns="example_id", values="em_after", aggfunc="first", dropna=False)
+    after = after.reindex(index=inst.row_names, columns=inst.col_names).to_numpy(dtype=float)
+    before = pd.to_numeric(inst.upstream["em_before"], errors="coerce").to_numpy(dtype=float)[None, :]
+    values = np.where((before == 1) & np.isfinite(after), (after == 0).astype(float), np.nan)
+    return ForgettingMatrix(values, inst.row_names, inst.col_names, runs=inst.runs, upstream=inst.upstream,
+                            path=inst.path, meta={**inst.meta, "quantity": "binary_forgetting"}, kinds=inst.kinds)
 
 
 def cross_entropy_terms(base_logp: torch.Tensor, logp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -156,5 +193,5 @@ class UpstreamReference:
                 "upstream_loss": float(per_example["loss"].mean())}
 
 
-__all__ = ["UpstreamReference", "cross_entropy_terms", "forgetting", "forgotten_share",
+__all__ = ["UpstreamReference", "binary_forgetting", "cross_entropy_terms", "forgetting", "forgotten_share",
            "token_weighted_mean"]

@@ -1,4 +1,5 @@
-"""Per-example evaluation: mean token NLL (nats) and exact match of greedy answers.
+"""Per-example evaluation: mean token NLL (nats) and the answer check of greedy answers (whole-word
+containment of the gold answer in the first output line; the ``em`` columns).
 
 This is the hot path of every sweep (N upstream examples x (M + 1) models), so it
 
@@ -187,16 +188,19 @@ def _normalise_answer(text: str) -> str:
 
 
 def answer_matches(generated: str, gold: str) -> bool:
-    """Exact match, lenient to phrasing: the normalised gold answer equals the normalised first line of
-    the greedy output or appears in it as whole words ("The capital of France is Paris." matches "Paris")."""
+    """Whole-word containment (what the ``em_*`` columns record; not exact string equality): the
+    normalised gold answer equals the normalised first line of the greedy output or appears in it as
+    whole words ("The capital of France is Paris." matches "Paris"). Normalised: lower-cased, every
+    non-alphanumeric character a space, whitespace collapsed."""
     g, a = _normalise_answer(generated), _normalise_answer(gold)
     return bool(a) and (g == a or f" {a} " in f" {g} ")
 
 
 def exact_match(model, tokenizer, examples: Sequence[Example], *, max_new_tokens: int = 16,
                 batch_size: int = 16, chat: bool = False, dtype: torch.dtype | None = None) -> np.ndarray:
-    """1.0/0.0 per example whose greedy answer matches its gold ``answer``; NaN without one.
-    ``dtype`` generates in that precision (as :func:`per_example_nll`)."""
+    """1.0/0.0 per pair whose greedy answer contains its gold ``answer`` (:func:`answer_matches`); NaN
+    without one. Stored as ``em_before``/``em_after``. ``dtype`` generates in that precision (as
+    :func:`per_example_nll`)."""
     from forgetscope.precision import evaluation_precision
 
     out = np.full(len(examples), np.nan)

@@ -3,14 +3,19 @@
 They are registered lazily in :data:`forgetscope.train.STRATEGIES`, so ``make_strategy("replay")`` imports
 only what it needs:
 
-* ``replay`` (:mod:`.replay`): upstream examples mixed into batches at a ratio; ``random``,
-  ``predicted`` (from a probe set + a forgetting predictor) or ``oracle`` selection;
+* ``replay`` (:mod:`.replay`): upstream examples interleaved into the task stream at a ratio;
+  ``random``, ``predicted`` (offline: from given probe values or a pilot; online: from a probe of the
+  model itself after a random-replay warm-up), ``oracle`` or ``mir`` (maximally interfered retrieval)
+  selection, softmax or linear weights, drawn without replacement by default;
 * ``sam`` (:mod:`.sam`): sharpness-aware minimisation (optimizer wrapper :class:`SAM`);
-* ``ewc`` (:mod:`.ewc`): elastic weight consolidation against the base weights;
-* ``lwf`` (:mod:`.lwf`): Learning With Forgetting (graceful forgetting of self-generated knowledge).
+* ``ewc`` (:mod:`.ewc`): elastic weight consolidation against the base weights (with LoRA, on the
+  effective update ΔW = scaling · BA);
+* ``lwf`` (:mod:`.lwf`): Learning With Forgetting, graceful forgetting of self-generated knowledge of
+  a conflicting task (``forget_data``), judged by the target task's loss.
 
 The comparison of strategies against plain fine-tuning is an experiment:
-:func:`forgetscope.experiments.compare.run_compare`, with its paired tests in :mod:`forgetscope.analysis.stats`.
+:func:`forgetscope.experiments.compare.run_compare`, with its run-level paired tests in
+:mod:`forgetscope.analysis.stats`.
 """
 
 from forgetscope.mitigate.ewc import EWCStrategy

@@ -1,16 +1,31 @@
 """Elastic weight consolidation (Kirkpatrick et al. 2017) against the base weights: the ``ewc`` strategy.
 
-At setup, a diagonal Fisher F is estimated from ``n_fisher`` upstream examples at the base weights θ₀
-(see :mod:`forgetscope.mitigate.fisher`); training then minimises ``L_task(θ) + λ/2 Σ F (θ − θ₀)²``.
+At setup, a diagonal Fisher F is estimated from ``n_fisher`` upstream examples at the base weights
+(see :mod:`forgetscope.mitigate.fisher`); training then minimises ``L_task + λ/2 · D`` with the
+Fisher-weighted squared drift ``D``:
 
-Scale: an LM's raw Fisher entries are tiny and their size depends on the model, so by default
-(``normalize="mean"``) F is divided by its mean over all trainable entries, which makes λ comparable
-across models (λ = 1 then weighs an average parameter's squared drift by ½). ``normalize="none"``
-gives the textbook penalty with the raw Fisher.
+* **full fine-tuning**: ``D = Σ F_θ ⊙ (θ − θ₀)²`` over the trainable parameters (the textbook form);
+* **LoRA**: the anchored quantity is the *effective* update of each adapted weight,
+  ``ΔW = scaling · B A`` (transposed where the layer stores W as fan-in × fan-out), and
+  ``D = Σ_layers Σ F_W ⊙ (ΔW − ΔW₀)²``, where ``F_W`` is the diagonal Fisher of the base weight W
+  itself, in W's coordinates (taken by differentiating the frozen W at the base, where ΔW₀ = 0 with
+  the usual B₀ = 0). This is EWC on the model's weights restricted to the low-rank update, so it does
+  not depend on how the update is split between the factors: ``B → B/c, A → cA`` leaves it unchanged.
+  Anchoring A and B themselves would not bound ΔW (B can shrink while A grows) and, with B₀ = 0, the
+  Fisher of A is 0 at the start. Trainable parameters outside the LoRA factors (if any) are anchored
+  in their own coordinates as above.
 
-With LoRA the penalty applies to the adapter parameters (θ₀ = their initial values, so B₀ = 0); at
-the start B = 0 gives A zero gradient, hence zero Fisher, so only B is anchored. This is EWC in the
-adapter's coordinates, which bounds the low-rank update through B.
+**Scale and the default λ.** An LM's raw Fisher entries are tiny and their size depends on the
+model, so by default (``normalize="mean"``) F is divided by its mean over all anchored entries: λ then
+weighs an average entry's squared drift by ½. The default λ is calibrated so that the penalty is of
+the order of the task loss: with ``lam: 0`` (plain training) a run reports ``weighted_drift`` = D at
+its end, and λ = 2 · L_task / D makes ``λ/2 · D`` equal the task loss L_task there. On the tiny test
+setting (the 2-layer model of :mod:`forgetscope.testing`, LoRA r = 8 on q/v, 10 steps of batch 4 at
+lr 3e-3, the learning rate of ``configs/compare_demo.yaml``) that gives λ ≈ 10, the default (a test
+keeps ``λ/2 · D`` within a factor of 10 of the task loss there). D sums over every anchored entry, so
+it grows with the model; recalibrate λ the same way for another model or setting — ``summary()``
+always reports ``weighted_drift`` and ``final_penalty``. ``normalize="none"`` gives the textbook
+penalty with the raw Fisher.
 """
 
 from __future__ import annotations
@@ -25,17 +40,41 @@ from forgetscope.errors import ConfigError
 from forgetscope.mitigate.fisher import diagonal_fisher
 from forgetscope.train.hooks import Strategy, StrategyOptions, StrictNumber, TrainContext, register_strategy
 
+DEFAULT_LAMBDA = 10.0
+
+
+def lora_layers(model) -> list[tuple[str, Any]]:
+    """(name, module) of every LoRA-adapted linear layer (a base layer plus lora_A/lora_B factors)."""
+    return [(n, m) for n, m in model.named_modules()
+            if hasattr(m, "base_layer") and hasattr(m, "lora_A") and hasattr(m, "lora_B")
+            and hasattr(getattr(m.base_layer, "weight", None), "shape")
+            and any(a in m.lora_A for a in getattr(m, "active_adapters", []))]
+
+
+def lora_delta(module) -> torch.Tensor:
+    """ΔW = Σ_active scaling · B A of one LoRA layer, shaped like its base weight (differentiable)."""
+    delta = None
+    for a in module.active_adapters:
+        if a not in module.lora_A:
+            continue
+        d = module.lora_B[a].weight @ module.lora_A[a].weight * module.scaling[a]
+        delta = d if delta is None else delta + d
+    w = module.base_layer.weight
+    if getattr(module, "fan_in_fan_out", False):
+        delta = delta.T
+    return delta.to(w.dtype) if delta.shape == w.shape else delta.reshape(w.shape).to(w.dtype)
+
 
 class EWCOptions(StrategyOptions):
-    lam: StrictNumber = Field(100.0, ge=0, description="λ, the penalty weight")
+    lam: StrictNumber = Field(DEFAULT_LAMBDA, ge=0, description="λ, the penalty weight")
     n_fisher: StrictInt = Field(32, ge=1, description="upstream examples for the Fisher estimate")
     normalize: Literal["mean", "none"] = Field("mean", description="divide F by its mean (comparable λ)")
 
 
 @register_strategy("ewc")
 class EWCStrategy(Strategy):
-    """Options: ``lam`` (λ, default 100), ``n_fisher`` (upstream examples for F, default 32),
-    ``normalize`` (``mean`` default, or ``none``)."""
+    """Options: ``lam`` (λ), ``n_fisher`` (upstream examples for F, default 32), ``normalize``
+    (``mean`` default, or ``none``); see the module docstring."""
 
     name = "ewc"
 
@@ -47,8 +86,11 @@ class EWCStrategy(Strategy):
         self.n_fisher = self.options.n_fisher
         self.normalize = self.options.normalize
         self.fisher: dict[str, torch.Tensor] = {}
-        self.anchor: dict[str, torch.Tensor] = {}
+        self.anchor: dict[str, torch.Tensor] = {}  # parameter-space anchors (full fine-tuning, extra params)
+        self.layers: dict[str, Any] = {}  # Fisher key (base weight name) -> LoRA layer, anchored through ΔW
+        self.delta_anchor: dict[str, torch.Tensor] = {}
         self._last_penalty = 0.0
+        self._last_drift = 0.0
         self._fisher_ids: list[str] = []
 
     def before_training(self, ctx: TrainContext) -> None:
@@ -59,7 +101,11 @@ class EWCStrategy(Strategy):
         idx = sorted(rng.choice(len(ctx.upstream_encoded), size=n, replace=False).tolist())
         chosen = [ctx.upstream_encoded[i] for i in idx]
         self._fisher_ids = [e.example_id for e in chosen]
-        fisher = diagonal_fisher(ctx.model, chosen, ctx.pad_id, ctx.device)
+        self.layers = {f"{name}.base_layer.weight": m for name, m in lora_layers(ctx.model)}
+        factor_ids = {id(p) for m in self.layers.values() for d in (m.lora_A, m.lora_B) for p in d.parameters()}
+        params = [(n, p) for n, p in ctx.trainable_parameters() if id(p) not in factor_ids]
+        targets = [(k, m.base_layer.weight) for k, m in self.layers.items()] + params
+        fisher = diagonal_fisher(ctx.model, chosen, ctx.pad_id, ctx.device, params=targets)
         if self.normalize == "mean":
             total = sum(float(f.sum()) for f in fisher.values())
             count = sum(f.numel() for f in fisher.values())
@@ -67,27 +113,43 @@ class EWCStrategy(Strategy):
             if mean > 0:
                 fisher = {k: v / mean for k, v in fisher.items()}
         self.fisher = fisher
-        self.anchor = {n: p.detach().clone() for n, p in ctx.trainable_parameters()}
+        self.anchor = {n: p.detach().clone() for n, p in params}
+        with torch.no_grad():
+            self.delta_anchor = {k: lora_delta(m).detach().clone() for k, m in self.layers.items()}
 
-    def penalty(self, ctx: TrainContext) -> torch.Tensor:
-        """λ/2 Σ F (θ − θ₀)² over the trainable parameters (0 at θ₀)."""
-        total = None
+    def weighted_drift(self, ctx: TrainContext) -> torch.Tensor:
+        """D = Σ F ⊙ (ΔW − ΔW₀)² over LoRA layers + Σ F ⊙ (θ − θ₀)² over other anchored parameters."""
+        total = torch.zeros((), device=ctx.device)
+        for k, m in self.layers.items():
+            f = self.fisher.get(k)
+            if f is not None:
+                total = total + (f * (lora_delta(m) - self.delta_anchor[k]).float() ** 2).sum()
         for n, p in ctx.trainable_parameters():
             f = self.fisher.get(n)
-            if f is None:
-                continue
-            term = (f * (p - self.anchor[n]) ** 2).sum()
-            total = term if total is None else total + term
-        if total is None:
-            return torch.zeros((), device=ctx.device)
-        return 0.5 * self.lam * total
+            if f is not None and n in self.anchor:
+                total = total + (f * (p - self.anchor[n]).float() ** 2).sum()
+        return total
+
+    def penalty(self, ctx: TrainContext) -> torch.Tensor:
+        """λ/2 · D (0 at the base weights)."""
+        return 0.5 * self.lam * self.weighted_drift(ctx)
 
     def loss(self, ctx: TrainContext, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         task = ctx.forward_loss(batch)
-        pen = self.penalty(ctx)
+        drift = self.weighted_drift(ctx)
+        pen = 0.5 * self.lam * drift
+        self._last_drift = float(drift.detach())
         self._last_penalty = float(pen.detach())
         return task + pen
 
+    def after_training(self, ctx: TrainContext) -> None:
+        """Record D and the penalty at the final weights (the last loss saw them before the last step)."""
+        with torch.no_grad():
+            drift = float(self.weighted_drift(ctx))
+        self._last_drift, self._last_penalty = drift, 0.5 * self.lam * drift
+
     def summary(self) -> dict[str, Any]:
         return {"lam": self.lam, "n_fisher": len(self._fisher_ids), "normalize": self.normalize,
-                "final_penalty": self._last_penalty, "upstream_evaluations": len(self._fisher_ids)}
+                "space": "lora_delta" if self.layers else "parameters", "anchored_lora_layers": len(self.layers),
+                "final_penalty": self._last_penalty, "weighted_drift": self._last_drift,
+                "upstream_evaluations": len(self._fisher_ids)}

@@ -23,15 +23,23 @@ def trainable(model) -> list[tuple[str, torch.nn.Parameter]]:
 
 
 def example_gradients(model, encoded: Sequence[Encoded], pad_id: int,
-                      device: torch.device | str | None = None) -> Iterator[tuple[float, dict[str, torch.Tensor]]]:
+                      device: torch.device | str | None = None,
+                      params: Sequence[tuple[str, torch.Tensor]] | None = None,
+                      ) -> Iterator[tuple[float, dict[str, torch.Tensor]]]:
     """Yield (loss, {name: gradient}) for each example on its own (batch of one: exact per-example grads).
 
-    Gradients are detached copies; the model's ``.grad`` fields are left as they were found (None).
+    ``params`` are the (name, tensor) pairs to differentiate, by default the trainable parameters; a
+    frozen tensor among them (e.g. a LoRA layer's base weight) is made to require grad only while the
+    gradients are taken. Gradients are detached copies; the model's ``.grad`` fields are left as they
+    were found (None).
     """
     device = device or next(model.parameters()).device
-    params = trainable(model)
+    params = trainable(model) if params is None else list(params)
+    frozen = [p for _, p in params if not p.requires_grad]
     was_training = model.training
     model.eval()  # no dropout: the Fisher of the model as it is
+    for p in frozen:
+        p.requires_grad_(True)
     try:
         for e in encoded:
             batch = collate([e], pad_id, device)
@@ -40,16 +48,20 @@ def example_gradients(model, encoded: Sequence[Encoded], pad_id: int,
             yield float(loss.detach()), {n: (torch.zeros_like(p) if g is None else g.detach())
                                          for (n, p), g in zip(params, grads)}
     finally:
+        for p in frozen:
+            p.requires_grad_(False)
         model.train(was_training)
 
 
 def diagonal_fisher(model, encoded: Sequence[Encoded], pad_id: int,
-                    device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
-    """Mean over examples of the squared per-example gradient, for every trainable parameter."""
+                    device: torch.device | str | None = None,
+                    params: Sequence[tuple[str, torch.Tensor]] | None = None) -> dict[str, torch.Tensor]:
+    """Mean over examples of the squared per-example gradient, for every trainable parameter (or for
+    the given ``params``, see :func:`example_gradients`)."""
     if not encoded:
         raise ValueError("diagonal_fisher needs at least one example")
     fisher: dict[str, torch.Tensor] = {}
-    for _, grads in example_gradients(model, encoded, pad_id, device):
+    for _, grads in example_gradients(model, encoded, pad_id, device, params):
         for n, g in grads.items():
             sq = g.float() ** 2
             fisher[n] = fisher[n] + sq if n in fisher else sq

@@ -1,40 +1,72 @@
-"""Replay: mix upstream examples into the fine-tuning batches (the ``replay`` strategy).
+"""Replay: interleave upstream examples into the fine-tuning stream (the ``replay`` strategy).
 
-Each step adds, on average, ``ratio`` upstream examples per task example (``ratio=0.25`` is one replay
-example per four task examples; a fractional count per batch is rounded stochastically so the long-run
-ratio is exact). Replay examples are drawn with replacement from the upstream pool the trainer gives
-the strategy (``TrainContext.upstream``; :mod:`forgetscope.experiments.compare` gives it only the replay
-half of the upstream set, so forgetting is measured on examples never replayed) with probabilities:
+**How many, and where.** A run trains on ``T = steps × b`` task examples (``b`` = the task examples
+per step, the batch size or the whole task set if smaller). Replay adds
+``replay_n = int(T · ratio) + 1`` upstream examples (``ratio`` default 1/32: one per 32 task
+examples). Replay example k sits at position ``floor(k / ratio)`` of the task stream, i.e. in step
+``min(floor(k / ratio) // b, steps − 1)``, so the first is replayed in the first step and the rest
+follow evenly. Every replay example is its own example in the batch of its step.
+
+**Training length.** The task batch keeps its size and the number of steps does not change: every
+step sees exactly the task examples of the paired plain run, and the steps that hold a replay
+example carry it in addition. The examples processed grow by the ratio (T · (1 + ratio)), as in the
+reference protocol, where the number of steps grows instead.
+
+**Task gradient independent of the ratio.** A step's loss is
+
+    L = L_task + (k / b) · L_replay
+
+where ``L_task`` is the mean token NLL over the step's b task examples (exactly plain fine-tuning's
+loss, whatever the ratio) and ``L_replay`` the mean token NLL over its k replay examples, weighted by
+their count relative to the task examples, so a replay example weighs as much as a task example and
+the replay share of the gradient is the ratio. A step without replay has plain fine-tuning's loss.
+Gradient clipping (``train.grad_clip``) acts on the sum.
+
+**Which examples** (``policy``), from the pool the trainer gives the strategy
+(``TrainContext.upstream``; :mod:`forgetscope.experiments.compare` gives it only the replay half of
+the upstream set, so forgetting is measured on examples never replayed):
 
 ``random``
     uniform.
 ``oracle``
-    ∝ the positive part of the *true* forgetting row of this task (``forgetting`` mapping or
-    ``forgetting_file`` JSON ``{example_id: value}``; in ``compare``: the plain run's measured row);
-    the upper bound no user has.
+    weighted by the *true* forgetting row of this task (``forgetting`` mapping or
+    ``forgetting_file`` JSON; in ``compare``: the plain run's measured row); the upper bound no user has.
 ``predicted``
-    ∝ the positive part of the row *predicted* from forgetting observed on a small probe set only,
-    exactly what a user without this task's row can do:
+    weighted by the row *predicted* from a small probe set S. The known rows are the forgetting rows
+    of *other* tasks, from a sweep (``known``: a sweep directory or matrix file; rows of this task and,
+    when the runs table says, of strategies other than ``known_strategy`` are dropped) or a fitted
+    :class:`~forgetscope.predict.Predictor` with its column ids (``predictor_columns``). The
+    predictor completes the row; observed probe values replace their predictions.
 
-    1. the known rows: the forgetting rows of *other* tasks from an existing sweep (``known``: sweep
-       directory or matrix file; rows of this task and, when the runs table says, of strategies other
-       than ``known_strategy`` are dropped), or a fitted :class:`~forgetscope.predict.Predictor` with
-       its column ids (``predictor`` + ``predictor_columns``);
-    2. the probe set S: ``probe`` (fraction or count) of the pool, chosen at random with ``seed``;
-    3. the probe values: either given (``probe_values`` mapping or ``probe_file``; ``compare`` passes
-       the plain run's forgetting on S, i.e. the plain fine-tuned model evaluated on S only) or, when
-       absent, measured by a *pilot*: ``pilot_steps`` plain fine-tuning steps on a copy of the model,
-       the probe examples evaluated before and after it;
-    4. the predictor completes the row; observed probe values replace their predictions.
+    * ``mode: offline`` (default): the probe values are given (``probe_values`` / ``probe_file``;
+      ``compare`` passes the plain run's forgetting on S, the plain fine-tuned model evaluated on S
+      only), or measured by a *pilot* of ``pilot_steps`` plain steps on a copy of the model.
+    * ``mode: online``: the first ``warmup_fraction`` of the steps (at least one) replay at random,
+      the probe examples excluded; at the warm-up boundary the *current* model is evaluated on the
+      ``probe`` examples, their forgetting (against their base losses, read from the known sweep's
+      ``upstream.parquet`` with ``probe_base: known`` or measured once before training) completes
+      the row, and the remaining steps replay by the predicted weights. Examples already replayed
+      are never drawn again (with ``replacement: false``). The only extra cost is the probe
+      evaluations.
+``mir``
+    maximally interfered retrieval: for each step with replay, ``candidates`` pool examples are
+    drawn at random, their losses are evaluated before and after a *virtual* SGD step on the
+    current task batch (learning rate ``virtual_lr``, default the optimizer's current one; the
+    weights are restored exactly afterwards), and the k with the largest loss increase are replayed.
 
-    ``summary()["upstream_evaluations"]`` records what that cost in upstream example evaluations
-    (|S| with given probe values — the base losses are shared with the sweep; 2|S| with a pilot),
-    against the N evaluations of measuring the row.
+**Weights** (``weighting``): ``softmax`` (default) ``w ∝ exp(F / temperature)`` with temperature 0.1,
+as in the reference protocol; a missing value (NaN) gets weight 0. ``linear``: ``w ∝ max(F, 0)`` plus
+a floor of 1e-3 of their mean (NaN counts as the mean). **Draws** (``replacement``): without
+replacement by default: an example is not drawn again until every pool example has been drawn, then
+the pool is reset (when only zero-weight examples are left, they are drawn uniformly). Each draw takes
+one example with probability proportional to the weights of those still available (successive
+sampling, the same law as ``numpy``'s ``choice(replace=False, p=w)``).
 
-Weights are ``max(F, 0)`` plus a floor of 1e-3 of their mean, so an example predicted not to be
-forgotten is still drawn occasionally and an all-zero row degrades to uniform. Every replayed
-example's id is reported by :meth:`excluded_upstream_ids`, so the sweep leaves it out (NaN) of the
-forgetting measured afterwards.
+``summary()["upstream_evaluations"]`` records the upstream example evaluations a policy spent beyond
+measuring forgetting itself: |S| for given probe values (the base losses are the sweep's), 2|S| for a
+pilot, the probe (plus its base losses when measured) for online mode, 2 × candidates per draw for
+MIR, the full row for the oracle. Every replayed example's id is reported by
+:meth:`excluded_upstream_ids`, so the sweep leaves it out (NaN) of the forgetting measured afterwards.
 """
 
 from __future__ import annotations
@@ -42,15 +74,15 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import math
 from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
 import torch
-from pydantic import Field, StrictInt, model_validator
+import torch.nn.functional as F
+from pydantic import Field, StrictBool, StrictInt, model_validator
 
-from forgetscope.data.encoding import Encoded
+from forgetscope.data.encoding import IGNORE_INDEX, Encoded
 from forgetscope.errors import ConfigError, DataError
 from forgetscope.train.hooks import (
     Strategy,
@@ -61,7 +93,10 @@ from forgetscope.train.hooks import (
     register_strategy,
 )
 
-POLICIES = ("random", "predicted", "oracle")
+POLICIES = ("random", "predicted", "oracle", "mir")
+MODES = ("offline", "online")
+WEIGHTINGS = ("softmax", "linear")
+PROBE_BASES = ("measure", "known")
 MAX_RATIO = 8.0
 
 
@@ -83,7 +118,23 @@ def read_values_file(path: str | Path) -> tuple[dict[str, float], int | None]:
     return {str(k): float("nan") if v is None else float(v) for k, v in data.items()}, evaluations
 
 
-def sampling_weights(values: np.ndarray) -> np.ndarray:
+def softmax_weights(values: np.ndarray, temperature: float = 0.1) -> np.ndarray:
+    """Probabilities ``exp(v / T) / Σ exp(v / T)``; NaN gets weight 0; all NaN gives uniform."""
+    if not temperature > 0:
+        raise ConfigError(f"replay: temperature must be positive, got {temperature}")
+    v = np.asarray(values, dtype=float)
+    if v.size == 0:
+        raise DataError("no values to turn into sampling weights")
+    ok = np.isfinite(v)
+    if not ok.any():
+        return np.full(v.size, 1.0 / v.size)
+    z = (v[ok] - v[ok].max()) / temperature  # shifted: no overflow, the largest weight is exp(0)
+    w = np.zeros(v.size)
+    w[ok] = np.exp(z)
+    return w / w.sum()
+
+
+def linear_weights(values: np.ndarray) -> np.ndarray:
     """Probabilities ∝ max(v, 0) + floor (NaN counts as the mean); uniform when nothing is positive."""
     v = np.asarray(values, dtype=float)
     if v.size == 0:
@@ -97,10 +148,94 @@ def sampling_weights(values: np.ndarray) -> np.ndarray:
     return w / w.sum()
 
 
+def sampling_weights(values: np.ndarray, weighting: str = "softmax", temperature: float = 0.1) -> np.ndarray:
+    """Replay probabilities from forgetting values (see the module docstring)."""
+    if weighting == "softmax":
+        return softmax_weights(values, temperature)
+    if weighting == "linear":
+        return linear_weights(values)
+    raise ConfigError(f"replay: unknown weighting {weighting!r}; choose from {', '.join(WEIGHTINGS)}")
+
+
+def replay_count(steps: int, per_step: int, ratio: float) -> int:
+    """``replay_n = int(T · ratio) + 1`` with T = steps × per_step task examples."""
+    return int(steps * per_step * ratio) + 1
+
+
+def replay_schedule(steps: int, per_step: int, ratio: float) -> np.ndarray:
+    """Replay examples per step: replay k sits at task-stream position floor(k / ratio)."""
+    n = replay_count(steps, per_step, ratio)
+    positions = np.floor(np.arange(n) / ratio)
+    step_of = np.minimum(positions // per_step, steps - 1).astype(int)
+    return np.bincount(step_of, minlength=steps)
+
+
+class ReplaySampler:
+    """Draws pool indices by weight. Without replacement, an index is not drawn again until every
+    index has been drawn; then the pool is reset (``resets`` counts how often)."""
+
+    def __init__(self, n: int, rng: np.random.Generator, replacement: bool = False):
+        if n < 1:
+            raise DataError("replay: the pool is empty")
+        self.n = n
+        self.rng = rng
+        self.replacement = replacement
+        self.used = np.zeros(n, dtype=bool)
+        self.resets = 0
+
+    def available(self) -> np.ndarray:
+        """Indices that may be drawn now (resets the pool when it is exhausted)."""
+        if self.replacement:
+            return np.arange(self.n)
+        if self.used.all():
+            self.used[:] = False
+            self.resets += 1
+        return np.flatnonzero(~self.used)
+
+    def mark(self, indices: Any) -> None:
+        if not self.replacement:
+            self.used[np.asarray(indices, dtype=int)] = True
+
+    def draw(self, k: int, weights: np.ndarray) -> list[int]:
+        """``k`` indices, one at a time, each ∝ the weights of those still available."""
+        out = []
+        for _ in range(k):
+            avail = self.available()
+            w = np.asarray(weights, dtype=float)[avail]
+            total = w.sum()
+            p = w / total if total > 0 else None  # only zero-weight examples left: uniform among them
+            i = int(avail[self.rng.choice(avail.size, p=p)])
+            self.mark([i])
+            out.append(i)
+        return out
+
+    def draw_uniform(self, k: int) -> list[int]:
+        """``k`` distinct available indices at random, without marking them (MIR's candidates)."""
+        avail = self.available()
+        if avail.size < k and not self.replacement:  # too few left for a full draw: start over
+            self.used[:] = False
+            self.resets += 1
+            avail = self.available()
+        pick = self.rng.choice(avail.size, size=min(k, avail.size), replace=False)
+        return [int(avail[j]) for j in pick]
+
+
 class ReplayOptions(StrategyOptions):
-    ratio: StrictNumber = Field(0.25, gt=0, le=MAX_RATIO,
-                                description="replay examples per task example (0.25 = 1 per 4)")
-    policy: Annotated[str, one_of(POLICIES, "unknown policy")] = Field("random", description="random, predicted or oracle")
+    ratio: StrictNumber = Field(1 / 32, gt=0, le=MAX_RATIO,
+                                description="replay examples per task example (1/32 = one per 32)")
+    policy: Annotated[str, one_of(POLICIES, "unknown policy")] = Field(
+        "random", description="random, predicted, oracle or mir")
+    mode: Annotated[str, one_of(MODES, "unknown mode")] = Field(
+        "offline", description="predicted: offline (given probe values or a pilot) or online")
+    weighting: Annotated[str, one_of(WEIGHTINGS, "unknown weighting")] = Field(
+        "softmax", description="softmax(F / temperature) or linear max(F, 0)")
+    temperature: StrictNumber = Field(0.1, gt=0, description="softmax temperature")
+    replacement: StrictBool = Field(False, description="draw with replacement")
+    warmup_fraction: StrictNumber = Field(0.1, gt=0, lt=1, description="online: share of steps with random replay")
+    probe_base: Annotated[str, one_of(PROBE_BASES, "unknown probe_base")] = Field(
+        "measure", description="online: base losses of the probe measured once, or read from the known sweep")
+    candidates: StrictInt = Field(30, ge=1, description="mir: candidates evaluated per draw")
+    virtual_lr: StrictNumber | None = Field(None, gt=0, description="mir: learning rate of the virtual step")
     forgetting: dict[str, float] | None = Field(None, description="oracle: the true row {example_id: F}")
     forgetting_file: str | None = Field(None, description="oracle: JSON file with the true row")
     known: str | None = Field(None, description="predicted: sweep dir or matrix file with known rows")
@@ -108,7 +243,7 @@ class ReplayOptions(StrategyOptions):
     predictor: Any = Field("knn", description="predicted: a predictor name or a fitted Predictor")
     predictor_options: dict[str, Any] | None = None
     predictor_columns: list[str] | None = None
-    probe: float = Field(0.1, gt=0, description="probe size: fraction of the pool or a count")
+    probe: float = Field(30, gt=0, description="probe size: a count, or a fraction of the pool when < 1")
     probe_values: dict[str, float] | None = None
     probe_file: str | None = None
     pilot_steps: StrictInt = Field(5, ge=1, description="plain steps of the pilot that measures the probe")
@@ -119,6 +254,11 @@ class ReplayOptions(StrategyOptions):
         if self.policy == "oracle" and self.forgetting is None and self.forgetting_file is None:
             raise ValueError("policy 'oracle' needs the true forgetting row (forgetting={id: value} or "
                              "forgetting_file=PATH)")
+        if self.mode == "online" and self.policy != "predicted":
+            raise ValueError(f"mode 'online' applies to policy 'predicted', not {self.policy!r}")
+        if self.mode == "online" and (self.probe_values is not None or self.probe_file is not None):
+            raise ValueError("mode 'online' measures its own probe on the current model; drop probe_values/"
+                             "probe_file (or use mode 'offline')")
         if self.policy == "predicted":
             from forgetscope.predict import Predictor
 
@@ -129,16 +269,19 @@ class ReplayOptions(StrategyOptions):
                 if self.predictor_columns is None or len(self.predictor_columns) != p.n_cols_:
                     raise ValueError("a fitted predictor needs predictor_columns, the example ids of its columns")
             elif self.known is None:
-                raise ValueError("policy 'predicted' needs a fitted predictor: pass known=SWEEP_DIR (forgetting "
-                                 "rows of other tasks) or predictor=<fitted Predictor>")
+                what = "online predicted replay" if self.mode == "online" else "policy 'predicted'"
+                raise ValueError(f"{what} needs known rows: pass known=SWEEP_DIR (forgetting rows of other "
+                                 "tasks) or predictor=<fitted Predictor>")
             elif not isinstance(p, str):
                 raise ValueError(f"predictor must be a name or a fitted Predictor, got {p!r}")
+            if self.mode == "online" and self.probe_base == "known" and self.known is None:
+                raise ValueError("probe_base 'known' reads the base losses from the known sweep; pass known=SWEEP_DIR")
         return self
 
 
 @register_strategy("replay")
 class ReplayStrategy(Strategy):
-    """See the module docstring for the policies and options."""
+    """See the module docstring for the policies, the schedule and the options."""
 
     name = "replay"
 
@@ -147,110 +290,143 @@ class ReplayStrategy(Strategy):
     def __init__(self, **options: Any):
         super().__init__(**options)
         o = self.options
-        ratio, policy, forgetting, predictor = o.ratio, o.policy, o.forgetting, o.predictor
-        forgetting_file, known, known_strategy = o.forgetting_file, o.known, o.known_strategy
-        predictor_options, predictor_columns = o.predictor_options, o.predictor_columns
-        probe, probe_values, probe_file, pilot_steps, seed = (o.probe, o.probe_values, o.probe_file,
-                                                              o.pilot_steps, o.seed)
-        self.ratio = float(ratio)
-        self.policy = policy
-        self.forgetting = dict(forgetting) if forgetting is not None else None
-        self.forgetting_file = forgetting_file
-        self.known = known
-        self.known_strategy = known_strategy
-        self.predictor = predictor
-        self.predictor_options = dict(predictor_options or {})
-        self.predictor_columns = [str(c) for c in predictor_columns] if predictor_columns is not None else None
-        self.probe = probe
-        self.probe_values = dict(probe_values) if probe_values is not None else None
-        self.probe_file = probe_file
-        self.pilot_steps = pilot_steps
-        self.seed = seed
+        self.ratio = float(o.ratio)
+        self.policy = o.policy
+        self.mode = o.mode
+        self.forgetting = dict(o.forgetting) if o.forgetting is not None else None
+        self.predictor_columns = [str(c) for c in o.predictor_columns] if o.predictor_columns is not None else None
+        self.probe_values = dict(o.probe_values) if o.probe_values is not None else None
         self.weights: np.ndarray | None = None
         self.pool_ids: list[str] = []
         self.replayed: list[str] = []
-        self._rng: np.random.Generator | None = None
+        self.schedule: np.ndarray = np.zeros(0, dtype=int)
+        self.replay_n = 0
+        self.sampler: ReplaySampler | None = None
+        self._n_task = 0
+        self._n_replay = 0
         self._info: dict[str, Any] = {}
+        self._evaluations = 0
+        # online mode
+        self._online: dict[str, Any] | None = None
+        self.probe_calls: list[dict[str, Any]] = []
 
-    # ---- setup: the sampling weights --------------------------------------------------------
+    # ---- forward passes on upstream examples ------------------------------------------------
+    def evaluate_upstream(self, ctx: TrainContext, encoded: list[Encoded]) -> np.ndarray:
+        """Mean token NLL of upstream examples under the current model (counted as evaluations)."""
+        from forgetscope.measure import per_example_nll
+
+        self._evaluations += len(encoded)
+        return per_example_nll(ctx.model, encoded, pad_id=ctx.pad_id)
+
+    # ---- setup ------------------------------------------------------------------------------
     def before_training(self, ctx: TrainContext) -> None:
         if not ctx.upstream_encoded:
             raise ConfigError("replay needs an upstream pool to replay from (it is empty)")
+        o = self.options
         self.pool_ids = [e.example_id for e in ctx.upstream_encoded]
-        self._rng = np.random.default_rng([ctx.config.seed, self.seed, 104729])  # own stream: task batches as in plain
-        if self.policy == "random":
-            values = np.ones(len(self.pool_ids))
+        self._evaluations = 0
+        rng = np.random.default_rng([ctx.config.seed, o.seed, 104729])  # own stream: task batches as in plain
+        self.sampler = ReplaySampler(len(self.pool_ids), rng, replacement=o.replacement)
+        per_step = max(1, min(ctx.config.batch_size, len(ctx.train_encoded)))
+        self.schedule = replay_schedule(ctx.config.steps, per_step, self.ratio)
+        self.replay_n = int(self.schedule.sum())
+        if self.policy == "mir":
+            most = int(self.schedule.max())
+            if o.candidates < most:
+                raise ConfigError(f"replay mir: candidates={o.candidates} is smaller than the {most} replay "
+                                  f"examples drawn in one step; use candidates >= {most}")
+            self.weights = None
+        elif self.policy == "random":
+            self.weights = np.full(len(self.pool_ids), 1.0 / len(self.pool_ids))
         elif self.policy == "oracle":
             if self.forgetting is not None:
                 row, evaluations = self.forgetting, None
             else:
-                row, evaluations = read_values_file(self.forgetting_file)
-            self._info["upstream_evaluations"] = int(evaluations if evaluations is not None else len(row))
+                row, evaluations = read_values_file(o.forgetting_file)
+            self._info["row_evaluations"] = int(evaluations if evaluations is not None else len(row))
             values = np.array([row.get(i, np.nan) for i in self.pool_ids], dtype=float)
             if not np.isfinite(values).any():
                 raise DataError("replay oracle: the forgetting row has no value for any pool example")
+            self._set_weights(values)
+        elif self.mode == "offline":
+            self._set_weights(self._predicted_values(ctx))
         else:
-            values = self._predicted_values(ctx)
-        self.weights = sampling_weights(values)
+            self._prepare_online(ctx)
+
+    def _set_weights(self, values: np.ndarray) -> None:
+        o = self.options
+        self.weights = sampling_weights(values, o.weighting, o.temperature)
         self._info["weights_effective_n"] = float(1.0 / np.sum(self.weights ** 2))
 
     def _known_matrix(self, ctx: TrainContext) -> tuple[np.ndarray, list[str]]:
         from forgetscope.importing import load_any
 
-        m = load_any(self.known)
+        o = self.options
+        m = load_any(o.known)
         keep = np.ones(m.shape[0], dtype=bool)
         runs = m.runs
         if runs is not None and len(runs) == m.shape[0]:
             if "task" in runs:
                 keep &= (runs["task"].astype(str) != ctx.task.name).to_numpy()
-            if self.known_strategy and "strategy" in runs:
-                keep &= (runs["strategy"].astype(str) == self.known_strategy).to_numpy()
+            if o.known_strategy and "strategy" in runs:
+                keep &= (runs["strategy"].astype(str) == o.known_strategy).to_numpy()
         X = m.values[keep]
         X = X[np.isfinite(X).any(axis=1)] if X.size else X
         if X.shape[0] == 0:
-            raise DataError(f"replay predicted: no known rows left in {self.known} after leaving out task "
-                            f"{ctx.task.name!r}" + (f" and strategies other than {self.known_strategy!r}"
-                                                    if self.known_strategy else ""))
+            raise DataError(f"replay predicted: no known rows left in {o.known} after leaving out task "
+                            f"{ctx.task.name!r}" + (f" and strategies other than {o.known_strategy!r}"
+                                                    if o.known_strategy else ""))
         cols = np.isfinite(X).any(axis=0)
         return X[:, cols], [c for c, k in zip(m.col_names, cols) if k]
 
-    def _predicted_values(self, ctx: TrainContext) -> np.ndarray:
-        from forgetscope.predict import Predictor, choose_probe, get_predictor
+    def _fitted_predictor(self, ctx: TrainContext) -> tuple[Any, list[str], str]:
+        from forgetscope.predict import Predictor, get_predictor
 
-        if isinstance(self.predictor, Predictor):
-            pred, cols = self.predictor, list(self.predictor_columns or [])
-            name = self.predictor.name
-        else:
-            X, cols = self._known_matrix(ctx)
-            name = self.predictor
-            pred = get_predictor(name, **self.predictor_options).fit(X)
-            self._info["known_rows"] = int(X.shape[0])
+        o = self.options
+        if isinstance(o.predictor, Predictor):
+            return o.predictor, list(self.predictor_columns or []), o.predictor.name
+        X, cols = self._known_matrix(ctx)
+        self._info["known_rows"] = int(X.shape[0])
+        return get_predictor(o.predictor, **dict(o.predictor_options or {})).fit(X), cols, o.predictor
+
+    def _complete(self, pred: Any, cols: list[str], observed: dict[str, float]) -> np.ndarray:
+        """Pool values: observed probe values, the predictor's completion elsewhere (NaN off its columns)."""
         col_index = {c: j for j, c in enumerate(cols)}
-        # the probe set and its observed values
+        ids = list(observed)
+        row = pred.predict(np.array([col_index[i] for i in ids]), np.array([observed[i] for i in ids]))
+        return np.array([observed.get(i, row[col_index[i]] if i in col_index else np.nan)
+                         for i in self.pool_ids], dtype=float)
+
+    def _probe_ids(self, cols: list[str]) -> list[str]:
+        from forgetscope.predict import choose_probe
+
+        col_set = set(cols)
+        candidates = [i for i in self.pool_ids if i in col_set]
+        if not candidates:
+            raise DataError("replay predicted: no pool example is a column of the known rows")
+        pick = choose_probe(len(candidates), self.options.probe, seed=self.options.seed)
+        return [candidates[k] for k in pick]
+
+    def _predicted_values(self, ctx: TrainContext) -> np.ndarray:
+        o = self.options
+        pred, cols, name = self._fitted_predictor(ctx)
+        col_set = set(cols)
         given = self.probe_values
         evaluations = None
-        if given is None and self.probe_file is not None:
-            given, evaluations = read_values_file(self.probe_file)
+        if given is None and o.probe_file is not None:
+            given, evaluations = read_values_file(o.probe_file)
         if given is not None:
-            observed = {i: v for i, v in given.items() if i in col_index and np.isfinite(v)}
+            observed = {i: v for i, v in given.items() if i in col_set and np.isfinite(v)}
             if not observed:
                 raise DataError("replay predicted: no probe value matches a column of the known rows")
             evaluations = len(observed) if evaluations is None else int(evaluations)
         else:
-            candidates = [i for i in self.pool_ids if i in col_index]
-            if not candidates:
-                raise DataError("replay predicted: no pool example is a column of the known rows")
-            pick = choose_probe(len(candidates), self.probe, seed=self.seed)
-            probe_ids = [candidates[k] for k in pick]
-            vals = self._pilot(ctx, probe_ids)
-            observed = dict(zip(probe_ids, vals.tolist()))
+            probe_ids = self._probe_ids(cols)
+            observed = dict(zip(probe_ids, self._pilot(ctx, probe_ids).tolist()))
             evaluations = 2 * len(probe_ids)
-        ids = list(observed)
-        row = pred.predict(np.array([col_index[i] for i in ids]), np.array([observed[i] for i in ids]))
-        values = np.array([observed.get(i, row[col_index[i]] if i in col_index else np.nan)
-                           for i in self.pool_ids], dtype=float)
-        self._info.update({"predictor": name, "probe_size": len(ids), "upstream_evaluations": int(evaluations),
-                           "pilot_steps": self.pilot_steps if given is None else 0,
+        values = self._complete(pred, cols, observed)
+        self._info.update({"predictor": name, "probe_size": len(observed), "probe_evaluations": int(evaluations),
+                           "pilot_steps": o.pilot_steps if given is None else 0,
                            "row_evaluations_saved": int(len(cols) - evaluations)})
         return values
 
@@ -266,41 +442,163 @@ class ReplayStrategy(Strategy):
         opt = torch.optim.AdamW(params, lr=ctx.config.lr, weight_decay=ctx.config.weight_decay)
         pilot_ctx = dataclasses.replace(ctx, model=model, optimizer=opt)
         plain = Strategy()
-        rng = np.random.default_rng([ctx.config.seed, self.seed, 7])
+        rng = np.random.default_rng([ctx.config.seed, self.options.seed, 7])
         bs = min(ctx.config.batch_size, len(ctx.train_encoded))
         model.train()
-        for _ in range(self.pilot_steps):
+        for _ in range(self.options.pilot_steps):
             idx = rng.choice(len(ctx.train_encoded), size=bs, replace=False)
             plain.training_step(pilot_ctx, pilot_ctx.collate([ctx.train_encoded[i] for i in idx]))
         after = per_example_nll(model, enc, pad_id=ctx.pad_id)
         del model, opt, pilot_ctx
         return after - before
 
+    # ---- online mode ------------------------------------------------------------------------
+    def _prepare_online(self, ctx: TrainContext) -> None:
+        """Fit the predictor on the known rows, fix the probe and its base losses, replay at random first."""
+        o = self.options
+        steps = ctx.config.steps
+        boundary = max(1, int(o.warmup_fraction * steps))
+        if boundary >= steps:
+            raise ConfigError(f"replay online: {steps} step(s) leave no room for a warm-up of {boundary} step(s) "
+                              "and a predicted phase; train for at least 2 steps")
+        pred, cols, name = self._fitted_predictor(ctx)
+        probe_ids = self._probe_ids(cols)
+        by_id = {e.example_id: e for e in ctx.upstream_encoded}
+        enc = [by_id[i] for i in probe_ids]
+        if o.probe_base == "known":
+            base = self._known_base_losses(probe_ids)
+            base_evaluations = 0
+        else:
+            base = self.evaluate_upstream(ctx, enc)  # once, on the model before any step
+            base_evaluations = len(enc)
+        self._online = {"predictor": pred, "cols": cols, "probe_ids": probe_ids, "encoded": enc, "base": base,
+                        "boundary": boundary, "switched": False}
+        self._info.update({"predictor": name, "probe_size": len(probe_ids), "warmup_steps": boundary,
+                           "probe_base": o.probe_base, "probe_base_evaluations": base_evaluations})
+        # warm-up: uniform over the pool, the probe examples left out (their measurement stays clean)
+        w = np.ones(len(self.pool_ids))
+        probe_set = set(probe_ids)
+        w[[k for k, i in enumerate(self.pool_ids) if i in probe_set]] = 0.0
+        self.weights = w / w.sum() if w.sum() > 0 else np.full(len(self.pool_ids), 1.0 / len(self.pool_ids))
+
+    def _known_base_losses(self, probe_ids: list[str]) -> np.ndarray:
+        from forgetscope.store import SweepStore
+
+        store = SweepStore(self.options.known)
+        if not store.exists() or not store.has_upstream():
+            raise DataError(f"replay online: probe_base 'known' needs a sweep directory with upstream base losses, "
+                            f"got {self.options.known}")
+        up = store.read_upstream().set_index("example_id")["loss_before"]
+        missing = [i for i in probe_ids if i not in up.index or not np.isfinite(up[i])]
+        if missing:
+            raise DataError(f"replay online: the known sweep has no base loss for probe example(s) {missing[:3]}")
+        return np.array([float(up[i]) for i in probe_ids])
+
+    def before_step(self, ctx: TrainContext) -> None:
+        on = self._online
+        if on is None or on["switched"] or ctx.step != on["boundary"]:
+            return
+        after = self.evaluate_upstream(ctx, on["encoded"])
+        observed = {i: float(a - b) for i, a, b in zip(on["probe_ids"], after, on["base"]) if np.isfinite(a - b)}
+        if not observed:
+            raise DataError("replay online: no finite probe loss at the warm-up boundary")
+        self.probe_calls.append({"step": ctx.step, "ids": list(on["probe_ids"])})
+        self._set_weights(self._complete(on["predictor"], on["cols"], observed))
+        on["switched"] = True
+        self._info.update({"probe_step": ctx.step, "probe_evaluations": len(on["encoded"]),
+                           "replayed_in_warmup": len(self.replayed)})
+
     # ---- every step -------------------------------------------------------------------------
-    def n_replay(self, n_task: int) -> int:
-        """Replay examples for a batch of ``n_task`` task examples (stochastic rounding of ratio × n)."""
-        k = self.ratio * n_task
-        base = math.floor(k)
-        rng = self._rng or np.random.default_rng(self.seed)
-        return base + int(rng.random() < k - base)
+    def n_replay(self, step: int) -> int:
+        """Replay examples interleaved into step ``step`` (0-based)."""
+        return int(self.schedule[step]) if 0 <= step < self.schedule.size else 0
 
     def augment_batch(self, ctx: TrainContext, batch: list[Encoded]) -> list[Encoded]:
-        if self.weights is None:
-            raise ConfigError("replay: setup() must run before augment_batch()")
-        n = self.n_replay(len(batch))
-        if n == 0:
+        if self.sampler is None:
+            raise ConfigError("replay: before_training() must run before augment_batch()")
+        self._n_task = len(batch)
+        k = self.n_replay(ctx.step)
+        self._n_replay = 0
+        if k == 0 or not batch:
             return batch
-        idx = self._rng.choice(len(self.pool_ids), size=n, replace=True, p=self.weights)
+        if self.policy == "mir":
+            idx = self._mir_draw(ctx, batch, k)
+        else:
+            idx = self.sampler.draw(k, self.weights)
         extra = [ctx.upstream_encoded[i] for i in idx]
         self.replayed.extend(e.example_id for e in extra)
+        self._n_replay = len(extra)
         return list(batch) + extra
 
+    def loss(self, ctx: TrainContext, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``L_task + (k / b) · L_replay``: task and replay rows averaged separately (module docstring)."""
+        k, b = self._n_replay, self._n_task
+        if k == 0 or batch["input_ids"].shape[0] != k + b:
+            return ctx.forward_loss(batch)
+        with ctx.autocast():  # the training precision (train.dtype), as the default loss
+            out = ctx.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        targets = batch["labels"][:, 1:]
+        nll = F.cross_entropy(out.logits[:, :-1].float().transpose(1, 2), targets, ignore_index=IGNORE_INDEX,
+                              reduction="none")
+        scored = (targets != IGNORE_INDEX).float()
+        task = nll[:b].sum() / scored[:b].sum().clamp(min=1)
+        replay = nll[b:].sum() / scored[b:].sum().clamp(min=1)
+        return task + (k / b) * replay
+
+    # ---- MIR --------------------------------------------------------------------------------
+    def interference(self, ctx: TrainContext, task_batch: list[Encoded], candidates: list[Encoded]) -> np.ndarray:
+        """Loss increase of each candidate under a virtual SGD step on the task batch (weights restored)."""
+        before = self.evaluate_upstream(ctx, candidates)
+        named = ctx.trainable_parameters()
+        params = [p for _, p in named]
+        loss = ctx.forward_loss(ctx.collate(task_batch))  # the gradient of a real training step
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        lr = self.options.virtual_lr
+        if lr is None:
+            lr = ctx.optimizer.param_groups[0]["lr"] if ctx.optimizer is not None else ctx.config.lr
+        saved = [p.detach().clone() for p in params]
+        try:
+            with torch.no_grad():
+                for p, g in zip(params, grads):
+                    if g is not None:
+                        p.sub_(lr * g)
+            after = self.evaluate_upstream(ctx, candidates)
+        finally:
+            with torch.no_grad():
+                for p, s in zip(params, saved):
+                    p.copy_(s)
+        return after - before
+
+    def _mir_draw(self, ctx: TrainContext, batch: list[Encoded], k: int) -> list[int]:
+        cand = self.sampler.draw_uniform(max(k, self.options.candidates))
+        scores = self.interference(ctx, batch, [ctx.upstream_encoded[i] for i in cand])
+        scores = np.where(np.isfinite(scores), scores, -np.inf)
+        top = np.argsort(-scores, kind="stable")[:k]
+        chosen = [cand[j] for j in top]
+        self.sampler.mark(chosen)
+        self._info["mir_draws"] = self._info.get("mir_draws", 0) + 1
+        self._info["mir_candidates"] = len(cand)
+        return chosen
+
+    # ---- record -----------------------------------------------------------------------------
     def excluded_upstream_ids(self) -> set[str]:
         return set(self.replayed)
 
     def summary(self) -> dict[str, Any]:
-        info = {"policy": self.policy, "ratio": self.ratio, "pool_size": len(self.pool_ids),
-                "n_replayed": len(self.replayed), "n_unique_replayed": len(set(self.replayed))}
-        info.setdefault("upstream_evaluations", 0)
+        o = self.options
+        info: dict[str, Any] = {"policy": self.policy, "ratio": self.ratio, "weighting": o.weighting,
+                                "temperature": o.temperature if o.weighting == "softmax" else None,
+                                "replacement": o.replacement, "pool_size": len(self.pool_ids),
+                                "replay_n": self.replay_n, "n_replayed": len(self.replayed),
+                                "n_unique_replayed": len(set(self.replayed)),
+                                "pool_resets": self.sampler.resets if self.sampler is not None else 0}
+        if self.policy == "predicted":
+            info["mode"] = self.mode
+        if self.policy == "mir":
+            info["candidates"] = o.candidates
         info.update(self._info)
+        spent = self._evaluations + int(self._info.get("row_evaluations", 0))
+        if self.policy == "predicted" and self.mode == "offline":
+            spent += int(self._info.get("probe_evaluations", 0))
+        info["upstream_evaluations"] = spent
         return info

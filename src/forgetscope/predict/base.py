@@ -42,6 +42,8 @@ class Predictor(ABC):
     """
 
     name: ClassVar[str] = "predictor"
+    #: what tables and the CLI call the method (defaults to ``name``)
+    display: ClassVar[str] = ""
     output: ClassVar[Output] = "forgetting"
     min_rows: ClassVar[int] = 1
 
@@ -49,10 +51,18 @@ class Predictor(ABC):
     n_rows_: int
 
     def fit(self, known: Any, *, task_texts: Sequence[str] | None = None,
-            example_texts: Sequence[str] | None = None) -> Predictor:
-        """Learn from ``known`` (M x N, NaN = missing). Texts are used only by text-based predictors."""
+            example_texts: Sequence[str] | None = None, groups: Sequence[Any] | None = None) -> Predictor:
+        """Learn from ``known`` (M x N, NaN = missing). Texts are used only by text-based predictors.
+
+        ``groups`` (length M, e.g. each row's task) says which rows leave together when a predictor
+        tunes itself by cross-validation on the known rows (``lowrank`` without a rank); by default
+        every row is its own group.
+        """
         X = check_matrix(known, min_rows=self.min_rows, what="known rows", dtype=None)
         X = X.astype(storage_dtype(X.shape), copy=False)
+        if groups is not None and len(groups) != X.shape[0]:
+            raise DataError(f"{len(groups)} groups for {X.shape[0]} known rows")
+        self._groups = None if groups is None else np.asarray([str(g) for g in groups])
         self.n_rows_, self.n_cols_ = X.shape
         self._fit(X, task_texts=task_texts, example_texts=example_texts)
         return self
@@ -95,6 +105,11 @@ class Predictor(ABC):
             out[r] = self._predict_rows(idx[ok], Y[r : r + 1, ok],
                                         task_texts=_pick(task_texts, np.arange(Y.shape[0]) == r))[0]
         return out
+
+    @classmethod
+    def display_name(cls) -> str:
+        """The method's name in tables: ``display`` when set, else the registry name."""
+        return cls.display or cls.name
 
     def get_params(self) -> dict[str, Any]:
         """Constructor parameters (for result tables and JSON)."""

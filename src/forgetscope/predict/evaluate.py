@@ -1,93 +1,233 @@
-"""Leave-tasks-out cross-validation of forgetting predictors.
+"""The evaluation protocol for forgetting predictors: task-grouped splits, counted probes, repeated draws.
 
-Rows (tasks) are split into k seeded folds. For every fold each predictor is fitted once on the
-training rows; then for every probe size the held-out rows are "observed" on a probe set (random or
-active, chosen from the training rows only) and the rest of each row is predicted and scored on the
-entries that were not probed. Every number is also reported against the ``additive`` baseline of the
-same fold and probe size (always run), next to the share of upstream inference skipped.
+**Splits.** Rows are grouped by task (the runs table's ``task`` column; a matrix without one has one
+group per row), and all rows of a task (its seeds, its strategies) are always on the same side:
 
-    from forgetscope.predict import cross_validate
-    table = cross_validate(F, ["additive", "knn", "lowrank"], probe=[0.01, 0.05, 0.2], n_folds=5)
+* ``cv`` (default): scikit-learn ``GroupKFold`` over tasks (shuffled, seeded), ``n_folds`` folds, so every
+  row is predicted once, from a model that saw no row of its task;
+* ``fixed``: ``test_tasks=[...]`` are the test rows, every other task is known (the reference protocol's
+  fixed split);
+* ``groups``: out-of-domain, by the runs table's ``group`` column: train on the rows of ``train_group``,
+  test on the rows of ``test_group`` (either may be left out: then it is every other row).
 
-:func:`evaluate` returns a :class:`CVResult` with the same table plus precision@k curves and a
-sample of (true, predicted) pairs for figures; :meth:`CVResult.save` writes CSV/JSON.
+**Probes.** Sizes are counts (default 30; a value in (0, 1) is a fraction of N). Each of ``draws``
+seeded draws (default 10) picks one random probe set per size, shared by every test row of every
+split, as the reference protocol reveals the same columns to every test task of a seed (nested: a
+bigger probe contains the smaller). ``active`` probes are the highest-leverage columns of each split's
+known rows (draws differ only in how ties are broken).
+
+**Scores.** Each predictor is fitted once per split on its known rows and completes every test row
+from its probe values; a draw's score pools every test row's *unprobed* entries (RMSE and F1 over the
+pooled entries, correlations and @k scores as means over rows). Tables give the mean and sd over
+draws (``summarize``), every number also against the ``additive`` baseline of the same draw.
+"Forgotten" for F1 and precision@k is ``F > τ``, a noise margin: by default (``tau=None``) the sd of
+the differences between the rows of one task run with different seeds (:func:`noise_margin`), or
+:data:`DEFAULT_TAU` nats when no task has several seeds. With ``binary=True`` the matrix is binary
+forgetting (0/1, see :mod:`forgetscope.predict.binary`) and the scores are F1, precision, recall (of a
+predicted value > 0.5) and AUC-ROC, pooled over the test entries.
+
+    from forgetscope.predict import evaluate
+    result = evaluate(matrix, ["additive", "knn", "lowrank"], probe=[30], draws=10)
+    result.summary()      # mean and sd over draws per (predictor, probe size)
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import KFold
+from sklearn.model_selection import GroupKFold
 
 from forgetscope.errors import ConfigError, DataError
 from forgetscope.predict.base import Predictor
-from forgetscope.predict.metrics import precision_curve, score_rows
+from forgetscope.predict.metrics import pool, precision_curve, row_stats, score_binary
 from forgetscope.predict.probe import leverage_scores, probe_size, top_by_score
 from forgetscope.predict.registry import get_predictor
 from forgetscope.predict.semantic import texts_from_matrix
 from forgetscope.validation import check_matrix
 
 BASELINE = "additive"
-DEFAULT_PROBES = (0.01, 0.02, 0.05, 0.1, 0.2)
+DEFAULT_PROBES = (30,)
+DEFAULT_DRAWS = 10
+#: the noise margin (nats) used when the sweep has no task with several seeds
+DEFAULT_TAU = 0.05
+#: runs-table columns that must agree for two rows to differ "only by seed"
+SEED_INVARIANT = ("task", "strategy", "strategy_options", "method", "steps", "lr", "batch_size", "max_length",
+                  "lora_rank")
 _COMPARED = ("pearson", "spearman", "f1")
+_BINARY = ("f1", "precision", "recall", "auc", "forgotten_share")
+
+
+@dataclass
+class Split:
+    """Known (``train``) and test row indices of one split."""
+
+    train: np.ndarray
+    test: np.ndarray
+    label: str
 
 
 @dataclass
 class CVResult:
-    """Per-fold metrics (``table``), precision/recall@k curves and a (true, predicted) sample."""
+    """Per-draw metrics (``table``), precision/recall@k curves, a (true, predicted) sample and the protocol."""
 
     table: pd.DataFrame
     curves: pd.DataFrame
     scatter: pd.DataFrame
+    protocol: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> pd.DataFrame:
-        """Mean over folds for every (predictor, probe size)."""
+        """Mean and sd over draws for every (predictor, probe size)."""
         return summarize(self.table)
 
     def save(self, out_dir: str | Path, *, prefix: str = "predict") -> dict[str, Path]:
-        """Write ``<prefix>_cv.csv``, ``_summary.csv``, ``_curves.csv`` and ``_summary.json``."""
+        """Write ``<prefix>_cv.csv``, ``_summary.csv``, ``_curves.csv``, ``_summary.json`` and ``_protocol.json``."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         paths = {"cv": out / f"{prefix}_cv.csv", "summary": out / f"{prefix}_summary.csv",
-                 "curves": out / f"{prefix}_curves.csv", "json": out / f"{prefix}_summary.json"}
+                 "curves": out / f"{prefix}_curves.csv", "json": out / f"{prefix}_summary.json",
+                 "protocol": out / f"{prefix}_protocol.json"}
         self.table.to_csv(paths["cv"], index=False)
         summary = self.summary()
         summary.to_csv(paths["summary"], index=False)
         self.curves.to_csv(paths["curves"], index=False)
         paths["json"].write_text(json.dumps(json.loads(summary.to_json(orient="records")), indent=2))
+        paths["protocol"].write_text(json.dumps(self.protocol, indent=2, default=str))
         return paths
 
 
 def summarize(table: pd.DataFrame) -> pd.DataFrame:
-    """Mean over folds of every numeric column, per (predictor, probe_size)."""
-    keys = ["predictor", "probe_method", "probe_size", "probe_frac"]
-    numeric = [c for c in table.columns if c not in keys and c != "fold"
+    """Mean (``<metric>``) and sd (``<metric>_sd``) over draws, per (predictor, probe method, probe size)."""
+    keys = [k for k in ("predictor", "method", "probe_method", "probe_size", "probe_frac") if k in table.columns]
+    numeric = [c for c in table.columns if c not in keys and c != "draw"
                and pd.api.types.is_numeric_dtype(table[c])]
-    return table.groupby(keys, sort=False)[numeric].mean().reset_index()
+    grouped = table.groupby(keys, sort=False)[numeric]
+    mean = grouped.mean()
+    sd = grouped.std(ddof=1).add_suffix("_sd")
+    out = pd.concat([mean, sd], axis=1).reset_index()
+    out["draws"] = table.groupby(keys, sort=False)["draw"].nunique().to_numpy() if "draw" in table else 1
+    return out
+
+
+def row_groups(matrix: Any, m: int) -> np.ndarray:
+    """The task of every row (runs table ``task``), else the row names: rows of a group leave together."""
+    runs = getattr(matrix, "runs", None)
+    if runs is not None and "task" in runs.columns and len(runs) == m:
+        return runs["task"].astype(str).to_numpy()
+    names = getattr(matrix, "row_names", None)
+    return np.asarray([str(r) for r in names]) if names is not None and len(names) == m else \
+        np.arange(m).astype(str)
+
+
+def noise_margin(matrix: Any, *, default: float = DEFAULT_TAU) -> tuple[float, str]:
+    """(τ, how it was obtained): the sd of ``F[a, j] − F[b, j]`` over pairs of rows a, b that differ only by seed.
+
+    Two runs of one task that differ only in their seed give two measurements of the same forgetting;
+    their differences show how far F moves by chance, so an example counts as forgotten only when
+    ``F > τ``. Rows "differ only by seed" when they agree on every column of :data:`SEED_INVARIANT`
+    the runs table has. Without such pairs τ is ``default``.
+    """
+    X = np.asarray(getattr(matrix, "values", matrix), np.float64)
+    runs = getattr(matrix, "runs", None)
+    if runs is None or not {"task", "seed"} <= set(runs.columns) or len(runs) != X.shape[0]:
+        return float(default), f"default {default:g} nats (no runs table with task and seed)"
+    keys = [c for c in SEED_INVARIANT if c in runs.columns]
+    seeds = runs["seed"].to_numpy()
+    diffs, pairs = [], 0
+    for idx in runs.groupby(keys, dropna=False, sort=False).indices.values():
+        for a, b in itertools.combinations(idx, 2):
+            if seeds[a] == seeds[b]:
+                continue
+            d = X[a] - X[b]
+            diffs.append(d[np.isfinite(d)])
+            pairs += 1
+    d = np.concatenate(diffs) if diffs else np.zeros(0)
+    if d.size < 2:
+        return float(default), f"default {default:g} nats (no task was run with several seeds)"
+    return float(np.std(d, ddof=1)), f"sd of seed-to-seed differences ({pairs} pairs of rows, {d.size} entries)"
+
+
+def make_splits(matrix: Any, m: int, *, n_folds: int = 5, seed: int = 0, test_tasks: Sequence[str] | None = None,
+                train_group: str | None = None, test_group: str | None = None) -> tuple[list[Split], str]:
+    """The splits of the protocol (see the module docstring) and a one-line description of them."""
+    groups = row_groups(matrix, m)
+    if test_tasks is not None and (train_group is not None or test_group is not None):
+        raise ConfigError("give test tasks or train/test groups, not both")
+    if test_tasks is not None:
+        wanted = [str(t) for t in test_tasks]
+        if not wanted:
+            raise DataError("no test tasks given")
+        known_tasks = list(dict.fromkeys(groups))
+        missing = [t for t in wanted if t not in set(known_tasks)]
+        if missing:
+            raise DataError(f"test task {missing[0]!r} is not in the sweep; its tasks: {', '.join(known_tasks)}")
+        test = np.flatnonzero(np.isin(groups, wanted))
+        train = np.flatnonzero(~np.isin(groups, wanted))
+        if train.size == 0:
+            raise DataError("the test tasks are every task of the sweep: no known rows are left to fit on")
+        return [Split(train, test, "fixed")], f"fixed split: test tasks {', '.join(wanted)} ({test.size} rows)"
+    if train_group is not None or test_group is not None:
+        runs = getattr(matrix, "runs", None)
+        if runs is None or "group" not in runs.columns or len(runs) != m:
+            raise DataError("out-of-domain splits need a 'group' column in the runs table")
+        labels = runs["group"].astype(str).to_numpy()
+        names = list(dict.fromkeys(labels))
+        for g in (train_group, test_group):
+            if g is not None and g not in set(names):
+                raise DataError(f"group {g!r} has no rows; the runs table's groups: {', '.join(names)}")
+        if train_group is not None and train_group == test_group:
+            raise ConfigError(f"train and test group are both {train_group!r}")
+        test = np.flatnonzero(labels == test_group) if test_group is not None else \
+            np.flatnonzero(labels != train_group)
+        train = np.flatnonzero(labels == train_group) if train_group is not None else \
+            np.flatnonzero(labels != test_group)
+        if train.size == 0 or test.size == 0:
+            raise DataError(f"group split leaves {train.size} known and {test.size} test rows")
+        if set(groups[train]) & set(groups[test]):
+            raise DataError(f"tasks {sorted(set(groups[train]) & set(groups[test]))} are in both the train and "
+                            "the test group")
+        desc = f"out-of-domain: train {train_group or 'other groups'} ({train.size} rows) → " \
+               f"test {test_group or 'other groups'} ({test.size} rows)"
+        return [Split(train, test, "groups")], desc
+    if int(n_folds) < 2:
+        raise ConfigError(f"n_folds must be >= 2, got {n_folds}")
+    n_groups = np.unique(groups).size
+    if n_groups < 2:
+        raise DataError(f"task-grouped cross-validation needs at least 2 tasks, got {n_groups} "
+                        f"({groups[0]!r})")
+    k = min(int(n_folds), n_groups)
+    folds = GroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    splits = [Split(tr, te, f"fold {i}") for i, (tr, te) in enumerate(folds.split(np.zeros(m), groups=groups))]
+    return splits, f"{k}-fold task-grouped cross-validation ({n_groups} tasks, {m} rows)"
 
 
 def evaluate(matrix: Any, predictors: Sequence[str | Predictor] | Mapping[str, str | Predictor] = (
         "additive", "knn", "lowrank"), *, probe: float | Sequence[float | int] = DEFAULT_PROBES,
-        n_folds: int = 5, seed: int = 0, probe_method: str = "random", threshold: float = 0.0,
-        ks: Sequence[int] = (10, 100), params: Mapping[str, Mapping[str, Any]] | None = None,
-        task_texts: Sequence[str] | None = None, example_texts: Sequence[str] | None = None,
-        active_rank: int = 5, scatter_points: int = 2000) -> CVResult:
-    """Cross-validate ``predictors`` on ``matrix`` (array or ``ForgettingMatrix``); see module doc."""
+        n_folds: int = 5, draws: int = DEFAULT_DRAWS, seed: int = 0, probe_method: str = "random",
+        tau: float | None = None, binary: bool = False, test_tasks: Sequence[str] | None = None,
+        train_group: str | None = None, test_group: str | None = None, ks: Sequence[int] = (10, 100),
+        params: Mapping[str, Mapping[str, Any]] | None = None, task_texts: Sequence[str] | None = None,
+        example_texts: Sequence[str] | None = None, active_rank: int = 5,
+        scatter_points: int = 2000) -> CVResult:
+    """Evaluate ``predictors`` on ``matrix`` (array or ``ForgettingMatrix``) under the protocol of the module doc."""
     X = check_matrix(matrix, what="forgetting matrix", dtype=None)
     m, n = X.shape
     if m < 2:
-        raise DataError(f"leave-tasks-out cross-validation needs at least 2 rows, got {m}")
-    if int(n_folds) < 2:
-        raise ConfigError(f"n_folds must be >= 2, got {n_folds}")
+        raise DataError(f"leave-tasks-out evaluation needs at least 2 rows, got {m}")
+    if int(draws) < 1:
+        raise ConfigError(f"draws must be >= 1, got {draws}")
     if probe_method not in ("random", "active"):
         raise ConfigError(f"unknown probe method {probe_method!r}; choose random or active")
+    if tau is not None and not (np.isfinite(tau) and tau >= 0):
+        raise ConfigError(f"tau must be a finite margin >= 0, got {tau}")
     named = _named_predictors(predictors, params or {})
     probes_in = list(probe) if isinstance(probe, (Sequence, np.ndarray)) else [probe]
     if not probes_in:
@@ -95,48 +235,108 @@ def evaluate(matrix: Any, predictors: Sequence[str | Predictor] | Mapping[str, s
     sizes = sorted({probe_size(p, n) for p in probes_in})
     if sizes[-1] >= n:
         raise DataError(f"probe set of {sizes[-1]} examples leaves none of the {n} examples to predict")
+    splits, description = make_splits(matrix, m, n_folds=n_folds, seed=seed, test_tasks=test_tasks,
+                                      train_group=train_group, test_group=test_group)
+    groups = row_groups(matrix, m)
+    if binary:
+        threshold, tau_source = 0.5, "binary: forgotten = 1, predicted forgotten = value > 0.5"
+    elif tau is None:
+        threshold, tau_source = noise_margin(matrix)
+    else:
+        threshold, tau_source = float(tau), "given"
     if "semantic" in {type(p).name for p in named.values()} and (task_texts is None or example_texts is None):
         found_tasks, found_examples = texts_from_matrix(matrix)
         task_texts = task_texts if task_texts is not None else found_tasks
         example_texts = example_texts if example_texts is not None else found_examples
-    kf = KFold(n_splits=min(int(n_folds), m), shuffle=True, random_state=seed)
-    rng = np.random.default_rng(seed)
+    random_probes = {d: np.random.default_rng([seed, d]).permutation(n) for d in range(int(draws))}
     curve_ks = np.unique(np.geomspace(1, max(1, n - sizes[-1]), num=40).astype(int))
-    rows, curves, scatter = [], [], []
-    for fold, (train, test) in enumerate(kf.split(np.arange(m))):
-        known, held = X[train], X[test]
-        probes = _fold_probes(known, sizes, probe_method, seed + fold, active_rank)
+    stats: dict[tuple[int, int, str], list[pd.DataFrame]] = defaultdict(list)
+    pooled: dict[tuple[int, int, str], list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
+    curve_sums: dict[tuple[int, str], np.ndarray] = {}
+    fit_s: dict[str, float] = defaultdict(float)
+    predict_s: dict[tuple[int, int, str], float] = defaultdict(float)
+    scatter, rng = [], np.random.default_rng(seed)
+    for split in splits:
+        known, held = X[split.train], X[split.test]
+        lev = leverage_scores(known, active_rank, seed=seed) if probe_method == "active" and known.shape[0] >= 2 \
+            else np.zeros(n)
+        probes = {(d, s): (np.sort(random_probes[d][:s]) if probe_method == "random"
+                           else top_by_score(lev, s, seed=seed + d)) for d in range(int(draws)) for s in sizes}
         for label, predictor in named.items():
             t0 = time.perf_counter()
-            predictor.fit(known, task_texts=_subset(task_texts, train), example_texts=example_texts)
-            fit_s = time.perf_counter() - t0
-            prob = predictor.output == "probability"
-            for size, idx in probes.items():
+            predictor.fit(known, task_texts=_subset(task_texts, split.train), example_texts=example_texts,
+                          groups=groups[split.train])
+            fit_s[label] += time.perf_counter() - t0
+            prob = binary or predictor.output == "probability"
+            for (d, size), idx in probes.items():
                 t0 = time.perf_counter()
-                pred = predictor.predict_rows(idx, held[:, idx], task_texts=_subset(task_texts, test))
-                predict_s = time.perf_counter() - t0
+                pred = predictor.predict_rows(idx, held[:, idx], task_texts=_subset(task_texts, split.test))
+                predict_s[(d, size, label)] += time.perf_counter() - t0
                 truth = held.astype(np.float64)
                 truth[:, idx] = np.nan  # score only what was predicted, not what was observed
-                rows.append({"fold": fold, "predictor": label, "probe_method": probe_method,
-                             "probe_size": size, "probe_frac": size / n, "inference_skipped": 1 - size / n,
-                             "n_train": len(train), "n_test": len(test), "fit_s": fit_s,
-                             "predict_s": predict_s,
-                             **score_rows(truth, pred, threshold=threshold, ks=tuple(ks), probability=prob)})
-                prec, rec = precision_curve(truth, pred, curve_ks, threshold)
-                curves.append(pd.DataFrame({"fold": fold, "predictor": label, "probe_size": size,
-                                            "probe_frac": size / n, "k": curve_ks, "precision": prec,
-                                            "recall": rec}))
-                scatter.append(_sample_pairs(truth, pred, label, size / n,
-                                             max(1, scatter_points // kf.get_n_splits()), rng))
-    table = _against_baseline(pd.DataFrame(rows), ks)
-    curve_df = (pd.concat(curves).groupby(["predictor", "probe_size", "probe_frac", "k"], sort=False)
-                [["precision", "recall"]].mean().reset_index())
-    return CVResult(table, curve_df, pd.concat(scatter, ignore_index=True))
+                key = (d, size, label)
+                stats[key].append(row_stats(truth, pred, threshold=threshold, ks=tuple(ks), probability=prob))
+                if binary:
+                    ok = np.isfinite(truth)
+                    pooled[key].append((truth[ok], pred[ok]))
+                sums = np.stack(precision_curve(truth, pred, curve_ks, threshold, sums=True))
+                curve_sums[(size, label)] = curve_sums.get((size, label), 0) + sums
+                if d == 0:
+                    scatter.append(_sample_pairs(truth, pred, label, size, n,
+                                                 max(1, scatter_points // len(splits)), rng))
+    rows = []
+    display = {label: type(p).display_name() if type(p).name == label else label for label, p in named.items()}
+    for (d, size, label), parts in stats.items():
+        prob = binary or named[label].output == "probability"
+        row_table = pd.concat(parts, ignore_index=True)
+        metrics = pool(row_table, ks=tuple(ks), probability=prob)
+        if binary:
+            t = np.concatenate([a for a, _ in pooled[(d, size, label)]])
+            p = np.concatenate([b for _, b in pooled[(d, size, label)]])
+            metrics = {**score_binary(t, p), "spearman": metrics["spearman"],
+                       **{k: v for k, v in metrics.items() if "@" in k}}
+        rows.append({"draw": d, "predictor": label, "method": display[label], "probe_method": probe_method,
+                     "probe_size": size, "probe_frac": size / n, "inference_skipped": 1 - size / n,
+                     "n_splits": len(splits), "n_train": float(np.mean([s.train.size for s in splits])),
+                     "n_test": int(sum(s.test.size for s in splits)), "tau": threshold,
+                     "fit_s": fit_s[label], "predict_s": predict_s[(d, size, label)], **metrics})
+    table = _against_baseline(pd.DataFrame(rows), ks, binary)
+    curves = []
+    for (size, label), (ps, pn, rs, rn) in curve_sums.items():
+        with np.errstate(invalid="ignore", divide="ignore"):
+            curves.append(pd.DataFrame({"predictor": label, "probe_size": size, "probe_frac": size / n,
+                                        "k": curve_ks, "precision": ps / pn, "recall": rs / rn}))
+    protocol = {"splits": description, "n_splits": len(splits), "draws": int(draws), "probe_method": probe_method,
+                "probe_sizes": sizes, "n_examples": n, "n_rows": m, "tau": threshold, "tau_source": tau_source,
+                "binary": bool(binary), "seed": seed,
+                "test_rows": sorted({str(groups[i]) for s in splits for i in s.test})}
+    return CVResult(table, pd.concat(curves, ignore_index=True), pd.concat(scatter, ignore_index=True), protocol)
+
+
+def prediction_matrix(matrix: Any, *, kind: str | None = None, binary: bool = False) -> Any:
+    """The matrix a prediction protocol runs on: the columns of one example ``kind`` (``lm`` or
+    ``instruction``; None = every column) and, with ``binary``, binary forgetting restricted to the
+    examples the base model answered exactly (rows that measured none of them are dropped)."""
+    from forgetscope.predict.binary import binary_forgetting, scored_columns
+    from forgetscope.predict.kinds import check_kind, select_kind, subset_rows
+    from forgetscope.store import ForgettingMatrix
+
+    if kind is not None:
+        check_kind(kind)
+    if not isinstance(matrix, ForgettingMatrix):
+        if kind is not None or binary:
+            raise DataError("example kinds and binary forgetting need a sweep directory (its upstream tables)")
+        return matrix
+    if binary:
+        matrix = scored_columns(binary_forgetting(matrix if kind is None else select_kind(matrix, kind)))
+        keep = np.flatnonzero(np.isfinite(matrix.values).any(1))
+        return subset_rows(matrix, keep) if keep.size < matrix.shape[0] else matrix
+    return matrix if kind is None else select_kind(matrix, kind)
 
 
 def cross_validate(matrix: Any, predictors: Sequence[str | Predictor] | Mapping[str, str | Predictor] = (
         "additive", "knn", "lowrank"), **kwargs: Any) -> pd.DataFrame:
-    """The tidy per-fold metrics table of :func:`evaluate` (one row per fold × probe size × predictor)."""
+    """The tidy per-draw metrics table of :func:`evaluate` (one row per draw × probe size × predictor)."""
     return evaluate(matrix, predictors, **kwargs).table
 
 
@@ -158,38 +358,30 @@ def _named_predictors(predictors: Sequence[str | Predictor] | Mapping[str, str |
     return out
 
 
-def _fold_probes(known: np.ndarray, sizes: list[int], method: str, seed: int, rank: int
-                 ) -> dict[int, np.ndarray]:
-    n = known.shape[1]
-    if method == "active":
-        lev = leverage_scores(known, rank, seed=seed) if known.shape[0] >= 2 else np.zeros(n)
-        return {s: top_by_score(lev, s, seed=seed) for s in sizes}
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(n)  # nested random probe sets: a bigger probe contains the smaller
-    return {s: np.sort(order[:s]) for s in sizes}
-
-
 def _subset(texts: Sequence[str] | None, idx: np.ndarray) -> list[str] | None:
     return None if texts is None else [texts[i] for i in idx]
 
 
-def _sample_pairs(truth: np.ndarray, pred: np.ndarray, label: str, frac: float, k: int,
+def _sample_pairs(truth: np.ndarray, pred: np.ndarray, label: str, size: int, n: int, k: int,
                   rng: np.random.Generator) -> pd.DataFrame:
     r, c = np.nonzero(np.isfinite(truth))
     pick = rng.choice(r.size, min(k, r.size), replace=False)
-    return pd.DataFrame({"predictor": label, "probe_frac": frac, "true": truth[r[pick], c[pick]],
-                         "pred": pred[r[pick], c[pick]]})
+    return pd.DataFrame({"predictor": label, "probe_size": size, "probe_frac": size / n,
+                         "true": truth[r[pick], c[pick]], "pred": pred[r[pick], c[pick]]})
 
 
-def _against_baseline(table: pd.DataFrame, ks: Sequence[int]) -> pd.DataFrame:
-    """Add ``rmse_ratio_vs_additive`` and ``delta_<metric>_vs_additive`` (same fold and probe size)."""
-    compared = [*_COMPARED, *(f"precision@{k}" for k in ks), *(f"recall@{k}" for k in ks)]
-    keys = ["fold", "probe_size"]
-    base = table.loc[table["predictor"] == BASELINE, [*keys, "rmse", *compared]]
-    joined = table.merge(base.rename(columns={c: f"{c}_base" for c in ["rmse", *compared]}), on=keys,
-                         how="left")
+def _against_baseline(table: pd.DataFrame, ks: Sequence[int], binary: bool) -> pd.DataFrame:
+    """Add ``rmse_ratio_vs_additive`` and ``delta_<metric>_vs_additive`` (same draw and probe size)."""
+    compared = list(_BINARY[:4]) if binary else [*_COMPARED, *(f"precision@{k}" for k in ks),
+                                                 *(f"recall@{k}" for k in ks)]
+    keys = ["draw", "probe_size"]
+    ref = ["rmse", *compared] if not binary else compared
+    base = table.loc[table["predictor"] == BASELINE, [*keys, *ref]]
+    joined = table.merge(base.rename(columns={c: f"{c}_base" for c in ref}), on=keys, how="left")
     table = table.copy()
-    table["rmse_ratio_vs_additive"] = joined["rmse"] / joined["rmse_base"]
+    if not binary:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            table["rmse_ratio_vs_additive"] = joined["rmse"].to_numpy() / joined["rmse_base"].to_numpy()
     for col in compared:
-        table[f"delta_{col}_vs_additive"] = joined[col] - joined[f"{col}_base"]
+        table[f"delta_{col}_vs_additive"] = joined[col].to_numpy() - joined[f"{col}_base"].to_numpy()
     return table

@@ -64,8 +64,8 @@ class KNNPredictor(Predictor):
         np.put_along_axis(W, top, w / w.sum(1, keepdims=True), 1)
         return W
 
-    def _predict_rows(self, idx: np.ndarray, Y: np.ndarray, *,
-                      task_texts: Sequence[str] | None) -> np.ndarray:
+    def _parts(self, idx: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(weights R x M, weighted neighbour residual R x N, level c, scale d) of each new row."""
         W = self.weights(idx, Y)
         resid = (W.astype(self.known_.dtype) @ self.known_).astype(np.float64) - self.col_mean_
         T = Y - self.col_mean_[idx]
@@ -74,4 +74,24 @@ class KNNPredictor(Predictor):
         else:
             d = np.ones(Y.shape[0])
             c = (T - resid[:, idx]).mean(1) if self.rescale == "shift" else np.zeros(Y.shape[0])
+        return W, resid, c, d
+
+    def _predict_rows(self, idx: np.ndarray, Y: np.ndarray, *,
+                      task_texts: Sequence[str] | None) -> np.ndarray:
+        _, resid, c, d = self._parts(idx, Y)
         return self.col_mean_[None, :] + c[:, None] + d[:, None] * resid
+
+    def neighbour_spread(self, probe_idx: np.ndarray, probe_values: np.ndarray) -> np.ndarray:
+        """Per example, the weighted sd of the k neighbours' rows, rescaled as the prediction is (R x N).
+
+        The prediction is ``c + d · Σ_k w_k x_k``; this is ``|d| · sqrt(Σ_k w_k (x_k − Σ w x)²)``, how much
+        the neighbours the prediction averages disagree on that example. It is 0 where they agree and
+        grows with their disagreement; it is a spread, not a calibrated interval.
+        """
+        Y = np.atleast_2d(np.asarray(probe_values, np.float64))
+        idx = np.asarray(probe_idx, dtype=np.intp)
+        W, _, _, d = self._parts(idx, Y)
+        X = self.known_.astype(np.float64)
+        mean = W @ X
+        var = np.maximum(W @ X**2 - mean**2, 0.0)
+        return np.abs(d)[:, None] * np.sqrt(var)

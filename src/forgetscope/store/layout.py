@@ -12,10 +12,14 @@ A sweep directory (and the experiments that extend it) looks like this::
       runs/<run_id>.parquet      per-run long rows
       logs/<run_id>/             training curves when ``report_to`` is on
       report.html                ``forgetscope report``
-      analysis/                  ``forgetscope analyze``: analysis.json, heatmap.png, spectrum.png
-      predict/                   ``forgetscope predict``: predict_summary.csv, predict_curves.csv, figures
-      compare/                   ``forgetscope compare``: split.json, summary.csv, per_run.csv, compare.png,
-                                 oracle/<task>__s<seed>.json, probe/<task>__s<seed>.json
+      analysis/<kind>/           ``forgetscope analyze --kind lm|instruction``: analysis.json, heatmap.png, ...
+                                 (``--kind all``, and matrices without kinds: directly in analysis/)
+      predict/<kind>/            ``forgetscope predict``: predict_summary.csv, predict_curves.csv, figures
+                                 (``--kind all``: directly in predict/)
+      forecast/<name>/           ``forgetscope forecast``: forecast.parquet (one row per example), forecast.json
+      compare/                   ``forgetscope compare``: split.json, summary.csv, tests.csv, per_run.csv,
+                                 compare.png, command.txt, wall_time.json, oracle/<task>__s<seed>.json,
+                                 probe/<task>__s<seed>.json
       sharpness.parquet          ``forgetscope sharpness``: one row per run
       sharpness/                 correlation.json/.csv, landscape.parquet, figures
       scaling_config.json        ``forgetscope scaling``: the validated config
@@ -31,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 FORMAT = "forgetscope-sweep/1"
+FORECAST_TABLE = "forecast.parquet"
+FORECAST_SUMMARY = "forecast.json"
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,33 @@ class SweepLayout:
     def predict_curves(self) -> Path:
         return self.predict_dir / "predict_curves.csv"
 
+    def analysis_dir_for(self, kind: str = "all") -> Path:
+        """``analysis/<kind>/`` for one kind of upstream example, ``analysis/`` for every column."""
+        return self.analysis_dir if kind == "all" else self.analysis_dir / kind
+
+    def predict_dir_for(self, kind: str = "all") -> Path:
+        """``predict/<kind>/`` for one kind of upstream example, ``predict/`` for every column."""
+        return self.predict_dir if kind == "all" else self.predict_dir / kind
+
+    def predict_summary_for(self, kind: str = "all") -> Path:
+        return self.predict_dir_for(kind) / self.predict_summary.name
+
+    def predict_curves_for(self, kind: str = "all") -> Path:
+        return self.predict_dir_for(kind) / self.predict_curves.name
+    # ---- forecast -----------------------------------------------------------------------
+    @property
+    def forecast_root(self) -> Path:
+        return self.root / "forecast"
+
+    def forecast_dir(self, name: str) -> Path:
+        return self.forecast_root / name
+
+    @staticmethod
+    def forecast_files(directory: str | os.PathLike[str]) -> tuple[Path, Path]:
+        """(``forecast.parquet``, ``forecast.json``) inside a forecast folder (the default one or ``--out``)."""
+        d = Path(directory)
+        return d / FORECAST_TABLE, d / FORECAST_SUMMARY
+
     # ---- compare ------------------------------------------------------------------------
     @property
     def compare_dir(self) -> Path:
@@ -115,8 +148,20 @@ class SweepLayout:
         return self.compare_dir / "per_run.csv"
 
     @property
+    def compare_tests(self) -> Path:
+        return self.compare_dir / "tests.csv"
+
+    @property
     def compare_chart(self) -> Path:
         return self.compare_dir / "compare.png"
+
+    @property
+    def compare_command(self) -> Path:
+        return self.compare_dir / "command.txt"
+
+    @property
+    def compare_wall_time(self) -> Path:
+        return self.compare_dir / "wall_time.json"
 
     def compare_oracle(self, task: str, seed: int) -> Path:
         return self.compare_dir / "oracle" / f"{task}__s{seed}.json"

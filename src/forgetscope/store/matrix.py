@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from forgetscope.errors import StoreError
+from forgetscope.data.types import INSTRUCTION, KINDS, LM, check_kind
+from forgetscope.errors import DataError, StoreError
+
+
+def upstream_kinds(upstream: pd.DataFrame | None) -> np.ndarray | None:
+    """The kind of each upstream row: its ``kind`` column, else inferred from its ``text``/``response``
+    columns (sweeps written before kinds were stored); None when neither is there (an imported matrix)."""
+    if upstream is None or upstream.empty:
+        return None
+    if "kind" in upstream.columns:
+        return upstream["kind"].astype(str).to_numpy(dtype=object)
+    if "response" in upstream.columns and "text" in upstream.columns:
+        is_pair = upstream["text"].isna() & upstream["response"].notna()
+        return np.where(is_pair.to_numpy(), INSTRUCTION, LM).astype(object)
+    return None
 
 
 @dataclass
@@ -17,7 +31,10 @@ class ForgettingMatrix:
     """An M x N forgetting matrix with its names; what analysis and prediction consume.
 
     ``values[i, j]`` is loss_after(row i, example j) - loss_before(example j); NaN marks a missing entry.
-    ``runs`` and ``upstream`` carry the sweep's tables when the matrix came from a sweep.
+    ``runs`` and ``upstream`` carry the sweep's tables when the matrix came from a sweep (``upstream`` row j
+    describes column j). ``kinds[j]`` is the kind of example j (``"lm"`` or ``"instruction"``, see
+    :mod:`forgetscope.data.types`), taken from the upstream table unless given; None when unknown (an
+    imported matrix). :meth:`select_kind` keeps the columns of one kind.
     """
 
     values: np.ndarray
@@ -27,6 +44,7 @@ class ForgettingMatrix:
     upstream: pd.DataFrame | None = None
     path: Path | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    kinds: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.values = np.asarray(self.values, dtype=np.float64)
@@ -43,7 +61,51 @@ class ForgettingMatrix:
             raise StoreError("row names are not unique")
         if len(set(self.col_names)) != n:
             raise StoreError("column names are not unique")
+        if self.kinds is None and self.upstream is not None and len(self.upstream) == n:
+            self.kinds = upstream_kinds(self.upstream)
+        if self.kinds is not None:
+            self.kinds = np.asarray(self.kinds, dtype=object)
+            if self.kinds.shape != (n,):
+                raise StoreError(f"{self.kinds.size} column kinds for a matrix with {n} columns")
+            unknown = sorted(set(self.kinds) - set(KINDS))
+            if unknown:
+                raise StoreError(f"unknown column kind(s) {unknown}; expected {', '.join(KINDS)}")
 
     @property
     def shape(self) -> tuple[int, int]:
         return self.values.shape  # type: ignore[return-value]
+
+    def kind_counts(self) -> dict[str, int]:
+        """Columns per kind, for the kinds present (empty when kinds are unknown)."""
+        if self.kinds is None:
+            return {}
+        return {k: int(np.sum(self.kinds == k)) for k in KINDS if np.any(self.kinds == k)}
+
+    def default_kind(self) -> str:
+        """The kind analyses use unless told: ``lm`` when there are plain-text columns, else
+        ``instruction``; ``all`` when kinds are unknown."""
+        counts = self.kind_counts()
+        return next(iter(counts), "all")
+
+    def select_kind(self, kind: str) -> ForgettingMatrix:
+        """The columns of one kind (``"lm"``, ``"instruction"``), or every column (``"all"``).
+
+        A kind with no columns, or a kind asked of a matrix without kinds, is a one-line DataError.
+        """
+        check_kind(kind)
+        if kind == "all":
+            return replace(self, meta={**self.meta, "kind": "all"})
+        if self.kinds is None:
+            raise DataError(f"this matrix does not record which examples are {kind!r} (an imported matrix?); "
+                            "only kind 'all' applies to it")
+        mask = self.kinds == kind
+        if not mask.any():
+            present = ", ".join(f"{k} ({n})" for k, n in self.kind_counts().items())
+            raise DataError(f"no {kind!r} examples in this matrix; kinds present: {present}")
+        upstream = self.upstream.iloc[np.flatnonzero(mask)].reset_index(drop=True) \
+            if self.upstream is not None else None
+        return replace(self, values=self.values[:, mask], col_names=[c for c, m in zip(self.col_names, mask) if m],
+                       upstream=upstream, kinds=self.kinds[mask], meta={**self.meta, "kind": kind})
+
+
+__all__ = ["ForgettingMatrix", "upstream_kinds"]

@@ -37,6 +37,7 @@ class RunRecord(TrainRecord, total=False):
 
     run_id: str
     strategy_options: dict[str, Any]
+    task_text: str  # the task's description and a few training samples (what text-based predictors embed)
     eval_wall_s: float
     eval_device: str  # device type and dtype of loss_after (those of loss_before, checked)
     eval_dtype: str

@@ -21,6 +21,10 @@ scaling                ``scaling_fit``: scaling/fit.json, + ``scaling_points``: 
 sharpness              ``sharpness_table``: sharpness.parquet (``run_id``, ``mean_forgetting``, ``sharpness_*``)
 =====================  ==================================================================================
 
+The heat map, spectrum, fits and prediction sections are built once per kind of upstream example
+(``PER_KIND``; ``ctx.kind`` and ``ctx.matrix`` hold one kind's columns); saved prediction results are then
+read from ``layout.predict_summary_for(kind)`` (``predict/<kind>/``; ``predict/`` for all columns).
+
 A builder that fails for any other reason is reported as skipped with the error (the report still
 renders); ``build_report(..., strict=True)`` re-raises instead (tests use it).
 """
@@ -42,7 +46,10 @@ from forgetscope.report.sections import (
 )
 from forgetscope.report.sections.base import ReportContext, Section, Skip, table_html
 
-__all__ = ["BUILDERS", "ReportContext", "Section", "Skip", "table_html"]
+__all__ = ["BUILDERS", "PER_KIND", "ReportContext", "Section", "Skip", "table_html"]
+
+#: Sections built once per kind of upstream example (their context's matrix holds that kind's columns).
+PER_KIND = frozenset({"heatmap", "lowrank", "fits", "prediction"})
 
 BUILDERS: list[tuple[str, str, Callable[[ReportContext], Section]]] = [
     ("provenance", "Provenance", provenance.build),

@@ -72,6 +72,14 @@ class ReportContext:
     predict: bool | str = "auto"
     seed: int = 0
     cache: dict[str, Any] = field(default_factory=dict)
+    kind: str = "all"  # the kind of upstream example ``matrix`` holds (lm, instruction, or all columns)
+
+    def for_kind(self, kind: str) -> ReportContext:
+        """The same sweep with the matrix restricted to one kind of upstream example (its own cache)."""
+        from dataclasses import replace
+
+        matrix = self.matrix.select_kind(kind) if self.matrix is not None else None
+        return replace(self, matrix=matrix, kind=kind, cache={})
 
     @property
     def layout(self) -> SweepLayout:

@@ -19,10 +19,12 @@ def build(ctx: ReportContext) -> Section:
     else:
         rows, cols = np.arange(m.shape[0]), np.argsort(-np.nan_to_num(m.values[0], nan=-np.inf))
         how = "columns sorted by forgetting"
+    from forgetscope.measure.forgetting import forgotten_share
+
     F = m.values
-    share = float(np.nanmean(F > 0))
+    share = forgotten_share(F)
     worst = m.row_names[int(np.nanargmax(np.nanmean(F, 1)))]
-    reading = (f"{how}; red = forgotten, blue = improved. {pct(share)} of entries are forgotten; "
+    reading = (f"{how}; red = forgotten, blue = improved. {pct(share)} of measured entries are forgotten; "
                f"run '{worst}' forgets most on average.")
     sec.figure(figs.heatmap(F, rows, cols, m.row_names), "forgetting heat map", reading)
     return sec

@@ -1,9 +1,10 @@
 """Prediction from probe sets: saved cross-validation results, else a small one computed here.
 
-Saved results are ``layout.predict_summary`` and ``layout.predict_curves`` (``predict/predict_summary.csv``
-and ``predict/predict_curves.csv``, written by :meth:`forgetscope.predict.CVResult.save` into
-``layout.predict_dir``). Without them, and unless live cross-validation is off, a leave-tasks-out
-cross-validation of ``additive``, ``knn`` and ``lowrank`` runs here.
+Saved results are ``layout.predict_summary_for(kind)`` and ``layout.predict_curves_for(kind)``
+(``predict/<kind>/predict_summary.csv`` and ``predict_curves.csv``, written by ``forgetscope predict --kind``
+through :meth:`forgetscope.predict.CVResult.save`; ``predict/`` itself for all columns). Without them, and
+unless live cross-validation is off, a cross-validation of ``additive``, ``knn`` and ``lowrank`` runs here
+(task-grouped folds, three probe draws).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from forgetscope.report import figures as figs
 from forgetscope.report.sections.base import ReportContext, Section, Skip, pct
 
 PREDICTORS = ("additive", "knn", "lowrank")
-SUMMARY_COLUMNS = ("predictor", "probe_frac", "inference_skipped", "rmse", "rmse_ratio_vs_additive", "pearson",
+SUMMARY_COLUMNS = ("method", "probe_frac", "inference_skipped", "rmse", "rmse_ratio_vs_additive", "pearson",
                    "spearman", "f1", "precision@10", "delta_pearson_vs_additive", "delta_f1_vs_additive")
 
 
@@ -27,19 +28,20 @@ def _probe_sizes(n: int) -> list[float | int]:
 def _results(ctx: ReportContext) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.DataFrame | None, str]:
     """(summary, curves, scatter, where they come from)."""
     layout = ctx.layout
-    if layout.predict_summary.is_file():
-        curves = pd.read_csv(layout.predict_curves) if layout.predict_curves.is_file() else None
-        return pd.read_csv(layout.predict_summary), curves, None, f"read from {ctx.relative(layout.predict_summary)}"
+    summary_path, curves_path = layout.predict_summary_for(ctx.kind), layout.predict_curves_for(ctx.kind)
+    if summary_path.is_file():
+        curves = pd.read_csv(curves_path) if curves_path.is_file() else None
+        return pd.read_csv(summary_path), curves, None, f"read from {ctx.relative(summary_path)}"
     if ctx.predict is False:
         raise Skip("no saved prediction results and live cross-validation is off")
     m = ctx.need_matrix(3, 10)
     from forgetscope.predict import evaluate
 
     n_folds = min(4, m.shape[0])
-    res = evaluate(m.values, list(PREDICTORS), probe=_probe_sizes(m.shape[1]), n_folds=n_folds, seed=ctx.seed,
+    res = evaluate(m, list(PREDICTORS), probe=_probe_sizes(m.shape[1]), n_folds=n_folds, draws=3, seed=ctx.seed,
                    ks=(10,), scatter_points=1500)
-    source = (f"computed for this report: {n_folds}-fold leave-tasks-out cross-validation, random probe sets; "
-              f"save your own with forgetscope.predict.CVResult.save(SWEEP/{ctx.relative(layout.predict_dir)})")
+    source = (f"computed for this report: {res.protocol['splits']}, 3 draws of random probe sets; "
+              f"save your own with forgetscope predict SWEEP --kind {ctx.kind}")
     return res.summary(), res.curves, res.scatter, source
 
 
@@ -62,7 +64,9 @@ def build(ctx: ReportContext) -> Section:
         cv = curves[np.isclose(curves["probe_frac"], mid)] if mid is not None and "probe_frac" in curves else curves
         base_rate = None
         if ctx.matrix is not None:
-            base_rate = float(np.nanmean(ctx.matrix.values > 0))
+            from forgetscope.measure.forgetting import forgotten_share
+
+            base_rate = forgotten_share(ctx.matrix.values)
         k_ref = int(cv["k"].iloc[np.argmin(np.abs(np.log(cv["k"].to_numpy(float) / 10)))]) if len(cv) else 10
         at_k = cv[cv["k"] == k_ref].set_index("predictor")["precision"]
         best = at_k.max() if len(at_k) and at_k.notna().any() else None
@@ -71,6 +75,9 @@ def build(ctx: ReportContext) -> Section:
                    + (f"; at k = {k_ref}, most precise: {tops} ({best:.2f})" if best is not None else "")
                    + (f", against {base_rate:.2f} for a random pick." if base_rate is not None else "."))
         sec.figure(figs.precision_curves(cv, base_rate), "precision at k curves", reading)
+    if "method" not in summary.columns and "predictor" in summary.columns:
+        summary = summary.assign(method=summary["predictor"])
     cols = [c for c in SUMMARY_COLUMNS if c in summary.columns and summary[c].notna().any()]
-    sec.table(summary[cols] if cols else summary, caption="Mean over folds, against the additive baseline")
+    sec.table(summary[cols] if cols else summary,
+              caption="Mean over probe draws (task-grouped folds pooled), against the additive baseline")
     return sec

@@ -11,7 +11,7 @@ import pandas as pd
 from forgetscope.report.sections.base import ReportContext, Section, pct
 
 SHOWN = {"format", "source", "status", "created", "completed", "fingerprint", "model", "config", "seeds",
-         "versions", "tasks", "n_upstream"}
+         "versions", "tasks", "n_upstream", "upstream_kinds", "eval", "inputs"}
 
 
 def build(ctx: ReportContext) -> Section:
@@ -33,6 +33,8 @@ def build(ctx: ReportContext) -> Section:
         ("strategy", cfg.get("strategy") if isinstance(cfg, dict) else None),
         ("fine-tuning", ", ".join(f"{k}={v}" for k, v in train.items() if v is not None) if train else None),
         ("seeds", ", ".join(map(str, man.get("seeds") or [])) or None),
+        ("upstream examples", ", ".join(f"{n} {k}" for k, n in (man.get("upstream_kinds") or {}).items()) or None),
+        ("evaluation", _eval_line(man.get("eval"))),
         ("versions", ", ".join(f"{k} {v}" for k, v in versions.items()) or None),
     ]
     m = ctx.matrix
@@ -47,6 +49,10 @@ def build(ctx: ReportContext) -> Section:
     if isinstance(tasks, dict) and tasks:
         sec.table(pd.DataFrame([{"task": k, **(v if isinstance(v, dict) else {"info": v})}
                                 for k, v in tasks.items()]), caption="Tasks")
+    inputs = man.get("inputs")
+    if isinstance(inputs, dict) and inputs:
+        sec.details("Input content hashes (a resume with changed inputs is refused)",
+                    json.dumps(inputs, indent=2, default=str))
     if cfg:
         import yaml
 
@@ -55,3 +61,12 @@ def build(ctx: ReportContext) -> Section:
     if extra:
         sec.details("Other manifest fields", json.dumps(extra, indent=2, default=str))
     return sec
+
+
+def _eval_line(ev: Any) -> str | None:
+    if not isinstance(ev, dict) or "max_length" not in ev:
+        return None
+    return (f"max_length {ev['max_length']}, chat format {'on' if ev.get('chat') else 'off'}; "
+            f"{ev.get('truncated_examples', 0)} of {ev.get('n_upstream', '?')} upstream examples truncated "
+            f"({ev.get('truncated_tokens', 0)} tokens dropped)"
+            + (f"; losses measured on {ev['device']} in {ev['dtype']}" if "device" in ev and "dtype" in ev else ""))

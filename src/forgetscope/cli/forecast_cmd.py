@@ -1,0 +1,83 @@
+"""`forgetscope forecast`: which upstream examples a fine-tuned model forgot, from a probe of a few of them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from forgetscope.cli.app import app, console, fail
+
+
+def _fmt(x: float, spec: str = ".3f") -> str:
+    return "–" if x != x else format(x, spec)
+
+
+@app.command()
+def forecast(
+    sweep: Path = typer.Argument(..., help="sweep directory whose base losses and known rows are reused"),
+    model: str | None = typer.Option(None, "--model", help="the fine-tuned model: a local dir, .gguf file or hub id "
+                                                           "(with --adapter: the base it applies to, default the "
+                                                           "sweep's model)"),
+    adapter: Path | None = typer.Option(None, "--adapter", help="a LoRA adapter directory trained on the sweep's model"),
+    task: Path | None = typer.Option(None, "--task", help="fine-tune the sweep's model on this data file first "
+                                                          "(the sweep's train config), then forecast"),
+    probe: int = typer.Option(30, help="upstream examples to evaluate (the rest are predicted)"),
+    predictor: str = typer.Option("auto", help="auto (lowest task-grouped CV RMSE on the known rows), additive, "
+                                               "knn, knn-baseline, lowrank, semantic (= frozen-embedding "
+                                               "similarity (MiniLM), needs --task)"),
+    kind: str = typer.Option("lm", help="upstream examples of this kind: lm or instruction"),
+    top: int = typer.Option(20, help="how many of the most forgotten examples to print"),
+    verify: bool = typer.Option(False, help="also evaluate every example and score the forecast against it"),
+    probe_method: str = typer.Option("random", help="random or active (highest-leverage examples)"),
+    seed: int = typer.Option(0, help="seed for the probe draw and the predictor"),
+    out: Path | None = typer.Option(None, help="output folder (default SWEEP/forecast/<name>)"),
+) -> None:
+    """Evaluate a fine-tuned model on --probe upstream examples and predict its forgetting on the rest."""
+    if task is not None:
+        if model is not None or adapter is not None:
+            fail("--task fine-tunes the sweep's own base model; leave out --model and --adapter")
+        from forgetscope.experiments.forecast import forecast_task
+
+        result = forecast_task(sweep, task, probe=probe, predictor=predictor, kind=kind, top=top, verify=verify,
+                               probe_method=probe_method, seed=seed, out=out)
+    else:
+        if model is None and adapter is None:
+            fail("name what to forecast: --model (a fine-tuned model), --adapter (a LoRA adapter of the "
+                 "sweep's model) or --task (a data file to fine-tune on first)")
+        from forgetscope.predict.forecast import forecast as run_forecast
+
+        result = run_forecast(sweep, model, adapter=adapter, probe=probe, predictor=predictor, kind=kind, top=top,
+                              verify=verify, probe_method=probe_method, seed=seed, out=out)
+    cost = result.cost
+    console.print(f"predictor [bold]{result.predictor}[/] ({result.settings.get('predictor_choice')}); "
+                  f"evaluated {cost['probe_evaluations']} of {cost['n_examples']} {kind} examples "
+                  f"({cost['inference_skipped']:.1%} of upstream inference skipped)")
+    if result.selection is not None:
+        sel = Table(title="predictor choice: task-grouped CV on the known rows (mean ± sd over draws)")
+        for c in ("predictor", "RMSE", "Pearson", "F1(τ)"):
+            sel.add_column(c, justify="left" if c == "predictor" else "right")
+        for row in result.selection.to_dict("records"):
+            sel.add_row(str(row["predictor"]), f"{_fmt(row['rmse'], '.4f')} ± {_fmt(row['rmse_sd'], '.4f')}",
+                        _fmt(row["pearson"]), _fmt(row["f1"]))
+        console.print(sel)
+    table = Table(title=f"top {top} predicted forgotten examples (F = loss increase, nats; ± {result.uncertainty})")
+    for c in ("rank", "example", "F", "±", "source", "text"):
+        table.add_column(c, justify="left" if c in ("example", "source", "text") else "right",
+                         overflow="fold" if c == "text" else "ellipsis")
+    for row in result.top(top).to_dict("records"):
+        table.add_row(str(row["rank"]), str(row["example_id"]), f"{row['forgetting']:+.3f}",
+                      _fmt(row["uncertainty"]), "observed" if row["observed"] else "predicted", str(row["text"]))
+    console.print(table)
+    if result.verify is not None:
+        ver = Table(title=f"verify: against the measured row on the {int(result.verify['scored'].iloc[0])} unprobed "
+                          f"examples (forgotten = F > τ = {result.settings['tau']:.3g})")
+        k = int(result.verify["k"].iloc[0])
+        for c in ("method", "RMSE", "Pearson", "Spearman", "F1(τ)", f"P@{k}", f"overlap@{k}"):
+            ver.add_column(c, justify="left" if c == "method" else "right")
+        for row in result.verify.to_dict("records"):
+            ver.add_row(str(row["method"]), _fmt(row["rmse"], ".4f"), _fmt(row["pearson"]), _fmt(row["spearman"]),
+                        _fmt(row["f1"]), _fmt(row["precision@k"]), _fmt(row["overlap@k"]))
+        console.print(ver)
+    console.print(f"wrote {result.paths['table']} and {result.paths['summary'].name}")

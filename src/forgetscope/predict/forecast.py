@@ -1,0 +1,563 @@
+"""Forecast which upstream examples a fine-tuned model forgot, from a probe of a few of them.
+
+A sweep holds the base model's loss on every upstream example (``loss_before``) and the forgetting
+rows of known tasks. A model fine-tuned on a new task is evaluated on a probe of ``probe`` upstream
+examples only; its forgetting there (``loss_after − loss_before``) completes the rest of its row with
+a predictor fitted on the sweep's known rows of the same example kind::
+
+    from forgetscope.predict.forecast import forecast
+
+    result = forecast("sweeps/demo", "path/to/finetuned-model", probe=30)   # or adapter="lora_dir"
+    result.top(20)          # the examples predicted most forgotten
+    result.table            # every example: forgetting, observed or predicted, uncertainty, rank
+
+What is reused from the sweep, so the forecast measures the same quantity as the sweep did: the
+upstream examples (rebuilt from ``upstream.parquet``), the base losses, and the encoding
+(``eval.max_length`` when the config has it, else ``train.max_length``; the chat setting) and the
+evaluation dtype the manifest's ``eval`` entry records (float32 for a sweep that recorded none). A model
+whose tokenizer encodes the probe examples to other lengths than the sweep recorded (``n_tokens``)
+is refused, as is a LoRA adapter trained on another base model.
+
+**Predictor.** ``auto`` evaluates ``additive``, ``knn``, ``knn-baseline`` and ``lowrank`` on the
+known rows under the task-grouped protocol of :mod:`forgetscope.predict.evaluate` (the forecast's
+probe size, 3 draws) and keeps the lowest RMSE.
+
+**Uncertainty** (the ``uncertainty`` column, 0 on observed examples): for ``knn``, the weighted sd of
+the k neighbour rows at that example, scaled as the prediction is (how much the rows it averages
+disagree); for every other predictor, the sd of the prediction over 20 refits on bootstrap samples of
+the known rows (tasks resampled with replacement). Both are spreads, not calibrated intervals.
+
+**Verify.** ``verify=True`` also evaluates every example and scores the forecast on the unprobed
+ones (RMSE, Pearson, precision@k of ``F > τ``, τ the sweep's noise margin), next to ``additive``.
+
+A forecast after fine-tuning on a task file is :func:`forgetscope.experiments.forecast.forecast_task`
+(training lives in ``experiments``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from forgetscope.data.types import Example
+from forgetscope.errors import ConfigError, DataError, ModelError, StoreError
+from forgetscope.predict.evaluate import evaluate, noise_margin
+from forgetscope.predict.kinds import check_kind, select_kind, subset_rows
+from forgetscope.predict.metrics import score_rows
+from forgetscope.predict.probe import choose_probe, probe_size
+from forgetscope.predict.registry import PREDICTORS, get_predictor
+from forgetscope.store import ForgettingMatrix, SweepLayout, SweepStore
+from forgetscope.store.io import write_json, write_parquet
+
+#: predictors ``auto`` chooses among
+AUTO_CANDIDATES = ("additive", "knn", "knn-baseline", "lowrank")
+AUTO_DRAWS = 3
+N_BOOTSTRAP = 20
+SNIPPET = 160
+_TEXT_COLUMNS = ("example_id", "text", "prompt", "response", "answer")
+
+
+@dataclass
+class SweepData:
+    """What a forecast reuses from a sweep, for the upstream examples of one kind."""
+
+    path: Path
+    manifest: dict[str, Any]
+    kind: str
+    matrix: ForgettingMatrix  # the known rows x the kind's examples
+    examples: list[Example]  # the kind's upstream examples, in column order
+    loss_before: np.ndarray
+    n_tokens: np.ndarray | None
+    max_length: int
+    chat: bool | str
+    max_batch_tokens: int
+    max_batch_size: int
+    tau: float
+    tau_source: str
+    eval_dtype: str = "float32"  # the dtype loss_before was measured in (forgetscope.precision)
+
+    @property
+    def n(self) -> int:
+        return len(self.examples)
+
+    @property
+    def layout(self) -> SweepLayout:
+        return SweepLayout(self.path)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.manifest.get("config") or {}
+
+    @property
+    def groups(self) -> np.ndarray:
+        """The task of every known row (rows of one task leave together in cross-validation)."""
+        runs = self.matrix.runs
+        if runs is not None and "task" in runs.columns:
+            return runs["task"].astype(str).to_numpy()
+        return np.asarray(self.matrix.row_names)
+
+    def chat_for(self, tokenizer: Any) -> bool:
+        """The sweep's chat setting, resolved for ``tokenizer`` as the sweep resolved it."""
+        if self.chat == "auto":
+            return bool(getattr(tokenizer, "chat_template", None))
+        return bool(self.chat)
+
+
+@dataclass
+class ForecastResult:
+    """A forecast row: one table row per upstream example of the kind, with settings and cost."""
+
+    table: pd.DataFrame  # example_id, kind, text, forgetting, observed, uncertainty, rank (+ measured)
+    predictor: str
+    settings: dict[str, Any]
+    cost: dict[str, Any]
+    uncertainty: str
+    selection: pd.DataFrame | None = None  # auto: CV score of each candidate
+    verify: pd.DataFrame | None = None  # verify: scores against the measured row
+    paths: dict[str, Path] = field(default_factory=dict)
+
+    def top(self, k: int = 20) -> pd.DataFrame:
+        """The ``k`` examples with the highest forecast forgetting."""
+        return self.table.sort_values("rank").head(k)
+
+    @property
+    def row(self) -> pd.Series:
+        """Forecast forgetting per example id."""
+        return self.table.set_index("example_id")["forgetting"]
+
+
+# ---- the sweep ---------------------------------------------------------------------------------
+
+def eval_max_length(config: dict[str, Any], recorded: dict[str, Any] | None = None) -> int:
+    """The length the sweep encoded upstream examples with: the resolved length its manifest records, else
+    a numeric ``eval.max_length`` of the config, else (sweeps from before evaluation had its own length)
+    ``train.max_length``."""
+    value = (recorded or {}).get("max_length")
+    configured = (config.get("eval") or {}).get("max_length")
+    if value is None and configured != "auto":
+        value = configured or (config.get("train") or {}).get("max_length")
+    if not value:
+        raise StoreError("the sweep's config records no max_length: its encoding cannot be reproduced")
+    return int(value)
+
+
+def load_sweep(sweep: str | Path, kind: str = "lm") -> SweepData:
+    """Read what a forecast needs from ``sweep`` for examples of ``kind``; one-line errors otherwise."""
+    check_kind(kind)
+    store = SweepStore(sweep)
+    manifest = store.read_manifest()
+    config = manifest.get("config")
+    if not isinstance(config, dict) or "train" not in config:
+        raise StoreError(f"{store.path} records no sweep config (an imported matrix?): the encoding its base "
+                         "losses were measured with cannot be reproduced")
+    matrix = select_kind(store.load_matrix(), kind)
+    known = np.flatnonzero(np.isfinite(matrix.values).any(axis=1))
+    if known.size < 2:
+        raise DataError(f"the sweep {store.path} has {known.size} known row(s) with forgetting of {kind!r} "
+                        "examples; a forecast needs at least 2")
+    matrix = subset_rows(matrix, known)
+    table = matrix.upstream
+    if table is None or not ({"text", "response"} & set(table.columns)):
+        raise DataError(f"the sweep {store.path} stores no upstream texts (ids and losses only): "
+                        "the probe examples cannot be evaluated")
+    if "loss_before" not in table.columns:
+        raise DataError(f"the sweep {store.path} has no loss_before column in its upstream table")
+    from forgetscope.data.loading import examples_from_records
+
+    rows = table[[c for c in _TEXT_COLUMNS if c in table.columns]].astype(object)
+    rows = rows.where(rows.notna(), None).to_dict(orient="records")
+    examples = examples_from_records(rows, name="upstream", source=str(store.layout.upstream), id_field="example_id")
+    n_tokens = (pd.to_numeric(table["n_tokens"], errors="coerce").to_numpy(np.float64)
+                if "n_tokens" in table.columns else None)
+    evaluation = config.get("eval") or {}
+    tau, tau_source = noise_margin(matrix)
+    recorded = manifest.get("eval") or {}
+    eval_dtype = str(recorded.get("dtype") or "float32")  # sweeps from before eval.dtype evaluated in float32
+    from forgetscope.precision import DTYPES
+
+    if eval_dtype not in DTYPES:
+        raise StoreError(f"the sweep {store.path} records an unknown evaluation dtype {eval_dtype!r}")
+    return SweepData(store.path, manifest, kind, matrix, examples,
+                     pd.to_numeric(table["loss_before"], errors="coerce").to_numpy(np.float64), n_tokens,
+                     eval_max_length(config, manifest.get("eval")),
+                     (manifest.get("eval") or {}).get("chat", evaluation.get("chat", "auto")),
+                     int(evaluation.get("max_batch_tokens", 4096)), int(evaluation.get("max_batch_size", 64)),
+                     tau, tau_source, eval_dtype)
+
+
+def forecast_probe(data: SweepData, probe: int, *, method: str = "random", seed: int = 0) -> np.ndarray:
+    """Sorted column indices of the ``probe`` examples to evaluate (a count in ``1 .. N``)."""
+    if isinstance(probe, bool) or not isinstance(probe, (int, np.integer)):
+        raise DataError(f"the probe is a count of upstream examples, got {probe!r}")
+    if probe < 1:
+        raise DataError(f"probe size must be positive, got {probe}: observe at least one example")
+    count = probe_size(int(probe), data.n)  # DataError when larger than N
+    return choose_probe(data.n, count, method=method, known=data.matrix.values, seed=seed)  # type: ignore[arg-type]
+
+
+def same_base(base: str, manifest: dict[str, Any]) -> bool:
+    """Whether a model reference (an adapter's ``base_model_name_or_path``, a path, a hub id) is the sweep's model.
+
+    It is when it names the sweep's model string, its location or GGUF file, the de-quantized cache of
+    that GGUF (whose directory name ends in the GGUF's hash prefix), or a directory that resolves to the
+    same hash.
+    """
+    recorded = manifest.get("model") or {}
+    config_model = (manifest.get("config") or {}).get("model")
+    location, gguf, sha = recorded.get("location"), recorded.get("gguf_file"), recorded.get("sha256")
+    names = {str(x).rstrip("/") for x in (config_model, location) if x}
+    if location and gguf:
+        names.add(str(Path(location) / gguf))
+    if str(base).rstrip("/") in names:
+        return True
+    path = Path(str(base)).expanduser()
+    if not path.exists():
+        return False
+    for name in names:
+        other = Path(name).expanduser()
+        if other.exists() and other.resolve() == path.resolve():
+            return True
+    if sha and path.name.endswith(sha[:16]):
+        return True
+    if sha:
+        from forgetscope.models import resolve_model
+
+        try:
+            return resolve_model(str(path)).sha256 == sha
+        except ModelError:
+            return False
+    return False
+
+
+def adapter_base(adapter: str | Path) -> str:
+    """The base model a peft adapter directory was trained on (``adapter_config.json``)."""
+    path = Path(adapter).expanduser()
+    cfg = path / "adapter_config.json"
+    if not cfg.is_file():
+        raise ModelError(f"{path} is not a peft adapter directory (no adapter_config.json)")
+    try:
+        base = json.loads(cfg.read_text()).get("base_model_name_or_path")
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{cfg} is not valid JSON: {exc.msg}") from None
+    if not base:
+        raise ModelError(f"{cfg} names no base model (base_model_name_or_path)")
+    return str(base)
+
+
+def _describe(manifest: dict[str, Any]) -> str:
+    recorded = manifest.get("model") or {}
+    return str((manifest.get("config") or {}).get("model") or recorded.get("location") or "?")
+
+
+def load_forecast_model(data: SweepData, model: Any = None, *, tokenizer: Any = None,
+                        adapter: str | Path | None = None, device: str | None = None) -> tuple[Any, Any, dict[str, Any]]:
+    """(model, tokenizer, description) of the model to forecast: a loaded module, a path/hub id, or the
+    sweep's base model with a LoRA ``adapter`` merged in (refused when it was trained on another base)."""
+    config = data.config
+    train = config.get("train") or {}
+    desc: dict[str, Any] = {"model": None if model is None or not isinstance(model, (str, Path)) else str(model),
+                            "adapter": None if adapter is None else str(adapter)}
+    if model is not None and not isinstance(model, (str, Path)):
+        if adapter is not None:
+            raise ConfigError("pass an adapter with a model path or id, not with a loaded model")
+        if tokenizer is None:
+            raise ConfigError("a loaded model needs its tokenizer (tokenizer=...)")
+        desc["model"] = type(model).__name__
+        return model, tokenizer, desc
+    from forgetscope.models import load_model, resolve_model
+    from forgetscope.precision import DTYPES, merge_for_evaluation
+
+    if adapter is not None:
+        base = adapter_base(adapter)
+        if not same_base(base, data.manifest):
+            raise ModelError(f"the adapter {adapter} was trained on {base!r}, not on the sweep's model "
+                             f"{_describe(data.manifest)!r}: the sweep's base losses do not apply to it")
+        if model is not None and not same_base(str(model), data.manifest):
+            raise ModelError(f"--model {model!r} is not the sweep's model {_describe(data.manifest)!r}, the base "
+                             f"the adapter was trained on")
+        model = model if model is not None else config.get("model")
+    if model is None:
+        raise ConfigError("name the model to forecast (a fine-tuned model's path or id) or an adapter")
+    source = resolve_model(str(model))
+    # float32 weights, as the sweep's base model; each evaluation runs in the sweep's dtype
+    loaded, tok = load_model(source, device=device or train.get("device"), dtype="float32")
+    desc["resolved"] = source.describe()
+    if adapter is not None:
+        from peft import PeftModel
+
+        try:
+            # merged only for a float32 evaluation: merged into bf16 weights a small update rounds away
+            loaded = merge_for_evaluation(PeftModel.from_pretrained(loaded, str(adapter)), DTYPES[data.eval_dtype])
+        except (ValueError, OSError, KeyError) as exc:
+            raise ModelError(f"cannot apply the adapter {adapter}: {exc}") from exc
+        loaded.eval()
+    return loaded, tok, desc
+
+
+# ---- measuring ---------------------------------------------------------------------------------
+
+def encode_checked(data: SweepData, tokenizer: Any, idx: np.ndarray, model: Any = None) -> list[Any]:
+    """Encode examples ``idx`` as the sweep did; refuse a tokenizer that gives other lengths than it recorded."""
+    from forgetscope.data.encoding import encode_examples
+    from forgetscope.models import context_length
+
+    if getattr(tokenizer, "pad_token_id", None) is None:
+        raise ModelError("the tokenizer has no pad token; set one (e.g. tokenizer.pad_token = tokenizer.eos_token)")
+    chat = data.chat_for(tokenizer)
+    encoded = encode_examples(tokenizer, [data.examples[i] for i in idx], data.max_length,
+                              model_max_length=None if model is None else context_length(model), chat=chat)
+    if data.n_tokens is not None:
+        check_token_counts(data, idx, np.array([e.n_scored for e in encoded], dtype=np.float64))
+    return encoded
+
+
+def check_token_counts(data: SweepData, idx: np.ndarray, counts: np.ndarray) -> None:
+    """Refuse token counts of examples ``idx`` that differ from the sweep's ``n_tokens``."""
+    if data.n_tokens is None:
+        return
+    swept = data.n_tokens[idx]
+    differ = int((np.isfinite(swept) & (np.asarray(counts, np.float64) != swept)).sum())
+    if differ:
+        raise ModelError(f"the model's tokenizer differs from the sweep's: {differ} of {len(idx)} probe examples "
+                         f"tokenise to another length than in {data.path} (max_length={data.max_length}, "
+                         f"chat={data.chat}), so its loss_before values do not apply")
+
+
+def measure_losses(data: SweepData, model: Any, tokenizer: Any, idx: np.ndarray,
+                   encoded: list[Any] | None = None) -> np.ndarray:
+    """Mean token NLL of examples ``idx`` under ``model`` (the sweep's encoding and evaluation dtype; no exact
+    match)."""
+    from forgetscope.measure import evaluate_examples
+    from forgetscope.precision import DTYPES
+
+    if encoded is None:
+        encoded = encode_checked(data, tokenizer, idx, model)
+    table = evaluate_examples(model, tokenizer, [data.examples[i] for i in idx], max_length=data.max_length,
+                              max_batch_tokens=data.max_batch_tokens, max_batch_size=data.max_batch_size,
+                              exact=False, encoded=encoded, chat=data.chat_for(tokenizer),
+                              dtype=DTYPES[data.eval_dtype])
+    return table["loss"].to_numpy(np.float64)
+
+
+# ---- completing the row ------------------------------------------------------------------------
+
+def select_predictor(data: SweepData, size: int, *, seed: int = 0) -> tuple[str, pd.DataFrame | None, str]:
+    """(name, CV scores, why): the candidate with the lowest task-grouped CV RMSE on the known rows."""
+    tasks = np.unique(data.groups).size
+    if tasks < 2:
+        return "knn", None, f"knn: the known rows hold {tasks} task, too few for task-grouped cross-validation"
+    if size >= data.n:
+        return "knn", None, "knn: every example is observed, nothing to choose for"
+    result = evaluate(data.matrix, list(AUTO_CANDIDATES), probe=[size], draws=AUTO_DRAWS, seed=seed,
+                      tau=data.tau)
+    scores = result.summary()[["predictor", "rmse", "rmse_sd", "pearson", "f1", "precision@10"]]
+    scores = scores.sort_values("rmse", kind="stable").reset_index(drop=True)
+    best = str(scores["predictor"].iloc[0])
+    return best, scores, f"{best}: lowest RMSE under {result.protocol['splits']}, {AUTO_DRAWS} draws of {size} probes"
+
+
+def _fit(name: str, data: SweepData, known: np.ndarray, groups: np.ndarray, params: dict[str, Any]) -> Any:
+    texts: dict[str, Any] = {}
+    if name == "semantic":
+        from forgetscope.predict.semantic import texts_from_matrix
+
+        tasks, _ = texts_from_matrix(data.matrix)
+        texts = {"task_texts": tasks, "example_texts": [e.full_text for e in data.examples]}
+    return get_predictor(name, **params).fit(known, groups=groups, **texts)
+
+
+def bootstrap_spread(name: str, data: SweepData, params: dict[str, Any], idx: np.ndarray, observed: np.ndarray,
+                     *, n_boot: int = N_BOOTSTRAP, seed: int = 0, task_text: str | None = None) -> np.ndarray:
+    """sd over ``n_boot`` refits on known rows resampled by task (with replacement) of the completed row."""
+    groups = data.groups
+    names = np.unique(groups)
+    rows_of = {g: np.flatnonzero(groups == g) for g in names}
+    rng = np.random.default_rng([seed, 7])
+    preds = []
+    for _ in range(n_boot):
+        picked = rng.choice(names, names.size, replace=True)
+        rows = np.concatenate([rows_of[g] for g in picked])
+        try:
+            p = _fit(name, data, data.matrix.values[rows], groups[rows], params)
+        except DataError:  # a resample that leaves an example unobserved
+            continue
+        preds.append(p.predict(idx, observed, task_text=task_text))
+    if len(preds) < 2:
+        return np.full(data.n, np.nan)
+    return np.std(np.stack(preds), axis=0, ddof=1)
+
+
+def _snippet(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= SNIPPET else text[: SNIPPET - 1] + "…"
+
+
+def complete_row(data: SweepData, idx: np.ndarray, observed: np.ndarray, *, predictor: str = "auto",
+                 seed: int = 0, task_text: str | None = None) -> ForecastResult:
+    """Complete the row from the forgetting ``observed`` on probe examples ``idx`` (no I/O)."""
+    idx = np.asarray(idx, dtype=np.intp)
+    observed = np.asarray(observed, np.float64)
+    if not np.isfinite(observed).any():
+        raise DataError("no probe example has a finite forgetting value (missing base losses?)")
+    selection, why = None, "given"
+    if predictor == "auto":
+        predictor, selection, why = select_predictor(data, idx.size, seed=seed)
+    check_predictor(predictor, task_text)
+    params: dict[str, Any] = {"seed": seed} if "seed" in _accepted(predictor) else {}
+    fitted = _fit(predictor, data, data.matrix.values, data.groups, params)
+    if predictor == "lowrank":
+        params["rank"] = fitted.rank_  # the bootstrap refits keep the chosen rank
+    row = fitted.predict(idx, observed, task_text=task_text)
+    ok = np.isfinite(observed)
+    final = row.copy()
+    final[idx[ok]] = observed[ok]  # measured values win on the probe
+    if hasattr(fitted, "neighbour_spread"):
+        spread = fitted.neighbour_spread(idx[ok], observed[ok])[0]
+        how = f"{predictor}: weighted sd of the {getattr(fitted, 'k', '')} neighbour rows, scaled as the prediction"
+    else:
+        spread = bootstrap_spread(predictor, data, params, idx, observed, seed=seed, task_text=task_text)
+        how = f"{predictor}: sd over {N_BOOTSTRAP} refits on task-bootstrapped known rows"
+    is_obs = np.zeros(data.n, dtype=bool)
+    is_obs[idx[ok]] = True
+    spread = np.where(is_obs, 0.0, spread)
+    table = pd.DataFrame({"example_id": [e.example_id for e in data.examples], "kind": data.kind,
+                          "text": [_snippet(e.full_text) for e in data.examples], "forgetting": final,
+                          "observed": is_obs, "uncertainty": spread})
+    table["rank"] = table["forgetting"].rank(ascending=False, method="first").astype(int)
+    settings = {"sweep": str(data.path), "kind": data.kind, "probe": int(idx.size), "predictor": predictor,
+                "predictor_choice": why, "tau": data.tau, "tau_source": data.tau_source,
+                "max_length": data.max_length, "chat": data.chat, "eval_dtype": data.eval_dtype,
+                "known_rows": int(data.matrix.shape[0]),
+                "known_tasks": int(np.unique(data.groups).size), "probe_ids": [data.examples[i].example_id for i in idx]}
+    if predictor == "lowrank":
+        settings["lowrank_rank"] = int(fitted.rank_)
+    return ForecastResult(table, predictor, settings, {}, how, selection)
+
+
+def check_predictor(predictor: str, task_text: str | None = None) -> None:
+    """Refuse, before any model is evaluated, a predictor a forecast cannot use."""
+    if predictor == "auto":
+        return
+    if PREDICTORS.get(predictor).output != "forgetting":
+        raise ConfigError(f"{predictor} predicts probabilities of 'forgotten', not forgetting values; "
+                          "choose auto, additive, knn, knn-baseline, lowrank or semantic")
+    if predictor == "semantic" and not task_text:
+        raise ConfigError("semantic (frozen-embedding similarity (MiniLM)) needs the new task's text: "
+                          "forecast with --task, or pass task_text")
+
+
+def _accepted(name: str) -> list[str]:
+    from forgetscope.predict.registry import predictor_params
+
+    return predictor_params(name)
+
+
+def verify_forecast(result: ForecastResult, data: SweepData, idx: np.ndarray, observed: np.ndarray,
+                    truth: np.ndarray, *, top: int = 20) -> pd.DataFrame:
+    """Scores of the forecast and of ``additive`` against the measured row, on the unprobed examples."""
+    scored = np.asarray(truth, np.float64).copy()
+    scored[idx] = np.nan
+    k = max(1, min(int(top), int(np.isfinite(scored).sum())))
+    additive = get_predictor("additive").fit(data.matrix.values).predict(idx, observed)
+    rows = []
+    compared = [(result.predictor, result.table["forgetting"].to_numpy())]
+    if result.predictor != "additive":
+        compared.append(("additive", additive))
+    for label, pred in compared:
+        s = score_rows(scored[None], np.asarray(pred, np.float64)[None], threshold=data.tau, ks=(k,))
+        rows.append({"predictor": label, "method": PREDICTORS.get(label).display_name(), "scored": int(np.isfinite(scored).sum()),
+                     "rmse": s["rmse"], "pearson": s["pearson"], "spearman": s["spearman"], "f1": s["f1"], "k": k,
+                     "precision@k": s[f"precision@{k}"], "recall@k": s[f"recall@{k}"],
+                     "overlap@k": s[f"overlap@{k}"], "tau": data.tau})
+    result.table["measured"] = truth
+    return pd.DataFrame(rows)
+
+
+def forecast_from_losses(data: SweepData, idx: np.ndarray, probe_loss: np.ndarray, *,
+                         verify_loss: np.ndarray | None = None, predictor: str = "auto", seed: int = 0,
+                         top: int = 20, task_text: str | None = None, out_dir: str | Path | None = None,
+                         settings: dict[str, Any] | None = None, cost: dict[str, Any] | None = None) -> ForecastResult:
+    """Complete, verify (when the full row's losses are given) and write a forecast from measured losses."""
+    observed = np.asarray(probe_loss, np.float64) - data.loss_before[idx]
+    result = complete_row(data, idx, observed, predictor=predictor, seed=seed, task_text=task_text)
+    if verify_loss is not None:
+        result.verify = verify_forecast(result, data, idx, observed,
+                                        np.asarray(verify_loss, np.float64) - data.loss_before, top=top)
+    result.settings.update(settings or {})
+    result.settings["top"] = int(top)
+    result.cost = {"probe_evaluations": int(idx.size), "n_examples": data.n,
+                   "share_evaluated": idx.size / data.n, "inference_skipped": 1 - idx.size / data.n, **(cost or {})}
+    if out_dir is not None:
+        result.paths = write_forecast(result, out_dir)
+    return result
+
+
+def write_forecast(result: ForecastResult, out_dir: str | Path) -> dict[str, Path]:
+    """Write ``forecast.parquet`` (one row per example) and ``forecast.json`` (settings, cost, scores)."""
+    table_path, summary_path = SweepLayout.forecast_files(out_dir)
+    write_parquet(table_path, result.table)
+    write_json(summary_path, {
+        "settings": result.settings, "predictor": result.predictor, "uncertainty": result.uncertainty,
+        "cost": result.cost,
+        "selection": None if result.selection is None else json.loads(result.selection.to_json(orient="records")),
+        "verify": None if result.verify is None else json.loads(result.verify.to_json(orient="records")),
+        "top": json.loads(result.top(int(result.settings.get("top", 20)))[
+            ["rank", "example_id", "forgetting", "observed", "uncertainty"]].to_json(orient="records")),
+    })
+    return {"table": table_path, "summary": summary_path}
+
+
+def default_name(model: Any = None, adapter: str | Path | None = None, task: str | Path | None = None) -> str:
+    """A folder name for a forecast: the task file's, adapter's or model's name."""
+    if task is not None:
+        raw = Path(str(task)).stem
+    elif adapter is not None:
+        raw = Path(str(adapter)).name
+    elif isinstance(model, (str, Path)):
+        raw = Path(str(model)).name
+    else:
+        raw = "model"
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", raw).strip("._") or "model"
+
+
+def forecast(sweep: str | Path, model: Any = None, *, tokenizer: Any = None, adapter: str | Path | None = None,
+             probe: int = 30, predictor: str = "auto", kind: str = "lm", top: int = 20, verify: bool = False,
+             probe_method: str = "random", seed: int = 0, out: str | Path | None = None, name: str | None = None,
+             task_text: str | None = None, device: str | None = None) -> ForecastResult:
+    """Forecast a fine-tuned model's forgetting row from ``probe`` evaluated upstream examples (module doc).
+
+    ``model`` is a path/hub id or a loaded model (with ``tokenizer``); ``adapter`` a LoRA directory
+    merged into ``model`` (default: the sweep's base model). Writes ``forecast.parquet`` and
+    ``forecast.json`` to ``out`` (default ``SWEEP/forecast/<name>``).
+    """
+    t0 = time.perf_counter()
+    if int(top) < 1:
+        raise ConfigError(f"top must be >= 1, got {top}")
+    check_predictor(predictor, task_text)
+    data = load_sweep(sweep, kind)
+    idx = forecast_probe(data, probe, method=probe_method, seed=seed)
+    loaded, tok, desc = load_forecast_model(data, model, tokenizer=tokenizer, adapter=adapter, device=device)
+    encoded = encode_checked(data, tok, idx, loaded)
+    t1 = time.perf_counter()
+    probe_loss = measure_losses(data, loaded, tok, idx, encoded)
+    cost: dict[str, Any] = {"probe_eval_s": time.perf_counter() - t1}
+    verify_loss = None
+    if verify:
+        t2 = time.perf_counter()
+        everything = np.arange(data.n)
+        verify_loss = measure_losses(data, loaded, tok, everything, encode_checked(data, tok, everything, loaded))
+        cost.update(verify_evaluations=data.n, verify_eval_s=time.perf_counter() - t2)
+    out_dir = Path(out) if out is not None else data.layout.forecast_dir(name or default_name(model, adapter))
+    settings = {**desc, "probe_method": probe_method, "seed": seed}
+    result = forecast_from_losses(data, idx, probe_loss, verify_loss=verify_loss, predictor=predictor, seed=seed,
+                                  top=top, task_text=task_text, settings=settings, cost=cost)
+    result.cost["wall_s"] = time.perf_counter() - t0
+    result.paths = write_forecast(result, out_dir)
+    return result

@@ -1,0 +1,332 @@
+"""`forecast`: a fine-tuned model's forgetting row from a probe, on a tiny sweep (3 tasks, tiny Llama)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import TEXTS, sweep_config_dict, write_jsonl
+
+from forgetscope.cli import run_app
+from forgetscope.config import parse_config
+from forgetscope.errors import DataError, ModelError
+from forgetscope.experiments import run_sweep
+from forgetscope.predict import get_predictor
+from forgetscope.predict.forecast import forecast, load_sweep, same_base
+from forgetscope.store import SweepStore, load_forgetting
+
+BIBLE = "light dark sea land fish birds beasts man rest day night stars".split()
+
+
+def _data(root):
+    up = write_jsonl(root / "data" / "upstream.jsonl", [{"id": f"u{i}", "text": t} for i, t in enumerate(TEXTS)]
+                     + [{"id": "q1", "prompt": "What is two plus two?", "response": "Four.", "answer": "four"}])
+    code = write_jsonl(root / "data" / "code.jsonl",
+                       [{"text": f"def f{i}(x):\n    return x * {i} + {i % 3}"} for i in range(12)])
+    qa = write_jsonl(root / "data" / "qa.jsonl",
+                     [{"prompt": f"What is {i} plus {i}?", "response": f"{2 * i}."} for i in range(12)])
+    return {"upstream": up, "code": code, "qa": qa}
+
+
+@pytest.fixture(scope="module")
+def sweep(tiny_dir, tmp_path_factory):
+    """A finished 3-task sweep of the tiny model: 12 plain-text upstream examples and 1 pair."""
+    root = tmp_path_factory.mktemp("forecast")
+    cfg = sweep_config_dict(tiny_dir, _data(root), root / "sweep")
+    bible = write_jsonl(root / "data" / "bible.jsonl", [{"text": f"And God said, let there be {w}."} for w in BIBLE])
+    cfg["tasks"].append({"name": "bible", "source": str(bible), "heldout": 3, "description": "Genesis verses"})
+    run_sweep(parse_config(cfg))
+    return root / "sweep"
+
+
+def _finetuned(tiny_dir, seed=1, scale=0.02):
+    """The base model with every weight nudged: a stand-in for a fine-tuned model (same tokenizer)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir)
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(scale * torch.randn_like(p))
+    return model.eval(), AutoTokenizer.from_pretrained(tiny_dir)
+
+
+@pytest.fixture(scope="module")
+def finetuned_dir(tiny_dir, tmp_path_factory):
+    path = tmp_path_factory.mktemp("ft") / "finetuned"
+    model, tok = _finetuned(tiny_dir)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def _count_rows(model):
+    """Count the sequences the decoder runs on (every upstream evaluation passes through it)."""
+    seen = []
+    handle = model.model.register_forward_hook(lambda mod, args, kwargs, out: seen.append(kwargs["input_ids"].shape[0]),
+                                               with_kwargs=True)
+    return seen, handle
+
+
+def test_sweep_records_task_text(sweep):
+    runs = pd.read_parquet(sweep / "runs.parquet").set_index("task")
+    assert runs.loc["bible", "task_text"].startswith("Genesis verses\nAnd God said, let there be")
+    assert runs.loc["code", "task_text"].startswith("code\ndef f")  # no description: the task name
+
+
+@pytest.mark.parametrize("name", ["knn", "additive", "lowrank"])
+def test_forecast_equals_predict_on_measured_minus_base(sweep, tiny_dir, tmp_path, name):
+    from forgetscope.measure import evaluate_examples
+
+    model, tok = _finetuned(tiny_dir)
+    result = forecast(sweep, model, tokenizer=tok, probe=5, predictor=name, seed=0, out=tmp_path)
+    matrix = load_forgetting(sweep)
+    lm = [j for j, e in enumerate(matrix.col_names) if e != "q1"]
+    known, upstream = matrix.values[:, lm], matrix.upstream.iloc[lm].reset_index(drop=True)
+    ids = upstream["example_id"].tolist()
+    idx = np.array([ids.index(i) for i in result.settings["probe_ids"]])
+    data = load_sweep(sweep, "lm")
+    measured = evaluate_examples(model, tok, [data.examples[i] for i in idx], max_length=data.max_length, exact=False,
+                                 chat=bool(tok.chat_template))["loss"].to_numpy()
+    observed = measured - upstream["loss_before"].to_numpy()[idx]
+    expected = get_predictor(name).fit(known, groups=matrix.runs["task"].tolist()).predict(idx, observed)
+    expected[idx] = observed
+    got = result.table.set_index("example_id").loc[ids]
+    np.testing.assert_array_equal(got["forgetting"].to_numpy(), expected)
+    assert got["observed"].to_numpy().sum() == 5 and got["observed"].to_numpy()[idx].all()
+    assert (got.loc[got["observed"], "uncertainty"] == 0).all()
+    assert np.isfinite(got["uncertainty"]).all() and (got.loc[~got["observed"], "uncertainty"] >= 0).all()
+    assert sorted(got["rank"]) == list(range(1, 13))
+    assert got["rank"].idxmin() == got["forgetting"].idxmax()
+
+
+def test_probe_is_the_only_upstream_evaluation(sweep, tiny_dir, tmp_path):
+    model, tok = _finetuned(tiny_dir)
+    seen, handle = _count_rows(model)
+    try:
+        forecast(sweep, model, tokenizer=tok, probe=5, predictor="knn", out=tmp_path / "a")
+        assert sum(seen) == 5  # five upstream sequences, nothing else
+        seen.clear()
+        result = forecast(sweep, model, tokenizer=tok, probe=5, predictor="knn", verify=True, out=tmp_path / "b")
+        assert sum(seen) == 5 + 12  # verify adds the full row, once
+    finally:
+        handle.remove()
+    assert result.cost["probe_evaluations"] == 5 and result.cost["n_examples"] == 12
+    assert set(result.verify["predictor"]) == {"knn", "additive"}
+    assert np.isfinite(result.verify["rmse"]).all() and np.isfinite(result.table["measured"]).all()
+
+
+def test_forecast_cli_writes_table_and_summary(sweep, finetuned_dir, capsys):
+    assert run_app(["forecast", str(sweep), "--model", str(finetuned_dir), "--probe", "4", "--top", "3",
+                    "--verify"]) == 0
+    out = capsys.readouterr().out
+    assert "top 3 predicted forgotten" in out and "verify" in out
+    folder = sweep / "forecast" / "finetuned"
+    table = pd.read_parquet(folder / "forecast.parquet")
+    assert list(table.columns[:7]) == ["example_id", "kind", "text", "forgetting", "observed", "uncertainty", "rank"]
+    assert len(table) == 12 and (table["kind"] == "lm").all() and table["text"].str.len().gt(0).all()
+    summary = json.loads((folder / "forecast.json").read_text())
+    assert summary["cost"]["probe_evaluations"] == 4 and summary["cost"]["n_examples"] == 12
+    assert summary["settings"]["predictor"] in {"additive", "knn", "knn-baseline", "lowrank"}
+    assert summary["selection"] and len(summary["top"]) == 3 and summary["cost"]["wall_s"] > 0
+
+
+def test_adapter_for_the_sweep_base_is_merged(sweep, tiny_dir, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_dir),
+                           LoraConfig(r=2, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.add_(0.5 * torch.randn_like(p))
+    model.save_pretrained(tmp_path / "lora")
+    result = forecast(sweep, adapter=tmp_path / "lora", probe=4, predictor="knn")
+    assert result.paths["table"].parent == sweep / "forecast" / "lora"
+    assert np.abs(result.table.loc[result.table["observed"], "forgetting"]).max() > 0  # the adapter changed losses
+
+
+def test_same_base_rules(tiny_dir, tmp_path):
+    manifest = {"config": {"model": str(tiny_dir)}, "model": {"kind": "local", "location": str(tiny_dir),
+                                                              "sha256": "abc"}}
+    assert same_base(str(tiny_dir), manifest) and same_base(str(tiny_dir) + "/", manifest)
+    assert not same_base("HuggingFaceTB/SmolLM2-135M-Instruct", manifest)
+    gguf = {"config": {"model": "smollm2-135m-instruct"},
+            "model": {"kind": "gguf", "location": "/pkg", "gguf_file": "m.gguf", "sha256": "0123456789abcdef99"}}
+    cache = tmp_path / "m-0123456789abcdef"
+    cache.mkdir()
+    assert same_base("smollm2-135m-instruct", gguf) and same_base(str(cache), gguf)
+    assert not same_base(str(tmp_path), gguf)
+
+
+@pytest.fixture(scope="module")
+def other_tokenizer_dir(tmp_path_factory):
+    """A tiny model whose tokenizer has another vocabulary (so other token counts)."""
+    from forgetscope.models import tiny_llama
+    from forgetscope.testing import tiny_tokenizer
+
+    path = tmp_path_factory.mktemp("other") / "model"
+    tok = tiny_tokenizer(vocab_size=270)
+    tiny_llama(vocab_size=len(tok)).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def foreign_adapter(tmp_path_factory):
+    """A LoRA adapter trained on another tiny model directory."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from forgetscope.testing import tiny_model_dir
+
+    root = tmp_path_factory.mktemp("foreign")
+    base = tiny_model_dir(root / "base", seed=5)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
+                           LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM"))
+    model.save_pretrained(root / "adapter")
+    return root / "adapter"
+
+
+@pytest.fixture(scope="module")
+def one_task_sweep(tiny_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("onetask")
+    cfg = sweep_config_dict(tiny_dir, _data(root), root / "sweep")
+    cfg["tasks"] = cfg["tasks"][:1]
+    run_sweep(parse_config(cfg))
+    return root / "sweep"
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--model", "{other}"], "tokenizer differs from the sweep's"),
+    (["--adapter", "{adapter}"], "was trained on"),
+    (["--model", "{ft}", "--probe", "0"], "probe size must be positive"),
+    (["--model", "{ft}", "--probe", "13"], "larger than the 12"),
+    (["--model", "{ft}", "--kind", "poems"], "unknown example kind"),
+    (["--model", "{ft}", "--predictor", "logistic"], "probabilities"),
+    (["--model", "{ft}", "--predictor", "magic"], "unknown predictor"),
+    (["--model", "{ft}", "--predictor", "semantic"], "needs the new task's text"),
+    (["--model", "{ft}", "--probe-method", "smart"], "unknown probe method"),
+    (["--model", "{ft}", "--task", "{ft}/x.jsonl"], "leave out --model"),
+    ([], "name what to forecast"),
+    (["--model", "{ft}", "--sweep1"], "known row(s)"),
+])
+def test_bad_input_is_one_line(sweep, one_task_sweep, finetuned_dir, other_tokenizer_dir, foreign_adapter, capsys,
+                               args, msg):
+    target = one_task_sweep if "--sweep1" in args else sweep
+    argv = ["forecast", str(target)] + [a.format(other=other_tokenizer_dir, adapter=foreign_adapter, ft=finetuned_dir)
+                                        for a in args if a != "--sweep1"]
+    if "--probe" not in args:
+        argv += ["--probe", "4"]
+    assert run_app(argv) == 2
+    err = capsys.readouterr().err
+    assert msg in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_imported_matrix_cannot_be_forecast(tmp_path, finetuned_dir):
+    from forgetscope.store import ForgettingMatrix, write_matrix_sweep
+
+    write_matrix_sweep(ForgettingMatrix(np.zeros((3, 4)), list("abc"), list("wxyz")), tmp_path / "imp")
+    with pytest.raises(Exception, match="records no sweep config"):
+        forecast(tmp_path / "imp", finetuned_dir)
+
+
+def test_forecast_after_finetuning_evaluates_only_the_probe(sweep, tmp_path, monkeypatch):
+    """``--task``: trains with the sweep's config, then evaluates the probe examples and nothing else upstream."""
+    import forgetscope.measure as measure
+    from forgetscope.experiments.forecast import forecast_task
+
+    task = write_jsonl(tmp_path / "poems.jsonl", [{"text": f"Roses are red, violets are {c}."}
+                                                  for c in "blue green white pink gold grey black teal".split()])
+    evaluated: list[str] = []
+    real = measure.evaluate_examples
+
+    def spy(model, tok, examples, **kw):
+        evaluated.extend(e.example_id for e in examples)
+        return real(model, tok, examples, **kw)
+
+    monkeypatch.setattr(measure, "evaluate_examples", spy)
+    result = forecast_task(sweep, task, probe=4, predictor="knn", out=tmp_path / "out")
+    upstream = {f"u{i}" for i in range(12)} | {"q1"}
+    assert sorted(e for e in evaluated if e in upstream) == sorted(result.settings["probe_ids"])
+    assert len(evaluated) == 4
+    assert result.settings["task_name"] == "poems" and result.settings["train"]["steps"] == 3
+    assert result.cost["train_wall_s"] > 0 and (tmp_path / "out" / "forecast.parquet").is_file()
+    assert result.table["observed"].sum() == 4
+    evaluated.clear()
+    verified = forecast_task(sweep, task, probe=4, predictor="knn", verify=True, out=tmp_path / "v")
+    assert len(evaluated) == 4 + 12 and verified.verify is not None
+
+
+def test_forecast_task_cli(sweep, tmp_path):
+    task = write_jsonl(tmp_path / "poems.jsonl", [{"text": f"Roses are red, violets are {c}."}
+                                                  for c in "blue green white pink gold grey black teal".split()])
+    assert run_app(["forecast", str(sweep), "--task", str(task), "--probe", "4", "--verify",
+                    "--out", str(tmp_path / "o")]) == 0
+    summary = json.loads((tmp_path / "o" / "forecast.json").read_text())
+    assert summary["settings"]["task"] == str(task) and summary["verify"]
+
+
+def test_load_sweep_kinds(sweep):
+    lm, ins = load_sweep(sweep, "lm"), load_sweep(sweep, "instruction")
+    assert lm.n == 12 and ins.n == 1 and ins.examples[0].example_id == "q1"
+    recorded = SweepStore(sweep).read_manifest()["eval"]["max_length"]  # eval.max_length, resolved at sweep time
+    assert lm.max_length == recorded == 128 and lm.matrix.shape == (3, 12)  # auto: capped at the tiny context
+    with pytest.raises(DataError, match="unknown example kind"):
+        load_sweep(sweep, "code")
+
+
+def test_changed_tokenizer_is_refused_in_the_library(sweep, other_tokenizer_dir):
+    with pytest.raises(ModelError, match="tokenise to another length"):
+        forecast(sweep, other_tokenizer_dir, probe=3)
+
+
+def test_forecast_copies_nothing_into_the_sweep_but_its_folder(sweep, finetuned_dir, tmp_path):
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep, copy)
+    before = {p.relative_to(copy) for p in copy.rglob("*")}
+    forecast(copy, finetuned_dir, probe=3, predictor="knn", name="mine")
+    after = {p.relative_to(copy) for p in copy.rglob("*")}
+    new = {str(p) for p in after - before} - {"forecast"}  # other tests may have made forecast/ already
+    assert new == {"forecast/mine", "forecast/mine/forecast.parquet", "forecast/mine/forecast.json"}
+
+
+def test_forecast_evaluates_in_the_dtype_the_sweep_recorded(sweep, finetuned_dir, tmp_path, monkeypatch):
+    """loss_before was measured in the manifest's eval dtype, so the probe is too; float32 where none is recorded."""
+    import forgetscope.measure as measure
+    from forgetscope.experiments.forecast import forecast_task
+
+    calls: list[tuple[torch.dtype | None, torch.dtype]] = []
+    real = measure.evaluate_examples
+
+    def spy(model, tok, examples, **kw):
+        calls.append((kw.get("dtype"), next(model.parameters()).dtype))
+        return real(model, tok, examples, **kw)
+
+    monkeypatch.setattr(measure, "evaluate_examples", spy)
+    assert load_sweep(sweep).eval_dtype == "float32"
+    for recorded, expected in (("bfloat16", torch.bfloat16), (None, torch.float32)):
+        copy = tmp_path / f"sweep_{recorded}"
+        shutil.copytree(sweep, copy)
+        path = copy / "manifest.json"
+        manifest = json.loads(path.read_text())
+        if recorded is None:  # a sweep from before eval.dtype
+            del manifest["eval"]["dtype"], manifest["eval"]["device"]
+        else:
+            manifest["eval"]["dtype"] = recorded
+        path.write_text(json.dumps(manifest))
+        calls.clear()
+        result = forecast(copy, finetuned_dir, probe=3, predictor="knn", out=tmp_path / f"f_{recorded}")
+        assert calls == [(expected, torch.float32)]  # float32 weights, cast for the evaluation only
+        assert result.settings["eval_dtype"] == str(expected).removeprefix("torch.")
+        calls.clear()
+        task = write_jsonl(tmp_path / "poems.jsonl", [{"text": f"Roses are red, violets are {c}."}
+                                                      for c in "blue green white pink gold grey".split()])
+        forecast_task(copy, task, probe=3, predictor="knn", out=tmp_path / f"t_{recorded}")
+        assert calls == [(expected, torch.float32)]
