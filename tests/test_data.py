@@ -383,3 +383,20 @@ def test_sweep_upstream_from_the_hub_passes_split(monkeypatch):
     cfg = parse_config({"upstream": {"source": "hf:org/pile-slice", "split": "test", "n": 1}, "tasks": ["code"]})
     ups = load_upstream(cfg)
     assert seen == ["test"] and len(ups) == 1 and ups[0].text in ("a b c", "d e f")
+
+
+def test_demo_continuations_continue_the_demo_texts():
+    from forgetscope.data.demo import demo_upstream
+
+    texts = {e.example_id: e.text for e in demo_upstream()}
+    cont = demo_upstream(targets="base_continuations")
+    assert len(cont) == len(texts) == 400 and all(e.kind == "lm" for e in cont)
+    for e in cont[:50]:
+        original = texts[e.meta["source"]]
+        first_words = original.split()[:2]
+        assert e.text.split()[:2] == first_words and len(e.text) > 0  # the base model continued the start
+    assert sum(e.text != texts[e.meta["source"]] for e in cont) > 390  # continuations, not copies
+    sub = demo_upstream(n=5, seed=3, targets="base_continuations")
+    assert [e.meta["source"] for e in sub] == [e.example_id for e in demo_upstream(n=5, seed=3)]  # same draw
+    with pytest.raises(DataError, match="unknown demo lm_targets"):
+        demo_upstream(targets="poems")

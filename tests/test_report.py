@@ -82,7 +82,7 @@ def _compare_summary():
          "forgetting_ci_high": 0.12, "task_loss_after": 1.5, "task_loss_sd": 0.05},
         {"strategy": "replay-random", "runs": 2, "forgetting_heldout": 0.04, "forgetting_ci_low": 0.03,
          "forgetting_ci_high": 0.05, "task_loss_after": 1.6, "task_loss_sd": 0.04, "diff_forgetting": -0.06,
-         "p_examples": 0.001, "p_runs": 0.5},
+         "p_wilcoxon_holm": 0.001, "p_t": 0.5},
     ])
 
 
@@ -102,7 +102,7 @@ def test_compare_summary_at_the_layout_path_gives_the_strategies_section(tmp_pat
     kinds = [b["kind"] for b in sec.blocks]
     assert kinds == ["figure", "table"]
     reading = sec.blocks[0]["figure"].reading
-    assert "'replay-random' forgets least" in reading and "(p_examples): replay-random" in reading
+    assert "'replay-random' forgets least" in reading and "(p_wilcoxon_holm): replay-random" in reading
     assert "replay-random" in sec.blocks[1]["html"]
     html = build_report(sweep, predict=False, strict=True).read_text()
     assert "strategies" in _section_ids(html)

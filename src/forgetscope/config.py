@@ -62,6 +62,9 @@ class SourceConfig(_Strict):
     split: str | None = None  # a split of a DatasetDict directory or a hub dataset (default: train)
     n: int | None = Field(None, ge=0)  # 0: demo upstream only, no plain-text examples (instruction pairs only)
     n_instruct: int = Field(0, ge=0)  # demo only: add this many instruction pairs with short answers (exact match)
+    # demo only: the plain-text (lm) set is the demo's human texts, or the base model's own greedy
+    # continuations of their first tokens (scripts/build_demo_continuations.py)
+    lm_targets: Literal["text", "base_continuations"] = "text"
     text_field: str = "text"
     prompt_field: str = "prompt"
     response_field: str = "response"

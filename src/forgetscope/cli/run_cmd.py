@@ -151,6 +151,8 @@ def demo(
     target_module: list[str] = typer.Option([], "--target-module",
                                             help="LoRA target module; repeatable (default q_proj, v_proj)"),
     chat: str = typer.Option("auto", help="chat template for prompt/response pairs: auto, on or off"),
+    lm_targets: str = typer.Option("base_continuations", help="plain-text upstream set: base_continuations (the "
+                                   "base model's own greedy continuations of the demo texts) or text"),
     kind: str | None = typer.Option(None, help="summarise only this kind: lm, instruction or all "
                                     "(default: each kind present)"),
     seed: int = typer.Option(0),
@@ -170,6 +172,6 @@ def demo(
                       steps=steps, batch_size=batch_size, lr=lr, max_length=max_length, method=method, seed=seed,
                       model=model, tasks=task or None, upstream_source=upstream_file, lora_rank=lora_rank,
                       target_modules=target_module or None, eval_max_length=eval_max_length or "auto",
-                      chat=chat_value)
+                      chat=chat_value, lm_targets=lm_targets)
     matrix = run_sweep(cfg, output=output, executor=executor, overwrite=overwrite, session=_prepare(cfg, kind))
     _report(matrix, output, kind)

@@ -7,6 +7,10 @@ there records source, license and method. Contents:
 * ``upstream.jsonl``: 400 short plain-text examples of general English (fortunes, WordNet example
   sentences and glosses, KJV Gospels/Acts, element descriptions, Jargon File entries), none of
   which appears in any task;
+* ``upstream_continuations.jsonl``: the same 400 texts cut to their first 8 tokens and continued for
+  40 tokens by the default base model's greedy decoding (``scripts/build_demo_continuations.py``): the
+  default demo's plain-text set, because what the base model itself would write is what fine-tuning
+  can make it forget;
 * ``upstream_instruct.jsonl``: 120 prompt/response pairs with a short gold ``answer`` (chemical
   symbols, WordNet antonyms) for exact match;
 * ten tasks (``tasks.yaml`` indexes them), each 150 train + 30 held-out examples of at most 64
@@ -58,9 +62,22 @@ def _examples(filename: str, name: str) -> list[Example]:
     return examples_from_records(_records(filename), name=name, source=f"demo/{filename}")
 
 
-def demo_upstream(n: int | None = None, seed: int = 0) -> list[Example]:
-    """Upstream plain-text examples (all 400 by default; ``n`` picks a seeded random subset)."""
-    return subsample(_examples(UPSTREAM_FILE, "upstream"), n, seed, "demo upstream")
+def demo_upstream(n: int | None = None, seed: int = 0, targets: str = "text") -> list[Example]:
+    """Upstream plain-text examples (all 400 by default; ``n`` picks a seeded random subset).
+
+    ``targets="base_continuations"``: the same texts cut to their first tokens and continued greedily by
+    the default base model (``upstream_continuations.jsonl``), the demo's default LM set.
+    """
+    name = upstream_file(targets)
+    return subsample(_examples(name, name.removesuffix(".jsonl")), n, seed, "demo upstream")
+
+
+def upstream_file(targets: str = "text") -> str:
+    """The shipped file of the demo's plain-text upstream set for ``targets``."""
+    files = {"text": UPSTREAM_FILE, "base_continuations": UPSTREAM_CONTINUATIONS_FILE}
+    if targets not in files:
+        raise DataError(f"unknown demo lm_targets {targets!r}; choose from {', '.join(files)}")
+    return files[targets]
 
 
 def demo_upstream_instruct(n: int | None = None, seed: int = 0) -> list[Example]:
@@ -71,6 +88,7 @@ def demo_upstream_instruct(n: int | None = None, seed: int = 0) -> list[Example]
 
 UPSTREAM_FILE = "upstream.jsonl"
 UPSTREAM_INSTRUCT_FILE = "upstream_instruct.jsonl"
+UPSTREAM_CONTINUATIONS_FILE = "upstream_continuations.jsonl"
 
 
 def demo_files_sha256(filenames: list[str]) -> str:

@@ -23,11 +23,13 @@ def demo_config(*, output: str | Path = "sweeps/demo", n_upstream: int | None = 
                 model: str = "smollm2-135m-instruct", tasks: Sequence[str] | None = None,
                 upstream_source: str | Path | None = None, lora_rank: int = 8,
                 target_modules: Sequence[str] | None = None, eval_max_length: int | str = "auto",
-                chat: bool | str = "auto") -> SweepConfig:
+                chat: bool | str = "auto", lm_targets: str = "base_continuations") -> SweepConfig:
     """A sweep config over the demo suite (all its tasks unless ``tasks`` names them or ``n_tasks`` limits them).
 
     ``n_upstream`` plain-text and ``n_instruct`` instruction examples come from the demo upstream sets
-    (``n_upstream=0``: instruction pairs only). ``upstream_source`` replaces both with a data file
+    (``n_upstream=0``: instruction pairs only); the plain-text set is, by default, the base model's own
+    greedy continuations of the demo texts (``lm_targets="base_continuations"``; ``"text"``: the human
+    texts themselves, on which this instruction-tuned model mostly *improves* when fine-tuned). ``upstream_source`` replaces both with a data file
     (``n_upstream`` then limits it, None keeps every example; ``n_instruct`` does not apply).
     """
     from forgetscope.data.demo import demo_task_names
@@ -40,7 +42,7 @@ def demo_config(*, output: str | Path = "sweeps/demo", n_upstream: int | None = 
     else:
         if not n_upstream and not n_instruct:
             raise ConfigError("the demo needs upstream examples: give --upstream or --instruct a positive number")
-        upstream = {"source": "demo", "n": n_upstream, "n_instruct": n_instruct}
+        upstream = {"source": "demo", "n": n_upstream, "n_instruct": n_instruct, "lm_targets": lm_targets}
     train: dict[str, Any] = {"method": method, "steps": steps, "batch_size": batch_size, "lr": lr,
                              "max_length": max_length, "lora_rank": lora_rank}
     if target_modules:

@@ -63,7 +63,7 @@ def load_upstream(config: SweepConfig) -> list[Example]:
         from forgetscope.data.demo import demo_upstream, demo_upstream_instruct
 
         pairs = demo_upstream_instruct(n=src.n_instruct, seed=config.seed) if src.n_instruct else []
-        texts = demo_upstream(n=src.n, seed=config.seed) if src.n != 0 else []
+        texts = demo_upstream(n=src.n, seed=config.seed, targets=src.lm_targets) if src.n != 0 else []
         return texts + pairs
     from forgetscope.data.loading import load_examples
 
@@ -104,11 +104,12 @@ def input_fingerprints(config: SweepConfig, source: Any, upstream: list[Example]
     Files are hashed byte for byte (a ``save_to_disk`` directory file by file); the demo suite by the
     shipped files used; a hub dataset by the examples loaded from it.
     """
-    from forgetscope.data.demo import UPSTREAM_FILE, UPSTREAM_INSTRUCT_FILE, demo_files_sha256, demo_task_file
+    from forgetscope.data.demo import UPSTREAM_INSTRUCT_FILE, demo_files_sha256, demo_task_file, upstream_file
 
     src = config.upstream
     if src.source == "demo":
-        files = ([UPSTREAM_FILE] if src.n != 0 else []) + ([UPSTREAM_INSTRUCT_FILE] if src.n_instruct else [])
+        files = (([upstream_file(src.lm_targets)] if src.n != 0 else [])
+                 + ([UPSTREAM_INSTRUCT_FILE] if src.n_instruct else []))
         up = {"source": "demo", "what": f"the shipped demo upstream file(s) {', '.join(files)}",
               "sha256": demo_files_sha256(files)}
     else:

@@ -36,7 +36,7 @@ class Chart:
 
 
 SUMMARY_CHART = Chart("forgetting_heldout", "mean forgetting on held-out upstream (nats)",
-                      ("forgetting_ci_low", "forgetting_ci_high"), "task_loss_after", "task_loss_sd", "p_examples")
+                      ("forgetting_ci_low", "forgetting_ci_high"), "task_loss_after", "task_loss_sd", "p_wilcoxon_holm")
 RUNS_CHART = Chart("mean_forgetting", "mean forgetting (nats)", "forgetting_sem", "task_loss_after", "task_loss_sem",
                    "p (examples)")
 
@@ -52,7 +52,8 @@ def _from_summary(ctx: ReportContext) -> tuple[pd.DataFrame, str] | None:
         raise Skip(f"{ctx.relative(path)} has no rows")
     lead = (f"Strategies compared on the same tasks and seeds (read from {ctx.relative(path)}): mean forgetting "
             "on the held-out upstream examples with its 95% bootstrap CI, task loss after ± sd over runs; "
-            "p-values of paired Wilcoxon signed-rank tests against plain fine-tuning, over examples and over runs.")
+            "run-level p-values (paired Wilcoxon signed-rank over task x seed runs against plain fine-tuning, "
+            "Holm-adjusted across every reported comparison; 'not testable' with too few runs).")
     return table, lead
 
 
