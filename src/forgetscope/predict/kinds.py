@@ -1,10 +1,9 @@
 """Upstream example kinds as prediction sees them: ``lm`` (plain text) and ``instruction`` (pairs).
 
 Forgetting of plain-text examples and of instruction pairs are different quantities (every token
-against response tokens only), so a row is completed from known rows of the same kind.
-:func:`select_kind` returns the columns of one kind, through ``ForgettingMatrix.select_kind`` where
-the matrix has it; upstream tables written without a ``kind`` column get it from their fields (an
-example with a non-empty ``text`` is ``lm``, a prompt/response pair is ``instruction``).
+against response tokens only), so a row is completed from known rows of the same kind. The kinds and
+their inference live in :mod:`forgetscope.data.types` and ``ForgettingMatrix.select_kind``; prediction
+only refuses ``all`` (a row is completed within one kind).
 """
 
 from __future__ import annotations
@@ -12,28 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
+from forgetscope.data.types import KINDS
 from forgetscope.errors import DataError
 from forgetscope.store.matrix import ForgettingMatrix
-
-KINDS = ("lm", "instruction")
-
-
-def example_kinds(upstream: pd.DataFrame | None, n: int) -> np.ndarray:
-    """The kind of each of ``n`` upstream examples (see the module docstring)."""
-    if upstream is None:
-        return np.full(n, "lm", dtype=object)
-    if "kind" in upstream.columns:
-        return upstream["kind"].astype(str).to_numpy(dtype=object)
-    if "text" in upstream.columns:
-        text = upstream["text"]
-        plain = text.notna() & (text.astype(str).str.len() > 0)
-    else:
-        plain = pd.Series(False, index=upstream.index)
-    has_pair = "response" in upstream.columns
-    pair = upstream["response"].notna() if has_pair else pd.Series(False, index=upstream.index)
-    return np.where(~plain & pair, "instruction", "lm").astype(object)
 
 
 def check_kind(kind: str) -> str:
@@ -44,14 +25,7 @@ def check_kind(kind: str) -> str:
 
 def select_kind(matrix: ForgettingMatrix, kind: str) -> ForgettingMatrix:
     """The columns of ``matrix`` whose upstream example is of ``kind`` (tables subset alike)."""
-    check_kind(kind)
-    native = getattr(matrix, "select_kind", None)
-    if callable(native):
-        return native(kind)
-    keep = np.flatnonzero(example_kinds(matrix.upstream, matrix.shape[1]) == kind)
-    if keep.size == 0:
-        raise DataError(f"the sweep has no upstream examples of kind {kind!r}")
-    return subset_columns(matrix, keep)
+    return matrix.select_kind(check_kind(kind))
 
 
 def subset_columns(matrix: ForgettingMatrix, keep: Any) -> ForgettingMatrix:
