@@ -193,10 +193,3 @@ def run_sweep(config: SweepConfig, *, output: str | Path | None = None, executor
     matrix = store.consolidate(order)
     store.update_manifest(status="complete", completed=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     return matrix
-
-
-def validate_config_file(path: str | Path) -> SweepConfig:
-    """Load and validate a sweep YAML (for ``forgetscope run --check``)."""
-    from forgetscope.config import load_config
-
-    return load_config(path)
