@@ -277,3 +277,30 @@ def test_cli_prints_not_testable(monkeypatch, capsys):
     from forgetscope.cli.compare_cmd import _p
 
     assert _p(float("nan")) == "not testable" and _p(0.0123) == "0.012"
+
+
+def test_cli_tables_fit_a_narrow_terminal():
+    """The forgetting and the task/cost tables each fit 110 columns with every value whole (nothing cut)."""
+    import io
+
+    import pandas as pd
+    from rich.console import Console
+
+    from forgetscope.cli.compare_cmd import compare_table, cost_table
+
+    row = {"strategy": "replay-online", "kind": "mitigation", "runs": 18, "forgetting_heldout": 0.21,
+           "forgetting_ci_low": 0.18, "forgetting_ci_high": 0.24, "forgotten_share_heldout": 0.9,
+           "diff_forgetting": -0.012, "diff_ci_low": -0.02, "diff_ci_high": -0.004, "dz": -0.8,
+           "p_wilcoxon_holm": 0.003, "p_t_holm": float("nan"), "task_loss_after": 3.1, "diff_task_loss": 0.01,
+           "task_loss_p_wilcoxon_holm": 0.5, "train_wall_s": 20.0, "upstream_evaluations": 32}
+    summary = pd.DataFrame([{**row, "strategy": "plain", "kind": "baseline"}, row])
+    expected = {compare_table: ["replay-online", "0.210", "-0.012 [-0.020, -0.004]",
+                                "90%", "-0.80", "0.003", "not testable"],
+                cost_table: ["replay-online", "mitigation", "3.100", "+0.010", "0.5", "32"]}
+    for make, values in expected.items():
+        out = io.StringIO()
+        Console(file=out, width=110).print(make(summary))
+        text = out.getvalue()
+        assert "…" not in text and max(len(line) for line in text.splitlines()) <= 110
+        for v in values:
+            assert v in text, (make.__name__, v)

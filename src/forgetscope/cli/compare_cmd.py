@@ -7,6 +7,7 @@ import shlex
 from pathlib import Path
 
 import typer
+from rich import box
 from rich.table import Table
 
 from forgetscope.cli.app import app, console
@@ -29,24 +30,40 @@ def _p(x) -> str:
         return NOT_TESTABLE
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
 def compare_table(summary) -> Table:
-    table = Table(title="held-out upstream forgetting and task loss vs plain fine-tuning "
-                        "(paired over task x seed runs; p Holm-adjusted)")
-    cols = ["strategy", "kind", "runs", "forgetting [95% CI]", "forgotten", "Δ vs plain [95% CI]", "d_z",
-            "p Wilcoxon", "p t", "task loss", "Δ task loss", "p task (Wilcoxon)", "train s", "upstream evals"]
-    for c in cols:
-        table.add_column(c, justify="left" if c in ("strategy", "kind") else "right")
+    """Held-out forgetting of each strategy against plain fine-tuning (the comparison's main result)."""
+    table = Table(title="held-out upstream forgetting F vs plain fine-tuning (paired over task x seed runs, "
+                        "p Holm-adjusted; CIs in summary.csv)", box=box.SIMPLE_HEAD, pad_edge=False)
+    for c in ["strategy", "runs", "F", "forgotten", "Δ vs plain [95% CI]", "d_z", "p Wilcoxon", "p t"]:
+        table.add_column(c, justify="left" if c == "strategy" else "right", no_wrap=True)
     for r in summary.to_dict("records"):
         base = r["strategy"] == "plain"
         table.add_row(
-            r["strategy"], str(r.get("kind", "")), str(r["runs"]),
-            f"{_f(r['forgetting_heldout'])} [{_f(r['forgetting_ci_low'])}, {_f(r['forgetting_ci_high'])}]",
-            _f(r["forgotten_share_heldout"], ".1%"),
-            "" if base else f"{_f(r.get('diff_forgetting'), '+.4f')} [{_f(r.get('diff_ci_low'), '+.4f')}, "
-                            f"{_f(r.get('diff_ci_high'), '+.4f')}]",
+            r["strategy"], str(r["runs"]),
+            _f(r["forgetting_heldout"], ".3f"),
+            _f(r["forgotten_share_heldout"], ".0%"),
+            "" if base else f"{_f(r.get('diff_forgetting'), '+.3f')} [{_f(r.get('diff_ci_low'), '+.3f')}, "
+                            f"{_f(r.get('diff_ci_high'), '+.3f')}]",
             "" if base else _f(r.get("dz"), "+.2f"),
             "" if base else _p(r.get("p_wilcoxon_holm")),
             "" if base else _p(r.get("p_t_holm")),
+        )
+    return table
+
+
+def cost_table(summary) -> Table:
+    """What each strategy did to the target task, and what it cost."""
+    table = Table(title="target task loss and cost (p Holm-adjusted)", box=box.SIMPLE_HEAD, pad_edge=False)
+    for c in ["strategy", "kind", "task loss", "Δ task loss", "p task (Wilcoxon)", "train s", "upstream evals"]:
+        table.add_column(c, justify="left" if c in ("strategy", "kind") else "right", no_wrap=c in ("strategy", "kind"))
+    for r in summary.to_dict("records"):
+        base = r["strategy"] == "plain"
+        table.add_row(
+            r["strategy"], str(r.get("kind", "")),
             _f(r["task_loss_after"], ".3f"),
             "" if base else _f(r.get("diff_task_loss"), "+.3f"),
             "" if base else _p(r.get("task_loss_p_wilcoxon_holm")),
@@ -80,7 +97,7 @@ def compare(
 
     cfg = load_compare_config(config)
     if check:
-        console.print(f"{config}: ok ({len(cfg.tasks)} tasks x {len(cfg.seed_list)} seeds, "
+        console.print(f"{config}: ok ({_plural(len(cfg.tasks), 'task')} x {_plural(len(cfg.seed_list), 'seed')}, "
                       f"strategies: {', '.join(s.display for s in cfg.strategies)})")
         return
     command = ["forgetscope", "compare", str(config)] + (["--output", str(output)] if output else []) + (
@@ -88,6 +105,7 @@ def compare(
     result = run_compare(cfg, output=output, overwrite=overwrite, log=lambda m: console.print(m, highlight=False),
                          command=shlex.join(command))
     console.print(compare_table(result["summary"]))
+    console.print(cost_table(result["summary"]))
     if (result["tests"]["baseline"] != "plain").any():
         console.print(tests_table(result["tests"]))
     notes = result["summary"].get("note")
