@@ -102,7 +102,8 @@ def test_compare_summary_at_the_layout_path_gives_the_strategies_section(tmp_pat
     kinds = [b["kind"] for b in sec.blocks]
     assert kinds == ["figure", "table"]
     reading = sec.blocks[0]["figure"].reading
-    assert "'replay-random' forgets least" in reading and "(p_wilcoxon_holm): replay-random" in reading
+    assert "'replay-random' forgets least" in reading
+    assert "Holm-adjusted; column 'p_wilcoxon_holm'): replay-random." in reading
     assert "replay-random" in sec.blocks[1]["html"]
     html = build_report(sweep, predict=False, strict=True).read_text()
     assert "strategies" in _section_ids(html)
@@ -126,8 +127,87 @@ def test_strategies_without_a_summary_are_compared_from_the_runs(tmp_path):
                      extras=False)
     sec, _ = _strategies(sweep)
     assert sec is not None and "from this sweep's runs" in sec.lead
-    assert "p (examples)" in sec.blocks[-1]["html"] and "Δ vs plain" in sec.blocks[-1]["html"]
-    assert "'replay' forgets least" in sec.blocks[0]["figure"].reading
+    assert "run-level" in sec.lead and "descriptive only, never a test" in sec.lead
+    html = sec.blocks[-1]["html"]
+    assert "p (examples)" not in html and "p examples (descriptive)" in html and "Δ vs plain" in html
+    assert "p Wilcoxon (runs, Holm)" in html and "p t (runs, Holm)" in html
+    reading = sec.blocks[0]["figure"].reading
+    assert "'replay' forgets least" in reading
+    assert "run-level paired Wilcoxon, Holm-adjusted; column 'p Wilcoxon (runs, Holm)'" in reading
+
+
+def _holm(p):
+    """Holm's step-down adjustment written out: sorted p times (m, m-1, ..., 1), running max, capped at 1."""
+    order = np.argsort(p)
+    adj = np.empty(len(p))
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p) - rank) * p[i]))
+        adj[i] = running
+    return adj
+
+
+def test_run_level_p_values_of_the_fallback_are_scipy_on_per_run_differences_after_holm(tmp_path):
+    from scipy import stats
+
+    from forgetscope.report.sections.base import fmt
+    from forgetscope.report.sections.strategies import P_EXAMPLES, P_T, P_WILCOXON, compare_runs
+    from forgetscope.store import load_forgetting
+
+    sweep = tmp_path / "s"
+    # the demo scales forgetting by 0.55 for replay and 0.9 for ewc; 'other' is unscaled (no effect)
+    tasks, seeds, arms = ("a", "b", "c", "d"), (0, 1), ("replay", "ewc", "other")
+    write_demo_sweep(sweep, n_examples=12, tasks=tasks, seeds=seeds, strategies=("plain", *arms), extras=False)
+    m = load_forgetting(sweep)
+    F = pd.DataFrame(m.values, index=m.row_names)
+    # per task x seed run: mean over upstream examples of (strategy row - plain row); 8 pairs per strategy
+    diffs = {s: np.array([np.nanmean(F.loc[f"{t}__{s}__s{sd}"] - F.loc[f"{t}__plain__s{sd}"])
+                          for t in tasks for sd in seeds]) for s in arms}
+    p_w = np.array([stats.wilcoxon(diffs[s]).pvalue for s in arms])
+    p_t = np.array([stats.ttest_1samp(diffs[s], 0.0).pvalue for s in arms])
+
+    table = compare_runs(m, n_resamples=200).set_index("strategy")
+    assert table.loc[list(arms), "paired_runs"].tolist() == [8, 8, 8]
+    assert np.allclose(table.loc[list(arms), "Δ vs plain"], [diffs[s].mean() for s in arms])
+    assert np.allclose(table.loc[list(arms), P_WILCOXON], _holm(p_w))
+    assert np.allclose(table.loc[list(arms), P_T], _holm(p_t))
+    assert (table.loc[list(arms), P_WILCOXON] >= p_w - 1e-15).all()  # adjusted, not raw
+    assert np.isnan(table.loc["plain", P_WILCOXON]) and table.loc[list(arms), P_EXAMPLES].notna().all()
+
+    sec, _ = _strategies(sweep)
+    html = sec.blocks[-1]["html"]
+    for p in _holm(p_w):
+        assert f"<td>{fmt(p)}</td>" in html
+    sig = [s for s, p in zip(arms, _holm(p_w)) if p < 0.05]
+    assert 0 < len(sig) < len(arms) and "other" not in sig
+    assert len(set(_holm(p_w))) == len(arms) and not np.allclose(_holm(p_w), np.minimum(1, 3 * p_w))  # not Bonferroni
+    reading = sec.blocks[0]["figure"].reading
+    assert reading.endswith(f"differs from 'plain' at p < 0.05 (run-level paired Wilcoxon, Holm-adjusted; "
+                            f"column '{P_WILCOXON}'): {', '.join(sig)}.")
+
+
+def test_fallback_with_too_few_paired_runs_reports_not_testable(tmp_path):
+    from forgetscope.report.sections.strategies import P_T, P_WILCOXON, compare_runs
+    from forgetscope.store import load_forgetting
+
+    two = tmp_path / "two"  # 2 tasks x 1 seed: a t-test (>= 2 pairs) but no Wilcoxon (needs 6)
+    write_demo_sweep(two, n_examples=30, tasks=("a", "b"), seeds=(0,), strategies=("plain", "replay"),
+                     extras=False)
+    row = compare_runs(load_forgetting(two), n_resamples=200).set_index("strategy").loc["replay"]
+    assert row["paired_runs"] == 2 and np.isnan(row[P_WILCOXON]) and np.isfinite(row[P_T])
+    assert "Wilcoxon not testable: 2 paired runs (needs 6)" in row["note"]
+    sec, _ = _strategies(two)
+    assert "<td>not testable</td>" in sec.blocks[-1]["html"]
+    reading = sec.blocks[0]["figure"].reading
+    assert "not testable against 'plain'" in reading and "differs" not in reading
+
+    one = tmp_path / "one"  # 1 pair: neither test
+    write_demo_sweep(one, n_examples=30, tasks=("a",), seeds=(0,), strategies=("plain", "replay"), extras=False)
+    row = compare_runs(load_forgetting(one), n_resamples=200).set_index("strategy").loc["replay"]
+    assert row["paired_runs"] == 1 and np.isnan(row[P_WILCOXON]) and np.isnan(row[P_T])
+    assert row["note"].startswith("not testable: 1 paired run")
+    sec, _ = _strategies(one)
+    assert sec.blocks[-1]["html"].count("<td>not testable</td>") == 2
 
 
 def test_report_of_a_real_tiny_sweep(tiny_dir, tiny_data, tmp_path):

@@ -16,7 +16,7 @@ prediction             ``predict_summary`` + ``predict_curves``: predict/predict
                        leave-tasks-out cross-validation run here (``additive``, ``knn``, ``lowrank``)
 strategies             ``compare_summary``: compare/summary.csv (``forgetscope compare``), else computed here
                        when runs.parquet holds several strategies on the same tasks and seeds (mean ± SEM,
-                       paired Wilcoxon against ``plain``)
+                       run-level paired Wilcoxon and t against ``plain``, Holm-adjusted)
 scaling                ``scaling_fit``: scaling/fit.json, + ``scaling_points``: scaling/points.parquet
 sharpness              ``sharpness_table``: sharpness.parquet (``run_id``, ``mean_forgetting``, ``sharpness_*``)
 =====================  ==================================================================================

@@ -1,9 +1,13 @@
 """Strategy comparison: ``layout.compare_summary`` if ``forgetscope compare`` wrote one, else from the runs.
 
 ``compare/summary.csv`` is the table of :func:`forgetscope.experiments.compare.summarize` (one row per
-strategy: held-out forgetting with its bootstrap CI, task loss, paired tests against plain). Without it,
-a sweep whose ``runs.parquet`` holds several strategies on the same tasks and seeds is compared here:
-mean forgetting ± SEM over runs and paired Wilcoxon tests against ``plain``.
+strategy: held-out forgetting with its bootstrap CI, task loss, run-level paired tests against plain).
+Without it, a sweep whose ``runs.parquet`` holds several strategies on the same tasks and seeds is
+compared here by :func:`compare_runs`, with the statistics of the comparison
+(:func:`forgetscope.analysis.stats.paired_run_test` and :func:`~forgetscope.analysis.stats.holm`): the
+unit is the run, paired with the baseline run on the same task and seed. An example-level p-value stays
+in the table only as a labelled description: examples of one run share one fine-tuned model, so
+pooling them is pseudo-replication and never a test result.
 """
 
 from __future__ import annotations
@@ -15,12 +19,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from forgetscope.analysis.stats import wilcoxon_p
+from forgetscope.analysis.stats import MIN_PAIRS_T, MIN_PAIRS_WILCOXON, holm, paired_run_test, wilcoxon_p
 from forgetscope.report import figures as figs
 from forgetscope.report.sections.base import ReportContext, Section, Skip
 
 BASELINE = "plain"
 TASK_LOSS_LABEL = "task held-out loss after (lower = learned)"
+NOT_TESTABLE = "not testable"
+PAIR_KEYS = ("task", "seed")
+#: Columns of :func:`compare_runs` (the fallback table).
+P_WILCOXON = "p Wilcoxon (runs, Holm)"
+P_T = "p t (runs, Holm)"
+P_EXAMPLES = "p examples (descriptive)"
+#: Run-level p-value columns of either table, shown as "not testable" where the test was not run.
+TEST_COLUMNS = (P_WILCOXON, P_T, "p_wilcoxon", "p_t", "p_wilcoxon_holm", "p_t_holm")
 
 
 @dataclass(frozen=True)
@@ -38,7 +50,7 @@ class Chart:
 SUMMARY_CHART = Chart("forgetting_heldout", "mean forgetting on held-out upstream (nats)",
                       ("forgetting_ci_low", "forgetting_ci_high"), "task_loss_after", "task_loss_sd", "p_wilcoxon_holm")
 RUNS_CHART = Chart("mean_forgetting", "mean forgetting (nats)", "forgetting_sem", "task_loss_after", "task_loss_sem",
-                   "p (examples)")
+                   P_WILCOXON)
 
 
 def _from_summary(ctx: ReportContext) -> tuple[pd.DataFrame, str] | None:
@@ -57,47 +69,96 @@ def _from_summary(ctx: ReportContext) -> tuple[pd.DataFrame, str] | None:
     return table, lead
 
 
-def _from_runs(ctx: ReportContext) -> pd.DataFrame:
+def compare_runs(matrix, baseline: str = BASELINE, *, n_resamples: int = 9999) -> pd.DataFrame:
+    """One row per strategy of ``matrix.runs``: mean forgetting ± SEM over runs, task loss, and each
+    strategy against ``baseline`` (the first strategy when there is no ``baseline``) paired over runs.
+
+    A run's value is its mean forgetting over the upstream examples measured in it and in its paired
+    baseline run (same task and seed). Tests are :func:`~forgetscope.analysis.stats.paired_run_test`
+    (Wilcoxon from 6 pairs, t from 2) with Holm's adjustment across the strategies compared here, one
+    family per test; NaN where a test is not testable (``note`` says why). ``p examples (descriptive)``
+    pools the examples of every paired run and is not a valid test.
+    """
     from scipy import stats
 
-    m = ctx.need_matrix()
-    runs = m.runs
+    runs = matrix.runs
     if runs is None or "strategy" not in runs or runs["strategy"].nunique() < 2:
-        raise Skip(f"one strategy only and no {ctx.relative(ctx.layout.compare_summary)}")
-    runs = runs.reset_index(drop=True).copy()
-    runs["_mean"] = np.nanmean(m.values, 1)
-    strategies = list(dict.fromkeys(runs["strategy"].astype(str)))
-    base = BASELINE if BASELINE in strategies else strategies[0]
-    keys = [k for k in ("task", "seed") if k in runs]
-    index = {tuple(r[k] for k in keys): i for i, r in runs[runs["strategy"] == base].iterrows()}
+        raise ValueError("compare_runs needs a runs table with two or more strategies")
+    if len(runs) != matrix.shape[0]:
+        raise ValueError(f"runs table has {len(runs)} rows for a matrix with {matrix.shape[0]} rows")
+    runs = runs.reset_index(drop=True)
+    values = matrix.values
+    strategy = runs["strategy"].astype(str)
+    strategies = list(dict.fromkeys(strategy))
+    base = baseline if baseline in strategies else strategies[0]
+    keys = [k for k in PAIR_KEYS if k in runs]
+    if not keys:
+        raise Skip("runs.parquet has neither task nor seed: runs cannot be paired")
+    key_of = [tuple(r) for r in runs[keys].itertuples(index=False)]
+    base_rows = [i for i in range(len(runs)) if strategy[i] == base]
+    index = {key_of[i]: i for i in base_rows}
+    if len(index) != len(base_rows):
+        raise Skip(f"several '{base}' runs share a {' × '.join(keys)}: runs cannot be paired")
     perf = "task_loss_after" if "task_loss_after" in runs else None
-    out = []
-    for s in [base] + [s for s in strategies if s != base]:
-        sub = runs[runs["strategy"].astype(str) == s]
-        vals = sub["_mean"].to_numpy(float)
-        row: dict[str, Any] = {"strategy": s, "runs": len(sub), "mean_forgetting": float(np.nanmean(vals)),
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        run_mean = np.nanmean(values, 1)
+    out: list[dict[str, Any]] = []
+    for k, s in enumerate([base] + [s for s in strategies if s != base]):
+        rows = [i for i in range(len(runs)) if strategy[i] == s]
+        vals = run_mean[rows]
+        row: dict[str, Any] = {"strategy": s, "runs": len(rows), "mean_forgetting": float(np.nanmean(vals)),
                                "forgetting_sem": float(stats.sem(vals, nan_policy="omit")) if len(vals) > 1 else 0.0}
         if perf:
-            pv = pd.to_numeric(sub[perf], errors="coerce").to_numpy(float)
+            pv = pd.to_numeric(runs.loc[rows, perf], errors="coerce").to_numpy(float)
             row["task_loss_after"] = float(np.nanmean(pv))
             row["task_loss_sem"] = float(stats.sem(pv, nan_policy="omit")) if len(pv) > 1 else 0.0
         if s != base:
-            pairs = [(i, index[tuple(r[k] for k in keys)]) for i, r in sub.iterrows()
-                     if tuple(r[k] for k in keys) in index]
-            row["paired_runs"] = len(pairs)
-            if pairs:
-                diff = np.stack([m.values[i] - m.values[j] for i, j in pairs])  # runs × examples
-                row["Δ vs " + base] = float(np.nanmean(diff))
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    row["p (examples)"] = wilcoxon_p(_finite(np.nanmean(diff, 0)))
-                    row["p (runs)"] = wilcoxon_p(_finite(np.nanmean(diff, 1)))
+            a, b, pooled = [], [], []
+            for i in rows:
+                j = index.get(key_of[i])
+                if j is None:
+                    continue
+                both = np.isfinite(values[i]) & np.isfinite(values[j])  # examples measured in both runs
+                if both.any():
+                    a.append(values[i][both].mean())
+                    b.append(values[j][both].mean())
+                    pooled.append(values[i][both] - values[j][both])
+            r = paired_run_test(a, b, n_resamples=n_resamples, seed=k)
+            row.update({"paired_runs": r["n"], f"Δ vs {base}": r["mean_diff"], "Δ CI low": r["ci_low"],
+                        "Δ CI high": r["ci_high"], "d_z": r["dz"], "_p_wilcoxon": r["p_wilcoxon"],
+                        "_p_t": r["p_t"], "note": r["note"]})
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                row[P_EXAMPLES] = wilcoxon_p(np.concatenate(pooled)) if pooled else float("nan")
         out.append(row)
-    return pd.DataFrame(out)
+    table = pd.DataFrame(out)
+    table[P_WILCOXON] = holm(table.pop("_p_wilcoxon").to_numpy(float))
+    table[P_T] = holm(table.pop("_p_t").to_numpy(float))
+    front = [c for c in table.columns if c not in (P_EXAMPLES, "note")]
+    return table[front + [P_EXAMPLES, "note"]]
 
 
-def _finite(x: np.ndarray) -> np.ndarray:
-    return x[np.isfinite(x)]
+def _from_runs(ctx: ReportContext) -> tuple[pd.DataFrame, str]:
+    m = ctx.need_matrix()
+    if m.runs is None or "strategy" not in m.runs or m.runs["strategy"].nunique() < 2:
+        raise Skip(f"one strategy only and no {ctx.relative(ctx.layout.compare_summary)}")
+    table = compare_runs(m)
+    base = str(table["strategy"].iloc[0])
+    lead = (f"Strategies compared on the same tasks and seeds (from this sweep's runs; "
+            f"{ctx.relative(ctx.layout.compare_summary)} absent): mean forgetting ± SEM over runs, a run's "
+            f"forgetting being its mean over every upstream example it was measured on. Each strategy is paired "
+            f"with the '{base}' run on the same task and seed; Δ is the mean paired difference with a 95% "
+            f"bootstrap CI over runs, and the p-values are run-level (paired Wilcoxon signed-rank from "
+            f"{MIN_PAIRS_WILCOXON} pairs, paired t from {MIN_PAIRS_T}; Holm-adjusted across the strategies "
+            f"compared here; '{NOT_TESTABLE}' with too few paired runs). The example-level p pools the examples "
+            "of every run, which share one fine-tuned model: it is descriptive only, never a test.")
+    return table, lead
+
+
+def _baseline(table: pd.DataFrame) -> str:
+    names = table["strategy"].astype(str)
+    return BASELINE if (names == BASELINE).any() else str(names.iloc[0])
 
 
 def _reading(table: pd.DataFrame, chart: Chart) -> str:
@@ -105,9 +166,27 @@ def _reading(table: pd.DataFrame, chart: Chart) -> str:
     reading = f"Lower is better; '{best}' forgets least on average"
     if chart.p not in table:
         return reading + "."
-    sig = table[pd.to_numeric(table[chart.p], errors="coerce") < 0.05]["strategy"].astype(str).tolist()
-    return reading + (f"; significant at p < 0.05 ({chart.p}): {', '.join(sig)}." if sig
-                      else f"; no strategy differs from the baseline at p < 0.05 ({chart.p}).")
+    base = _baseline(table)
+    others = table[table["strategy"].astype(str) != base]
+    p = pd.to_numeric(others[chart.p], errors="coerce")
+    test = f"run-level paired Wilcoxon, Holm-adjusted; column '{chart.p}'"
+    if not p.notna().any():
+        return reading + (f"; not testable against '{base}' ({test}): too few paired runs, the test needs "
+                          f"{MIN_PAIRS_WILCOXON}.")
+    sig = others[p < 0.05]["strategy"].astype(str).tolist()
+    return reading + (f"; differs from '{base}' at p < 0.05 ({test}): {', '.join(sig)}." if sig
+                      else f"; no strategy differs from '{base}' at p < 0.05 ({test}).")
+
+
+def _shown(table: pd.DataFrame) -> pd.DataFrame:
+    """The table as displayed: a run-level p that was not computed reads 'not testable' (baseline row blank)."""
+    out = table.copy()
+    others = out["strategy"].astype(str) != _baseline(out)
+    for c in TEST_COLUMNS:
+        if c in out:
+            p = pd.to_numeric(out[c], errors="coerce")
+            out[c] = [(NOT_TESTABLE if o else None) if np.isnan(v) else v for v, o in zip(p, others)]
+    return out
 
 
 def build(ctx: ReportContext) -> Section:
@@ -115,10 +194,7 @@ def build(ctx: ReportContext) -> Section:
     if found is not None:
         (table, lead), chart = found, SUMMARY_CHART
     else:
-        table, chart = _from_runs(ctx), RUNS_CHART
-        lead = ("Strategies compared on the same tasks and seeds (from this sweep's runs): mean forgetting ± SEM "
-                "over runs; p-values of paired Wilcoxon signed-rank tests against plain fine-tuning, over "
-                "examples (per-example mean difference) and over runs (per task × seed).")
+        (table, lead), chart = _from_runs(ctx), RUNS_CHART
     sec = Section("strategies", "Strategy comparison", lead=lead)
     if chart.value in table:
         err_cols = (chart.err,) if isinstance(chart.err, str) else chart.err
@@ -127,5 +203,5 @@ def build(ctx: ReportContext) -> Section:
         perf_err = chart.perf_err if perf and chart.perf_err in table else None
         sec.figure(figs.strategy_bars(table, chart.value, err, chart.value_label, perf, perf_err, TASK_LOSS_LABEL),
                    "strategy comparison with error bars", _reading(table, chart))
-    sec.table(table)
+    sec.table(_shown(table))
     return sec
