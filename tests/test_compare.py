@@ -173,7 +173,8 @@ def test_compare_bad_config(tiny_dir, tiny_data, tmp_path):
                      ({"strategies": [{"name": "sam", "options": {"base": "lbfgs"}}]}, "cannot wrap"),
                      ({"strategies": [{"name": "sam"}, {"name": "sam"}]}, "duplicate labels"),
                      ({"strategies": [{"name": "sam", "label": "plain"}]}, "baseline's label"),
-                     ({"compare": {"direct": [["sam", "nope"]]}}, "no strategy labelled 'nope'")]:
+                     ({"compare": {"direct": [["sam", "nope"]]}}, "no strategy labelled 'nope'"),
+                     ({"compare": {"kind": "code"}}, r"compare\.kind: .*unknown example kind 'code'")]:
         d = _compare_dict(tiny_dir, tiny_data, tmp_path / "x", **bad) if "compare" in bad else \
             _compare_dict(tiny_dir, tiny_data, tmp_path / "x", strategies=bad["strategies"])
         if "compare" in bad:
@@ -202,6 +203,145 @@ def test_direct_pairs_default_to_predicted_vs_random_with_the_same_ratio(tiny_di
     assert cfg.direct_pairs() == [("pred-a", "random-a"), ("pred-b", "random-b")]
     d["compare"]["direct"] = [["oracle", "random-b"]]
     assert CompareConfig.model_validate(d).direct_pairs() == [("oracle", "random-b")]
+
+
+# ---- kinds of upstream example ------------------------------------------------------------------
+PER_RUN_COLUMNS = ["strategy", "task", "seed", "run_id", "forgetting_heldout", "forgotten_share_heldout",
+                   "forgetting_all_untrained", "task_loss_before", "task_loss_after", "task_accuracy_after",
+                   "train_wall_s", "upstream_evaluations", "strategy_info"]
+
+
+def _summarized(tiny_dir, tiny_data, tmp_path, kinds, kind=None, seeds=(0, 1, 2), record_kinds=True):
+    """summarize() of a hand-made comparison (plain and sam on 2 tasks x 3 seeds) over upstream
+    examples of ``kinds`` (not recorded in the matrix unless ``record_kinds``); instruction columns are
+    shifted by +5 so a mix would show. Returns (result, matrix, held-out column indices)."""
+    from forgetscope.experiments.compare import CompareConfig, _spec, split_upstream, summarize
+    from forgetscope.store import ForgettingMatrix
+
+    d = _compare_dict(tiny_dir, tiny_data, tmp_path / "x", strategies=[{"name": "sam", "options": {"rho": 0.05}}],
+                      seeds=list(seeds))
+    d["compare"]["kind"] = kind
+    cfg = CompareConfig.model_validate(d)
+    ids = [f"u{j}" for j in range(len(kinds))]
+    plain = {(t, s): _spec(t, s, "plain", {}) for t in ("code", "qa") for s in seeds}
+    specs = {("sam", t, s): _spec(t, s, "sam", {"rho": 0.05}) for t in ("code", "qa") for s in seeds}
+    run_ids = [sp.run_id for sp in [*plain.values(), *specs.values()]]
+    rng = np.random.default_rng(3)
+    F = rng.normal(0.1, 0.2, (len(run_ids), len(ids))) + 5.0 * (np.array(kinds) == "instruction")
+    F[rng.random(F.shape) < 0.1] = np.nan  # replayed examples are not measured
+    runs = pd.DataFrame({"run_id": run_ids, "task_loss_before": 3.0, "task_loss_after": rng.normal(2, 0.1, len(run_ids)),
+                         "task_accuracy_after": 0.5, "train_wall_s": 1.0, "strategy_info": "{}"})
+    upstream = pd.DataFrame({"example_id": ids, "loss_before": 3.0, **({"kind": kinds} if record_kinds else {})})
+    matrix = ForgettingMatrix(F, run_ids, ids, runs=runs, upstream=upstream)
+    _, held_ids = split_upstream(ids, cfg.compare.replay_fraction, cfg.seed)
+    return summarize(matrix, cfg, plain, specs, held_ids), matrix, np.array([ids.index(i) for i in held_ids])
+
+
+def test_a_single_kind_upstream_gives_the_numbers_of_every_column(tiny_dir, tiny_data, tmp_path):
+    """lm-only upstream: per_run.csv has its former columns, with the held-out means over every column."""
+    result, m, held = _summarized(tiny_dir, tiny_data, tmp_path, ["lm"] * 20)
+    per_run = result["per_run"]
+    assert per_run.columns.tolist() == PER_RUN_COLUMNS  # no per-kind columns with one kind
+    for r in per_run.itertuples():
+        row = m.values[m.row_names.index(r.run_id)]
+        h = row[held]
+        assert r.forgetting_heldout == float(np.nanmean(h))  # the direct mean, bit for bit
+        assert r.forgotten_share_heldout == float(np.mean(h[np.isfinite(h)] > 0.0))
+        assert r.forgetting_all_untrained == float(np.nanmean(row))
+    assert (result["summary"]["upstream_kind"] == "lm").all()
+    # the same sweep without recorded kinds (kind 'all': every column) gives the same tables
+    again, unknown, _ = _summarized(tiny_dir, tiny_data, tmp_path, ["lm"] * 20, record_kinds=False)
+    assert unknown.kinds is None and np.array_equal(unknown.values, m.values, equal_nan=True)
+    pd.testing.assert_frame_equal(again["per_run"], per_run)
+    pd.testing.assert_frame_equal(again["tests"], result["tests"])
+    assert (again["summary"]["upstream_kind"] == "all").all()
+    assert again["summary"].drop(columns="upstream_kind").equals(result["summary"].drop(columns="upstream_kind"))
+
+
+def test_a_mixed_upstream_headline_uses_one_kind(tiny_dir, tiny_data, tmp_path):
+    """lm and instruction upstream: the headline metrics (and the tests) average the chosen kind only;
+    per-kind columns describe both."""
+    from forgetscope.experiments.compare import METRICS
+
+    kinds = ["lm", "instruction"] * 10
+    is_lm = np.array(kinds) == "lm"
+    result, m, held = _summarized(tiny_dir, tiny_data, tmp_path, kinds)
+    per_run = result["per_run"]
+    extra = [f"{name}_{k}" for k in ("lm", "instruction") for name in
+             ("forgetting_heldout", "forgotten_share_heldout", "forgetting_all_untrained")]
+    assert set(extra) <= set(per_run.columns) and set(PER_RUN_COLUMNS) <= set(per_run.columns)
+    for r in per_run.itertuples():
+        row = m.values[m.row_names.index(r.run_id)]
+        lm_held = held[is_lm[held]]
+        inst_held = held[~is_lm[held]]
+        assert r.forgetting_heldout == pytest.approx(np.nanmean(row[lm_held]))  # default kind: lm
+        assert r.forgetting_heldout != pytest.approx(np.nanmean(row[held]))  # not the mix
+        assert r.forgetting_all_untrained == pytest.approx(np.nanmean(row[is_lm]))
+        assert r.forgetting_heldout_lm == r.forgetting_heldout
+        assert r.forgetting_heldout_instruction == pytest.approx(np.nanmean(row[inst_held]))
+        assert r.forgetting_all_untrained_instruction == pytest.approx(np.nanmean(row[~is_lm]))
+    tests, summary = result["tests"], result["summary"]
+    assert set(tests["metric"]) == set(METRICS) and len(tests) == len(METRICS)  # the Holm family: headline only
+    f = tests[tests["metric"] == "forgetting_heldout"].iloc[0]
+    sam = per_run[per_run["strategy"] == "sam"]
+    assert f["mean_strategy"] == pytest.approx(sam["forgetting_heldout"].mean())
+    assert f["mean_strategy"] < 1  # instruction columns (+5) left out
+    assert (summary["upstream_kind"] == "lm").all()
+    assert summary.set_index("strategy").loc["sam", "forgetting_heldout"] == pytest.approx(
+        sam["forgetting_heldout"].mean())
+
+    inst, _, _ = _summarized(tiny_dir, tiny_data, tmp_path, kinds, kind="instruction")
+    assert np.allclose(inst["per_run"]["forgetting_heldout"], per_run["forgetting_heldout_instruction"])
+    assert (inst["summary"]["upstream_kind"] == "instruction").all()
+    mixed, _, _ = _summarized(tiny_dir, tiny_data, tmp_path, kinds, kind="all")
+    assert np.allclose(mixed["per_run"]["forgetting_heldout"],
+                       [np.nanmean(m.values[m.row_names.index(r)][held]) for r in per_run["run_id"]])
+
+
+def test_a_kind_without_held_out_examples_fails_before_any_run(tiny_dir, tiny_data, tmp_path):
+    from forgetscope.data import Example
+    from forgetscope.errors import DataError
+    from forgetscope.experiments.compare import CompareConfig, headline_kind
+
+    cfg = CompareConfig.model_validate(_compare_dict(tiny_dir, tiny_data, tmp_path / "x"))
+    up = [Example(f"u{i}", text=f"text {i}") for i in range(4)] + [Example("q", prompt="Q?", response="A.")]
+    assert headline_kind(cfg, up, ["u1", "q"]) == "lm"  # the default kind
+    cfg.compare.kind = "instruction"
+    assert headline_kind(cfg, up, ["u1", "q"]) == "instruction"
+    with pytest.raises(ConfigError, match="held-out part of the upstream set has no 'instruction' example"):
+        headline_kind(cfg, up, ["u1", "u2"])
+    with pytest.raises(DataError, match=r"no 'instruction' examples in the upstream set; kinds present: lm \(4\)"):
+        headline_kind(cfg, up[:4], ["u1", "u2"])
+
+
+def test_compare_on_a_mixed_upstream_states_its_kind(tiny_dir, tiny_data, tmp_path, capsys):
+    """A real (tiny) comparison with plain-text and instruction upstream examples: per-kind columns in
+    per_run.csv, the kind in summary.csv and in the printed table."""
+    from forgetscope.cli import run_app
+    from forgetscope.store import SweepStore
+
+    out = tmp_path / "mixed"
+    d = _compare_dict(tiny_dir, tiny_data, out, strategies=[{"name": "sam", "options": {"rho": 0.05}}],
+                      known_tasks=[])
+    up = write_jsonl(tiny_data["root"] / "data" / "mixed.jsonl",
+                     [{"id": f"u{i}", "text": f"Sentence number {i} is about the fox and the dog."} for i in range(8)]
+                     + [{"id": f"q{i}", "prompt": f"What is {i} times two?", "response": f"{2 * i}."}
+                        for i in range(8)])
+    d["upstream"] = {"source": str(up)}
+    d["compare"]["kind"] = "instruction"
+    p = tmp_path / "mixed.yaml"
+    p.write_text(yaml.safe_dump(d))
+    assert run_app(["compare", str(p)]) == 0
+    assert "held-out instruction upstream forgetting F" in capsys.readouterr().out
+    per_run = pd.read_csv(out / "compare" / "per_run.csv")
+    summary = pd.read_csv(out / "compare" / "summary.csv")
+    assert (summary["upstream_kind"] == "instruction").all()
+    assert np.allclose(per_run["forgetting_heldout"], per_run["forgetting_heldout_instruction"])
+    F = SweepStore(out).load_matrix()
+    held = json.loads((out / "compare" / "split.json").read_text())["heldout"]
+    inst = [F.col_names.index(i) for i in held if i.startswith("q")]
+    for r in per_run.itertuples():
+        assert r.forgetting_heldout == pytest.approx(np.nanmean(F.values[F.row_names.index(r.run_id)][inst]))
 
 
 # ---- statistics ---------------------------------------------------------------------------------

@@ -142,7 +142,7 @@ def sharp_cfg(tiny_dir, tiny_data, tmp_path):
 
 
 def test_sharpness_sweep_writes_records_and_tables(sharp_cfg):
-    from forgetscope.experiments.sharpness import sharpness_sweep
+    from forgetscope.experiments.sharpness import sharpness_sweep, write_sharpness_results
     from forgetscope.store import SweepStore
 
     seen = []
@@ -155,35 +155,113 @@ def test_sharpness_sweep_writes_records_and_tables(sharp_cfg):
     runs = pd.read_parquet(out / "runs.parquet")
     assert "sharpness_sam_rise" in runs.columns
     matrix = store.load_matrix()
-    assert np.allclose(np.nanmean(matrix.values, axis=1), table.set_index("run_id").loc[matrix.row_names,
-                                                                                          "mean_forgetting"])
+    # the upstream set has 12 lm and 1 instruction example: mean forgetting is over the lm ones (the
+    # default kind), with a column per kind beside it
+    assert matrix.kind_counts() == {"lm": 12, "instruction": 1} and rec["mean_forgetting_kind"] == "lm"
+    rows = table.set_index("run_id").loc[matrix.row_names]
+    assert (rows["mean_forgetting_kind"] == "lm").all()
+    assert np.allclose(np.nanmean(matrix.select_kind("lm").values, axis=1), rows["mean_forgetting"])
+    assert np.allclose(rows["mean_forgetting_lm"], rows["mean_forgetting"])
+    assert np.allclose(matrix.select_kind("instruction").values[:, 0], rows["mean_forgetting_instruction"])
+    assert not np.allclose(np.nanmean(matrix.values, axis=1), rows["mean_forgetting"])
     assert (out / "sharpness.parquet").is_file()
     corr = json.loads((out / "sharpness" / "correlation.json").read_text())
+    assert corr["kind"] == "lm" and corr["target"] == "mean_forgetting"
     assert {c["measure"] for c in corr["correlations"]} >= {"sharpness_random_mean", "sharpness_sam_rise"}
     for f in ("landscape.parquet", "landscape.png", "sharpness_vs_forgetting.png", "correlation.csv"):
         assert (out / "sharpness" / f).is_file(), f
+    # recomputed over every column: the mean over the whole matrix row
+    every, _ = write_sharpness_results(out, figures=False, kind="all")
+    assert np.allclose(np.nanmean(matrix.values, axis=1),
+                       every.set_index("run_id").loc[matrix.row_names, "mean_forgetting"])
+    assert json.loads((out / "sharpness" / "correlation.json").read_text())["kind"] == "all"
     # resume: nothing is retrained
     sharpness_sweep(sharp_cfg, on_run=lambda spec, rec: seen.append(spec.run_id))
     assert len(seen) == 4
 
 
-def test_cli_sharpness(sharp_cfg, tmp_path):
+def test_cli_sharpness(sharp_cfg, tmp_path, capsys):
     import yaml
 
     from forgetscope.cli import run_app
 
     data = sharp_cfg.model_dump(mode="json")
-    data["sharpness"].update(hessian=False, landscape=False)
+    data["sharpness"].update(hessian=False, landscape=False, kind="instruction")
     p = tmp_path / "sharp.yaml"
     p.write_text(yaml.safe_dump(data))
     assert run_app(["sharpness", str(p)]) == 0
-    assert (sharp_cfg.output / "sharpness.parquet").is_file()
+    printed = capsys.readouterr().out
+    assert "forgetting (instruction)" in printed and "mean forgetting (instruction examples)" in printed
+    table = pd.read_parquet(sharp_cfg.output / "sharpness.parquet")
+    assert (table["mean_forgetting_kind"] == "instruction").all()
+    assert np.allclose(table["mean_forgetting"], table["mean_forgetting_instruction"])
     (sharp_cfg.output / "sharpness.parquet").unlink()
+    # a sweep directory: the config's sharpness.kind, unless --kind says otherwise
     assert run_app(["sharpness", str(sharp_cfg.output), "--no-figures"]) == 0
-    assert (sharp_cfg.output / "sharpness.parquet").is_file()
+    assert (pd.read_parquet(sharp_cfg.output / "sharpness.parquet")["mean_forgetting_kind"] == "instruction").all()
+    assert run_app(["sharpness", str(sharp_cfg.output), "--no-figures", "--kind", "lm"]) == 0
+    assert "kind: lm" in capsys.readouterr().out
+    assert (pd.read_parquet(sharp_cfg.output / "sharpness.parquet")["mean_forgetting_kind"] == "lm").all()
+    assert run_app(["sharpness", str(sharp_cfg.output), "--kind", "code"]) == 2
+    assert "unknown example kind 'code'" in capsys.readouterr().err
     bad = tmp_path / "bad.yaml"
     bad.write_text(p.read_text().replace("n_draws: 2", "n_drawz: 2"))
     assert run_app(["sharpness", str(bad)]) == 2
+    bad.write_text(p.read_text().replace("kind: instruction", "kind: code"))
+    assert run_app(["sharpness", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "sharpness.kind" in err and "unknown example kind 'code'" in err
+
+
+def _upstream_and_rows(kinds, seed=0):
+    """An upstream table of ``kinds`` and one run's rows over it (shuffled, some unmeasured)."""
+    rng = np.random.default_rng(seed)
+    n = len(kinds)
+    upstream = pd.DataFrame({"example_id": [f"e{j}" for j in range(n)], "kind": kinds,
+                             "loss_before": rng.normal(3, 0.5, n)})
+    after = rng.normal(3.2, 0.5, n) + 5.0 * (np.array(kinds) == "instruction")
+    after[rng.random(n) < 0.2] = np.nan
+    order = rng.permutation(n)
+    rows = pd.DataFrame({"example_id": upstream["example_id"].to_numpy()[order], "loss_after": after[order]})
+    return upstream, rows
+
+
+def test_mean_forgetting_of_an_lm_only_upstream_is_unchanged():
+    """One kind upstream: the mean over every measured example, as before kinds were told apart."""
+    from forgetscope.experiments.sharpness import ForgettingTarget
+    from forgetscope.measure import forgetting
+
+    upstream, rows = _upstream_and_rows(["lm"] * 40)
+    before = upstream.set_index("example_id")["loss_before"]
+    former = float(np.nanmean(forgetting(rows["loss_after"].to_numpy(), before.loc[rows["example_id"]].to_numpy())))
+    got = ForgettingTarget.of(upstream).measure(rows)
+    assert got == {"mean_forgetting": former, "mean_forgetting_kind": "lm"}  # bit for bit, no per-kind columns
+    assert ForgettingTarget.of(upstream, "all").measure(rows)["mean_forgetting"] == former
+
+
+def test_mean_forgetting_of_a_mixed_upstream_uses_one_kind():
+    from forgetscope.errors import DataError
+    from forgetscope.experiments.sharpness import ForgettingTarget
+    from forgetscope.measure import forgetting
+
+    kinds = ["lm", "instruction", "lm", "lm"] * 10
+    upstream, rows = _upstream_and_rows(kinds)
+    before = upstream.set_index("example_id")["loss_before"]
+    f = pd.Series(forgetting(rows["loss_after"].to_numpy(), before.loc[rows["example_id"]].to_numpy()),
+                  index=rows["example_id"])
+    of = upstream.set_index("example_id")["kind"].loc[f.index]
+    lm, inst = float(np.nanmean(f[of == "lm"])), float(np.nanmean(f[of == "instruction"]))
+    got = ForgettingTarget.of(upstream).measure(rows)
+    assert got["mean_forgetting_kind"] == "lm" and got["mean_forgetting"] == pytest.approx(lm)
+    assert got["mean_forgetting_lm"] == got["mean_forgetting"]
+    assert got["mean_forgetting_instruction"] == pytest.approx(inst) and inst > lm + 3
+    chosen = ForgettingTarget.of(upstream, "instruction").measure(rows)
+    assert chosen["mean_forgetting"] == pytest.approx(inst) and chosen["mean_forgetting_kind"] == "instruction"
+    assert ForgettingTarget.of(upstream, "all").measure(rows)["mean_forgetting"] == pytest.approx(np.nanmean(f))
+    with pytest.raises(DataError, match="unknown example kind 'code'"):
+        ForgettingTarget.of(upstream, "code")
+    with pytest.raises(DataError, match=r"no 'instruction' examples in this matrix; kinds present: lm \(40\)"):
+        ForgettingTarget.of(_upstream_and_rows(["lm"] * 40)[0], "instruction")
 
 
 def test_sharpness_dir_without_measures_is_an_error(tiny_dir, tiny_data, tmp_path):

@@ -33,6 +33,20 @@ def names_to_tasks(v: Any) -> Any:
     return v
 
 
+def kind_option(v: str | None) -> str | None:
+    """A ``kind`` field of a config block (the upstream examples its headline metric averages; None:
+    the sweep's default kind), checked with :func:`forgetscope.data.types.check_kind`."""
+    from forgetscope.data.types import check_kind
+    from forgetscope.errors import DataError
+
+    if v is not None:
+        try:
+            check_kind(v)
+        except DataError as exc:
+            raise ValueError(str(exc)) from None
+    return v
+
+
 class TrainConfig(_Strict):
     """How one run fine-tunes; everything that changes the result is here, so it is recorded."""
 

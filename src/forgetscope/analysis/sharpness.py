@@ -41,8 +41,9 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from forgetscope.config import kind_option
 from forgetscope.errors import ForgetscopeError
 
 LossFn = Callable[[Any, Any], "tuple[torch.Tensor, float]"]
@@ -283,6 +284,11 @@ class SharpnessOptions(BaseModel):
     max_examples: int = Field(32, ge=1)        # task training examples the loss is measured on
     batch_size: int = Field(8, ge=1)
     seed: int = 0
+    # which upstream examples the run's mean forgetting averages (lm, instruction, all; None: the sweep's
+    # default kind); not used by measure_sharpness
+    kind: str | None = None
+
+    _kind = field_validator("kind")(kind_option)
 
 
 @dataclass

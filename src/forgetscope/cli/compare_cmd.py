@@ -36,7 +36,9 @@ def _plural(n: int, word: str) -> str:
 
 def compare_table(summary) -> Table:
     """Held-out forgetting of each strategy against plain fine-tuning (the comparison's main result)."""
-    table = Table(title="held-out upstream forgetting F vs plain fine-tuning (paired over task x seed runs, "
+    kind = str(summary["upstream_kind"].iloc[0]) if "upstream_kind" in summary else "all"
+    over = "upstream" if kind == "all" else f"{kind} upstream"
+    table = Table(title=f"held-out {over} forgetting F vs plain fine-tuning (paired over task x seed runs, "
                         "p Holm-adjusted; CIs in summary.csv)", box=box.SIMPLE_HEAD, pad_edge=False)
     for c in ["strategy", "runs", "F", "forgotten", "Δ vs plain [95% CI]", "d_z", "p Wilcoxon", "p t"]:
         table.add_column(c, justify="left" if c == "strategy" else "right", no_wrap=True)

@@ -94,17 +94,14 @@ def _report(matrix: ForgettingMatrix, output: Path, kind: str | None = None) -> 
 
 def _prepare(cfg, kind: str | None):
     """The sweep's session, with a requested kind checked against its upstream set before anything runs."""
-    from forgetscope.data.types import KINDS, check_kind
-    from forgetscope.errors import DataError
+    from forgetscope.data.types import check_kind, require_kind
     from forgetscope.experiments import SweepSession
 
     if kind is not None:
         check_kind(kind)
     session = SweepSession.prepare(cfg)
-    if kind in KINDS and not any(e.kind == kind for e in session.upstream):
-        present = ", ".join(f"{k} ({sum(e.kind == k for e in session.upstream)})" for k in KINDS
-                            if any(e.kind == k for e in session.upstream))
-        raise DataError(f"no {kind!r} examples in the upstream set; kinds present: {present}")
+    if kind is not None:
+        require_kind(session.upstream, kind)
     return session
 
 

@@ -9,6 +9,7 @@ short gold answer for the exact-match check of the greedy continuation; it is op
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -91,4 +92,14 @@ def check_kind(kind: str) -> str:
     """``kind`` if it is one of :data:`KIND_CHOICES`, else a one-line error naming the choices."""
     if kind not in KIND_CHOICES:
         raise DataError(f"unknown example kind {kind!r}; use one of {', '.join(KIND_CHOICES)}")
+    return kind
+
+
+def require_kind(examples: Sequence[Example], kind: str) -> str:
+    """``kind`` if it is one of :data:`KIND_CHOICES` and, unless ``all``, the kind of at least one of
+    ``examples`` (an upstream set); else a one-line error naming the kinds present."""
+    check_kind(kind)
+    if kind != "all" and not any(e.kind == kind for e in examples):
+        present = ", ".join(f"{k} ({n})" for k in KINDS if (n := sum(e.kind == k for e in examples)))
+        raise DataError(f"no {kind!r} examples in the upstream set; kinds present: {present}")
     return kind

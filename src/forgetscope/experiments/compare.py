@@ -14,7 +14,7 @@ A compare config is a sweep config (model, upstream, tasks, seeds, train, eval; 
       - {name: lwf, options: {forget_data: data/conflicting_task.jsonl}}
     known_tasks: [definitions, jargon]  # plain runs only: extra known rows for the predicted policy
     compare: {replay_fraction: 0.5, probe: 30, predictor: knn, threshold: 0.0, bootstrap: 9999,
-              direct: [[replay-offline, replay-random], [replay-online, replay-random]]}
+              direct: [[replay-offline, replay-random], [replay-online, replay-random]], kind: lm}
 
 Protocol (one sweep directory, every run written to the sweep store as it finishes; rerunning the
 same command resumes where it stopped):
@@ -34,6 +34,14 @@ same command resumes where it stopped):
 Per run (``per_run.csv``): mean forgetting on the held-out examples, share of them forgotten
 (F > ``threshold``), mean forgetting on every example the run did not train on, held-out task loss and
 next-token accuracy after fine-tuning, training wall time, upstream evaluations spent.
+
+The three forgetting metrics average the upstream examples of one kind (``compare.kind``: ``lm``,
+``instruction`` or ``all``; by default the sweep's default kind, ``lm`` when the upstream set has
+plain-text examples), because the two kinds are separate experiments; ``summary.csv`` names it in
+``upstream_kind``. With both kinds upstream, ``per_run.csv`` also has each metric per kind
+(``forgetting_heldout_lm``, ``forgetting_heldout_instruction``, ...) as a description; the tests, the
+summary and the Holm family use the headline metrics only. With one kind upstream the columns and
+their values are those of a comparison over every column.
 
 Tests (``tests.csv``; see :mod:`forgetscope.analysis.stats`): every strategy against plain, and the
 ``direct`` pairs (default: each predicted-replay arm against the random-replay arm with the same
@@ -62,11 +70,14 @@ import torch
 from pydantic import Field, field_validator, model_validator
 
 from forgetscope.analysis.stats import holm, mean_ci, paired_run_test, paired_test
-from forgetscope.config import SweepConfig, TaskConfig, _Strict, names_to_tasks
+from forgetscope.config import SweepConfig, TaskConfig, _Strict, kind_option, names_to_tasks
+from forgetscope.data.types import require_kind
 from forgetscope.errors import ConfigError
 from forgetscope.experiments.run import Experiment
 from forgetscope.experiments.spec import RunSpec
+from forgetscope.measure.forgetting import forgotten_share
 from forgetscope.store.layout import SweepLayout
+from forgetscope.store.matrix import default_kind
 
 METRICS = ("forgetting_heldout", "task_loss_after", "task_accuracy_after")
 DEFAULT_RATIO = 1 / 32
@@ -99,6 +110,9 @@ class CompareOptions(_Strict):
     threshold: float = 0.0
     bootstrap: int = Field(9999, ge=100)
     direct: list[tuple[str, str]] | None = None  # [strategy, baseline strategy] pairs tested head to head
+    kind: str | None = None  # upstream examples the forgetting metrics average (None: the sweep's default kind)
+
+    _kind = field_validator("kind")(kind_option)
 
 
 class CompareConfig(SweepConfig):
@@ -199,6 +213,41 @@ def split_upstream(ids: list[str], fraction: float, seed: int) -> tuple[list[str
     return [ids[i] for i in pool], [ids[i] for i in held]
 
 
+def headline_kind(cfg: CompareConfig, upstream: list, held_ids: list[str]) -> str:
+    """The kind of upstream example the forgetting metrics average: ``compare.kind``, else the upstream
+    set's default kind; a one-line error when the held-out part has no example of it."""
+    kind = cfg.compare.kind or default_kind(np.array([e.kind for e in upstream], dtype=object))
+    require_kind(upstream, kind)
+    held = set(held_ids)
+    if kind != "all" and not any(e.kind == kind for e in upstream if e.example_id in held):
+        raise ConfigError(f"compare.kind: the held-out part of the upstream set has no {kind!r} example "
+                          f"(compare.replay_fraction={cfg.compare.replay_fraction}); add {kind} examples or "
+                          "lower replay_fraction")
+    return kind
+
+
+def kind_columns(matrix, kind: str, ids: list[str] | None = None) -> np.ndarray:
+    """Indices of the columns of ``matrix`` among ``ids`` (their order; every column by default) whose
+    upstream example is of ``kind`` (``all``: every one)."""
+    keep = set(matrix.select_kind(kind).col_names)
+    col = {c: j for j, c in enumerate(matrix.col_names)}
+    return np.array([col[i] for i in (matrix.col_names if ids is None else ids) if i in keep], dtype=np.intp)
+
+
+def forgetting_metrics(row: np.ndarray, held: np.ndarray, untrained: np.ndarray, threshold: float,
+                       suffix: str = "") -> dict[str, float]:
+    """A run's forgetting metrics over the columns ``held`` (held-out) and ``untrained`` (every column;
+    replayed examples are NaN in the row), named with ``suffix``."""
+    import warnings
+
+    h = row[held]
+    with warnings.catch_warnings():  # no finite entry (e.g. a kind without held-out examples): NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return {f"forgetting_heldout{suffix}": float(np.nanmean(h)),
+                f"forgotten_share_heldout{suffix}": forgotten_share(h, threshold),
+                f"forgetting_all_untrained{suffix}": float(np.nanmean(row[untrained]))}
+
+
 # ---- the runs -----------------------------------------------------------------------------------
 def token_accuracy(model, encoded: list, pad_id: int, batch_size: int = 16) -> float:
     """Share of scored tokens whose greedy next-token prediction is the target (token-weighted)."""
@@ -293,6 +342,7 @@ def run_compare(cfg: CompareConfig, *, output: str | Path | None = None, overwri
     layout = SweepLayout(output)
     ids = [e.example_id for e in session.upstream]
     pool_ids, held_ids = split_upstream(ids, cfg.compare.replay_fraction, cfg.seed)
+    headline_kind(cfg, session.upstream, held_ids)  # a kind with no held-out example fails before any run
     pool_set = set(pool_ids)
     session.extras["strategy_upstream"] = [e for e in session.upstream if e.example_id in pool_set]
     store = open_store(cfg, session, output, overwrite)
@@ -399,11 +449,18 @@ def _setting(spec: StrategySpec) -> str:
 
 
 def summarize(matrix, cfg: CompareConfig, plain: dict, specs: dict, held_ids: list[str]) -> dict[str, Any]:
-    """Per-run metrics, run-level paired tests (Holm-adjusted) and one summary row per strategy."""
+    """Per-run metrics, run-level paired tests (Holm-adjusted) and one summary row per strategy.
+
+    The forgetting metrics average the columns of ``compare.kind`` (default: the matrix's default kind);
+    with several kinds, per-kind copies of them are added to the per-run table as a description.
+    """
     runs = matrix.runs.set_index("run_id")
     row_of = {r: i for i, r in enumerate(matrix.row_names)}
-    col = {c: j for j, c in enumerate(matrix.col_names)}
-    held = np.array([col[i] for i in held_ids])
+    kind = cfg.compare.kind or matrix.default_kind()
+    held, untrained = kind_columns(matrix, kind, held_ids), kind_columns(matrix, kind)
+    present = list(matrix.kind_counts())
+    extras = {k: (kind_columns(matrix, k, held_ids), kind_columns(matrix, k)) for k in present} \
+        if len(present) > 1 else {}
     thr = cfg.compare.threshold
     by_label = {s.display: s for s in cfg.strategies}
     labels = ["plain"] + list(by_label)
@@ -415,12 +472,11 @@ def summarize(matrix, cfg: CompareConfig, plain: dict, specs: dict, held_ids: li
         rec = runs.loc[spec.run_id]
         raw = rec.get("strategy_info")
         info = json.loads(raw) if isinstance(raw, str) else (raw if isinstance(raw, dict) else {})
-        h = r[held]
         acc = rec.get("task_accuracy_after", np.nan)
+        per_kind = {name: v for k, (hk, uk) in extras.items()
+                    for name, v in forgetting_metrics(r, hk, uk, thr, f"_{k}").items()}
         per_run.append({"strategy": label, "task": t, "seed": s, "run_id": spec.run_id,
-                        "forgetting_heldout": float(np.nanmean(h)),
-                        "forgotten_share_heldout": float(np.mean(h[np.isfinite(h)] > thr)),
-                        "forgetting_all_untrained": float(np.nanmean(r)),
+                        **forgetting_metrics(r, held, untrained, thr), **per_kind,
                         "task_loss_before": float(rec["task_loss_before"]),
                         "task_loss_after": float(rec["task_loss_after"]),
                         "task_accuracy_after": float(acc) if acc is not None else float("nan"),
@@ -439,7 +495,7 @@ def summarize(matrix, cfg: CompareConfig, plain: dict, specs: dict, held_ids: li
         rhos = {x["rho"] for x in infos if "rho" in x}
         row = {"strategy": label, "kind": "baseline" if spec is None else spec.kind,
                "setting": "" if spec is None else _setting(spec), "runs": len(sub),
-               "rho": rhos.pop() if len(rhos) == 1 else float("nan"),
+               "rho": rhos.pop() if len(rhos) == 1 else float("nan"), "upstream_kind": kind,
                "forgetting_heldout": float(sub["forgetting_heldout"].mean()),
                "forgetting_ci_low": lo, "forgetting_ci_high": hi,
                "forgotten_share_heldout": float(sub["forgotten_share_heldout"].mean()),
@@ -529,7 +585,9 @@ def bar_chart(summary: pd.DataFrame, path: Path) -> Path:
     colors = ["#888888" if k == "baseline" else "#c07a2c" if k == "graceful forgetting" else "#3b75af"
               for k in summary.get("kind", pd.Series(["mitigation"] * len(labels)))]
     axes[0].bar(x, m, yerr=np.nan_to_num(np.abs(err)), capsize=4, color=colors)
-    axes[0].set_ylabel("mean forgetting on held-out upstream (nats)")
+    kind = str(summary["upstream_kind"].iloc[0]) if "upstream_kind" in summary else "all"
+    axes[0].set_ylabel("mean forgetting on held-out upstream (nats)" if kind == "all"
+                       else f"mean forgetting on held-out {kind} upstream (nats)")
     axes[0].axhline(m[0], color="#888888", ls="--", lw=0.8)
     t = summary["task_loss_after"].to_numpy()
     sd = np.nan_to_num(summary["task_loss_sd"].to_numpy())

@@ -66,8 +66,9 @@ def collect_sections(sweep_dir: str | os.PathLike[str], *, predict: bool | str =
             raise
         log.info("no matrix yet: %s", exc)
         matrix = None
-    ctx = ReportContext(path=store.path, store=store, manifest=manifest, matrix=matrix, predict=predict, seed=seed)
     kinds = report_kinds(matrix, kind)
+    ctx = ReportContext(path=store.path, store=store, manifest=manifest, matrix=matrix, predict=predict, seed=seed,
+                        headline_kind=kinds[0])
     labelled = kinds != ["all"]  # section titles name the kind whenever the sweep has kinds
     per_kind = [b for b in BUILDERS if b[0] in PER_KIND]
     plan: list[tuple[str, str, Callable[[ReportContext], Section], ReportContext, str | None]] = []

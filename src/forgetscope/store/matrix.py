@@ -26,6 +26,20 @@ def upstream_kinds(upstream: pd.DataFrame | None) -> np.ndarray | None:
     return None
 
 
+def kind_counts(kinds: np.ndarray | None) -> dict[str, int]:
+    """Examples per kind, for the kinds present, in :data:`KINDS` order (empty when kinds are unknown)."""
+    if kinds is None:
+        return {}
+    kinds = np.asarray(kinds, dtype=object)
+    return {k: int(np.sum(kinds == k)) for k in KINDS if np.any(kinds == k)}
+
+
+def default_kind(kinds: np.ndarray | None) -> str:
+    """The kind analyses use unless told: ``lm`` when there are plain-text examples, else
+    ``instruction``; ``all`` when kinds are unknown. ``kinds`` holds one kind per example."""
+    return next(iter(kind_counts(kinds)), "all")
+
+
 @dataclass
 class ForgettingMatrix:
     """An M x N forgetting matrix with its names; what analysis and prediction consume.
@@ -77,15 +91,11 @@ class ForgettingMatrix:
 
     def kind_counts(self) -> dict[str, int]:
         """Columns per kind, for the kinds present (empty when kinds are unknown)."""
-        if self.kinds is None:
-            return {}
-        return {k: int(np.sum(self.kinds == k)) for k in KINDS if np.any(self.kinds == k)}
+        return kind_counts(self.kinds)
 
     def default_kind(self) -> str:
-        """The kind analyses use unless told: ``lm`` when there are plain-text columns, else
-        ``instruction``; ``all`` when kinds are unknown."""
-        counts = self.kind_counts()
-        return next(iter(counts), "all")
+        """The kind analyses use unless told (:func:`default_kind` of the columns)."""
+        return default_kind(self.kinds)
 
     def select_kind(self, kind: str) -> ForgettingMatrix:
         """The columns of one kind (``"lm"``, ``"instruction"``), or every column (``"all"``).
@@ -108,4 +118,4 @@ class ForgettingMatrix:
                        upstream=upstream, kinds=self.kinds[mask], meta={**self.meta, "kind": kind})
 
 
-__all__ = ["ForgettingMatrix", "upstream_kinds"]
+__all__ = ["ForgettingMatrix", "default_kind", "kind_counts", "upstream_kinds"]

@@ -73,6 +73,7 @@ class ReportContext:
     seed: int = 0
     cache: dict[str, Any] = field(default_factory=dict)
     kind: str = "all"  # the kind of upstream example ``matrix`` holds (lm, instruction, or all columns)
+    headline_kind: str = "all"  # the kind a section not split by kind averages: the report's kind, else the default
 
     def for_kind(self, kind: str) -> ReportContext:
         """The same sweep with the matrix restricted to one kind of upstream example (its own cache)."""

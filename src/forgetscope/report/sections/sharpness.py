@@ -1,8 +1,9 @@
 """Sharpness and forgetting: ``layout.sharpness_table`` (``sharpness.parquet``, one row per run).
 
 The table is the one :func:`forgetscope.experiments.sharpness.write_sharpness_results` writes: ``run_id``,
-``mean_forgetting`` and the ``sharpness_*`` measures of :data:`forgetscope.analysis.sharpness.MEASURES`;
-their correlation with mean forgetting comes from
+``mean_forgetting`` (over the upstream examples of the kind named in ``mean_forgetting_kind``; tables
+written before kinds were recorded lack that column) and the ``sharpness_*`` measures of
+:data:`forgetscope.analysis.sharpness.MEASURES`; their correlation with mean forgetting comes from
 :func:`forgetscope.analysis.sharpness.correlate_with_forgetting`.
 """
 
@@ -28,9 +29,13 @@ def build(ctx: ReportContext) -> Section:
     if not measures:
         raise Skip(f"{name} has no sharpness measure with two or more values")
     corr = correlate_with_forgetting(df, measures, target=TARGET)
+    kinds = df["mean_forgetting_kind"].dropna().astype(str).unique() if "mean_forgetting_kind" in df else []
+    over = "" if len(kinds) != 1 else " over all its upstream examples" if kinds[0] == "all" else \
+        f" over its {kinds[0]} upstream examples"
     sec = Section("sharpness", "Sharpness and forgetting",
                   lead="Flatness of each fine-tuned minimum (loss rise under random perturbations of relative "
-                       "radius ρ and along a SAM ascent step; Li et al. 2024) against the run's mean forgetting.")
+                       "radius ρ and along a SAM ascent step; Li et al. 2024) against the run's mean "
+                       f"forgetting{over}.")
     strongest = corr.iloc[corr["spearman"].abs().fillna(-1).argmax()]
     sec.figure(figs.sharpness_scatter(df, measures, TARGET), "sharpness against mean forgetting",
                f"Each point is a run; strongest rank correlation: {strongest['measure']} "

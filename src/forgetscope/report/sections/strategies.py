@@ -3,7 +3,9 @@
 ``compare/summary.csv`` is the table of :func:`forgetscope.experiments.compare.summarize` (one row per
 strategy: held-out forgetting with its bootstrap CI, task loss, run-level paired tests against plain).
 Without it, a sweep whose ``runs.parquet`` holds several strategies on the same tasks and seeds is
-compared here by :func:`compare_runs`, with the statistics of the comparison
+compared here by :func:`compare_runs` on one kind of upstream example (the report's kind, else the
+sweep's default kind, ``lm`` when it has plain-text examples: the two kinds are separate experiments),
+with the statistics of the comparison
 (:func:`forgetscope.analysis.stats.paired_run_test` and :func:`~forgetscope.analysis.stats.holm`): the
 unit is the run, paired with the baseline run on the same task and seed. An example-level p-value stays
 in the table only as a labelled description: examples of one run share one fine-tuned model, so
@@ -62,18 +64,22 @@ def _from_summary(ctx: ReportContext) -> tuple[pd.DataFrame, str] | None:
         raise ValueError(f"{ctx.relative(path)} has no 'strategy' column")
     if table.empty:
         raise Skip(f"{ctx.relative(path)} has no rows")
+    kinds = table["upstream_kind"].dropna().astype(str).unique() if "upstream_kind" in table else []
+    which = f" of kind '{kinds[0]}'" if len(kinds) == 1 and kinds[0] != "all" else ""
     lead = (f"Strategies compared on the same tasks and seeds (read from {ctx.relative(path)}): mean forgetting "
-            "on the held-out upstream examples with its 95% bootstrap CI, task loss after ± sd over runs; "
+            f"on the held-out upstream examples{which} with its 95% bootstrap CI, task loss after ± sd over runs; "
             "run-level p-values (paired Wilcoxon signed-rank over task x seed runs against plain fine-tuning, "
             "Holm-adjusted across every reported comparison; 'not testable' with too few runs).")
     return table, lead
 
 
-def compare_runs(matrix, baseline: str = BASELINE, *, n_resamples: int = 9999) -> pd.DataFrame:
+def compare_runs(matrix, baseline: str = BASELINE, *, kind: str | None = None,
+                 n_resamples: int = 9999) -> pd.DataFrame:
     """One row per strategy of ``matrix.runs``: mean forgetting ± SEM over runs, task loss, and each
     strategy against ``baseline`` (the first strategy when there is no ``baseline``) paired over runs.
 
-    A run's value is its mean forgetting over the upstream examples measured in it and in its paired
+    Only the upstream examples of ``kind`` count (``lm``, ``instruction`` or ``all``; None: the matrix's
+    default kind). A run's value is its mean forgetting over those measured in it and in its paired
     baseline run (same task and seed). Tests are :func:`~forgetscope.analysis.stats.paired_run_test`
     (Wilcoxon from 6 pairs, t from 2) with Holm's adjustment across the strategies compared here, one
     family per test; NaN where a test is not testable (``note`` says why). ``p examples (descriptive)``
@@ -87,7 +93,7 @@ def compare_runs(matrix, baseline: str = BASELINE, *, n_resamples: int = 9999) -
     if len(runs) != matrix.shape[0]:
         raise ValueError(f"runs table has {len(runs)} rows for a matrix with {matrix.shape[0]} rows")
     runs = runs.reset_index(drop=True)
-    values = matrix.values
+    values = matrix.select_kind(kind or matrix.default_kind()).values
     strategy = runs["strategy"].astype(str)
     strategies = list(dict.fromkeys(strategy))
     base = baseline if baseline in strategies else strategies[0]
@@ -143,11 +149,13 @@ def _from_runs(ctx: ReportContext) -> tuple[pd.DataFrame, str]:
     m = ctx.need_matrix()
     if m.runs is None or "strategy" not in m.runs or m.runs["strategy"].nunique() < 2:
         raise Skip(f"one strategy only and no {ctx.relative(ctx.layout.compare_summary)}")
-    table = compare_runs(m)
+    kind = ctx.headline_kind
+    table = compare_runs(m, kind=kind)
     base = str(table["strategy"].iloc[0])
+    which = "every upstream example" if kind == "all" else f"every '{kind}' upstream example"
     lead = (f"Strategies compared on the same tasks and seeds (from this sweep's runs; "
             f"{ctx.relative(ctx.layout.compare_summary)} absent): mean forgetting ± SEM over runs, a run's "
-            f"forgetting being its mean over every upstream example it was measured on. Each strategy is paired "
+            f"forgetting being its mean over {which} it was measured on. Each strategy is paired "
             f"with the '{base}' run on the same task and seed; Δ is the mean paired difference with a 95% "
             f"bootstrap CI over runs, and the p-values are run-level (paired Wilcoxon signed-rank from "
             f"{MIN_PAIRS_WILCOXON} pairs, paired t from {MIN_PAIRS_T}; Holm-adjusted across the strategies "
