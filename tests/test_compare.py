@@ -314,6 +314,23 @@ def test_a_kind_without_held_out_examples_fails_before_any_run(tiny_dir, tiny_da
         headline_kind(cfg, up[:4], ["u1", "u2"])
 
 
+def test_compare_kind_is_not_part_of_the_fingerprint(tiny_dir, tiny_data, tmp_path):
+    """compare.kind only changes the summary: changing it resumes the same sweep, and a config dumped
+    before the field existed has the same fingerprint."""
+    from forgetscope.experiments.compare import CompareConfig
+    from forgetscope.experiments.session import config_fingerprint, results_config
+
+    d = _compare_dict(tiny_dir, tiny_data, tmp_path / "x")
+    base = CompareConfig.model_validate(d)
+    older = base.model_dump(mode="json")
+    del older["compare"]["kind"]
+    assert results_config(older) == results_config(base)
+    d["compare"]["kind"] = "instruction"
+    assert config_fingerprint(CompareConfig.model_validate(d)) == config_fingerprint(base)
+    d["compare"]["threshold"] = 0.1
+    assert config_fingerprint(CompareConfig.model_validate(d)) != config_fingerprint(base)
+
+
 def test_compare_on_a_mixed_upstream_states_its_kind(tiny_dir, tiny_data, tmp_path, capsys):
     """A real (tiny) comparison with plain-text and instruction upstream examples: per-kind columns in
     per_run.csv, the kind in summary.csv and in the printed table."""

@@ -210,6 +210,65 @@ def test_fallback_with_too_few_paired_runs_reports_not_testable(tmp_path):
     assert sec.blocks[-1]["html"].count("<td>not testable</td>") == 2
 
 
+def _with_kinds(sweep, kinds):
+    """Record a kind for each upstream example of a demo sweep (its upstream table has none)."""
+    layout = SweepLayout(sweep)
+    up = pd.read_parquet(layout.upstream)
+    up["kind"] = kinds
+    up.to_parquet(layout.upstream)
+
+
+def test_fallback_on_one_kind_of_upstream_is_the_comparison_over_every_column(tmp_path):
+    from forgetscope.report.sections.strategies import compare_runs
+    from forgetscope.store import load_forgetting
+
+    sweep = tmp_path / "s"
+    write_demo_sweep(sweep, n_examples=30, tasks=("a", "b", "c"), seeds=(0, 1), strategies=("plain", "replay"),
+                     extras=False)
+    before = compare_runs(load_forgetting(sweep), n_resamples=200)  # no kinds recorded: every column
+    _with_kinds(sweep, ["lm"] * 30)
+    m = load_forgetting(sweep)
+    assert m.kind_counts() == {"lm": 30}
+    pd.testing.assert_frame_equal(compare_runs(m, n_resamples=200), before)
+
+
+def test_fallback_on_a_mixed_upstream_compares_the_report_kind(tmp_path):
+    from forgetscope.report.sections.base import fmt
+    from forgetscope.report.sections.strategies import compare_runs
+    from forgetscope.store import load_forgetting
+
+    sweep = tmp_path / "s"
+    write_demo_sweep(sweep, n_examples=30, tasks=("a", "b", "c"), seeds=(0, 1), strategies=("plain", "replay"),
+                     extras=False)
+    kinds = np.array(["lm", "instruction", "instruction"] * 10)
+    _with_kinds(sweep, kinds)
+    m = load_forgetting(sweep)
+    plain = [i for i, r in enumerate(m.row_names) if "__plain__" in r]
+    table = compare_runs(m, n_resamples=200).set_index("strategy")  # the default kind: lm
+    lm_mean = np.nanmean(np.nanmean(m.values[plain][:, kinds == "lm"], 1))
+    all_mean = np.nanmean(np.nanmean(m.values[plain], 1))
+    assert table.loc["plain", "mean_forgetting"] == pytest.approx(lm_mean)
+    assert lm_mean != pytest.approx(all_mean)
+    pd.testing.assert_frame_equal(compare_runs(m, n_resamples=200), compare_runs(m.select_kind("lm"), n_resamples=200))
+    inst = compare_runs(m, kind="instruction", n_resamples=200).set_index("strategy")
+    assert inst.loc["plain", "mean_forgetting"] == pytest.approx(
+        np.nanmean(np.nanmean(m.values[plain][:, kinds == "instruction"], 1)))
+
+    sec, _ = _strategies(sweep)  # the report's first kind: the default
+    assert "its mean over every 'lm' upstream example" in sec.lead
+    assert f"<td>{fmt(table.loc['plain', 'mean_forgetting'])}</td>" in sec.blocks[-1]["html"]
+    sections, _, _ = collect_sections(sweep, predict=False, strict=True, kind="instruction")
+    sec = next(s for s in sections if s.key == "strategies")
+    assert "its mean over every 'instruction' upstream example" in sec.lead
+    assert f"<td>{fmt(inst.loc['plain', 'mean_forgetting'])}</td>" in sec.blocks[-1]["html"]
+
+    path = SweepLayout(sweep).compare_summary  # compare's table names its kind
+    path.parent.mkdir(parents=True)
+    _compare_summary().assign(upstream_kind="lm").to_csv(path, index=False)
+    sec, _ = _strategies(sweep)
+    assert "mean forgetting on the held-out upstream examples of kind 'lm'" in sec.lead
+
+
 def test_report_of_a_real_tiny_sweep(tiny_dir, tiny_data, tmp_path):
     from conftest import sweep_config_dict
 

@@ -213,6 +213,15 @@ def test_cli_sharpness(sharp_cfg, tmp_path, capsys):
     assert "sharpness.kind" in err and "unknown example kind 'code'" in err
 
 
+def test_sharpness_kind_is_not_part_of_the_fingerprint(sharp_cfg):
+    from forgetscope.experiments.session import config_fingerprint
+
+    other = sharp_cfg.model_copy(update={"sharpness": sharp_cfg.sharpness.model_copy(update={"kind": "all"})})
+    assert config_fingerprint(other) == config_fingerprint(sharp_cfg)
+    rho = sharp_cfg.model_copy(update={"sharpness": sharp_cfg.sharpness.model_copy(update={"rho": 0.5})})
+    assert config_fingerprint(rho) != config_fingerprint(sharp_cfg)
+
+
 def _upstream_and_rows(kinds, seed=0):
     """An upstream table of ``kinds`` and one run's rows over it (shuffled, some unmeasured)."""
     rng = np.random.default_rng(seed)

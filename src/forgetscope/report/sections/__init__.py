@@ -15,10 +15,12 @@ prediction             ``predict_summary`` + ``predict_curves``: predict/predict
                        predict/predict_curves.csv (:meth:`forgetscope.predict.CVResult.save`), else a small
                        leave-tasks-out cross-validation run here (``additive``, ``knn``, ``lowrank``)
 strategies             ``compare_summary``: compare/summary.csv (``forgetscope compare``), else computed here
-                       when runs.parquet holds several strategies on the same tasks and seeds (mean ± SEM,
-                       run-level paired Wilcoxon and t against ``plain``, Holm-adjusted)
+                       when runs.parquet holds several strategies on the same tasks and seeds (mean ± SEM
+                       over the report's kind of upstream example, ``ctx.headline_kind``; run-level paired
+                       Wilcoxon and t against ``plain``, Holm-adjusted)
 scaling                ``scaling_fit``: scaling/fit.json, + ``scaling_points``: scaling/points.parquet
-sharpness              ``sharpness_table``: sharpness.parquet (``run_id``, ``mean_forgetting``, ``sharpness_*``)
+sharpness              ``sharpness_table``: sharpness.parquet (``run_id``, ``mean_forgetting``,
+                       ``mean_forgetting_kind``, ``sharpness_*``)
 =====================  ==================================================================================
 
 The heat map, spectrum, fits and prediction sections are built once per kind of upstream example
