@@ -51,22 +51,22 @@ def test_penalty_zero_at_anchor_and_quadratic(tiny):
     ctx = _ctx(tiny, "full")
     s = EWCStrategy(lam=3.0, n_fisher=4)
     s.before_training(ctx)
-    assert float(s.penalty(ctx)) == 0.0 and s.summary()["space"] == "parameters"
+    assert s.penalty(ctx).item() == 0.0 and s.summary()["space"] == "parameters"
     direction = {n: torch.randn_like(p) for n, p in ctx.trainable_parameters()}
     values = []
     for scale in (0.01, 0.02, 0.04):
         with torch.no_grad():
             for n, p in ctx.trainable_parameters():
                 p.copy_(s.anchor[n] + scale * direction[n])
-        values.append(float(s.penalty(ctx)))
+        values.append(s.penalty(ctx).item())
     assert 0 < values[0] < values[1] < values[2]
     assert values[1] / values[0] == pytest.approx(4, rel=1e-3) and values[2] / values[1] == pytest.approx(4, rel=1e-3)
     # penalty = λ/2 Σ F (θ − θ0)² exactly
-    manual = sum(float((s.fisher[n] * (p - s.anchor[n]) ** 2).sum()) for n, p in ctx.trainable_parameters())
+    manual = sum(float((s.fisher[n] * (p.detach() - s.anchor[n]) ** 2).sum()) for n, p in ctx.trainable_parameters())
     assert values[2] == pytest.approx(1.5 * manual, rel=1e-5)
     # the training loss includes it
     batch = ctx.collate(ctx.train_encoded)
-    assert float(s.loss(ctx, batch)) == pytest.approx(float(ctx.model(**batch).loss) + values[2], rel=1e-5)
+    assert float(s.loss(ctx, batch).detach()) == pytest.approx(float(ctx.model(**batch).loss.detach()) + values[2], rel=1e-5)
 
 
 def _lora_layers(ctx):
@@ -101,19 +101,19 @@ def test_lora_penalty_anchors_the_effective_update_and_is_invariant_to_factor_sc
     ctx = _ctx(tiny, "lora")
     s = EWCStrategy(lam=2.0, n_fisher=4)
     s.before_training(ctx)
-    assert float(s.penalty(ctx)) == 0.0  # B = 0 at the start: ΔW = 0
+    assert s.penalty(ctx).item() == 0.0  # B = 0 at the start: ΔW = 0
     layers = _lora_layers(ctx)
     torch.manual_seed(0)
     with torch.no_grad():
         for _, m in layers:
             m.lora_B["default"].weight.normal_(std=0.05)
-    pen = float(s.penalty(ctx))
+    pen = s.penalty(ctx).item()
     # λ/2 Σ F_W (scaling · B A)², by hand
     manual = 0.0
     for name, m in layers:
         d = m.scaling["default"] * m.lora_B["default"].weight @ m.lora_A["default"].weight
         assert torch.allclose(lora_delta(m), d)
-        manual += float((s.fisher[f"{name}.base_layer.weight"] * d ** 2).sum())
+        manual += float((s.fisher[f"{name}.base_layer.weight"] * d.detach() ** 2).sum())
     assert pen > 0 and pen == pytest.approx(1.0 * manual, rel=1e-5)
     # B -> B / c, A -> c A leaves ΔW = BA, hence the penalty, unchanged
     for c in (10.0, 0.1):
@@ -121,7 +121,7 @@ def test_lora_penalty_anchors_the_effective_update_and_is_invariant_to_factor_sc
             for _, m in layers:
                 m.lora_B["default"].weight.div_(c)
                 m.lora_A["default"].weight.mul_(c)
-        assert float(s.penalty(ctx)) == pytest.approx(pen, rel=1e-4)
+        assert s.penalty(ctx).item() == pytest.approx(pen, rel=1e-4)
         with torch.no_grad():
             for _, m in layers:
                 m.lora_B["default"].weight.mul_(c)
@@ -130,7 +130,7 @@ def test_lora_penalty_anchors_the_effective_update_and_is_invariant_to_factor_sc
     with torch.no_grad():
         for _, m in layers:
             m.lora_B["default"].weight.mul_(0.5)
-    assert float(s.penalty(ctx)) == pytest.approx(pen / 4, rel=1e-4)
+    assert s.penalty(ctx).item() == pytest.approx(pen / 4, rel=1e-4)
     # the penalty's gradient reaches both factors
     s.penalty(ctx).backward()
     assert all(m.lora_A["default"].weight.grad is not None and m.lora_A["default"].weight.grad.abs().sum() > 0
@@ -152,7 +152,7 @@ def test_ewc_keeps_weights_closer_to_base(tiny):
 
     def drift(strategy):
         r = train_on_task(copy.deepcopy(model), tok, task, cfg, strategy=strategy, upstream=up, progress=False)
-        return sum(float((p - base[n]).pow(2).sum()) for n, p in r.model.named_parameters())
+        return sum(float((p.detach() - base[n].detach()).pow(2).sum()) for n, p in r.model.named_parameters())
 
     assert drift(make_strategy("ewc", lam=1e4, n_fisher=6)) < drift(make_strategy("plain"))
 
@@ -197,14 +197,14 @@ def test_penalty_matches_hand_computation():
     s.anchor = {"weight": torch.tensor([[0.0, -1.0]]), "bias": torch.tensor([0.0])}
     # θ − θ₀ = (1, −1, 0.5): 3/2 · (2·1 + 0.5·1 + 4·0.25) = 1.5 · 3.5 = 5.25
     pen = s.penalty(ctx)
-    assert float(pen) == pytest.approx(5.25, abs=1e-6)
+    assert float(pen.detach()) == pytest.approx(5.25, abs=1e-6)
     pen.backward()  # ∂/∂θ = λ F (θ − θ₀)
     assert torch.allclose(lin.weight.grad, torch.tensor([[6.0, -1.5]]))
     assert torch.allclose(lin.bias.grad, torch.tensor([6.0]))
     lin.bias.requires_grad_(False)  # only trainable parameters are penalised
-    assert float(s.penalty(ctx)) == pytest.approx(1.5 * 2.5, abs=1e-6)
+    assert s.penalty(ctx).item() == pytest.approx(1.5 * 2.5, abs=1e-6)
     s.lam = 0.0
-    assert float(s.penalty(ctx)) == 0.0
+    assert s.penalty(ctx).item() == 0.0
 
 
 @pytest.mark.parametrize("normalize", ["none", "mean"])
