@@ -36,7 +36,9 @@ def _plural(n: int, word: str) -> str:
 
 def compare_table(summary) -> Table:
     """Held-out forgetting of each strategy against plain fine-tuning (the comparison's main result)."""
-    kind = str(summary["upstream_kind"].iloc[0]) if "upstream_kind" in summary else "all"
+    from forgetscope.experiments.compare import summary_kind
+
+    kind = summary_kind(summary)
     over = "upstream" if kind == "all" else f"{kind} upstream"
     table = Table(title=f"held-out {over} forgetting F vs plain fine-tuning (paired over task x seed runs, "
                         "p Holm-adjusted; CIs in summary.csv)", box=box.SIMPLE_HEAD, pad_edge=False)

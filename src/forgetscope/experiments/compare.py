@@ -570,6 +570,11 @@ def save_results(result: dict[str, Any], layout: SweepLayout) -> dict[str, Path]
     return paths
 
 
+def summary_kind(summary: pd.DataFrame) -> str:
+    """The upstream kind a summary's forgetting averages (``all`` for summaries written before kinds)."""
+    return str(summary["upstream_kind"].iloc[0]) if "upstream_kind" in summary else "all"
+
+
 def bar_chart(summary: pd.DataFrame, path: Path) -> Path:
     """Two panels: held-out forgetting (mean over runs, 95% bootstrap CI over runs) and task loss (± sd)."""
     import matplotlib
@@ -585,7 +590,7 @@ def bar_chart(summary: pd.DataFrame, path: Path) -> Path:
     colors = ["#888888" if k == "baseline" else "#c07a2c" if k == "graceful forgetting" else "#3b75af"
               for k in summary.get("kind", pd.Series(["mitigation"] * len(labels)))]
     axes[0].bar(x, m, yerr=np.nan_to_num(np.abs(err)), capsize=4, color=colors)
-    kind = str(summary["upstream_kind"].iloc[0]) if "upstream_kind" in summary else "all"
+    kind = summary_kind(summary)
     axes[0].set_ylabel("mean forgetting on held-out upstream (nats)" if kind == "all"
                        else f"mean forgetting on held-out {kind} upstream (nats)")
     axes[0].axhline(m[0], color="#888888", ls="--", lw=0.8)
