@@ -623,8 +623,11 @@ def build(seed: int, out: Path, n_upstream: int) -> None:
 
     # ---- write ----------------------------------------------------------------------------
     out.mkdir(parents=True, exist_ok=True)
+    others = out / "tasks_instruction.yaml"  # the instruction family's files belong to its own build script
+    keep = set(re.findall(r"^\s*file: (\S+)$", others.read_text(), re.M)) if others.is_file() else set()
     for old in out.glob("task_*.jsonl"):
-        old.unlink()
+        if old.name not in keep:
+            old.unlink()
     write_jsonl(out / "upstream.jsonl", upstream)
     write_jsonl(out / "upstream_instruct.jsonl", upstream_instruct)
     index = []
