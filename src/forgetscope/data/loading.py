@@ -426,7 +426,7 @@ def split_examples(
 
 
 _FIELD_KEYS = ("schema", "text_field", "prompt_field", "response_field", "answer_field", "id_field", "split")
-_SPEC_KEYS = {"path", "heldout_path", "description", "limit", "n_train", "heldout_fraction",
+_SPEC_KEYS = {"path", "heldout_path", "description", "family", "limit", "n_train", "heldout_fraction",
               "heldout_size", "seed", "name", *_FIELD_KEYS}
 
 
@@ -441,6 +441,7 @@ def load_task(
     n_train: int | None = None,
     limit: int | None = None,
     description: str = "",
+    family: str = "",
     **field_mapping: Any,
 ) -> Task:
     """Load a fine-tuning task.
@@ -453,7 +454,8 @@ def load_task(
     Without ``heldout_path`` the rows are split deterministically (``seed``) into train and
     held-out: ``heldout_size`` examples, else ``heldout_fraction`` of them. ``limit`` subsamples
     rows before the split; ``n_train`` subsamples the training side after it (so the held-out set
-    does not depend on ``n_train``). Ids must be unique across both sides.
+    does not depend on ``n_train``). Ids must be unique across both sides. ``family`` (one of
+    :data:`~forgetscope.data.types.FAMILIES`; empty: by format) is recorded with every run of the task.
     """
     unknown = set(field_mapping) - set(_FIELD_KEYS)
     if unknown:
@@ -471,6 +473,7 @@ def load_task(
         path = spec.pop("path")
         heldout_path = spec.pop("heldout_path", heldout_path)
         description = spec.pop("description", description)
+        family = spec.pop("family", family)
         limit = spec.pop("limit", limit)
         n_train = spec.pop("n_train", n_train)
         seed = spec.pop("seed", seed)
@@ -487,8 +490,9 @@ def load_task(
         from forgetscope.data.demo import demo_task
 
         task = demo_task(path[5:], n_train=n_train, seed=seed)
-        if name != task.name or description:
-            task = Task(name, task.train, task.heldout, description or task.description)
+        if name != task.name or description or family:
+            task = Task(name, task.train, task.heldout, description or task.description,
+                        family=family or task.family)
         return task
 
     what = f"task {name!r} ({path})"
@@ -501,4 +505,4 @@ def load_task(
                                         heldout_size=heldout_size, seed=seed, what=what)
     train = subsample(train, n_train, seed, what)
     _check_unique_ids(train + heldout, what)
-    return Task(name=name, train=train, heldout=heldout, description=description)
+    return Task(name=name, train=train, heldout=heldout, description=description, family=family)

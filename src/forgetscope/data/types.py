@@ -22,6 +22,10 @@ INSTRUCTION: Kind = "instruction"
 KINDS: tuple[Kind, ...] = (LM, INSTRUCTION)
 #: What a ``--kind`` option accepts: one kind, or every column together.
 KIND_CHOICES: tuple[str, ...] = (*KINDS, "all")
+#: Task families: instruction-format tasks (prompt -> response, as FLAN builds them) and plain-text tasks
+#: (continued pretraining on a text domain). Runs record their task's family.
+Family = Literal["instruction", "plain_text"]
+FAMILIES: tuple[Family, ...] = ("instruction", "plain_text")
 KIND_LABELS: dict[str, str] = {LM: "plain text (lm: loss over all tokens)",
                                INSTRUCTION: "prompt/response (instruction: loss on the response only)",
                                "all": "all upstream examples"}
@@ -71,13 +75,17 @@ class Task:
     train: list[Example]
     heldout: list[Example]
     description: str = ""
+    family: str = ""  # one of FAMILIES; empty: by format (pairs: instruction, texts: plain_text)
 
     def __post_init__(self) -> None:
         if not self.train:
             raise DataError(f"task {self.name!r} has no training examples")
         if not self.heldout:
             raise DataError(f"task {self.name!r} has no held-out examples")
-
+        if not self.family:
+            self.family = "instruction" if all(e.is_pair for e in self.train) else "plain_text"
+        elif self.family not in FAMILIES:
+            raise DataError(f"task {self.name!r}: unknown family {self.family!r}; use one of {', '.join(FAMILIES)}")
 
     def text_summary(self, n_samples: int = 3, max_chars: int = 300) -> str:
         """What the task is about, as text: its description (else its name) and its first ``n_samples``

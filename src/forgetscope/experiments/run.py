@@ -2,8 +2,9 @@
 
 :func:`execute_run` fine-tunes a fresh copy of the base model with the run's strategy, lets the
 experiment add its hooks (checkpoint evaluations) and measurements (sharpness of the unmerged adapter),
-evaluates, masks the upstream examples the strategy trained on, and returns a typed run record with the
-rows to store. An :class:`Experiment` changes only what it needs; the default is a sweep run: evaluate
+evaluates (and, with ``null_control``, evaluates a random perturbation of the same size:
+:mod:`forgetscope.experiments.null_control`), masks the upstream examples the strategy trained on, and
+returns a typed run record with the rows to store. An :class:`Experiment` changes only what it needs; the default is a sweep run: evaluate
 every upstream example after fine-tuning.
 """
 
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from forgetscope.experiments.null_control import null_perturbation, null_seed, weight_updates
 from forgetscope.experiments.session import SweepSession
 from forgetscope.experiments.spec import RunSpec
 from forgetscope.precision import DTYPES, merge_for_evaluation
@@ -46,6 +48,11 @@ class Experiment:
         return after.rename(columns={"loss": "loss_after", "em": "em_after"})[
             ["example_id", "loss_after", "em_after"]]
 
+    def evaluate_null(self, session: SweepSession, spec: RunSpec, model: Any) -> pd.DataFrame:
+        """The null control's rows (``loss_null`` of every upstream example), measured like :meth:`evaluate`."""
+        after = session.evaluate(model, session.upstream, desc=f"upstream null of {spec.task}")
+        return after.rename(columns={"loss": "loss_null"})[["example_id", "loss_null"]]
+
 
 SWEEP = Experiment()
 
@@ -71,13 +78,21 @@ def execute_run(session: SweepSession, spec: RunSpec,
     finally:
         tracking.close()
     extra = experiment.measure_unmerged(session, spec, result.model)
+    updates = weight_updates(session.base()[0], result.model) if session.config.null_control else None
     t1 = time.perf_counter()
     rows = experiment.evaluate(session, spec, result.model, hooks)
+    if updates is not None:
+        null_model, null_info = null_perturbation(session.base()[0], updates, null_seed(spec.run_id))
+        del updates
+        null_rows = experiment.evaluate_null(session, spec, null_model)
+        rows = rows.merge(null_rows, on="example_id", how="left", validate="one_to_one")
+        extra.update(null_info)
     if result.excluded_upstream_ids and "example_id" in rows:
         gone = rows["example_id"].isin(result.excluded_upstream_ids)
-        rows.loc[gone, [c for c in ("loss_after", "em_after") if c in rows]] = np.nan
+        rows.loc[gone, [c for c in ("loss_after", "em_after", "loss_null") if c in rows]] = np.nan
+    task = session.tasks[spec.task]
     record: RunRecord = {"run_id": spec.run_id, **result.record, "strategy_options": dict(spec.strategy_options),
-                         "task_text": session.tasks[spec.task].text_summary(), **extra,
+                         "family": task.family, "task_text": task.text_summary(), **extra,
                          **session.precision().run_fields(),
                          "eval_wall_s": time.perf_counter() - t1, "wall_s": time.perf_counter() - t0}
     return record, rows

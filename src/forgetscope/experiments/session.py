@@ -81,8 +81,9 @@ def load_task_from_config(tc: TaskConfig, seed: int) -> Task:
         {"heldout_fraction": float(tc.heldout)}
     if tc.source is None:
         return load_task(tc.name, f"demo:{tc.name}", n_train=tc.n_train or tc.n, seed=seed,
-                         description=tc.description)
+                         description=tc.description, family=tc.family or "")
     return load_task(tc.name, tc.source, seed=seed, n_train=tc.n_train, limit=tc.n, description=tc.description,
+                     family=tc.family or "",
                      text_field=tc.text_field, prompt_field=tc.prompt_field, response_field=tc.response_field,
                      answer_field=tc.answer_field, id_field=tc.id_field, split=tc.split, **held)
 
@@ -264,6 +265,12 @@ class SweepSession:
 
         base, tok = self.base()
         _ = self.upstream_encoded
+        if self.config.null_control:
+            from forgetscope.experiments.null_control import check_trainable
+
+            t = self.config.train
+            check_trainable(base, t.method, lora_rank=t.lora_rank, lora_alpha=t.lora_alpha,
+                            lora_dropout=t.lora_dropout, target_modules=t.target_modules)
         for task in self.tasks.values():
             encode_examples(tok, task.train + task.heldout, self.config.train.max_length,
                             model_max_length=context_length(base), chat=self.chat)

@@ -7,7 +7,9 @@ A sweep directory (and the experiments that extend it) looks like this::
       upstream.parquet           example_id, kind, text/prompt/response/answer, n_tokens, loss_before, em_before
       runs.parquet               one row per finished run (task, strategy, hyperparameters, timings, task loss)
       forgetting.parquet         long format: run_id, example_id, loss_after, em_after, forgetting
+                                 (with null_control also loss_null, forgetting_null)
       F.npy                      cached M x N forgetting matrix, rows in runs.parquet order
+      F_null.npy                 with null_control: each run's null-control row (same shape as F.npy)
       runs/<run_id>.json         per-run record (the resume checkpoint: written last)
       runs/<run_id>.parquet      per-run long rows
       logs/<run_id>/             training curves when ``report_to`` is on
@@ -68,6 +70,10 @@ class SweepLayout:
     @property
     def matrix(self) -> Path:
         return self.root / "F.npy"
+
+    @property
+    def null_matrix(self) -> Path:
+        return self.root / "F_null.npy"
 
     @property
     def runs_dir(self) -> Path:

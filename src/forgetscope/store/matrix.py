@@ -48,7 +48,9 @@ class ForgettingMatrix:
     ``runs`` and ``upstream`` carry the sweep's tables when the matrix came from a sweep (``upstream`` row j
     describes column j). ``kinds[j]`` is the kind of example j (``"lm"`` or ``"instruction"``, see
     :mod:`forgetscope.data.types`), taken from the upstream table unless given; None when unknown (an
-    imported matrix). :meth:`select_kind` keeps the columns of one kind.
+    imported matrix). :meth:`select_kind` keeps the columns of one kind. ``null`` (same shape, or None) holds
+    each run's null-control row: the forgetting of a random update of the same size
+    (:mod:`forgetscope.experiments.null_control`).
     """
 
     values: np.ndarray
@@ -59,6 +61,7 @@ class ForgettingMatrix:
     path: Path | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     kinds: np.ndarray | None = None
+    null: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.values = np.asarray(self.values, dtype=np.float64)
@@ -75,6 +78,10 @@ class ForgettingMatrix:
             raise StoreError("row names are not unique")
         if len(set(self.col_names)) != n:
             raise StoreError("column names are not unique")
+        if self.null is not None:
+            self.null = np.asarray(self.null, dtype=np.float64)
+            if self.null.shape != self.values.shape:
+                raise StoreError(f"null-control matrix has shape {self.null.shape}, the matrix {self.values.shape}")
         if self.kinds is None and self.upstream is not None and len(self.upstream) == n:
             self.kinds = upstream_kinds(self.upstream)
         if self.kinds is not None:
@@ -115,7 +122,8 @@ class ForgettingMatrix:
         upstream = self.upstream.iloc[np.flatnonzero(mask)].reset_index(drop=True) \
             if self.upstream is not None else None
         return replace(self, values=self.values[:, mask], col_names=[c for c, m in zip(self.col_names, mask) if m],
-                       upstream=upstream, kinds=self.kinds[mask], meta={**self.meta, "kind": kind})
+                       upstream=upstream, kinds=self.kinds[mask], meta={**self.meta, "kind": kind},
+                       null=self.null[:, mask] if self.null is not None else None)
 
 
 __all__ = ["ForgettingMatrix", "default_kind", "kind_counts", "upstream_kinds"]

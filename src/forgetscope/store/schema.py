@@ -37,7 +37,11 @@ class RunRecord(TrainRecord, total=False):
 
     run_id: str
     strategy_options: dict[str, Any]
+    family: str  # the task's family: instruction | plain_text
     task_text: str  # the task's description and a few training samples (what text-based predictors embed)
+    null_seed: int  # null control (when on): the seed of the random direction, tensors moved, total norm
+    null_tensors: int
+    update_norm: float
     eval_wall_s: float
     eval_device: str  # device type and dtype of loss_after (those of loss_before, checked)
     eval_dtype: str

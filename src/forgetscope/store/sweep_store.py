@@ -117,21 +117,31 @@ class SweepStore:
         before = upstream.set_index(upstream["example_id"].astype(str))["loss_before"]
         long_parts = []
         F = np.full((len(ids), len(example_ids)), np.nan)
+        null = np.full_like(F, np.nan)
+        has_null = False
         col_index = {e: j for j, e in enumerate(example_ids)}
         for i, run_id in enumerate(ids):
             rows = self.read_run_rows(run_id)
             rows["example_id"] = rows["example_id"].astype(str)
-            rows["forgetting"] = forgetting(rows["loss_after"].to_numpy(), before.loc[rows["example_id"]].to_numpy())
-            long_parts.append(rows)
+            base = before.loc[rows["example_id"]].to_numpy()
+            rows["forgetting"] = forgetting(rows["loss_after"].to_numpy(), base)
             cols = [col_index[e] for e in rows["example_id"] if e in col_index]
             F[i, cols] = rows["forgetting"].to_numpy()[: len(cols)]
+            if "loss_null" in rows:
+                has_null = True
+                rows["forgetting_null"] = forgetting(rows["loss_null"].to_numpy(), base)
+                null[i, cols] = rows["forgetting_null"].to_numpy()[: len(cols)]
+            long_parts.append(rows)
         long = pd.concat(long_parts, ignore_index=True) if long_parts else pd.DataFrame(
             columns=["run_id", "example_id", "loss_after", "forgetting"]
         )
         write_parquet(self.layout.runs_table, runs)
         write_parquet(self.layout.forgetting, long)
         write_npy(self.layout.matrix, F)
-        return ForgettingMatrix(F, ids, example_ids, runs=runs, upstream=upstream, path=self.path)
+        if has_null:
+            write_npy(self.layout.null_matrix, null)
+        return ForgettingMatrix(F, ids, example_ids, runs=runs, upstream=upstream, path=self.path,
+                                null=null if has_null else None)
 
     def read_runs(self) -> pd.DataFrame:
         return self._read_parquet(self.layout.runs_table)
@@ -152,8 +162,9 @@ class SweepStore:
                 f"{self.layout.matrix.name} has shape {F.shape} but runs/upstream tables give "
                 f"{(len(row_names), len(col_names))} in {self.path}"
             )
+        null = np.load(self.layout.null_matrix, allow_pickle=False) if self.layout.null_matrix.is_file() else None
         return ForgettingMatrix(F, row_names, col_names, runs=runs, upstream=upstream, path=self.path,
-                                meta=manifest)
+                                meta=manifest, null=null)
 
     def _read_matrix(self) -> np.ndarray:
         p = self.layout.matrix

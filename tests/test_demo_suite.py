@@ -1,0 +1,110 @@
+"""The shipped measurement design: task families, human-written upstream text, and their separation."""
+
+import filecmp
+import json
+import shutil
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from forgetscope.config import parse_config
+from forgetscope.data.demo import LM_TARGETS, demo_task, demo_task_info, demo_task_names, demo_upstream
+from forgetscope.data.types import FAMILIES
+from forgetscope.errors import ConfigError, DataError
+
+DEMO = Path(str(resources.files("forgetscope.data").joinpath("demo")))
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+CATEGORIES = {"short_answer", "classification", "transformation", "extraction", "code_reading", "long_answer"}
+# where the human-written upstream set comes from; no task may draw on these
+UPSTREAM_SOURCES = ("manpages", "perl-doc", "perl-modules", "dict-devil", "tcl", "tk", "tcllib", "devil")
+
+
+def _key(s: str) -> str:
+    return " ".join(s.lower().split())
+
+
+def _rows(name: str) -> list[dict]:
+    return [json.loads(line) for line in (DEMO / name).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def test_every_task_has_a_known_family_and_the_instruction_family_is_large_and_varied():
+    names = demo_task_names()
+    assert all(demo_task_info(n)["family"] in FAMILIES for n in names)
+    inst = demo_task_names("instruction")
+    assert set(demo_task_names("plain_text")) == {"bible", "code", "jargon", "quotes", "python_docs", "poetry"}
+    new = [n for n in inst if "category" in demo_task_info(n)]
+    assert len(new) >= 24
+    cats = [demo_task_info(n)["category"] for n in new]
+    assert set(cats) == CATEGORIES
+    for n in new:
+        info = demo_task_info(n)
+        assert info["description"] and info["source"] and info["license"], n
+        task = demo_task(n)
+        assert task.family == "instruction" and all(e.is_pair for e in task.train + task.heldout)
+        train_items = {_key(e.prompt + e.response) for e in task.train}
+        assert not train_items & {_key(e.prompt + e.response) for e in task.heldout}, n
+
+
+def test_human_upstream_set_is_large_and_shares_no_source_or_text_with_any_task():
+    ups = demo_upstream()
+    assert len(ups) >= 1000 and all(e.kind == "lm" for e in ups)
+    rows = _rows(LM_TARGETS["human"])
+    cats = {r["category"] for r in rows}
+    assert {"manpages", "perl_doc", "tcl_code", "perl_code", "devils_dictionary"} == cats
+    task_keys, task_sources = set(), set()
+    for n in demo_task_names():
+        for r in _rows(demo_task_info(n)["file"]):
+            task_keys.add(_key(r.get("text") or (r["prompt"] + r["response"])))
+            if r.get("response"):
+                task_keys.add(_key(r["response"]))
+            task_sources.add(str(r.get("source", "")).split("/")[0].lower())
+    assert not {_key(r["text"]) for r in rows} & task_keys
+    assert not any(s.startswith(UPSTREAM_SOURCES) for s in task_sources), sorted(task_sources)
+
+
+def test_a_task_with_an_unknown_family_is_refused_in_the_config():
+    with pytest.raises(ConfigError, match="family"):
+        parse_config({"tasks": [{"name": "code", "family": "poetry"}]})
+
+
+def test_a_task_file_with_an_unknown_family_is_a_data_error(tmp_path):
+    from forgetscope.data.loading import load_task
+
+    path = tmp_path / "t.jsonl"
+    path.write_text("".join(json.dumps({"text": f"line {i}"}) + "\n" for i in range(6)))
+    with pytest.raises(DataError, match="unknown family"):
+        load_task("t", path, family="prose")
+    assert load_task("t", path).family == "plain_text"  # by format when not given
+    assert load_task("t", path, family="instruction").family == "instruction"
+
+
+def test_sampling_targets_apply_to_the_demo_upstream_only():
+    with pytest.raises(ConfigError, match="lm_targets"):
+        parse_config({"upstream": {"source": "data/mine.jsonl", "lm_targets": "base_samples"},
+                      "tasks": ["code"]})
+    assert parse_config({"upstream": {"source": "demo"}, "tasks": ["code"]}).upstream.lm_targets == "human"
+
+
+def _build(script: str, out: Path, argv: list[str]) -> None:
+    subprocess.run([sys.executable, str(SCRIPTS / f"{script}.py"), "--out", str(out), *argv], check=True,
+                   capture_output=True)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (Path("/usr/share/iso-codes/json").is_dir() and Path("/usr/share/misc/countries.gz").is_file()
+                         and Path("/usr/share/doc/python3.11/html/_sources/faq").is_dir()),
+                    reason="the instruction-task sources are not installed (apt-get install iso-codes miscfiles "
+                           "wamerican wbritish tzdata python3.11-doc)")
+def test_instruction_task_builder_is_deterministic(tmp_path):
+    outs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        shutil.copytree(DEMO, out)  # the overlap check reads the other shipped files
+        _build("build_instruction_tasks", out, [])
+        outs.append(out)
+    files = sorted(p.name for p in outs[0].glob("task_*.jsonl")) + ["tasks_instruction.yaml"]
+    match, mismatch, errors = filecmp.cmpfiles(outs[0], outs[1], files, shallow=False)
+    assert not mismatch and not errors and len(match) == len(files)
