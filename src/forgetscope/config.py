@@ -81,6 +81,9 @@ class SourceConfig(_Strict):
     # continuations of those: biased towards forgetting by construction), base_samples (its temperature-1
     # samples continuing the human texts); see forgetscope.data.demo
     lm_targets: Literal["human", "text", "base_continuations", "base_samples"] = "human"
+    # demo only: the instruction pairs' responses are the gold answers, or the default model's own
+    # temperature-1 answers (base_samples; exact match still uses the gold answers)
+    instruct_targets: Literal["gold", "base_samples"] = "gold"
     text_field: str = "text"
     prompt_field: str = "prompt"
     response_field: str = "response"
@@ -92,13 +95,16 @@ class SourceConfig(_Strict):
         if self.n == 0 and not (self.source == "demo" and self.n_instruct > 0):
             raise ValueError("n: 0 keeps no examples; only the demo upstream set with n_instruct > 0 may "
                              "leave out its plain texts")
-        if self.source not in ("demo", None) and self.lm_targets != "human":
-            raise ValueError(f"lm_targets chooses among the shipped demo sets; it does not apply to source "
-                             f"{self.source!r}")
+        if self.source not in ("demo", None) and (self.lm_targets != "human" or self.instruct_targets != "gold"):
+            raise ValueError(f"lm_targets and instruct_targets choose among the shipped demo sets; they do not "
+                             f"apply to source {self.source!r}")
         return self
 
 
 class TaskConfig(SourceConfig):
+    # lm_targets does not apply to a task; it keeps the value it had before the upstream default changed,
+    # so the fingerprints of sweeps recorded earlier stay the same
+    lm_targets: Literal["human", "text", "base_continuations", "base_samples"] = "text"
     name: str
     source: str | None = None  # None: the demo task of this name
     n_train: int | None = Field(None, ge=1)

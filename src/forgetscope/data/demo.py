@@ -19,7 +19,9 @@ there records source, license and method. Contents:
   model's ancestral sampling at temperature 1, seeded (``lm_targets: base_samples``): self-generated
   without the argmax bias; mean F over samples estimates KL(base ‖ fine-tuned) per token;
 * ``upstream_instruct.jsonl``: 120 prompt/response pairs with a short gold ``answer`` (chemical
-  symbols, WordNet antonyms) for exact match;
+  symbols, WordNet antonyms) for exact match; ``upstream_instruct_samples.jsonl``: the same prompts with
+  the default base model's own temperature-1 answers as responses (``instruct_targets: base_samples``), so
+  the loss is not dominated by the format of terse gold strings;
 * the original ten tasks (``tasks.yaml`` indexes them), each 150 train + 30 held-out examples of at most 64
   tokens: ``bible``, ``code``, ``definitions``, ``jargon``, ``elements``, ``quotes``,
   ``python_docs``, ``poetry``, ``classification`` (derived labels) and ``arithmetic_synthetic``
@@ -106,10 +108,17 @@ def upstream_file(targets: str = "text") -> str:
     return LM_TARGETS[targets]
 
 
-def demo_upstream_instruct(n: int | None = None, seed: int = 0) -> list[Example]:
-    """Upstream prompt/response pairs with short gold answers for exact match (120 by default)."""
-    return subsample(_examples(UPSTREAM_INSTRUCT_FILE, "upstream_instruct"), n, seed,
-                   "demo upstream_instruct")
+def demo_upstream_instruct(n: int | None = None, seed: int = 0, targets: str = "gold") -> list[Example]:
+    """Upstream prompt/response pairs with short gold answers for exact match (120 by default).
+
+    ``targets`` (:data:`INSTRUCT_TARGETS`) says which response the loss is measured on: ``gold`` (the terse
+    gold answer) or ``base_samples`` (the default base model's own temperature-1 answer in its chat format;
+    the gold answer stays the exact-match target). The same ``n``/``seed`` draw the same prompts.
+    """
+    if targets not in INSTRUCT_TARGETS:
+        raise DataError(f"unknown demo instruct_targets {targets!r}; choose from {', '.join(INSTRUCT_TARGETS)}")
+    name = INSTRUCT_TARGETS[targets]
+    return subsample(_examples(name, "upstream_instruct"), n, seed, "demo upstream_instruct")
 
 
 UPSTREAM_FILE = "upstream.jsonl"
@@ -118,6 +127,9 @@ UPSTREAM_INSTRUCT_FILE = "upstream_instruct.jsonl"
 UPSTREAM_CONTINUATIONS_FILE = "upstream_continuations.jsonl"
 #: The shipped plain-text upstream sets, by the name ``upstream.lm_targets`` gives them.
 UPSTREAM_SAMPLES_FILE = "upstream_samples.jsonl"
+UPSTREAM_INSTRUCT_SAMPLES_FILE = "upstream_instruct_samples.jsonl"
+#: The shipped instruction upstream sets, by the name ``upstream.instruct_targets`` gives them.
+INSTRUCT_TARGETS = {"gold": UPSTREAM_INSTRUCT_FILE, "base_samples": UPSTREAM_INSTRUCT_SAMPLES_FILE}
 LM_TARGETS = {"human": UPSTREAM_HUMAN_FILE, "text": UPSTREAM_FILE,
               "base_continuations": UPSTREAM_CONTINUATIONS_FILE, "base_samples": UPSTREAM_SAMPLES_FILE}
 

@@ -26,6 +26,12 @@ NOT_RESULTS = {"output": True, "executor": True, "report_to": True,
                "compare": {"kind": True}, "sharpness": {"kind": True}}
 
 
+# Config fields added after sweeps were first recorded, with the default that means "as before": at that
+# value they are left out of the fingerprint, so a sweep recorded before they existed still resumes.
+ADDED_LATER = {"null_control": False, "upstream": {"instruct_targets": "gold"}, "eval": {"dtype": "float32"}}
+ADDED_LATER_PER_TASK = {"family": None, "instruct_targets": "gold"}
+
+
 def results_config(config: SweepConfig | dict[str, Any]) -> dict[str, Any]:
     """The part of a config (or of its JSON dump) that changes results."""
     data = config.model_dump(mode="json") if not isinstance(config, dict) else copy.deepcopy(config)
@@ -35,6 +41,17 @@ def results_config(config: SweepConfig | dict[str, Any]) -> dict[str, Any]:
         elif isinstance(data.get(key), dict):
             for k in sub:
                 data[key].pop(k, None)
+    for key, default in ADDED_LATER.items():
+        if isinstance(default, dict):
+            for k, v in default.items():
+                if isinstance(data.get(key), dict) and data[key].get(k, v) == v:
+                    data[key].pop(k, None)
+        elif data.get(key, default) == default:
+            data.pop(key, None)
+    for task in data.get("tasks") or []:
+        for k, v in ADDED_LATER_PER_TASK.items():
+            if isinstance(task, dict) and task.get(k, v) == v:
+                task.pop(k, None)
     return data
 
 
@@ -64,7 +81,8 @@ def load_upstream(config: SweepConfig) -> list[Example]:
     if src.source == "demo":
         from forgetscope.data.demo import demo_upstream, demo_upstream_instruct
 
-        pairs = demo_upstream_instruct(n=src.n_instruct, seed=config.seed) if src.n_instruct else []
+        pairs = demo_upstream_instruct(n=src.n_instruct, seed=config.seed, targets=src.instruct_targets) \
+            if src.n_instruct else []
         texts = demo_upstream(n=src.n, seed=config.seed, targets=src.lm_targets) if src.n != 0 else []
         return texts + pairs
     from forgetscope.data.loading import load_examples
@@ -107,12 +125,12 @@ def input_fingerprints(config: SweepConfig, source: Any, upstream: list[Example]
     Files are hashed byte for byte (a ``save_to_disk`` directory file by file); the demo suite by the
     shipped files used; a hub dataset by the examples loaded from it.
     """
-    from forgetscope.data.demo import UPSTREAM_INSTRUCT_FILE, demo_files_sha256, demo_task_file, upstream_file
+    from forgetscope.data.demo import INSTRUCT_TARGETS, demo_files_sha256, demo_task_file, upstream_file
 
     src = config.upstream
     if src.source == "demo":
         files = (([upstream_file(src.lm_targets)] if src.n != 0 else [])
-                 + ([UPSTREAM_INSTRUCT_FILE] if src.n_instruct else []))
+                 + ([INSTRUCT_TARGETS[src.instruct_targets]] if src.n_instruct else []))
         up = {"source": "demo", "what": f"the shipped demo upstream file(s) {', '.join(files)}",
               "sha256": demo_files_sha256(files)}
     else:
