@@ -158,3 +158,25 @@ def test_demo_options_choose_the_upstream_design(tiny_dir, tiny_data, tmp_path, 
     assert manifest["config"]["train"]["lora_rank"] == 2 and manifest["eval"]["chat"] is False
     assert run_app([*base, "--output", str(tmp_path / "none"), "--upstream", "0", "--instruct", "0"]) == 2
     assert "needs upstream examples" in _error_line(capsys)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"strategy": "replai"}, "unknown strategy 'replai'"),
+    ({"strategy": "sam", "strategy_options": {"rho": -1}}, "rho"),
+    ({"executor": "slurmm"}, "slurmm"),
+    ({"null_control": True, "train": {"method": "lora", "steps": 1, "target_modules": ["nope_proj"]}}, "nope_proj"),
+])
+def test_a_bad_strategy_executor_or_null_control_fails_before_anything_is_written(
+        tiny_dir, tiny_data, tmp_path, capsys, change, message):
+    out = tmp_path / "out"
+    data = {**sweep_config_dict(tiny_dir, tiny_data, out), **change}
+    assert run_app(["run", str(_write(tmp_path, data))]) == 2
+    assert message in _error_line(capsys)
+    assert not out.exists()
+
+
+def test_the_demo_prints_a_summary_per_task_family(tiny_dir, tiny_data, tmp_path, capsys):
+    data = sweep_config_dict(tiny_dir, tiny_data, tmp_path / "out")
+    assert run_app(["run", str(_write(tmp_path, data))]) == 0
+    out = capsys.readouterr().out
+    assert "per task family" in out and "plain_text" in out and "instruction" in out

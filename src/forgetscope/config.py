@@ -95,9 +95,6 @@ class SourceConfig(_Strict):
         if self.n == 0 and not (self.source == "demo" and self.n_instruct > 0):
             raise ValueError("n: 0 keeps no examples; only the demo upstream set with n_instruct > 0 may "
                              "leave out its plain texts")
-        if self.source not in ("demo", None) and (self.lm_targets != "human" or self.instruct_targets != "gold"):
-            raise ValueError(f"lm_targets and instruct_targets choose among the shipped demo sets; they do not "
-                             f"apply to source {self.source!r}")
         return self
 
 
@@ -190,6 +187,10 @@ class SweepConfig(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"tasks: duplicate task names {dupes}")
+        up = self.upstream
+        if up.source != "demo" and (up.lm_targets != "human" or up.instruct_targets != "gold"):
+            raise ValueError(f"upstream.lm_targets and upstream.instruct_targets choose among the shipped demo "
+                             f"sets; they do not apply to source {up.source!r}")
         return self
 
     @property

@@ -66,10 +66,11 @@ def family_table(matrix: ForgettingMatrix, kind: str) -> Table | None:
     if matrix.runs is None or "family" not in matrix.runs or "task" not in matrix.runs:
         return None
     fam = family_summary(matrix)
-    table = Table(title=f"{kind} forgetting per task family")
-    for col in ("family", "tasks", "runs", "tasks mean F>0", "entries F>0", "mean F", "seed corr",
-                "runs learning"):
-        table.add_column(col, justify="left" if col == "family" else "right")
+    table = Table(title=f"{kind}: per task family", caption="tasks F̄>0: share of tasks whose mean F > 0; "
+                  "seed r: mean correlation of two seeds' rows; learned: runs whose task loss fell")
+    table.add_column("family", no_wrap=True, min_width=11)
+    for col in ("tasks", "runs", "tasks F̄>0", "entries F>0", "mean F", "seed r", "learned"):
+        table.add_column(col, justify="right")
     for r in fam.itertuples():
         corr = "–" if not np.isfinite(r.seed_corr) else f"{r.seed_corr:.2f}"
         table.add_row(str(r.family), str(r.n_tasks), str(r.n_runs), _pct(r.share_tasks_forgetting),

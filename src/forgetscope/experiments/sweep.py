@@ -177,14 +177,15 @@ def run_sweep(config: SweepConfig, *, output: str | Path | None = None, executor
               overwrite: bool = False, on_run: RunCallback | None = None,
               session: SweepSession | None = None) -> ForgettingMatrix:
     """Run (or resume) a sweep and return its forgetting matrix; see the module docstring."""
-    from forgetscope.experiments.executors import get_executor
+
+    from forgetscope.experiments.validate import validate_sweep
 
     output = Path(output or config.output)
-    config = config.model_copy(update={"output": output})
+    config = config.model_copy(update={"output": output, **({"executor": executor} if executor else {})})
+    validate_sweep(config)  # strategy, executor, input files: before any model is loaded
     session = session or SweepSession.prepare(config)  # validates data before anything is written
     session.config = config
-    executor = executor or config.executor
-    get_executor(executor)  # an unknown or uninstalled executor fails before the directory is touched
+    executor = config.executor
     store = open_store(config, session, output, overwrite)
     ensure_upstream_measured(session, store)
     specs = plan_runs(config)

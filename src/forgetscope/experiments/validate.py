@@ -1,0 +1,33 @@
+"""Checks of a sweep config that need more than its shape, made before any model is loaded or file written.
+
+The config's pydantic model checks types and ranges; what it cannot know without importing the layers
+above it is checked here, once, by every entry point: the strategy name and its options (built once and
+dropped), the executor (resolved, so a missing optional engine fails now), and the input files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from forgetscope.config import SweepConfig
+from forgetscope.data.loading import HUB_PREFIX
+from forgetscope.errors import DataError
+
+
+def _check_source(source: str | None, what: str) -> None:
+    if source is None or source == "demo" or source.startswith((HUB_PREFIX, "demo:")):
+        return
+    if not Path(source).expanduser().exists():
+        raise DataError(f"{what} not found: {source}")
+
+
+def validate_sweep(config: SweepConfig) -> None:
+    """Raise a one-line user error for anything in ``config`` that would fail later, before any work."""
+    from forgetscope.experiments.executors import get_executor
+    from forgetscope.train import make_strategy
+
+    make_strategy(config.strategy, **config.strategy_options)
+    get_executor(config.executor)
+    _check_source(config.upstream.source, "upstream data")
+    for task in config.tasks:
+        _check_source(task.source, f"data of task {task.name!r}")
