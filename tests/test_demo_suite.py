@@ -132,7 +132,14 @@ def test_a_sweep_recorded_before_the_new_fields_keeps_its_fingerprint():
     recorded.pop("null_control")
     recorded["upstream"].pop("instruct_targets")
     for t in recorded["tasks"]:
-        t.pop("family"), t.pop("instruct_targets")
+        t.pop("family"), t.pop("instruct_targets"), t.pop("seeds")
     assert config_fingerprint(parse_config(recorded)) == config_fingerprint(cfg)
     changed = parse_config({**cfg.model_dump(mode="json"), "null_control": True})
     assert config_fingerprint(changed) != config_fingerprint(cfg)  # turning it on is a different sweep
+
+
+def test_a_task_may_have_seeds_of_its_own():
+    from forgetscope.experiments.sweep import plan_runs
+
+    cfg = parse_config({"seeds": [0], "tasks": ["code", {"name": "bible", "seeds": [0, 1]}]})
+    assert [(s.task, s.seed) for s in plan_runs(cfg)] == [("code", 0), ("bible", 0), ("bible", 1)]

@@ -35,16 +35,22 @@ def test_lora_update_is_the_effective_delta_and_the_null_matches_its_norms(tiny)
         want = dict(merged.named_parameters())[name] - dict(base.named_parameters())[name]
         torch.testing.assert_close(delta, want.detach())
         assert torch.linalg.matrix_rank(delta) <= 2  # s·BA has the adapter's rank
-    null, info = null_perturbation(base, updates, seed=3)
-    null_params, base_params = dict(null.named_parameters()), dict(base.named_parameters())
-    for name, p in null_params.items():
-        step = (p - base_params[name]).detach()
-        if name in updates:
-            assert float(step.norm()) == pytest.approx(float(updates[name].norm()), rel=1e-5)
-            assert torch.linalg.matrix_rank(step) > 2  # a random direction, not the run's
-        else:
-            assert torch.count_nonzero(step) == 0
-    assert info["null_tensors"] == len(updates)
+    for rank in (None, 2):
+        null, info = null_perturbation(base, updates, seed=3, rank=rank)
+        null_params, base_params = dict(null.named_parameters()), dict(base.named_parameters())
+        for name, p in null_params.items():
+            step = (p - base_params[name]).detach()
+            if name in updates:
+                assert float(step.norm()) == pytest.approx(float(updates[name].norm()), rel=1e-5)
+                cos = float((step * updates[name]).sum() / (step.norm() * updates[name].norm()))
+                assert abs(cos) < 0.5  # a random direction, not the run's
+                if rank is None:
+                    assert torch.linalg.matrix_rank(step) > 2
+                else:  # the adapter's rank, like the update it stands in for
+                    assert torch.linalg.matrix_rank(step) == 2
+            else:
+                assert torch.count_nonzero(step) == 0
+        assert info["null_tensors"] == len(updates) and info["null_rank"] == str(rank or "full")
     assert info["update_norm"] == pytest.approx(float(torch.sqrt(sum(d.norm() ** 2 for d in updates.values()))))
 
 
@@ -73,7 +79,9 @@ def test_null_control_with_nothing_trainable_is_refused(tiny):
 
 def test_sweep_with_null_control_stores_a_null_row_per_run(tiny_dir, tiny_data, tmp_path):
     out = tmp_path / "sweep"
-    cfg = parse_config({**sweep_config_dict(tiny_dir, tiny_data, out), "null_control": True})
+    cfg = parse_config({**sweep_config_dict(tiny_dir, tiny_data, out), "null_control": True,
+                        "train": {**sweep_config_dict(tiny_dir, tiny_data, out)["train"], "method": "lora",
+                                  "lora_rank": 2}})
     m = run_sweep(cfg)
     assert (out / "F_null.npy").is_file()
     loaded = load_forgetting(out)
@@ -81,6 +89,7 @@ def test_sweep_with_null_control_stores_a_null_row_per_run(tiny_dir, tiny_data, 
     assert np.isfinite(loaded.null).all() and not np.allclose(loaded.null, loaded.values)
     runs = loaded.runs.set_index("run_id")
     assert (runs["null_tensors"] > 0).all() and (runs["update_norm"] > 0).all()
+    assert (runs["null_rank"].astype(str) == "2").all()  # LoRA runs: the adapter's rank by default
     assert set(runs["family"]) == {"plain_text", "instruction"}  # code is text, qa is pairs
     sub = loaded.select_kind("lm")
     assert sub.null.shape == sub.values.shape

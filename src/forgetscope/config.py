@@ -109,6 +109,7 @@ class TaskConfig(SourceConfig):
     description: str = ""
     # instruction | plain_text, recorded with every run; None: the demo index's, else by format
     family: Literal["instruction", "plain_text"] | None = None
+    seeds: list[int] | None = None  # a sweep's seeds for this task only (default: the sweep's seeds)
 
 
 DEFAULT_EVAL_MAX_LENGTH = 512
@@ -157,6 +158,9 @@ class SweepConfig(_Strict):
     # after each run, also measure a random-direction perturbation of the same parameters with the norms of
     # the run's update (forgetscope.experiments.null_control): the row of "generic sensitivity"
     null_control: bool = False
+    # LoRA runs: the null direction of each adapted weight has the adapter's rank (adapter) or full rank
+    # (full); full fine-tuning is always full rank
+    null_rank: Literal["adapter", "full"] = "adapter"
     executor: str = "local"  # a name in forgetscope.experiments.executors.EXECUTORS
     report_to: str | list[str] = "none"  # none | tensorboard | wandb (training curves, off by default)
 

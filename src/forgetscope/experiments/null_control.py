@@ -6,8 +6,11 @@ a strong rank-1 part (every task "forgets" the same fragile examples). The null 
 task-example association: for each run, the base model is perturbed along a random Gaussian direction
 in exactly the tensors the run changed, each tensor's perturbation scaled to the Frobenius norm of that
 tensor's update (LoRA: the effective update ``ΔW = s·BA`` of each adapted weight, read off a merged copy;
-full fine-tuning: the weight difference). Its row of forgetting is what a task-agnostic move of the same
-size does to each example.
+full fine-tuning: the weight difference). For a LoRA run the direction has the adapter's rank by default
+(``null_rank: adapter``: the product of two Gaussian factors, the shape of what the run could have
+learned); ``null_rank: full`` spreads the same norm over every direction of the matrix, a much weaker
+move of the outputs. Its row of forgetting is what a task-agnostic move of the same size does to each
+example.
 """
 
 from __future__ import annotations
@@ -48,12 +51,22 @@ def weight_updates(base: torch.nn.Module, tuned: torch.nn.Module) -> dict[str, t
     return out
 
 
-def null_perturbation(base: torch.nn.Module, updates: dict[str, torch.Tensor],
-                      seed: int) -> tuple[torch.nn.Module, dict[str, Any]]:
+def random_direction(shape: torch.Size, gen: torch.Generator, rank: int | None = None) -> torch.Tensor:
+    """A Gaussian direction of ``shape``; for a matrix and a ``rank``, the product of two Gaussian factors
+    (a random matrix of that rank, like a LoRA update's ``BA``)."""
+    if rank is None or len(shape) != 2 or rank >= min(shape):
+        return torch.randn(shape, generator=gen, dtype=torch.float32)
+    left = torch.randn((shape[0], rank), generator=gen, dtype=torch.float32)
+    return left @ torch.randn((rank, shape[1]), generator=gen, dtype=torch.float32)
+
+
+def null_perturbation(base: torch.nn.Module, updates: dict[str, torch.Tensor], seed: int,
+                      rank: int | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
     """A copy of ``base`` moved along a seeded random direction with the per-tensor norms of ``updates``.
 
-    Returns the model and what the record keeps: the seed, the number of tensors perturbed and the total
-    Frobenius norm (equal to the update's).
+    ``rank``: each matrix's direction has this rank (a LoRA run's adapter rank, so the null has the shape of
+    what the run could learn); None: full rank. Returns the model and what the record keeps: the seed,
+    the rank, the number of tensors perturbed and the total Frobenius norm (equal to the update's).
     """
     model = copy.deepcopy(base)
     params = dict(model.named_parameters())
@@ -62,12 +75,13 @@ def null_perturbation(base: torch.nn.Module, updates: dict[str, torch.Tensor],
     with torch.no_grad():
         for name in sorted(updates):
             delta = updates[name]
-            direction = torch.randn(delta.shape, generator=gen, dtype=torch.float32)
+            direction = random_direction(delta.shape, gen, rank)
             step = direction * (delta.norm() / direction.norm())
             p = params[name]
             p.add_(step.to(device=p.device, dtype=p.dtype))
             total += float(delta.norm()) ** 2
-    return model, {"null_seed": seed, "null_tensors": len(updates), "update_norm": total ** 0.5}
+    return model, {"null_seed": seed, "null_rank": str(rank) if rank is not None else "full",
+                   "null_tensors": len(updates), "update_norm": total ** 0.5}
 
 
 def check_trainable(model: torch.nn.Module, method: str, **lora: Any) -> int:

@@ -82,7 +82,9 @@ def execute_run(session: SweepSession, spec: RunSpec,
     t1 = time.perf_counter()
     rows = experiment.evaluate(session, spec, result.model, hooks)
     if updates is not None:
-        null_model, null_info = null_perturbation(session.base()[0], updates, null_seed(spec.run_id))
+        adapter = train_cfg.method == "lora" and session.config.null_rank == "adapter"
+        null_model, null_info = null_perturbation(session.base()[0], updates, null_seed(spec.run_id),
+                                                  rank=train_cfg.lora_rank if adapter else None)
         del updates
         null_rows = experiment.evaluate_null(session, spec, null_model)
         rows = rows.merge(null_rows, on="example_id", how="left", validate="one_to_one")

@@ -28,8 +28,8 @@ NOT_RESULTS = {"output": True, "executor": True, "report_to": True,
 
 # Config fields added after sweeps were first recorded, with the default that means "as before": at that
 # value they are left out of the fingerprint, so a sweep recorded before they existed still resumes.
-ADDED_LATER = {"null_control": False, "upstream": {"instruct_targets": "gold"}, "eval": {"dtype": "float32"}}
-ADDED_LATER_PER_TASK = {"family": None, "instruct_targets": "gold"}
+ADDED_LATER = {"null_control": False, "null_rank": "full", "upstream": {"instruct_targets": "gold"}, "eval": {"dtype": "float32"}}
+ADDED_LATER_PER_TASK = {"family": None, "instruct_targets": "gold", "seeds": None}
 
 
 def results_config(config: SweepConfig | dict[str, Any]) -> dict[str, Any]:

@@ -41,9 +41,10 @@ from forgetscope.store import ForgettingMatrix, SweepStore
 
 
 def plan_runs(config: SweepConfig) -> list[RunSpec]:
-    """Every task x seed with the config's strategy."""
+    """Every task x seed (a task's own ``seeds`` where given, else the sweep's) with the config's strategy."""
     opts = tuple(sorted(config.strategy_options.items()))
-    return [RunSpec(tc.name, seed, config.strategy, opts) for tc in config.tasks for seed in config.seed_list]
+    return [RunSpec(tc.name, seed, config.strategy, opts) for tc in config.tasks
+            for seed in (tc.seeds or config.seed_list)]
 
 
 def _manifest(config: SweepConfig, session: SweepSession) -> dict[str, Any]:
@@ -61,7 +62,7 @@ def _manifest(config: SweepConfig, session: SweepSession) -> dict[str, Any]:
         "model": session.source.describe(),
         "inputs": session.inputs,
         "eval": session.eval_summary(),
-        "seeds": config.seed_list,
+        "seeds": sorted({s.seed for s in plan_runs(config)}),
         "n_upstream": len(session.upstream),
         "upstream_kinds": {k: n for k in KINDS if (n := sum(e.kind == k for e in session.upstream))},
         "tasks": {name: {"n_train": len(t.train), "n_heldout": len(t.heldout), "description": t.description}

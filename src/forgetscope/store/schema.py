@@ -39,7 +39,8 @@ class RunRecord(TrainRecord, total=False):
     strategy_options: dict[str, Any]
     family: str  # the task's family: instruction | plain_text
     task_text: str  # the task's description and a few training samples (what text-based predictors embed)
-    null_seed: int  # null control (when on): the seed of the random direction, tensors moved, total norm
+    null_seed: int  # null control (when on): the seed and rank of the random direction, tensors moved, norm
+    null_rank: str  # the adapter rank, or "full"
     null_tensors: int
     update_norm: float
     eval_wall_s: float
