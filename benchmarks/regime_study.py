@@ -6,10 +6,13 @@
 Each config is an ordinary sweep config (run with :func:`forgetscope.run_sweep`, so a killed study resumes
 where it stopped: finished runs are kept in the sweep's own directory). After each sweep, and after every
 finished run, RESULTS/<config stem>/ is rewritten with the raw outputs a reader needs to check every
-number (manifest.json, runs.csv, upstream.parquet, F.npy, F_null.npy) and the derived tables:
+number (manifest.json, runs.csv, upstream.parquet, F.npy, F_null.npy, forgetting.parquet) and the derived
+tables of the plain-text (lm) columns:
 family_summary.csv (per task family: share of tasks with mean F > 0, share of entries F > 0, mean seed
 correlation, share of runs whose held-out task loss fell), seed_reliability.csv, null_per_run.csv and
-null_r2_by_rank.csv (the null control), plus summary.json with the criteria of a usable regime:
+null_r2_by_rank.csv (the null control); with instruction columns also family_summary_instruction.csv and
+binary_forgetting.csv (answers the base model got right and each run lost); plus summary.json with the
+criteria of a usable regime:
 
 * the instruction family forgets: mean F > 0 on >= 80 % of its tasks and on >= 60 % of its entries;
 * it is measured above its noise: mean correlation of two seeds' rows >= 0.7;
@@ -34,6 +37,7 @@ CRITERIA = {"share_tasks_forgetting": 0.8, "share_entries_forgotten": 0.6, "seed
 def write_results(sweep: Path, out: Path) -> dict:
     """Copy a sweep's raw outputs to ``out`` and write its regime tables; returns summary.json's content."""
     import numpy as np
+    import pandas as pd
 
     from forgetscope.analysis.null_control import null_comparison
     from forgetscope.analysis.regime import family_summary, seed_reliability
@@ -41,17 +45,32 @@ def write_results(sweep: Path, out: Path) -> dict:
 
     out.mkdir(parents=True, exist_ok=True)
     layout = SweepLayout(sweep)
-    for src in (layout.manifest, layout.upstream, layout.matrix, layout.null_matrix):
+    for src in (layout.manifest, layout.upstream, layout.matrix, layout.null_matrix, layout.forgetting):
         if src.is_file():
             shutil.copy2(src, out / src.name)
     store = SweepStore(sweep)
-    matrix = store.load_matrix().select_kind("lm")
+    full = store.load_matrix()
+    matrix = full.select_kind("lm")
     matrix.runs.drop(columns=["task_text"], errors="ignore").to_csv(out / "runs.csv", index=False)
+    extra: dict = {}
+    if "instruction" in full.kind_counts():
+        from forgetscope.measure.forgetting import binary_forgetting
+
+        inst = full.select_kind("instruction")
+        family_summary(inst).to_csv(out / "family_summary_instruction.csv", index=False)
+        binary = binary_forgetting(full)
+        lost = np.nansum(binary.values, axis=1)
+        known = np.isfinite(binary.values).sum(axis=1)
+        pd.DataFrame({"run_id": binary.row_names, "answers_known_before": known, "answers_lost": lost,
+                      "mean_loss_forgetting": np.nanmean(inst.values, axis=1)}).to_csv(
+            out / "binary_forgetting.csv", index=False)
+        extra["instruction"] = {"n_examples": int(inst.shape[1]), "answers_known_before": int(known.max(initial=0)),
+                                "share_answers_lost": float(lost.sum() / known.sum()) if known.sum() else None}
     fam = family_summary(matrix)
     fam.to_csv(out / "family_summary.csv", index=False)
     seed_reliability(matrix).to_csv(out / "seed_reliability.csv", index=False)
     summary: dict = {"sweep": str(sweep), "n_runs": int(matrix.shape[0]), "n_examples": int(matrix.shape[1]),
-                     "families": fam.to_dict(orient="records")}
+                     "families": fam.to_dict(orient="records"), **extra}
     if matrix.null is not None and matrix.shape[0] >= 2:
         nc = null_comparison(matrix, max_rank=min(5, *matrix.shape))
         nc.table().to_csv(out / "null_per_run.csv", index=False)

@@ -30,3 +30,11 @@ def test_demo_cli_measures_a_real_forgetting_matrix(tmp_path, capsys):
     runs = pd.read_parquet(out / "runs.parquet")
     assert (runs["task_loss_after"] < runs["task_loss_before"]).mean() >= 0.75  # fine-tuning learns
     assert (runs["trainable_params"] > 0).all()
+    # the preset first (4 instruction-format tasks, 2 plain-text), each family summarised, a null row per run
+    assert runs["task"].tolist()[:6] == ["capital_cities", "unicode_category", "case_conversion", "python_eval",
+                                         "code", "poetry"]
+    assert "per task family" in printed and "plain_text" in printed and "instruction" in printed
+    assert np.load(out / "F_null.npy").shape == F.shape
+    assert run_app(["analyze", str(out)]) == 0
+    analysed = capsys.readouterr().out
+    assert "null control" in analysed and "R²(k) residual" in analysed

@@ -113,3 +113,19 @@ def test_null_comparison_separates_generic_fragility_from_task_structure():
 def test_null_comparison_without_null_rows_is_a_clear_error():
     with pytest.raises(DataError, match="null_control: true"):
         null_comparison(np.ones((2, 3)))
+
+
+def test_analyze_shows_and_saves_the_null_comparison(tiny_dir, tiny_data, tmp_path, capsys):
+    from forgetscope.cli import run_app
+
+    out = tmp_path / "sweep"
+    run_sweep(parse_config({**sweep_config_dict(tiny_dir, tiny_data, out), "null_control": True}))
+    capsys.readouterr()
+    assert run_app(["analyze", str(out), "--no-figures"]) == 0
+    printed = capsys.readouterr().out
+    assert "null control" in printed and "R²(k) residual" in printed and "null profile" in printed
+    assert (out / "analysis" / "lm" / "null_per_run.csv").is_file()
+    import json
+
+    saved = json.loads((out / "analysis" / "lm" / "analysis.json").read_text())
+    assert {"by_rank", "explained_share", "v1_profile_corr"} <= set(saved["null_control"])

@@ -50,8 +50,9 @@ def _print_null(matrix: ForgettingMatrix, max_rank: int, out_dir: Path) -> dict:
     from forgetscope.analysis.null_control import null_comparison
 
     nc = null_comparison(matrix, max_rank=max_rank)
-    table = Table(title="null control: a random update of each run's size (generic sensitivity)")
-    for col in ("k", "R²(k) of F", "R²(k) of null rows", "R²(k) of task-specific residual"):
+    table = Table(title="null control: a random update of each run's size", caption="residual: F minus each "
+                  "run's affine fit on the mean null row (the task-specific part)")
+    for col in ("k", "R²(k) F", "R²(k) null", "R²(k) residual"):
         table.add_column(col, justify="right")
     for row in nc.rank_table().itertuples():
         table.add_row(str(row.k), f"{row.r2:.4f}", f"{row.r2_null:.4f}", f"{row.r2_residual:.4f}")

@@ -150,18 +150,19 @@ def run(
 @app.command()
 def demo(
     output: Path = typer.Option(Path("sweeps/demo"), help="sweep directory"),
-    tasks: int | None = typer.Option(None, min=1, help="number of demo tasks (default: all)"),
-    task: list[str] = typer.Option([], "--task", help="a demo task by name; repeatable (default: all tasks)"),
+    tasks: int | None = typer.Option(None, min=1, help="number of demo tasks: the preset's 6 first, then the "
+                                     "other shipped tasks (default: the preset's 6)"),
+    task: list[str] = typer.Option([], "--task", help="a demo task by name; repeatable (default: the preset)"),
     upstream: int | None = typer.Option(None, min=0, help="number of upstream plain-text (lm) examples "
-                                        "(default 160; 0: instruction pairs only; with --upstream-file: how "
+                                        "(default 96; 0: instruction pairs only; with --upstream-file: how "
                                         "many of its examples, default all)"),
-    instruct: int = typer.Option(32, min=0, help="number of upstream instruction pairs (with gold answers)"),
+    instruct: int = typer.Option(24, min=0, help="number of upstream instruction pairs (with gold answers)"),
     upstream_file: Path | None = typer.Option(None, help="an upstream data file in place of the demo sets "
                                               "(plain text and/or prompt/response pairs)"),
     n_train: int = typer.Option(120, min=2, help="training examples per task"),
-    steps: int = typer.Option(10, min=1, help="fine-tuning steps per task"),
+    steps: int = typer.Option(20, min=1, help="fine-tuning steps per task"),
     batch_size: int = typer.Option(8, min=1),
-    lr: float = typer.Option(2e-3),
+    lr: float = typer.Option(1e-3),
     max_length: int = typer.Option(96, min=8, help="training tokens per example (longer ones are truncated)"),
     eval_max_length: int | None = typer.Option(None, min=8, help="evaluation tokens per upstream example "
                                                "(default: 512 capped at the model's context; truncation is "
@@ -169,29 +170,35 @@ def demo(
     method: str = typer.Option("lora", help="lora or full"),
     lora_rank: int = typer.Option(8, min=1),
     target_module: list[str] = typer.Option([], "--target-module",
-                                            help="LoRA target module; repeatable (default q_proj, v_proj)"),
+                                            help="LoRA target module; repeatable (default: every linear layer)"),
     chat: str = typer.Option("auto", help="chat template for prompt/response pairs: auto, on or off"),
-    lm_targets: str = typer.Option("base_continuations", help="plain-text upstream set: base_continuations (the "
-                                   "base model's own greedy continuations of the demo texts) or text"),
+    lm_targets: str = typer.Option("human", help="plain-text upstream set: human (human-written text), "
+                                   "base_samples (the base model's T=1 continuations), base_continuations "
+                                   "(its greedy ones: biased towards forgetting) or text (the original set)"),
+    instruct_targets: str = typer.Option("base_samples", help="instruction responses scored: base_samples (the "
+                                         "base model's own answers) or gold (the gold answers)"),
+    null_control: bool = typer.Option(True, help="measure a random update of each run's size beside it"),
     kind: str | None = typer.Option(None, help="summarise only this kind: lm, instruction or all "
                                     "(default: each kind present)"),
     seed: int = typer.Option(0),
-    model: str = typer.Option("smollm2-135m-instruct", help="base model (default: the offline SmolLM2)"),
+    model: str = typer.Option("smollm2-135m-instruct", help="base model (default: the offline SmolLM2; "
+                              "gemma3-270m with the gemma3 extra)"),
     executor: str = typer.Option("local"),
     overwrite: bool = typer.Option(False, help="replace an existing, different sweep in the output directory"),
 ) -> None:
-    """Run the default offline demo sweep (SmolLM2-135M, demo suite, LoRA) and summarise it per kind."""
+    """Run the default offline demo sweep (SmolLM2-135M, a preset of the demo suite, LoRA) and summarise it."""
     from forgetscope.experiments import run_sweep
-    from forgetscope.experiments.demo import demo_config
+    from forgetscope.experiments.demo import ALL_LINEAR, demo_config
 
     chat_value = {"auto": "auto", "on": True, "off": False}.get(chat)
     if chat_value is None:
         raise ForgetscopeError(f"--chat must be auto, on or off, got {chat!r}")
-    n_upstream = upstream if upstream is not None or upstream_file is not None else 160
+    n_upstream = upstream if upstream is not None or upstream_file is not None else 96
     cfg = demo_config(output=output, n_upstream=n_upstream, n_instruct=instruct, n_tasks=tasks, n_train=n_train,
                       steps=steps, batch_size=batch_size, lr=lr, max_length=max_length, method=method, seed=seed,
                       model=model, tasks=task or None, upstream_source=upstream_file, lora_rank=lora_rank,
-                      target_modules=target_module or None, eval_max_length=eval_max_length or "auto",
-                      chat=chat_value, lm_targets=lm_targets)
+                      target_modules=target_module or ALL_LINEAR,
+                      eval_max_length=eval_max_length or "auto", chat=chat_value, lm_targets=lm_targets,
+                      instruct_targets=instruct_targets, null_control=null_control)
     matrix = run_sweep(cfg, output=output, executor=executor, overwrite=overwrite, session=_prepare(cfg, kind))
     _report(matrix, output, kind)
