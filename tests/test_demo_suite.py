@@ -1,6 +1,7 @@
 """The shipped measurement design: task families, human-written upstream text, and their separation."""
 
 import filecmp
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -143,3 +144,28 @@ def test_a_task_may_have_seeds_of_its_own():
 
     cfg = parse_config({"seeds": [0], "tasks": ["code", {"name": "bible", "seeds": [0, 1]}]})
     assert [(s.task, s.seed) for s in plan_runs(cfg)] == [("code", 0), ("bible", 0), ("bible", 1)]
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_temperature_one_samples_are_seeded_and_reproducible(tiny):
+    build = _script("build_demo_continuations")
+    model, tok = tiny
+    texts = ["The quick brown fox jumps over the lazy dog.", "def add(a, b):\n    return a + b\n"] * 3
+
+    def sample(seed):
+        return build.continuations(model, tok, texts, prefix=3, new=8, batch=4, sample=True, seed=seed)
+
+    first = sample(0)
+    assert first == sample(0)  # same seed, same samples
+    assert first != sample(1)  # another seed, other samples
+    greedy = build.continuations(model, tok, texts, prefix=3, new=8, batch=4)
+    assert greedy[0] == greedy[2] and first != greedy  # greedy repeats itself; sampling does not
+    answers = build.answers(model, tok, ["What is two plus two?", "Name a colour."], new=6, seed=0)
+    assert answers == build.answers(model, tok, ["What is two plus two?", "Name a colour."], new=6, seed=0)
