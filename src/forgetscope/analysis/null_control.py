@@ -6,7 +6,8 @@ over runs, the *null profile* ``n̄`` (one value per example), estimates how fra
 move of the weights. The questions a reviewer asks of a low-rank claim, answered here:
 
 - per task: how much of its row does the null profile explain (R² of the affine fit ``F_i ≈ a_i + b_i n̄``),
-  and how much its own null row (the squared correlation);
+  and how much its own null row (the squared correlation); over the matrix, the share of the within-row
+  variance those fits explain (the tasks' different mean forgetting is not credited to the null);
 - R²(k) of the matrix, of the null matrix, and of the *task-specific residual* ``F_i − (a_i + b_i n̄)``:
   structure left after generic sensitivity is taken out;
 - the correlation of the first right singular vector of ``F`` with ``n̄`` (is rank 1 just fragility?).
@@ -37,7 +38,7 @@ class NullComparison:
     r2_by_rank: np.ndarray  # R²(k) of F
     r2_null_by_rank: np.ndarray  # R²(k) of the null matrix
     r2_residual_by_rank: np.ndarray  # R²(k) of the task-specific residual
-    explained_share: float  # 1 - SSE/SST of the per-row affine fits on the null profile, over the matrix
+    explained_share: float  # share of the within-row variance of F the per-row affine fits on n̄ explain
     v1_profile_corr: float  # correlation of F's first right singular vector with the null profile
 
     def table(self) -> pd.DataFrame:
@@ -105,8 +106,11 @@ def null_comparison(F: Any, null: Any | None = None, *, max_rank: int = 5,
     filled = np.where(np.isnan(X), np.nanmean(X, axis=0, keepdims=True), X)
     _, _, vt = np.linalg.svd(np.nan_to_num(filled), full_matrices=False)
     v1 = vt[0] * np.sign(vt[0].sum() or 1.0)
+    # within-row variance only: the fits' intercepts a_i would otherwise "explain" the differences between
+    # the tasks' mean forgetting, which the null profile says nothing about
     ok = np.isfinite(X)
-    sst = float(((X[ok] - X[ok].mean()) ** 2).sum())
+    centred = X - np.nanmean(X, axis=1, keepdims=True)
+    sst = float((centred[ok] ** 2).sum())
     explained = 1.0 - float(((X[ok] - fits[ok]) ** 2).sum()) / sst if sst > 0 else float("nan")
     return NullComparison(
         row_names=names,

@@ -57,8 +57,8 @@ def _print_null(matrix: ForgettingMatrix, max_rank: int, out_dir: Path) -> dict:
     for row in nc.rank_table().itertuples():
         table.add_row(str(row.k), f"{row.r2:.4f}", f"{row.r2_null:.4f}", f"{row.r2_residual:.4f}")
     console.print(table)
-    console.print(f"the null profile (mean null row) explains {nc.explained_share:.1%} of F's variance "
-                  f"(per-run affine fits; median per run {float(np.nanmedian(nc.r2_profile)):.1%}); "
+    console.print(f"the null profile (mean null row) explains {nc.explained_share:.1%} of F's within-run "
+                  f"variance (per-run affine fits; median per run {float(np.nanmedian(nc.r2_profile)):.1%}); "
                   f"corr(first right singular vector, null profile) = {nc.v1_profile_corr:+.3f}; "
                   f"mean F {float(np.nanmean(nc.mean_forgetting)):+.4f} vs mean null "
                   f"{float(np.nanmean(nc.mean_null)):+.4f} nats", highlight=False)
