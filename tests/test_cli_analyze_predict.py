@@ -123,3 +123,14 @@ def test_a_kind_with_no_examples_is_one_line_and_writes_nothing(tmp_path, matrix
     assert msg in " ".join(err.split()) and "Traceback" not in err
     assert not (sweep / "analysis").exists() and not (sweep / "predict").exists()
     assert not (tmp_path / "F_analysis").exists() and not (tmp_path / "F_predict").exists()
+
+
+def test_predict_records_where_its_noise_margin_came_from(tmp_path, matrix_file):
+    out = tmp_path / "out"
+    args = ["predict", str(matrix_file), "-p", "10", "--no-figures", "--out", str(out), "--folds", "2"]
+    assert run_app(args) == 0
+    proto = json.loads(next(out.glob("predict_protocol*.json")).read_text())
+    assert proto["tau_source"].startswith("default")  # no seeds to estimate it from: the default, said so
+    assert run_app([*args, "--tau", "0.1"]) == 0
+    proto = json.loads(next(out.glob("predict_protocol*.json")).read_text())
+    assert proto["tau_source"] == "given" and proto["tau"] == 0.1

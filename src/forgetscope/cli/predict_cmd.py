@@ -62,12 +62,11 @@ def predict(
 
     matrix, kind = load_kind(source, kind or ("instruction" if binary else None))
     matrix = prediction_matrix(matrix, binary=binary)
-    if not binary and tau is None:
-        tau, _ = noise_margin(matrix)
+    threshold = tau if binary or tau is not None else noise_margin(matrix)[0]  # the logistic predictor's cut
     names = list(dict.fromkeys(predictor or (["logistic"] if binary else ["additive", "knn", "lowrank"])))
     params = {"lowrank": {"rank": rank, "ridge": ridge, "method": method, "seed": seed},
               "logistic": {"rank": rank or (5 if binary else 3), "ridge": ridge,
-                           "threshold": 0.0 if binary else float(tau or 0.0), "seed": seed},
+                           "threshold": 0.0 if binary else float(threshold or 0.0), "seed": seed},
               "knn": {"k": neighbors, "similarity": similarity}}
     result = evaluate(matrix, names, probe=list(probe), n_folds=folds, draws=draws, seed=seed,
                       probe_method=probe_method, tau=None if binary else tau, binary=binary,
