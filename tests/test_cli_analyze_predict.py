@@ -28,7 +28,7 @@ def test_import_analyze_predict(tmp_path, matrix_file):
     assert run_app(["predict", str(sweep), "--probe", "0.05", "--probe", "0.2", "-m", "knn", "-m", "lowrank",
                     "--folds", "3", "--k", "5"]) == 0
     table = pd.read_csv(sweep / "predict" / "predict_cv.csv")
-    assert set(table["predictor"]) == {"additive", "knn", "lowrank"}
+    assert set(table["predictor"]) == {"additive", "knn", "lowrank", "column-mean", "probe-mean", "all-forgotten"}
     for png in ("scatter.png", "precision_at_k.png"):
         assert (sweep / "predict" / png).stat().st_size > 1000
 

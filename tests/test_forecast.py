@@ -96,7 +96,8 @@ def test_forecast_equals_predict_on_measured_minus_base(sweep, tiny_dir, tmp_pat
     expected = get_predictor(name).fit(known, groups=matrix.runs["task"].tolist()).predict(idx, observed)
     expected[idx] = observed
     got = result.table.set_index("example_id").loc[ids]
-    np.testing.assert_array_equal(got["forgetting"].to_numpy(), expected)
+    # the same numbers up to float rounding (BLAS may sum in another order under load)
+    np.testing.assert_allclose(got["forgetting"].to_numpy(), expected, rtol=0, atol=1e-12)
     assert got["observed"].to_numpy().sum() == 5 and got["observed"].to_numpy()[idx].all()
     assert (got.loc[got["observed"], "uncertainty"] == 0).all()
     assert np.isfinite(got["uncertainty"]).all() and (got.loc[~got["observed"], "uncertainty"] >= 0).all()

@@ -37,7 +37,8 @@ def test_cv_table_is_tidy_and_reports_against_additive(cv_table):
                 "spearman", "f1", "precision@10", "recall@10", "rmse_ratio_vs_additive",
                 "delta_spearman_vs_additive"}
     assert expected <= set(cv_table.columns)
-    assert len(cv_table) == 3 * 2 * 4  # draws x probe sizes x predictors (folds pooled)
+    # draws x probe sizes x (predictors + column-mean, probe-mean, all-forgotten; folds pooled)
+    assert len(cv_table) == 3 * 2 * (4 + 3)
     add = cv_table[cv_table.predictor == "additive"]
     assert np.allclose(add["rmse_ratio_vs_additive"], 1.0)
     assert np.allclose(cv_table["inference_skipped"], 1 - cv_table["probe_size"] / 1500)
@@ -143,7 +144,8 @@ def test_unknown_predictor_and_parameters():
         get_predictor("knn", similarity="dot")
     with pytest.raises(ConfigError):
         get_predictor("lowrank", rank=0)
-    assert set(PREDICTORS) == {"zero", "additive", "knn", "knn-baseline", "lowrank", "logistic", "semantic"}
+    assert set(PREDICTORS) == {"zero", "additive", "column-mean", "probe-mean", "knn", "knn-baseline", "lowrank",
+                               "logistic", "semantic"}
 
 
 def test_edge_matrices():
@@ -153,7 +155,8 @@ def test_edge_matrices():
         cross_validate(planted(m=5, n=50), ["knn"], probe=[50])
     const = np.ones((6, 40))  # constant rows: degenerate but must not crash
     table = cross_validate(const, ["knn", "lowrank"], probe=[0.25], n_folds=3)
-    assert np.allclose(table["rmse"], 0.0, atol=1e-9)
+    scored = table[table["predictor"] != "all-forgotten"]  # an F1-only baseline has no RMSE
+    assert np.allclose(scored["rmse"], 0.0, atol=1e-9)
     # one known row is enough to fit every predictor
     one = planted(m=2, n=60)
     for name in ("additive", "knn", "lowrank", "logistic"):

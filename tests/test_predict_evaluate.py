@@ -18,12 +18,13 @@ def test_evaluate_saves_csv_and_json(tmp_path):
     res = evaluate(small(), ["knn", "lowrank"], probe=[0.05, 20], n_folds=3, ks=(5,))
     paths = res.save(tmp_path)
     table = pd.read_csv(paths["cv"])
-    assert set(table["predictor"]) == {"additive", "knn", "lowrank"}  # baseline always added
+    trivial = {"column-mean", "probe-mean", "all-forgotten"}  # shown beside every predictor
+    assert set(table["predictor"]) == {"additive", "knn", "lowrank"} | trivial  # baseline always added
     assert sorted(table["probe_size"].unique()) == [10, 20]
     assert paths["json"].read_text().startswith("[")
     assert {"k", "precision", "recall"} <= set(res.curves.columns)
     assert {"true", "pred"} <= set(res.scatter.columns)
-    assert len(summarize(res.table)) == 3 * 2
+    assert len(summarize(res.table)) == 6 * 2
 
 
 def test_evaluate_is_seeded():
@@ -37,7 +38,8 @@ def test_labelled_variants_and_duplicates():
 
     res = evaluate(small(), {"knn_cos": get_predictor("knn"), "knn_rmse": get_predictor("knn", similarity="rmse")},
                    probe=[0.1], n_folds=2)
-    assert {"knn_cos", "knn_rmse", "additive"} == set(res.table["predictor"])
+    assert {"knn_cos", "knn_rmse", "additive", "column-mean", "probe-mean", "all-forgotten"} == set(
+        res.table["predictor"])
     with pytest.raises(ConfigError, match="twice"):
         evaluate(small(), ["knn", "knn"], probe=[0.1], n_folds=2)
     with pytest.raises(ConfigError, match="n_folds"):
@@ -53,3 +55,26 @@ def test_metrics_on_a_perfect_prediction():
     assert o == 0.0
     prec, rec = precision_curve(t, t, np.array([1, 2, 5, 9]), 0.0)
     assert prec[0] == 1.0 and np.isnan(prec[-1]) and rec[2] == 1.0
+
+
+def test_trivial_baselines_score_what_their_definitions_say():
+    X = small(m=8, n=120, seed=3)
+    res = evaluate(X, ["additive"], probe=[20], n_folds=4, draws=2, tau=0.3)
+    t = res.table.set_index(["predictor", "draw"])
+    for d in (0, 1):
+        share = t.loc[("additive", d), "forgotten_share"]
+        assert t.loc[("all-forgotten", d), "f1"] == pytest.approx(2 * share / (1 + share))
+        assert np.isnan(t.loc[("all-forgotten", d), "rmse"]) and t.loc[("all-forgotten", d), "recall"] == 1.0
+    assert not evaluate(X, ["additive"], probe=[20], n_folds=4, draws=1, baselines=False).table[
+        "predictor"].isin(["column-mean", "probe-mean", "all-forgotten"]).any()
+
+
+def test_column_mean_and_probe_mean_predict_by_their_definitions():
+    from forgetscope.predict import get_predictor
+
+    X = small(m=6, n=50)
+    idx = np.array([1, 5, 9])
+    col = get_predictor("column-mean").fit(X[:4]).predict(idx, X[4, idx])
+    np.testing.assert_allclose(col, X[:4].mean(0))  # ignores the probe
+    probe = get_predictor("probe-mean").fit(X[:4]).predict(idx, X[4, idx])
+    np.testing.assert_allclose(probe, np.full(50, X[4, idx].mean()))

@@ -59,7 +59,7 @@ def test_grouped_cv_never_has_a_task_in_train_and_test():
     mat.values += 1000 * np.arange(mat.shape[0])[:, None]  # every entry names its row
     tasks = mat.runs["task"].to_numpy()
     Spy.log = []
-    table = evaluate(mat, {"spy": Spy()}, probe=[20], n_folds=3, draws=2).table
+    table = evaluate(mat, {"spy": Spy()}, probe=[20], n_folds=3, draws=2, baselines=False).table
     assert set(table["predictor"]) == {"spy", "additive"}
     assert len(Spy.log) == 3 * 2  # folds x draws
     tested: list[int] = []
@@ -99,7 +99,7 @@ def test_fixed_and_out_of_domain_splits():
 
 
 def test_draws_give_mean_and_sd_and_counts_are_the_default():
-    result = evaluate(seeded_matrix(), ["knn", "lowrank"], draws=4)
+    result = evaluate(seeded_matrix(), ["knn", "lowrank"], draws=4, baselines=False)
     table, summary = result.table, result.summary()
     assert sorted(table["draw"].unique()) == [0, 1, 2, 3] and (table["probe_size"] == 30).all()
     assert len(table) == 4 * 3 and (summary["draws"] == 4).all()

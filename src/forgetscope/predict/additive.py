@@ -15,7 +15,10 @@ squares).
 task's probe entries. The shrinkage matters most for the new task's offset: ``λ_u = 15`` against 30
 probes pulls it a third of the way towards zero.
 
-``zero`` predicts no forgetting at all; ``additive`` must beat it.
+``zero`` predicts no forgetting at all; ``additive`` must beat it. Two more trivial baselines show what a
+score means on a given matrix: ``column-mean`` (every example's mean forgetting over the known tasks; it
+ignores the probe, so it is what "popularity" alone ranks) and ``probe-mean`` (the new task's mean probe
+value for every example; it knows the task's strength and nothing about examples).
 """
 
 from __future__ import annotations
@@ -70,3 +73,31 @@ class ZeroPredictor(Predictor):
     def _predict_rows(self, idx: np.ndarray, Y: np.ndarray, *,
                       task_texts: Sequence[str] | None) -> np.ndarray:
         return np.zeros((Y.shape[0], self.n_cols_))
+
+
+class ColumnMeanPredictor(Predictor):
+    """The other tasks' mean forgetting of each example, whatever the probe says (popularity alone)."""
+
+    name = "column-mean"
+
+    def _fit(self, X: np.ndarray, *, task_texts: Sequence[str] | None,
+             example_texts: Sequence[str] | None) -> None:
+        self.col_mean_ = np.nanmean(X, axis=0).astype(np.float64)
+
+    def _predict_rows(self, idx: np.ndarray, Y: np.ndarray, *,
+                      task_texts: Sequence[str] | None) -> np.ndarray:
+        return np.repeat(self.col_mean_[None, :], Y.shape[0], axis=0)
+
+
+class ProbeMeanPredictor(Predictor):
+    """The new task's mean probe value for every example (its strength, nothing about examples)."""
+
+    name = "probe-mean"
+
+    def _fit(self, X: np.ndarray, *, task_texts: Sequence[str] | None,
+             example_texts: Sequence[str] | None) -> None:
+        pass
+
+    def _predict_rows(self, idx: np.ndarray, Y: np.ndarray, *,
+                      task_texts: Sequence[str] | None) -> np.ndarray:
+        return np.repeat(Y.mean(axis=1, keepdims=True), self.n_cols_, axis=1)

@@ -19,7 +19,8 @@ known rows (draws differ only in how ties are broken).
 **Scores.** Each predictor is fitted once per split on its known rows and completes every test row
 from its probe values; a draw's score pools every test row's *unprobed* entries (RMSE and F1 over the
 pooled entries, correlations and @k scores as means over rows). Tables give the mean and sd over
-draws (``summarize``), every number also against the ``additive`` baseline of the same draw.
+draws (``summarize``), every number also against the ``additive`` baseline of the same draw, beside the
+trivial baselines (``column-mean``, ``probe-mean``, and for F1 ``all-forgotten``).
 "Forgotten" for F1 and precision@k is ``F > τ``, a noise margin: by default (``tau=None``) the sd of
 the differences between the rows of one task run with different seeds (:func:`noise_margin`), or
 :data:`DEFAULT_TAU` nats when no task has several seeds. With ``binary=True`` the matrix is binary
@@ -55,6 +56,9 @@ from forgetscope.predict.semantic import texts_from_matrix
 from forgetscope.validation import check_matrix
 
 BASELINE = "additive"
+#: trivial baselines shown beside every predictor (``evaluate(baselines=True)``)
+TRIVIAL = ("column-mean", "probe-mean")
+ALL_FORGOTTEN = "all-forgotten"
 DEFAULT_PROBES = (30,)
 DEFAULT_DRAWS = 10
 #: the noise margin (nats) used when the sweep has no task with several seeds
@@ -216,8 +220,14 @@ def evaluate(matrix: Any, predictors: Sequence[str | Predictor] | Mapping[str, s
         train_group: str | None = None, test_group: str | None = None, ks: Sequence[int] = (10, 100),
         params: Mapping[str, Mapping[str, Any]] | None = None, task_texts: Sequence[str] | None = None,
         example_texts: Sequence[str] | None = None, active_rank: int = 5,
-        scatter_points: int = 2000) -> CVResult:
-    """Evaluate ``predictors`` on ``matrix`` (array or ``ForgettingMatrix``) under the protocol of the module doc."""
+        scatter_points: int = 2000, baselines: bool = True) -> CVResult:
+    """Evaluate ``predictors`` on ``matrix`` (array or ``ForgettingMatrix``) under the protocol of the module doc.
+
+    ``baselines`` (default) adds the trivial baselines beside the predictors, so every score can be read
+    against what no model at all achieves: ``column-mean`` and ``probe-mean`` (:mod:`forgetscope.predict.additive`)
+    and, for F1, ``all-forgotten`` (every unprobed entry predicted forgotten: F1 = 2s / (1 + s) for a share s
+    of forgotten entries; no other score).
+    """
     X = check_matrix(matrix, what="forgetting matrix", dtype=None)
     m, n = X.shape
     if m < 2:
@@ -229,6 +239,8 @@ def evaluate(matrix: Any, predictors: Sequence[str | Predictor] | Mapping[str, s
     if tau is not None and not (np.isfinite(tau) and tau >= 0):
         raise ConfigError(f"tau must be a finite margin >= 0, got {tau}")
     named = _named_predictors(predictors, params or {})
+    if baselines and not binary:
+        named.update({b: get_predictor(b) for b in TRIVIAL if b not in named})
     probes_in = list(probe) if isinstance(probe, (Sequence, np.ndarray)) else [probe]
     if not probes_in:
         raise DataError("no probe sizes given")
@@ -300,6 +312,8 @@ def evaluate(matrix: Any, predictors: Sequence[str | Predictor] | Mapping[str, s
                      "n_splits": len(splits), "n_train": float(np.mean([s.train.size for s in splits])),
                      "n_test": int(sum(s.test.size for s in splits)), "tau": threshold,
                      "fit_s": fit_s[label], "predict_s": predict_s[(d, size, label)], **metrics})
+    if baselines and not binary:
+        rows += [_all_forgotten(r) for r in rows if r["predictor"] == BASELINE]
     table = _against_baseline(pd.DataFrame(rows), ks, binary)
     curves = []
     for (size, label), (ps, pn, rs, rn) in curve_sums.items():
@@ -356,6 +370,16 @@ def _named_predictors(predictors: Sequence[str | Predictor] | Mapping[str, str |
     if BASELINE not in out:
         out = {BASELINE: get_predictor(BASELINE), **out}
     return out
+
+
+def _all_forgotten(row: dict[str, Any]) -> dict[str, Any]:
+    """The "everything forgotten" row of one draw and probe size, from the share of forgotten entries."""
+    share = row["forgotten_share"]
+    scores = {k: np.nan for k, v in row.items() if isinstance(v, float) and k not in (
+        "probe_frac", "inference_skipped", "n_train", "tau", "forgotten_share")}
+    return {**row, **scores, "predictor": ALL_FORGOTTEN, "method": ALL_FORGOTTEN, "fit_s": 0.0,
+            "predict_s": 0.0, "f1": 2 * share / (1 + share) if share > 0 else 0.0, "precision": share,
+            "recall": 1.0 if share > 0 else 0.0}
 
 
 def _subset(texts: Sequence[str] | None, idx: np.ndarray) -> list[str] | None:

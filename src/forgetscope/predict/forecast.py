@@ -356,7 +356,7 @@ def select_predictor(data: SweepData, size: int, *, seed: int = 0) -> tuple[str,
     if size >= data.n:
         return "knn", None, "knn: every example is observed, nothing to choose for"
     result = evaluate(data.matrix, list(AUTO_CANDIDATES), probe=[size], draws=AUTO_DRAWS, seed=seed,
-                      tau=data.tau)
+                      tau=data.tau, baselines=False)  # choose among the candidates only
     scores = result.summary()[["predictor", "rmse", "rmse_sd", "pearson", "f1", "precision@10"]]
     scores = scores.sort_values("rmse", kind="stable").reset_index(drop=True)
     best = str(scores["predictor"].iloc[0])

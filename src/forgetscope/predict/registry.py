@@ -10,7 +10,12 @@ import inspect
 from typing import Any
 
 from forgetscope.errors import ConfigError
-from forgetscope.predict.additive import AdditivePredictor, ZeroPredictor
+from forgetscope.predict.additive import (
+    AdditivePredictor,
+    ColumnMeanPredictor,
+    ProbeMeanPredictor,
+    ZeroPredictor,
+)
 from forgetscope.predict.base import Predictor
 from forgetscope.predict.knn import KNNPredictor
 from forgetscope.predict.knn_baseline import KNNBaselinePredictor
@@ -20,7 +25,7 @@ from forgetscope.predict.semantic import SemanticPredictor
 from forgetscope.registry import Registry
 
 PREDICTORS: Registry[type[Predictor]] = Registry("predictor")
-for _cls in (ZeroPredictor, AdditivePredictor, KNNPredictor, KNNBaselinePredictor, LowRankPredictor,
+for _cls in (ZeroPredictor, AdditivePredictor, ColumnMeanPredictor, ProbeMeanPredictor, KNNPredictor, KNNBaselinePredictor, LowRankPredictor,
              LogisticPredictor, SemanticPredictor):
     PREDICTORS.register(_cls.name, _cls)
 
