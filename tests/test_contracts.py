@@ -34,7 +34,7 @@ EXAMPLE_TEXTS = [f"upstream example {j}" for j in range(N)]
 
 
 def _params(name: str) -> dict:
-    return {"embedder": _fake_embedder} if name == "semantic" else {}
+    return {"embedder": _fake_embedder} if name in ("semantic", "semantic-knn") else {}
 
 
 def _fit(name: str, known: np.ndarray):

@@ -145,7 +145,7 @@ def test_unknown_predictor_and_parameters():
     with pytest.raises(ConfigError):
         get_predictor("lowrank", rank=0)
     assert set(PREDICTORS) == {"zero", "additive", "column-mean", "probe-mean", "knn", "knn-baseline", "lowrank",
-                               "logistic", "semantic"}
+                               "logistic", "semantic", "semantic-knn"}
 
 
 def test_edge_matrices():

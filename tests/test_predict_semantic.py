@@ -34,9 +34,10 @@ def test_semantic_uses_texts_from_the_matrix():
     mat = topic_matrix()
     tasks, examples = texts_from_matrix(mat)
     assert tasks[0].startswith("fine-tune") and examples[0].startswith("an example")
-    table = evaluate(mat, {"semantic": get_predictor("semantic", embedder=toy_embed)}, probe=[4], n_folds=3).table
-    rmse = table.groupby("predictor")["rmse"].mean()
-    assert rmse["semantic"] < rmse["additive"]
+    for name in ("semantic", "semantic-knn"):
+        table = evaluate(mat, {name: get_predictor(name, embedder=toy_embed)}, probe=[4], n_folds=3).table
+        rmse = table.groupby("predictor")["rmse"].mean()
+        assert rmse[name] < rmse["additive"]
 
 
 def test_semantic_prompt_response_and_missing_texts():
@@ -74,10 +75,25 @@ def test_semantic_texts_on_mixed_upstream_are_never_empty():
 def test_semantic_is_called_by_what_it_is():
     from forgetscope.predict import PREDICTORS
 
-    assert PREDICTORS.get("semantic").display_name() == "frozen-embedding similarity (MiniLM)"
+    assert PREDICTORS.get("semantic").display_name() == "frozen-embedding text prior (MiniLM)"
+    assert PREDICTORS.get("semantic-knn").display_name() == "text-weighted neighbour rows (MiniLM)"
     table = evaluate(topic_matrix(), {"semantic": get_predictor("semantic", embedder=toy_embed)}, probe=[4],
                      n_folds=3, draws=2).table
-    assert set(table.loc[table.predictor == "semantic", "method"]) == {"frozen-embedding similarity (MiniLM)"}
+    assert set(table.loc[table.predictor == "semantic", "method"]) == {"frozen-embedding text prior (MiniLM)"}
+
+
+def test_the_text_prior_uses_no_known_row_and_the_hybrid_does():
+    mat = topic_matrix()
+    tasks, examples = texts_from_matrix(mat)
+    idx = np.array([0, 7, 13, 20])
+    other = mat.values[:-1] + np.random.default_rng(1).normal(size=mat.values[:-1].shape)
+    rows = {}
+    for name in ("semantic", "semantic-knn"):
+        preds = [get_predictor(name, embedder=toy_embed).fit(known, task_texts=tasks[:-1], example_texts=examples)
+                 .predict(idx, mat.values[-1, idx], task_text=tasks[-1]) for known in (mat.values[:-1], other)]
+        rows[name] = preds
+    np.testing.assert_array_equal(*rows["semantic"])  # changing the known rows changes nothing
+    assert not np.allclose(*rows["semantic-knn"])  # the hybrid averages known rows
 
 
 @pytest.mark.slow

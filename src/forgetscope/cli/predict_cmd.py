@@ -32,8 +32,9 @@ def predict(
                                       help="probe size: a count of examples (or a fraction < 1); repeatable"),
     predictor: list[str] | None = typer.Option(
         None, "--predictor", "-m",
-        help="zero, additive, knn, knn-baseline, lowrank, logistic, semantic (= frozen-embedding similarity "
-             "(MiniLM)); repeatable; default additive, knn, lowrank (logistic with --binary)"),
+        help="zero, additive, column-mean, probe-mean, knn, knn-baseline, lowrank, logistic, semantic (a pure "
+             "text prior from frozen MiniLM embeddings), semantic-knn (text-weighted neighbour rows); repeatable; "
+             "default additive, knn, lowrank (logistic with --binary); trivial baselines are always added"),
     probe_method: str = typer.Option("random", help="random or active (highest-leverage examples)"),
     folds: int = typer.Option(5, help="cross-validation folds over tasks (all rows of a task leave together)"),
     draws: int = typer.Option(10, help="seeded probe draws; tables give mean ± sd over draws"),

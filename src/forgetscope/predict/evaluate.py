@@ -52,7 +52,7 @@ from forgetscope.predict.base import Predictor
 from forgetscope.predict.metrics import pool, precision_curve, row_stats, score_binary
 from forgetscope.predict.probe import leverage_scores, probe_size, top_by_score
 from forgetscope.predict.registry import get_predictor
-from forgetscope.predict.semantic import texts_from_matrix
+from forgetscope.predict.semantic import TEXT_PREDICTORS, texts_from_matrix
 from forgetscope.validation import check_matrix
 
 BASELINE = "additive"
@@ -256,7 +256,7 @@ def evaluate(matrix: Any, predictors: Sequence[str | Predictor] | Mapping[str, s
         threshold, tau_source = noise_margin(matrix)
     else:
         threshold, tau_source = float(tau), "given"
-    if "semantic" in {type(p).name for p in named.values()} and (task_texts is None or example_texts is None):
+    if set(TEXT_PREDICTORS) & {type(p).name for p in named.values()} and (task_texts is None or example_texts is None):
         found_tasks, found_examples = texts_from_matrix(matrix)
         task_texts = task_texts if task_texts is not None else found_tasks
         example_texts = example_texts if example_texts is not None else found_examples

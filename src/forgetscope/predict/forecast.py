@@ -364,10 +364,10 @@ def select_predictor(data: SweepData, size: int, *, seed: int = 0) -> tuple[str,
 
 
 def _fit(name: str, data: SweepData, known: np.ndarray, groups: np.ndarray, params: dict[str, Any]) -> Any:
-    texts: dict[str, Any] = {}
-    if name == "semantic":
-        from forgetscope.predict.semantic import texts_from_matrix
+    from forgetscope.predict.semantic import TEXT_PREDICTORS, texts_from_matrix
 
+    texts: dict[str, Any] = {}
+    if name in TEXT_PREDICTORS:
         tasks, _ = texts_from_matrix(data.matrix)
         texts = {"task_texts": tasks, "example_texts": [e.full_text for e in data.examples]}
     return get_predictor(name, **params).fit(known, groups=groups, **texts)
@@ -447,9 +447,11 @@ def check_predictor(predictor: str, task_text: str | None = None) -> None:
         return
     if PREDICTORS.get(predictor).output != "forgetting":
         raise ConfigError(f"{predictor} predicts probabilities of 'forgotten', not forgetting values; "
-                          "choose auto, additive, knn, knn-baseline, lowrank or semantic")
-    if predictor == "semantic" and not task_text:
-        raise ConfigError("semantic (frozen-embedding similarity (MiniLM)) needs the new task's text: "
+                          "choose auto, additive, knn, knn-baseline, lowrank, semantic or semantic-knn")
+    from forgetscope.predict.semantic import TEXT_PREDICTORS
+
+    if predictor in TEXT_PREDICTORS and not task_text:
+        raise ConfigError(f"{predictor} ({PREDICTORS.get(predictor).display_name()}) needs the new task's text: "
                           "forecast with --task, or pass task_text")
 
 

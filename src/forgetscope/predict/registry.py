@@ -21,12 +21,12 @@ from forgetscope.predict.knn import KNNPredictor
 from forgetscope.predict.knn_baseline import KNNBaselinePredictor
 from forgetscope.predict.logistic import LogisticPredictor
 from forgetscope.predict.lowrank import LowRankPredictor
-from forgetscope.predict.semantic import SemanticPredictor
+from forgetscope.predict.semantic import SemanticNeighboursPredictor, SemanticPredictor
 from forgetscope.registry import Registry
 
 PREDICTORS: Registry[type[Predictor]] = Registry("predictor")
 for _cls in (ZeroPredictor, AdditivePredictor, ColumnMeanPredictor, ProbeMeanPredictor, KNNPredictor, KNNBaselinePredictor, LowRankPredictor,
-             LogisticPredictor, SemanticPredictor):
+             LogisticPredictor, SemanticPredictor, SemanticNeighboursPredictor):
     PREDICTORS.register(_cls.name, _cls)
 
 

