@@ -117,8 +117,10 @@ def test_probe_is_the_only_upstream_evaluation(sweep, tiny_dir, tmp_path):
     finally:
         handle.remove()
     assert result.cost["probe_evaluations"] == 5 and result.cost["n_examples"] == 12
-    assert set(result.verify["predictor"]) == {"knn", "additive"}
-    assert np.isfinite(result.verify["rmse"]).all() and np.isfinite(result.table["measured"]).all()
+    # the forecast beside additive and the trivial baselines (all-forgotten scores F1 only)
+    assert set(result.verify["predictor"]) == {"knn", "additive", "column-mean", "probe-mean", "all-forgotten"}
+    scored = result.verify[result.verify["predictor"] != "all-forgotten"]
+    assert np.isfinite(scored["rmse"]).all() and np.isfinite(result.table["measured"]).all()
 
 
 def test_forecast_cli_writes_table_and_summary(sweep, finetuned_dir, capsys):
@@ -214,6 +216,7 @@ def one_task_sweep(tiny_dir, tmp_path_factory):
     (["--model", "{ft}", "--predictor", "magic"], "unknown predictor"),
     (["--model", "{ft}", "--predictor", "semantic"], "needs the new task's text"),
     (["--model", "{ft}", "--probe-method", "smart"], "unknown probe method"),
+    (["--model", "{ft}", "--coverage", "1.5"], "between 0 and 1"),
     (["--model", "{ft}", "--task", "{ft}/x.jsonl"], "leave out --model"),
     ([], "name what to forecast"),
     (["--model", "{ft}", "--sweep1"], "known row(s)"),
@@ -331,3 +334,27 @@ def test_forecast_evaluates_in_the_dtype_the_sweep_recorded(sweep, finetuned_dir
                                                       for c in "blue green white pink gold grey".split()])
         forecast_task(copy, task, probe=3, predictor="knn", out=tmp_path / f"t_{recorded}")
         assert calls == [(expected, torch.float32)]
+
+
+def test_intervals_on_too_few_known_tasks_are_refused_before_any_model_is_loaded():
+    from types import SimpleNamespace
+
+    from forgetscope.errors import DataError
+    from forgetscope.predict.forecast import check_interval_request
+
+    two_tasks = SimpleNamespace(groups=np.array(["code", "code", "qa"]))
+    with pytest.raises(DataError, match="at least 3 known tasks"):
+        check_interval_request(two_tasks, 0.9)
+    check_interval_request(two_tasks, None)  # no interval asked for: nothing to refuse
+
+
+def test_verify_reports_the_interval_coverage(sweep, tiny_dir, tmp_path):
+    model, tok = _finetuned(tiny_dir)
+    result = forecast(sweep, model, tokenizer=tok, probe=5, predictor="additive", verify=True, coverage=0.8,
+                      out=tmp_path)
+    first = result.verify.iloc[0]
+    assert first["nominal_coverage"] == 0.8 and 0 <= first["interval_coverage"] <= 1
+    assert first["interval_width"] > 0 and result.settings["interval"]["coverage"] == 0.8
+    observed = result.table["observed"]
+    assert (result.table.loc[observed, "lower"] == result.table.loc[observed, "forgetting"]).all()
+    assert (result.table["lower"] <= result.table["upper"]).all()

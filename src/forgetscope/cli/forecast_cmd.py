@@ -25,14 +25,16 @@ def forecast(
                                                           "(the sweep's train config), then forecast"),
     probe: int = typer.Option(30, help="upstream examples to evaluate (the rest are predicted)"),
     predictor: str = typer.Option("auto", help="auto (lowest task-grouped CV RMSE on the known rows), additive, "
-                                               "knn, knn-baseline, lowrank, semantic (= frozen-embedding "
-                                               "similarity (MiniLM), needs --task)"),
+                                               "knn, knn-baseline, lowrank, semantic (a pure text prior) or "
+                                               "semantic-knn (both need --task)"),
     kind: str = typer.Option("lm", help="upstream examples of this kind: lm or instruction"),
     top: int = typer.Option(20, help="how many of the most forgotten examples to print"),
     verify: bool = typer.Option(False, help="also evaluate every example and score the forecast against it"),
     probe_method: str = typer.Option("random", help="random or active (highest-leverage examples)"),
     seed: int = typer.Option(0, help="seed for the probe draw and the predictor"),
     out: Path | None = typer.Option(None, help="output folder (default SWEEP/forecast/<name>)"),
+    coverage: float | None = typer.Option(None, help="coverage of the split-conformal interval in (0, 1) (default "
+                                          "0.9 when the sweep has at least 3 known tasks, else no interval)"),
 ) -> None:
     """Evaluate a fine-tuned model on --probe upstream examples and predict its forgetting on the rest."""
     if task is not None:
@@ -41,7 +43,7 @@ def forecast(
         from forgetscope.experiments.forecast import forecast_task
 
         result = forecast_task(sweep, task, probe=probe, predictor=predictor, kind=kind, top=top, verify=verify,
-                               probe_method=probe_method, seed=seed, out=out)
+                               probe_method=probe_method, seed=seed, out=out, coverage=coverage)
     else:
         if model is None and adapter is None:
             fail("name what to forecast: --model (a fine-tuned model), --adapter (a LoRA adapter of the "
@@ -49,7 +51,7 @@ def forecast(
         from forgetscope.predict.forecast import forecast as run_forecast
 
         result = run_forecast(sweep, model, adapter=adapter, probe=probe, predictor=predictor, kind=kind, top=top,
-                              verify=verify, probe_method=probe_method, seed=seed, out=out)
+                              verify=verify, probe_method=probe_method, seed=seed, out=out, coverage=coverage)
     cost = result.cost
     console.print(f"predictor [bold]{result.predictor}[/] ({result.settings.get('predictor_choice')}); "
                   f"evaluated {cost['probe_evaluations']} of {cost['n_examples']} {kind} examples "
@@ -62,13 +64,18 @@ def forecast(
             sel.add_row(str(row["predictor"]), f"{_fmt(row['rmse'], '.4f')} ± {_fmt(row['rmse_sd'], '.4f')}",
                         _fmt(row["pearson"]), _fmt(row["f1"]))
         console.print(sel)
-    table = Table(title=f"top {top} predicted forgotten examples (F = loss increase, nats; ± {result.uncertainty})")
-    for c in ("rank", "example", "F", "±", "source", "text"):
+    interval = result.settings.get("interval") or {}
+    has_interval = "lower" in result.table
+    band = (f"{interval['coverage']:.0%} interval: split-conformal" if has_interval
+            else f"± {result.uncertainty}; no calibrated interval: {interval.get('why', '')}")
+    table = Table(title=f"top {top} predicted forgotten examples (F = loss increase, nats; {band})")
+    for c in ("rank", "example", "F", "interval" if has_interval else "±", "source", "text"):
         table.add_column(c, justify="left" if c in ("example", "source", "text") else "right",
                          overflow="fold" if c == "text" else "ellipsis")
     for row in result.top(top).to_dict("records"):
-        table.add_row(str(row["rank"]), str(row["example_id"]), f"{row['forgetting']:+.3f}",
-                      _fmt(row["uncertainty"]), "observed" if row["observed"] else "predicted", str(row["text"]))
+        spread = (f"[{row['lower']:+.3f}, {row['upper']:+.3f}]" if has_interval else _fmt(row["uncertainty"]))
+        table.add_row(str(row["rank"]), str(row["example_id"]), f"{row['forgetting']:+.3f}", spread,
+                      "observed" if row["observed"] else "predicted", str(row["text"]))
     console.print(table)
     if result.verify is not None:
         ver = Table(title=f"verify: against the measured row on the {int(result.verify['scored'].iloc[0])} unprobed "
@@ -77,7 +84,13 @@ def forecast(
         for c in ("method", "RMSE", "Pearson", "Spearman", "F1(τ)", f"P@{k}", f"overlap@{k}"):
             ver.add_column(c, justify="left" if c == "method" else "right")
         for row in result.verify.to_dict("records"):
-            ver.add_row(str(row["method"]), _fmt(row["rmse"], ".4f"), _fmt(row["pearson"]), _fmt(row["spearman"]),
-                        _fmt(row["f1"]), _fmt(row["precision@k"]), _fmt(row["overlap@k"]))
+            ver.add_row(str(row["method"]), _fmt(row.get("rmse", float("nan")), ".4f"),
+                        _fmt(row.get("pearson", float("nan"))), _fmt(row.get("spearman", float("nan"))),
+                        _fmt(row["f1"]), _fmt(row.get("precision@k", float("nan"))),
+                        _fmt(row.get("overlap@k", float("nan"))))
         console.print(ver)
+        first = result.verify.iloc[0]
+        if "interval_coverage" in result.verify and first["interval_coverage"] == first["interval_coverage"]:
+            console.print(f"interval: {first['interval_coverage']:.1%} of the unprobed examples inside "
+                          f"(nominal {first['nominal_coverage']:.0%}), mean width {first['interval_width']:.3f} nats")
     console.print(f"wrote {result.paths['table']} and {result.paths['summary'].name}")

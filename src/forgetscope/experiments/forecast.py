@@ -24,6 +24,7 @@ from forgetscope.experiments.spec import RunSpec
 from forgetscope.predict.forecast import (
     ForecastResult,
     SweepData,
+    check_interval_request,
     check_predictor,
     check_token_counts,
     default_name,
@@ -83,7 +84,7 @@ def sweep_config(data: SweepData) -> SweepConfig:
 def forecast_task(sweep: str | Path, task: str | Path, *, probe: int = 30, predictor: str = "auto",
                   kind: str = "lm", top: int = 20, verify: bool = False, probe_method: str = "random",
                   seed: int = 0, out: str | Path | None = None, name: str | None = None,
-                  task_options: dict[str, Any] | None = None) -> ForecastResult:
+                  task_options: dict[str, Any] | None = None, coverage: float | None = None) -> ForecastResult:
     """Fine-tune the sweep's base model on ``task`` (a data file), then forecast its forgetting row.
 
     ``task_options`` are extra task fields (``text_field``, ``heldout``, ``description``, ...), as in a
@@ -97,6 +98,7 @@ def forecast_task(sweep: str | Path, task: str | Path, *, probe: int = 30, predi
         raise ConfigError(f"top must be >= 1, got {top}")
     check_predictor(predictor, "task text")  # the task's text is known here
     data = load_sweep(sweep, kind)
+    check_interval_request(data, coverage)
     idx = forecast_probe(data, probe, method=probe_method, seed=seed)
     task_name = name or default_name(task=task)
     out_dir = Path(out) if out is not None else data.layout.forecast_dir(task_name)
@@ -133,7 +135,7 @@ def forecast_task(sweep: str | Path, task: str | Path, *, probe: int = 30, predi
         cost["verify_evaluations"] = data.n
     result = forecast_from_losses(data, idx, probe_rows["loss_after"].to_numpy(np.float64), verify_loss=verify_loss,
                                   predictor=predictor, seed=seed, top=top, task_text=task_obj.text_summary(),
-                                  settings=settings, cost=cost)
+                                  settings=settings, cost=cost, coverage=coverage)
     result.cost["wall_s"] = time.perf_counter() - t0
     result.paths = write_forecast(result, out_dir)
     return result

@@ -114,7 +114,7 @@ class SweepData:
 class ForecastResult:
     """A forecast row: one table row per upstream example of the kind, with settings and cost."""
 
-    table: pd.DataFrame  # example_id, kind, text, forgetting, observed, uncertainty, rank (+ measured)
+    table: pd.DataFrame  # example_id, kind, text, forgetting, observed, uncertainty, rank (+ lower, upper, measured)
     predictor: str
     settings: dict[str, Any]
     cost: dict[str, Any]
@@ -363,14 +363,36 @@ def select_predictor(data: SweepData, size: int, *, seed: int = 0) -> tuple[str,
     return best, scores, f"{best}: lowest RMSE under {result.protocol['splits']}, {AUTO_DRAWS} draws of {size} probes"
 
 
-def _fit(name: str, data: SweepData, known: np.ndarray, groups: np.ndarray, params: dict[str, Any]) -> Any:
+def _task_texts(name: str, data: SweepData) -> list[str] | None:
+    """Every known row's task text, for the predictors that read texts (None for the others)."""
     from forgetscope.predict.semantic import TEXT_PREDICTORS, texts_from_matrix
 
+    return texts_from_matrix(data.matrix)[0] if name in TEXT_PREDICTORS else None
+
+
+def _fit(name: str, data: SweepData, rows: np.ndarray, params: dict[str, Any]) -> Any:
+    """``name`` fitted on the known rows ``rows`` (their values, task groups and, if it reads texts, texts)."""
+    tasks = _task_texts(name, data)
     texts: dict[str, Any] = {}
-    if name in TEXT_PREDICTORS:
-        tasks, _ = texts_from_matrix(data.matrix)
-        texts = {"task_texts": tasks, "example_texts": [e.full_text for e in data.examples]}
-    return get_predictor(name, **params).fit(known, groups=groups, **texts)
+    if tasks is not None:
+        texts = {"task_texts": [tasks[r] for r in rows], "example_texts": [e.full_text for e in data.examples]}
+    return get_predictor(name, **params).fit(data.matrix.values[rows], groups=data.groups[rows], **texts)
+
+
+def interval_halfwidth(name: str, data: SweepData, params: dict[str, Any], idx: np.ndarray,
+                       coverage: float) -> tuple[float, int]:
+    """Split-conformal half-width at ``coverage`` (:mod:`forgetscope.predict.conformal`) and its score count."""
+    from forgetscope.predict.conformal import conformal_quantile, task_out_scores
+
+    tasks = _task_texts(name, data)
+
+    def fit_predict(_rows, _groups, probe_idx, values, held):
+        keep = np.setdiff1d(np.arange(data.matrix.shape[0]), held)
+        texts = None if tasks is None else [tasks[r] for r in held]
+        return _fit(name, data, keep, params).predict_rows(probe_idx, values, task_texts=texts)
+
+    scores = task_out_scores(data.matrix.values, data.groups, idx, fit_predict)
+    return conformal_quantile(scores, coverage), int(scores.size)
 
 
 def bootstrap_spread(name: str, data: SweepData, params: dict[str, Any], idx: np.ndarray, observed: np.ndarray,
@@ -385,7 +407,7 @@ def bootstrap_spread(name: str, data: SweepData, params: dict[str, Any], idx: np
         picked = rng.choice(names, names.size, replace=True)
         rows = np.concatenate([rows_of[g] for g in picked])
         try:
-            p = _fit(name, data, data.matrix.values[rows], groups[rows], params)
+            p = _fit(name, data, rows, params)
         except DataError:  # a resample that leaves an example unobserved
             continue
         preds.append(p.predict(idx, observed, task_text=task_text))
@@ -400,8 +422,20 @@ def _snippet(text: str) -> str:
 
 
 def complete_row(data: SweepData, idx: np.ndarray, observed: np.ndarray, *, predictor: str = "auto",
-                 seed: int = 0, task_text: str | None = None) -> ForecastResult:
-    """Complete the row from the forgetting ``observed`` on probe examples ``idx`` (no I/O)."""
+                 seed: int = 0, task_text: str | None = None, coverage: float | None = None) -> ForecastResult:
+    """Complete the row from the forgetting ``observed`` on probe examples ``idx`` (no I/O).
+
+    ``lower``/``upper`` are a split-conformal interval at ``coverage`` (:mod:`forgetscope.predict.conformal`):
+    by default 90 % when the sweep has at least 3 known tasks (else none, and the settings say why); an
+    explicit ``coverage`` with fewer tasks is a DataError.
+    """
+    from forgetscope.predict.conformal import DEFAULT_COVERAGE, MIN_TASKS, check_coverage
+
+    if coverage is not None:
+        check_coverage(coverage)
+    n_tasks = int(np.unique(data.groups).size)
+    if coverage is None and n_tasks >= MIN_TASKS:
+        coverage = DEFAULT_COVERAGE
     idx = np.asarray(idx, dtype=np.intp)
     observed = np.asarray(observed, np.float64)
     if not np.isfinite(observed).any():
@@ -411,7 +445,7 @@ def complete_row(data: SweepData, idx: np.ndarray, observed: np.ndarray, *, pred
         predictor, selection, why = select_predictor(data, idx.size, seed=seed)
     check_predictor(predictor, task_text)
     params: dict[str, Any] = {"seed": seed} if "seed" in _accepted(predictor) else {}
-    fitted = _fit(predictor, data, data.matrix.values, data.groups, params)
+    fitted = _fit(predictor, data, np.arange(data.matrix.shape[0]), params)
     if predictor == "lowrank":
         params["rank"] = fitted.rank_  # the bootstrap refits keep the chosen rank
     row = fitted.predict(idx, observed, task_text=task_text)
@@ -431,11 +465,21 @@ def complete_row(data: SweepData, idx: np.ndarray, observed: np.ndarray, *, pred
                           "text": [_snippet(e.full_text) for e in data.examples], "forgetting": final,
                           "observed": is_obs, "uncertainty": spread})
     table["rank"] = table["forgetting"].rank(ascending=False, method="first").astype(int)
+    if coverage is not None:
+        half, n_scores = interval_halfwidth(predictor, data, params, idx, coverage)
+        table["lower"] = np.where(is_obs, final, final - half)
+        table["upper"] = np.where(is_obs, final, final + half)
+        interval = {"coverage": coverage, "halfwidth": half, "scores": n_scores,
+                    "method": "split-conformal: absolute residuals on the unprobed entries of each known task, "
+                              "completed by a fit on the other tasks from the same probe examples"}
+    else:
+        interval = {"coverage": None, "why": f"the sweep has {n_tasks} known task(s); intervals need {MIN_TASKS}"}
     settings = {"sweep": str(data.path), "kind": data.kind, "probe": int(idx.size), "predictor": predictor,
                 "predictor_choice": why, "tau": data.tau, "tau_source": data.tau_source,
                 "max_length": data.max_length, "chat": data.chat, "eval_dtype": data.eval_dtype,
                 "known_rows": int(data.matrix.shape[0]),
-                "known_tasks": int(np.unique(data.groups).size), "probe_ids": [data.examples[i].example_id for i in idx]}
+                "known_tasks": n_tasks, "interval": interval,
+                "probe_ids": [data.examples[i].example_id for i in idx]}
     if predictor == "lowrank":
         settings["lowrank_rank"] = int(fitted.rank_)
     return ForecastResult(table, predictor, settings, {}, how, selection)
@@ -455,6 +499,20 @@ def check_predictor(predictor: str, task_text: str | None = None) -> None:
                           "forecast with --task, or pass task_text")
 
 
+def check_interval_request(data: SweepData, coverage: float | None) -> None:
+    """Refuse, before any model is loaded, an interval coverage outside (0, 1) or one the sweep cannot
+    calibrate (fewer known tasks than :data:`~forgetscope.predict.conformal.MIN_TASKS`)."""
+    from forgetscope.predict.conformal import MIN_TASKS, check_coverage
+
+    if coverage is None:
+        return
+    check_coverage(coverage)
+    n_tasks = int(np.unique(data.groups).size)
+    if n_tasks < MIN_TASKS:
+        raise DataError(f"forecast intervals need at least {MIN_TASKS} known tasks to calibrate on, the sweep has "
+                        f"{n_tasks}; leave the coverage unset to forecast without intervals")
+
+
 def _accepted(name: str) -> list[str]:
     from forgetscope.predict.registry import predictor_params
 
@@ -472,12 +530,23 @@ def verify_forecast(result: ForecastResult, data: SweepData, idx: np.ndarray, ob
     compared = [(result.predictor, result.table["forgetting"].to_numpy())]
     if result.predictor != "additive":
         compared.append(("additive", additive))
+    for label in ("column-mean", "probe-mean"):  # the trivial baselines, as in cross-validation
+        compared.append((label, get_predictor(label).fit(data.matrix.values).predict(idx, observed)))
+    ok = np.isfinite(scored)
     for label, pred in compared:
         s = score_rows(scored[None], np.asarray(pred, np.float64)[None], threshold=data.tau, ks=(k,))
-        rows.append({"predictor": label, "method": PREDICTORS.get(label).display_name(), "scored": int(np.isfinite(scored).sum()),
+        rows.append({"predictor": label, "method": PREDICTORS.get(label).display_name(), "scored": int(ok.sum()),
                      "rmse": s["rmse"], "pearson": s["pearson"], "spearman": s["spearman"], "f1": s["f1"], "k": k,
                      "precision@k": s[f"precision@{k}"], "recall@k": s[f"recall@{k}"],
                      "overlap@k": s[f"overlap@{k}"], "tau": data.tau})
+    if "lower" in result.table:  # how often the forecast's interval holds the measured value, and how wide it is
+        low, high = result.table["lower"].to_numpy(), result.table["upper"].to_numpy()
+        rows[0]["interval_coverage"] = float(np.mean((scored[ok] >= low[ok]) & (scored[ok] <= high[ok])))
+        rows[0]["interval_width"] = float(np.mean(high[ok] - low[ok]))
+        rows[0]["nominal_coverage"] = result.settings["interval"]["coverage"]
+    share = float(np.mean(scored[ok] > data.tau)) if ok.any() else float("nan")
+    rows.append({"predictor": "all-forgotten", "method": "all-forgotten", "scored": int(ok.sum()),
+                 "f1": 2 * share / (1 + share) if share > 0 else 0.0, "tau": data.tau})
     result.table["measured"] = truth
     return pd.DataFrame(rows)
 
@@ -485,10 +554,12 @@ def verify_forecast(result: ForecastResult, data: SweepData, idx: np.ndarray, ob
 def forecast_from_losses(data: SweepData, idx: np.ndarray, probe_loss: np.ndarray, *,
                          verify_loss: np.ndarray | None = None, predictor: str = "auto", seed: int = 0,
                          top: int = 20, task_text: str | None = None, out_dir: str | Path | None = None,
-                         settings: dict[str, Any] | None = None, cost: dict[str, Any] | None = None) -> ForecastResult:
+                         settings: dict[str, Any] | None = None, cost: dict[str, Any] | None = None,
+                         coverage: float | None = None) -> ForecastResult:
     """Complete, verify (when the full row's losses are given) and write a forecast from measured losses."""
     observed = np.asarray(probe_loss, np.float64) - data.loss_before[idx]
-    result = complete_row(data, idx, observed, predictor=predictor, seed=seed, task_text=task_text)
+    result = complete_row(data, idx, observed, predictor=predictor, seed=seed, task_text=task_text,
+                          coverage=coverage)
     if verify_loss is not None:
         result.verify = verify_forecast(result, data, idx, observed,
                                         np.asarray(verify_loss, np.float64) - data.loss_before, top=top)
@@ -532,7 +603,8 @@ def default_name(model: Any = None, adapter: str | Path | None = None, task: str
 def forecast(sweep: str | Path, model: Any = None, *, tokenizer: Any = None, adapter: str | Path | None = None,
              probe: int = 30, predictor: str = "auto", kind: str = "lm", top: int = 20, verify: bool = False,
              probe_method: str = "random", seed: int = 0, out: str | Path | None = None, name: str | None = None,
-             task_text: str | None = None, device: str | None = None) -> ForecastResult:
+             task_text: str | None = None, device: str | None = None,
+             coverage: float | None = None) -> ForecastResult:
     """Forecast a fine-tuned model's forgetting row from ``probe`` evaluated upstream examples (module doc).
 
     ``model`` is a path/hub id or a loaded model (with ``tokenizer``); ``adapter`` a LoRA directory
@@ -544,6 +616,7 @@ def forecast(sweep: str | Path, model: Any = None, *, tokenizer: Any = None, ada
         raise ConfigError(f"top must be >= 1, got {top}")
     check_predictor(predictor, task_text)
     data = load_sweep(sweep, kind)
+    check_interval_request(data, coverage)
     idx = forecast_probe(data, probe, method=probe_method, seed=seed)
     loaded, tok, desc = load_forecast_model(data, model, tokenizer=tokenizer, adapter=adapter, device=device)
     encoded = encode_checked(data, tok, idx, loaded)
@@ -559,7 +632,7 @@ def forecast(sweep: str | Path, model: Any = None, *, tokenizer: Any = None, ada
     out_dir = Path(out) if out is not None else data.layout.forecast_dir(name or default_name(model, adapter))
     settings = {**desc, "probe_method": probe_method, "seed": seed}
     result = forecast_from_losses(data, idx, probe_loss, verify_loss=verify_loss, predictor=predictor, seed=seed,
-                                  top=top, task_text=task_text, settings=settings, cost=cost)
+                                  top=top, task_text=task_text, settings=settings, cost=cost, coverage=coverage)
     result.cost["wall_s"] = time.perf_counter() - t0
     result.paths = write_forecast(result, out_dir)
     return result
