@@ -51,6 +51,18 @@ PLANS = {"greedy": ("text", "upstream_continuations.jsonl", "cont"),
          "answers": ("gold", "upstream_instruct_samples.jsonl", "ans")}
 
 
+def left_padded(chunk: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Token ids and attention mask of ``chunk``, left-padded so every row continues from its own last
+    token, and their width."""
+    width = max(map(len, chunk))
+    ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for r, p in enumerate(chunk):
+        ids[r, width - len(p):] = torch.tensor(p)
+        mask[r, width - len(p):] = 1
+    return ids, mask, width
+
+
 def answers(model, tok, prompts: list[str], *, new: int, seed: int, temperature: float = 1.0,
             batch: int = 32) -> list[str]:
     """The model's own answer to each prompt, sampled at ``temperature`` in its chat format (as the
@@ -62,12 +74,7 @@ def answers(model, tok, prompts: list[str], *, new: int, seed: int, temperature:
     with torch.inference_mode():
         for start in range(0, len(ids_list), batch):
             chunk = ids_list[start:start + batch]
-            width = max(map(len, chunk))
-            ids = torch.full((len(chunk), width), tok.pad_token_id, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for r, p in enumerate(chunk):
-                ids[r, width - len(p):] = torch.tensor(p)
-                mask[r, width - len(p):] = 1
+            ids, mask, width = left_padded(chunk, tok.pad_token_id)
             torch.manual_seed(seed * 1_000_003 + start)
             gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new, do_sample=True,
                                  temperature=temperature, top_k=0, top_p=1.0, pad_token_id=tok.pad_token_id)
@@ -87,12 +94,7 @@ def continuations(model, tok, texts: list[str], *, prefix: int, new: int, batch:
     with torch.inference_mode():
         for start in range(0, len(prompts), batch):
             chunk = prompts[start:start + batch]
-            width = max(map(len, chunk))
-            ids = torch.full((len(chunk), width), tok.pad_token_id, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for r, p in enumerate(chunk):  # left padding: every row continues from its own last token
-                ids[r, width - len(p):] = torch.tensor(p)
-                mask[r, width - len(p):] = 1
+            ids, mask, width = left_padded(chunk, tok.pad_token_id)
             opts = {"do_sample": False}
             if sample:
                 torch.manual_seed(seed * 1_000_003 + start)

@@ -17,7 +17,7 @@ The verbs a notebook needs are importable from the top; each is loaded on first 
     result = fs.forecast("sweeps/demo", "path/to/finetuned")     # what did my fine-tuned model forget?
     result = fs.forecast_task("sweeps/demo", "data/task.jsonl")  # fine-tune on a task file, then forecast
     fs.compare(fs.load_compare_config("configs/compare_demo.yaml"))  # strategies against plain fine-tuning
-    fs.report("sweeps/demo")                                # one self-contained HTML page
+    fs.build_report("sweeps/demo")                          # one self-contained HTML page
     callback = fs.ForgettingCallback("sweeps/demo", tokenizer=tok)  # inside any HF / TRL Trainer
 """
 
@@ -46,7 +46,7 @@ _LAZY = {
     "forecast_task": "forgetscope.experiments.forecast:forecast_task",
     "load_compare_config": "forgetscope.experiments.compare:load_compare_config",
     "compare": "forgetscope.experiments.compare:run_compare",
-    "report": "forgetscope.report:build_report",
+    "build_report": "forgetscope.report:build_report",  # not "report": that name is the subpackage
     "ForgettingCallback": "forgetscope.integrations.hf_trainer:ForgettingCallback",
     "load_model": "forgetscope.models:load_model",
     "evaluate_examples": "forgetscope.measure.nll:evaluate_examples",

@@ -1,8 +1,8 @@
 """The default offline demo sweep: SmolLM2-135M-Instruct, LoRA, a preset of the shipped demo suite.
 
-Sized to finish within 15 minutes on 2 CPU cores, in the regime the committed pilot chose
-(``benchmarks/results/pilot``): four instruction-format tasks and two plain-text tasks, LoRA r8 on every
-linear layer for 20 steps of 8 at lr 1e-3, forgetting measured on human-written upstream text and on
+Sized to finish within 15 minutes on 2 CPU cores, in the complete pilot regime closest to the pilot's
+criteria (``benchmarks/results/pilot``; none meets all of them yet): four instruction-format tasks and
+two plain-text tasks, LoRA r8 on every linear layer for 20 steps of 8 at lr 1e-3, forgetting measured on human-written upstream text and on
 instruction pairs scored on the model's own answers, with a null-control row per run. Every size is a
 parameter to scale up, and so is the design: the upstream sets, the chat format and the regime.
 """
