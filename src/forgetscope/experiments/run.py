@@ -4,8 +4,8 @@
 experiment add its hooks (checkpoint evaluations) and measurements (sharpness of the unmerged adapter),
 evaluates (and, with ``null_control``, evaluates a random perturbation of the same size:
 :mod:`forgetscope.experiments.null_control`), masks the upstream examples the strategy trained on, and
-returns a typed run record with the rows to store. An :class:`Experiment` changes only what it needs; the default is a sweep run: evaluate
-every upstream example after fine-tuning.
+returns a typed run record with the rows to store. An :class:`Experiment` changes only what it needs;
+the default is a sweep run: evaluate every upstream example after fine-tuning.
 """
 
 from __future__ import annotations
