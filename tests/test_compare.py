@@ -88,10 +88,14 @@ def test_compare_end_to_end(tiny_dir, tiny_data, tmp_path):
     assert tests["p_wilcoxon"].isna().all() and tests["note"].str.contains("Wilcoxon not testable").all()
     finite = tests["p_t"].notna()
     assert finite.any()
-    assert np.allclose(tests.loc[finite, "p_t_holm"], holm(tests["p_t"].to_numpy())[finite.to_numpy()])
+    assert set(tests["level"]) == {"run", "task"}
+    for level in ("run", "task"):  # one Holm family per level
+        at = (tests["level"] == level).to_numpy()
+        ok = finite.to_numpy() & at
+        assert np.allclose(tests.loc[ok, "p_t_holm"], holm(tests.loc[at, "p_t"].to_numpy())[finite.to_numpy()[at]])
     assert (tests.loc[finite, "p_t_holm"] >= tests.loc[finite, "p_t"]).all()
-    fr = tests[tests["metric"] == "forgetting_heldout"]
-    assert fr["p_examples_descriptive"].between(0, 1).all()  # kept, as a descriptive column only
+    fr = tests[(tests["metric"] == "forgetting_heldout") & (tests["level"] == "run")]
+    assert fr["p_examples_descriptive"].between(0, 1).all()  # kept, as a descriptive column only (runs)
     for col in ["diff_forgetting", "diff_ci_low", "p_t_holm", "p_wilcoxon_holm", "dz", "task_loss_p_t_holm",
                 "p_examples_descriptive", "note"]:
         assert col in summary
@@ -102,6 +106,7 @@ def test_compare_end_to_end(tiny_dir, tiny_data, tmp_path):
     assert cost["replay-mir"] > 0 and cost["plain"] == 0
     online = [json.loads(x) for x in per_run.loc[per_run["strategy"] == "replay-online", "strategy_info"]]
     assert all(i["mode"] == "online" and i["probe_step"] == 1 for i in online)
+    assert all(i["probe_encoding"] == "sweep evaluation" for i in online)  # measured as the known rows were
     # the held-out split is never replayed
     split = json.loads((out / "compare" / "split.json").read_text())
     F = store.load_matrix()
@@ -281,8 +286,8 @@ def test_a_mixed_upstream_headline_uses_one_kind(tiny_dir, tiny_data, tmp_path):
         assert r.forgetting_heldout_instruction == pytest.approx(np.nanmean(row[inst_held]))
         assert r.forgetting_all_untrained_instruction == pytest.approx(np.nanmean(row[~is_lm]))
     tests, summary = result["tests"], result["summary"]
-    assert set(tests["metric"]) == set(METRICS) and len(tests) == len(METRICS)  # the Holm family: headline only
-    f = tests[tests["metric"] == "forgetting_heldout"].iloc[0]
+    assert set(tests["metric"]) == set(METRICS) and len(tests) == 2 * len(METRICS)  # headline only, run + task
+    f = tests[(tests["metric"] == "forgetting_heldout") & (tests["level"] == "run")].iloc[0]
     sam = per_run[per_run["strategy"] == "sam"]
     assert f["mean_strategy"] == pytest.approx(sam["forgetting_heldout"].mean())
     assert f["mean_strategy"] < 1  # instruction columns (+5) left out
@@ -451,7 +456,9 @@ def test_cli_tables_fit_a_narrow_terminal():
            "p_wilcoxon_holm": 0.003, "p_t_holm": float("nan"), "task_loss_after": 3.1, "diff_task_loss": 0.01,
            "task_loss_p_wilcoxon_holm": 0.5, "train_wall_s": 20.0, "upstream_evaluations": 32}
     summary = pd.DataFrame([{**row, "strategy": "plain", "kind": "baseline"}, row])
-    expected = {compare_table: ["replay-online", "0.210", "-0.012 [-0.020, -0.004]",
+    summary["predictor"] = ["", "knn"]
+    summary["task_p_wilcoxon_holm"] = [float("nan"), float("nan")]
+    expected = {compare_table: ["replay-online (knn)", "0.210", "-0.012 [-0.020, -0.004]",
                                 "90%", "-0.80", "0.003", "not testable"],
                 cost_table: ["replay-online", "mitigation", "3.100", "+0.010", "0.5", "32"]}
     for make, values in expected.items():
@@ -461,3 +468,70 @@ def test_cli_tables_fit_a_narrow_terminal():
         assert "…" not in text and max(len(line) for line in text.splitlines()) <= 110
         for v in values:
             assert v in text, (make.__name__, v)
+
+
+# ---- task-level statistics, the split by source, arms and their bad input ----------------------------
+def test_task_level_tests_average_seeds_and_agree_with_scipy(tiny_dir, tiny_data, tmp_path):
+    from scipy.stats import ttest_rel
+
+    result, _, _ = _summarized(tiny_dir, tiny_data, tmp_path, ["lm"] * 20)
+    per_run, tests = result["per_run"], result["tests"]
+    row = tests[(tests["level"] == "task") & (tests["strategy"] == "sam") & (tests["metric"] == "forgetting_heldout")]
+    assert len(row) == 1 and row.iloc[0]["n_pairs"] == 2  # 2 tasks, 3 seeds each averaged
+    means = per_run.groupby(["strategy", "task"])["forgetting_heldout"].mean()
+    a, b = means.loc["sam"].sort_index(), means.loc["plain"].sort_index()
+    assert np.isclose(row.iloc[0]["mean_diff"], (a - b).mean())
+    assert np.isclose(row.iloc[0]["p_t"], ttest_rel(a.to_numpy(), b.to_numpy()).pvalue)
+    summary = result["summary"].set_index("strategy")
+    assert summary.loc["sam", "n_tasks"] == 2 and "task_p_t_holm" in summary
+
+
+def test_held_out_set_from_other_sources_than_the_pool(tiny_dir, tiny_data, tmp_path):
+    from forgetscope.experiments.compare import CompareConfig, split_for
+    from forgetscope.experiments.session import load_upstream
+
+    up = write_jsonl(tmp_path / "cat.jsonl", [{"id": f"u{i}", "text": f"Line {i} of the text.",
+                                               "category": ["docs", "code", "prose"][i % 3]} for i in range(30)])
+    d = _compare_dict(tiny_dir, tiny_data, tmp_path / "x", strategies=[{"name": "sam"}])
+    d["upstream"] = {"source": str(up)}
+    d["compare"]["heldout_categories"] = ["prose"]
+    cfg = CompareConfig.model_validate(d)
+    pool, held = split_for(cfg, load_upstream(cfg))
+    assert len(pool) == 20 and len(held) == 10 and not set(pool) & set(held)
+    assert all(int(i[1:]) % 3 == 2 for i in held)
+
+
+@pytest.mark.parametrize("change,msg", [
+    ({"strategies": [{"name": "replay", "options": {"policy": "predicted", "predictor": "knnn"}}]},
+     "unknown predictor 'knnn'"),
+    ({"compare": {"probe": 40}}, "must fit the replay pool of 12 examples"),
+    ({"compare": {"heldout_categories": ["a"], "pool_categories": ["a", "b"]}}, "held-out set overlaps the pool"),
+    ({"compare": {"heldout_categories": ["nope"]}}, "no upstream example has category"),
+])
+def test_bad_arms_and_splits_exit_2_before_any_run(tiny_dir, tiny_data, tmp_path, change, msg, capsys):
+    from forgetscope.cli import run_app
+
+    out = tmp_path / "never"
+    d = _compare_dict(tiny_dir, tiny_data, out, strategies=change.get("strategies") or [
+        {"name": "replay", "options": {"policy": "predicted"}}])
+    d["compare"].update(change.get("compare", {}))
+    p = tmp_path / "bad.yaml"
+    p.write_text(yaml.safe_dump(d))
+    assert run_app(["compare", str(p)]) == 2
+    err = capsys.readouterr()
+    assert msg in (err.out + err.err)
+    assert not out.exists()  # nothing written
+
+
+def test_direct_pairs_include_each_completing_arm_against_probe_only(tiny_dir, tiny_data, tmp_path):
+    from forgetscope.experiments.compare import CompareConfig
+
+    d = _compare_dict(tiny_dir, tiny_data, tmp_path / "x", strategies=[
+        {"name": "replay", "label": "random", "options": {"ratio": 0.5}},
+        {"name": "replay", "label": "probe-only", "options": {"ratio": 0.5, "policy": "predicted",
+                                                               "predictor": "probe-only"}},
+        {"name": "replay", "label": "lowrank", "options": {"ratio": 0.5, "policy": "predicted", "predictor": "lowrank"}},
+    ])
+    cfg = CompareConfig.model_validate(d)
+    assert cfg.direct_pairs() == [("probe-only", "random"), ("lowrank", "random"), ("lowrank", "probe-only")]
+    assert cfg.predictor_of(cfg.strategies[2]) == "lowrank" and cfg.predictor_of(cfg.strategies[0]) is None

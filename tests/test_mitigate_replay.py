@@ -251,7 +251,7 @@ def test_online_evaluates_the_probe_once_on_the_current_model_at_the_warmup_boun
                       probe=6, warmup_fraction=0.3, ratio=0.5, seed=3)
     calls = []
     base_params = {n: p.detach().clone() for n, p in model.named_parameters()}
-    orig = s.evaluate_upstream
+    orig = s.probe_losses
 
     class StepCounter(Hook):
         steps = 0
@@ -259,13 +259,13 @@ def test_online_evaluates_the_probe_once_on_the_current_model_at_the_warmup_boun
         def after_step(self, c):
             StepCounter.steps += 1
 
-    def spy(c, encoded):
+    def spy(c, ids, model=None, count=True):
         changed = any(not torch.equal(p, base_params[n]) for n, p in c.model.named_parameters())
-        calls.append({"ids": [e.example_id for e in encoded], "step": c.step, "optimizer_steps": StepCounter.steps,
+        calls.append({"ids": list(ids), "step": c.step, "optimizer_steps": StepCounter.steps,
                       "model": c.model, "changed": changed, "replayed": list(s.replayed)})
-        return orig(c, encoded)
+        return orig(c, ids, model, count)
 
-    s.evaluate_upstream = spy
+    s.probe_losses = spy
     r = train_on_task(copy.deepcopy(model), tok, ctx.task, cfg, strategy=s, upstream=ctx.upstream,
                       hooks=[StepCounter()], progress=False)
     probe = s._online["probe_ids"]
@@ -421,3 +421,116 @@ def test_empty_pool(tiny):
         ReplayStrategy().before_training(ctx)
     with pytest.raises(DataError, match="empty"):
         ReplaySampler(0, np.random.default_rng(0))
+
+
+# ---- the probe is the sweep's measurement -------------------------------------------------------------
+def _session_with_long_upstream(tiny_dir, tiny_data, tmp_path):
+    """A sweep session whose upstream texts are longer than ``train.max_length`` (8 tokens) and shorter
+    than ``eval.max_length`` (64), so the training and the evaluation encodings differ."""
+    from conftest import sweep_config_dict, write_jsonl
+
+    from forgetscope.config import SweepConfig
+    from forgetscope.experiments.session import SweepSession
+
+    up = write_jsonl(tmp_path / "long_up.jsonl", [
+        {"id": f"u{i}", "text": f"Sentence {i} tells of the quick brown fox that jumps over the lazy dog {i} times."}
+        for i in range(12)])
+    d = sweep_config_dict(tiny_dir, tiny_data, tmp_path / "sw", steps=4, max_length=8)
+    d["upstream"] = {"source": str(up)}
+    d["eval"] = {"max_length": 64, "max_batch_tokens": 256}
+    return SweepSession.prepare(SweepConfig.model_validate(d))
+
+
+@pytest.mark.parametrize("mode", ["online", "offline-pilot"])
+def test_the_probe_is_measured_as_the_sweep_measures_its_rows(tiny_dir, tiny_data, tmp_path, mode):
+    """The probe's base losses equal the sweep's ``loss_before`` of the same examples (its encoding,
+    ``eval.max_length`` and dtype), not a re-encoding at ``train.max_length``."""
+    from forgetscope.predict import get_predictor
+    from forgetscope.train import train_on_task
+
+    session = _session_with_long_upstream(tiny_dir, tiny_data, tmp_path)
+    base, tok = session.base()
+    sweep = session.evaluate(base, session.upstream, desc="before").set_index("example_id")["loss"]
+    ids = [e.example_id for e in session.upstream]
+    pred = get_predictor("additive").fit(np.tile(np.linspace(0, 1, len(ids)), (3, 1)))
+    opts = {"policy": "predicted", "predictor": pred, "predictor_columns": ids, "probe": 4, "ratio": 0.5}
+    if mode == "online":
+        opts.update(mode="online", warmup_fraction=0.5)
+    s = make_strategy("replay", **opts)
+    seen = []
+    orig = s.probe_losses
+
+    def spy(c, probe_ids, model=None, count=True):
+        out = orig(c, probe_ids, model, count)
+        seen.append((list(probe_ids), out))
+        return out
+
+    s.probe_losses = spy
+    task = session.tasks["code"]
+    r = train_on_task(copy.deepcopy(base), tok, task, session.config.train, strategy=s, upstream=session.upstream,
+                      measure_upstream=session.upstream_losses, progress=False)
+    probe_ids, first = seen[0]  # online: the base losses; pilot: the copy of the model before its steps
+    assert np.allclose(first, sweep.loc[probe_ids].to_numpy(), atol=1e-5)
+    assert r.record["strategy_info"]["probe_encoding"] == "sweep evaluation"
+    # the training encoding (8 tokens) would have measured another quantity: the test can fail
+    from forgetscope.measure import per_example_nll
+
+    by_id = {e.example_id: e for e in encode_examples_for(tok, session.upstream, 8)}
+    short = per_example_nll(base, [by_id[i] for i in probe_ids], pad_id=tok.pad_token_id)
+    assert not np.allclose(short, first, atol=1e-3)
+
+
+def encode_examples_for(tok, examples, max_length):
+    from forgetscope.data.encoding import encode_examples
+
+    return encode_examples(tok, examples, max_length)
+
+
+def test_outside_a_sweep_the_probe_says_it_used_the_training_encoding(tiny):
+    ctx = _ctx(tiny, n_up=12, steps=10)
+    from forgetscope.predict import get_predictor
+
+    cols = [f"u{i}" for i in range(12)]
+    pred = get_predictor("additive").fit(np.tile(np.arange(12.0), (3, 1)))
+    s = ReplayStrategy(policy="predicted", mode="online", predictor=pred, predictor_columns=cols, probe=2)
+    s.before_training(ctx)
+    assert s.summary()["probe_encoding"].startswith("training")
+
+
+# ---- probe-only and additive arms on a planted matrix --------------------------------------------------
+def test_probe_only_replays_the_probe_by_its_observed_values_and_completes_nothing(tiny):
+    ctx = _ctx(tiny, n_up=12, steps=8, batch_size=4)
+    observed = {"u1": 0.0, "u4": 0.5, "u7": 2.0}  # the probe; u7 is the one forgotten most
+    s = make_strategy("replay", policy="predicted", predictor="probe-only", probe_values=observed, ratio=0.125,
+                      seed=1)
+    s.before_training(ctx)
+    w = dict(zip(s.pool_ids, s.weights))
+    assert {i for i, x in w.items() if x > 0} == set(observed)  # no completion: the others weigh 0
+    assert np.allclose([w["u1"], w["u4"], w["u7"]], softmax_weights(np.array([0.0, 0.5, 2.0])))
+    assert s.summary()["predictor"] == "probe-only" and "known_rows" not in s.summary()
+
+
+def test_additive_arm_ranks_unprobed_examples_by_the_other_tasks_column_effects(tiny, tmp_path):
+    """Known rows = row offset + column effect: under softmax the row offset cancels, so the additive arm's
+    weights over unprobed examples follow the known rows' column means."""
+    ctx = _ctx(tiny, n_up=10, steps=8)
+    effects = np.linspace(-1.0, 1.0, 10)
+    known = effects[None, :] + np.array([[0.0], [0.3], [-0.2]])
+    import pandas as pd
+
+    pd.DataFrame(known, index=["a", "b", "c"], columns=[f"u{i}" for i in range(10)]).to_csv(tmp_path / "known.csv")
+    observed = {"u0": 0.1, "u5": 0.2}
+    s = make_strategy("replay", policy="predicted", predictor="additive", known=str(tmp_path / "known.csv"),
+                      probe_values=observed, temperature=1.0)
+    s.before_training(ctx)
+    w = dict(zip(s.pool_ids, s.weights))
+    unprobed = [f"u{i}" for i in range(10) if f"u{i}" not in observed]
+    got = np.log([w[i] for i in unprobed])
+    want = effects[[int(i[1:]) for i in unprobed]]
+    assert np.allclose(got - got.mean(), want - want.mean(), atol=1e-6)  # exp(column effect / T), T = 1
+
+
+def test_an_unknown_predictor_fails_in_one_line():
+    with pytest.raises(ConfigError, match="unknown predictor 'knnn'") as exc:
+        make_strategy("replay", policy="predicted", predictor="knnn", known="x")
+    assert "\n" not in str(exc.value)

@@ -34,27 +34,35 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
 
+def arm_name(label: str, predictor) -> str:
+    """A strategy's label, with the predictor a predicted-replay arm completes its row with when the
+    label does not already name it."""
+    p = "" if predictor is None or (isinstance(predictor, float) and math.isnan(predictor)) else str(predictor)
+    return label if not p or p in label else f"{label} ({p})"
+
+
 def compare_table(summary) -> Table:
     """Held-out forgetting of each strategy against plain fine-tuning (the comparison's main result)."""
     from forgetscope.experiments.compare import summary_kind
 
     kind = summary_kind(summary)
     over = "upstream" if kind == "all" else f"{kind} upstream"
-    table = Table(title=f"held-out {over} forgetting F vs plain fine-tuning (paired over task x seed runs, "
-                        "p Holm-adjusted; CIs in summary.csv)", box=box.SIMPLE_HEAD, pad_edge=False)
-    for c in ["strategy", "runs", "F", "forgotten", "Δ vs plain [95% CI]", "d_z", "p Wilcoxon", "p t"]:
+    table = Table(title=f"held-out {over} forgetting F vs plain fine-tuning (Wilcoxon signed-rank, paired over "
+                        "task x seed runs and over tasks with seeds averaged, Holm-adjusted; t-tests and CIs in "
+                        "summary.csv)", box=box.SIMPLE_HEAD, pad_edge=False)
+    for c in ["strategy", "runs", "F", "forgotten", "Δ vs plain [95% CI]", "d_z", "p runs", "p tasks"]:
         table.add_column(c, justify="left" if c == "strategy" else "right", no_wrap=True)
     for r in summary.to_dict("records"):
         base = r["strategy"] == "plain"
         table.add_row(
-            r["strategy"], str(r["runs"]),
+            arm_name(r["strategy"], r.get("predictor")), str(r["runs"]),
             _f(r["forgetting_heldout"], ".3f"),
             _f(r["forgotten_share_heldout"], ".0%"),
             "" if base else f"{_f(r.get('diff_forgetting'), '+.3f')} [{_f(r.get('diff_ci_low'), '+.3f')}, "
                             f"{_f(r.get('diff_ci_high'), '+.3f')}]",
             "" if base else _f(r.get("dz"), "+.2f"),
             "" if base else _p(r.get("p_wilcoxon_holm")),
-            "" if base else _p(r.get("p_t_holm")),
+            "" if base else _p(r.get("task_p_wilcoxon_holm")),
         )
     return table
 
@@ -78,12 +86,13 @@ def cost_table(summary) -> Table:
 
 def tests_table(tests) -> Table:
     """The head-to-head comparisons (not against plain) on held-out forgetting."""
-    table = Table(title="direct comparisons: held-out forgetting (paired over task x seed runs; p Holm-adjusted)")
-    for c in ["comparison", "runs", "Δ [95% CI]", "d_z", "p Wilcoxon", "p t", "note"]:
-        table.add_column(c, justify="left" if c in ("comparison", "note") else "right")
+    table = Table(title="direct comparisons: held-out forgetting (paired over task x seed runs, and over tasks "
+                        "with seeds averaged; p Holm-adjusted within each level)")
+    for c in ["comparison", "level", "pairs", "Δ [95% CI]", "d_z", "p Wilcoxon", "p t", "note"]:
+        table.add_column(c, justify="left" if c in ("comparison", "level", "note") else "right")
     rows = tests[(tests["baseline"] != "plain") & (tests["metric"] == "forgetting_heldout")]
     for r in rows.to_dict("records"):
-        table.add_row(r["comparison"], str(r["n_pairs"]),
+        table.add_row(r["comparison"], str(r.get("level", "run")), str(r["n_pairs"]),
                       f"{_f(r['mean_diff'], '+.4f')} [{_f(r['ci_low'], '+.4f')}, {_f(r['ci_high'], '+.4f')}]",
                       _f(r["dz"], "+.2f"), _p(r["p_wilcoxon_holm"]), _p(r["p_t_holm"]), str(r.get("note") or ""))
     return table
@@ -97,11 +106,13 @@ def compare(
     check: bool = typer.Option(False, help="only validate the config and the strategy options"),
 ) -> None:
     """Run plain fine-tuning and the configured strategies on the same tasks and seeds; test the differences."""
-    from forgetscope.experiments.compare import load_compare_config, run_compare
+    from forgetscope.experiments.compare import load_compare_config, run_compare, validate_compare
 
     cfg = load_compare_config(config)
     if check:
+        pool, held = validate_compare(cfg)
         console.print(f"{config}: ok ({_plural(len(cfg.tasks), 'task')} x {_plural(len(cfg.seed_list), 'seed')}, "
+                      f"pool {len(pool)}, held-out {len(held)} upstream examples, "
                       f"strategies: {', '.join(s.display for s in cfg.strategies)})")
         return
     command = ["forgetscope", "compare", str(config)] + (["--output", str(output)] if output else []) + (

@@ -72,7 +72,7 @@ from pydantic import Field, field_validator, model_validator
 from forgetscope.analysis.stats import holm, mean_ci, paired_run_test, paired_test
 from forgetscope.config import SweepConfig, TaskConfig, _Strict, kind_option, names_to_tasks
 from forgetscope.data.types import require_kind
-from forgetscope.errors import ConfigError
+from forgetscope.errors import ConfigError, DataError
 from forgetscope.experiments.run import Experiment
 from forgetscope.experiments.spec import RunSpec
 from forgetscope.measure.forgetting import forgotten_share
@@ -111,8 +111,25 @@ class CompareOptions(_Strict):
     bootstrap: int = Field(9999, ge=100)
     direct: list[tuple[str, str]] | None = None  # [strategy, baseline strategy] pairs tested head to head
     kind: str | None = None  # upstream examples the forgetting metrics average (None: the sweep's default kind)
+    # split by source instead of at random: held-out = upstream examples of these categories (``category``
+    # of the example's metadata), pool = those of ``pool_categories`` (default: every other category)
+    heldout_categories: list[str] | None = None
+    pool_categories: list[str] | None = None
 
     _kind = field_validator("kind")(kind_option)
+
+    @model_validator(mode="after")
+    def _split(self) -> CompareOptions:
+        if self.pool_categories is not None and self.heldout_categories is None:
+            raise ValueError("compare.pool_categories needs compare.heldout_categories (the held-out sources)")
+        if self.heldout_categories is not None:
+            if not self.heldout_categories:
+                raise ValueError("compare.heldout_categories: name at least one category")
+            both = sorted(set(self.heldout_categories) & set(self.pool_categories or []))
+            if both:
+                raise ValueError(f"compare: the held-out set overlaps the pool: categories {both} are in both "
+                                 "heldout_categories and pool_categories")
+        return self
 
 
 class CompareConfig(SweepConfig):
@@ -151,9 +168,16 @@ class CompareConfig(SweepConfig):
                 raise ValueError(f"compare.direct.{i}: compares {a!r} with itself")
         return self
 
+    def predictor_of(self, s: StrategySpec) -> str | None:
+        """The predictor a predicted-replay arm completes its row with (None for other arms)."""
+        return str(s.options.get("predictor", self.compare.predictor)) if s.policy == "predicted" else None
+
     def direct_pairs(self) -> list[tuple[str, str]]:
         """Head-to-head comparisons: ``compare.direct``, or each predicted-replay arm against the
-        random-replay arm with the same ratio (the first one, when several)."""
+        random-replay arm with the same ratio (the first one, when several) and, for arms that complete
+        a row, against the probe-only arm with the same ratio and mode (observation without completion)."""
+        from forgetscope.mitigate.replay import PROBE_ONLY
+
         if self.compare.direct is not None:
             return [(a, b) for a, b in self.compare.direct]
         out = []
@@ -161,9 +185,16 @@ class CompareConfig(SweepConfig):
             if s.policy != "predicted":
                 continue
             ratio = s.options.get("ratio", DEFAULT_RATIO)
-            random = [r for r in self.strategies if r.policy == "random" and r.options.get("ratio", DEFAULT_RATIO) == ratio]
+            same = [r for r in self.strategies if r.options.get("ratio", DEFAULT_RATIO) == ratio]
+            random = [r for r in same if r.policy == "random"]
             if random:
                 out.append((s.display, random[0].display))
+            if self.predictor_of(s) != PROBE_ONLY:
+                mode = s.options.get("mode", "offline")
+                probe_only = [r for r in same if self.predictor_of(r) == PROBE_ONLY
+                              and r.options.get("mode", "offline") == mode]
+                if probe_only:
+                    out.append((s.display, probe_only[0].display))
         return out
 
 
@@ -173,6 +204,19 @@ def load_compare_config(path: str | Path, **overrides: Any) -> CompareConfig:
     cfg = load_config(path, model=CompareConfig, **overrides)
     _validate_strategy_options(cfg)
     return cfg
+
+
+def validate_compare(cfg: CompareConfig) -> tuple[list[str], list[str]]:
+    """Everything a comparison can check before any model is loaded or file written: the sweep's own
+    checks (executor, input files), then the split of the upstream set into pool and held-out and the
+    probe against the pool. Returns (pool ids, held-out ids)."""
+    from forgetscope.experiments.session import load_upstream
+    from forgetscope.experiments.validate import validate_sweep
+
+    validate_sweep(cfg)
+    for t in cfg.known_tasks:
+        validate_sweep(cfg.model_copy(update={"tasks": [t]}))
+    return split_for(cfg, load_upstream(cfg))
 
 
 def _validate_strategy_options(cfg: CompareConfig) -> None:
@@ -188,6 +232,7 @@ def _validate_strategy_options(cfg: CompareConfig) -> None:
                 opts.setdefault("forgetting", {})
             if policy == "predicted":
                 opts.setdefault("known", "<compare>")
+                opts.setdefault("predictor", cfg.compare.predictor)
         strategy = make_strategy(s.name, **opts)
         if s.policy == "mir":  # the largest draw of one step, with full task batches
             most = int(replay_schedule(cfg.train.steps, cfg.train.batch_size, strategy.ratio).max())
@@ -198,6 +243,45 @@ def _validate_strategy_options(cfg: CompareConfig) -> None:
 
 def _spec(task: str, seed: int, name: str, options: dict[str, Any]) -> RunSpec:
     return RunSpec(task, seed, name, tuple(sorted(options.items())))
+
+
+def split_by_category(upstream: list, heldout: list[str], pool: list[str] | None) -> tuple[list[str], list[str]]:
+    """(pool, held-out) example ids by source: held-out = examples whose ``category`` is in ``heldout``,
+    pool = those in ``pool`` (default: every other category). Unknown categories fail in one line."""
+    cats = [str(e.meta.get("category")) for e in upstream]
+    present = sorted(set(cats))
+    for what, names in (("heldout_categories", heldout), ("pool_categories", pool or [])):
+        unknown = sorted(set(names) - set(present))
+        if unknown:
+            raise ConfigError(f"compare.{what}: no upstream example has category {unknown}; the upstream set "
+                              f"has {', '.join(present)}")
+    held_set = set(heldout)
+    pool_set = set(pool) if pool is not None else set(present) - held_set
+    pool_ids = [e.example_id for e, c in zip(upstream, cats) if c in pool_set]
+    held_ids = [e.example_id for e, c in zip(upstream, cats) if c in held_set]
+    if not pool_ids:
+        raise ConfigError("compare: the replay pool is empty (every upstream category is held out)")
+    return pool_ids, held_ids
+
+
+def split_for(cfg: CompareConfig, upstream: list) -> tuple[list[str], list[str]]:
+    """The comparison's (pool, held-out) split, checked against the probe size before any run."""
+    from forgetscope.predict.probe import probe_size
+
+    c = cfg.compare
+    if c.heldout_categories is not None:
+        pool_ids, held_ids = split_by_category(upstream, c.heldout_categories, c.pool_categories)
+    else:
+        pool_ids, held_ids = split_upstream([e.example_id for e in upstream], c.replay_fraction, cfg.seed)
+    for s in cfg.strategies:
+        if s.policy == "predicted":
+            size = s.options.get("probe", c.probe)
+            try:
+                probe_size(size, len(pool_ids))
+            except DataError as exc:
+                raise ConfigError(f"strategy {s.display}: {exc}; the probe must fit the replay pool of "
+                                  f"{len(pool_ids)} examples (lower compare.probe)") from None
+    return pool_ids, held_ids
 
 
 def split_upstream(ids: list[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
@@ -337,11 +421,12 @@ def run_compare(cfg: CompareConfig, *, output: str | Path | None = None, overwri
 
     output = Path(output or cfg.output)
     cfg = cfg.model_copy(update={"output": output})  # the fingerprint covers strategies, known tasks, options
+    validate_compare(cfg)  # a bad split or probe fails here, before any model is loaded or file written
     session = SweepSession.prepare(cfg.model_copy(update={"tasks": list(cfg.tasks) + list(cfg.known_tasks)}))
     session.config = cfg.model_copy(update={"tasks": list(cfg.tasks) + list(cfg.known_tasks)})
     layout = SweepLayout(output)
     ids = [e.example_id for e in session.upstream]
-    pool_ids, held_ids = split_upstream(ids, cfg.compare.replay_fraction, cfg.seed)
+    pool_ids, held_ids = split_for(cfg, session.upstream)
     headline_kind(cfg, session.upstream, held_ids)  # a kind with no held-out example fails before any run
     pool_set = set(pool_ids)
     session.extras["strategy_upstream"] = [e for e in session.upstream if e.example_id in pool_set]
@@ -493,8 +578,10 @@ def summarize(matrix, cfg: CompareConfig, plain: dict, specs: dict, held_ids: li
         spec = by_label.get(label)
         infos = [json.loads(x) for x in sub["strategy_info"]]
         rhos = {x["rho"] for x in infos if "rho" in x}
+        predictors = {x["predictor"] for x in infos if "predictor" in x}
         row = {"strategy": label, "kind": "baseline" if spec is None else spec.kind,
                "setting": "" if spec is None else _setting(spec), "runs": len(sub),
+               "predictor": predictors.pop() if len(predictors) == 1 else "",
                "rho": rhos.pop() if len(rhos) == 1 else float("nan"), "upstream_kind": kind,
                "forgetting_heldout": float(sub["forgetting_heldout"].mean()),
                "forgetting_ci_low": lo, "forgetting_ci_high": hi,
@@ -508,10 +595,15 @@ def summarize(matrix, cfg: CompareConfig, plain: dict, specs: dict, held_ids: li
         if label != "plain":
             for metric, prefix in (("forgetting_heldout", ""), ("task_loss_after", "task_loss_"),
                                    ("task_accuracy_after", "task_accuracy_")):
-                t = tests[(tests["strategy"] == label) & (tests["baseline"] == "plain") & (tests["metric"] == metric)]
+                at = (tests["strategy"] == label) & (tests["baseline"] == "plain") & (tests["metric"] == metric)
+                t = tests[at & (tests["level"] == "run")]
                 if t.empty:
                     continue
                 t = t.iloc[0]
+                tt = tests[at & (tests["level"] == "task")].iloc[0]
+                row[f"{prefix}n_tasks"] = tt["n_pairs"]
+                for p in ("p_wilcoxon_holm", "p_t_holm"):
+                    row[f"{prefix}task_{p}"] = tt[p]
                 name = "forgetting" if metric == "forgetting_heldout" else metric.removesuffix("_after")
                 row[f"diff_{name}"] = t["mean_diff"]
                 row[f"{prefix}diff_ci_low"], row[f"{prefix}diff_ci_high"] = t["ci_low"], t["ci_high"]
@@ -527,9 +619,22 @@ def summarize(matrix, cfg: CompareConfig, plain: dict, specs: dict, held_ids: li
     return {"summary": pd.DataFrame(rows), "tests": tests, "per_run": per_run_df}
 
 
+def task_means(per_run: pd.DataFrame, arm: str, base: str, metric: str) -> tuple[list[float], list[float]]:
+    """One paired value per task: ``metric`` of ``arm`` and of ``base`` averaged over the seeds both have
+    (the seeds of a task share its data, so tasks, not runs, are the independent units)."""
+    a = per_run[per_run["strategy"] == arm].set_index(["task", "seed"])[metric]
+    b = per_run[per_run["strategy"] == base].set_index(["task", "seed"])[metric]
+    both = a.index.intersection(b.index)
+    a, b = a.loc[both], b.loc[both]
+    ta = a.groupby(level="task", sort=True).mean()
+    tb = b.groupby(level="task", sort=True).mean()
+    return ta.tolist(), tb.loc[ta.index].tolist()
+
+
 def run_level_tests(per_run: pd.DataFrame, matrix, keyed: dict, held: np.ndarray, cfg: CompareConfig) -> pd.DataFrame:
-    """Every strategy vs plain and every direct pair, on every metric, paired over task x seed runs;
-    Holm's adjustment across all rows (one family per test)."""
+    """Every strategy vs plain and every direct pair, on every metric, paired over task x seed runs
+    (``level`` run) and over tasks with their seeds averaged (``level`` task: the independent units);
+    Holm's adjustment across all rows of one level (one family per test and level)."""
     row_of = {r: i for i, r in enumerate(matrix.row_names)}
     comparisons = [(s.display, "plain") for s in cfg.strategies] + cfg.direct_pairs()
     indexed = per_run.set_index(["strategy", "task", "seed"])
@@ -552,10 +657,21 @@ def run_level_tests(per_run: pd.DataFrame, matrix, keyed: dict, held: np.ndarray
                 if ea:
                     ex = paired_test(np.concatenate(ea), np.concatenate(eb), n_boot=200, seed=k)
                     row["p_examples_descriptive"], row["n_example_pairs"] = ex["p_wilcoxon"], ex["n"]
-            out.append(row)
+            out.append({"level": "run", **row})
+            ta, tb = task_means(per_run, arm, base, metric)
+            r = paired_run_test(ta, tb, n_resamples=cfg.compare.bootstrap, seed=k)
+            out.append({"level": "task", "comparison": row["comparison"], "strategy": arm, "baseline": base,
+                        "metric": metric, "n_pairs": r["n"], "mean_strategy": r["mean_a"],
+                        "mean_baseline": r["mean_b"], "mean_diff": r["mean_diff"], "ci_low": r["ci_low"],
+                        "ci_high": r["ci_high"], "sd_diff": r["sd_diff"], "dz": r["dz"],
+                        "p_wilcoxon": r["p_wilcoxon"], "p_t": r["p_t"], "note": r["note"],
+                        "p_examples_descriptive": float("nan"), "n_example_pairs": 0})
     tests = pd.DataFrame(out)
-    tests["p_wilcoxon_holm"] = holm(tests["p_wilcoxon"].to_numpy())
-    tests["p_t_holm"] = holm(tests["p_t"].to_numpy())
+    for col in ("p_wilcoxon", "p_t"):
+        tests[f"{col}_holm"] = np.nan
+        for level in ("run", "task"):
+            at = tests["level"] == level
+            tests.loc[at, f"{col}_holm"] = holm(tests.loc[at, col].to_numpy())
     return tests
 
 

@@ -74,7 +74,8 @@ def execute_run(session: SweepSession, spec: RunSpec,
     hooks = [tracking, *experiment.hooks(session, spec)]
     try:
         result = train_on_task(model, tok, session.tasks[spec.task], train_cfg, strategy=strategy,
-                               upstream=strategy_upstream, chat=session.chat, hooks=hooks)
+                               upstream=strategy_upstream, chat=session.chat, hooks=hooks,
+                               measure_upstream=session.upstream_losses)
     finally:
         tracking.close()
     extra = experiment.measure_unmerged(session, spec, result.model)

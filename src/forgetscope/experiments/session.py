@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from forgetscope.config import SweepConfig, TaskConfig
@@ -292,6 +293,26 @@ class SweepSession:
         for task in self.tasks.values():
             encode_examples(tok, task.train + task.heldout, self.config.train.max_length,
                             model_max_length=context_length(base), chat=self.chat)
+
+    def upstream_losses(self, model, example_ids: list[str]) -> np.ndarray:
+        """Mean token NLL of these upstream examples under ``model``, measured exactly as the sweep measures
+        ``loss_before`` and ``loss_after`` (its encoding, ``eval.max_length``, chat format, dtype and
+        batching): what a strategy's probe must use so its values are comparable with the known rows."""
+        from forgetscope.measure import per_example_nll
+        from forgetscope.precision import DTYPES
+
+        _, tok = self.base()
+        key = ("upstream_by_id", self.eval_max_length, self.chat)
+        if key not in self.cache:
+            self.cache[key] = {e.example_id: e for e in self.upstream_encoded}
+        by_id = self.cache[key]
+        missing = [i for i in example_ids if i not in by_id]
+        if missing:
+            raise DataError(f"not upstream examples of this sweep: {missing[:3]}")
+        ev = self.config.eval
+        return per_example_nll(model, [by_id[i] for i in example_ids], pad_id=tok.pad_token_id,
+                               max_batch_tokens=ev.max_batch_tokens, max_batch_size=ev.max_batch_size,
+                               dtype=DTYPES[self.precision().dtype])
 
     def evaluate(self, model, examples: list[Example], desc: str) -> pd.DataFrame:
         """Loss (and exact match) of ``examples`` with ``model``, encoded with ``eval.max_length``."""

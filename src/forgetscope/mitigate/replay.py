@@ -97,6 +97,9 @@ POLICIES = ("random", "predicted", "oracle", "mir")
 MODES = ("offline", "online")
 WEIGHTINGS = ("softmax", "linear")
 PROBE_BASES = ("measure", "known")
+#: The ``predictor`` of predicted replay that completes nothing: the probe's observed values weigh the
+#: probe examples and every other pool example gets weight 0 (observation without prediction).
+PROBE_ONLY = "probe-only"
 MAX_RATIO = 8.0
 
 
@@ -240,7 +243,7 @@ class ReplayOptions(StrategyOptions):
     forgetting_file: str | None = Field(None, description="oracle: JSON file with the true row")
     known: str | None = Field(None, description="predicted: sweep dir or matrix file with known rows")
     known_strategy: str | None = "plain"
-    predictor: Any = Field("knn", description="predicted: a predictor name or a fitted Predictor")
+    predictor: Any = Field("knn", description="predicted: a predictor name, 'probe-only' or a fitted Predictor")
     predictor_options: dict[str, Any] | None = None
     predictor_columns: list[str] | None = None
     probe: float = Field(30, gt=0, description="probe size: a count, or a fraction of the pool when < 1")
@@ -268,7 +271,9 @@ class ReplayOptions(StrategyOptions):
                     raise ValueError("policy 'predicted' needs a fitted predictor; call .fit(known) first")
                 if self.predictor_columns is None or len(self.predictor_columns) != p.n_cols_:
                     raise ValueError("a fitted predictor needs predictor_columns, the example ids of its columns")
-            elif self.known is None:
+            elif isinstance(p, str) and p != PROBE_ONLY and p not in _predictor_names():
+                raise ValueError(f"unknown predictor {p!r}; choose from {', '.join([PROBE_ONLY, *_predictor_names()])}")
+            elif self.known is None and p != PROBE_ONLY:
                 what = "online predicted replay" if self.mode == "online" else "policy 'predicted'"
                 raise ValueError(f"{what} needs known rows: pass known=SWEEP_DIR (forgetting rows of other "
                                  "tasks) or predictor=<fitted Predictor>")
@@ -277,6 +282,12 @@ class ReplayOptions(StrategyOptions):
             if self.mode == "online" and self.probe_base == "known" and self.known is None:
                 raise ValueError("probe_base 'known' reads the base losses from the known sweep; pass known=SWEEP_DIR")
         return self
+
+
+def _predictor_names() -> list[str]:
+    from forgetscope.predict.registry import PREDICTORS
+
+    return list(PREDICTORS.names())
 
 
 @register_strategy("replay")
@@ -312,11 +323,30 @@ class ReplayStrategy(Strategy):
 
     # ---- forward passes on upstream examples ------------------------------------------------
     def evaluate_upstream(self, ctx: TrainContext, encoded: list[Encoded]) -> np.ndarray:
-        """Mean token NLL of upstream examples under the current model (counted as evaluations)."""
+        """Mean token NLL of upstream examples under the current model, in the training encoding
+        (MIR's interference: the loss of what would be trained on; counted as evaluations)."""
         from forgetscope.measure import per_example_nll
 
         self._evaluations += len(encoded)
         return per_example_nll(ctx.model, encoded, pad_id=ctx.pad_id)
+
+    def probe_losses(self, ctx: TrainContext, ids: list[str], model: Any = None, count: bool = True) -> np.ndarray:
+        """Mean token NLL of the probe examples ``ids`` under ``model`` (default: the current one), measured
+        as the sweep measured the known rows (``ctx.measure_upstream``: its encoding, length and dtype), so
+        probe values and known rows are the same quantity. Outside a sweep the training encoding is the
+        only one there is; ``summary()["probe_encoding"]`` says which was used. ``count``: add them to the
+        evaluations spent (the pilot reports its own)."""
+        from forgetscope.measure import per_example_nll
+
+        model = ctx.model if model is None else model
+        if count:
+            self._evaluations += len(ids)
+        if ctx.measure_upstream is not None:
+            self._info["probe_encoding"] = "sweep evaluation"
+            return np.asarray(ctx.measure_upstream(model, list(ids)), dtype=float)
+        self._info["probe_encoding"] = "training (train.max_length; no sweep evaluator)"
+        by_id = {e.example_id: e for e in ctx.upstream_encoded}
+        return per_example_nll(model, [by_id[i] for i in ids], pad_id=ctx.pad_id)
 
     # ---- setup ------------------------------------------------------------------------------
     def before_training(self, ctx: TrainContext) -> None:
@@ -385,12 +415,17 @@ class ReplayStrategy(Strategy):
         o = self.options
         if isinstance(o.predictor, Predictor):
             return o.predictor, list(self.predictor_columns or []), o.predictor.name
+        if o.predictor == PROBE_ONLY:  # no known rows, nothing completed: every pool example is a column
+            return None, list(self.pool_ids), PROBE_ONLY
         X, cols = self._known_matrix(ctx)
         self._info["known_rows"] = int(X.shape[0])
         return get_predictor(o.predictor, **dict(o.predictor_options or {})).fit(X), cols, o.predictor
 
     def _complete(self, pred: Any, cols: list[str], observed: dict[str, float]) -> np.ndarray:
-        """Pool values: observed probe values, the predictor's completion elsewhere (NaN off its columns)."""
+        """Pool values: observed probe values, the predictor's completion elsewhere (NaN off its columns;
+        NaN everywhere but the probe for ``probe-only``, ``pred`` None)."""
+        if pred is None:
+            return np.array([observed.get(i, np.nan) for i in self.pool_ids], dtype=float)
         col_index = {c: j for j, c in enumerate(cols)}
         ids = list(observed)
         row = pred.predict(np.array([col_index[i] for i in ids]), np.array([observed[i] for i in ids]))
@@ -432,12 +467,8 @@ class ReplayStrategy(Strategy):
 
     def _pilot(self, ctx: TrainContext, probe_ids: list[str]) -> np.ndarray:
         """Forgetting on the probe examples after a short plain fine-tune of a copy of the model."""
-        from forgetscope.measure import per_example_nll
-
-        by_id = {e.example_id: e for e in ctx.upstream_encoded}
-        enc = [by_id[i] for i in probe_ids]
         model = copy.deepcopy(ctx.model)
-        before = per_example_nll(model, enc, pad_id=ctx.pad_id)
+        before = self.probe_losses(ctx, probe_ids, model, count=False)
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=ctx.config.lr, weight_decay=ctx.config.weight_decay)
         pilot_ctx = dataclasses.replace(ctx, model=model, optimizer=opt)
@@ -448,7 +479,7 @@ class ReplayStrategy(Strategy):
         for _ in range(self.options.pilot_steps):
             idx = rng.choice(len(ctx.train_encoded), size=bs, replace=False)
             plain.training_step(pilot_ctx, pilot_ctx.collate([ctx.train_encoded[i] for i in idx]))
-        after = per_example_nll(model, enc, pad_id=ctx.pad_id)
+        after = self.probe_losses(ctx, probe_ids, model, count=False)
         del model, opt, pilot_ctx
         return after - before
 
@@ -463,15 +494,13 @@ class ReplayStrategy(Strategy):
                               "and a predicted phase; train for at least 2 steps")
         pred, cols, name = self._fitted_predictor(ctx)
         probe_ids = self._probe_ids(cols)
-        by_id = {e.example_id: e for e in ctx.upstream_encoded}
-        enc = [by_id[i] for i in probe_ids]
         if o.probe_base == "known":
             base = self._known_base_losses(probe_ids)
             base_evaluations = 0
         else:
-            base = self.evaluate_upstream(ctx, enc)  # once, on the model before any step
-            base_evaluations = len(enc)
-        self._online = {"predictor": pred, "cols": cols, "probe_ids": probe_ids, "encoded": enc, "base": base,
+            base = self.probe_losses(ctx, probe_ids)  # once, on the model before any step
+            base_evaluations = len(probe_ids)
+        self._online = {"predictor": pred, "cols": cols, "probe_ids": probe_ids, "base": base,
                         "boundary": boundary, "switched": False}
         self._info.update({"predictor": name, "probe_size": len(probe_ids), "warmup_steps": boundary,
                            "probe_base": o.probe_base, "probe_base_evaluations": base_evaluations})
@@ -498,14 +527,14 @@ class ReplayStrategy(Strategy):
         on = self._online
         if on is None or on["switched"] or ctx.step != on["boundary"]:
             return
-        after = self.evaluate_upstream(ctx, on["encoded"])
+        after = self.probe_losses(ctx, on["probe_ids"])
         observed = {i: float(a - b) for i, a, b in zip(on["probe_ids"], after, on["base"]) if np.isfinite(a - b)}
         if not observed:
             raise DataError("replay online: no finite probe loss at the warm-up boundary")
         self.probe_calls.append({"step": ctx.step, "ids": list(on["probe_ids"])})
         self._set_weights(self._complete(on["predictor"], on["cols"], observed))
         on["switched"] = True
-        self._info.update({"probe_step": ctx.step, "probe_evaluations": len(on["encoded"]),
+        self._info.update({"probe_step": ctx.step, "probe_evaluations": len(on["probe_ids"]),
                            "replayed_in_warmup": len(self.replayed)})
 
     # ---- every step -------------------------------------------------------------------------

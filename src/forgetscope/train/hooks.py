@@ -45,6 +45,9 @@ class TrainContext:
     chat: bool = False
     last_loss: float | None = None  # training loss of the latest step (for logging callbacks)
     compute_dtype: torch.dtype = torch.float32  # forward passes autocast to it; weights stay as they are
+    #: ``(model, example_ids) -> losses``: upstream examples measured as the sweep measures its rows (its
+    #: encoding, length, dtype); None outside a sweep, where strategies fall back to ``upstream_encoded``
+    measure_upstream: Callable[[Any, list[str]], np.ndarray] | None = None
 
     def collate(self, batch: list[Encoded]) -> dict[str, torch.Tensor]:
         return collate(batch, self.pad_id, self.device)

@@ -53,12 +53,16 @@ def _lr_lambda(warmup: int) -> Callable[[int], float]:
 def train_on_task(model, tokenizer, task: Task, config: TrainConfig | None = None, *,
                   strategy: Strategy | None = None, upstream: Sequence[Example] = (),
                   hooks: Sequence[Hook] = (), progress: bool = True,
-                  chat: bool = False) -> TrainResult:
+                  chat: bool = False,
+                  measure_upstream: Callable[[Any, list[str]], np.ndarray] | None = None) -> TrainResult:
     """Fine-tune ``model`` on ``task`` and return it with the run record.
 
     ``model`` is modified in place (LoRA wraps it); pass a fresh copy of the base weights for each run.
     ``upstream`` is the pool strategies may train on (replay) or use for statistics (EWC's Fisher).
     ``hooks`` see the run after the strategy does (checkpoint evaluations, metric trackers).
+    ``measure_upstream(model, example_ids)`` measures upstream examples as the sweep does (a sweep passes
+    :meth:`~forgetscope.experiments.session.SweepSession.upstream_losses`); strategies that probe
+    forgetting during training use it, so their probe values are comparable with the sweep's rows.
     The record has the trainable parameter count, steps, wall time, and the task's held-out loss
     before and after (token-weighted mean NLL).
 
@@ -83,7 +87,7 @@ def train_on_task(model, tokenizer, task: Task, config: TrainConfig | None = Non
     ctx = TrainContext(model=model, tokenizer=tokenizer, task=task, config=cfg, device=device, pad_id=pad_id,
                        train_encoded=train_enc, upstream=list(upstream), upstream_encoded=up_enc,
                        rng=np.random.default_rng(cfg.seed), chat=chat,
-                       compute_dtype=resolve_train_dtype(cfg.dtype, device))
+                       compute_dtype=resolve_train_dtype(cfg.dtype, device), measure_upstream=measure_upstream)
     every = [strategy, *hooks]
     for h in every:
         h.before_training(ctx)
