@@ -668,18 +668,18 @@ def write_sources(path: Path, index: list[dict], upstream: list[dict], inst: lis
     L = [
         "# Demo data: sources, licenses and how it was made",
         "",
-        "Written by `scripts/build_demo_data.py --seed %d` (do not edit by hand; rerun the script)." % seed,
+        f"Written by `scripts/build_demo_data.py --seed {seed}` (do not edit by hand; rerun the script).",
         "All text is real text taken from Debian packages or the CPython source, except the task",
         "`arithmetic_synthetic` (generated from templates) and the labels of `classification`",
         "(derived from which source a text came from). Each example is short (about 10-45 words,",
         "code at most 260 characters) so that a 135M model evaluates it quickly on a CPU;",
-        "token windows: tasks %d-%d, upstream %d-%d, counted with the %s."
-        % (*TASK_TOKENS, *UPSTREAM_TOKENS, TOKENIZER_NAME),
+        "token windows: tasks {}-{}, upstream {}-{}, counted with the {}.".format(
+            *TASK_TOKENS, *UPSTREAM_TOKENS, TOKENIZER_NAME),
         "Every text is used in at most one place: nothing in the upstream sets appears in any",
         "task, and tasks share no text (a normalised-content check in the build script).",
         "The files keep the licenses of their sources listed below (not forgetscope's Apache-2.0).",
         "",
-        "Built with Python %s on Debian; package versions:" % sys.version.split()[0],
+        f"Built with Python {sys.version.split()[0]} on Debian; package versions:",
         "",
     ]
     L += [f"- `{p}` {pkg_version(p)}" for p in pkgs]
