@@ -535,3 +535,32 @@ def test_direct_pairs_include_each_completing_arm_against_probe_only(tiny_dir, t
     cfg = CompareConfig.model_validate(d)
     assert cfg.direct_pairs() == [("probe-only", "random"), ("lowrank", "random"), ("lowrank", "probe-only")]
     assert cfg.predictor_of(cfg.strategies[2]) == "lowrank" and cfg.predictor_of(cfg.strategies[0]) is None
+
+
+def test_strategy_runs_can_measure_the_held_out_part_only(tiny_dir, tiny_data, tmp_path):
+    """``measure_pool: false``: plain runs measure every example (they are the known rows), strategy runs
+    the held-out part only; the held-out metrics are unchanged in kind and the pool mean is not reported."""
+    from forgetscope.experiments.compare import load_compare_config, run_compare
+    from forgetscope.store import SweepStore
+
+    d = _compare_dict(tiny_dir, tiny_data, tmp_path / "cmp", strategies=[
+        {"name": "replay", "label": "replay-random", "options": {"ratio": 0.5, "policy": "random"}},
+        {"name": "replay", "label": "replay-probe-only", "options": {"ratio": 0.5, "policy": "predicted",
+                                                                      "predictor": "probe-only"}}])
+    d["known_tasks"] = []
+    d["compare"]["measure_pool"] = False
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(d))
+    result = run_compare(load_compare_config(p), log=lambda m: None)
+    F = SweepStore(tmp_path / "cmp").load_matrix()
+    split = json.loads((tmp_path / "cmp" / "compare" / "split.json").read_text())
+    held = [F.col_names.index(i) for i in split["heldout"]]
+    pool = [F.col_names.index(i) for i in split["pool"]]
+    for rid in F.row_names:
+        row = F.values[F.row_names.index(rid)]
+        assert np.isfinite(row[held]).all()
+        assert np.isfinite(row[pool]).all() == ("__plain__" in rid)  # strategies: the pool stays NaN
+    per_run = result["per_run"].set_index("strategy")
+    assert per_run.loc["plain", "forgetting_all_untrained"].notna().all()
+    assert per_run.loc["replay-random", "forgetting_all_untrained"].isna().all()
+    assert per_run["forgetting_heldout"].notna().all()

@@ -144,8 +144,8 @@ def test_unknown_predictor_and_parameters():
         get_predictor("knn", similarity="dot")
     with pytest.raises(ConfigError):
         get_predictor("lowrank", rank=0)
-    assert set(PREDICTORS) == {"zero", "additive", "column-mean", "probe-mean", "knn", "knn-baseline", "lowrank",
-                               "logistic", "semantic", "semantic-knn"}
+    assert set(PREDICTORS) == {"zero", "additive", "additive-als", "column-mean", "probe-mean", "knn", "knn-baseline",
+                               "knn-baseline-als", "lowrank", "logistic", "semantic", "semantic-knn"}
 
 
 def test_edge_matrices():

@@ -115,6 +115,9 @@ class CompareOptions(_Strict):
     # of the example's metadata), pool = those of ``pool_categories`` (default: every other category)
     heldout_categories: list[str] | None = None
     pool_categories: list[str] | None = None
+    # strategy runs measure the pool too (for forgetting_all_untrained); false: the held-out part only,
+    # which is all the tests use (plain runs always measure every example: they are the known rows)
+    measure_pool: bool = True
 
     _kind = field_validator("kind")(kind_option)
 
@@ -373,6 +376,21 @@ class CompareExperiment(Experiment):
         pad = tok.pad_token_id if tok.pad_token_id is not None else 0
         return {"task_accuracy_after": token_accuracy(model, enc, pad)}
 
+    def evaluate(self, session, spec: RunSpec, model: Any, hooks: list) -> pd.DataFrame:
+        """Plain runs: every upstream example. Strategy runs with ``compare.measure_pool: false``: the
+        held-out part only (the rest stays NaN), measured with the same encoding and settings."""
+        measured = session.extras.get("strategy_measured")
+        if spec.strategy == "plain" or measured is None:
+            return super().evaluate(session, spec, model, hooks)
+        from forgetscope.precision import DTYPES, merge_for_evaluation
+
+        model = merge_for_evaluation(model, DTYPES[session.precision().dtype])
+        keep = set(measured)
+        after = session.evaluate(model, [e for e in session.upstream if e.example_id in keep],
+                                 desc=f"held-out upstream after {spec.task}")
+        return after.rename(columns={"loss": "loss_after", "em": "em_after"})[
+            ["example_id", "loss_after", "em_after"]]
+
 
 COMPARE = CompareExperiment()
 
@@ -430,6 +448,8 @@ def run_compare(cfg: CompareConfig, *, output: str | Path | None = None, overwri
     headline_kind(cfg, session.upstream, held_ids)  # a kind with no held-out example fails before any run
     pool_set = set(pool_ids)
     session.extras["strategy_upstream"] = [e for e in session.upstream if e.example_id in pool_set]
+    if not cfg.compare.measure_pool:
+        session.extras["strategy_measured"] = list(held_ids)
     store = open_store(cfg, session, output, overwrite)
     clock = WallClock(layout, command)
     _write_json(layout.compare_split, {"pool": pool_ids, "heldout": held_ids})
@@ -560,8 +580,13 @@ def summarize(matrix, cfg: CompareConfig, plain: dict, specs: dict, held_ids: li
         acc = rec.get("task_accuracy_after", np.nan)
         per_kind = {name: v for k, (hk, uk) in extras.items()
                     for name, v in forgetting_metrics(r, hk, uk, thr, f"_{k}").items()}
+        headline = forgetting_metrics(r, held, untrained, thr)
+        if label != "plain" and not cfg.compare.measure_pool:  # the pool was not measured: no such mean
+            for d in (headline, per_kind):
+                for name in [n for n in d if n.startswith("forgetting_all_untrained")]:
+                    d[name] = float("nan")
         per_run.append({"strategy": label, "task": t, "seed": s, "run_id": spec.run_id,
-                        **forgetting_metrics(r, held, untrained, thr), **per_kind,
+                        **headline, **per_kind,
                         "task_loss_before": float(rec["task_loss_before"]),
                         "task_loss_after": float(rec["task_loss_after"]),
                         "task_accuracy_after": float(acc) if acc is not None else float("nan"),

@@ -9,7 +9,7 @@ closed-form counterpart of what the reference prediction runs use (scikit-surpri
 fitted by SGD for 1 000 epochs with ``reg = 0.02``, which converges to nearly unregularised least
 squares).
 
-``reg_u > 0`` or ``reg_i > 0`` selects surprise's regularised alternating-least-squares baselines
+``additive-als`` (or ``reg_u > 0`` / ``reg_i > 0``) selects surprise's regularised alternating-least-squares baselines
 (``method="als"``; the reference's low-rank analysis uses ``reg_u = 15``, ``reg_i = 10``, 10 epochs; see
 :mod:`forgetscope.predict.baselines`), fitted, as surprise does, on the known rows together with the new
 task's probe entries. The shrinkage matters most for the new task's offset: ``λ_u = 15`` against 30
@@ -59,6 +59,16 @@ class AdditivePredictor(Predictor):
                                  n_epochs=self.n_epochs).baseline()
         offset = (Y - self.col_mean_[idx]).mean(1)
         return self.col_mean_[None, :].astype(np.float64) + offset[:, None]
+
+
+class AdditiveALSPredictor(AdditivePredictor):
+    """``additive`` with scikit-surprise's default BaselineOnly options (ALS, ``reg_u = 15``,
+    ``reg_i = 10``, 10 epochs), fitted jointly with the new row's probe entries."""
+
+    name = "additive-als"
+
+    def __init__(self, *, reg_u: float = 15.0, reg_i: float = 10.0, n_epochs: int = 10) -> None:
+        super().__init__(reg_u=reg_u, reg_i=reg_i, n_epochs=n_epochs)
 
 
 class ZeroPredictor(Predictor):

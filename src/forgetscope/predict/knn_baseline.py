@@ -6,9 +6,11 @@ For new row u and column i::
 
     F̂[u, i] = b_ui + Σ_{v ∈ N_k(u, i)} sim(u, v) · (r_vi − b_vi) / Σ_{v ∈ N_k(u, i)} sim(u, v)
 
-* **Baselines** ``b_ui = μ + b_u + b_i``: surprise's default for KNNBaseline, alternating least
-  squares with ``reg_u = 15``, ``reg_i = 10``, 10 epochs (:mod:`forgetscope.predict.baselines`).
-  They are fitted on the known rows *plus the new row's probe entries*, because that is the
+* **Baselines** ``b_ui = μ + b_u + b_i``, by alternating least squares
+  (:mod:`forgetscope.predict.baselines`). The default is the reference's prediction setting:
+  unregularised (``reg_u = reg_i = 0``, 50 epochs), the closed-form counterpart of the SGD fit the
+  reference ran (see the end of this docstring). ``knn-baseline-als`` keeps surprise's own default
+  for KNNBaseline, ``reg_u = 15``, ``reg_i = 10``, 10 epochs. They are fitted on the known rows *plus the new row's probe entries*, because that is the
   training set the reference builds for each test task (all known rows and the one test task's
   revealed entries, then ``fit``). Each new row has its own joint fit, so ``μ``, every ``b_i`` and
   every known row's ``b_v`` are those of that fit; rows predicted together do not see each other.
@@ -57,8 +59,8 @@ class KNNBaselinePredictor(Predictor):
 
     name = "knn-baseline"
 
-    def __init__(self, k: int = 40, *, min_k: int = 1, reg_u: float = 15.0, reg_i: float = 10.0,
-                 n_epochs: int = 10) -> None:
+    def __init__(self, k: int = 40, *, min_k: int = 1, reg_u: float = 0.0, reg_i: float = 0.0,
+                 n_epochs: int = 50) -> None:
         if int(k) != k or int(k) < 1:
             raise ConfigError(f"knn-baseline k must be a whole number >= 1, got {k}")
         if int(min_k) != min_k or not 0 <= int(min_k) <= int(k):
@@ -143,3 +145,14 @@ class KNNBaselinePredictor(Predictor):
         ok = (cnt >= self.min_k) & (den > 0)
         safe = np.where(ok, den, 1.0)
         out[ok] = (b_new[:, None] + num / safe)[ok]
+
+
+class KNNBaselineALSPredictor(KNNBaselinePredictor):
+    """``knn-baseline`` with scikit-surprise's default baselines (ALS, ``reg_u = 15``, ``reg_i = 10``,
+    10 epochs): what ``KNNBaseline()`` computes when no baseline options are given."""
+
+    name = "knn-baseline-als"
+
+    def __init__(self, k: int = 40, *, min_k: int = 1, reg_u: float = 15.0, reg_i: float = 10.0,
+                 n_epochs: int = 10) -> None:
+        super().__init__(k, min_k=min_k, reg_u=reg_u, reg_i=reg_i, n_epochs=n_epochs)

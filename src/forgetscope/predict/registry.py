@@ -11,6 +11,7 @@ from typing import Any
 
 from forgetscope.errors import ConfigError
 from forgetscope.predict.additive import (
+    AdditiveALSPredictor,
     AdditivePredictor,
     ColumnMeanPredictor,
     ProbeMeanPredictor,
@@ -18,15 +19,16 @@ from forgetscope.predict.additive import (
 )
 from forgetscope.predict.base import Predictor
 from forgetscope.predict.knn import KNNPredictor
-from forgetscope.predict.knn_baseline import KNNBaselinePredictor
+from forgetscope.predict.knn_baseline import KNNBaselineALSPredictor, KNNBaselinePredictor
 from forgetscope.predict.logistic import LogisticPredictor
 from forgetscope.predict.lowrank import LowRankPredictor
 from forgetscope.predict.semantic import SemanticNeighboursPredictor, SemanticPredictor
 from forgetscope.registry import Registry
 
 PREDICTORS: Registry[type[Predictor]] = Registry("predictor")
-for _cls in (ZeroPredictor, AdditivePredictor, ColumnMeanPredictor, ProbeMeanPredictor, KNNPredictor, KNNBaselinePredictor, LowRankPredictor,
-             LogisticPredictor, SemanticPredictor, SemanticNeighboursPredictor):
+for _cls in (ZeroPredictor, AdditivePredictor, AdditiveALSPredictor, ColumnMeanPredictor, ProbeMeanPredictor,
+             KNNPredictor, KNNBaselinePredictor, KNNBaselineALSPredictor, LowRankPredictor, LogisticPredictor,
+             SemanticPredictor, SemanticNeighboursPredictor):
     PREDICTORS.register(_cls.name, _cls)
 
 
