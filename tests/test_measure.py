@@ -187,7 +187,7 @@ def _sweep_with_em(path):
 
 
 def test_binary_forgetting_is_em_lost_on_examples_the_base_model_answered(tmp_path):
-    from forgetscope.measure import binary_forgetting
+    from forgetscope.predict.binary import binary_forgetting
 
     store = _sweep_with_em(tmp_path / "s")
     B = binary_forgetting(store.load_matrix())
@@ -203,3 +203,14 @@ def test_forgotten_share_leaves_out_excluded_entries():
 
     assert forgotten_share(np.array([0.5, -0.1, np.nan, np.nan])) == 0.5
     assert np.isnan(forgotten_share(np.array([np.nan])))
+
+
+def test_the_forgetting_definitions_import_without_torch():
+    """``forgetscope.measure.forgetting`` is a numpy leaf: the store and the analysis read it without torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import forgetscope.measure.forgetting, forgetscope.store.matrix; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -13,6 +13,7 @@ A sweep config says which base model, which upstream examples, which tasks, and 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -33,18 +34,23 @@ def names_to_tasks(v: Any) -> Any:
     return v
 
 
-def kind_option(v: str | None) -> str | None:
-    """A ``kind`` field of a config block (the upstream examples its headline metric averages; None:
-    the sweep's default kind), checked with :func:`forgetscope.data.types.check_kind`."""
-    from forgetscope.data.types import check_kind
-    from forgetscope.errors import DataError
+#: The training-curve backends ``report_to`` may name (``forgetscope.train.tracking`` starts them).
+BACKENDS = ("tensorboard", "wandb")
+OFF = ("none", "", "off", "false", "no")
 
-    if v is not None:
-        try:
-            check_kind(v)
-        except DataError as exc:
-            raise ValueError(str(exc)) from None
-    return v
+
+def parse_report_to(report_to: str | Iterable[str] | None) -> list[str]:
+    """Normalise the switch to a list of backend names; unknown names raise a ConfigError naming them."""
+    if report_to is None:
+        return []
+    items = report_to.split(",") if isinstance(report_to, str) else list(report_to)
+    names = [n for n in (str(x).strip().lower() for x in items) if n not in OFF]
+    if "all" in names:
+        names = list(BACKENDS)
+    bad = sorted(set(names) - set(BACKENDS))
+    if bad:
+        raise ConfigError(f"report_to: unknown backend(s) {', '.join(bad)}; choose none, {', '.join(BACKENDS)}")
+    return list(dict.fromkeys(names))
 
 
 class TrainConfig(_Strict):
@@ -161,24 +167,13 @@ class SweepConfig(_Strict):
     # LoRA runs: the null direction of each adapted weight has the adapter's rank (adapter) or full rank
     # (full); full fine-tuning is always full rank
     null_rank: Literal["adapter", "full"] = "adapter"
-    executor: str = "local"  # a name in forgetscope.experiments.executors.EXECUTORS
+    executor: str = "local"  # a name in forgetscope.experiments.executors.EXECUTORS (checked by validate_sweep)
     report_to: str | list[str] = "none"  # none | tensorboard | wandb (training curves, off by default)
 
     @field_validator("report_to")
     @classmethod
     def _known_backends(cls, v: Any) -> Any:
-        from forgetscope.train.tracking import parse_report_to
-
         parse_report_to(v)
-        return v
-
-    @field_validator("executor")
-    @classmethod
-    def _known_executor(cls, v: str) -> str:
-        from forgetscope.experiments.executors import EXECUTORS
-
-        if v not in EXECUTORS:
-            raise ValueError(str(EXECUTORS.unknown(v)))
         return v
 
     _names_to_tasks = field_validator("tasks", mode="before")(lambda v: names_to_tasks(v))

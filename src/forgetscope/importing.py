@@ -106,6 +106,16 @@ def load_any(path: str | os.PathLike[str], *, row_names: list[str] | None = None
     return read_matrix_file(p, row_names=row_names, col_names=col_names)
 
 
+def load_base_losses(path: str | os.PathLike[str]) -> dict[str, float]:
+    """``{example_id: loss_before}`` of a sweep directory's upstream examples (a one-line error when the
+    path is not a sweep or has no base losses)."""
+    store = SweepStore(Path(path))
+    if not store.exists() or not store.has_upstream():
+        raise DataError(f"{path} is not a sweep directory with upstream base losses")
+    up = store.read_upstream()
+    return dict(zip(up["example_id"].astype(str), up["loss_before"].astype(float), strict=True))
+
+
 def import_matrix(source: str | os.PathLike[str], dest: str | os.PathLike[str], *,
                   row_names: list[str] | None = None, col_names: list[str] | None = None,
                   overwrite: bool = False) -> ForgettingMatrix:

@@ -43,7 +43,7 @@ import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from forgetscope.config import kind_option
+from forgetscope.data.types import kind_option
 from forgetscope.errors import ForgetscopeError
 
 LossFn = Callable[[Any, Any], "tuple[torch.Tensor, float]"]

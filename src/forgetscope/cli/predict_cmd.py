@@ -99,6 +99,12 @@ def predict(
                 cells += [_pm(row, f"precision@{k0}"), _pm(row, f"recall@{k0}")]
         table.add_row(*cells)
     console.print(table)
+    if "coverage" in summary:
+        cov = [f"{r['method']} {_fmt(r['coverage'], '.1%')} (width {_fmt(r['interval_width'], '.3f')})"
+               for r in summary.to_dict("records") if r.get("coverage") == r.get("coverage")]
+        if cov:
+            console.print(f"90% split-conformal intervals (as a forecast makes them), share of unprobed entries "
+                          f"inside: {'; '.join(cov)}", highlight=False)
 
     out_dir = out or default_out(source, "predict", kind)
     paths = result.save(out_dir)

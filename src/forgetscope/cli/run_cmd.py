@@ -22,7 +22,8 @@ def summary_table(matrix: ForgettingMatrix, kind: str = "all") -> Table:
     got right that the fine-tuned model no longer gets (binary forgetting).
     """
     from forgetscope.data.types import KIND_LABELS
-    from forgetscope.measure.forgetting import binary_forgetting, forgotten_share
+    from forgetscope.measure.forgetting import forgotten_share
+    from forgetscope.predict.binary import binary_forgetting
 
     sub = matrix.select_kind(kind)
     binary = None

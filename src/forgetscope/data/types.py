@@ -111,3 +111,14 @@ def require_kind(examples: Sequence[Example], kind: str) -> str:
         present = ", ".join(f"{k} ({n})" for k in KINDS if (n := sum(e.kind == k for e in examples)))
         raise DataError(f"no {kind!r} examples in the upstream set; kinds present: {present}")
     return kind
+
+
+def kind_option(v: str | None) -> str | None:
+    """A pydantic validator for a ``kind`` field of a config block (the upstream examples its headline
+    metric averages; None: the sweep's default kind), checked with :func:`check_kind`."""
+    if v is not None:
+        try:
+            check_kind(v)
+        except DataError as exc:
+            raise ValueError(str(exc)) from None
+    return v

@@ -70,8 +70,8 @@ import torch
 from pydantic import Field, field_validator, model_validator
 
 from forgetscope.analysis.stats import holm, mean_ci, paired_run_test, paired_test
-from forgetscope.config import SweepConfig, TaskConfig, _Strict, kind_option, names_to_tasks
-from forgetscope.data.types import require_kind
+from forgetscope.config import SweepConfig, TaskConfig, _Strict, names_to_tasks
+from forgetscope.data.types import kind_option, require_kind
 from forgetscope.errors import ConfigError, DataError
 from forgetscope.experiments.run import Experiment
 from forgetscope.experiments.spec import RunSpec

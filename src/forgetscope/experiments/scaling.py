@@ -60,7 +60,8 @@ from forgetscope.errors import StoreError
 from forgetscope.experiments.run import Experiment
 from forgetscope.experiments.session import SweepSession
 from forgetscope.experiments.spec import RunSpec
-from forgetscope.measure import UpstreamReference, heldout_loss
+from forgetscope.measure.nll import heldout_loss
+from forgetscope.measure.reference import UpstreamReference
 from forgetscope.models import context_length, count_trainable
 from forgetscope.store.layout import SweepLayout
 from forgetscope.train.hooks import Hook, TrainContext

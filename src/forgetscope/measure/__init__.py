@@ -1,25 +1,30 @@
-"""Measurement: per-example NLL and exact match (:mod:`.nll`) and what forgetting is (:mod:`.forgetting`)."""
+"""Measurement: per-example NLL and exact match (:mod:`.nll`), what forgetting is (:mod:`.forgetting`,
+pure numpy) and its cross-entropy view (:mod:`.reference`).
 
-from forgetscope.measure.forgetting import (
-    UpstreamReference,
-    binary_forgetting,
-    cross_entropy_terms,
-    forgetting,
-    forgotten_share,
-    token_weighted_mean,
-)
-from forgetscope.measure.nll import (
-    answer_matches,
-    batch_nll,
-    bucket_batches,
-    evaluate_examples,
-    exact_match,
-    heldout_loss,
-    per_example_nll,
-    scored_logits,
-    scored_logprobs,
-)
+Names load lazily, so ``forgetscope.measure.forgetting`` (needed by the store and the analysis) does
+not import torch.
+"""
 
-__all__ = ["UpstreamReference", "answer_matches", "binary_forgetting", "batch_nll", "bucket_batches", "cross_entropy_terms",
-           "evaluate_examples", "exact_match", "forgetting", "forgotten_share", "heldout_loss", "per_example_nll",
-           "scored_logits", "scored_logprobs", "token_weighted_mean"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {
+    "binary_forgetting_values": "forgetting", "forgetting": "forgetting", "forgotten_share": "forgetting",
+    "token_weighted_mean": "forgetting",
+    "UpstreamReference": "reference", "cross_entropy_terms": "reference",
+    "answer_matches": "nll", "batch_nll": "nll", "bucket_batches": "nll", "evaluate_examples": "nll",
+    "exact_match": "nll", "heldout_loss": "nll", "per_example_nll": "nll", "scored_logits": "nll",
+    "scored_logprobs": "nll",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'forgetscope.measure' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"forgetscope.measure.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value

@@ -511,14 +511,14 @@ class ReplayStrategy(Strategy):
         self.weights = w / w.sum() if w.sum() > 0 else np.full(len(self.pool_ids), 1.0 / len(self.pool_ids))
 
     def _known_base_losses(self, probe_ids: list[str]) -> np.ndarray:
-        from forgetscope.store import SweepStore
+        from forgetscope.importing import load_base_losses
 
-        store = SweepStore(self.options.known)
-        if not store.exists() or not store.has_upstream():
+        try:
+            up = load_base_losses(self.options.known)
+        except DataError:
             raise DataError(f"replay online: probe_base 'known' needs a sweep directory with upstream base losses, "
-                            f"got {self.options.known}")
-        up = store.read_upstream().set_index("example_id")["loss_before"]
-        missing = [i for i in probe_ids if i not in up.index or not np.isfinite(up[i])]
+                            f"got {self.options.known}") from None
+        missing = [i for i in probe_ids if i not in up or not np.isfinite(up[i])]
         if missing:
             raise DataError(f"replay online: the known sweep has no base loss for probe example(s) {missing[:3]}")
         return np.array([float(up[i]) for i in probe_ids])

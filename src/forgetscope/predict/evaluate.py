@@ -34,6 +34,7 @@ predicted value > 0.5) and AUC-ROC, pooled over the test entries.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import time
@@ -49,6 +50,7 @@ from sklearn.model_selection import GroupKFold
 
 from forgetscope.errors import ConfigError, DataError
 from forgetscope.predict.base import Predictor
+from forgetscope.predict.conformal import MIN_TASKS, check_coverage, conformal_quantile
 from forgetscope.predict.metrics import pool, precision_curve, row_stats, score_binary
 from forgetscope.predict.probe import leverage_scores, probe_size, top_by_score
 from forgetscope.predict.registry import get_predictor
@@ -220,13 +222,20 @@ def evaluate(matrix: Any, predictors: Sequence[str | Predictor] | Mapping[str, s
         train_group: str | None = None, test_group: str | None = None, ks: Sequence[int] = (10, 100),
         params: Mapping[str, Mapping[str, Any]] | None = None, task_texts: Sequence[str] | None = None,
         example_texts: Sequence[str] | None = None, active_rank: int = 5,
-        scatter_points: int = 2000, baselines: bool = True) -> CVResult:
+        scatter_points: int = 2000, baselines: bool = True, coverage: float | None = 0.9) -> CVResult:
     """Evaluate ``predictors`` on ``matrix`` (array or ``ForgettingMatrix``) under the protocol of the module doc.
 
     ``baselines`` (default) adds the trivial baselines beside the predictors, so every score can be read
     against what no model at all achieves: ``column-mean`` and ``probe-mean`` (:mod:`forgetscope.predict.additive`)
     and, for F1, ``all-forgotten`` (every unprobed entry predicted forgotten: F1 = 2s / (1 + s) for a share s
     of forgotten entries; no other score).
+
+    ``coverage`` (default 0.9; None: off) scores the forecast's split-conformal intervals
+    (:mod:`forgetscope.predict.conformal`) the way a forecast makes them: within each split, each known
+    task is left out in turn and completed from its probe values by a fit on the other known tasks; the
+    ⌈(n + 1)·c⌉-th of those absolute residuals is the half-width q, and ``coverage`` in the table is the
+    share of the test rows' unprobed entries within ``prediction ± q`` (``interval_width`` = 2q). Splits
+    with fewer than 3 known tasks have no interval (NaN).
     """
     X = check_matrix(matrix, what="forgetting matrix", dtype=None)
     m, n = X.shape
@@ -238,6 +247,8 @@ def evaluate(matrix: Any, predictors: Sequence[str | Predictor] | Mapping[str, s
         raise ConfigError(f"unknown probe method {probe_method!r}; choose random or active")
     if tau is not None and not (np.isfinite(tau) and tau >= 0):
         raise ConfigError(f"tau must be a finite margin >= 0, got {tau}")
+    if coverage is not None:
+        check_coverage(coverage)
     named = _named_predictors(predictors, params or {})
     if baselines and not binary:
         named.update({b: get_predictor(b) for b in TRIVIAL if b not in named})
@@ -267,6 +278,7 @@ def evaluate(matrix: Any, predictors: Sequence[str | Predictor] | Mapping[str, s
     curve_sums: dict[tuple[int, str], np.ndarray] = {}
     fit_s: dict[str, float] = defaultdict(float)
     predict_s: dict[tuple[int, int, str], float] = defaultdict(float)
+    covered: dict[tuple[int, int, str], list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0, 0.0])
     scatter, rng = [], np.random.default_rng(seed)
     for split in splits:
         known, held = X[split.train], X[split.test]
@@ -280,6 +292,8 @@ def evaluate(matrix: Any, predictors: Sequence[str | Predictor] | Mapping[str, s
                           groups=groups[split.train])
             fit_s[label] += time.perf_counter() - t0
             prob = binary or predictor.output == "probability"
+            calibration = [] if coverage is None or prob else _leave_task_out_fits(
+                predictor, known, groups[split.train], _subset(task_texts, split.train), example_texts)
             for (d, size), idx in probes.items():
                 t0 = time.perf_counter()
                 pred = predictor.predict_rows(idx, held[:, idx], task_texts=_subset(task_texts, split.test))
@@ -288,6 +302,14 @@ def evaluate(matrix: Any, predictors: Sequence[str | Predictor] | Mapping[str, s
                 truth[:, idx] = np.nan  # score only what was predicted, not what was observed
                 key = (d, size, label)
                 stats[key].append(row_stats(truth, pred, threshold=threshold, ks=tuple(ks), probability=prob))
+                if calibration:
+                    q = _conformal_halfwidth(calibration, known, idx, coverage)
+                    ok = np.isfinite(truth) & np.isfinite(pred)
+                    c = covered[key]
+                    c[0] += float(np.sum(np.abs(truth[ok] - pred[ok]) <= q))
+                    c[1] += float(ok.sum())
+                    c[2] += 2 * q
+                    c[3] += 1
                 if binary:
                     ok = np.isfinite(truth)
                     pooled[key].append((truth[ok], pred[ok]))
@@ -307,6 +329,10 @@ def evaluate(matrix: Any, predictors: Sequence[str | Predictor] | Mapping[str, s
             p = np.concatenate([b for _, b in pooled[(d, size, label)]])
             metrics = {**score_binary(t, p), "spearman": metrics["spearman"],
                        **{k: v for k, v in metrics.items() if "@" in k}}
+        c = covered.get((d, size, label))
+        if coverage is not None and not prob:
+            metrics["coverage"] = c[0] / c[1] if c and c[1] else float("nan")
+            metrics["interval_width"] = c[2] / c[3] if c and c[3] else float("nan")
         rows.append({"draw": d, "predictor": label, "method": display[label], "probe_method": probe_method,
                      "probe_size": size, "probe_frac": size / n, "inference_skipped": 1 - size / n,
                      "n_splits": len(splits), "n_train": float(np.mean([s.train.size for s in splits])),
@@ -322,9 +348,39 @@ def evaluate(matrix: Any, predictors: Sequence[str | Predictor] | Mapping[str, s
                                         "k": curve_ks, "precision": ps / pn, "recall": rs / rn}))
     protocol = {"splits": description, "n_splits": len(splits), "draws": int(draws), "probe_method": probe_method,
                 "probe_sizes": sizes, "n_examples": n, "n_rows": m, "tau": threshold, "tau_source": tau_source,
-                "binary": bool(binary), "seed": seed,
+                "binary": bool(binary), "seed": seed, "coverage": coverage,
                 "test_rows": sorted({str(groups[i]) for s in splits for i in s.test})}
     return CVResult(table, pd.concat(curves, ignore_index=True), pd.concat(scatter, ignore_index=True), protocol)
+
+
+def _leave_task_out_fits(predictor: Predictor, known: np.ndarray, groups: np.ndarray,
+                         task_texts: Sequence[str] | None, example_texts: Sequence[str] | None) -> list:
+    """(rows of one known task, the predictor refitted without them) for every known task; empty when
+    there are fewer than :data:`~forgetscope.predict.conformal.MIN_TASKS` tasks to calibrate on."""
+    names = np.unique(groups)
+    if names.size < MIN_TASKS:
+        return []
+    out = []
+    for g in names:
+        held = groups == g
+        p = copy.deepcopy(predictor)
+        p.fit(known[~held], task_texts=_subset(task_texts, np.flatnonzero(~held)), example_texts=example_texts,
+              groups=groups[~held])
+        out.append((held, p, _subset(task_texts, np.flatnonzero(held))))
+    return out
+
+
+def _conformal_halfwidth(calibration: list, known: np.ndarray, idx: np.ndarray, coverage: float) -> float:
+    """The split-conformal half-width for the probe ``idx``: residuals of each left-out known task."""
+    unprobed = np.ones(known.shape[1], dtype=bool)
+    unprobed[idx] = False
+    scores = []
+    for held, p, texts in calibration:
+        rows = known[held].astype(np.float64)
+        pred = p.predict_rows(idx, rows[:, idx], task_texts=texts)
+        res = np.abs(rows[:, unprobed] - pred[:, unprobed])
+        scores.append(res[np.isfinite(res)])
+    return conformal_quantile(np.concatenate(scores), coverage)
 
 
 def prediction_matrix(matrix: Any, *, kind: str | None = None, binary: bool = False) -> Any:

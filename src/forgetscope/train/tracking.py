@@ -24,25 +24,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from forgetscope.config import BACKENDS, OFF, parse_report_to
 from forgetscope.errors import ConfigError
 from forgetscope.train.hooks import Hook, TrainContext
-
-BACKENDS = ("tensorboard", "wandb")
-OFF = ("none", "", "off", "false", "no")
-
-
-def parse_report_to(report_to: str | Iterable[str] | None) -> list[str]:
-    """Normalise the switch to a list of backend names; unknown names raise a ConfigError naming them."""
-    if report_to is None:
-        return []
-    items = report_to.split(",") if isinstance(report_to, str) else list(report_to)
-    names = [n for n in (str(x).strip().lower() for x in items) if n not in OFF]
-    if "all" in names:
-        names = list(BACKENDS)
-    bad = sorted(set(names) - set(BACKENDS))
-    if bad:
-        raise ConfigError(f"report_to: unknown backend(s) {', '.join(bad)}; choose none, {', '.join(BACKENDS)}")
-    return list(dict.fromkeys(names))
 
 
 def _require(module: str, package: str, backend: str) -> None:
@@ -109,3 +93,6 @@ class TrackingHook(Hook):
     def close(self) -> None:
         for t in self.trackers:
             t.finish()
+
+
+__all__ = ["BACKENDS", "OFF", "TrackingHook", "make_trackers", "parse_report_to"]

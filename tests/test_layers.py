@@ -1,0 +1,161 @@
+"""The may-import table of docs/design.md is the code's: every import inside forgetscope, at module level
+or inside a function, is one the table allows, and there is no import circle between packages."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src" / "forgetscope"
+DESIGN = ROOT / "docs" / "design.md"
+
+
+def _unit(module: str) -> str:
+    """``forgetscope.predict.forecast`` -> ``predict``; ``forgetscope.config`` -> ``config``; the root -> ``forgetscope``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "forgetscope"
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for p in sorted(SRC.rglob("*.py")):
+        parts = list(p.relative_to(SRC.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join(parts)] = p
+    return out
+
+
+def _imports(module: str, path: Path) -> list[tuple[str, int, bool]]:
+    """(imported forgetscope module, line, lazy) for every import statement outside ``TYPE_CHECKING``."""
+    tree = ast.parse(path.read_text(), str(path))
+    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    found: list[tuple[str, int, bool]] = []
+
+    def visit(node: ast.AST, lazy: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and getattr(child.test, "id", getattr(child.test, "attr", "")) == "TYPE_CHECKING":
+                continue
+            inner = lazy or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+            if isinstance(child, ast.Import):
+                found.extend((a.name, child.lineno, lazy) for a in child.names if a.name.startswith("forgetscope"))
+            elif isinstance(child, ast.ImportFrom):
+                base = child.module or ""
+                if child.level:
+                    base = ".".join(package.split(".")[: len(package.split(".")) - child.level + 1] + ([base] if base else []))
+                if base.startswith("forgetscope"):
+                    found.extend((f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base, child.lineno, lazy)
+                                 for a in child.names)
+            visit(child, inner)
+
+    visit(tree, False)
+    return found
+
+
+MODULES = _modules()
+
+
+def _rules() -> dict[str, dict]:
+    """The table: unit -> {"any": names importable anywhere, "lazy": names only inside functions,
+    "files": {file: lazy names}, "all": every unit}. Names are units or dotted submodules."""
+    rows = [line for line in DESIGN.read_text().splitlines() if re.match(r"^\| `[a-z_/.]+` \|", line)]
+    rules: dict[str, dict] = {}
+    order: list[str] = []
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        unit = cells[0].strip("`").removesuffix("/").removesuffix(".py")
+        allowed = cells[-1]
+        rule = {"any": set(), "lazy": set(), "files": {}, "all": False}
+        for clause in (c.strip() for c in allowed.split(";")):
+            if clause in ("—", ""):
+                continue
+            if clause.startswith("everything"):
+                rule["all"] = clause == "everything"
+                rule["any"] |= set(order) if clause.startswith("everything above") else set()
+                clause = clause.removeprefix("everything above").removeprefix("everything").strip(" ,")
+                if not clause:
+                    continue
+            m = re.match(r"^`([a-z_]+\.py)` lazily (.*)$", clause)
+            if m:
+                rule["files"][m.group(1)] = set(re.findall(r"`([a-z_.]+)`", m.group(2)))
+                continue
+            names = set(re.findall(r"`([a-z_.]+)`", clause))
+            rule["lazy" if clause.startswith("lazily") else "any"] |= names
+        rules[unit] = rule
+        order.append(unit)
+    return rules
+
+
+def _allowed(names: set[str], target: str) -> bool:
+    rel = target.removeprefix("forgetscope.")
+    return any(rel == n or rel.startswith(n + ".") for n in names)
+
+
+def test_the_table_covers_every_unit():
+    rules = _rules()
+    units = {_unit(m) for m in MODULES} - {"forgetscope"}
+    assert units <= set(rules), f"no row in docs/design.md for {sorted(units - set(rules))}"
+
+
+def test_every_import_is_one_the_table_allows():
+    rules = _rules()
+    bad = []
+    for module, path in MODULES.items():
+        src = _unit(module)
+        if src == "forgetscope":
+            continue  # the public face imports lazily from everywhere
+        rule = rules[src]
+        for target, line, lazy in _imports(module, path):
+            dst = _unit(target)
+            if dst in (src, "forgetscope") or dst == "errors" or rule["all"]:
+                continue  # own package, the version, the error classes
+            ok = _allowed(rule["any"], target) or (lazy and _allowed(rule["lazy"], target)) or (
+                lazy and _allowed(rule["files"].get(path.name, set()), target))
+            if not ok:
+                bad.append(f"{path.relative_to(ROOT)}:{line} {src} -> {target}{' (lazy)' if lazy else ''}")
+    assert not bad, "imports the may-import table of docs/design.md does not allow:\n" + "\n".join(bad)
+
+
+def test_no_import_circle_between_packages():
+    graph: dict[str, set[str]] = {}
+    for module, path in MODULES.items():
+        src = _unit(module)
+        if src in ("forgetscope", "cli"):
+            continue
+        for target, _, _ in _imports(module, path):
+            dst = _unit(target)
+            if dst not in (src, "forgetscope", "errors"):
+                graph.setdefault(src, set()).add(dst)
+    seen: dict[str, int] = {}
+    cycle: list[str] = []
+
+    def dfs(u: str, stack: list[str]) -> bool:
+        seen[u] = 1
+        for v in sorted(graph.get(u, ())):
+            if seen.get(v) == 1:
+                cycle.extend(stack[stack.index(v):] + [u, v] if v in stack else [u, v])
+                return True
+            if v not in seen and dfs(v, stack + [u]):
+                return True
+        seen[u] = 2
+        return False
+
+    for u in sorted(graph):
+        if u not in seen and dfs(u, []):
+            break
+    assert not cycle, f"import circle: {' -> '.join(cycle)}"
+
+
+@pytest.mark.parametrize("module", ["forgetscope.config", "forgetscope.store.matrix", "forgetscope.analysis.lowrank",
+                                    "forgetscope.measure.forgetting"])
+def test_light_layers_import_without_torch(module):
+    import subprocess
+    import sys
+
+    code = f"import sys; import {module}; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", f"{module} pulls in torch"
