@@ -59,7 +59,7 @@ def test_grouped_cv_never_has_a_task_in_train_and_test():
     mat.values += 1000 * np.arange(mat.shape[0])[:, None]  # every entry names its row
     tasks = mat.runs["task"].to_numpy()
     Spy.log = []
-    table = evaluate(mat, {"spy": Spy()}, probe=[20], n_folds=3, draws=2, baselines=False).table
+    table = evaluate(mat, {"spy": Spy()}, probe=[20], n_folds=3, draws=2, baselines=False, coverage=None).table
     assert set(table["predictor"]) == {"spy", "additive"}
     assert len(Spy.log) == 3 * 2  # folds x draws
     tested: list[int] = []

@@ -10,16 +10,22 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+# numpy only, so bound now (which also keeps the name ``forgetting`` the function, not the submodule)
+from forgetscope.measure.forgetting import (
+    binary_forgetting_values,
+    forgetting,
+    forgotten_share,
+    token_weighted_mean,
+)
+
 _WHERE = {
-    "binary_forgetting_values": "forgetting", "forgetting": "forgetting", "forgotten_share": "forgetting",
-    "token_weighted_mean": "forgetting",
     "UpstreamReference": "reference", "cross_entropy_terms": "reference",
     "answer_matches": "nll", "batch_nll": "nll", "bucket_batches": "nll", "evaluate_examples": "nll",
     "exact_match": "nll", "heldout_loss": "nll", "per_example_nll": "nll", "scored_logits": "nll",
     "scored_logprobs": "nll",
 }
 
-__all__ = sorted(_WHERE)
+__all__ = sorted([*_WHERE, "binary_forgetting_values", "forgetting", "forgotten_share", "token_weighted_mean"])
 
 
 def __getattr__(name: str) -> Any:
