@@ -25,7 +25,9 @@ _WHERE = {
     "scored_logprobs": "nll",
 }
 
-__all__ = sorted([*_WHERE, "binary_forgetting_values", "forgetting", "forgotten_share", "token_weighted_mean"])
+__all__ = ["UpstreamReference", "answer_matches", "batch_nll", "binary_forgetting_values", "bucket_batches",
+           "cross_entropy_terms", "evaluate_examples", "exact_match", "forgetting", "forgotten_share", "heldout_loss",
+           "per_example_nll", "scored_logits", "scored_logprobs", "token_weighted_mean"]
 
 
 def __getattr__(name: str) -> Any:
