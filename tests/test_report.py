@@ -13,7 +13,7 @@ from forgetscope.report import build_report, collect_sections
 from forgetscope.report.demo import write_demo_sweep
 from forgetscope.store import SweepLayout
 
-ALL_SECTIONS = ["provenance", "runs", "heatmap", "lowrank", "fits", "prediction", "strategies", "scaling", "sharpness"]
+ALL_SECTIONS = ["provenance", "runs", "heatmap", "examples", "lowrank", "fits", "prediction", "strategies", "scaling", "sharpness"]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
@@ -50,7 +50,7 @@ def test_sections_without_data_are_left_out(tmp_path):
     sweep = tmp_path / "bare"
     write_demo_sweep(sweep, n_examples=40, tasks=("a", "b"), seeds=(0,), strategies=("plain",), extras=False)
     html = build_report(sweep, tmp_path / "out.html", predict=False, strict=True).read_text()
-    assert _section_ids(html) == ["provenance", "runs", "heatmap", "lowrank", "fits"]
+    assert _section_ids(html) == ["provenance", "runs", "heatmap", "examples", "lowrank", "fits"]
     assert "Sections left out (no data)" in html and "no sharpness.parquet" in html
 
 
@@ -278,7 +278,7 @@ def test_report_of_a_real_tiny_sweep(tiny_dir, tiny_data, tmp_path):
     out = tmp_path / "sweep"
     run_sweep(parse_config(sweep_config_dict(tiny_dir, tiny_data, out)))
     html = build_report(out, strict=True).read_text()
-    assert _section_ids(html) == ["provenance", "runs", "heatmap", "lowrank", "fits"]  # 2 runs: nothing to predict
+    assert _section_ids(html) == ["provenance", "runs", "heatmap", "examples", "lowrank", "fits"]  # 2 runs: nothing to predict
     assert "Full sweep config" in html and "transformers" in html  # provenance from the real manifest
 
 
@@ -343,11 +343,12 @@ def test_report_has_a_section_set_per_kind(tiny_dir, tiny_data, tmp_path, capsys
     html = build_report(out, strict=True).read_text()
     ids = re.findall(r'<section id="([a-z-]+)">', html)
     # lm (the default kind) first with the plain ids, then the instruction columns (1 example: no spectrum)
-    assert ids == ["provenance", "runs", "heatmap", "lowrank", "fits", "heatmap-instruction"]
+    assert ids == ["provenance", "runs", "heatmap", "examples", "lowrank", "fits", "heatmap-instruction",
+                   "examples-instruction"]
     assert "Forgetting heat map — plain text (lm)" in html and "Forgetting heat map — prompt/response" in html
     assert "12 lm, 1 instruction" in html and "share F&gt;0 (instruction)" in html
     only = build_report(out, tmp_path / "inst.html", strict=True, kind="instruction").read_text()
-    assert re.findall(r'<section id="([a-z-]+)">', only) == ["provenance", "runs", "heatmap"]
+    assert re.findall(r'<section id="([a-z-]+)">', only) == ["provenance", "runs", "heatmap", "examples"]
     assert run_app(["report", str(out), "--kind", "all", "-o", str(tmp_path / "all.html")]) == 0
     assert "kinds: all" in capsys.readouterr().out
 
@@ -360,3 +361,108 @@ def test_report_of_a_kind_the_sweep_lacks_is_one_line_and_writes_nothing(tmp_pat
     assert run_app(["report", str(sweep), "--kind", "lm"]) == 2
     assert "does not record which examples are 'lm'" in capsys.readouterr().err
     assert not SweepLayout(sweep).report.exists()
+
+
+# ---- which texts were forgotten ------------------------------------------------------------------
+
+
+def _text_sweep(path, upstream, F=None, tasks=("a", "b", "c"), seeds=(0, 1), seed=0):
+    """A sweep whose matrix is small noise plus whatever ``F`` plants (rows: task-major, then seed)."""
+    from forgetscope.store import ForgettingMatrix, write_matrix_sweep
+
+    rng = np.random.default_rng(seed)
+    runs = pd.DataFrame([{"run_id": f"{t}__plain__s{sd}", "task": t, "strategy": "plain", "seed": sd}
+                         for t in tasks for sd in seeds])
+    values = rng.normal(0, 0.01, (len(runs), len(upstream))) if F is None else F
+    m = ForgettingMatrix(values, runs["run_id"].tolist(), upstream["example_id"].tolist(), runs=runs,
+                         upstream=upstream)
+    write_matrix_sweep(m, path, manifest={"source": "test"})
+    return path
+
+
+def _examples_section(sweep, **kw):
+    sections, skipped, _ = collect_sections(sweep, predict=False, strict=True, **kw)
+    return next((s for s in sections if s.key == "examples"), None), dict((k, why) for k, _, why in skipped)
+
+
+def _table_rows(block):
+    """The cells of each body row of a table block, unescaped."""
+    import html as html_mod
+
+    body = block["html"].split("<tbody>", 1)[1]
+    return [[html_mod.unescape(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", row)]
+            for row in re.findall(r"<tr>(.*?)</tr>", body)]
+
+
+def test_examples_section_lists_each_tasks_most_forgotten_texts(tmp_path):
+    n = 8
+    up = pd.DataFrame({"example_id": [f"e{j}" for j in range(n)], "text": [f"text number {j}" for j in range(n)],
+                       "loss_before": 3.0})
+    F = np.random.default_rng(1).normal(0, 0.01, (6, n))
+    F[[2, 3], 5] = [1.9, 2.1]  # task b (rows 2, 3: seeds 0, 1) forgets e5, and no other task does
+    F[:, 2] += 0.5  # every task forgets e2
+    sweep = _text_sweep(tmp_path / "s", up, F)
+    sec, _ = _examples_section(sweep)
+    assert sec is not None and sec.title == "Which texts were forgotten"
+    captions = [b["caption"] for b in sec.blocks]
+    assert captions == ["Forgotten by the most tasks", "Task 'a' (mean of 2 runs)", "Task 'b' (mean of 2 runs)",
+                        "Task 'c' (mean of 2 runs)"]
+    common = _table_rows(sec.blocks[0])
+    assert common[0][:2] == ["e2", "3 of 3"] and common[0][3] == "text number 2"
+    b_rows = _table_rows(sec.blocks[2])
+    assert b_rows[0][0] == "e5" and float(b_rows[0][1]) == pytest.approx(2.0, abs=1e-3)  # seeds averaged
+    assert abs(float(b_rows[0][2])) < 0.05  # the other tasks' mean: e5 is specific to task b
+    assert b_rows[0][3] == "text number 5" and b_rows[1][0] == "e2"
+    assert len(b_rows) <= 5 and all(float(r[1]) > 0 for r in b_rows)
+    for block in (sec.blocks[1], sec.blocks[3]):  # tasks a and c forget e2 most; e5 only at noise level
+        rows = _table_rows(block)
+        assert rows[0][0] == "e2" and all(float(r[1]) < 0.05 for r in rows if r[0] == "e5")
+    html = build_report(sweep, predict=False, strict=True).read_text()
+    ids = _section_ids(html)
+    assert ids[ids.index("heatmap") + 1] == "examples"  # right after the heat map
+    assert "text number 5" in html
+
+
+def test_examples_section_escapes_texts_and_shows_pairs(tmp_path):
+    evil = "<script>alert('x')</script> & <b>bold</b>"
+    up = pd.DataFrame({"example_id": ["e0", "e1", "e2"], "kind": ["lm", "lm", "lm"],
+                       "text": [evil, "plain text", "third"], "loss_before": 3.0})
+    F = np.tile([1.0, 0.5, 0.2], (6, 1))
+    html = build_report(_text_sweep(tmp_path / "s", up, F), predict=False, strict=True).read_text()
+    assert "<script" not in html and "<b>bold</b>" not in html
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; &lt;b&gt;bold&lt;/b&gt;" in html
+
+    pairs = pd.DataFrame({"example_id": ["p0", "p1"], "kind": ["instruction"] * 2, "text": [None, None],
+                          "prompt": ["What is <2+2>?", "Name a colour."], "response": ["Four.", "Blue."],
+                          "loss_before": 3.0})
+    sec, _ = _examples_section(_text_sweep(tmp_path / "p", pairs, np.tile([0.8, 0.3], (6, 1))))
+    assert _table_rows(sec.blocks[1])[0][-1] == "What is <2+2>? → Four."
+    assert "What is &lt;2+2&gt;? → Four." in sec.blocks[1]["html"]
+
+
+def test_examples_section_shortens_long_texts(tmp_path):
+    from forgetscope.report.sections.examples import TEXT_LIMIT, example_text
+
+    long = " ".join(f"word{i}" for i in range(400))
+    shown = example_text({"text": long})
+    assert len(shown) <= TEXT_LIMIT and shown.endswith("…") and long.startswith(shown[:-1])
+    assert example_text({"text": "short\n\n text"}) == "short text"
+    pair = example_text({"text": None, "prompt": "q " * 400, "response": "the answer " * 100})
+    assert len(pair) <= TEXT_LIMIT and " → the answer" in pair and pair.count("…") == 2
+    assert example_text({"text": None, "prompt": "q " * 400, "response": "Yes."}).endswith("… → Yes.")
+
+    up = pd.DataFrame({"example_id": ["e0", "e1"], "text": [long, "tiny"], "loss_before": 3.0})
+    sec, _ = _examples_section(_text_sweep(tmp_path / "s", up, np.tile([0.9, 0.1], (6, 1))))
+    cell = _table_rows(sec.blocks[1])[0][-1]
+    assert cell == shown and long not in sec.blocks[1]["html"]
+
+
+def test_examples_section_without_texts_is_one_line_skip(tmp_path):
+    up = pd.DataFrame({"example_id": [f"e{j}" for j in range(5)], "loss_before": 3.0})  # ids only
+    sweep = _text_sweep(tmp_path / "s", up)
+    sec, skipped = _examples_section(sweep)
+    assert sec is None
+    assert skipped["examples"] == "the upstream table (upstream.parquet) stores no example texts, only ids"
+    html = build_report(sweep, predict=False, strict=True).read_text()
+    assert "examples" not in _section_ids(html) and "heatmap" in _section_ids(html)
+    assert "Which texts were forgotten (the upstream table (upstream.parquet) stores no example texts" in html

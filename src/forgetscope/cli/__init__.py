@@ -6,6 +6,7 @@ from forgetscope.cli import (
     compare_cmd,  # noqa: F401
     forecast_cmd,  # noqa: F401
     import_cmd,  # noqa: F401
+    import_lm_eval_cmd,  # noqa: F401
     info_cmd,  # noqa: F401
     predict_cmd,  # noqa: F401
     report_cmd,  # noqa: F401

@@ -3,7 +3,8 @@
 The interface is one method, :meth:`Executor.run`; the experiment stores every finished run atomically
 through the ``finished`` callback, so a crash loses at most the runs in flight. ``local`` runs them in
 turn in this process (sharing one loaded base model); ``ray`` (optional extra) spreads them over a Ray
-cluster. Both call the same :func:`~forgetscope.experiments.run.execute_run`, so they give the same matrix.
+cluster; ``slurm`` (optional extra, submitit) submits them as one Slurm job array. All call the same
+:func:`~forgetscope.experiments.run.execute_run`, so they give the same matrix.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class Executor(Protocol):
 EXECUTORS: Registry[Callable[[], Executor]] = Registry("executor")
 EXECUTORS.register("local", "forgetscope.experiments.executors.local:LocalExecutor")
 EXECUTORS.register("ray", "forgetscope.experiments.executors.ray:RayExecutor", extra="ray")
+EXECUTORS.register("slurm", "forgetscope.experiments.executors.slurm:SlurmExecutor", extra="slurm")
 
 
 def register_executor(name: str, factory: Callable[[], Executor]) -> None:

@@ -9,6 +9,8 @@ section                data (``SweepLayout`` attribute: file)
 provenance             ``manifest``: manifest.json (config, model, versions, seeds); the matrix's upstream table
 runs                   ``runs_table`` + ``matrix``: runs.parquet + F.npy
 heatmap                ``matrix``, sorted by :func:`forgetscope.analysis.lowrank.factor_order`
+examples               ``matrix`` + its upstream table (``upstream``: upstream.parquet, columns ``text`` or
+                       ``prompt``/``response``): each task's most-forgotten examples with their text
 lowrank                spectrum and R²(k) from :mod:`forgetscope.analysis.lowrank` (computed here)
 fits                   additive / multiplicative fits, forgetting vs task learning (computed here)
 prediction             ``predict_summary`` + ``predict_curves``: predict/predict_summary.csv and
@@ -23,7 +25,7 @@ sharpness              ``sharpness_table``: sharpness.parquet (``run_id``, ``mea
                        ``mean_forgetting_kind``, ``sharpness_*``)
 =====================  ==================================================================================
 
-The heat map, spectrum, fits and prediction sections are built once per kind of upstream example
+The heat map, example texts, spectrum, fits and prediction sections are built once per kind of upstream example
 (``PER_KIND``; ``ctx.kind`` and ``ctx.matrix`` hold one kind's columns); saved prediction results are then
 read from ``layout.predict_summary_for(kind)`` (``predict/<kind>/``; ``predict/`` for all columns).
 
@@ -36,6 +38,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from forgetscope.report.sections import (
+    examples,
     fits,
     heatmap,
     lowrank,
@@ -51,12 +54,13 @@ from forgetscope.report.sections.base import ReportContext, Section, Skip, table
 __all__ = ["BUILDERS", "PER_KIND", "ReportContext", "Section", "Skip", "table_html"]
 
 #: Sections built once per kind of upstream example (their context's matrix holds that kind's columns).
-PER_KIND = frozenset({"heatmap", "lowrank", "fits", "prediction"})
+PER_KIND = frozenset({"heatmap", "examples", "lowrank", "fits", "prediction"})
 
 BUILDERS: list[tuple[str, str, Callable[[ReportContext], Section]]] = [
     ("provenance", "Provenance", provenance.build),
     ("runs", "Runs", runs.build),
     ("heatmap", "Forgetting heat map", heatmap.build),
+    ("examples", "Which texts were forgotten", examples.build),
     ("lowrank", "Spectrum and R²(k)", lowrank.build),
     ("fits", "Additive and multiplicative models", fits.build),
     ("prediction", "Prediction", prediction.build),

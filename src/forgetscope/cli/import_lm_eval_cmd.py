@@ -1,0 +1,30 @@
+"""`forgetscope import-lm-eval`: per-item forgetting from lm-evaluation-harness sample logs, as a sweep directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from forgetscope.cli.app import app, console
+
+
+@app.command("import-lm-eval")
+def import_lm_eval_(
+    before: Path = typer.Argument(..., help="lm-eval --output_path of the base model (run with --log_samples)"),
+    afters: list[Path] = typer.Argument(..., help="lm-eval --output_path of each fine-tuned model (same tasks)"),
+    out: Path = typer.Option(..., "--out", "-o", help="sweep directory to create (absent or empty)"),
+    name: list[str] | None = typer.Option(None, "--name", help="row name of each AFTER run, in order "
+                                          "(repeatable; default: the directory names)"),
+    metric: str | None = typer.Option(None, help="per-item accuracy metric for em_before/em_after "
+                                      "(default: acc, else exact_match)"),
+) -> None:
+    """Match lm-eval sample logs by (task, doc_id): F = loss increase of the gold continuation (total nats)."""
+    from forgetscope.importing import describe
+    from forgetscope.lm_eval_logs import import_lm_eval
+
+    matrix = import_lm_eval(before, list(afters), out, names=name or None, metric=metric)
+    d = describe(matrix)
+    tasks = matrix.upstream["lm_eval_task"].nunique() if matrix.upstream is not None else 0
+    console.print(f"imported {d['rows']} run(s) x {d['columns']} items from {tasks} lm-eval task(s) "
+                  f"({d['missing']} without a log-likelihood) -> {out}", highlight=False)
