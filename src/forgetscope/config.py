@@ -168,6 +168,8 @@ class SweepConfig(_Strict):
     # (full); full fine-tuning is always full rank
     null_rank: Literal["adapter", "full"] = "adapter"
     executor: str = "local"  # a name in forgetscope.experiments.executors.EXECUTORS (checked by validate_sweep)
+    # options of the slurm executor (partition, time_min, gpus_per_node, ...; checked by validate_sweep)
+    slurm: dict[str, Any] = Field(default_factory=dict)
     report_to: str | list[str] = "none"  # none | tensorboard | wandb (training curves, off by default)
 
     @field_validator("report_to")

@@ -11,9 +11,10 @@ What is read, per item (one line of ``samples_<task>_<date>.jsonl``, the file lm
 - the **log-likelihood of the gold continuation** (total nats, summed over its tokens: lm-eval logs no
   token counts). ``multiple_choice``: the gold choice's entry of ``filtered_resps`` (``target`` is the gold
   index, or the gold choice's text); ``loglikelihood``: the one request's value; ``loglikelihood_rolling``:
-  the document's value. ``generate_until`` items have none (NaN). The upstream ``loss_before`` and the long
-  table's ``loss_after`` hold ``-loglikelihood``, so ``F = loss_after - loss_before = ll_before - ll_after``:
-  the loss increase of the item in total nats.
+  the document's value. The upstream ``loss_before`` and the long table's ``loss_after`` hold
+  ``-loglikelihood``, so ``F = loss_after - loss_before = ll_before - ll_after``: the loss increase of the
+  item in total nats. Items without one (``generate_until`` tasks, several gold choices, a gold choice not
+  found) are left out: a column with no F at all is one analysis cannot use. The manifest counts them.
 - the **accuracy** (``acc``, else ``exact_match``, or the metric asked for), stored as ``em_before`` /
   ``em_after`` so that binary forgetting (:func:`forgetscope.predict.binary.binary_forgetting`) applies.
 
@@ -45,11 +46,10 @@ from forgetscope.store import ForgettingMatrix, SweepStore
 LM_EVAL_FORMATS = "0.4.5 to 0.4.13"
 #: Metrics tried, in order, for the per-item accuracy when none is named.
 DEFAULT_METRICS = ("acc", "exact_match")
-LOGLIKELIHOOD_TYPES = ("multiple_choice", "loglikelihood", "loglikelihood_rolling")
 _SAMPLES = re.compile(r"^samples_(?P<task>.+)_(?P<date>[^_]+)\.jsonl$")
 _RESULTS = re.compile(r"^results_(?P<date>[^_]+)\.json$")
 _HASHES = ("doc_hash", "prompt_hash", "target_hash")
-_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+_RUN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+=@-]*$")  # a run id is also a file name (runs/<id>.json)
 
 
 @dataclass
@@ -125,11 +125,13 @@ def read_run(directory: str | os.PathLike[str], *, metric: str | None = None) ->
     source = Path(directory)
     folder, files, results_file = find_sample_files(source)
     results = _read_results(results_file)
-    configs = results.get("configs") or {}
     config = results.get("config") or {}
+    per_date = {m["date"]: p for p in folder.glob("results_*.json") if (m := _RESULTS.match(p.name))}
     parts = []
     for task in sorted(files):
-        output_type = (configs.get(task) or {}).get("output_type")
+        date = _SAMPLES.match(files[task].name)["date"]
+        task_results = results if per_date.get(date) in (None, results_file) else _read_results(per_date[date])
+        output_type = ((task_results.get("configs") or {}).get(task) or {}).get("output_type")
         parts.append(_read_task(files[task], task, output_type, metric))
     items = pd.concat(parts, ignore_index=True)
     return LmEvalRun(source=source, directory=folder, model_name=_str_or_none(results.get("model_name")),
@@ -164,7 +166,7 @@ def _read_task(path: Path, task: str, output_type: str | None, metric: str | Non
         seen[doc] = k + 1
         name = str(s["filter"]) if "filter" in s else f"#{k}"
         by_filter.setdefault(name, []).append(s)
-    chosen = "none" if "none" in by_filter else ("#0" if "#0" in by_filter else next(iter(by_filter)))
+    chosen = next(iter(by_filter))  # the task's first filter ("none" for tasks without a filter_list)
     rows = []
     docs: set[str] = set()
     for s in by_filter[chosen]:
@@ -261,6 +263,7 @@ def _item(s: dict[str, Any], task: str, output_type: str | None, filter_name: st
         if gold is not None and gold < len(lls):
             ll = lls[gold]
             response = str(args[gold][1]) if len(args[gold]) > 1 else target
+            target = response.strip() or target
     elif kind == "loglikelihood":
         ll = lls[0] if lls else math.nan
         response = str(args[0][1]) if args and len(args[0]) > 1 else target
@@ -305,7 +308,10 @@ def _check_same_items(base: LmEvalRun, run: LmEvalRun, name: str) -> pd.DataFram
                 f"items; missing {_few(missing)}, extra {_few(extra)}): evaluate both with the same --limit / --samples")
     r = r.loc[b.index]
     for col, what in (("filter", "filter"), ("output_type", "output type"), ("metric", "metric")):
-        diff = b[col].astype(str).to_numpy() != r[col].astype(str).to_numpy()
+        bv, rv = b[col].astype(str).to_numpy(), r[col].astype(str).to_numpy()
+        diff = bv != rv
+        if col == "filter":  # a log without filter names (0.4.5) matches any name at the same rank
+            diff &= ~(np.char.startswith(bv.astype(str), "#") | np.char.startswith(rv.astype(str), "#"))
         if diff.any():
             task, doc = b.index[np.flatnonzero(diff)[0]]
             raise DataError(f"run {name!r} scored task {task!r} with another {what} than the base run "
@@ -338,8 +344,8 @@ def _run_names(afters: list[Path], names: list[str] | None) -> list[str]:
     out = list(names) if names is not None else [p.resolve().name for p in afters]
     for n in out:
         if not _RUN_NAME.match(n):
-            raise DataError(f"run name {n!r} must start with a letter or digit and hold only letters, digits, "
-                            "'.', '_', '+' or '-' (name the runs with --name)")
+            raise DataError(f"run name {n!r} must start with a letter, digit or '_' and hold only those and "
+                            "'.', '+', '=', '@' or '-' (name the runs with --name)")
     dup = sorted({n for n in out if out.count(n) > 1})
     if dup:
         raise DataError(f"several after directories are named {', '.join(map(repr, dup))}; "
@@ -359,12 +365,14 @@ def _check_not_base(base: LmEvalRun, run: LmEvalRun, name: str) -> None:
 # ---- the sweep ----------------------------------------------------------------------------------
 @dataclass
 class LmEvalForgetting:
-    """The matched runs: the upstream table (one row per item) and each after run's long rows."""
+    """The matched runs: the upstream table (one row per kept item), each after run's long rows and record,
+    the manifest, and ``skipped``: per task, the items left out for want of a gold log-likelihood."""
 
     upstream: pd.DataFrame
     rows: dict[str, pd.DataFrame]
     records: list[dict[str, Any]]
     manifest: dict[str, Any]
+    skipped: dict[str, int] = field(default_factory=dict)
 
 
 def lm_eval_forgetting(before: str | os.PathLike[str], afters: list[str | os.PathLike[str]], *,
@@ -385,7 +393,15 @@ def lm_eval_forgetting(before: str | os.PathLike[str], afters: list[str | os.Pat
             raise DataError(f"runs {seen[where]!r} and {name!r} read the same directory {run.directory}")
         seen[where] = name
         matched.append(_check_same_items(base, run, name))
-    items = base.items
+    ll_before = base.items["ll"].astype(float).to_numpy()
+    ll_after = np.stack([r["ll"].astype(float).to_numpy() for r in matched])
+    keep = np.isfinite(ll_before) & np.isfinite(ll_after).any(0)
+    if not keep.any():
+        raise DataError("no logged item has a gold log-likelihood in the base run and an after run: "
+                        "generate_until tasks log none; evaluate loglikelihood or multiple_choice tasks")
+    dropped = base.items.loc[~keep, ["task", "output_type"]]
+    items = base.items[keep].reset_index(drop=True)
+    matched = [r[keep].reset_index(drop=True) for r in matched]
     ids = (items["task"] + "/" + items["doc_id"]).tolist()
     if len(set(ids)) != len(ids):
         raise DataError("two items share an example id (task/doc_id); task names must differ")
@@ -408,14 +424,16 @@ def lm_eval_forgetting(before: str | os.PathLike[str], afters: list[str | os.Pat
                         "lm_eval_dir": str(run.directory.resolve()), "lm_eval_model": run.model_name,
                         "lm_eval_model_args": run.model_args, "lm_eval_version": run.lm_eval_version,
                         "mean_forgetting": float(np.nanmean(f)) if np.isfinite(f).any() else float("nan")})
+    skipped = {str(t): int(n) for t, n in dropped.groupby("task").size().items()}
     manifest = {
         "source": "lm-eval", "status": "complete",
         "quantity": "loss increase of the gold continuation, total nats per item (-loglikelihood; "
                     "lm-eval logs no token counts)",
         "lm_eval_formats": LM_EVAL_FORMATS,
+        "lm_eval_skipped": skipped,
         "lm_eval": {"before": base.describe(), "afters": {n: r.describe() for n, r in zip(run_names, runs, strict=True)}},
     }
-    return LmEvalForgetting(upstream=upstream, rows=rows, records=records, manifest=manifest)
+    return LmEvalForgetting(upstream=upstream, rows=rows, records=records, manifest=manifest, skipped=skipped)
 
 
 def import_lm_eval(before: str | os.PathLike[str], afters: list[str | os.PathLike[str]],

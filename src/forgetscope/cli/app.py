@@ -10,6 +10,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from forgetscope.errors import ForgetscopeError
 
@@ -41,7 +42,7 @@ def run_app(argv: list[str] | None = None) -> int:
         if isinstance(rv, int) and rv:
             return rv
     except ForgetscopeError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         err_console.print("[bold yellow]interrupted:[/] finished runs are saved; "

@@ -11,8 +11,10 @@ from forgetscope.cli.app import app, console
 
 @app.command("import-lm-eval")
 def import_lm_eval_(
-    before: Path = typer.Argument(..., help="lm-eval --output_path of the base model (run with --log_samples)"),
-    afters: list[Path] = typer.Argument(..., help="lm-eval --output_path of each fine-tuned model (same tasks)"),
+    before: Path = typer.Argument(..., metavar="BEFORE_DIR",
+                                  help="lm-eval --output_path of the base model (run with --log_samples)"),
+    afters: list[Path] = typer.Argument(..., metavar="AFTER_DIR",
+                                        help="lm-eval --output_path of each fine-tuned model (same tasks)"),
     out: Path = typer.Option(..., "--out", "-o", help="sweep directory to create (absent or empty)"),
     name: list[str] | None = typer.Option(None, "--name", help="row name of each AFTER run, in order "
                                           "(repeatable; default: the directory names)"),
@@ -20,11 +22,13 @@ def import_lm_eval_(
                                       "(default: acc, else exact_match)"),
 ) -> None:
     """Match lm-eval sample logs by (task, doc_id): F = loss increase of the gold continuation (total nats)."""
-    from forgetscope.importing import describe
     from forgetscope.lm_eval_logs import import_lm_eval
 
     matrix = import_lm_eval(before, list(afters), out, names=name or None, metric=metric)
-    d = describe(matrix)
+    m, n = matrix.shape
     tasks = matrix.upstream["lm_eval_task"].nunique() if matrix.upstream is not None else 0
-    console.print(f"imported {d['rows']} run(s) x {d['columns']} items from {tasks} lm-eval task(s) "
-                  f"({d['missing']} without a log-likelihood) -> {out}", highlight=False)
+    skipped = matrix.meta.get("lm_eval_skipped") or {}
+    left = ("; left out (no gold log-likelihood): "
+            + ", ".join(f"{t} ({k})" for t, k in skipped.items())) if skipped else ""
+    console.print(f"imported {m} run(s) x {n} items of {tasks} lm-eval task(s), F in total nats per item"
+                  f"{left} -> {out}", highlight=False, soft_wrap=True)

@@ -133,7 +133,7 @@ def _prepare(cfg, kind: str | None):
 def run(
     config: Path = typer.Argument(..., help="sweep config (YAML)"),
     output: Path | None = typer.Option(None, help="sweep directory (default: the config's 'output')"),
-    executor: str | None = typer.Option(None, help="local or ray (default: the config's 'executor')"),
+    executor: str | None = typer.Option(None, help="local, ray or slurm (default: the config's 'executor')"),
     overwrite: bool = typer.Option(False, help="replace an existing, different sweep in the output directory"),
     kind: str | None = typer.Option(None, help="summarise only this kind: lm, instruction or all "
                                     "(default: each kind present)"),

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 # Config fields that do not change results: where the sweep goes, how it is run and logged, the
 # evaluator's batching (memory against speed), and which kind of upstream example a comparison's or a
 # sharpness sweep's summary averages (recomputed from the run records; no run depends on it).
-NOT_RESULTS = {"output": True, "executor": True, "report_to": True,
+NOT_RESULTS = {"output": True, "executor": True, "report_to": True, "slurm": True,
                "eval": {"max_batch_tokens": True, "max_batch_size": True},
                "compare": {"kind": True}, "sharpness": {"kind": True}}
 

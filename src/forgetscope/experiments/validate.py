@@ -27,7 +27,10 @@ def validate_sweep(config: SweepConfig) -> None:
     from forgetscope.train import make_strategy
 
     make_strategy(config.strategy, **config.strategy_options)
-    get_executor(config.executor)
+    executor = get_executor(config.executor)
+    check = getattr(executor, "check_config", None)
+    if check is not None:
+        check(config)  # an executor's own options (the slurm block): before any model is loaded
     _check_source(config.upstream.source, "upstream data")
     for task in config.tasks:
         _check_source(task.source, f"data of task {task.name!r}")

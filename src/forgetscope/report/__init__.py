@@ -5,9 +5,10 @@
 
 One HTML file, figures embedded as base64 PNG, CSS inline, no scripts and a Content-Security-Policy
 that forbids any fetch: it opens offline and can be mailed or archived. Sections (provenance, runs,
-heat map, spectrum/R², additive and multiplicative fits, prediction, strategy comparison, scaling
-laws, sharpness) appear only when their data exists. Plain-text (``lm``) and instruction examples are
-separate experiments: the heat map, spectrum, fits and prediction sections appear once per kind present
+heat map, which texts were forgotten, spectrum/R², additive and multiplicative fits, prediction,
+strategy comparison, scaling laws, sharpness) appear only when their data exists. Plain-text (``lm``)
+and instruction examples are separate experiments: the heat map, forgotten texts, spectrum, fits and
+prediction sections appear once per kind present
 (the default kind, ``lm`` when present, first with the plain section ids; the others with ``-<kind>``
 ids), or for one kind only (``kind=``); :mod:`forgetscope.report.sections` lists which
 file each one reads (every name comes from :class:`~forgetscope.store.SweepLayout`). A section that

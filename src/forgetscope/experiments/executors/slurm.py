@@ -78,7 +78,8 @@ def check_options(data: Mapping[str, Any] | None, where: str = "slurm") -> dict[
     data = dict(data or {})
     for name in data:
         if name not in SlurmOptions.model_fields:
-            close = difflib.get_close_matches(str(name), FIELDS, n=1)
+            close = (difflib.get_close_matches(str(name), FIELDS, n=1)
+                     or [f for f in FIELDS if f.startswith(str(name))])
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConfigError(f"{where}: unknown option {name!r}{hint}; choose from {', '.join(FIELDS)}")
     try:
@@ -91,7 +92,7 @@ def check_options(data: Mapping[str, Any] | None, where: str = "slurm") -> dict[
 
 
 def execute_in_job(config, spec, extras: dict[str, Any], experiment) -> tuple[dict[str, Any], pd.DataFrame]:
-    """What one job does: rebuild the session from the config, then run exactly what the local executor runs."""
+    """What one job does: rebuild the session from the config, then run what the local executor runs."""
     from forgetscope.experiments.run import execute_run
     from forgetscope.experiments.session import SweepSession
 
@@ -128,7 +129,7 @@ class SlurmExecutor:
 
     # ---- options ------------------------------------------------------------------------------
     def resolve(self, config) -> SlurmOptions:
-        """The options for ``config``: its ``slurm`` mapping (if it has one), then this executor's arguments."""
+        """The options for ``config``: its ``slurm`` mapping (if it has one), then this executor's own."""
         block = getattr(config, "slurm", None)
         if isinstance(block, BaseModel):
             block = block.model_dump(exclude_unset=True)
@@ -138,8 +139,8 @@ class SlurmExecutor:
             device = str(getattr(getattr(config, "train", None), "device", "auto"))
             opts = opts.model_copy(update={"gpus_per_node": 0 if device == "cpu" else 1})
         if opts.cluster == "slurm" and shutil.which("sbatch") is None:
-            raise ConfigError("executor 'slurm': sbatch is not on PATH; submit from a Slurm login node, or set "
-                              "the slurm option cluster: local to run the jobs as local processes")
+            raise ConfigError("executor 'slurm': sbatch is not on PATH; submit from a Slurm login node, or "
+                              "set the slurm option cluster: local to run the jobs as local processes")
         return opts
 
     def check_config(self, config) -> None:
@@ -156,7 +157,8 @@ class SlurmExecutor:
         ex = submitit.AutoExecutor(folder=self.folder(opts, config), cluster=opts.cluster)
         params: dict[str, Any] = {
             "name": "forgetscope", "timeout_min": opts.time_min, "nodes": 1, "tasks_per_node": 1,
-            "cpus_per_task": opts.cpus_per_task, "gpus_per_node": opts.gpus_per_node, "mem_gb": opts.mem_gb,
+            "cpus_per_task": opts.cpus_per_task, "mem_gb": opts.mem_gb,
+            "gpus_per_node": opts.gpus_per_node or None,  # 0: no GPU line in the batch script at all
             "slurm_partition": opts.partition, "slurm_array_parallelism": opts.array_parallelism,
             "slurm_additional_parameters": dict(opts.sbatch) or None,
         }
@@ -227,7 +229,8 @@ def _done(job) -> bool:
 
 def _postfix(bar: SweepProgress, last: str, running: int, failed: int) -> None:
     if bar.bar is not None:
-        bar.bar.set_postfix_str(f"last={last} queued/running={running}" + (f" failed={failed}" if failed else ""))
+        tail = f" failed={failed}" if failed else ""
+        bar.bar.set_postfix_str(f"last={last} queued/running={running}{tail}")
 
 
 def _short_error(exc: BaseException) -> str:
