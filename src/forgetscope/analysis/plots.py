@@ -17,17 +17,19 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from forgetscope.analysis.lowrank import LowRankReport
+from forgetscope.store.io import atomic_path
 
 MAX_HEATMAP_COLS = 1000
 
 
 def save_figure(fig: Figure, path: str | os.PathLike[str]) -> Path:
-    """Render a pyplot-free figure to PNG (creating the folder), so notebooks keep their backend."""
+    """Render a pyplot-free figure to PNG, atomically (a crash leaves no half-written file), so notebooks
+    keep their backend."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
     fig.tight_layout()
-    fig.savefig(p, dpi=120)
+    with atomic_path(p) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     return p
 
 
@@ -109,3 +111,33 @@ def precision_at_k(curves: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     ax.set_ylim(0, 1.02)
     ax.legend(fontsize=8)
     return save_figure(fig, path)
+
+
+def strategy_bars(summary: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+    """A comparison's two panels: held-out forgetting per strategy (mean over runs, 95 % bootstrap CI over
+    runs) and the target task's loss (± sd over runs); baseline grey, graceful forgetting orange."""
+    labels = summary["strategy"].tolist()
+    x = np.arange(len(labels))
+    fig = Figure(figsize=(max(8, 1.6 * len(labels)), 4.2))
+    axes = fig.subplots(1, 2)
+    m = summary["forgetting_heldout"].to_numpy()
+    err = np.vstack([m - summary["forgetting_ci_low"].to_numpy(), summary["forgetting_ci_high"].to_numpy() - m])
+    colors = ["#888888" if k == "baseline" else "#c07a2c" if k == "graceful forgetting" else "#3b75af"
+              for k in summary.get("kind", pd.Series(["mitigation"] * len(labels)))]
+    axes[0].bar(x, m, yerr=np.nan_to_num(np.abs(err)), capsize=4, color=colors)
+    kind = str(summary["upstream_kind"].iloc[0]) if "upstream_kind" in summary else "all"
+    axes[0].set_ylabel("mean forgetting on held-out upstream (nats)" if kind == "all"
+                       else f"mean forgetting on held-out {kind} upstream (nats)")
+    axes[0].axhline(m[0], color="#888888", ls="--", lw=0.8)
+    t = summary["task_loss_after"].to_numpy()
+    sd = np.nan_to_num(summary["task_loss_sd"].to_numpy())
+    axes[1].bar(x, t, yerr=sd, capsize=4, color=colors)
+    axes[1].set_ylabel("task held-out loss after fine-tuning (nats)")
+    lo = np.nanmin(t - sd)
+    axes[1].set_ylim(bottom=max(0.0, lo - 0.1 * abs(lo)))
+    for ax in axes:
+        ax.set_xticks(x)
+        ax.set_xticklabels(labels, rotation=30, ha="right")
+    fig.suptitle("strategies vs plain fine-tuning (error bars: 95% bootstrap CI over runs / sd over runs)")
+    return save_figure(fig, path)
+
