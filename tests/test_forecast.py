@@ -15,8 +15,9 @@ from forgetscope.cli import run_app
 from forgetscope.config import parse_config
 from forgetscope.errors import DataError, ModelError
 from forgetscope.experiments import run_sweep
+from forgetscope.experiments.forecast import forecast, same_base
 from forgetscope.predict import get_predictor
-from forgetscope.predict.forecast import forecast, load_sweep, same_base
+from forgetscope.predict.forecast import load_sweep
 from forgetscope.store import SweepStore, load_forgetting
 
 BIBLE = "light dark sea land fish birds beasts man rest day night stars".split()

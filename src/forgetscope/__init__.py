@@ -42,7 +42,7 @@ _LAZY = {
     "family_summary": "forgetscope.analysis.regime:family_summary",
     "cross_validate": "forgetscope.predict.evaluate:cross_validate",
     "get_predictor": "forgetscope.predict.registry:get_predictor",
-    "forecast": "forgetscope.predict.forecast:forecast",
+    "forecast": "forgetscope.experiments.forecast:forecast",
     "forecast_task": "forgetscope.experiments.forecast:forecast_task",
     "load_compare_config": "forgetscope.experiments.compare:load_compare_config",
     "compare": "forgetscope.experiments.compare:run_compare",

@@ -48,7 +48,7 @@ def forecast(
         if model is None and adapter is None:
             fail("name what to forecast: --model (a fine-tuned model), --adapter (a LoRA adapter of the "
                  "sweep's model) or --task (a data file to fine-tune on first)")
-        from forgetscope.predict.forecast import forecast as run_forecast
+        from forgetscope.experiments.forecast import forecast as run_forecast
 
         result = run_forecast(sweep, model, adapter=adapter, probe=probe, predictor=predictor, kind=kind, top=top,
                               verify=verify, probe_method=probe_method, seed=seed, out=out, coverage=coverage)

@@ -1,4 +1,9 @@
-"""Fine-tune the sweep's base model on a new task, then forecast what it forgot from a probe.
+"""Forecast what a fine-tuned model forgot: load and measure it on a probe, complete its row.
+
+:func:`forecast` takes a fine-tuned model (a path, a hub id, a loaded module or a LoRA adapter on the
+sweep's base model), refuses one the sweep's base losses do not apply to, measures the probe examples
+exactly as the sweep measured them and completes the row with
+:func:`forgetscope.predict.forecast.forecast_from_losses`.
 
 :func:`forecast_task` is ``forgetscope forecast SWEEP --task data.jsonl``: the task is trained with the
 sweep's own config (model, train settings, strategy, seed) through :func:`execute_run`, like one more
@@ -9,6 +14,7 @@ forecast). The row is then completed by :func:`forgetscope.predict.forecast.fore
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -136,6 +142,176 @@ def forecast_task(sweep: str | Path, task: str | Path, *, probe: int = 30, predi
     result = forecast_from_losses(data, idx, probe_rows["loss_after"].to_numpy(np.float64), verify_loss=verify_loss,
                                   predictor=predictor, seed=seed, top=top, task_text=task_obj.text_summary(),
                                   settings=settings, cost=cost, coverage=coverage)
+    result.cost["wall_s"] = time.perf_counter() - t0
+    result.paths = write_forecast(result, out_dir)
+    return result
+
+
+# ---- a fine-tuned model's forecast ----------------------------------------------------------------
+
+def same_base(base: str, manifest: dict[str, Any]) -> bool:
+    """Whether a model reference (an adapter's ``base_model_name_or_path``, a path, a hub id) is the sweep's model.
+
+    It is when it names the sweep's model string, its location or GGUF file, the de-quantized cache of
+    that GGUF (whose directory name ends in the GGUF's hash prefix), or a directory that resolves to the
+    same hash.
+    """
+    recorded = manifest.get("model") or {}
+    config_model = (manifest.get("config") or {}).get("model")
+    location, gguf, sha = recorded.get("location"), recorded.get("gguf_file"), recorded.get("sha256")
+    names = {str(x).rstrip("/") for x in (config_model, location) if x}
+    if location and gguf:
+        names.add(str(Path(location) / gguf))
+    if str(base).rstrip("/") in names:
+        return True
+    path = Path(str(base)).expanduser()
+    if not path.exists():
+        return False
+    for name in names:
+        other = Path(name).expanduser()
+        if other.exists() and other.resolve() == path.resolve():
+            return True
+    if sha and path.name.endswith(sha[:16]):
+        return True
+    if sha:
+        from forgetscope.models import resolve_model
+
+        try:
+            return resolve_model(str(path)).sha256 == sha
+        except ModelError:
+            return False
+    return False
+
+
+def adapter_base(adapter: str | Path) -> str:
+    """The base model a peft adapter directory was trained on (``adapter_config.json``)."""
+    path = Path(adapter).expanduser()
+    cfg = path / "adapter_config.json"
+    if not cfg.is_file():
+        raise ModelError(f"{path} is not a peft adapter directory (no adapter_config.json)")
+    try:
+        base = json.loads(cfg.read_text()).get("base_model_name_or_path")
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{cfg} is not valid JSON: {exc.msg}") from None
+    if not base:
+        raise ModelError(f"{cfg} names no base model (base_model_name_or_path)")
+    return str(base)
+
+
+def _describe(manifest: dict[str, Any]) -> str:
+    recorded = manifest.get("model") or {}
+    return str((manifest.get("config") or {}).get("model") or recorded.get("location") or "?")
+
+
+def load_forecast_model(data: SweepData, model: Any = None, *, tokenizer: Any = None,
+                        adapter: str | Path | None = None, device: str | None = None) -> tuple[Any, Any, dict[str, Any]]:
+    """(model, tokenizer, description) of the model to forecast: a loaded module, a path/hub id, or the
+    sweep's base model with a LoRA ``adapter`` merged in (refused when it was trained on another base)."""
+    config = data.config
+    train = config.get("train") or {}
+    desc: dict[str, Any] = {"model": None if model is None or not isinstance(model, (str, Path)) else str(model),
+                            "adapter": None if adapter is None else str(adapter)}
+    if model is not None and not isinstance(model, (str, Path)):
+        if adapter is not None:
+            raise ConfigError("pass an adapter with a model path or id, not with a loaded model")
+        if tokenizer is None:
+            raise ConfigError("a loaded model needs its tokenizer (tokenizer=...)")
+        desc["model"] = type(model).__name__
+        return model, tokenizer, desc
+    from forgetscope.models import load_model, resolve_model
+    from forgetscope.precision import DTYPES, merge_for_evaluation
+
+    if adapter is not None:
+        base = adapter_base(adapter)
+        if not same_base(base, data.manifest):
+            raise ModelError(f"the adapter {adapter} was trained on {base!r}, not on the sweep's model "
+                             f"{_describe(data.manifest)!r}: the sweep's base losses do not apply to it")
+        if model is not None and not same_base(str(model), data.manifest):
+            raise ModelError(f"--model {model!r} is not the sweep's model {_describe(data.manifest)!r}, the base "
+                             f"the adapter was trained on")
+        model = model if model is not None else config.get("model")
+    if model is None:
+        raise ConfigError("name the model to forecast (a fine-tuned model's path or id) or an adapter")
+    source = resolve_model(str(model))
+    # float32 weights, as the sweep's base model; each evaluation runs in the sweep's dtype
+    loaded, tok = load_model(source, device=device or train.get("device"), dtype="float32")
+    desc["resolved"] = source.describe()
+    if adapter is not None:
+        from peft import PeftModel
+
+        try:
+            # merged only for a float32 evaluation: merged into bf16 weights a small update rounds away
+            loaded = merge_for_evaluation(PeftModel.from_pretrained(loaded, str(adapter)), DTYPES[data.eval_dtype])
+        except (ValueError, OSError, KeyError) as exc:
+            raise ModelError(f"cannot apply the adapter {adapter}: {exc}") from exc
+        loaded.eval()
+    return loaded, tok, desc
+
+
+def encode_checked(data: SweepData, tokenizer: Any, idx: np.ndarray, model: Any = None) -> list[Any]:
+    """Encode examples ``idx`` as the sweep did; refuse a tokenizer that gives other lengths than it recorded."""
+    from forgetscope.data.encoding import encode_examples
+    from forgetscope.models import context_length
+
+    if getattr(tokenizer, "pad_token_id", None) is None:
+        raise ModelError("the tokenizer has no pad token; set one (e.g. tokenizer.pad_token = tokenizer.eos_token)")
+    chat = data.chat_for(tokenizer)
+    encoded = encode_examples(tokenizer, [data.examples[i] for i in idx], data.max_length,
+                              model_max_length=None if model is None else context_length(model), chat=chat)
+    if data.n_tokens is not None:
+        check_token_counts(data, idx, np.array([e.n_scored for e in encoded], dtype=np.float64))
+    return encoded
+
+
+def measure_losses(data: SweepData, model: Any, tokenizer: Any, idx: np.ndarray,
+                   encoded: list[Any] | None = None) -> np.ndarray:
+    """Mean token NLL of examples ``idx`` under ``model`` (the sweep's encoding and evaluation dtype; no exact
+    match)."""
+    from forgetscope.measure import evaluate_examples
+    from forgetscope.precision import DTYPES
+
+    if encoded is None:
+        encoded = encode_checked(data, tokenizer, idx, model)
+    table = evaluate_examples(model, tokenizer, [data.examples[i] for i in idx], max_length=data.max_length,
+                              max_batch_tokens=data.max_batch_tokens, max_batch_size=data.max_batch_size,
+                              exact=False, encoded=encoded, chat=data.chat_for(tokenizer),
+                              dtype=DTYPES[data.eval_dtype])
+    return table["loss"].to_numpy(np.float64)
+
+
+def forecast(sweep: str | Path, model: Any = None, *, tokenizer: Any = None, adapter: str | Path | None = None,
+             probe: int = 30, predictor: str = "auto", kind: str = "lm", top: int = 20, verify: bool = False,
+             probe_method: str = "random", seed: int = 0, out: str | Path | None = None, name: str | None = None,
+             task_text: str | None = None, device: str | None = None,
+             coverage: float | None = None) -> ForecastResult:
+    """Forecast a fine-tuned model's forgetting row from ``probe`` evaluated upstream examples (module doc).
+
+    ``model`` is a path/hub id or a loaded model (with ``tokenizer``); ``adapter`` a LoRA directory
+    merged into ``model`` (default: the sweep's base model). Writes ``forecast.parquet`` and
+    ``forecast.json`` to ``out`` (default ``SWEEP/forecast/<name>``).
+    """
+    t0 = time.perf_counter()
+    if int(top) < 1:
+        raise ConfigError(f"top must be >= 1, got {top}")
+    check_predictor(predictor, task_text)
+    data = load_sweep(sweep, kind)
+    check_interval_request(data, coverage)
+    idx = forecast_probe(data, probe, method=probe_method, seed=seed)
+    loaded, tok, desc = load_forecast_model(data, model, tokenizer=tokenizer, adapter=adapter, device=device)
+    encoded = encode_checked(data, tok, idx, loaded)
+    t1 = time.perf_counter()
+    probe_loss = measure_losses(data, loaded, tok, idx, encoded)
+    cost: dict[str, Any] = {"probe_eval_s": time.perf_counter() - t1}
+    verify_loss = None
+    if verify:
+        t2 = time.perf_counter()
+        everything = np.arange(data.n)
+        verify_loss = measure_losses(data, loaded, tok, everything, encode_checked(data, tok, everything, loaded))
+        cost.update(verify_evaluations=data.n, verify_eval_s=time.perf_counter() - t2)
+    out_dir = Path(out) if out is not None else data.layout.forecast_dir(name or default_name(model, adapter))
+    settings = {**desc, "probe_method": probe_method, "seed": seed}
+    result = forecast_from_losses(data, idx, probe_loss, verify_loss=verify_loss, predictor=predictor, seed=seed,
+                                  top=top, task_text=task_text, settings=settings, cost=cost, coverage=coverage)
     result.cost["wall_s"] = time.perf_counter() - t0
     result.paths = write_forecast(result, out_dir)
     return result

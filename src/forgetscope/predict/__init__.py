@@ -15,7 +15,8 @@ Predictors (:data:`PREDICTORS`): ``zero``, ``additive`` (baseline), ``knn``, ``k
 (the reference protocol's KNNBaseline), ``lowrank`` (rank chosen by task-grouped CV unless given),
 ``logistic`` (probabilities of "forgotten"; binary forgetting) and ``semantic`` (frozen-embedding
 similarity (MiniLM); needs task and example texts, see :mod:`forgetscope.predict.semantic`).
-A new fine-tuned model's row is forecast from a sweep with :func:`forgetscope.predict.forecast.forecast`.
+A new fine-tuned model's row is forecast from a sweep with :func:`forgetscope.experiments.forecast.forecast` (``forgetscope.forecast``), which completes
+the row with :mod:`forgetscope.predict.forecast`.
 """
 
 from forgetscope.predict.base import Predictor
