@@ -244,7 +244,7 @@ def test_imported_matrix_cannot_be_forecast(tmp_path, finetuned_dir):
 
 def test_forecast_after_finetuning_evaluates_only_the_probe(sweep, tmp_path, monkeypatch):
     """``--task``: trains with the sweep's config, then evaluates the probe examples and nothing else upstream."""
-    import forgetscope.measure as measure
+    import forgetscope.measure.evaluator as measure  # the one evaluator every upstream measurement goes through
     from forgetscope.experiments.forecast import forecast_task
 
     task = write_jsonl(tmp_path / "poems.jsonl", [{"text": f"Roses are red, violets are {c}."}
@@ -304,7 +304,7 @@ def test_forecast_copies_nothing_into_the_sweep_but_its_folder(sweep, finetuned_
 
 def test_forecast_evaluates_in_the_dtype_the_sweep_recorded(sweep, finetuned_dir, tmp_path, monkeypatch):
     """loss_before was measured in the manifest's eval dtype, so the probe is too; float32 where none is recorded."""
-    import forgetscope.measure as measure
+    import forgetscope.measure.evaluator as measure  # the one evaluator every upstream measurement goes through
     from forgetscope.experiments.forecast import forecast_task
 
     calls: list[tuple[torch.dtype | None, torch.dtype]] = []

@@ -208,8 +208,8 @@ def test_a_run_evaluating_unlike_the_base_row_is_refused_before_training(tiny_di
     assert session._base is None  # refused before a model was even loaded
 
 
-def test_the_forecast_reader_knows_every_evaluation_dtype():
+def test_the_evaluation_record_knows_every_evaluation_dtype():
+    from forgetscope.measure.record import EVAL_DTYPES
     from forgetscope.precision import DTYPES
-    from forgetscope.predict.forecast import EVAL_DTYPES
 
     assert set(EVAL_DTYPES) == set(DTYPES)

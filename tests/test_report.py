@@ -466,3 +466,228 @@ def test_examples_section_without_texts_is_one_line_skip(tmp_path):
     html = build_report(sweep, predict=False, strict=True).read_text()
     assert "examples" not in _section_ids(html) and "heatmap" in _section_ids(html)
     assert "Which texts were forgotten (the upstream table (upstream.parquet) stores no example texts" in html
+
+
+def _group_rows(block, cls):
+    """The cells of each body row of class ``cls`` (e.g. the most-improved group) of a table block, unescaped."""
+    import html as html_mod
+
+    return [[html_mod.unescape(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", row)]
+            for row in re.findall(rf'<tr class="{cls}">(.*?)</tr>', block["html"])]
+
+
+def html_escape(s):
+    import html as html_mod
+
+    return html_mod.escape(s, quote=True)
+
+
+def test_examples_section_lists_each_tasks_most_improved_texts(tmp_path):
+    from forgetscope.report.sections.examples import FORGOTTEN_LABEL, IMPROVED_LABEL
+
+    n = 8
+    up = pd.DataFrame({"example_id": [f"e{j}" for j in range(n)], "text": [f"text number {j}" for j in range(n)],
+                       "loss_before": 3.0})
+    F = np.random.default_rng(2).normal(0, 0.01, (6, n))
+    F[[2, 3], 6] = [-1.1, -0.9]  # task b (rows 2, 3) improves e6, and no other task does
+    F[:, 1] -= 0.4  # every task improves e1
+    F[:, 2] += 0.5  # every task forgets e2
+    sec, _ = _examples_section(_text_sweep(tmp_path / "s", up, F))
+    block = sec.blocks[2]
+    assert block["caption"] == "Task 'b' (mean of 2 runs)"
+    improved = _group_rows(block, "improved")
+    assert improved[0][0] == "e6" and float(improved[0][1]) == pytest.approx(-1.0, abs=1e-3)  # seeds averaged
+    assert abs(float(improved[0][2])) < 0.05 and improved[0][3] == "text number 6"  # specific to task b
+    assert improved[1][0] == "e1" and improved[1][3] == "text number 1"
+    values = [float(r[1]) for r in improved]
+    assert len(improved) <= 5 and all(v < 0 for v in values) and values == sorted(values)  # most negative first
+    forgotten = _table_rows(block)  # the plain rows: the most-forgotten group, unchanged
+    assert forgotten[0][0] == "e2" and all(float(r[1]) > 0 for r in forgotten)
+    assert not {r[0] for r in forgotten} & {r[0] for r in improved}
+    h = block["html"]  # both groups labelled, the improved one after the forgotten one
+    assert h.index(html_escape(FORGOTTEN_LABEL)) < h.index(html_escape(IMPROVED_LABEL)) < h.index(">e6<")
+    for other in (sec.blocks[1], sec.blocks[3]):  # tasks a and c improve e1 most; e6 only at noise level
+        rows = _group_rows(other, "improved")
+        assert rows[0][0] == "e1" and all(float(r[1]) > -0.05 for r in rows if r[0] == "e6")
+    html = build_report(tmp_path / "s", predict=False, strict=True).read_text()
+    assert "Most improved (most negative F" in html and "text number 6" in html
+
+
+def test_examples_section_notes_a_task_that_improves_nothing(tmp_path):
+    up = pd.DataFrame({"example_id": ["e0", "e1", "e2"], "text": ["zero", "one", "two"], "loss_before": 3.0})
+    F = np.tile([0.3, 0.2, 0.1], (6, 1))
+    F[4:, :] = [-0.3, -0.2, -0.1]  # task c only improves
+    sec, _ = _examples_section(_text_sweep(tmp_path / "s", up, F))
+    by_caption = {b["caption"]: b for b in sec.blocks if b["kind"] == "table"}
+    assert _group_rows(by_caption["Task 'a' (mean of 2 runs)"], "improved") == []
+    c = by_caption["Task 'c' (mean of 2 runs)"]
+    assert _table_rows(c) == [] and [r[0] for r in _group_rows(c, "improved")] == ["e0", "e1", "e2"]
+    texts = [b["text"] for b in sec.blocks if b["kind"] == "text"]
+    assert "No upstream example with F > 0 for task(s): 'c'." in texts
+    assert "No upstream example with F < 0 for task(s): 'a', 'b'." in texts
+
+
+def test_first_words_of_a_text():
+    from forgetscope.report.sections.examples import first_words, short_texts
+
+    assert first_words("one two three") == "one two three"
+    assert first_words(" ".join(f"w{i}" for i in range(20))) == "w0 w1 w2 w3 w4 w5 w6 w7…"
+    assert first_words("x" * 200).endswith("…") and len(first_words("x" * 200)) <= 60
+    assert first_words(None) is None and first_words("") is None
+    up = pd.DataFrame({"example_id": ["a", "b"], "text": ["short\n text", None], "prompt": [None, "Why is it so?"],
+                       "response": [None, "Because."]})
+    assert short_texts(up) == ["short text", "Why is it so? → Because."]
+    assert short_texts(pd.DataFrame({"example_id": ["a"]})) is None
+
+
+def _hover_tooltips(svg):
+    """The tooltip of every cell of a hoverable heat map (not the colour scale's swatches), unescaped, in order."""
+    import html as html_mod
+
+    cells = svg[svg.index('<g class="cells">'):svg.index("</g>")]
+    return [html_mod.unescape(t) for t in re.findall(r"<rect [^>]*><title>(.*?)</title></rect>", cells, re.S)]
+
+
+def _expected_tooltips(sweep):
+    """Every cell's tooltip, built here from the stored matrix (run, task, example, F, the first 8 words)."""
+    from forgetscope.store import load_forgetting
+
+    m = load_forgetting(sweep)
+    words = [" ".join(str(t).split()[:8]) + ("…" if len(str(t).split()) > 8 else "") for t in m.upstream["text"]]
+    tasks = m.runs["task"].tolist()
+    return {f"run {r} (task {tasks[i]})\nexample {m.col_names[j]}\n"
+            + (f"F = {m.values[i, j]:.4g}" if np.isfinite(m.values[i, j]) else "F not measured")
+            + f"\n“{words[j]}”" for i, r in enumerate(m.row_names) for j in range(m.shape[1])}
+
+
+def _hover_sweep(path):
+    long = "the quick brown fox jumps over the lazy dog and keeps running far away"
+    up = pd.DataFrame({"example_id": [f"e{j}" for j in range(6)],
+                       "text": [long, "<b>bold</b> & <script>x</script>", "two words", "alpha beta", "gamma", "delta"],
+                       "loss_before": 3.0})
+    F = np.random.default_rng(3).normal(0, 0.02, (6, 6))
+    F[2, 0] = 2.0  # run b__plain__s0 forgets e0 far more than anything else
+    F[5, 3] = np.nan  # one entry not measured
+    return _text_sweep(path, up, F)
+
+
+def test_heat_map_has_a_hoverable_svg_with_a_tooltip_per_cell(tmp_path, monkeypatch):
+    from forgetscope.report import hover
+
+    sweep = _hover_sweep(tmp_path / "s")
+    sections, _, _ = collect_sections(sweep, predict=False, strict=True)
+    heat = next(s for s in sections if s.key == "heatmap")
+    assert [b["kind"] for b in heat.blocks] == ["figure", "hover"]  # the PNG stays, the SVG follows it
+    svg = heat.blocks[1]["svg"]
+    tips = _hover_tooltips(svg)
+    assert len(tips) == 36 and set(tips) == _expected_tooltips(sweep)
+    assert "run b__plain__s0 (task b)\nexample e0\nF = 2\n“the quick brown fox jumps over the lazy…”" in tips
+    assert "run c__plain__s1 (task c)\nexample e3\nF not measured\n“alpha beta”" in tips
+    assert "<script" not in svg and "<b>" not in svg and "&lt;b&gt;bold&lt;/b&gt; &amp; &lt;script&gt;" in svg
+    reddest = hover._palette()[-1]
+    fills = re.findall(r'<rect x="(\d+)" y="(\d+)" width="1" height="1" fill="(#[0-9a-f]{6})"><title>run '
+                       r'b__plain__s0 \(task b\)\nexample e0\n', svg)
+    assert len(fills) == 1 and fills[0][2] == reddest  # F far beyond the colour limit: clipped to the top colour
+    assert svg.count(f'fill="{hover.MISSING}"') == 1
+    assert not re.search(r"\b(href|src|id)=", svg)  # nothing referenced, nothing to collide with another section
+    html = build_report(sweep, predict=False, strict=True).read_text()
+    section = html[html.index('<section id="heatmap">'):html.index('<section id="examples">')]
+    assert '<details class="hover" open>' in section and svg in section and "<script" not in html
+
+    monkeypatch.setattr(hover, "MAX_ROWS", 5)  # more runs than the hoverable map takes: a line says so
+    sections, _, _ = collect_sections(sweep, predict=False, strict=True)
+    heat = next(s for s in sections if s.key == "heatmap")
+    assert [b["kind"] for b in heat.blocks] == ["figure", "text"]
+    assert heat.blocks[1]["text"].startswith("The hoverable version of this map is drawn for at most 5 runs")
+
+
+def _forecast_sweep(path, n=40):
+    """A demo sweep whose upstream examples are plain text with distinct texts, and one forecast under forecast/."""
+    from forgetscope.predict.forecast import forecast_from_losses, load_sweep
+
+    write_demo_sweep(path, n_examples=n, tasks=("a", "b", "c", "d"), seeds=(0,), strategies=("plain",), extras=False)
+    layout = SweepLayout(path)
+    up = pd.read_parquet(layout.upstream)
+    up["kind"] = "lm"
+    up["text"] = [f"upstream text {j} <i>" for j in range(n)]
+    up.to_parquet(layout.upstream)
+    data = load_sweep(path, "lm")
+    idx = np.arange(8)
+    result = forecast_from_losses(data, idx, data.loss_before[idx] + np.linspace(0.6, -0.1, 8), predictor="additive",
+                                  out_dir=layout.forecast_dir("newtask"), settings={"task_name": "newtask"})
+    return layout, result
+
+
+def test_prediction_section_lists_a_stored_forecasts_top_predicted_forgotten_texts(tmp_path):
+    import shutil as sh
+
+    from forgetscope.report.sections.prediction import FORECAST_TOP
+
+    layout, result = _forecast_sweep(tmp_path / "s")
+    sections, skipped, _ = collect_sections(layout.root, predict=False, strict=True)
+    sec = next(s for s in sections if s.key == "prediction")  # the forecast alone brings the section
+    assert sec.lead.startswith("No cross-validation of predictors (no saved prediction results")
+    tables = [b for b in sec.blocks if b["kind"] == "table"]
+    assert len(tables) == 1
+    assert tables[0]["caption"] == "Forecast 'newtask' (task newtask, predictor additive, 8 of 40 examples measured on the probe)"
+    rows = _table_rows(tables[0])
+    top = result.top(FORECAST_TOP)
+    top = top[top["forgetting"] > 0]
+    assert [r[1] for r in rows] == top["example_id"].tolist() and [int(r[0]) for r in rows] == top["rank"].tolist()
+    assert [r[-1] for r in rows] == [f"upstream text {int(e[1:])} <i>" for e in top["example_id"]]
+    assert [float(r[2]) for r in rows] == pytest.approx(top["forgetting"].tolist(), rel=1e-3)
+    source = dict(zip(top["example_id"], top["observed"]))
+    assert [r[-2] for r in rows] == ["measured (probe)" if source[r[1]] else "predicted" for r in rows]
+    assert "90% interval" in tables[0]["html"] and "&lt;i&gt;" in tables[0]["html"]
+
+    other = layout.forecast_dir("other-kind")  # a forecast of instruction examples: not in the lm section
+    sh.copytree(layout.forecast_dir("newtask"), other)
+    pd.read_parquet(other / "forecast.parquet").assign(kind="instruction").to_parquet(other / "forecast.parquet")
+    (layout.forecast_dir("broken")).mkdir()
+    (layout.forecast_dir("broken") / "forecast.parquet").write_bytes(b"not a parquet file")
+    html = build_report(layout.root, predict=False, strict=True).read_text()
+    section = html[html.index('<section id="prediction">'):]
+    assert section.count("Forecast &#39;") == 1 and "other-kind" not in section
+    assert "Forecasts that could not be read: forecast/broken/forecast.parquet" in section
+
+    with_cv = tmp_path / "cv"  # with cross-validation results as well, the forecast follows them
+    sh.copytree(layout.root, with_cv)
+    sh.rmtree(with_cv / "forecast" / "broken")
+    html = build_report(with_cv, strict=True).read_text()
+    section = html[html.index('<section id="prediction">'):html.index("</section>", html.index('<section id="prediction">'))]
+    assert "Mean over probe draws" in section and "Forecast &#39;newtask&#39;" in section
+    sh.rmtree(with_cv / "forecast")  # no forecast: nothing new
+    html = build_report(with_cv, strict=True).read_text()
+    assert "Forecast" not in html and "forecast/" not in html
+
+
+def _page_requests(net_log):
+    """URLs the page itself asked for, from a Chromium NetLog (the browser's own requests have no origin)."""
+    import json
+
+    log = json.loads(net_log.read_text())
+    start = log["constants"]["logEventTypes"]["URL_REQUEST_START_JOB"]
+    return [e["params"]["url"] for e in log["events"] if e["type"] == start and "url" in e.get("params", {})
+            and e["params"].get("initiator") != "not an origin"]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install -y chromium)")
+def test_hover_tooltips_are_in_the_dom_chromium_renders(tmp_path):
+    sweep = _hover_sweep(tmp_path / "s")
+    report = build_report(sweep, predict=False, strict=True)
+    net = tmp_path / "net.json"
+    res = _chromium(["--enable-logging=stderr", "--v=0", f"--log-net-log={net}", "--dump-dom", report.as_uri()],
+                    tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    dom = res.stdout
+    assert "<script" not in dom and _section_ids(dom)[:4] == ["provenance", "runs", "heatmap", "examples"]
+    svg = dom[dom.index('<svg class="hover"'):]
+    assert set(_hover_tooltips(svg)) == _expected_tooltips(sweep)  # one <title> per cell, as the parser built them
+    assert [ln for ln in res.stderr.splitlines() if ":CONSOLE" in ln or "Uncaught" in ln] == []
+    assert net.is_file() and _page_requests(net) == []
+    # the check above sees a request: the same page without its CSP and with one remote image does make one
+    control = tmp_path / "control.html"
+    control.write_text(re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", report.read_text())
+                       .replace("</body>", '<img src="http://127.0.0.1:9/probe.png" alt=""></body>'))
+    res = _chromium([f"--log-net-log={tmp_path / 'control.json'}", "--dump-dom", control.as_uri()], tmp_path)
+    assert res.returncode == 0 and _page_requests(tmp_path / "control.json") == ["http://127.0.0.1:9/probe.png"]

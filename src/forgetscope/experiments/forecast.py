@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -41,39 +41,38 @@ from forgetscope.predict.forecast import (
 )
 from forgetscope.train.hooks import Hook
 
+if TYPE_CHECKING:
+    from forgetscope.measure.evaluator import Evaluator
+    from forgetscope.measure.record import EvalRecord
+
 
 class ProbeExperiment(Experiment):
     """A run whose upstream evaluation is the probe examples only (plus, to verify, every example).
 
-    Its rows carry ``part`` = ``probe`` or ``verify``; losses are mean token NLL with the sweep's
-    encoding and evaluation dtype (``dtype``, as its manifest records), without exact match (a forecast
-    completes loss forgetting).
+    Its rows carry ``part`` = ``probe`` or ``verify``; losses are mean token NLL measured as the sweep
+    measured its ``loss_before`` (its :class:`~forgetscope.measure.record.EvalRecord`), without exact
+    match (a forecast completes loss forgetting).
     """
 
     name = "forecast"
 
-    def __init__(self, probe_ids: list[str], verify_ids: list[str] | None = None, *, max_length: int,
-                 max_batch_tokens: int = 4096, max_batch_size: int = 64, dtype: str = "float32") -> None:
+    def __init__(self, probe_ids: list[str], verify_ids: list[str] | None = None, *, record: EvalRecord) -> None:
         self.probe_ids = list(probe_ids)
         self.verify_ids = None if verify_ids is None else list(verify_ids)
-        self.max_length, self.max_batch_tokens, self.max_batch_size = max_length, max_batch_tokens, max_batch_size
-        self.dtype = dtype  # a name, so that the experiment stays small and picklable
+        self.record = record  # small and picklable: the experiment travels to remote workers
 
     def _losses(self, session: SweepSession, model: Any, ids: list[str], part: str) -> pd.DataFrame:
-        from forgetscope.measure import evaluate_examples
-        from forgetscope.precision import DTYPES
+        from forgetscope.measure.evaluator import Evaluator
 
         by_id = {e.example_id: e for e in session.upstream}
         _, tok = session.base()
-        table = evaluate_examples(model, tok, [by_id[i] for i in ids], max_length=self.max_length,
-                                  max_batch_tokens=self.max_batch_tokens, max_batch_size=self.max_batch_size,
-                                  exact=False, chat=session.chat, desc=f"upstream {part}", dtype=DTYPES[self.dtype])
-        return table.assign(part=part)
+        return Evaluator(tok, self.record).evaluate(model, [by_id[i] for i in ids], desc=f"upstream {part}").assign(
+            part=part)
 
     def evaluate(self, session: SweepSession, spec: RunSpec, model: Any, hooks: list[Hook]) -> pd.DataFrame:
         from forgetscope.precision import DTYPES, merge_for_evaluation
 
-        model = merge_for_evaluation(model, DTYPES[self.dtype])
+        model = merge_for_evaluation(model, DTYPES[self.record.dtype])
         parts = [self._losses(session, model, self.probe_ids, "probe")]
         if self.verify_ids is not None:
             parts.append(self._losses(session, model, self.verify_ids, "verify"))
@@ -120,9 +119,7 @@ def forecast_task(sweep: str | Path, task: str | Path, *, probe: int = 30, predi
     session = SweepSession(config=config, upstream=list(data.examples),
                            tasks={tc.name: load_task_from_config(tc, config.seed)}, source=source)
     ids = [e.example_id for e in data.examples]
-    experiment = ProbeExperiment([ids[i] for i in idx], ids if verify else None, max_length=data.max_length,
-                                 max_batch_tokens=data.max_batch_tokens, max_batch_size=data.max_batch_size,
-                                 dtype=data.eval_dtype)
+    experiment = ProbeExperiment([ids[i] for i in idx], ids if verify else None, record=data.record)
     spec = RunSpec(tc.name, config.seed_list[0], config.strategy, tuple(sorted(config.strategy_options.items())))
     record, rows = execute_run(session, spec, experiment)
     probe_rows = rows[rows["part"] == "probe"].set_index("example_id").loc[[ids[i] for i in idx]]
@@ -250,32 +247,26 @@ def load_forecast_model(data: SweepData, model: Any = None, *, tokenizer: Any = 
 
 def encode_checked(data: SweepData, tokenizer: Any, idx: np.ndarray, model: Any = None) -> list[Any]:
     """Encode examples ``idx`` as the sweep did; refuse a tokenizer that gives other lengths than it recorded."""
-    from forgetscope.data.encoding import encode_examples
-    from forgetscope.models import context_length
-
-    if getattr(tokenizer, "pad_token_id", None) is None:
-        raise ModelError("the tokenizer has no pad token; set one (e.g. tokenizer.pad_token = tokenizer.eos_token)")
-    chat = data.chat_for(tokenizer)
-    encoded = encode_examples(tokenizer, [data.examples[i] for i in idx], data.max_length,
-                              model_max_length=None if model is None else context_length(model), chat=chat)
+    encoded = _evaluator(data, tokenizer, model).encode([data.examples[i] for i in idx])
     if data.n_tokens is not None:
         check_token_counts(data, idx, np.array([e.n_scored for e in encoded], dtype=np.float64))
     return encoded
+
+
+def _evaluator(data: SweepData, tokenizer: Any, model: Any = None) -> Evaluator:
+    from forgetscope.measure.evaluator import Evaluator
+    from forgetscope.models import context_length
+
+    return Evaluator(tokenizer, data.record, model_max_length=None if model is None else context_length(model))
 
 
 def measure_losses(data: SweepData, model: Any, tokenizer: Any, idx: np.ndarray,
                    encoded: list[Any] | None = None) -> np.ndarray:
     """Mean token NLL of examples ``idx`` under ``model`` (the sweep's encoding and evaluation dtype; no exact
     match)."""
-    from forgetscope.measure import evaluate_examples
-    from forgetscope.precision import DTYPES
-
     if encoded is None:
         encoded = encode_checked(data, tokenizer, idx, model)
-    table = evaluate_examples(model, tokenizer, [data.examples[i] for i in idx], max_length=data.max_length,
-                              max_batch_tokens=data.max_batch_tokens, max_batch_size=data.max_batch_size,
-                              exact=False, encoded=encoded, chat=data.chat_for(tokenizer),
-                              dtype=DTYPES[data.eval_dtype])
+    table = _evaluator(data, tokenizer, model).evaluate(model, [data.examples[i] for i in idx], encoded=encoded)
     return table["loss"].to_numpy(np.float64)
 
 

@@ -17,6 +17,8 @@ from forgetscope.data.types import Example, Task
 from forgetscope.errors import DataError, PrecisionError
 
 if TYPE_CHECKING:
+    from forgetscope.measure.evaluator import Evaluator
+    from forgetscope.measure.record import EvalRecord
     from forgetscope.precision import Precision
 
 # Config fields that do not change results: where the sweep goes, how it is run and logged, the
@@ -255,16 +257,35 @@ class SweepSession:
         return self.config.eval.effective_max_length(context_length(base))
 
     @property
-    def upstream_encoded(self) -> list:
-        """The upstream examples encoded for evaluation (``eval.max_length``), once per process."""
-        from forgetscope.data.encoding import encode_examples
+    def record(self) -> EvalRecord:
+        """How this sweep measures upstream examples (written to the manifest's ``eval`` entry)."""
+        from forgetscope.measure.record import EvalRecord
+
+        self.base()
+        ev = self.config.eval
+        return EvalRecord(max_length=self.eval_max_length, chat=self.chat, dtype=self.precision().dtype,
+                          max_batch_tokens=ev.max_batch_tokens, max_batch_size=ev.max_batch_size)
+
+    @property
+    def evaluator(self) -> Evaluator:
+        """The one evaluator of this process's measurements (the base model's tokenizer and context)."""
+        from forgetscope.measure.evaluator import Evaluator
         from forgetscope.models import context_length
 
         base, tok = self.base()
-        key = ("upstream_encoded", self.eval_max_length, self.chat)
+        record = self.record
+        key = ("evaluator", record)
         if key not in self.cache:
-            self.cache[key] = encode_examples(tok, self.upstream, self.eval_max_length,
-                                              model_max_length=context_length(base), chat=self.chat)
+            self.cache[key] = Evaluator(tok, record, model_max_length=context_length(base))
+        return self.cache[key]
+
+    @property
+    def upstream_encoded(self) -> list:
+        """The upstream examples encoded for evaluation (``eval.max_length``), once per process."""
+        evaluator = self.evaluator
+        key = ("upstream_encoded", evaluator.record.max_length, evaluator.chat)
+        if key not in self.cache:
+            self.cache[key] = evaluator.encode(self.upstream)
         return self.cache[key]
 
     def eval_summary(self) -> dict[str, Any]:
@@ -298,10 +319,6 @@ class SweepSession:
         """Mean token NLL of these upstream examples under ``model``, measured exactly as the sweep measures
         ``loss_before`` and ``loss_after`` (its encoding, ``eval.max_length``, chat format, dtype and
         batching): what a strategy's probe must use so its values are comparable with the known rows."""
-        from forgetscope.measure import per_example_nll
-        from forgetscope.precision import DTYPES
-
-        _, tok = self.base()
         key = ("upstream_by_id", self.eval_max_length, self.chat)
         if key not in self.cache:
             self.cache[key] = {e.example_id: e for e in self.upstream_encoded}
@@ -309,20 +326,10 @@ class SweepSession:
         missing = [i for i in example_ids if i not in by_id]
         if missing:
             raise DataError(f"not upstream examples of this sweep: {missing[:3]}")
-        ev = self.config.eval
-        return per_example_nll(model, [by_id[i] for i in example_ids], pad_id=tok.pad_token_id,
-                               max_batch_tokens=ev.max_batch_tokens, max_batch_size=ev.max_batch_size,
-                               dtype=DTYPES[self.precision().dtype])
+        return self.evaluator.losses(model, [by_id[i] for i in example_ids])
 
     def evaluate(self, model, examples: list[Example], desc: str) -> pd.DataFrame:
         """Loss (and exact match) of ``examples`` with ``model``, encoded with ``eval.max_length``."""
-        from forgetscope.measure import evaluate_examples
-        from forgetscope.precision import DTYPES
-
-        _, tok = self.base()
-        ev = self.config.eval
-        dtype = DTYPES[self.precision().dtype]
         encoded = self.upstream_encoded if examples is self.upstream else None
-        return evaluate_examples(model, tok, examples, max_length=self.eval_max_length, encoded=encoded,
-                                 max_batch_tokens=ev.max_batch_tokens, max_batch_size=ev.max_batch_size,
-                                 exact=ev.exact_match, progress=True, desc=desc, chat=self.chat, dtype=dtype)
+        return self.evaluator.evaluate(model, examples, encoded=encoded, exact=self.config.eval.exact_match,
+                                       progress=True, desc=desc)

@@ -35,8 +35,9 @@ from forgetscope.config import DEFAULT_EVAL_MAX_LENGTH
 from forgetscope.data.encoding import Encoded, encode_examples
 from forgetscope.data.loading import examples_from_records, load_examples
 from forgetscope.data.types import Example
-from forgetscope.errors import ConfigError, DataError
+from forgetscope.errors import ConfigError, DataError, StoreError
 from forgetscope.measure.forgetting import forgotten_share
+from forgetscope.measure.record import EvalRecord
 from forgetscope.store import SweepStore
 
 __all__ = ["ForgettingCallback"]
@@ -85,17 +86,14 @@ def _from_sweep(store: SweepStore) -> _Upstream:
     rows = table[[c for c in _TEXT_COLUMNS if c in table.columns]].to_dict(orient="records")
     examples = examples_from_records(rows, name="upstream", source=str(store.layout.upstream),
                                      id_field="example_id")
-    config = manifest.get("config") or {}
-    train, evaluation = config.get("train") or {}, config.get("eval") or {}
-    # the length the sweep evaluated with: recorded in the manifest (eval.max_length against the model's
-    # context), else the configured eval.max_length; sweeps from before eval.max_length used train.max_length
-    recorded = manifest.get("eval") or {}
-    settings = {"max_length": recorded.get("max_length") or evaluation.get("max_length") or train.get("max_length"),
-                "chat": evaluation.get("chat")}
-    settings["eval_dtype"] = recorded.get("dtype")  # loss_after is measured in the dtype of loss_before
+    # how the sweep measured loss_before (its one record; loss_after is measured the same way)
+    try:
+        record = EvalRecord.from_manifest(manifest, where=f"the sweep {store.path}")
+        settings = {"max_length": record.max_length, "chat": record.chat, "eval_dtype": record.dtype}
+    except StoreError:  # a matrix imported without a config: nothing recorded to follow
+        settings = {}
     return _Upstream(examples, str(store.path), store=store, loss_before=_finite_column(table, "loss_before"),
-                     n_tokens=_finite_column(table, "n_tokens"),
-                     settings={k: v for k, v in settings.items() if v is not None})
+                     n_tokens=_finite_column(table, "n_tokens"), settings=settings)
 
 
 def _read_upstream(upstream: Any) -> _Upstream:

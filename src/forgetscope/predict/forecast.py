@@ -48,6 +48,7 @@ import pandas as pd
 
 from forgetscope.data.types import Example
 from forgetscope.errors import ConfigError, DataError, ModelError, StoreError
+from forgetscope.measure.record import EvalRecord
 from forgetscope.predict.evaluate import evaluate, noise_margin
 from forgetscope.predict.kinds import check_kind, select_kind, subset_rows
 from forgetscope.predict.metrics import score_rows
@@ -59,8 +60,6 @@ from forgetscope.store.io import write_json, write_parquet
 #: predictors ``auto`` chooses among
 AUTO_CANDIDATES = ("additive", "knn", "knn-baseline", "lowrank")
 AUTO_DRAWS = 3
-#: the evaluation dtypes a sweep may record (the names of forgetscope.precision.DTYPES)
-EVAL_DTYPES = ("float32", "bfloat16")
 N_BOOTSTRAP = 20
 SNIPPET = 160
 _TEXT_COLUMNS = ("example_id", "text", "prompt", "response", "answer")
@@ -77,13 +76,21 @@ class SweepData:
     examples: list[Example]  # the kind's upstream examples, in column order
     loss_before: np.ndarray
     n_tokens: np.ndarray | None
-    max_length: int
-    chat: bool | str
-    max_batch_tokens: int
-    max_batch_size: int
+    record: EvalRecord  # how loss_before was measured (encoding length, chat, dtype, batching)
     tau: float
     tau_source: str
-    eval_dtype: str = "float32"  # the dtype loss_before was measured in (forgetscope.precision)
+
+    @property
+    def max_length(self) -> int:
+        return self.record.max_length
+
+    @property
+    def chat(self) -> bool | str:
+        return self.record.chat
+
+    @property
+    def eval_dtype(self) -> str:
+        return self.record.dtype
 
     @property
     def n(self) -> int:
@@ -107,9 +114,7 @@ class SweepData:
 
     def chat_for(self, tokenizer: Any) -> bool:
         """The sweep's chat setting, resolved for ``tokenizer`` as the sweep resolved it."""
-        if self.chat == "auto":
-            return bool(getattr(tokenizer, "chat_template", None))
-        return bool(self.chat)
+        return self.record.resolve_chat(tokenizer)
 
 
 @dataclass
@@ -136,19 +141,6 @@ class ForecastResult:
 
 
 # ---- the sweep ---------------------------------------------------------------------------------
-
-def eval_max_length(config: dict[str, Any], recorded: dict[str, Any] | None = None) -> int:
-    """The length the sweep encoded upstream examples with: the resolved length its manifest records, else
-    a numeric ``eval.max_length`` of the config, else (sweeps from before evaluation had its own length)
-    ``train.max_length``."""
-    value = (recorded or {}).get("max_length")
-    configured = (config.get("eval") or {}).get("max_length")
-    if value is None and configured != "auto":
-        value = configured or (config.get("train") or {}).get("max_length")
-    if not value:
-        raise StoreError("the sweep's config records no max_length: its encoding cannot be reproduced")
-    return int(value)
-
 
 def load_sweep(sweep: str | Path, kind: str = "lm") -> SweepData:
     """Read what a forecast needs from ``sweep`` for examples of ``kind``; one-line errors otherwise."""
@@ -178,18 +170,11 @@ def load_sweep(sweep: str | Path, kind: str = "lm") -> SweepData:
     examples = examples_from_records(rows, name="upstream", source=str(store.layout.upstream), id_field="example_id")
     n_tokens = (pd.to_numeric(table["n_tokens"], errors="coerce").to_numpy(np.float64)
                 if "n_tokens" in table.columns else None)
-    evaluation = config.get("eval") or {}
     tau, tau_source = noise_margin(matrix)
-    recorded = manifest.get("eval") or {}
-    eval_dtype = str(recorded.get("dtype") or "float32")  # sweeps from before eval.dtype evaluated in float32
-    if eval_dtype not in EVAL_DTYPES:
-        raise StoreError(f"the sweep {store.path} records an unknown evaluation dtype {eval_dtype!r}")
+    record = EvalRecord.from_manifest(manifest, where=f"the sweep {store.path}")
     return SweepData(store.path, manifest, kind, matrix, examples,
                      pd.to_numeric(table["loss_before"], errors="coerce").to_numpy(np.float64), n_tokens,
-                     eval_max_length(config, manifest.get("eval")),
-                     (manifest.get("eval") or {}).get("chat", evaluation.get("chat", "auto")),
-                     int(evaluation.get("max_batch_tokens", 4096)), int(evaluation.get("max_batch_size", 64)),
-                     tau, tau_source, eval_dtype)
+                     record, tau, tau_source)
 
 
 def forecast_probe(data: SweepData, probe: int, *, method: str = "random", seed: int = 0) -> np.ndarray:

@@ -3,9 +3,10 @@
     from forgetscope.report import build_report
     path = build_report("sweeps/demo")             # -> sweeps/demo/report.html
 
-One HTML file, figures embedded as base64 PNG, CSS inline, no scripts and a Content-Security-Policy
-that forbids any fetch: it opens offline and can be mailed or archived. Sections (provenance, runs,
-heat map, which texts were forgotten, spectrum/R², additive and multiplicative fits, prediction,
+One HTML file, figures embedded as base64 PNG (and a small heat map again as inline SVG with a tooltip per
+cell, :mod:`forgetscope.report.hover`), CSS inline, no scripts and a Content-Security-Policy that forbids any
+fetch: it opens offline and can be mailed or archived. Sections (provenance, runs, heat map, which texts were
+forgotten or improved, spectrum/R², additive and multiplicative fits, prediction and stored forecasts,
 strategy comparison, scaling laws, sharpness) appear only when their data exists. Plain-text (``lm``)
 and instruction examples are separate experiments: the heat map, forgotten texts, spectrum, fits and
 prediction sections appear once per kind present

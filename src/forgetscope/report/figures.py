@@ -45,7 +45,8 @@ def render(fig: MplFigure, alt: str, reading: str = "") -> Figure:
     return Figure("data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii"), alt, reading, width)
 
 
-def _sym_limit(values: np.ndarray) -> float:
+def sym_limit(values: np.ndarray) -> float:
+    """The colour limit of a heat map: the 98th percentile of |F| over finite entries (1 when there is none)."""
     finite = np.abs(values[np.isfinite(values)])
     lim = float(np.percentile(finite, 98)) if finite.size else 1.0
     return lim if lim > 0 else 1.0
@@ -55,7 +56,7 @@ def heatmap(values: np.ndarray, row_order: np.ndarray, col_order: np.ndarray, ro
     """Forgetting matrix with rows/columns permuted by the fitted factors; red = forgotten."""
     raw = np.asarray(values, float)[np.ix_(row_order, col_order)]
     V = bin_columns(raw, MAX_HEATMAP_COLS)
-    lim = _sym_limit(V)
+    lim = sym_limit(V)
     fig = MplFigure(figsize=(11, max(3.2, min(12.0, 0.22 * V.shape[0] + 2.2))))
     ax = fig.add_subplot()
     im = ax.imshow(np.ma.masked_invalid(V), aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim,

@@ -8,14 +8,19 @@ section                data (``SweepLayout`` attribute: file)
 =====================  ==================================================================================
 provenance             ``manifest``: manifest.json (config, model, versions, seeds); the matrix's upstream table
 runs                   ``runs_table`` + ``matrix``: runs.parquet + F.npy
-heatmap                ``matrix``, sorted by :func:`forgetscope.analysis.lowrank.factor_order`
+heatmap                ``matrix``, sorted by :func:`forgetscope.analysis.lowrank.factor_order`; up to 60 runs, 400
+                       examples and 10,000 cells also as inline SVG with a tooltip per cell
+                       (:mod:`forgetscope.report.hover`), its texts from ``upstream``
 examples               ``matrix`` + its upstream table (``upstream``: upstream.parquet, columns ``text`` or
-                       ``prompt``/``response``): each task's most-forgotten examples with their text
+                       ``prompt``/``response``): each task's most-forgotten and most-improved examples with their
+                       text
 lowrank                spectrum and R²(k) from :mod:`forgetscope.analysis.lowrank` (computed here)
 fits                   additive / multiplicative fits, forgetting vs task learning (computed here)
 prediction             ``predict_summary`` + ``predict_curves``: predict/predict_summary.csv and
                        predict/predict_curves.csv (:meth:`forgetscope.predict.CVResult.save`), else a small
-                       leave-tasks-out cross-validation run here (``additive``, ``knn``, ``lowrank``)
+                       leave-tasks-out cross-validation run here (``additive``, ``knn``, ``lowrank``); and each
+                       stored forecast of the kind (``forecast_dir(name)`` + ``forecast_files``:
+                       forecast/<name>/forecast.parquet and forecast.json): its top predicted-forgotten examples
 strategies             ``compare_summary``: compare/summary.csv (``forgetscope compare``), else computed here
                        when runs.parquet holds several strategies on the same tasks and seeds (mean ± SEM
                        over the report's kind of upstream example, ``ctx.headline_kind``; run-level paired

@@ -53,6 +53,12 @@ class Section:
         self.blocks.append({"kind": "pairs", "items": [(k, fmt(v)) for k, v in items if v not in (None, "")]})
         return self
 
+    def hover(self, svg: str, summary: str, caption: str = "") -> Section:
+        """Inline SVG markup (already escaped, e.g. :func:`forgetscope.report.hover.heatmap_svg`) in an open
+        <details> element headed ``summary``."""
+        self.blocks.append({"kind": "hover", "svg": svg, "summary": summary, "caption": caption})
+        return self
+
     def details(self, summary: str, text: str) -> Section:
         self.blocks.append({"kind": "details", "summary": summary, "text": text})
         return self

@@ -1,13 +1,15 @@
-"""Which texts were forgotten: each task's most-forgotten upstream examples, with their text.
+"""Which texts were forgotten: each task's most-forgotten and most-improved upstream examples, with their text.
 
 The matrix's upstream table (``layout.upstream``: upstream.parquet) describes column j in row j; its
 ``text`` column holds a plain-text example, ``prompt`` and ``response`` a prompt/response pair (shown as
 ``prompt → response``). Rows of the matrix are grouped by task (``runs.parquet``'s ``task`` column, each run
 alone without one); the runs of one task are averaged over seeds. When the runs hold several strategies,
 only the baseline strategy's runs count (``plain``, else the first strategy): a mitigation strategy would
-blur which texts fine-tuning on the task itself forgets. Texts are escaped and shortened to
-:data:`TEXT_LIMIT` characters; the table is written here so that the text column can be left-aligned with an
-inline style (the page stays free of external assets).
+blur which texts fine-tuning on the task itself forgets. Each task's table lists its :data:`TOP_K` most-forgotten
+examples (largest F > 0) and, in a second labelled group of rows (``<tbody class="improved">``), its :data:`TOP_K`
+most-improved ones (most negative F: the loss fell). Texts are escaped and shortened to :data:`TEXT_LIMIT`
+characters; the table is written here so that the text column can be left-aligned with an inline style (the page
+stays free of external assets). :func:`short_texts` gives the first few words of each example, for tooltips.
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ FOLD_OVER = 12  # above this many tasks, each task's table is folded into a <det
 ELLIPSIS = "…"
 PAIR_SEP = " → "
 TEXT_COLUMNS = ("text", "prompt", "response")
+FORGOTTEN_LABEL = "Most forgotten (largest F > 0: the loss rose)"
+IMPROVED_LABEL = "Most improved (most negative F: the loss fell)"
+TOOLTIP_WORDS = 8  # the start of an example's text in a tooltip (the hoverable heat map)
+TOOLTIP_CHARS = 60
 
 
 # ---- texts --------------------------------------------------------------------------------------
@@ -78,6 +84,25 @@ def upstream_texts(upstream: pd.DataFrame | None, limit: int = TEXT_LIMIT) -> li
     return texts if any(t for t in texts) else None
 
 
+def first_words(text: str | None, words: int = TOOLTIP_WORDS, limit: int = TOOLTIP_CHARS) -> str | None:
+    """The first ``words`` words of ``text`` (at most ``limit`` characters), ending in an ellipsis when cut."""
+    if not text:
+        return None
+    parts = text.split()
+    short = " ".join(parts[:words])
+    cut = len(parts) > words
+    if len(short) > limit:
+        short, cut = short[: limit - 1].rstrip(), True
+    return short.removesuffix(ELLIPSIS) + ELLIPSIS if cut else short
+
+
+def short_texts(upstream: pd.DataFrame | None, words: int = TOOLTIP_WORDS) -> list[str | None] | None:
+    """The first ``words`` words of each upstream row's display text (None where it has none), or None when the
+    table stores no text at all."""
+    texts = upstream_texts(upstream, limit=words * 40)
+    return None if texts is None else [first_words(t, words) for t in texts]
+
+
 # ---- the forgetting of each task ----------------------------------------------------------------
 
 
@@ -121,6 +146,12 @@ def top_forgotten(row: np.ndarray, k: int = TOP_K) -> np.ndarray:
     return idx[np.argsort(-row[idx], kind="stable")][:k]
 
 
+def top_improved(row: np.ndarray, k: int = TOP_K) -> np.ndarray:
+    """Indices of the ``k`` most negative (improved: the loss fell) entries of ``row``, most negative first."""
+    idx = np.flatnonzero(np.isfinite(row) & (row < 0))
+    return idx[np.argsort(row[idx], kind="stable")][:k]
+
+
 def most_common(G: np.ndarray, rows: int = COMMON_ROWS) -> np.ndarray:
     """Examples forgotten (F > 0) by the most tasks, ties broken by the larger mean F over tasks."""
     count = (np.isfinite(G) & (G > 0)).sum(0)
@@ -135,27 +166,46 @@ def most_common(G: np.ndarray, rows: int = COMMON_ROWS) -> np.ndarray:
 # ---- HTML ---------------------------------------------------------------------------------------
 
 
-def _html_table(columns: list[str], rows: list[list[Any]], text_col: int) -> str:
-    """A ``table.data`` with every cell escaped; the text column left-aligned and wrapping."""
+def _cells(row: list[Any], text_col: int) -> str:
+    cells = []
+    for i, v in enumerate(row):
+        s = html.escape(v if isinstance(v, str) else fmt(v), quote=True)
+        if i == text_col:
+            cells.append(f'<td style="text-align:left;white-space:normal;min-width:24em">{s}</td>')
+        else:
+            cells.append(f"<td>{s}</td>")
+    return "".join(cells)
+
+
+def _group_row(label: str, n_cols: int, cls: str = "") -> str:
+    c = f"group {cls}".strip()
+    return f'<tr class="{c}"><th colspan="{n_cols}">{html.escape(label)}</th></tr>'
+
+
+def text_table(columns: list[str], rows: list[list[Any]], text_col: int, label: str = "",
+                more: tuple[tuple[str, str, list[list[Any]]], ...] = ()) -> str:
+    """A ``table.data`` with every cell escaped; the text column left-aligned and wrapping.
+
+    ``label`` heads ``rows`` with a row naming them; ``more`` holds further groups of rows (label, class, rows),
+    each in its own ``<tbody class=...>`` whose rows carry the class too (an empty group is left out)."""
     left = ' style="text-align:left"'
     head = "".join(f"<th{left if i == text_col else ''}>{html.escape(c)}</th>" for i, c in enumerate(columns))
-    body = []
-    for r in rows:
-        cells = []
-        for i, v in enumerate(r):
-            s = html.escape(v if isinstance(v, str) else fmt(v), quote=True)
-            if i == text_col:
-                cells.append(f'<td style="text-align:left;white-space:normal;min-width:24em">{s}</td>')
-            else:
-                cells.append(f"<td>{s}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    return (f'<table border="0" class="dataframe data"><thead><tr style="text-align: right;">{head}</tr></thead>'
-            f"<tbody>{''.join(body)}</tbody></table>")
+    body = "".join("<tr>" + _cells(r, text_col) + "</tr>" for r in rows)
+    if label and rows:
+        body = _group_row(label, len(columns)) + body
+    out = [f'<table border="0" class="dataframe data"><thead><tr style="text-align: right;">{head}</tr></thead>',
+           f"<tbody>{body}</tbody>"]
+    for glabel, cls, grows in more:
+        if grows:
+            out.append(f'<tbody class="{cls}">' + _group_row(glabel, len(columns), cls)
+                       + "".join(f'<tr class="{cls}">' + _cells(r, text_col) + "</tr>" for r in grows) + "</tbody>")
+    return "".join(out) + "</table>"
 
 
 def _table_block(sec: Section, columns: list[str], rows: list[list[Any]], text_col: int, caption: str,
-                 collapsed: bool = False, note: str = "") -> None:
-    sec.blocks.append({"kind": "table", "html": _html_table(columns, rows, text_col), "caption": caption,
+                 collapsed: bool = False, note: str = "", label: str = "",
+                 more: tuple[tuple[str, str, list[list[Any]]], ...] = ()) -> None:
+    sec.blocks.append({"kind": "table", "html": text_table(columns, rows, text_col, label, more), "caption": caption,
                        "note": note, "collapsed": collapsed, "summary": caption})
 
 
@@ -170,9 +220,10 @@ def build(ctx: ReportContext, k: int = TOP_K, limit: int = TEXT_LIMIT) -> Sectio
     ids = m.col_names
     sec = Section("examples", "Which texts were forgotten",
                   lead=f"The upstream examples each task forgets most ({note}): F in nats/token (loss after − "
-                       "loss before; only F > 0 is listed), beside the mean F of the same example over the other "
-                       "tasks. An example with a much smaller mean over the other tasks is forgotten by this task "
-                       "in particular; one with a similar mean is fragile under any fine-tuning. Texts are "
+                       "loss before), beside the mean F of the same example over the other tasks. An example with "
+                       "a much smaller mean over the other tasks is forgotten by this task in particular; one with "
+                       "a similar mean is fragile under any fine-tuning. Below them, under their own heading, the "
+                       f"examples the task improved most (most negative F). Up to {k} of each; texts are "
                        f"shortened to {limit} characters; a prompt/response pair reads prompt → response.")
     n_tasks = len(names)
     common = most_common(G)
@@ -184,20 +235,27 @@ def build(ctx: ReportContext, k: int = TOP_K, limit: int = TEXT_LIMIT) -> Sectio
         rows = [[ids[j], f"{count[j]} of {n_tasks}", mean[j], texts[j] or "–"] for j in common]
         _table_block(sec, ["example", "tasks with F > 0", "mean F over tasks", "text"], rows, 3,
                      "Forgotten by the most tasks")
-    empty = []
+    # with one task there is no other task to compare with
+    columns = ["example", "F", "mean F, other tasks", "text"] if n_tasks > 1 else ["example", "F", "text"]
+
+    def rows_of(idx: np.ndarray, t: int) -> list[list[Any]]:
+        return [[ids[j], G[t, j], *([others[t, j]] if n_tasks > 1 else []), texts[j] or "–"] for j in idx]
+
+    empty, none_improved = [], []
     for t, name in enumerate(names):
-        top = top_forgotten(G[t], k)
+        top, best = top_forgotten(G[t], k), top_improved(G[t], k)
         n_runs = len(groups[t])
         caption = f"Task '{name}'" + (f" (mean of {n_runs} runs)" if n_runs > 1 else "")
         if not len(top):
             empty.append(name)
+        if not len(best):
+            none_improved.append(name)
+        if not len(top) and not len(best):
             continue
-        if n_tasks > 1:
-            columns, rows = ["example", "F", "mean F, other tasks", "text"], \
-                [[ids[j], G[t, j], others[t, j], texts[j] or "–"] for j in top]
-        else:  # no other task to compare with
-            columns, rows = ["example", "F", "text"], [[ids[j], G[t, j], texts[j] or "–"] for j in top]
-        _table_block(sec, columns, rows, len(columns) - 1, caption, collapsed=n_tasks > FOLD_OVER)
+        _table_block(sec, columns, rows_of(top, t), len(columns) - 1, caption, collapsed=n_tasks > FOLD_OVER,
+                     label=FORGOTTEN_LABEL, more=((IMPROVED_LABEL, "improved", rows_of(best, t)),))
     if empty:
         sec.text("No upstream example with F > 0 for task(s): " + ", ".join(f"'{n}'" for n in empty) + ".")
+    if none_improved:
+        sec.text("No upstream example with F < 0 for task(s): " + ", ".join(f"'{n}'" for n in none_improved) + ".")
     return sec

@@ -1,11 +1,18 @@
-"""Forgetting heat map: ``F.npy`` sorted by :func:`forgetscope.analysis.lowrank.factor_order`."""
+"""Forgetting heat map: ``F.npy`` sorted by :func:`forgetscope.analysis.lowrank.factor_order`.
+
+The PNG figure always; below it, for a matrix within :func:`forgetscope.report.hover.fits`, the same map as inline
+SVG whose cells show a tooltip on hover (run, task, example id, F, the first words of the example's text from
+the upstream table). A larger matrix gets a line saying why the hoverable map is left out.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
 from forgetscope.report import figures as figs
+from forgetscope.report import hover
 from forgetscope.report.sections.base import ReportContext, Section, pct
+from forgetscope.report.sections.examples import short_texts
 
 
 def build(ctx: ReportContext) -> Section:
@@ -27,4 +34,19 @@ def build(ctx: ReportContext) -> Section:
     reading = (f"{how}; red = forgotten, blue = improved. {pct(share)} of measured entries are forgotten; "
                f"run '{worst}' forgets most on average.")
     sec.figure(figs.heatmap(F, rows, cols, m.row_names), "forgetting heat map", reading)
+    if hover.fits(m.shape):
+        runs = m.runs
+        tasks = runs["task"].astype(str).tolist() if runs is not None and len(runs) == m.shape[0] \
+            and "task" in runs.columns else None
+        aligned = m.upstream is not None and len(m.upstream) == m.shape[1]  # row j describes column j
+        texts = short_texts(m.upstream) if aligned else None
+        svg = hover.heatmap_svg(F, rows, cols, m.row_names, m.col_names, tasks=tasks, texts=texts,
+                                x_label="upstream examples, sorted by example effect" if min(m.shape) >= 2
+                                else "upstream examples, sorted by forgetting")
+        sec.hover(svg, f"Hover over a cell: the same map, {m.shape[0]} runs × {m.shape[1]} examples, one cell each",
+                  "Each cell's tooltip gives the run and its task, the example id, F in nats/token"
+                  + (" and the first words of the example's text." if texts is not None else "."))
+    else:
+        sec.text(f"The hoverable version of this map is drawn for {hover.limits_text()}; this matrix has "
+                 f"{m.shape[0]} × {m.shape[1]}. The next section lists the texts behind the strongest cells.")
     return sec

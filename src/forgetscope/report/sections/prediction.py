@@ -5,19 +5,32 @@ Saved results are ``layout.predict_summary_for(kind)`` and ``layout.predict_curv
 through :meth:`forgetscope.predict.CVResult.save`; ``predict/`` itself for all columns). Without them, and
 unless live cross-validation is off, a cross-validation of ``additive``, ``knn`` and ``lowrank`` runs here
 (task-grouped folds, three probe draws).
+
+Stored forecasts (``forgetscope forecast``: ``layout.forecast_dir(name)``, i.e. ``forecast/<name>/forecast.parquet``
+with ``forecast.json`` beside it, named by ``SweepLayout.forecast_files``) of the section's kind each get a table of
+the :data:`FORECAST_TOP` examples they predict most forgotten (forecast F > 0, in the forecast's own rank order),
+with the text of each example from the upstream table (else the forecast's own ``text`` column). With forecasts
+but no cross-validation results, the section holds the forecasts alone; without forecasts it is as before.
 """
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from forgetscope.report import figures as figs
-from forgetscope.report.sections.base import ReportContext, Section, Skip, pct
+from forgetscope.report.sections.base import ReportContext, Section, Skip, fmt, pct
+from forgetscope.report.sections.examples import example_text, text_table, upstream_texts
 
 PREDICTORS = ("additive", "knn", "lowrank")
 SUMMARY_COLUMNS = ("method", "probe_frac", "inference_skipped", "rmse", "rmse_ratio_vs_additive", "pearson",
                    "spearman", "f1", "precision@10", "delta_pearson_vs_additive", "delta_f1_vs_additive")
+FORECAST_TOP = 10
+FORECAST_FOLD_OVER = 3  # above this many forecasts, each one's table is folded into a <details> element
 
 
 def _probe_sizes(n: int) -> list[float | int]:
@@ -45,8 +58,129 @@ def _results(ctx: ReportContext) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.
     return res.summary(), res.curves, res.scatter, source
 
 
+# ---- stored forecasts ---------------------------------------------------------------------------
+
+
+def stored_forecasts(ctx: ReportContext) -> list[tuple[str, Path, Path]]:
+    """(name, forecast.parquet, forecast.json) of every folder under ``forecast/`` that holds a forecast table."""
+    root = ctx.layout.forecast_root
+    if not root.is_dir():
+        return []
+    found = []
+    for d in sorted(p for p in root.iterdir() if p.is_dir()):
+        table, summary = ctx.layout.forecast_files(d)
+        if table.is_file():
+            found.append((d.name, table, summary))
+    return found
+
+
+def _forecast_kind(table: pd.DataFrame, info: dict[str, Any]) -> str | None:
+    if "kind" in table.columns and len(table):
+        return str(table["kind"].iloc[0])
+    return (info.get("settings") or {}).get("kind")
+
+
+def _forecast_caption(name: str, info: dict[str, Any], table: pd.DataFrame) -> str:
+    settings = info.get("settings") or {}
+    what = next(((label, settings[key]) for key, label in (("task_name", "task"), ("adapter", "adapter"),
+                                                          ("model", "model")) if settings.get(key)), None)
+    parts = [f"{what[0]} {what[1]}" if what else None]
+    predictor = info.get("predictor") or settings.get("predictor")
+    if predictor:
+        parts.append(f"predictor {predictor}")
+    if "observed" in table.columns:
+        parts.append(f"{int(table['observed'].sum())} of {len(table)} examples measured on the probe")
+    detail = ", ".join(p for p in parts if p)
+    return f"Forecast '{name}'" + (f" ({detail})" if detail else "")
+
+
+def forecast_table(ctx: ReportContext, table: pd.DataFrame, info: dict[str, Any] | None = None,
+                   k: int = FORECAST_TOP) -> tuple[list[str], list[list]]:
+    """(columns, rows) of the ``k`` examples a forecast predicts most forgotten (forecast F > 0, by rank);
+    ``info`` is its forecast.json (for the interval's coverage)."""
+    table = table[pd.to_numeric(table["forgetting"], errors="coerce") > 0]
+    table = table.sort_values("rank" if "rank" in table.columns else "forgetting",
+                              ascending="rank" in table.columns, kind="stable").head(k)
+    m = ctx.matrix
+    texts: dict[str, str | None] = {}
+    if m is not None and m.upstream is not None and len(m.upstream) == m.shape[1]:  # row j describes column j
+        shown = upstream_texts(m.upstream)
+        if shown is not None:
+            texts = dict(zip(m.col_names, shown))
+    has = {c: c in table.columns for c in ("uncertainty", "lower", "measured", "observed", "text")}
+    columns = ["rank", "example", "forecast F"]
+    coverage = (((info or {}).get("settings") or {}).get("interval") or {}).get("coverage")
+    columns += ["spread (sd)"] if has["uncertainty"] else []
+    columns += [f"{coverage:.0%} interval" if isinstance(coverage, (int, float)) else "interval"] if has["lower"] else []
+    columns += ["measured F"] if has["measured"] else []
+    columns += ["source"] if has["observed"] else []
+    columns += ["text"]
+    rows = []
+    for _, r in table.iterrows():
+        ex = str(r["example_id"])
+        text = texts.get(ex) or (example_text({"text": r["text"]}) if has["text"] else None) or "–"
+        row: list[Any] = [int(r["rank"]) if "rank" in r else len(rows) + 1, ex, float(r["forgetting"])]
+        if has["uncertainty"]:
+            row.append(float(r["uncertainty"]))
+        if has["lower"]:
+            row.append(f"{fmt(float(r['lower']))} to {fmt(float(r['upper']))}")
+        if has["measured"]:
+            row.append(float(r["measured"]))
+        if has["observed"]:
+            row.append("measured (probe)" if bool(r["observed"]) else "predicted")
+        rows.append(row + [text])
+    return columns, rows
+
+
+def add_forecasts(sec: Section, ctx: ReportContext, forecasts: list[tuple[str, Path, Path]]) -> bool:
+    """One table per stored forecast of the section's kind (a line for one that cannot be read, in the section of
+    the report's first kind); returns whether anything was added."""
+    shown = 0
+    unread = []
+    for name, table_path, summary_path in forecasts:
+        try:
+            table = pd.read_parquet(table_path)
+            info = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+            kind = _forecast_kind(table, info)
+            if ctx.kind != "all" and kind not in (None, ctx.kind):
+                continue
+            columns, rows = forecast_table(ctx, table, info)
+        except Exception as exc:  # a broken forecast leaves only itself out
+            unread.append(f"{ctx.relative(table_path)} ({type(exc).__name__}: {exc})")
+            continue
+        caption = _forecast_caption(name, info, table)
+        if rows:
+            sec.blocks.append({"kind": "table", "html": text_table(columns, rows, len(columns) - 1),
+                               "caption": caption, "note": "", "summary": caption,
+                               "collapsed": len(forecasts) > FORECAST_FOLD_OVER})
+        else:
+            sec.text(f"{caption}: no example with a forecast F > 0.")
+        shown += 1
+    if unread and ctx.kind in ("all", ctx.headline_kind):
+        sec.text("Forecasts that could not be read: " + "; ".join(unread) + ".")
+        return True
+    return shown > 0
+
+
+FORECAST_LEAD = ("Forecasts stored under forecast/ (forgetscope forecast): a fine-tuned model measured on a "
+                 "probe of upstream examples, the rest of its row predicted from the sweep. Each table lists the "
+                 f"examples a forecast predicts most forgotten (up to {FORECAST_TOP}, forecast F > 0 in "
+                 "nats/token), with the spread of the prediction, its interval when the forecast has one, the "
+                 "measured F when the forecast was verified, and the example's text.")
+
+
 def build(ctx: ReportContext) -> Section:
-    summary, curves, scatter, source = _results(ctx)
+    forecasts = stored_forecasts(ctx)
+    try:
+        summary, curves, scatter, source = _results(ctx)
+    except Skip as why:
+        if not forecasts:
+            raise
+        sec = Section("prediction", "Prediction from probe sets", lead=f"No cross-validation of predictors ({why}).")
+        sec.text(FORECAST_LEAD)
+        if not add_forecasts(sec, ctx, forecasts):
+            raise Skip(f"{why}; no stored forecast of {ctx.kind} examples") from None
+        return sec
     sec = Section("prediction", "Prediction from probe sets",
                   lead="A new task is observed on a probe subset of upstream examples and the rest of its row is "
                        f"predicted from the known rows; scored on the unprobed entries ({source}).")
@@ -80,4 +214,9 @@ def build(ctx: ReportContext) -> Section:
     cols = [c for c in SUMMARY_COLUMNS if c in summary.columns and summary[c].notna().any()]
     sec.table(summary[cols] if cols else summary,
               caption="Mean over probe draws (task-grouped folds pooled), against the additive baseline")
+    if forecasts:
+        n = len(sec.blocks)
+        sec.text(FORECAST_LEAD)
+        if not add_forecasts(sec, ctx, forecasts):
+            del sec.blocks[n:]  # no forecast of this kind: nothing new
     return sec
