@@ -467,20 +467,17 @@ class ReplayStrategy(Strategy):
 
     def _pilot(self, ctx: TrainContext, probe_ids: list[str]) -> np.ndarray:
         """Forgetting on the probe examples after a short plain fine-tune of a copy of the model."""
+        from forgetscope.train.trainer import run_steps
+
         model = copy.deepcopy(ctx.model)
         before = self.probe_losses(ctx, probe_ids, model, count=False)
-        params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=ctx.config.lr, weight_decay=ctx.config.weight_decay)
-        pilot_ctx = dataclasses.replace(ctx, model=model, optimizer=opt)
         plain = Strategy()
-        rng = np.random.default_rng([ctx.config.seed, self.options.seed, 7])
-        bs = min(ctx.config.batch_size, len(ctx.train_encoded))
-        model.train()
-        for _ in range(self.options.pilot_steps):
-            idx = rng.choice(len(ctx.train_encoded), size=bs, replace=False)
-            plain.training_step(pilot_ctx, pilot_ctx.collate([ctx.train_encoded[i] for i in idx]))
+        pilot_ctx = dataclasses.replace(ctx, model=model, optimizer=None, step=0,
+                                        rng=np.random.default_rng([ctx.config.seed, self.options.seed, 7]))
+        pilot_ctx.optimizer = plain.build_optimizer(pilot_ctx, [p for _, p in pilot_ctx.trainable_parameters()])
+        run_steps(pilot_ctx, plain, self.options.pilot_steps)  # the one training loop, on a copy
         after = self.probe_losses(ctx, probe_ids, model, count=False)
-        del model, opt, pilot_ctx
+        del model, pilot_ctx
         return after - before
 
     # ---- online mode ------------------------------------------------------------------------

@@ -50,6 +50,53 @@ def _lr_lambda(warmup: int) -> Callable[[int], float]:
     return lambda step: min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
 
 
+def run_steps(ctx: TrainContext, strategy: Strategy, steps: int, *, hooks: Sequence[Hook] = (),
+              progress: bool = False, desc: str = "fine-tuning") -> list[float]:
+    """The training loop, the one every fine-tune goes through: ``steps`` optimizer steps on
+    ``ctx.train_encoded`` in batches of ``ctx.config.batch_size`` (a permutation drawn from ``ctx.rng``,
+    redrawn at each epoch), each batch augmented and stepped by ``strategy``, under the learning-rate
+    warm-up of ``ctx.config.warmup_steps``; the strategy and then ``hooks`` see every step. Returns the
+    training loss of every step. ``ctx.optimizer`` must be set."""
+    cfg = ctx.config
+    every = [strategy, *hooks]
+    scheduler = torch.optim.lr_scheduler.LambdaLR(ctx.optimizer, _lr_lambda(cfg.warmup_steps))
+    train_enc = ctx.train_encoded
+    ctx.model.train()
+    order = ctx.rng.permutation(len(train_enc))
+    cursor = 0
+    train_losses: list[float] = []
+    bar = None
+    if progress_enabled(progress):
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, desc=desc, unit="step", leave=False, dynamic_ncols=True)
+    try:
+        for step in range(steps):
+            ctx.step = step
+            for h in every:
+                h.before_step(ctx)
+            if cursor + cfg.batch_size > len(order):  # next epoch: reshuffle with the same generator
+                order = ctx.rng.permutation(len(train_enc))
+                cursor = 0
+            idx = order[cursor:cursor + cfg.batch_size]
+            cursor += cfg.batch_size
+            examples = strategy.augment_batch(ctx, [train_enc[i] for i in idx])
+            loss = strategy.training_step(ctx, ctx.collate(examples))
+            scheduler.step()
+            train_losses.append(loss)
+            ctx.step = step + 1
+            ctx.last_loss = loss
+            for h in every:
+                h.after_step(ctx)
+            if bar is not None:
+                bar.set_postfix(loss=f"{loss:.3f}")
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    return train_losses
+
+
 def train_on_task(model, tokenizer, task: Task, config: TrainConfig | None = None, *,
                   strategy: Strategy | None = None, upstream: Sequence[Example] = (),
                   hooks: Sequence[Hook] = (), progress: bool = True,
@@ -93,41 +140,8 @@ def train_on_task(model, tokenizer, task: Task, config: TrainConfig | None = Non
         h.before_training(ctx)
     params = [p for _, p in ctx.trainable_parameters()]
     ctx.optimizer = strategy.build_optimizer(ctx, params)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(ctx.optimizer, _lr_lambda(cfg.warmup_steps))
-
-    model.train()
-    order = ctx.rng.permutation(len(train_enc))
-    cursor = 0
-    train_losses: list[float] = []
-    bar = None
-    if progress_enabled(progress):
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=cfg.steps, desc=f"fine-tuning {task.name}", unit="step", leave=False, dynamic_ncols=True)
-    try:
-        for step in range(cfg.steps):
-            ctx.step = step
-            for h in every:
-                h.before_step(ctx)
-            if cursor + cfg.batch_size > len(order):  # next epoch: reshuffle with the same generator
-                order = ctx.rng.permutation(len(train_enc))
-                cursor = 0
-            idx = order[cursor:cursor + cfg.batch_size]
-            cursor += cfg.batch_size
-            examples = strategy.augment_batch(ctx, [train_enc[i] for i in idx])
-            loss = strategy.training_step(ctx, ctx.collate(examples))
-            scheduler.step()
-            train_losses.append(loss)
-            ctx.step = step + 1
-            ctx.last_loss = loss
-            for h in every:
-                h.after_step(ctx)
-            if bar is not None:
-                bar.set_postfix(loss=f"{loss:.3f}")
-                bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
+    train_losses = run_steps(ctx, strategy, cfg.steps, hooks=hooks, progress=progress,
+                             desc=f"fine-tuning {task.name}")
     for h in every:
         h.after_training(ctx)
     model.eval()
