@@ -214,3 +214,40 @@ def test_the_forgetting_definitions_import_without_torch():
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_evaluation_record_reads_every_generation_of_manifest():
+    """One reader for how a sweep measured: what it recorded, else the fallbacks of older sweeps."""
+    from forgetscope.errors import StoreError
+    from forgetscope.measure.record import EvalRecord
+
+    now = {"config": {"train": {"max_length": 64}, "eval": {"max_length": "auto", "chat": "auto",
+                                                             "max_batch_tokens": 2048}},
+           "eval": {"max_length": 512, "chat": True, "dtype": "bfloat16"}}
+    r = EvalRecord.from_manifest(now)
+    assert (r.max_length, r.chat, r.dtype, r.max_batch_tokens, r.max_batch_size) == (512, True, "bfloat16", 2048, 64)
+    # before eval had its own length or a recorded entry: train.max_length, the configured chat, float32
+    old = {"config": {"train": {"max_length": 64}, "eval": {"chat": False}}}
+    assert EvalRecord.from_manifest(old) == EvalRecord(max_length=64, chat=False, dtype="float32")
+    numeric = {"config": {"train": {"max_length": 64}, "eval": {"max_length": 128}}}
+    assert EvalRecord.from_manifest(numeric).max_length == 128 and EvalRecord.from_manifest(numeric).chat == "auto"
+    with pytest.raises(StoreError, match="records no max_length"):
+        EvalRecord.from_manifest({"config": {"eval": {"max_length": "auto"}}})
+    with pytest.raises(StoreError, match="unknown evaluation dtype"):
+        EvalRecord.from_manifest({**now, "eval": {**now["eval"], "dtype": "float8"}})
+    assert r.resolve_chat(object()) is True and EvalRecord(max_length=8).resolve_chat(object()) is False
+
+
+def test_the_evaluator_measures_as_evaluate_examples_does(tiny):
+    """The one evaluator is evaluate_examples under the record's settings: the same numbers."""
+    from forgetscope.data.types import Example
+    from forgetscope.measure.evaluator import Evaluator
+    from forgetscope.measure.record import EvalRecord
+
+    model, tok = tiny
+    examples = [Example(f"e{i}", text=f"The fox number {i} jumps over the lazy dog.") for i in range(5)]
+    ev = Evaluator(tok, EvalRecord(max_length=16, chat=False, max_batch_tokens=64))
+    direct = evaluate_examples(model, tok, examples, max_length=16, max_batch_tokens=64, exact=False,
+                               dtype=torch.float32)
+    np.testing.assert_array_equal(ev.evaluate(model, examples)["loss"], direct["loss"])
+    np.testing.assert_array_equal(ev.losses(model, ev.encode(examples)), direct["loss"].to_numpy())

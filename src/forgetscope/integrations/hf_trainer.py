@@ -32,10 +32,11 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from forgetscope.config import DEFAULT_EVAL_MAX_LENGTH
-from forgetscope.data.encoding import Encoded, encode_examples
+from forgetscope.data.encoding import Encoded
 from forgetscope.data.loading import examples_from_records, load_examples
 from forgetscope.data.types import Example
 from forgetscope.errors import ConfigError, DataError, StoreError
+from forgetscope.measure.evaluator import Evaluator
 from forgetscope.measure.forgetting import forgotten_share
 from forgetscope.measure.record import EvalRecord
 from forgetscope.store import SweepStore
@@ -217,6 +218,7 @@ class ForgettingCallback(TrainerCallback):
         self.last_row: pd.Series | None = None
         self._trainer: Trainer | None = None
         self._encoded: list[Encoded] | None = None
+        self._evaluator: Evaluator | None = None
         self._chat = False
         self._steps = 0
         self._last_step: int | None = None
@@ -311,8 +313,11 @@ class ForgettingCallback(TrainerCallback):
         context = context_length(model)
         if self.max_length is None:
             self.max_length = min(DEFAULT_MAX_LENGTH, context or DEFAULT_MAX_LENGTH)
-        self._encoded = encode_examples(tokenizer, self.upstream.examples, self.max_length,
-                                        model_max_length=context, chat=self._chat)
+        # a sweep's dtype (loss_after is measured in the dtype of loss_before); else the model's own
+        record = EvalRecord(max_length=self.max_length, chat=self._chat, max_batch_tokens=self.max_batch_tokens,
+                            dtype=self.upstream.settings.get("eval_dtype"))
+        self._evaluator = Evaluator(tokenizer, record, model_max_length=context)
+        self._encoded = self._evaluator.encode(self.upstream.examples)
         swept = self.upstream.n_tokens
         if swept is not None and self.upstream.loss_before is not None:
             ours = np.array([e.n_scored for e in self._encoded], dtype=np.float64)
@@ -327,19 +332,13 @@ class ForgettingCallback(TrainerCallback):
     # ---- measuring -----------------------------------------------------------------------------
     def _losses(self, model: Any, idx: np.ndarray) -> np.ndarray:
         """Current mean token NLL of the upstream examples ``idx``; the model's mode is restored."""
-        from forgetscope.measure import evaluate_examples
-        from forgetscope.precision import DTYPES
-
-        assert self._encoded is not None
-        dtype = DTYPES.get(self.upstream.settings.get("eval_dtype", ""))  # a sweep's; else the model's own
+        assert self._encoded is not None and self._evaluator is not None
         model = _unwrap(model)
         was_training = model.training
         try:
             with torch.no_grad():
-                table = evaluate_examples(model, self.tokenizer, [self.upstream.examples[i] for i in idx],
-                                          max_length=self.max_length, max_batch_tokens=self.max_batch_tokens,
-                                          exact=False, encoded=[self._encoded[i] for i in idx], chat=self._chat,
-                                          dtype=dtype)
+                table = self._evaluator.evaluate(model, [self.upstream.examples[i] for i in idx],
+                                                 encoded=[self._encoded[i] for i in idx])
         finally:
             model.train(was_training)
         return table["loss"].to_numpy(dtype=np.float64)

@@ -32,7 +32,7 @@ class Evaluator:
         self.record = record
         self.model_max_length = model_max_length
         self.chat = record.resolve_chat(tokenizer)
-        self.dtype = DTYPES[record.dtype]
+        self.dtype = None if record.dtype is None else DTYPES[record.dtype]
 
     def encode(self, examples: Sequence[Example]) -> list[Encoded]:
         return encode_examples(self.tokenizer, list(examples), self.record.max_length,

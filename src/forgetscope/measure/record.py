@@ -22,16 +22,16 @@ EVAL_DTYPES = ("float32", "bfloat16")
 class EvalRecord:
     """``max_length``: the resolved encoding length; ``chat``: the chat format as the sweep resolved it
     (``"auto"`` only for sweeps that recorded the configured value alone); ``dtype``: the evaluation
-    precision's name; ``max_batch_tokens`` / ``max_batch_size``: the evaluator's batching."""
+    precision's name (None: the model's own, for measurements outside a sweep); ``max_batch_tokens`` / ``max_batch_size``: the evaluator's batching."""
 
     max_length: int
     chat: bool | str = "auto"
-    dtype: str = "float32"
+    dtype: str | None = "float32"
     max_batch_tokens: int = 4096
     max_batch_size: int = 64
 
     def __post_init__(self) -> None:
-        if self.dtype not in EVAL_DTYPES:
+        if self.dtype is not None and self.dtype not in EVAL_DTYPES:
             raise StoreError(f"unknown evaluation dtype {self.dtype!r}; a sweep records one of {', '.join(EVAL_DTYPES)}")
         if self.chat not in (True, False, "auto"):
             raise StoreError(f"chat must be true, false or auto, got {self.chat!r}")
