@@ -1,8 +1,9 @@
-"""Figures for the low-rank analysis and prediction (PNG, rendered with the Agg canvas).
+"""Every figure forgetscope draws, in one module: the CLI writes them as PNG files, the HTML report embeds them.
 
-Built on ``matplotlib.figure.Figure`` + ``FigureCanvasAgg`` rather than pyplot, so importing this
-module never switches a notebook's backend and works headless. Each function writes one PNG and
-returns its path.
+Each builder takes plain arrays or tables and returns a ``matplotlib.figure.Figure``; :func:`save_figure`
+writes one atomically, and the ``write_*`` functions are the CLI's files. Figures are built on
+``matplotlib.figure.Figure`` + ``FigureCanvasAgg`` rather than pyplot, so importing this module never
+switches a notebook's backend and works headless.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from matplotlib.figure import Figure
 from forgetscope.analysis.lowrank import LowRankReport
 from forgetscope.store.io import atomic_path
 
-MAX_HEATMAP_COLS = 1000
+#: heat maps average adjacent columns above this many examples
+MAX_HEATMAP_COLS = 600
 
 
 def save_figure(fig: Figure, path: str | os.PathLike[str]) -> Path:
@@ -44,76 +46,236 @@ def bin_columns(values: np.ndarray, max_cols: int) -> np.ndarray:
         return np.stack([np.nanmean(values[:, a:b], axis=1) for a, b in zip(edges[:-1], edges[1:])], axis=1)
 
 
-def heatmap(values: np.ndarray, row_order: np.ndarray, col_order: np.ndarray, path: str | os.PathLike[str],
-            *, row_names: list[str] | None = None, title: str = "forgetting, sorted by factors") -> Path:
-    """Heat map with rows/columns permuted (e.g. by :func:`~forgetscope.analysis.lowrank.factor_order`)."""
-    V = bin_columns(np.asarray(values, float)[np.ix_(row_order, col_order)], MAX_HEATMAP_COLS)
-    lim = np.nanpercentile(np.abs(V), 98) if np.isfinite(V).any() else 1.0
-    fig = Figure(figsize=(9, max(3.0, min(12.0, 0.25 * V.shape[0] + 2))))
+# ---- builders ----------------------------------------------------------------------------------
+
+def sym_limit(values: np.ndarray) -> float:
+    """The colour limit of a heat map: the 98th percentile of |F| over finite entries (1 when there is none)."""
+    finite = np.abs(values[np.isfinite(values)])
+    lim = float(np.percentile(finite, 98)) if finite.size else 1.0
+    return lim if lim > 0 else 1.0
+
+
+def heatmap(values: np.ndarray, row_order: np.ndarray, col_order: np.ndarray, row_names: list[str]) -> Figure:
+    """Forgetting matrix with rows/columns permuted by the fitted factors; red = forgotten."""
+    raw = np.asarray(values, float)[np.ix_(row_order, col_order)]
+    V = bin_columns(raw, MAX_HEATMAP_COLS)
+    lim = sym_limit(V)
+    fig = Figure(figsize=(11, max(3.2, min(12.0, 0.22 * V.shape[0] + 2.2))))
     ax = fig.add_subplot()
-    im = ax.imshow(V, aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
-    fig.colorbar(im, ax=ax, label="forgetting (nats)")
-    ax.set_xlabel("upstream examples (sorted)" + (" [binned]" if values.shape[1] > MAX_HEATMAP_COLS else ""))
-    ax.set_ylabel("tasks (sorted)")
-    if row_names is not None and len(row_order) <= 40:
+    im = ax.imshow(np.ma.masked_invalid(V), aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim,
+                   interpolation="nearest")
+    fig.colorbar(im, ax=ax, label="forgetting (nats/token)", fraction=0.04, pad=0.01)
+    binned = raw.shape[1] > MAX_HEATMAP_COLS
+    ax.set_xlabel(f"upstream examples, sorted by example effect ({raw.shape[1]}"
+                  + (f", averaged into {V.shape[1]} bins)" if binned else ")"))
+    ax.set_ylabel("runs, sorted by task effect")
+    if len(row_order) <= 45:
         ax.set_yticks(range(len(row_order)), [row_names[i] for i in row_order], fontsize=7)
-    ax.set_title(title)
-    return save_figure(fig, path)
+    else:
+        ax.set_yticks([])
+    return fig
 
 
-def spectrum_r2(report: LowRankReport, path: str | os.PathLike[str]) -> Path:
-    """Singular spectrum (log scale) beside the R²(k) curve, with the additive/multiplicative R²."""
-    fig = Figure(figsize=(10, 4))
+def spectrum_r2(singular_values: np.ndarray, r2: np.ndarray, additive_r2: float, mult_r2: float) -> Figure:
+    fig = Figure(figsize=(10, 3.8))
     ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    s = report.singular_values
-    ax1.semilogy(np.arange(1, len(s) + 1), np.maximum(s, 1e-300), "o-", ms=3)
+    s = np.asarray(singular_values, float)
+    ax1.semilogy(np.arange(1, len(s) + 1), np.maximum(s, 1e-12), "o-", ms=4)
     ax1.set_xlabel("k")
     ax1.set_ylabel("singular value")
-    ax1.set_title("singular spectrum")
-    k = np.arange(1, len(report.r2_by_rank) + 1)
-    ax2.plot(k, report.r2_by_rank, "o-", ms=4, label="rank-k SVD")
-    ax2.axhline(report.additive.r2, color="C1", ls="--", label=f"additive ({report.additive.r2:.3f})")
-    ax2.axhline(report.multiplicative.r2, color="C2", ls=":",
-                label=f"multiplicative ({report.multiplicative.r2:.3f})")
-    ax2.set_xlabel("k")
+    ax1.set_title("singular spectrum of F")
+    k = np.arange(1, len(r2) + 1)
+    ax2.plot(k, r2, "o-", ms=4, label="rank-k SVD")
+    if np.isfinite(additive_r2):
+        ax2.axhline(additive_r2, color="C1", ls="--", label=f"additive μ+a+b ({additive_r2:.3f})")
+    if np.isfinite(mult_r2):
+        ax2.axhline(mult_r2, color="C2", ls=":", label=f"multiplicative αβ ({mult_r2:.3f})")
+    lo = float(np.nanmin([np.nanmin(r2), additive_r2, mult_r2, 0.0]))
+    ax2.set_ylim(lo - 0.02, 1.02)
+    ax2.set_xlabel("rank k")
     ax2.set_ylabel("R²")
-    ax2.set_ylim(min(0.0, float(np.nanmin(report.r2_by_rank))), 1.0)
-    ax2.legend(fontsize=8)
-    ax2.set_title("R²(k)")
-    return save_figure(fig, path)
+    ax2.set_title("variance explained R²(k)")
+    ax2.legend(fontsize=8, loc="lower right")
+    return fig
 
 
-def scatter_pred_true(pairs: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
-    """Predicted vs true forgetting per predictor (columns predictor, true, pred), one panel each."""
+def fit_scatter(F: np.ndarray, fits: dict[str, tuple[np.ndarray, float]], max_points: int = 4000,
+                seed: int = 0) -> Figure:
+    """Observed vs fitted entries for each model (``fits``: name -> (fitted matrix, R²))."""
+    X = np.asarray(F, float)
+    ok = np.flatnonzero(np.isfinite(X.ravel()))
+    if ok.size > max_points:
+        ok = np.random.default_rng(seed).choice(ok, max_points, replace=False)
+    fig = Figure(figsize=(3.6 * len(fits), 3.5))
+    obs = X.ravel()[ok]
+    lo, hi = float(np.min(obs)), float(np.max(obs))
+    for i, (name, (fitted, r2)) in enumerate(fits.items()):
+        ax = fig.add_subplot(1, len(fits), i + 1)
+        ax.scatter(fitted.ravel()[ok], obs, s=3, alpha=0.3, rasterized=True)
+        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+        ax.set_title(f"{name}: R² = {r2:.3f}", fontsize=9)
+        ax.set_xlabel("fitted")
+        if i == 0:
+            ax.set_ylabel("observed forgetting")
+    return fig
+
+
+def factor_bars(names: list[str], task_effect: np.ndarray, example_effect: np.ndarray,
+                task_err: np.ndarray | None = None) -> Figure:
+    """Task effects as bars (± spread over seeds when given) beside the histogram of example effects."""
+    fig = Figure(figsize=(10, max(3.2, min(9.0, 0.16 * len(names) + 1.5))))
+    ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    order = np.argsort(-task_effect)
+    ax1.barh(np.arange(len(order)), task_effect[order], color=np.where(task_effect[order] > 0, "C3", "C0"),
+             xerr=None if task_err is None else task_err[order], capsize=2)
+    ax1.set_yticks(np.arange(len(order)), [names[i] for i in order] if len(order) <= 30 else [""] * len(order),
+                   fontsize=7)
+    ax1.invert_yaxis()
+    ax1.set_xlabel("task effect a_i (nats)")
+    ax1.set_title("additive task effects")
+    ax2.hist(example_effect[np.isfinite(example_effect)], bins=40, color="C0")
+    ax2.set_xlabel("example effect b_j (nats)")
+    ax2.set_ylabel("examples")
+    ax2.set_title("additive example effects")
+    return fig
+
+
+def learning_scatter(learning: np.ndarray, forgetting: np.ndarray, names: list[str]) -> Figure:
+    fig = Figure(figsize=(5.5, 4))
+    ax = fig.add_subplot()
+    ax.scatter(learning, forgetting, s=18)
+    if len(names) <= 25:
+        for x, y, n in zip(learning, forgetting, names):
+            if np.isfinite(x) and np.isfinite(y):
+                ax.annotate(n, (x, y), fontsize=6, alpha=0.7, xytext=(2, 2), textcoords="offset points")
+    ax.set_xlabel("task learning: held-out loss before − after (nats)")
+    ax.set_ylabel("mean upstream forgetting (nats)")
+    return fig
+
+
+def pred_scatter(pairs: pd.DataFrame) -> Figure:
     names = list(dict.fromkeys(pairs["predictor"]))
     fig = Figure(figsize=(3.2 * max(1, len(names)), 3.4))
+    vals = pairs[["true", "pred"]].to_numpy(float)
+    vals = vals[np.isfinite(vals).all(1)]
+    lo, hi = (float(vals.min()), float(vals.max())) if vals.size else (0.0, 1.0)
     for i, name in enumerate(names):
         ax = fig.add_subplot(1, len(names), i + 1)
         d = pairs[pairs["predictor"] == name]
-        ax.scatter(d["true"], d["pred"], s=3, alpha=0.35)
-        lo, hi = np.nanmin(d[["true", "pred"]].to_numpy()), np.nanmax(d[["true", "pred"]].to_numpy())
+        ax.scatter(d["true"], d["pred"], s=3, alpha=0.35, rasterized=True)
         ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
-        ax.set_title(name, fontsize=9)
-        ax.set_xlabel("true")
+        ax.set_title(str(name), fontsize=9)
+        ax.set_xlabel("true forgetting")
         if i == 0:
             ax.set_ylabel("predicted")
-    return save_figure(fig, path)
+    return fig
 
 
-def precision_at_k(curves: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
-    """Precision@k curves per predictor (columns predictor, k, precision), log-scaled k."""
-    fig = Figure(figsize=(6, 4))
+def precision_curves(curves: pd.DataFrame, base_rate: float | None = None) -> Figure:
+    fig = Figure(figsize=(6.5, 4))
     ax = fig.add_subplot()
     for name, d in curves.groupby("predictor", sort=False):
-        ax.semilogx(d["k"], d["precision"], label=str(name))
-    ax.set_xlabel("k (most forgotten, predicted)")
+        ax.semilogx(d["k"], d["precision"], label=str(name), marker=".", ms=3)
+    if base_rate is not None and np.isfinite(base_rate):
+        ax.axhline(base_rate, color="grey", ls=":", lw=1, label=f"random ({base_rate:.2f})")
+    ax.set_xlabel("k (examples predicted most forgotten)")
     ax.set_ylabel("precision@k")
     ax.set_ylim(0, 1.02)
     ax.legend(fontsize=8)
-    return save_figure(fig, path)
+    return fig
 
 
-def strategy_bars(summary: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+def strategy_bars(table: pd.DataFrame, value: str, err: str | tuple[str, str] | None, ylabel: str,
+                  perf: str | None = None, perf_err: str | None = None, perf_label: str = "") -> Figure:
+    """Bars per strategy; ``err`` is a column of ± errors or a (low, high) pair of interval-bound columns."""
+    panels = 2 if perf else 1
+    fig = Figure(figsize=(4.6 * panels + 1, 3.8))
+    names = table["strategy"].astype(str).tolist()
+    x = np.arange(len(names))
+    for p, (col, ecol, lab) in enumerate([(value, err, ylabel), (perf, perf_err, perf_label)][:panels]):
+        ax = fig.add_subplot(1, panels, p + 1)
+        y = pd.to_numeric(table[col], errors="coerce").to_numpy(float)
+        e = _error_bars(table, y, ecol)
+        ax.bar(x, y, yerr=e, capsize=4, color=[f"C{i % 10}" for i in range(len(x))])
+        ax.axhline(0, color="k", lw=0.6)
+        ax.set_xticks(x, names, rotation=30 if len(names) > 4 else 0, ha="right" if len(names) > 4 else "center")
+        ax.set_ylabel(lab)
+    return fig
+
+
+def _error_bars(table: pd.DataFrame, y: np.ndarray, err: str | tuple[str, str] | None) -> np.ndarray | None:
+    if err is None:
+        return None
+    if isinstance(err, str):
+        return pd.to_numeric(table[err], errors="coerce").to_numpy(float)
+    low, high = (pd.to_numeric(table[c], errors="coerce").to_numpy(float) for c in err)
+    return np.abs(np.vstack([y - low, high - y]))
+
+
+def sharpness_scatter(df: pd.DataFrame, metrics: list[str], target: str = "mean_forgetting") -> Figure:
+    fig = Figure(figsize=(3.6 * len(metrics), 3.5))
+    for i, m in enumerate(metrics):
+        ax = fig.add_subplot(1, len(metrics), i + 1)
+        x = pd.to_numeric(df[m], errors="coerce").to_numpy(float)
+        y = pd.to_numeric(df[target], errors="coerce").to_numpy(float)
+        ax.scatter(x, y, s=16)
+        ok = np.isfinite(x) & np.isfinite(y)
+        if ok.sum() >= 2 and np.ptp(x[ok]) > 0:
+            slope, icpt = np.polyfit(x[ok], y[ok], 1)
+            xs = np.linspace(x[ok].min(), x[ok].max(), 20)
+            ax.plot(xs, slope * xs + icpt, "k--", lw=0.8)
+        ax.set_xlabel(m)
+        if i == 0:
+            ax.set_ylabel("mean forgetting (nats)")
+    return fig
+
+
+def scaling_plot(points: pd.DataFrame, x: str, y: str, fitted: str | None, group: str | None,
+                 logx: bool = True, held: str | None = None) -> Figure:
+    """Observed forgetting against ``x`` (e.g. steps or parameters), with the fitted law if given."""
+    fig = Figure(figsize=(6.5, 4))
+    ax = fig.add_subplot()
+    groups = points.groupby(group, sort=True) if group else [("all", points)]
+    for i, (g, d) in enumerate(groups):
+        d = d.sort_values(x)
+        label = f"{group} = {_num(g)}" if group else "observed"
+        out = d[held].astype(bool).to_numpy() if held else np.zeros(len(d), bool)
+        ax.scatter(d[x][~out], d[y][~out], s=16, color=f"C{i % 10}", label=label)
+        if out.any():
+            ax.scatter(d[x][out], d[y][out], s=30, marker="x", color=f"C{i % 10}")
+        if fitted:
+            ax.plot(d[x], d[fitted], color=f"C{i % 10}", lw=1.2)
+    if logx and (pd.to_numeric(points[x], errors="coerce") > 0).all():
+        ax.set_xscale("log")
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    if group and points[group].nunique() <= 10 or not group:
+        ax.legend(fontsize=8)
+    return fig
+
+
+def _num(v) -> str:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    return f"{f:.3g}" if f != int(f) or abs(f) >= 1e4 else str(int(f))
+
+
+def observed_vs_fitted(obs: np.ndarray, fit: np.ndarray, label: str) -> Figure:
+    fig = Figure(figsize=(4.2, 4))
+    ax = fig.add_subplot()
+    ax.scatter(fit, obs, s=14)
+    both = np.concatenate([obs, fit])
+    both = both[np.isfinite(both)]
+    if both.size:
+        ax.plot([both.min(), both.max()], [both.min(), both.max()], "k--", lw=0.8)
+    ax.set_xlabel(f"fitted {label}")
+    ax.set_ylabel(f"observed {label}")
+    return fig
+
+
+def comparison_bars(summary: pd.DataFrame) -> Figure:
     """A comparison's two panels: held-out forgetting per strategy (mean over runs, 95 % bootstrap CI over
     runs) and the target task's loss (± sd over runs); baseline grey, graceful forgetting orange."""
     labels = summary["strategy"].tolist()
@@ -139,5 +301,33 @@ def strategy_bars(summary: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
         ax.set_xticks(x)
         ax.set_xticklabels(labels, rotation=30, ha="right")
     fig.suptitle("strategies vs plain fine-tuning (error bars: 95% bootstrap CI over runs / sd over runs)")
-    return save_figure(fig, path)
+    return fig
 
+
+# ---- the CLI's files ---------------------------------------------------------------------------
+
+def write_heatmap(values: np.ndarray, row_order: np.ndarray, col_order: np.ndarray, path: str | os.PathLike[str],
+                  row_names: list[str]) -> Path:
+    """:func:`heatmap` as a PNG file."""
+    return save_figure(heatmap(values, row_order, col_order, row_names), path)
+
+
+def write_spectrum_r2(report: LowRankReport, path: str | os.PathLike[str]) -> Path:
+    """:func:`spectrum_r2` of a low-rank report as a PNG file."""
+    return save_figure(spectrum_r2(report.singular_values, report.r2_by_rank, report.additive.r2,
+                                   report.multiplicative.r2), path)
+
+
+def write_pred_scatter(pairs: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+    """:func:`pred_scatter` as a PNG file."""
+    return save_figure(pred_scatter(pairs), path)
+
+
+def write_precision_curves(curves: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+    """:func:`precision_curves` as a PNG file."""
+    return save_figure(precision_curves(curves), path)
+
+
+def write_comparison(summary: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+    """:func:`comparison_bars` as a PNG file."""
+    return save_figure(comparison_bars(summary), path)

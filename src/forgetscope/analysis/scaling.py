@@ -455,13 +455,13 @@ def _json_safe(o: Any) -> Any:
 def write_scaling_results(points: pd.DataFrame, report: ScalingReport, out_dir: str | os.PathLike[str], *,
                           figures: bool = True, primary: str | None = None) -> dict[str, Path]:
     """Write ``points.parquet``/``points.csv``, ``fit.json`` and the PNGs into ``out_dir``."""
-    from forgetscope.store.io import write_json, write_parquet
+    from forgetscope.store.io import write_csv, write_json, write_parquet
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"points": out / "points.parquet", "points_csv": out / "points.csv", "fit": out / "fit.json"}
     write_parquet(paths["points"], points)
-    points.to_csv(paths["points_csv"], index=False)
+    write_csv(paths["points_csv"], points)
     write_json(paths["fit"], _json_safe(report.to_dict()))
     if figures:
         primary = primary or next((t for t in TARGETS if t in report.fits), None)
@@ -474,7 +474,6 @@ def plot_scaling(points: pd.DataFrame, report: ScalingReport, out_dir: str | os.
                  target: str) -> dict[str, Path]:
     """Three PNGs: per-rank curves with the fitted law and its extrapolation, forgetting vs task loss,
     and predicted vs observed (held-out points marked)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     out = Path(out_dir)
@@ -484,10 +483,9 @@ def plot_scaling(points: pd.DataFrame, report: ScalingReport, out_dir: str | os.
     mask = holdout_mask(pts, report.holdout_rule) if report.holdout_rule != "random" else np.zeros(len(pts), bool)
 
     def save(fig: Figure, name: str) -> None:
-        FigureCanvasAgg(fig)
-        fig.tight_layout()
-        fig.savefig(out / name, dpi=120)
-        paths[name.removesuffix(".png")] = out / name
+        from forgetscope.analysis.plots import save_figure
+
+        paths[name.removesuffix(".png")] = save_figure(fig, out / name)
 
     fig = Figure(figsize=(6.4, 4.4))
     ax = fig.add_subplot(1, 1, 1)

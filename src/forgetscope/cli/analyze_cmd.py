@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ from rich.table import Table
 
 from forgetscope.cli.app import app, console
 from forgetscope.store import ForgettingMatrix
+from forgetscope.store.io import write_csv, write_json
 
 KIND_HELP = ("which upstream examples: lm (plain text), instruction (prompt/response) or all "
              "(default: lm when the sweep has plain-text examples, else instruction; all for a matrix "
@@ -62,8 +62,8 @@ def _print_null(matrix: ForgettingMatrix, max_rank: int, out_dir: Path) -> dict:
                   f"corr(first right singular vector, null profile) = {nc.v1_profile_corr:+.3f}; "
                   f"mean F {float(np.nanmean(nc.mean_forgetting)):+.4f} vs mean null "
                   f"{float(np.nanmean(nc.mean_null)):+.4f} nats", highlight=False)
-    nc.table().to_csv(out_dir / "null_per_run.csv", index=False)
-    nc.rank_table().to_csv(out_dir / "null_r2_by_rank.csv", index=False)
+    write_csv(out_dir / "null_per_run.csv", nc.table())
+    write_csv(out_dir / "null_r2_by_rank.csv", nc.rank_table())
     return nc.to_dict()
 
 
@@ -110,10 +110,10 @@ def analyze(
     result = report.to_dict()
     if matrix.null is not None:
         result["null_control"] = _print_null(matrix, k, out_dir)
-    r2.to_csv(out_dir / "r2_by_rank.csv", index=False)
-    (out_dir / "analysis.json").write_text(json.dumps(result, indent=2))
+    write_csv(out_dir / "r2_by_rank.csv", r2)
+    write_json(out_dir / "analysis.json", result)
     if figures:
-        plots.heatmap(matrix.values, report.row_order, report.col_order, out_dir / "heatmap.png",
-                      row_names=matrix.row_names)
-        plots.spectrum_r2(report, out_dir / "spectrum_r2.png")
+        plots.write_heatmap(matrix.values, report.row_order, report.col_order, out_dir / "heatmap.png",
+                            matrix.row_names)
+        plots.write_spectrum_r2(report, out_dir / "spectrum_r2.png")
     console.print(f"wrote {out_dir}")

@@ -110,7 +110,7 @@ def predict(
     paths = result.save(out_dir)
     if figures and not binary:
         largest = result.scatter["probe_frac"].max()
-        plots.scatter_pred_true(result.scatter[result.scatter["probe_frac"] == largest], out_dir / "scatter.png")
+        plots.write_pred_scatter(result.scatter[result.scatter["probe_frac"] == largest], out_dir / "scatter.png")
         curves = result.curves[result.curves["probe_frac"] == result.curves["probe_frac"].max()]
-        plots.precision_at_k(curves, out_dir / "precision_at_k.png")
+        plots.write_precision_curves(curves, out_dir / "precision_at_k.png")
     console.print(f"wrote {paths['cv'].parent}")

@@ -52,6 +52,7 @@ from forgetscope.experiments.session import SweepSession
 from forgetscope.experiments.spec import RunSpec
 from forgetscope.measure import forgetting
 from forgetscope.store import ForgettingMatrix, SweepStore
+from forgetscope.store.io import write_csv
 
 
 class SharpnessSweepConfig(SweepConfig):
@@ -216,7 +217,7 @@ def write_sharpness_results(sweep_dir: str | Path, *, figures: bool = True,
     out.mkdir(parents=True, exist_ok=True)
     write_parquet(layout.sharpness_table, table)
     write_parquet(out / "landscape.parquet", landscape)
-    corr.to_csv(out / "correlation.csv", index=False)
+    write_csv(out / "correlation.csv", corr)
     write_json(out / "correlation.json", {
         "paper": "Li et al. 2024, Revisiting Catastrophic Forgetting in Large Language Model Tuning",
         "target": "mean_forgetting", "kind": str(table["mean_forgetting_kind"].iloc[0]), "n_runs": len(table),

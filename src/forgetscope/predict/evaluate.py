@@ -101,12 +101,14 @@ class CVResult:
         paths = {"cv": out / f"{prefix}_cv.csv", "summary": out / f"{prefix}_summary.csv",
                  "curves": out / f"{prefix}_curves.csv", "json": out / f"{prefix}_summary.json",
                  "protocol": out / f"{prefix}_protocol.json"}
-        self.table.to_csv(paths["cv"], index=False)
+        from forgetscope.store.io import write_csv, write_json
+
+        write_csv(paths["cv"], self.table)
         summary = self.summary()
-        summary.to_csv(paths["summary"], index=False)
-        self.curves.to_csv(paths["curves"], index=False)
-        paths["json"].write_text(json.dumps(json.loads(summary.to_json(orient="records")), indent=2))
-        paths["protocol"].write_text(json.dumps(self.protocol, indent=2, default=str))
+        write_csv(paths["summary"], summary)
+        write_csv(paths["curves"], self.curves)
+        write_json(paths["json"], json.loads(summary.to_json(orient="records")))
+        write_json(paths["protocol"], json.loads(json.dumps(self.protocol, default=str)))
         return paths
 
 

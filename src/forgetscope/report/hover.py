@@ -3,7 +3,7 @@
 
 The report shows it below the PNG heat map when the matrix has at most :data:`MAX_ROWS` rows, :data:`MAX_COLS`
 columns and :data:`MAX_CELLS` cells: each cell is then one run × one upstream example (the PNG averages columns
-into bins only above :data:`forgetscope.report.figures.MAX_HEATMAP_COLS`, more than :data:`MAX_COLS`). Rows and
+into bins only above :data:`forgetscope.analysis.plots.MAX_HEATMAP_COLS`, more than :data:`MAX_COLS`). Rows and
 columns are in the PNG's order and the colours are the PNG's (``RdBu_r``, symmetric at the 98th percentile of
 |F|). The SVG is markup inside the page: no script, no reference to another file or element, no ``id``, so the
 page's Content-Security-Policy (``default-src 'none'``) has nothing to block. Every text in it is escaped.
@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from forgetscope.report.figures import sym_limit
+from forgetscope.analysis.plots import sym_limit
 
 MAX_ROWS = 60
 MAX_COLS = 400

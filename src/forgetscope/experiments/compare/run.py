@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from forgetscope.analysis.plots import strategy_bars
+from forgetscope.analysis.plots import write_comparison
 from forgetscope.experiments.compare.config import CompareConfig, headline_kind, split_for, validate_compare
 from forgetscope.experiments.compare.stats import summarize
 from forgetscope.experiments.run import Experiment
@@ -243,5 +243,5 @@ def save_results(result: dict[str, Any], layout: SweepLayout) -> dict[str, Path]
              "chart": layout.compare_chart}
     for name in ("summary", "tests", "per_run"):
         write_csv(paths[name], result[name])
-    strategy_bars(result["summary"], paths["chart"])
+    write_comparison(result["summary"], paths["chart"])
     return paths

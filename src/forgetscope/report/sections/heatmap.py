@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from forgetscope.report import figures as figs
+from forgetscope.analysis import plots
 from forgetscope.report import hover
 from forgetscope.report.sections.base import ReportContext, Section, pct
 from forgetscope.report.sections.examples import short_texts
@@ -33,7 +33,7 @@ def build(ctx: ReportContext) -> Section:
     worst = m.row_names[int(np.nanargmax(np.nanmean(F, 1)))]
     reading = (f"{how}; red = forgotten, blue = improved. {pct(share)} of measured entries are forgotten; "
                f"run '{worst}' forgets most on average.")
-    sec.figure(figs.heatmap(F, rows, cols, m.row_names), "forgetting heat map", reading)
+    sec.figure(plots.heatmap(F, rows, cols, m.row_names), "forgetting heat map", reading)
     if hover.fits(m.shape):
         runs = m.runs
         tasks = runs["task"].astype(str).tolist() if runs is not None and len(runs) == m.shape[0] \

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from forgetscope.report import figures as figs
+from forgetscope.analysis import plots
 from forgetscope.report.sections.base import ReportContext, Section
 
 
@@ -18,7 +18,7 @@ def build(ctx: ReportContext) -> Section:
                + (f", rank 2 {r2[1]:.3f}" if len(r2) > 1 else "")
                + (f"; {k90} component(s) reach R² ≥ 0.9" if k90 else f"; even rank {len(r2)} stays below 0.9")
                + f" (additive {rep.additive.r2:.3f}, multiplicative {rep.multiplicative.r2:.3f}).")
-    sec.figure(figs.spectrum_r2(rep.singular_values, r2, rep.additive.r2, rep.multiplicative.r2),
+    sec.figure(plots.spectrum_r2(rep.singular_values, r2, rep.additive.r2, rep.multiplicative.r2),
                "singular spectrum and R² curve", reading)
     sec.table(rep.r2_table().head(10), caption="R²(k) for the first ranks")
     return sec

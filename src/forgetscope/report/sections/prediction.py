@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from forgetscope.report import figures as figs
+from forgetscope.analysis import plots
 from forgetscope.report.sections.base import ReportContext, Section, Skip, fmt, pct
 from forgetscope.report.sections.examples import example_text, text_table, upstream_texts
 
@@ -193,7 +193,7 @@ def build(ctx: ReportContext) -> Section:
         reading = (f"Probe = {pct(mid)} of examples; " if mid is not None else "") + (
             f"closest to the diagonal: {best['predictor']} (RMSE {best['rmse']:.3g}"
             + (f", Pearson {best['pearson']:.2f})." if "pearson" in best else ").") if best is not None else "")
-        sec.figure(figs.pred_scatter(sc), "predicted vs true forgetting", reading)
+        sec.figure(plots.pred_scatter(sc), "predicted vs true forgetting", reading)
     if curves is not None and len(curves):
         cv = curves[np.isclose(curves["probe_frac"], mid)] if mid is not None and "probe_frac" in curves else curves
         base_rate = None
@@ -208,7 +208,7 @@ def build(ctx: ReportContext) -> Section:
         reading = ("Share of the k examples predicted most forgotten that truly are forgotten"
                    + (f"; at k = {k_ref}, most precise: {tops} ({best:.2f})" if best is not None else "")
                    + (f", against {base_rate:.2f} for a random pick." if base_rate is not None else "."))
-        sec.figure(figs.precision_curves(cv, base_rate), "precision at k curves", reading)
+        sec.figure(plots.precision_curves(cv, base_rate), "precision at k curves", reading)
     if "method" not in summary.columns and "predictor" in summary.columns:
         summary = summary.assign(method=summary["predictor"])
     cols = [c for c in SUMMARY_COLUMNS if c in summary.columns and summary[c].notna().any()]

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from forgetscope.report import figures as figs
+from forgetscope.analysis import plots
 from forgetscope.report.sections.base import ReportContext, Section, col, fmt
 
 
@@ -40,7 +40,7 @@ def _figures(sec: Section, fit: Any, points: pd.DataFrame) -> None:
     held = col(points, "heldout", "held_out", "test")
     desc = ", ".join(f"{k} = {v}" for k, v in _flatten(fit) if "exponent" in k.lower() or
                      k.split(".")[-1].lower() in ("alpha", "beta"))[:160]
-    sec.figure(figs.scaling_plot(points, x, y, f, g if g is not None and points[g].nunique() > 1 else None,
+    sec.figure(plots.scaling_plot(points, x, y, f, g if g is not None and points[g].nunique() > 1 else None,
                                  held=held),
                "forgetting against the scaling variable",
                f"Points: observed {y}; lines: the fitted law" + (f" ({desc})." if desc else ".")
@@ -49,7 +49,7 @@ def _figures(sec: Section, fit: Any, points: pd.DataFrame) -> None:
         o, fv = points[y].to_numpy(float), points[f].to_numpy(float)
         ok = np.isfinite(o) & np.isfinite(fv)
         rmse = float(np.sqrt(np.mean((o[ok] - fv[ok]) ** 2))) if ok.any() else float("nan")
-        sec.figure(figs.observed_vs_fitted(o, fv, y), "observed vs fitted scaling law",
+        sec.figure(plots.observed_vs_fitted(o, fv, y), "observed vs fitted scaling law",
                    f"Points on the diagonal are fitted exactly; RMSE {rmse:.3g} over {int(ok.sum())} runs.")
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from forgetscope.report import figures as figs
+from forgetscope.analysis import plots
 from forgetscope.report.sections.base import ReportContext, Section, Skip
 
 TARGET = "mean_forgetting"
@@ -37,7 +37,7 @@ def build(ctx: ReportContext) -> Section:
                        "radius ρ and along a SAM ascent step; Li et al. 2024) against the run's mean "
                        f"forgetting{over}.")
     strongest = corr.iloc[corr["spearman"].abs().fillna(-1).argmax()]
-    sec.figure(figs.sharpness_scatter(df, measures, TARGET), "sharpness against mean forgetting",
+    sec.figure(plots.sharpness_scatter(df, measures, TARGET), "sharpness against mean forgetting",
                f"Each point is a run; strongest rank correlation: {strongest['measure']} "
                f"(Spearman ρ = {strongest['spearman']:.2f}, p = {strongest['spearman_p']:.2g}).")
     sec.table(corr, caption="Correlation of sharpness with mean forgetting")

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from forgetscope.analysis import plots
 from forgetscope.analysis.stats import MIN_PAIRS_T, MIN_PAIRS_WILCOXON, holm, paired_run_test, wilcoxon_p
-from forgetscope.report import figures as figs
 from forgetscope.report.sections.base import ReportContext, Section, Skip
 
 BASELINE = "plain"
@@ -209,7 +209,7 @@ def build(ctx: ReportContext) -> Section:
         err = chart.err if all(c in table for c in err_cols) else None
         perf = chart.perf if chart.perf in table else None
         perf_err = chart.perf_err if perf and chart.perf_err in table else None
-        sec.figure(figs.strategy_bars(table, chart.value, err, chart.value_label, perf, perf_err, TASK_LOSS_LABEL),
+        sec.figure(plots.strategy_bars(table, chart.value, err, chart.value_label, perf, perf_err, TASK_LOSS_LABEL),
                    "strategy comparison with error bars", _reading(table, chart))
     sec.table(_shown(table))
     return sec
