@@ -54,7 +54,7 @@ def write_results(sweep: Path, out: Path) -> dict:
     matrix.runs.drop(columns=["task_text"], errors="ignore").to_csv(out / "runs.csv", index=False)
     extra: dict = {}
     if "instruction" in full.kind_counts():
-        from forgetscope.measure.forgetting import binary_forgetting
+        from forgetscope.predict.binary import binary_forgetting
 
         inst = full.select_kind("instruction")
         family_summary(inst).to_csv(out / "family_summary_instruction.csv", index=False)
