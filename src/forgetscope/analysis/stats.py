@@ -35,6 +35,7 @@ import warnings
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 MIN_PAIRS_T = 2
 MIN_PAIRS_WILCOXON = 6
@@ -174,3 +175,53 @@ def paired_run_test(a: Any, b: Any, *, n_resamples: int = 9999, confidence: floa
         out["p_wilcoxon"] = wilcoxon_p(d)
     out["note"] = "; ".join(notes)
     return out
+
+
+LEVELS = ("run", "task")
+
+
+def task_means(per_run: pd.DataFrame, arm: str, base: str, metric: str) -> tuple[list[float], list[float]]:
+    """One paired value per task: ``metric`` of ``arm`` and of ``base`` averaged over the seeds both have
+    (the seeds of a task share its data, so tasks, not runs, are the independent units)."""
+    a = per_run[per_run["strategy"] == arm].set_index(["task", "seed"])[metric]
+    b = per_run[per_run["strategy"] == base].set_index(["task", "seed"])[metric]
+    both = a.index.intersection(b.index)
+    a, b = a.loc[both], b.loc[both]
+    ta = a.groupby(level="task", sort=True).mean()
+    tb = b.groupby(level="task", sort=True).mean()
+    return ta.tolist(), tb.loc[ta.index].tolist()
+
+
+def paired_tests(per_run: pd.DataFrame, comparisons: list[tuple[str, str]], metrics: list[str], *,
+                 levels: tuple[str, ...] = LEVELS, n_resamples: int = 9999) -> pd.DataFrame:
+    """Strategy-against-baseline tests of a per-run table (columns strategy, task, seed and each metric):
+    for every comparison, metric and level, :func:`paired_run_test` over runs paired by task and seed
+    (``run``) or over tasks with their seeds averaged (``task``), then Holm's adjustment within each
+    level (``p_wilcoxon_holm``, ``p_t_holm``). The one definition ``compare`` and the report use."""
+    indexed = per_run.set_index(["strategy", "task", "seed"])
+    out = []
+    for k, (arm, base) in enumerate(comparisons):
+        a_runs = per_run[per_run["strategy"] == arm][["task", "seed"]]
+        pairs = [(t, s) for t, s in zip(a_runs["task"], a_runs["seed"]) if (base, t, s) in indexed.index]
+        for metric in metrics:
+            for level in levels:
+                if level == "run":
+                    a = [indexed.loc[(arm, t, s), metric] for t, s in pairs]
+                    b = [indexed.loc[(base, t, s), metric] for t, s in pairs]
+                else:
+                    a, b = task_means(per_run, arm, base, metric)
+                r = paired_run_test(a, b, n_resamples=n_resamples, seed=k)
+                out.append({"level": level, "comparison": f"{arm} vs {base}", "strategy": arm, "baseline": base,
+                            "metric": metric, "n_pairs": r["n"], "mean_strategy": r["mean_a"],
+                            "mean_baseline": r["mean_b"], "mean_diff": r["mean_diff"], "ci_low": r["ci_low"],
+                            "ci_high": r["ci_high"], "sd_diff": r["sd_diff"], "dz": r["dz"],
+                            "p_wilcoxon": r["p_wilcoxon"], "p_t": r["p_t"], "note": r["note"]})
+    tests = pd.DataFrame(out)
+    for col in ("p_wilcoxon", "p_t"):
+        tests[f"{col}_holm"] = np.nan
+        for level in levels:
+            at = (tests["level"] == level).to_numpy() if len(tests) else np.zeros(0, bool)
+            if at.any():
+                tests.loc[at, f"{col}_holm"] = holm(tests.loc[at, col].to_numpy())
+    return tests
+

@@ -86,10 +86,9 @@ from forgetscope.experiments.compare.stats import (
     run_level_tests,
     summarize,
     summary_kind,
-    task_means,
 )
 
 __all__ = ["COMPARE", "DEFAULT_RATIO", "METRICS", "CompareConfig", "CompareExperiment", "CompareOptions",
            "StrategySpec", "WallClock", "forgetting_metrics", "headline_kind", "kind_columns", "load_compare_config",
            "run_compare", "run_level_tests", "save_results", "split_by_category", "split_for", "split_upstream",
-           "summarize", "summary_kind", "task_means", "validate_compare"]
+           "summarize", "summary_kind", "validate_compare"]

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from forgetscope.analysis.stats import holm, mean_ci, paired_run_test, paired_test
+from forgetscope.analysis.stats import mean_ci, paired_test, paired_tests
 from forgetscope.experiments.compare.config import CompareConfig, StrategySpec
 from forgetscope.measure.forgetting import forgotten_share
 
@@ -133,59 +133,28 @@ def summarize(matrix, cfg: CompareConfig, plain: dict, specs: dict, held_ids: li
     return {"summary": pd.DataFrame(rows), "tests": tests, "per_run": per_run_df}
 
 
-def task_means(per_run: pd.DataFrame, arm: str, base: str, metric: str) -> tuple[list[float], list[float]]:
-    """One paired value per task: ``metric`` of ``arm`` and of ``base`` averaged over the seeds both have
-    (the seeds of a task share its data, so tasks, not runs, are the independent units)."""
-    a = per_run[per_run["strategy"] == arm].set_index(["task", "seed"])[metric]
-    b = per_run[per_run["strategy"] == base].set_index(["task", "seed"])[metric]
-    both = a.index.intersection(b.index)
-    a, b = a.loc[both], b.loc[both]
-    ta = a.groupby(level="task", sort=True).mean()
-    tb = b.groupby(level="task", sort=True).mean()
-    return ta.tolist(), tb.loc[ta.index].tolist()
-
-
 def run_level_tests(per_run: pd.DataFrame, matrix, keyed: dict, held: np.ndarray, cfg: CompareConfig) -> pd.DataFrame:
     """Every strategy vs plain and every direct pair, on every metric, paired over task x seed runs
     (``level`` run) and over tasks with their seeds averaged (``level`` task: the independent units);
-    Holm's adjustment across all rows of one level (one family per test and level)."""
+    Holm's adjustment across all rows of one level (:func:`forgetscope.analysis.stats.paired_tests`).
+    Run-level forgetting rows also carry the example-level Wilcoxon p, a description only."""
     row_of = {r: i for i, r in enumerate(matrix.row_names)}
     comparisons = [(s.display, "plain") for s in cfg.strategies] + cfg.direct_pairs()
+    tests = paired_tests(per_run, comparisons, list(METRICS), n_resamples=cfg.compare.bootstrap)
+    tests["p_examples_descriptive"] = float("nan")
+    tests["n_example_pairs"] = 0
     indexed = per_run.set_index(["strategy", "task", "seed"])
-    out = []
     for k, (arm, base) in enumerate(comparisons):
+        at = ((tests["level"] == "run") & (tests["strategy"] == arm) & (tests["baseline"] == base)
+              & (tests["metric"] == "forgetting_heldout"))
         a_runs = per_run[per_run["strategy"] == arm][["task", "seed"]]
         pairs = [(t, s) for t, s in zip(a_runs["task"], a_runs["seed"]) if (base, t, s) in indexed.index]
-        for metric in METRICS:
-            a = [indexed.loc[(arm, t, s), metric] for t, s in pairs]
-            b = [indexed.loc[(base, t, s), metric] for t, s in pairs]
-            r = paired_run_test(a, b, n_resamples=cfg.compare.bootstrap, seed=k)
-            row = {"comparison": f"{arm} vs {base}", "strategy": arm, "baseline": base, "metric": metric,
-                   "n_pairs": r["n"], "mean_strategy": r["mean_a"], "mean_baseline": r["mean_b"],
-                   "mean_diff": r["mean_diff"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
-                   "sd_diff": r["sd_diff"], "dz": r["dz"], "p_wilcoxon": r["p_wilcoxon"], "p_t": r["p_t"],
-                   "note": r["note"], "p_examples_descriptive": float("nan"), "n_example_pairs": 0}
-            if metric == "forgetting_heldout":
-                ea = [matrix.values[row_of[keyed[(arm, t, s)].run_id]][held] for t, s in pairs]
-                eb = [matrix.values[row_of[keyed[(base, t, s)].run_id]][held] for t, s in pairs]
-                if ea:
-                    ex = paired_test(np.concatenate(ea), np.concatenate(eb), n_boot=200, seed=k)
-                    row["p_examples_descriptive"], row["n_example_pairs"] = ex["p_wilcoxon"], ex["n"]
-            out.append({"level": "run", **row})
-            ta, tb = task_means(per_run, arm, base, metric)
-            r = paired_run_test(ta, tb, n_resamples=cfg.compare.bootstrap, seed=k)
-            out.append({"level": "task", "comparison": row["comparison"], "strategy": arm, "baseline": base,
-                        "metric": metric, "n_pairs": r["n"], "mean_strategy": r["mean_a"],
-                        "mean_baseline": r["mean_b"], "mean_diff": r["mean_diff"], "ci_low": r["ci_low"],
-                        "ci_high": r["ci_high"], "sd_diff": r["sd_diff"], "dz": r["dz"],
-                        "p_wilcoxon": r["p_wilcoxon"], "p_t": r["p_t"], "note": r["note"],
-                        "p_examples_descriptive": float("nan"), "n_example_pairs": 0})
-    tests = pd.DataFrame(out)
-    for col in ("p_wilcoxon", "p_t"):
-        tests[f"{col}_holm"] = np.nan
-        for level in ("run", "task"):
-            at = tests["level"] == level
-            tests.loc[at, f"{col}_holm"] = holm(tests.loc[at, col].to_numpy())
+        if pairs:
+            ea = [matrix.values[row_of[keyed[(arm, t, s)].run_id]][held] for t, s in pairs]
+            eb = [matrix.values[row_of[keyed[(base, t, s)].run_id]][held] for t, s in pairs]
+            ex = paired_test(np.concatenate(ea), np.concatenate(eb), n_boot=200, seed=k)
+            tests.loc[at, "p_examples_descriptive"] = ex["p_wilcoxon"]
+            tests.loc[at, "n_example_pairs"] = ex["n"]
     return tests
 
 

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from forgetscope.analysis import plots
-from forgetscope.analysis.stats import MIN_PAIRS_T, MIN_PAIRS_WILCOXON, holm, paired_run_test, wilcoxon_p
+from forgetscope.analysis.stats import MIN_PAIRS_T, MIN_PAIRS_WILCOXON, paired_tests, wilcoxon_p
 from forgetscope.report.sections.base import ReportContext, Section, Skip
 
 BASELINE = "plain"
@@ -79,11 +79,12 @@ def compare_runs(matrix, baseline: str = BASELINE, *, kind: str | None = None,
     strategy against ``baseline`` (the first strategy when there is no ``baseline``) paired over runs.
 
     Only the upstream examples of ``kind`` count (``lm``, ``instruction`` or ``all``; None: the matrix's
-    default kind). A run's value is its mean forgetting over those measured in it and in its paired
-    baseline run (same task and seed). Tests are :func:`~forgetscope.analysis.stats.paired_run_test`
-    (Wilcoxon from 6 pairs, t from 2) with Holm's adjustment across the strategies compared here, one
-    family per test; NaN where a test is not testable (``note`` says why). ``p examples (descriptive)``
-    pools the examples of every paired run and is not a valid test.
+    default kind). A run's value is its mean forgetting over the examples every run measured (replayed
+    examples are missing in the runs that replayed them), so every run averages the same examples.
+    Tests are :func:`~forgetscope.analysis.stats.paired_tests` at the run level, the comparison's own
+    (Wilcoxon from 6 pairs, t from 2, Holm's adjustment across the strategies compared here, one family
+    per test); NaN where a test is not testable (``note`` says why). ``p examples (descriptive)`` pools
+    the examples of every paired run and is not a valid test.
     """
     from scipy import stats
 
@@ -106,11 +107,21 @@ def compare_runs(matrix, baseline: str = BASELINE, *, kind: str | None = None,
     if len(index) != len(base_rows):
         raise Skip(f"several '{base}' runs share a {' × '.join(keys)}: runs cannot be paired")
     perf = "task_loss_after" if "task_loss_after" in runs else None
+    # a run's forgetting: its mean over the examples every run measured (replayed examples are NaN in
+    # the runs that replayed them), so all runs average the same examples
+    common = np.isfinite(values).all(axis=0)
+    cols = common if common.any() else np.ones(values.shape[1], dtype=bool)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        run_mean = np.nanmean(values, 1)
+        run_mean = np.nanmean(values[:, cols], 1)
+    per_run = pd.DataFrame({"strategy": strategy.to_numpy(), "value": run_mean,
+                            "task": runs["task"].astype(str) if "task" in runs else "all",
+                            "seed": runs["seed"] if "seed" in runs else 0})
+    others = [s for s in strategies if s != base]
+    tests = paired_tests(per_run, [(s, base) for s in others], ["value"], levels=("run",),
+                         n_resamples=n_resamples).set_index("strategy")
     out: list[dict[str, Any]] = []
-    for k, s in enumerate([base] + [s for s in strategies if s != base]):
+    for s in [base] + others:
         rows = [i for i in range(len(runs)) if strategy[i] == s]
         vals = run_mean[rows]
         row: dict[str, Any] = {"strategy": s, "runs": len(rows), "mean_forgetting": float(np.nanmean(vals)),
@@ -120,29 +131,21 @@ def compare_runs(matrix, baseline: str = BASELINE, *, kind: str | None = None,
             row["task_loss_after"] = float(np.nanmean(pv))
             row["task_loss_sem"] = float(stats.sem(pv, nan_policy="omit")) if len(pv) > 1 else 0.0
         if s != base:
-            a, b, pooled = [], [], []
-            for i in rows:
-                j = index.get(key_of[i])
-                if j is None:
-                    continue
-                both = np.isfinite(values[i]) & np.isfinite(values[j])  # examples measured in both runs
-                if both.any():
-                    a.append(values[i][both].mean())
-                    b.append(values[j][both].mean())
-                    pooled.append(values[i][both] - values[j][both])
-            r = paired_run_test(a, b, n_resamples=n_resamples, seed=k)
-            row.update({"paired_runs": r["n"], f"Δ vs {base}": r["mean_diff"], "Δ CI low": r["ci_low"],
-                        "Δ CI high": r["ci_high"], "d_z": r["dz"], "_p_wilcoxon": r["p_wilcoxon"],
-                        "_p_t": r["p_t"], "note": r["note"]})
+            t = tests.loc[s]
+            row.update({"paired_runs": int(t["n_pairs"]), f"Δ vs {base}": t["mean_diff"], "Δ CI low": t["ci_low"],
+                        "Δ CI high": t["ci_high"], "d_z": t["dz"], P_WILCOXON: t["p_wilcoxon_holm"],
+                        P_T: t["p_t_holm"], "note": t["note"]})
+            pooled = [values[i][cols] - values[index[key_of[i]]][cols] for i in rows if key_of[i] in index]
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 row[P_EXAMPLES] = wilcoxon_p(np.concatenate(pooled)) if pooled else float("nan")
         out.append(row)
     table = pd.DataFrame(out)
-    table[P_WILCOXON] = holm(table.pop("_p_wilcoxon").to_numpy(float))
-    table[P_T] = holm(table.pop("_p_t").to_numpy(float))
+    for c in (P_WILCOXON, P_T):
+        if c not in table:
+            table[c] = np.nan
     front = [c for c in table.columns if c not in (P_EXAMPLES, "note")]
-    return table[front + [P_EXAMPLES, "note"]]
+    return table[front + [c for c in (P_EXAMPLES, "note") if c in table]]
 
 
 def _from_runs(ctx: ReportContext) -> tuple[pd.DataFrame, str]:
