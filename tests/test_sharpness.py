@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 import torch
 
-from forgetscope.analysis.sharpness import (
+from forgetscope.analysis.sharpness import correlate_with_forgetting
+from forgetscope.measure.sharpness import (
     SharpnessOptions,
-    correlate_with_forgetting,
     hessian_trace,
     landscape_1d,
     measure_sharpness,

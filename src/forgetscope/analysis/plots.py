@@ -304,6 +304,35 @@ def comparison_bars(summary: pd.DataFrame) -> Figure:
     return fig
 
 
+def landscape_lines(landscape: pd.DataFrame, *, label_col: str = "run_id",
+                    title: str = "1-D loss landscape (random direction)") -> Figure:
+    """Loss against α, one line per run (``landscape`` has columns alpha, loss and ``label_col``)."""
+    fig = Figure(figsize=(6.0, 4.2))
+    ax = fig.add_subplot(1, 1, 1)
+    groups = landscape.groupby(label_col, sort=False) if label_col in landscape.columns else [("model", landscape)]
+    for name, g in groups:
+        ax.plot(g["alpha"], g["loss"], marker="o", ms=2.5, lw=1, label=str(name))
+    ax.set_xlabel("α (relative step along the direction)")
+    ax.set_ylabel("task loss (nats)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=6)
+    return fig
+
+
+def sharpness_vs_forgetting(table: pd.DataFrame, corr: pd.DataFrame) -> Figure:
+    """Each measure against mean forgetting, titled with its Spearman correlation (``corr``)."""
+    ms = [m for m in corr["measure"] if table[m].notna().any()] or list(corr["measure"])[:1]
+    fig = Figure(figsize=(4.0 * max(1, len(ms)), 3.8))
+    for k, m in enumerate(ms):
+        ax = fig.add_subplot(1, max(1, len(ms)), k + 1)
+        ax.scatter(table[m], table["mean_forgetting"], s=18)
+        r = corr.set_index("measure").loc[m]
+        ax.set_title(f"Spearman {r['spearman']:.2f} (p={r['spearman_p']:.2g})", fontsize=9)
+        ax.set_xlabel(m.removeprefix("sharpness_"))
+        ax.set_ylabel("mean forgetting")
+    return fig
+
+
 # ---- the CLI's files ---------------------------------------------------------------------------
 
 def write_heatmap(values: np.ndarray, row_order: np.ndarray, col_order: np.ndarray, path: str | os.PathLike[str],
@@ -331,3 +360,14 @@ def write_precision_curves(curves: pd.DataFrame, path: str | os.PathLike[str]) -
 def write_comparison(summary: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     """:func:`comparison_bars` as a PNG file."""
     return save_figure(comparison_bars(summary), path)
+
+
+def write_landscape(landscape: pd.DataFrame, path: str | os.PathLike[str], **kwargs: str) -> Path:
+    """:func:`landscape_lines` as a PNG file."""
+    return save_figure(landscape_lines(landscape, **kwargs), path)
+
+
+def write_sharpness_vs_forgetting(table: pd.DataFrame, corr: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+    """:func:`sharpness_vs_forgetting` as a PNG file."""
+    return save_figure(sharpness_vs_forgetting(table, corr), path)
+

@@ -1,7 +1,7 @@
 """The sharpness sweep: an ordinary sweep that also measures each fine-tuned minimum's flatness.
 
 ``forgetscope sharpness CONFIG.yaml`` takes a sweep config (as ``forgetscope run``) plus an optional
-``sharpness:`` block (:class:`~forgetscope.analysis.sharpness.SharpnessOptions`). Every run is measured on
+``sharpness:`` block (:class:`~forgetscope.measure.sharpness.SharpnessOptions`). Every run is measured on
 its own task data before its LoRA adapter is merged, and the ``sharpness_*`` numbers go into the run
 record (hence columns of ``runs.parquet``). It runs on the config's executor like any experiment. Files
 it adds to the sweep directory (names owned by :class:`~forgetscope.store.layout.SweepLayout`)::
@@ -37,20 +37,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from forgetscope.analysis.sharpness import (
-    SharpnessOptions,
-    correlate_with_forgetting,
-    measure_sharpness,
-    plot_landscape,
-    plot_sharpness_vs_forgetting,
-    task_batches,
-)
+from forgetscope.analysis.plots import write_landscape, write_sharpness_vs_forgetting
+from forgetscope.analysis.sharpness import correlate_with_forgetting
 from forgetscope.config import SweepConfig
 from forgetscope.errors import ForgetscopeError
 from forgetscope.experiments.run import Experiment
 from forgetscope.experiments.session import SweepSession
 from forgetscope.experiments.spec import RunSpec
 from forgetscope.measure import forgetting
+from forgetscope.measure.sharpness import SharpnessOptions, measure_sharpness, task_batches
 from forgetscope.store import ForgettingMatrix, SweepStore
 from forgetscope.store.io import write_csv
 
@@ -227,7 +222,7 @@ def write_sharpness_results(sweep_dir: str | Path, *, figures: bool = True,
     })
     if figures:
         if len(landscape):
-            plot_landscape(landscape, out / "landscape.png")
+            write_landscape(landscape, out / "landscape.png")
         if len(corr):
-            plot_sharpness_vs_forgetting(table, corr, out / "sharpness_vs_forgetting.png")
+            write_sharpness_vs_forgetting(table, corr, out / "sharpness_vs_forgetting.png")
     return table, corr
