@@ -151,6 +151,7 @@ def test_no_import_circle_between_packages():
 
 
 @pytest.mark.parametrize("module", ["forgetscope.config", "forgetscope.store.matrix", "forgetscope.analysis.lowrank",
+                                    "forgetscope.analysis.sharpness", "forgetscope.measure.record",
                                     "forgetscope.measure.forgetting"])
 def test_light_layers_import_without_torch(module):
     import subprocess
