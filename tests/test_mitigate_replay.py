@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from forgetscope.errors import ConfigError, DataError
-from forgetscope.mitigate.replay import (
+from forgetscope.mitigate.replay import ReplayStrategy
+from forgetscope.mitigate.replay_sampling import (
     ReplaySampler,
-    ReplayStrategy,
     linear_weights,
     replay_count,
     replay_schedule,

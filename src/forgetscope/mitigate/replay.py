@@ -73,8 +73,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
-from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
@@ -84,6 +82,13 @@ from pydantic import Field, StrictBool, StrictInt, model_validator
 
 from forgetscope.data.encoding import IGNORE_INDEX, Encoded
 from forgetscope.errors import ConfigError, DataError
+from forgetscope.mitigate.replay_sampling import (
+    WEIGHTINGS,
+    ReplaySampler,
+    read_values_file,
+    replay_schedule,
+    sampling_weights,
+)
 from forgetscope.train.hooks import (
     Strategy,
     StrategyOptions,
@@ -95,132 +100,11 @@ from forgetscope.train.hooks import (
 
 POLICIES = ("random", "predicted", "oracle", "mir")
 MODES = ("offline", "online")
-WEIGHTINGS = ("softmax", "linear")
 PROBE_BASES = ("measure", "known")
 #: The ``predictor`` of predicted replay that completes nothing: the probe's observed values weigh the
 #: probe examples and every other pool example gets weight 0 (observation without prediction).
 PROBE_ONLY = "probe-only"
 MAX_RATIO = 8.0
-
-
-def read_values_file(path: str | Path) -> tuple[dict[str, float], int | None]:
-    """``{example_id: value}`` from a JSON file (either that mapping or ``{"values": ..., "evaluations": n}``)."""
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"values file not found: {p}")
-    try:
-        data = json.loads(p.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{p} is not valid JSON: {exc}") from None
-    evaluations = None
-    if isinstance(data, dict) and "values" in data:
-        evaluations = data.get("evaluations")
-        data = data["values"]
-    if not isinstance(data, dict):
-        raise DataError(f"{p}: expected a mapping of example id to value")
-    return {str(k): float("nan") if v is None else float(v) for k, v in data.items()}, evaluations
-
-
-def softmax_weights(values: np.ndarray, temperature: float = 0.1) -> np.ndarray:
-    """Probabilities ``exp(v / T) / Σ exp(v / T)``; NaN gets weight 0; all NaN gives uniform."""
-    if not temperature > 0:
-        raise ConfigError(f"replay: temperature must be positive, got {temperature}")
-    v = np.asarray(values, dtype=float)
-    if v.size == 0:
-        raise DataError("no values to turn into sampling weights")
-    ok = np.isfinite(v)
-    if not ok.any():
-        return np.full(v.size, 1.0 / v.size)
-    z = (v[ok] - v[ok].max()) / temperature  # shifted: no overflow, the largest weight is exp(0)
-    w = np.zeros(v.size)
-    w[ok] = np.exp(z)
-    return w / w.sum()
-
-
-def linear_weights(values: np.ndarray) -> np.ndarray:
-    """Probabilities ∝ max(v, 0) + floor (NaN counts as the mean); uniform when nothing is positive."""
-    v = np.asarray(values, dtype=float)
-    if v.size == 0:
-        raise DataError("no values to turn into sampling weights")
-    fill = np.nanmean(v) if np.isfinite(v).any() else 0.0
-    v = np.where(np.isfinite(v), v, fill)
-    w = np.clip(v, 0.0, None)
-    if w.sum() <= 0:
-        return np.full(v.size, 1.0 / v.size)
-    w = w + 1e-3 * w.mean()
-    return w / w.sum()
-
-
-def sampling_weights(values: np.ndarray, weighting: str = "softmax", temperature: float = 0.1) -> np.ndarray:
-    """Replay probabilities from forgetting values (see the module docstring)."""
-    if weighting == "softmax":
-        return softmax_weights(values, temperature)
-    if weighting == "linear":
-        return linear_weights(values)
-    raise ConfigError(f"replay: unknown weighting {weighting!r}; choose from {', '.join(WEIGHTINGS)}")
-
-
-def replay_count(steps: int, per_step: int, ratio: float) -> int:
-    """``replay_n = int(T · ratio) + 1`` with T = steps × per_step task examples."""
-    return int(steps * per_step * ratio) + 1
-
-
-def replay_schedule(steps: int, per_step: int, ratio: float) -> np.ndarray:
-    """Replay examples per step: replay k sits at task-stream position floor(k / ratio)."""
-    n = replay_count(steps, per_step, ratio)
-    positions = np.floor(np.arange(n) / ratio)
-    step_of = np.minimum(positions // per_step, steps - 1).astype(int)
-    return np.bincount(step_of, minlength=steps)
-
-
-class ReplaySampler:
-    """Draws pool indices by weight. Without replacement, an index is not drawn again until every
-    index has been drawn; then the pool is reset (``resets`` counts how often)."""
-
-    def __init__(self, n: int, rng: np.random.Generator, replacement: bool = False):
-        if n < 1:
-            raise DataError("replay: the pool is empty")
-        self.n = n
-        self.rng = rng
-        self.replacement = replacement
-        self.used = np.zeros(n, dtype=bool)
-        self.resets = 0
-
-    def available(self) -> np.ndarray:
-        """Indices that may be drawn now (resets the pool when it is exhausted)."""
-        if self.replacement:
-            return np.arange(self.n)
-        if self.used.all():
-            self.used[:] = False
-            self.resets += 1
-        return np.flatnonzero(~self.used)
-
-    def mark(self, indices: Any) -> None:
-        if not self.replacement:
-            self.used[np.asarray(indices, dtype=int)] = True
-
-    def draw(self, k: int, weights: np.ndarray) -> list[int]:
-        """``k`` indices, one at a time, each ∝ the weights of those still available."""
-        out = []
-        for _ in range(k):
-            avail = self.available()
-            w = np.asarray(weights, dtype=float)[avail]
-            total = w.sum()
-            p = w / total if total > 0 else None  # only zero-weight examples left: uniform among them
-            i = int(avail[self.rng.choice(avail.size, p=p)])
-            self.mark([i])
-            out.append(i)
-        return out
-
-    def draw_uniform(self, k: int) -> list[int]:
-        """``k`` distinct available indices at random, without marking them (MIR's candidates)."""
-        avail = self.available()
-        if avail.size < k and not self.replacement:  # too few left for a full draw: start over
-            self.used[:] = False
-            self.resets += 1
-            avail = self.available()
-        pick = self.rng.choice(avail.size, size=min(k, avail.size), replace=False)
-        return [int(avail[j]) for j in pick]
 
 
 class ReplayOptions(StrategyOptions):

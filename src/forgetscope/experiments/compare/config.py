@@ -162,7 +162,7 @@ def validate_compare(cfg: CompareConfig) -> tuple[list[str], list[str]]:
 
 def _validate_strategy_options(cfg: CompareConfig) -> None:
     """Build each strategy once with placeholder inputs, so bad options fail before any training."""
-    from forgetscope.mitigate.replay import replay_schedule
+    from forgetscope.mitigate.replay_sampling import replay_schedule
     from forgetscope.train import make_strategy
 
     for i, s in enumerate(cfg.strategies):
