@@ -71,3 +71,17 @@ def sweep_config_dict(tiny_dir: Path, data: dict[str, Path], output: Path, **tra
         "train": {"method": "full", "steps": 3, "batch_size": 4, "lr": 1e-2, "max_length": 64, **train},
         "eval": {"max_batch_tokens": 256},
     }
+
+
+def load_script(path: Path):
+    """A benchmark or build script (not a package module) imported from its file, registered under its
+    name (dataclasses look their module up by name)."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+

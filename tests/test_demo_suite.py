@@ -1,7 +1,6 @@
 """The shipped measurement design: task families, human-written upstream text, and their separation."""
 
 import filecmp
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -10,6 +9,7 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 from forgetscope.config import parse_config
 from forgetscope.data.demo import LM_TARGETS, demo_task, demo_task_info, demo_task_names, demo_upstream
@@ -147,11 +147,7 @@ def test_a_task_may_have_seeds_of_its_own():
 
 
 def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(SCRIPTS / f"{name}.py")
 
 
 def test_temperature_one_samples_are_seeded_and_reproducible(tiny):

@@ -4,24 +4,18 @@ and gives the same losses (timing is never asserted)."""
 from __future__ import annotations
 
 import copy
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TEXTS
+from conftest import TEXTS, load_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "eval_throughput.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("eval_throughput", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 def test_all_methods_give_the_same_losses_on_the_tiny_model(bench, tiny):
