@@ -12,6 +12,8 @@ import pytest
 import torch
 
 from forgetscope.errors import ConfigError, DataError
+from forgetscope.experiments.strategy_inputs import resolve_strategy_inputs
+from forgetscope.importing import load_any
 from forgetscope.mitigate.replay import ReplayStrategy
 from forgetscope.mitigate.replay_sampling import (
     ReplaySampler,
@@ -195,7 +197,7 @@ def test_predicted_from_sweep_with_pilot(tiny, tmp_path):
     """Known rows from a sweep directory (this task's row left out), probe values from a pilot fine-tune."""
     ctx = _ctx(tiny)
     _write_known_sweep(tmp_path / "known")
-    s = make_strategy("replay", policy="predicted", known=str(tmp_path / "known"), probe=4, pilot_steps=2,
+    s = make_strategy("replay", policy="predicted", known=load_any(tmp_path / "known"), probe=4, pilot_steps=2,
                       predictor="knn", predictor_options={"k": 2})
     s.before_training(ctx)
     info = s.summary()
@@ -228,10 +230,16 @@ def test_predicted_probe_file_cost(tiny, tmp_path):
     cols = [f"u{i}" for i in range(10)]
     pred = get_predictor("additive").fit(np.tile(np.linspace(0, 1, 10), (3, 1)))
     f = tmp_path / "probe.json"
-    f.write_text(json.dumps({"values": {"u1": 0.0, "u8": 1.0, "u5": 0.5}, "evaluations": 3}))
-    s = ReplayStrategy(policy="predicted", predictor=pred, predictor_columns=cols, probe_file=str(f))
+    f.write_text(json.dumps({"values": {"u1": 0.0, "u8": 1.0, "u5": 0.5, "u9": None}, "evaluations": 5}))
+    opts = resolve_strategy_inputs("replay", {"policy": "predicted", "predictor": pred, "predictor_columns": cols,
+                                              "probe_file": str(f)})
+    assert opts["probe_evaluations"] == 5 and "probe_file" not in opts
+    s = ReplayStrategy(**opts)
     s.before_training(ctx)
-    assert s.summary()["upstream_evaluations"] == 3
+    assert s.summary()["upstream_evaluations"] == 5 == s.summary()["probe_evaluations"]  # what the file says
+    s = ReplayStrategy(policy="predicted", predictor=pred, predictor_columns=cols, probe_values=opts["probe_values"])
+    s.before_training(ctx)
+    assert s.summary()["upstream_evaluations"] == 3  # without a count: the finite probe values
 
 
 # ---- online predicted -----------------------------------------------------------------------------
@@ -310,8 +318,9 @@ def test_online_masks_already_replayed_examples(tiny):
 def test_online_probe_base_from_known_sweep(tiny, tmp_path):
     ctx = _ctx(tiny, steps=10)
     _write_known_sweep(tmp_path / "known")
-    s = make_strategy("replay", policy="predicted", mode="online", known=str(tmp_path / "known"), probe=3,
-                      probe_base="known", predictor="additive")
+    opts = resolve_strategy_inputs("replay", {"policy": "predicted", "mode": "online", "known": str(tmp_path / "known"),
+                                              "probe": 3, "probe_base": "known", "predictor": "additive"})
+    s = make_strategy("replay", **opts)
     s.before_training(ctx)
     assert np.allclose(s._online["base"], 2.0) and s._evaluations == 0  # read, not measured
     ctx.step = 1
@@ -372,7 +381,13 @@ def test_mir_interference_matches_manual_virtual_step(tiny):
     ({"policy": "predicted"}, "known rows"),
     ({"policy": "predicted", "mode": "online"}, "online predicted replay needs known rows"),
     ({"policy": "random", "mode": "online"}, "applies to policy 'predicted'"),
-    ({"policy": "predicted", "mode": "online", "known": "x", "probe_values": {"a": 1.0}}, "measures its own probe"),
+    ({"policy": "predicted", "mode": "online", "probe_values": {"a": 1.0}}, "measures its own probe"),
+    ({"policy": "predicted", "mode": "online", "probe_base": "known", "predictor": "probe-only"}, "known_base_losses"),
+    ({"policy": "predicted", "known": "sweeps/x"}, r"not the path 'sweeps/x': load the rows first with "
+                                                   r"forgetscope\.load_forgetting"),
+    ({"policy": "predicted", "known": {"a": 1.0}}, "known must be a ForgettingMatrix"),
+    ({"policy": "oracle", "forgetting_file": "f.json"}, "forgetting_file is a path and replay reads no files"),
+    ({"policy": "predicted", "probe_file": "p.json"}, r"probe_file is a path .*read_values_file"),
     ({"policy": "oracle"}, "true forgetting"),
     ({"policy": "mir", "candidates": 0}, "candidates"),
     ({"warmup_fraction": 1.0}, "warmup_fraction"),
@@ -520,7 +535,7 @@ def test_additive_arm_ranks_unprobed_examples_by_the_other_tasks_column_effects(
 
     pd.DataFrame(known, index=["a", "b", "c"], columns=[f"u{i}" for i in range(10)]).to_csv(tmp_path / "known.csv")
     observed = {"u0": 0.1, "u5": 0.2}
-    s = make_strategy("replay", policy="predicted", predictor="additive", known=str(tmp_path / "known.csv"),
+    s = make_strategy("replay", policy="predicted", predictor="additive", known=load_any(tmp_path / "known.csv"),
                       probe_values=observed, temperature=1.0)
     s.before_training(ctx)
     w = dict(zip(s.pool_ids, s.weights))
@@ -532,5 +547,11 @@ def test_additive_arm_ranks_unprobed_examples_by_the_other_tasks_column_effects(
 
 def test_an_unknown_predictor_fails_in_one_line():
     with pytest.raises(ConfigError, match="unknown predictor 'knnn'") as exc:
-        make_strategy("replay", policy="predicted", predictor="knnn", known="x")
+        make_strategy("replay", policy="predicted", predictor="knnn", known=_in_memory_rows())
     assert "\n" not in str(exc.value)
+
+
+def _in_memory_rows():
+    from forgetscope.store import ForgettingMatrix
+
+    return ForgettingMatrix(_known_rows(), [f"r{i}" for i in range(5)], [f"u{i}" for i in range(10)])

@@ -17,7 +17,6 @@ from forgetscope.analysis.scaling import (
     fit_shifted_power_law,
     holdout_mask,
     prediction_errors,
-    write_scaling_results,
 )
 
 
@@ -121,13 +120,21 @@ def test_fit_scaling_skips_unfittable_forms_with_notes():
 
 
 def test_write_results(tmp_path):
+    from forgetscope.experiments.scaling import write_scaling_results
+    from forgetscope.store.layout import SweepLayout
+    from forgetscope.store.scaling import read_fit
+
     df = planted_points()
     rep = fit_scaling(df)
     paths = write_scaling_results(df, rep, tmp_path / "scaling")
     for key in ("points", "points_csv", "fit", "scaling_fit", "forgetting_vs_task_loss", "predicted_vs_observed"):
         assert paths[key].is_file(), key
+    layout = SweepLayout(tmp_path).scaling
+    assert paths["fit"] == layout.fit and paths["points"] == layout.points
+    assert paths["scaling_fit"] == layout.figure("scaling_fit")
     fit = json.loads(paths["fit"].read_text())
     assert fit["fits"]["ce_forgetting"]["shifted"]["params"]["alpha"] == pytest.approx(0.25, abs=0.05)
+    assert read_fit(tmp_path) == read_fit(tmp_path / "scaling") == read_fit(paths["fit"]) == fit
 
 
 @pytest.fixture

@@ -9,11 +9,14 @@ codebase, a paper's release). Accepted layouts:
 - ``.csv`` / ``.parquet`` long: columns ``run_id``, ``example_id``, ``forgetting`` (a sweep's
   ``forgetting.parquet``), pivoted to a matrix; absent pairs become NaN.
 
-:func:`load_any` accepts either a sweep directory or one of these files.
+:func:`load_any` accepts either a sweep directory or one of these files; :func:`read_values_file` reads a
+JSON mapping ``{example_id: value}`` (a replay oracle's row, a probe's values). Strategies read no files:
+:mod:`forgetscope.experiments.strategy_inputs` calls these before it builds one.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -60,8 +63,7 @@ def read_matrix_file(path: str | os.PathLike[str], *, row_names: list[str] | Non
             raise DataError(f"cannot read {p}: {exc}") from None
         values, rows, cols = _from_frame(df, p)
     else:
-        raise DataError(f"unsupported matrix file {p.name!r}; use one of {', '.join(SUFFIXES)} "
-                        "or a sweep directory")
+        raise _unsupported(p)
     if values.ndim != 2:
         raise DataError(f"{p.name} holds an array of shape {values.shape}; a matrix must be 2-D")
     if values.dtype.kind not in "fiub":
@@ -73,6 +75,10 @@ def read_matrix_file(path: str | os.PathLike[str], *, row_names: list[str] | Non
     if len(cols) != values.shape[1]:
         raise DataError(f"{len(cols)} column names for a matrix with {values.shape[1]} columns in {p.name}")
     return ForgettingMatrix(values.astype(np.float64), rows, cols, path=p, meta={"source_file": str(p)})
+
+
+def _unsupported(p: Path) -> DataError:
+    return DataError(f"unsupported matrix file {p.name!r}; use one of {', '.join(SUFFIXES)} or a sweep directory")
 
 
 def _from_frame(df: pd.DataFrame, p: Path) -> tuple[np.ndarray, list[str], list[str]]:
@@ -93,27 +99,62 @@ def _from_frame(df: pd.DataFrame, p: Path) -> tuple[np.ndarray, list[str], list[
     return body.to_numpy(np.float64), rows, [str(c) for c in body.columns]
 
 
-def load_any(path: str | os.PathLike[str], *, row_names: list[str] | None = None,
-             col_names: list[str] | None = None) -> ForgettingMatrix:
-    """A forgetting matrix from a sweep directory or a NPY/CSV/Parquet file."""
+def check_any(path: str | os.PathLike[str]) -> None:
+    """The checks :func:`load_any` makes before it reads anything: a sweep directory, or an existing file
+    of a supported kind (cheap, for the checks made before any work starts)."""
     p = Path(path)
     if p.is_dir():
         if not SweepStore(p).exists():
             raise DataError(f"{p} is a directory but not a forgetscope sweep (no manifest.json)")
-        return load_forgetting(p)
+        return
     if not p.exists():
         raise DataError(f"no such sweep directory or matrix file: {p}")
+    if p.suffix.lower() not in SUFFIXES:
+        raise _unsupported(p)
+
+
+def load_any(path: str | os.PathLike[str], *, row_names: list[str] | None = None,
+             col_names: list[str] | None = None) -> ForgettingMatrix:
+    """A forgetting matrix from a sweep directory or a NPY/CSV/Parquet file."""
+    p = Path(path)
+    check_any(p)
+    if p.is_dir():
+        return load_forgetting(p)
     return read_matrix_file(p, row_names=row_names, col_names=col_names)
+
+
+def check_base_losses(path: str | os.PathLike[str]) -> SweepStore:
+    """The sweep store of ``path``, checked to hold upstream base losses (nothing is read)."""
+    store = SweepStore(Path(path))
+    if not store.exists() or not store.has_upstream():
+        raise DataError(f"{path} is not a sweep directory with upstream base losses")
+    return store
 
 
 def load_base_losses(path: str | os.PathLike[str]) -> dict[str, float]:
     """``{example_id: loss_before}`` of a sweep directory's upstream examples (a one-line error when the
     path is not a sweep or has no base losses)."""
-    store = SweepStore(Path(path))
-    if not store.exists() or not store.has_upstream():
-        raise DataError(f"{path} is not a sweep directory with upstream base losses")
-    up = store.read_upstream()
+    up = check_base_losses(path).read_upstream()
     return dict(zip(up["example_id"].astype(str), up["loss_before"].astype(float), strict=True))
+
+
+def read_values_file(path: str | os.PathLike[str]) -> tuple[dict[str, float], int | None]:
+    """``{example_id: value}`` from a JSON file (either that mapping or ``{"values": ..., "evaluations": n}``)
+    and the evaluations it says the values cost (None when it does not say)."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"values file not found: {p}")
+    try:
+        data = json.loads(p.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{p} is not valid JSON: {exc}") from None
+    evaluations = None
+    if isinstance(data, dict) and "values" in data:
+        evaluations = data.get("evaluations")
+        data = data["values"]
+    if not isinstance(data, dict):
+        raise DataError(f"{p}: expected a mapping of example id to value")
+    return {str(k): float("nan") if v is None else float(v) for k, v in data.items()}, evaluations
 
 
 def import_matrix(source: str | os.PathLike[str], dest: str | os.PathLike[str], *,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from forgetscope.analysis.lowrank import LowRankReport
+from forgetscope.analysis.scaling import ScalingReport, holdout_mask
 from forgetscope.store.io import atomic_path
 
 #: heat maps average adjacent columns above this many examples
@@ -275,6 +277,73 @@ def observed_vs_fitted(obs: np.ndarray, fit: np.ndarray, label: str) -> Figure:
     return fig
 
 
+def scaling_figures(points: pd.DataFrame, report: ScalingReport, target: str) -> dict[str, Figure]:
+    """A scaling fit's figures by name: ``scaling_fit`` (per-rank curves with the fitted law and its
+    extrapolation), ``forgetting_vs_task_loss`` (when the points hold task losses) and
+    ``predicted_vs_observed`` (held-out points marked; when the shifted law was fitted)."""
+    figs: dict[str, Figure] = {}
+    fits = report.fits.get(target, {})
+    pts = points[(points["t"] > 0) & points[target].notna()].reset_index(drop=True)
+    mask = holdout_mask(pts, report.holdout_rule) if report.holdout_rule != "random" else np.zeros(len(pts), bool)
+
+    fig = Figure(figsize=(6.4, 4.4))
+    ax = fig.add_subplot(1, 1, 1)
+    Ps = sorted(pts["P"].unique())
+    colors = [f"C{i % 10}" for i in range(len(Ps))]
+    tmax = float(pts["t"].max()) if len(pts) else 1.0
+    grid = np.geomspace(max(float(pts["t"].min()), 1e-9) if len(pts) else 1.0, 3 * tmax, 100)
+    for P, col in zip(Ps, colors):
+        sel = pts["P"] == P
+        lab = f"P={int(P):,}" + (f" (r={int(pts.loc[sel, 'rank'].iloc[0])})" if "rank" in pts.columns else "")
+        ax.scatter(pts.loc[sel & ~mask, "t"], pts.loc[sel & ~mask, target], color=col, s=18, label=lab)
+        ax.scatter(pts.loc[sel & mask, "t"], pts.loc[sel & mask, target], color=col, s=40, marker="x")
+        if "shifted" in fits:
+            y = fits["shifted"].predict(np.full_like(grid, P), grid)
+            ax.plot(grid[grid <= tmax], y[grid <= tmax], color=col, lw=1.2)
+            ax.plot(grid[grid >= tmax], y[grid >= tmax], color=col, lw=1.2, ls="--")
+    if "shifted" in fits:
+        f = fits["shifted"]
+        ax.set_title(f"{target}: B + A(P/P0)^{f.params['alpha']:.3g}(t/t0)^{f.params['beta']:.3g}  "
+                     f"R²={f.goodness['r2']:.3f}", fontsize=9)
+    ax.set_xscale("log")
+    ax.set_xlabel("update steps t (dashed: extrapolation, x: held out)")
+    ax.set_ylabel(target)
+    ax.legend(fontsize=7)
+    figs["scaling_fit"] = fig
+
+    if "task_loss" in pts.columns and pts["task_loss"].notna().any():
+        fig = Figure(figsize=(5.2, 4.2))
+        ax = fig.add_subplot(1, 1, 1)
+        for P, col in zip(Ps, colors):
+            sel = pts["P"] == P
+            ax.scatter(pts.loc[sel, "task_loss"], pts.loc[sel, target], color=col, s=18, label=f"P={int(P):,}")
+        if "linear" in fits:
+            f = fits["linear"]
+            xs = np.linspace(pts["task_loss"].min(), pts["task_loss"].max(), 50)
+            ax.plot(xs, f.predict(x=xs), color="k", lw=1)
+            ax.set_title(f"{target} = {f.params['c']:.3g}·task_loss + {f.params['d']:.3g}  "
+                         f"R²={f.goodness['r2']:.3f}", fontsize=9)
+        ax.set_xlabel("fine-tuning (held-out task) loss")
+        ax.set_ylabel(target)
+        ax.legend(fontsize=7)
+        figs["forgetting_vs_task_loss"] = fig
+
+    if "shifted" in fits:
+        fig = Figure(figsize=(4.6, 4.4))
+        ax = fig.add_subplot(1, 1, 1)
+        pred = fits["shifted"].predict(pts["P"], pts["t"])
+        ax.scatter(pts.loc[~mask, target], pred[~mask], s=16, label="fitted")
+        if mask.any():
+            ax.scatter(pts.loc[mask, target], pred[mask], s=30, marker="x", color="C3", label="held out")
+        lo, hi = float(min(pts[target].min(), pred.min())), float(max(pts[target].max(), pred.max()))
+        ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8)
+        ax.set_xlabel(f"observed {target}")
+        ax.set_ylabel("predicted (shifted power law)")
+        ax.legend(fontsize=8)
+        figs["predicted_vs_observed"] = fig
+    return figs
+
+
 def comparison_bars(summary: pd.DataFrame) -> Figure:
     """A comparison's two panels: held-out forgetting per strategy (mean over runs, 95 % bootstrap CI over
     runs) and the target task's loss (± sd over runs); baseline grey, graceful forgetting orange."""
@@ -371,3 +440,9 @@ def write_sharpness_vs_forgetting(table: pd.DataFrame, corr: pd.DataFrame, path:
     """:func:`sharpness_vs_forgetting` as a PNG file."""
     return save_figure(sharpness_vs_forgetting(table, corr), path)
 
+
+def write_scaling_figures(points: pd.DataFrame, report: ScalingReport, path_for: Callable[[str], Path], *,
+                          target: str) -> dict[str, Path]:
+    """:func:`scaling_figures` as PNG files, each at ``path_for(name)``; returns name -> path."""
+    figs = scaling_figures(points, report, target)
+    return {name: save_figure(fig, path_for(name)) for name, fig in figs.items()}

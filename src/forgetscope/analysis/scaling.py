@@ -25,7 +25,7 @@ the fitted points, so ``A`` is the excess at a typical point and stays well scal
   is unbounded growth, ``A < 0, alpha, beta < 0`` growth that saturates at ``B``. Both branches are tried.
   ``shift=`` fixes ``B`` (e.g. 0 for the loss increase, or the entropy measured at ``t = 0``).
 
-``power`` (the issue's log-linear form, ordinary least squares on logs; no shift)::
+``power`` (a log-linear form, ordinary least squares on logs; no shift)::
 
     log F = log A + alpha log P + beta log t
 
@@ -43,26 +43,18 @@ Every fit reports its parameters with standard errors and 95% confidence interva
 (:func:`holdout_mask`: the last checkpoint of each run, the largest ``P``, or a random share), the
 prediction error — the test of a law is whether it extrapolates.
 
-Files (written by :func:`write_scaling_results` under ``OUT/scaling/``)::
-
-    points.parquet, points.csv   tidy rows: run, rank, P, t, forgetting, ce_forgetting, kl_forgetting,
-                                 task_loss, train_loss (one row per checkpoint evaluation)
-    fit.json                     ScalingReport.to_dict(): every fit, its CIs, R², held-out errors,
-                                 the held-out rule and the extrapolation grid
-    scaling_fit.png              forgetting vs t per rank, fitted law, extrapolation beyond the data
-    forgetting_vs_task_loss.png  the linear relation
-    predicted_vs_observed.png    fitted/held-out predictions against observations
+Everything here is pure: :func:`forgetscope.experiments.scaling.write_scaling_results` writes the points
+and :meth:`ScalingReport.to_dict` through :mod:`forgetscope.store.scaling`, and the figures of
+:func:`forgetscope.analysis.plots.scaling_figures` (forgetting vs t per rank with the fitted law and its
+extrapolation, forgetting vs task loss, predicted vs observed).
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -437,117 +429,3 @@ def extrapolation_grid(report: ScalingReport, points: pd.DataFrame, ts: Sequence
                     row[f"{target}_shifted"] = float(fits["shifted"].predict(P, t))
             out.append(row)
     return out
-
-
-# --------------------------------------------------------------------------- output
-def _json_safe(o: Any) -> Any:
-    if isinstance(o, dict):
-        return {str(k): _json_safe(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_json_safe(v) for v in o]
-    if isinstance(o, (np.floating, float)):
-        return None if not math.isfinite(float(o)) else float(o)
-    if isinstance(o, np.integer):
-        return int(o)
-    return o
-
-
-def write_scaling_results(points: pd.DataFrame, report: ScalingReport, out_dir: str | os.PathLike[str], *,
-                          figures: bool = True, primary: str | None = None) -> dict[str, Path]:
-    """Write ``points.parquet``/``points.csv``, ``fit.json`` and the PNGs into ``out_dir``."""
-    from forgetscope.store.io import write_csv, write_json, write_parquet
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"points": out / "points.parquet", "points_csv": out / "points.csv", "fit": out / "fit.json"}
-    write_parquet(paths["points"], points)
-    write_csv(paths["points_csv"], points)
-    write_json(paths["fit"], _json_safe(report.to_dict()))
-    if figures:
-        primary = primary or next((t for t in TARGETS if t in report.fits), None)
-        if primary is not None:
-            paths.update(plot_scaling(points, report, out, target=primary))
-    return paths
-
-
-def plot_scaling(points: pd.DataFrame, report: ScalingReport, out_dir: str | os.PathLike[str], *,
-                 target: str) -> dict[str, Path]:
-    """Three PNGs: per-rank curves with the fitted law and its extrapolation, forgetting vs task loss,
-    and predicted vs observed (held-out points marked)."""
-    from matplotlib.figure import Figure
-
-    out = Path(out_dir)
-    paths: dict[str, Path] = {}
-    fits = report.fits.get(target, {})
-    pts = points[(points["t"] > 0) & points[target].notna()].reset_index(drop=True)
-    mask = holdout_mask(pts, report.holdout_rule) if report.holdout_rule != "random" else np.zeros(len(pts), bool)
-
-    def save(fig: Figure, name: str) -> None:
-        from forgetscope.analysis.plots import save_figure
-
-        paths[name.removesuffix(".png")] = save_figure(fig, out / name)
-
-    fig = Figure(figsize=(6.4, 4.4))
-    ax = fig.add_subplot(1, 1, 1)
-    Ps = sorted(pts["P"].unique())
-    colors = [f"C{i % 10}" for i in range(len(Ps))]
-    tmax = float(pts["t"].max()) if len(pts) else 1.0
-    grid = np.geomspace(max(float(pts["t"].min()), 1e-9) if len(pts) else 1.0, 3 * tmax, 100)
-    for P, col in zip(Ps, colors):
-        sel = pts["P"] == P
-        lab = f"P={int(P):,}" + (f" (r={int(pts.loc[sel, 'rank'].iloc[0])})" if "rank" in pts.columns else "")
-        ax.scatter(pts.loc[sel & ~mask, "t"], pts.loc[sel & ~mask, target], color=col, s=18, label=lab)
-        ax.scatter(pts.loc[sel & mask, "t"], pts.loc[sel & mask, target], color=col, s=40, marker="x")
-        if "shifted" in fits:
-            y = fits["shifted"].predict(np.full_like(grid, P), grid)
-            ax.plot(grid[grid <= tmax], y[grid <= tmax], color=col, lw=1.2)
-            ax.plot(grid[grid >= tmax], y[grid >= tmax], color=col, lw=1.2, ls="--")
-    if "shifted" in fits:
-        f = fits["shifted"]
-        ax.set_title(f"{target}: B + A(P/P0)^{f.params['alpha']:.3g}(t/t0)^{f.params['beta']:.3g}  "
-                     f"R²={f.goodness['r2']:.3f}", fontsize=9)
-    ax.set_xscale("log")
-    ax.set_xlabel("update steps t (dashed: extrapolation, x: held out)")
-    ax.set_ylabel(target)
-    ax.legend(fontsize=7)
-    save(fig, "scaling_fit.png")
-
-    if "task_loss" in pts.columns and pts["task_loss"].notna().any():
-        fig = Figure(figsize=(5.2, 4.2))
-        ax = fig.add_subplot(1, 1, 1)
-        for P, col in zip(Ps, colors):
-            sel = pts["P"] == P
-            ax.scatter(pts.loc[sel, "task_loss"], pts.loc[sel, target], color=col, s=18, label=f"P={int(P):,}")
-        if "linear" in fits:
-            f = fits["linear"]
-            xs = np.linspace(pts["task_loss"].min(), pts["task_loss"].max(), 50)
-            ax.plot(xs, f.predict(x=xs), color="k", lw=1)
-            ax.set_title(f"{target} = {f.params['c']:.3g}·task_loss + {f.params['d']:.3g}  "
-                         f"R²={f.goodness['r2']:.3f}", fontsize=9)
-        ax.set_xlabel("fine-tuning (held-out task) loss")
-        ax.set_ylabel(target)
-        ax.legend(fontsize=7)
-        save(fig, "forgetting_vs_task_loss.png")
-
-    if "shifted" in fits:
-        fig = Figure(figsize=(4.6, 4.4))
-        ax = fig.add_subplot(1, 1, 1)
-        pred = fits["shifted"].predict(pts["P"], pts["t"])
-        ax.scatter(pts.loc[~mask, target], pred[~mask], s=16, label="fitted")
-        if mask.any():
-            ax.scatter(pts.loc[mask, target], pred[mask], s=30, marker="x", color="C3", label="held out")
-        lo, hi = float(min(pts[target].min(), pred.min())), float(max(pts[target].max(), pred.max()))
-        ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8)
-        ax.set_xlabel(f"observed {target}")
-        ax.set_ylabel("predicted (shifted power law)")
-        ax.legend(fontsize=8)
-        save(fig, "predicted_vs_observed.png")
-    return paths
-
-
-def read_fit(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read ``fit.json`` (a results directory or the file itself), for reports."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / "scaling" / "fit.json" if (p / "scaling" / "fit.json").is_file() else p / "fit.json"
-    return json.loads(p.read_text())

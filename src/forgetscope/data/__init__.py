@@ -1,4 +1,5 @@
-"""Data: example/task types, file loaders and the shipped demo suite (``forgetscope.data``)."""
+"""Data: example/task types, file readers (``records``), example and task loaders (``loading``) and the
+shipped demo suite (``forgetscope.data``)."""
 
 from forgetscope.data.demo import (
     demo_task,
@@ -12,9 +13,9 @@ from forgetscope.data.loading import (
     examples_from_records,
     load_examples,
     load_task,
-    read_records,
     split_examples,
 )
+from forgetscope.data.records import read_records
 from forgetscope.data.types import KINDS, Example, Task, check_kind
 
 __all__ = [

@@ -61,21 +61,16 @@ class ProbeExperiment(Experiment):
         self.verify_ids = None if verify_ids is None else list(verify_ids)
         self.record = record  # small and picklable: the experiment travels to remote workers
 
-    def _losses(self, session: SweepSession, model: Any, ids: list[str], part: str) -> pd.DataFrame:
-        from forgetscope.measure.evaluator import Evaluator
-
-        by_id = {e.example_id: e for e in session.upstream}
-        _, tok = session.base()
-        return Evaluator(tok, self.record).evaluate(model, [by_id[i] for i in ids], desc=f"upstream {part}").assign(
-            part=part)
-
     def evaluate(self, session: SweepSession, spec: RunSpec, model: Any, hooks: list[Hook]) -> pd.DataFrame:
+        from forgetscope.measure.evaluator import Evaluator
         from forgetscope.precision import DTYPES, merge_for_evaluation
 
         model = merge_for_evaluation(model, DTYPES[self.record.dtype])
-        parts = [self._losses(session, model, self.probe_ids, "probe")]
-        if self.verify_ids is not None:
-            parts.append(self._losses(session, model, self.verify_ids, "verify"))
+        by_id = {e.example_id: e for e in session.upstream}
+        evaluator = Evaluator(session.base()[1], self.record)
+        wanted = [("probe", self.probe_ids)] + ([("verify", self.verify_ids)] if self.verify_ids is not None else [])
+        parts = [evaluator.evaluate(model, [by_id[i] for i in ids], desc=f"upstream {part}").assign(part=part)
+                 for part, ids in wanted]
         rows = pd.concat(parts, ignore_index=True).rename(columns={"loss": "loss_after", "em": "em_after"})
         return rows[["example_id", "part", "n_tokens", "loss_after", "em_after"]]
 
@@ -245,15 +240,18 @@ def load_forecast_model(data: SweepData, model: Any = None, *, tokenizer: Any = 
     return loaded, tok, desc
 
 
-def encode_checked(data: SweepData, tokenizer: Any, idx: np.ndarray, model: Any = None) -> list[Any]:
+def encode_checked(data: SweepData, tokenizer: Any, idx: np.ndarray, model: Any = None, *,
+                   evaluator: Evaluator | None = None) -> list[Any]:
     """Encode examples ``idx`` as the sweep did; refuse a tokenizer that gives other lengths than it recorded."""
-    encoded = _evaluator(data, tokenizer, model).encode([data.examples[i] for i in idx])
+    evaluator = evaluator or sweep_evaluator(data, tokenizer, model)
+    encoded = evaluator.encode([data.examples[i] for i in idx])
     if data.n_tokens is not None:
         check_token_counts(data, idx, np.array([e.n_scored for e in encoded], dtype=np.float64))
     return encoded
 
 
-def _evaluator(data: SweepData, tokenizer: Any, model: Any = None) -> Evaluator:
+def sweep_evaluator(data: SweepData, tokenizer: Any, model: Any = None) -> Evaluator:
+    """The evaluator that measures as the sweep measured its ``loss_before`` (its recorded settings)."""
     from forgetscope.measure.evaluator import Evaluator
     from forgetscope.models import context_length
 
@@ -261,12 +259,13 @@ def _evaluator(data: SweepData, tokenizer: Any, model: Any = None) -> Evaluator:
 
 
 def measure_losses(data: SweepData, model: Any, tokenizer: Any, idx: np.ndarray,
-                   encoded: list[Any] | None = None) -> np.ndarray:
+                   encoded: list[Any] | None = None, *, evaluator: Evaluator | None = None) -> np.ndarray:
     """Mean token NLL of examples ``idx`` under ``model`` (the sweep's encoding and evaluation dtype; no exact
     match)."""
+    evaluator = evaluator or sweep_evaluator(data, tokenizer, model)
     if encoded is None:
-        encoded = encode_checked(data, tokenizer, idx, model)
-    table = _evaluator(data, tokenizer, model).evaluate(model, [data.examples[i] for i in idx], encoded=encoded)
+        encoded = encode_checked(data, tokenizer, idx, model, evaluator=evaluator)
+    table = evaluator.evaluate(model, [data.examples[i] for i in idx], encoded=encoded)
     return table["loss"].to_numpy(np.float64)
 
 
@@ -289,15 +288,16 @@ def forecast(sweep: str | Path, model: Any = None, *, tokenizer: Any = None, ada
     check_interval_request(data, coverage)
     idx = forecast_probe(data, probe, method=probe_method, seed=seed)
     loaded, tok, desc = load_forecast_model(data, model, tokenizer=tokenizer, adapter=adapter, device=device)
-    encoded = encode_checked(data, tok, idx, loaded)
+    evaluator = sweep_evaluator(data, tok, loaded)  # one evaluator for the probe and the verification
+    encoded = encode_checked(data, tok, idx, loaded, evaluator=evaluator)
     t1 = time.perf_counter()
-    probe_loss = measure_losses(data, loaded, tok, idx, encoded)
+    probe_loss = measure_losses(data, loaded, tok, idx, encoded, evaluator=evaluator)
     cost: dict[str, Any] = {"probe_eval_s": time.perf_counter() - t1}
     verify_loss = None
     if verify:
         t2 = time.perf_counter()
         everything = np.arange(data.n)
-        verify_loss = measure_losses(data, loaded, tok, everything, encode_checked(data, tok, everything, loaded))
+        verify_loss = measure_losses(data, loaded, tok, everything, evaluator=evaluator)
         cost.update(verify_evaluations=data.n, verify_eval_s=time.perf_counter() - t2)
     out_dir = Path(out) if out is not None else data.layout.forecast_dir(name or default_name(model, adapter))
     settings = {**desc, "probe_method": probe_method, "seed": seed}

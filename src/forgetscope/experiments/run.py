@@ -19,6 +19,7 @@ import pandas as pd
 from forgetscope.experiments.null_control import null_perturbation, null_seed, weight_updates
 from forgetscope.experiments.session import SweepSession
 from forgetscope.experiments.spec import RunSpec
+from forgetscope.experiments.strategy_inputs import resolve_strategy_inputs
 from forgetscope.precision import DTYPES, merge_for_evaluation
 from forgetscope.store.layout import SweepLayout
 from forgetscope.store.schema import RunRecord
@@ -67,7 +68,8 @@ def execute_run(session: SweepSession, spec: RunSpec,
     t0 = time.perf_counter()
     model, tok = session.fresh_model()
     train_cfg = session.config.train.model_copy(update={"seed": spec.seed, **dict(spec.train_overrides)})
-    strategy = make_strategy(spec.strategy, **dict(spec.strategy_options))
+    options = resolve_strategy_inputs(spec.strategy, dict(spec.strategy_options))  # the strategy reads no files
+    strategy = make_strategy(spec.strategy, **options)
     strategy_upstream = session.extras.get("strategy_upstream", session.upstream)
     logs = SweepLayout(session.config.output).logs(spec.run_id)
     tracking = TrackingHook(make_trackers(session.config.report_to, logs.parent, run_name=spec.run_id))

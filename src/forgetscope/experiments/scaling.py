@@ -37,19 +37,22 @@ Files under ``OUTPUT/``::
     scaling_config.json          the validated config (a changed config refuses to resume)
     scaling/runs/<run>.parquet   checkpoint rows of one finished run (the resume unit)
     scaling/points.parquet/.csv  all rows (see analysis.scaling), plus the t = 0 rows of the base model
-    scaling/fit.json, *.png      written by analysis.scaling.write_scaling_results
+    scaling/fit.json, *.png      written by :func:`write_scaling_results`
+
+Every name comes from :class:`~forgetscope.store.layout.ScalingLayout` (``SweepLayout.scaling``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -65,6 +68,9 @@ from forgetscope.measure.reference import UpstreamReference
 from forgetscope.models import context_length, count_trainable
 from forgetscope.store.layout import SweepLayout
 from forgetscope.train.hooks import Hook, TrainContext
+
+if TYPE_CHECKING:
+    from forgetscope.analysis.scaling import ScalingReport
 
 
 class ScalingConfig(BaseModel):
@@ -218,7 +224,7 @@ def _open_output(config: ScalingConfig, output: Path, overwrite: bool, session: 
     session.preflight()
     if replace:
         shutil.rmtree(layout.scaling_dir, ignore_errors=True)
-    layout.scaling_run("x").parent.mkdir(parents=True, exist_ok=True)
+    layout.scaling.runs_dir.mkdir(parents=True, exist_ok=True)
     write_json(cfg_path, {"fingerprint": config.fingerprint(), "config": config.model_dump(mode="json"),
                           "inputs": session.inputs, "eval": session.eval_summary()})
     return layout
@@ -267,9 +273,26 @@ def run_scaling_sweep(config: ScalingConfig, *, output: str | Path | None = None
     return points
 
 
+def write_scaling_results(points: pd.DataFrame, report: ScalingReport, out_dir: str | os.PathLike[str], *,
+                          figures: bool = True, primary: str | None = None) -> dict[str, Path]:
+    """Write ``points.parquet``/``points.csv``, ``fit.json`` and the PNGs (of ``primary``, default the first
+    of ``TARGETS`` that was fitted) into ``out_dir``; returns every path by name."""
+    from forgetscope.analysis.plots import write_scaling_figures
+    from forgetscope.analysis.scaling import TARGETS
+    from forgetscope.store.layout import ScalingLayout
+    from forgetscope.store.scaling import write_scaling_tables
+
+    paths = write_scaling_tables(points, report.to_dict(), out_dir)
+    if figures:
+        primary = primary or next((t for t in TARGETS if t in report.fits), None)
+        if primary is not None:
+            paths.update(write_scaling_figures(points, report, ScalingLayout(out_dir).figure, target=primary))
+    return paths
+
+
 def fit_and_write(points: pd.DataFrame, config: ScalingConfig, output: str | Path | None = None):
     """Fit the laws to the points of a sweep and write ``OUTPUT/scaling/{points,fit.json,*.png}``."""
-    from forgetscope.analysis.scaling import fit_scaling, write_scaling_results
+    from forgetscope.analysis.scaling import fit_scaling
 
     out = SweepLayout(output or config.output).scaling_dir
     report = fit_scaling(points, holdout=config.holdout, seed=config.seed)
@@ -279,7 +302,7 @@ def fit_and_write(points: pd.DataFrame, config: ScalingConfig, output: str | Pat
 
 def read_points(output: str | Path) -> pd.DataFrame:
     """The checkpoint table of a (possibly unfinished) sweep, from its per-run files."""
-    runs = sorted(SweepLayout(output).scaling_run("x").parent.glob("*.parquet"))
+    runs = sorted(SweepLayout(output).scaling.runs_dir.glob("*.parquet"))
     if not runs:
         raise StoreError(f"no finished scaling runs under {output}")
     return pd.concat([pd.read_parquet(p) for p in runs], ignore_index=True).sort_values(

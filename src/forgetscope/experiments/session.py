@@ -111,7 +111,7 @@ def load_task_from_config(tc: TaskConfig, seed: int) -> Task:
 
 def _source_input(source: str, what: str, examples: list[Example] | None = None) -> dict[str, Any]:
     """How to recognise a data source again: a label for messages and a content hash."""
-    from forgetscope.data.loading import HUB_PREFIX, examples_sha256, source_sha256
+    from forgetscope.data.records import HUB_PREFIX, examples_sha256, source_sha256
 
     if source.startswith(HUB_PREFIX):
         return {"source": source, "what": f"{what} (hub dataset {source})",

@@ -2,7 +2,9 @@
 
 The config's pydantic model checks types and ranges; what it cannot know without importing the layers
 above it is checked here, once, by every entry point: the strategy name and its options (built once and
-dropped), the executor (resolved, so a missing optional engine fails now), and the input files.
+dropped, with the files its options name checked but no matrix read:
+:func:`~forgetscope.experiments.strategy_inputs.resolve_strategy_inputs` with ``load=False``), the executor
+(resolved, so a missing optional engine fails now), and the input files.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ def _check_source(source: str | None, what: str) -> None:
 def validate_sweep(config: SweepConfig) -> None:
     """Raise a one-line user error for anything in ``config`` that would fail later, before any work."""
     from forgetscope.experiments.executors import get_executor
+    from forgetscope.experiments.strategy_inputs import resolve_strategy_inputs
     from forgetscope.train import make_strategy
 
-    make_strategy(config.strategy, **config.strategy_options)
+    make_strategy(config.strategy, **resolve_strategy_inputs(config.strategy, config.strategy_options, load=False))
     executor = get_executor(config.executor)
     check = getattr(executor, "check_config", None)
     if check is not None:

@@ -29,22 +29,22 @@ the upstream set, so forgetting is measured on examples never replayed):
 ``random``
     uniform.
 ``oracle``
-    weighted by the *true* forgetting row of this task (``forgetting`` mapping or
-    ``forgetting_file`` JSON; in ``compare``: the plain run's measured row); the upper bound no user has.
+    weighted by the *true* forgetting row of this task (the ``forgetting`` mapping; in ``compare``: the
+    plain run's measured row); the upper bound no user has.
 ``predicted``
     weighted by the row *predicted* from a small probe set S. The known rows are the forgetting rows
-    of *other* tasks, from a sweep (``known``: a sweep directory or matrix file; rows of this task and,
-    when the runs table says, of strategies other than ``known_strategy`` are dropped) or a fitted
-    :class:`~forgetscope.predict.Predictor` with its column ids (``predictor_columns``). The
+    of *other* tasks, from a sweep (``known``: a :class:`~forgetscope.store.ForgettingMatrix`; rows of
+    this task and, when its runs table says, of strategies other than ``known_strategy`` are dropped) or
+    a fitted :class:`~forgetscope.predict.Predictor` with its column ids (``predictor_columns``). The
     predictor completes the row; observed probe values replace their predictions.
 
-    * ``mode: offline`` (default): the probe values are given (``probe_values`` / ``probe_file``;
-      ``compare`` passes the plain run's forgetting on S, the plain fine-tuned model evaluated on S
-      only), or measured by a *pilot* of ``pilot_steps`` plain steps on a copy of the model.
+    * ``mode: offline`` (default): the probe values are given (``probe_values``; ``compare`` passes the
+      plain run's forgetting on S, the plain fine-tuned model evaluated on S only), or measured by a
+      *pilot* of ``pilot_steps`` plain steps on a copy of the model.
     * ``mode: online``: the first ``warmup_fraction`` of the steps (at least one) replay at random,
       the probe examples excluded; at the warm-up boundary the *current* model is evaluated on the
-      ``probe`` examples, their forgetting (against their base losses, read from the known sweep's
-      ``upstream.parquet`` with ``probe_base: known`` or measured once before training) completes
+      ``probe`` examples, their forgetting (against their base losses: the known sweep's
+      ``known_base_losses`` with ``probe_base: known``, or measured once before training) completes
       the row, and the remaining steps replay by the predicted weights. Examples already replayed
       are never drawn again (with ``replacement: false``). The only extra cost is the probe
       evaluations.
@@ -65,30 +65,37 @@ sampling, the same law as ``numpy``'s ``choice(replace=False, p=w)``).
 ``summary()["upstream_evaluations"]`` records the upstream example evaluations a policy spent beyond
 measuring forgetting itself: |S| for given probe values (the base losses are the sweep's), 2|S| for a
 pilot, the probe (plus its base losses when measured) for online mode, 2 × candidates per draw for
-MIR, the full row for the oracle. Every replayed example's id is reported by
-:meth:`excluded_upstream_ids`, so the sweep leaves it out (NaN) of the forgetting measured afterwards.
+MIR, the full row for the oracle (``forgetting_evaluations`` / ``probe_evaluations`` when the given
+values say what they cost). Every replayed example's id is reported by :meth:`excluded_upstream_ids`, so
+the sweep leaves it out (NaN) of the forgetting measured afterwards.
+
+**Inputs are in memory.** The strategy reads no files, so it runs the same wherever its inputs come
+from. A config names paths (``known: SWEEP_DIR`` or a matrix file, ``forgetting_file``, ``probe_file``:
+JSON ``{example_id: value}`` or ``{"values": ..., "evaluations": n}``);
+:func:`forgetscope.experiments.strategy_inputs.resolve_strategy_inputs` reads them into ``known`` (and,
+for ``probe_base: known``, ``known_base_losses``), ``forgetting`` / ``forgetting_evaluations`` and
+``probe_values`` / ``probe_evaluations`` before every run, and checks they exist before any work starts.
+Passing a path from Python is a one-line :class:`~forgetscope.errors.ConfigError` that names the loaders
+(``forgetscope.load_forgetting``, ``forgetscope.importing.load_any``,
+``forgetscope.importing.read_values_file``): a path accepted here would have to be read here.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 from typing import Annotated, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field, StrictBool, StrictInt, model_validator
+from pydantic import Field, StrictBool, StrictInt, field_validator, model_validator
 
 from forgetscope.data.encoding import IGNORE_INDEX, Encoded
 from forgetscope.errors import ConfigError, DataError
-from forgetscope.mitigate.replay_sampling import (
-    WEIGHTINGS,
-    ReplaySampler,
-    read_values_file,
-    replay_schedule,
-    sampling_weights,
-)
+from forgetscope.mitigate.replay_sampling import WEIGHTINGS, ReplaySampler, replay_schedule, sampling_weights
+from forgetscope.store.matrix import ForgettingMatrix
 from forgetscope.train.hooks import (
     Strategy,
     StrategyOptions,
@@ -105,6 +112,17 @@ PROBE_BASES = ("measure", "known")
 #: probe examples and every other pool example gets weight 0 (observation without prediction).
 PROBE_ONLY = "probe-only"
 MAX_RATIO = 8.0
+#: The path-valued inputs of a config (read by :mod:`forgetscope.experiments.strategy_inputs`): how to
+#: pass what they hold from Python instead.
+PATH_OPTIONS = {
+    "known": "load the rows first with forgetscope.load_forgetting(SWEEP_DIR) or "
+             "forgetscope.importing.load_any(MATRIX_FILE)",
+    "forgetting_file": "pass forgetting={example_id: F} (and forgetting_evaluations), read with "
+                       "forgetscope.importing.read_values_file(PATH)",
+    "probe_file": "pass probe_values={example_id: F} (and probe_evaluations), read with "
+                  "forgetscope.importing.read_values_file(PATH)",
+}
+_IN_A_CONFIG = ", or give the path in a sweep or compare config (its runs read it)"
 
 
 class ReplayOptions(StrategyOptions):
@@ -124,26 +142,51 @@ class ReplayOptions(StrategyOptions):
     candidates: StrictInt = Field(30, ge=1, description="mir: candidates evaluated per draw")
     virtual_lr: StrictNumber | None = Field(None, gt=0, description="mir: learning rate of the virtual step")
     forgetting: dict[str, float] | None = Field(None, description="oracle: the true row {example_id: F}")
-    forgetting_file: str | None = Field(None, description="oracle: JSON file with the true row")
-    known: str | None = Field(None, description="predicted: sweep dir or matrix file with known rows")
+    forgetting_evaluations: int | None = Field(
+        None, description="oracle: upstream evaluations the true row cost (default: its length)")
+    known: Any = Field(None, description="predicted: the known rows, a ForgettingMatrix (runs with task/strategy)")
+    known_base_losses: dict[str, float] | None = Field(
+        None, description="online, probe_base 'known': {example_id: loss_before} of the known sweep")
     known_strategy: str | None = "plain"
     predictor: Any = Field("knn", description="predicted: a predictor name, 'probe-only' or a fitted Predictor")
     predictor_options: dict[str, Any] | None = None
     predictor_columns: list[str] | None = None
     probe: float = Field(30, gt=0, description="probe size: a count, or a fraction of the pool when < 1")
     probe_values: dict[str, float] | None = None
-    probe_file: str | None = None
+    probe_evaluations: int | None = Field(
+        None, description="upstream evaluations the given probe values cost (default: their count)")
     pilot_steps: StrictInt = Field(5, ge=1, description="plain steps of the pilot that measures the probe")
     seed: int = 0
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_paths(cls, data: Any) -> Any:
+        """Paths are read by the experiments layer; a strategy takes what they hold."""
+        if isinstance(data, dict):
+            for key in ("forgetting_file", "probe_file"):
+                if key in data:
+                    raise ValueError(f"{key} is a path and replay reads no files: {PATH_OPTIONS[key]}"
+                                     + _IN_A_CONFIG)
+        return data
+
+    @field_validator("known")
+    @classmethod
+    def _known_rows(cls, v: Any) -> Any:
+        if v is None or isinstance(v, ForgettingMatrix):
+            return v
+        if isinstance(v, (str, os.PathLike)):
+            raise ValueError(f"known takes the known rows in memory (a ForgettingMatrix), not the path {str(v)!r}: "
+                             f"{PATH_OPTIONS['known']}{_IN_A_CONFIG}")
+        raise ValueError(f"known must be a ForgettingMatrix of known rows, got {type(v).__name__}")
+
     @model_validator(mode="after")
     def _inputs_for_policy(self) -> ReplayOptions:
-        if self.policy == "oracle" and self.forgetting is None and self.forgetting_file is None:
-            raise ValueError("policy 'oracle' needs the true forgetting row (forgetting={id: value} or "
-                             "forgetting_file=PATH)")
+        if self.policy == "oracle" and self.forgetting is None:
+            raise ValueError("policy 'oracle' needs the true forgetting row (forgetting={id: value}; in a config "
+                             "also forgetting_file: PATH)")
         if self.mode == "online" and self.policy != "predicted":
             raise ValueError(f"mode 'online' applies to policy 'predicted', not {self.policy!r}")
-        if self.mode == "online" and (self.probe_values is not None or self.probe_file is not None):
+        if self.mode == "online" and self.probe_values is not None:
             raise ValueError("mode 'online' measures its own probe on the current model; drop probe_values/"
                              "probe_file (or use mode 'offline')")
         if self.policy == "predicted":
@@ -159,12 +202,13 @@ class ReplayOptions(StrategyOptions):
                 raise ValueError(f"unknown predictor {p!r}; choose from {', '.join([PROBE_ONLY, *_predictor_names()])}")
             elif self.known is None and p != PROBE_ONLY:
                 what = "online predicted replay" if self.mode == "online" else "policy 'predicted'"
-                raise ValueError(f"{what} needs known rows: pass known=SWEEP_DIR (forgetting rows of other "
-                                 "tasks) or predictor=<fitted Predictor>")
+                raise ValueError(f"{what} needs known rows: pass known=<ForgettingMatrix> (forgetting rows of "
+                                 "other tasks; in a config known: SWEEP_DIR) or predictor=<fitted Predictor>")
             elif not isinstance(p, str):
                 raise ValueError(f"predictor must be a name or a fitted Predictor, got {p!r}")
-            if self.mode == "online" and self.probe_base == "known" and self.known is None:
-                raise ValueError("probe_base 'known' reads the base losses from the known sweep; pass known=SWEEP_DIR")
+            if self.mode == "online" and self.probe_base == "known" and self.known_base_losses is None:
+                raise ValueError("probe_base 'known' reads the base losses from the known sweep; pass "
+                                 "known_base_losses={example_id: loss_before} (in a config known: SWEEP_DIR)")
         return self
 
 
@@ -253,10 +297,7 @@ class ReplayStrategy(Strategy):
         elif self.policy == "random":
             self.weights = np.full(len(self.pool_ids), 1.0 / len(self.pool_ids))
         elif self.policy == "oracle":
-            if self.forgetting is not None:
-                row, evaluations = self.forgetting, None
-            else:
-                row, evaluations = read_values_file(o.forgetting_file)
+            row, evaluations = self.forgetting, o.forgetting_evaluations
             self._info["row_evaluations"] = int(evaluations if evaluations is not None else len(row))
             values = np.array([row.get(i, np.nan) for i in self.pool_ids], dtype=float)
             if not np.isfinite(values).any():
@@ -273,10 +314,8 @@ class ReplayStrategy(Strategy):
         self._info["weights_effective_n"] = float(1.0 / np.sum(self.weights ** 2))
 
     def _known_matrix(self, ctx: TrainContext) -> tuple[np.ndarray, list[str]]:
-        from forgetscope.importing import load_any
-
         o = self.options
-        m = load_any(o.known)
+        m = o.known
         keep = np.ones(m.shape[0], dtype=bool)
         runs = m.runs
         if runs is not None and len(runs) == m.shape[0]:
@@ -287,7 +326,8 @@ class ReplayStrategy(Strategy):
         X = m.values[keep]
         X = X[np.isfinite(X).any(axis=1)] if X.size else X
         if X.shape[0] == 0:
-            raise DataError(f"replay predicted: no known rows left in {o.known} after leaving out task "
+            where = f" in {m.path}" if m.path is not None else ""
+            raise DataError(f"replay predicted: no known rows left{where} after leaving out task "
                             f"{ctx.task.name!r}" + (f" and strategies other than {o.known_strategy!r}"
                                                     if o.known_strategy else ""))
         cols = np.isfinite(X).any(axis=0)
@@ -331,14 +371,11 @@ class ReplayStrategy(Strategy):
         pred, cols, name = self._fitted_predictor(ctx)
         col_set = set(cols)
         given = self.probe_values
-        evaluations = None
-        if given is None and o.probe_file is not None:
-            given, evaluations = read_values_file(o.probe_file)
         if given is not None:
             observed = {i: v for i, v in given.items() if i in col_set and np.isfinite(v)}
             if not observed:
                 raise DataError("replay predicted: no probe value matches a column of the known rows")
-            evaluations = len(observed) if evaluations is None else int(evaluations)
+            evaluations = len(observed) if o.probe_evaluations is None else int(o.probe_evaluations)
         else:
             probe_ids = self._probe_ids(cols)
             observed = dict(zip(probe_ids, self._pilot(ctx, probe_ids).tolist()))
@@ -392,13 +429,7 @@ class ReplayStrategy(Strategy):
         self.weights = w / w.sum() if w.sum() > 0 else np.full(len(self.pool_ids), 1.0 / len(self.pool_ids))
 
     def _known_base_losses(self, probe_ids: list[str]) -> np.ndarray:
-        from forgetscope.importing import load_base_losses
-
-        try:
-            up = load_base_losses(self.options.known)
-        except DataError:
-            raise DataError(f"replay online: probe_base 'known' needs a sweep directory with upstream base losses, "
-                            f"got {self.options.known}") from None
+        up = self.options.known_base_losses or {}
         missing = [i for i in probe_ids if i not in up or not np.isfinite(up[i])]
         if missing:
             raise DataError(f"replay online: the known sweep has no base loss for probe example(s) {missing[:3]}")

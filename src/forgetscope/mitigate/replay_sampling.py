@@ -5,8 +5,6 @@ interleaving schedule and draws without replacement (pure numpy; the strategy is
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,23 +12,6 @@ import numpy as np
 from forgetscope.errors import ConfigError, DataError
 
 WEIGHTINGS = ("softmax", "linear")
-
-def read_values_file(path: str | Path) -> tuple[dict[str, float], int | None]:
-    """``{example_id: value}`` from a JSON file (either that mapping or ``{"values": ..., "evaluations": n}``)."""
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"values file not found: {p}")
-    try:
-        data = json.loads(p.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{p} is not valid JSON: {exc}") from None
-    evaluations = None
-    if isinstance(data, dict) and "values" in data:
-        evaluations = data.get("evaluations")
-        data = data["values"]
-    if not isinstance(data, dict):
-        raise DataError(f"{p}: expected a mapping of example id to value")
-    return {str(k): float("nan") if v is None else float(v) for k, v in data.items()}, evaluations
 
 def softmax_weights(values: np.ndarray, temperature: float = 0.1) -> np.ndarray:
     """Probabilities ``exp(v / T) / Σ exp(v / T)``; NaN gets weight 0; all NaN gives uniform."""
@@ -129,5 +110,5 @@ class ReplaySampler:
         return [int(avail[j]) for j in pick]
 
 
-__all__ = ["WEIGHTINGS", "ReplaySampler", "linear_weights", "read_values_file", "replay_count", "replay_schedule",
-           "sampling_weights", "softmax_weights"]
+__all__ = ["WEIGHTINGS", "ReplaySampler", "linear_weights", "replay_count", "replay_schedule", "sampling_weights",
+           "softmax_weights"]

@@ -26,8 +26,9 @@ A sweep directory (and the experiments that extend it) looks like this::
       sharpness/                 correlation.json/.csv, landscape.parquet, figures
       scaling_config.json        ``forgetscope scaling``: the validated config
       scaling/                   runs/<run>.parquet, points.parquet/.csv, fit.json, figures
+                                 (the names of one such folder: :class:`ScalingLayout`)
 
-Code never spells these names itself: it asks a :class:`SweepLayout` for the path.
+Code never spells these names itself: it asks a :class:`SweepLayout` (or :class:`ScalingLayout`) for the path.
 """
 
 from __future__ import annotations
@@ -193,13 +194,58 @@ class SweepLayout:
     def scaling_dir(self) -> Path:
         return self.root / "scaling"
 
+    @property
+    def scaling(self) -> ScalingLayout:
+        """The files of ``scaling/``."""
+        return ScalingLayout(self.scaling_dir)
+
     def scaling_run(self, run_id: str) -> Path:
-        return self.scaling_dir / "runs" / f"{run_id}.parquet"
+        return self.scaling.run(run_id)
 
     @property
     def scaling_fit(self) -> Path:
-        return self.scaling_dir / "fit.json"
+        return self.scaling.fit
 
     @property
     def scaling_points(self) -> Path:
-        return self.scaling_dir / "points.parquet"
+        return self.scaling.points
+
+
+@dataclass(frozen=True)
+class ScalingLayout:
+    """Paths of one scaling results folder (``SWEEP/scaling/``, or any folder the fits are written to)::
+
+        runs/<run>.parquet           checkpoint rows of one finished run
+        points.parquet, points.csv   the tidy checkpoint table
+        fit.json                     every fit of the report
+        <name>.png                   each figure of :func:`forgetscope.analysis.plots.scaling_figures`
+                                     (scaling_fit, forgetting_vs_task_loss, predicted_vs_observed)
+    """
+
+    root: Path
+
+    def __init__(self, root: str | os.PathLike[str]):
+        object.__setattr__(self, "root", Path(root))
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / "runs"
+
+    def run(self, run_id: str) -> Path:
+        return self.runs_dir / f"{run_id}.parquet"
+
+    @property
+    def points(self) -> Path:
+        return self.root / "points.parquet"
+
+    @property
+    def points_csv(self) -> Path:
+        return self.root / "points.csv"
+
+    @property
+    def fit(self) -> Path:
+        return self.root / "fit.json"
+
+    def figure(self, name: str) -> Path:
+        """The PNG of the figure called ``name``."""
+        return self.root / f"{name}.png"

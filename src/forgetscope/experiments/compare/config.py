@@ -161,7 +161,11 @@ def validate_compare(cfg: CompareConfig) -> tuple[list[str], list[str]]:
 
 
 def _validate_strategy_options(cfg: CompareConfig) -> None:
-    """Build each strategy once with placeholder inputs, so bad options fail before any training."""
+    """Build each strategy once with placeholder inputs, so bad options fail before any training. The
+    inputs the comparison derives from its plain runs (the oracle's row, the offline probe's values, by
+    default the known rows) do not exist yet and stand in empty; paths the config names are checked
+    (:func:`~forgetscope.experiments.strategy_inputs.resolve_strategy_inputs`, no matrix read)."""
+    from forgetscope.experiments.strategy_inputs import placeholder_rows, resolve_strategy_inputs
     from forgetscope.mitigate.replay_sampling import replay_schedule
     from forgetscope.train import make_strategy
 
@@ -170,11 +174,16 @@ def _validate_strategy_options(cfg: CompareConfig) -> None:
         if s.name == "replay":
             policy = opts.get("policy", "random")
             if policy == "oracle":
+                opts.pop("forgetting_file", None)  # written by the comparison from the plain run
                 opts.setdefault("forgetting", {})
             if policy == "predicted":
-                opts.setdefault("known", "<compare>")
+                if opts.get("mode", "offline") == "offline":
+                    opts.pop("probe_file", None)  # written by the comparison from the plain run
+                if "known" not in opts and cfg.compare.known is None:  # this comparison's plain rows, run later
+                    opts.update(known=placeholder_rows(), known_base_losses={})
+                opts.setdefault("known", cfg.compare.known)
                 opts.setdefault("predictor", cfg.compare.predictor)
-        strategy = make_strategy(s.name, **opts)
+        strategy = make_strategy(s.name, **resolve_strategy_inputs(s.name, opts, load=False))
         if s.policy == "mir":  # the largest draw of one step, with full task batches
             most = int(replay_schedule(cfg.train.steps, cfg.train.batch_size, strategy.ratio).max())
             if strategy.options.candidates < most:
