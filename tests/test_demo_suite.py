@@ -125,6 +125,20 @@ def test_instruct_targets_choose_the_response_and_keep_the_gold_answer():
         demo_upstream_instruct(targets="poems")
 
 
+def test_base_samples_continue_the_human_texts_they_were_sampled_from():
+    human = {e.example_id: e.text for e in demo_upstream(targets="human")}
+    samples = demo_upstream(targets="base_samples")
+    rows = [json.loads(line) for line in (DEMO / "upstream_samples.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(samples) == len(rows) == len(human)  # one T=1 sample per shipped human text
+    assert {r["source"] for r in rows} == set(human)
+    assert all(r["generated_by"]["decoding"] == "ancestral sampling" and r["generated_by"]["temperature"] == 1.0
+               for r in rows)
+    # each sample starts with its human text's first words and then departs from it
+    starts = [human[r["source"]].split()[0] == r["text"].split()[0] for r in rows]
+    assert sum(starts) >= 0.9 * len(rows)
+    assert sum(human[r["source"]] != r["text"] for r in rows) >= 0.95 * len(rows)
+
+
 def test_a_sweep_recorded_before_the_new_fields_keeps_its_fingerprint():
     from forgetscope.experiments.session import config_fingerprint
 

@@ -110,6 +110,24 @@ def test_draws_give_mean_and_sd_and_counts_are_the_default():
     assert mean["lowrank"] < mean["additive"]
 
 
+
+def test_per_task_errors_pool_every_draw_and_tasks_are_the_units_of_the_test(tmp_path):
+    result = evaluate(seeded_matrix(), ["lowrank"], draws=3, baselines=False, coverage=None)
+    tasks = result.tasks
+    # one row per predictor and test task; its RMSE pools the task's rows (2 seeds x 2 strategies) and draws
+    assert sorted(tasks["task"].unique()) == TASKS and len(tasks) == 2 * len(TASKS)
+    entries = 4 * (300 - 30) * 3
+    assert (tasks["n_entries"] == entries).all()
+    sse = ((tasks["rmse"] ** 2) * tasks["n_entries"]).groupby(tasks["predictor"]).sum()
+    pooled = np.sqrt(sse / (entries * len(TASKS)))
+    np.testing.assert_allclose(pooled, result.table.groupby("predictor")["rmse"].apply(
+        lambda r: np.sqrt(np.mean(r ** 2))).loc[pooled.index], rtol=1e-9)  # equal n per draw: pooled = RMS of draws
+    tests = result.task_tests()
+    row = tests.set_index("predictor").loc["lowrank"]
+    assert row["n_tasks"] == len(TASKS) and row["tasks_better"] == len(TASKS)  # rank-3 rows: completion wins on all
+    assert row["mean_diff"] < 0 and row["ci_high"] < 0 and row["p_wilcoxon"] == pytest.approx(2 / 2 ** 8)
+    paths = result.save(tmp_path)
+    assert pd.read_csv(paths["task_tests"]).shape[0] == 1 and pd.read_csv(paths["tasks"]).shape == tasks.shape
 def test_noise_margin_from_seed_pairs_and_its_default():
     mat = seeded_matrix(noise=0.2)
     tau, source = noise_margin(mat)

@@ -106,6 +106,15 @@ def predict(
             console.print(f"90% split-conformal intervals (as a forecast makes them), share of unprobed entries "
                           f"inside: {'; '.join(cov)}", highlight=False)
 
+    tests = result.task_tests()
+    if len(tests):
+        lines = [f"{r['method']} {r['mean_diff']:+.4f} [{_fmt(r['ci_low'], '+.4f')}, {_fmt(r['ci_high'], '+.4f')}], "
+                 f"better on {r['tasks_better']}/{r['n_tasks']}, Wilcoxon p (Holm) {_fmt(r['p_wilcoxon_holm'], '.2g')}"
+                 + (f" ({r['note']})" if r["note"] else "")
+                 for r in tests.to_dict("records") if r["probe_size"] == tests["probe_size"].max()]
+        console.print(f"per-task RMSE minus additive's, paired over test tasks (probe {tests['probe_size'].max()}): "
+                      + "; ".join(lines), highlight=False)
+
     out_dir = out or default_out(source, "predict", kind)
     paths = result.save(out_dir)
     if figures and not binary:

@@ -83,19 +83,50 @@ class Split:
 
 @dataclass
 class CVResult:
-    """Per-draw metrics (``table``), precision/recall@k curves, a (true, predicted) sample and the protocol."""
+    """Per-draw metrics (``table``), precision/recall@k curves, a (true, predicted) sample, the protocol,
+    and per-task errors (``tasks``: one row per predictor, probe size and test task, its RMSE over the
+    task's rows and every draw), the independent units a comparison of predictors is tested over."""
 
     table: pd.DataFrame
     curves: pd.DataFrame
     scatter: pd.DataFrame
     protocol: dict[str, Any] = field(default_factory=dict)
+    tasks: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def summary(self) -> pd.DataFrame:
         """Mean and sd over draws for every (predictor, probe size)."""
         return summarize(self.table)
 
+    def task_tests(self, against: str = BASELINE) -> pd.DataFrame:
+        """Every predictor's per-task RMSE against ``against``'s, paired over test tasks (the independent
+        units: a task's seeds share its data), per probe size: mean difference with a bootstrap 95 % CI,
+        Wilcoxon and t-test p-values, Holm-adjusted over the predictors of each probe size."""
+        from forgetscope.analysis.stats import holm, paired_run_test
+
+        if not len(self.tasks) or against not in set(self.tasks["predictor"]):
+            return pd.DataFrame()
+        rows = []
+        for size, at in self.tasks.groupby("probe_size", sort=True):
+            base = at[at["predictor"] == against].set_index("task")["rmse"]
+            for label, group in at[at["predictor"] != against].groupby("predictor", sort=False):
+                mine = group.set_index("task")["rmse"]
+                both = mine.index.intersection(base.index)
+                r = paired_run_test(mine.loc[both].to_numpy(), base.loc[both].to_numpy())
+                rows.append({"probe_size": size, "predictor": label, "method": group["method"].iloc[0],
+                             "baseline": against, "n_tasks": r["n"], "rmse": r["mean_a"], "rmse_baseline": r["mean_b"],
+                             "mean_diff": r["mean_diff"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
+                             "tasks_better": int((mine.loc[both] < base.loc[both]).sum()),
+                             "p_wilcoxon": r["p_wilcoxon"], "p_t": r["p_t"], "note": r["note"]})
+        tests = pd.DataFrame(rows)
+        for col in ("p_wilcoxon", "p_t"):
+            tests[f"{col}_holm"] = np.nan
+            for _, idx in tests.groupby("probe_size").groups.items():
+                tests.loc[idx, f"{col}_holm"] = holm(tests.loc[idx, col].to_numpy())
+        return tests
+
     def save(self, out_dir: str | Path, *, prefix: str = "predict") -> dict[str, Path]:
-        """Write ``<prefix>_cv.csv``, ``_summary.csv``, ``_curves.csv``, ``_summary.json`` and ``_protocol.json``."""
+        """Write ``<prefix>_cv.csv``, ``_summary.csv``, ``_curves.csv``, ``_summary.json``, ``_protocol.json``
+        and (when there are per-task errors) ``_tasks.csv`` and ``_task_tests.csv`` (:meth:`task_tests`)."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         paths = {"cv": out / f"{prefix}_cv.csv", "summary": out / f"{prefix}_summary.csv",
@@ -104,6 +135,13 @@ class CVResult:
         from forgetscope.store.io import write_csv, write_json
 
         write_csv(paths["cv"], self.table)
+        if len(self.tasks):
+            paths["tasks"] = out / f"{prefix}_tasks.csv"
+            write_csv(paths["tasks"], self.tasks)
+            tests = self.task_tests()
+            if len(tests):
+                paths["task_tests"] = out / f"{prefix}_task_tests.csv"
+                write_csv(paths["task_tests"], tests)
         summary = self.summary()
         write_csv(paths["summary"], summary)
         write_csv(paths["curves"], self.curves)
@@ -281,6 +319,7 @@ def evaluate(matrix: Any, predictors: Sequence[str | Predictor] | Mapping[str, s
     fit_s: dict[str, float] = defaultdict(float)
     predict_s: dict[tuple[int, int, str], float] = defaultdict(float)
     covered: dict[tuple[int, int, str], list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0, 0.0])
+    errors: dict[tuple[int, str], list[pd.DataFrame]] = defaultdict(list)
     scatter, rng = [], np.random.default_rng(seed)
     for split in splits:
         known, held = X[split.train], X[split.test]
@@ -303,7 +342,10 @@ def evaluate(matrix: Any, predictors: Sequence[str | Predictor] | Mapping[str, s
                 truth = held.astype(np.float64)
                 truth[:, idx] = np.nan  # score only what was predicted, not what was observed
                 key = (d, size, label)
-                stats[key].append(row_stats(truth, pred, threshold=threshold, ks=tuple(ks), probability=prob))
+                rs = row_stats(truth, pred, threshold=threshold, ks=tuple(ks), probability=prob)
+                stats[key].append(rs)
+                errors[(size, label)].append(pd.DataFrame({"task": groups[split.test], "n": rs["n"],
+                                                           "sse": rs["sse"]}))
                 if calibration:
                     q = _conformal_halfwidth(calibration, known, idx, coverage)
                     ok = np.isfinite(truth) & np.isfinite(pred)
@@ -352,7 +394,25 @@ def evaluate(matrix: Any, predictors: Sequence[str | Predictor] | Mapping[str, s
                 "probe_sizes": sizes, "n_examples": n, "n_rows": m, "tau": threshold, "tau_source": tau_source,
                 "binary": bool(binary), "seed": seed, "coverage": coverage,
                 "test_rows": sorted({str(groups[i]) for s in splits for i in s.test})}
-    return CVResult(table, pd.concat(curves, ignore_index=True), pd.concat(scatter, ignore_index=True), protocol)
+    tasks = _task_errors({k: v for k, v in errors.items()
+                          if not binary and named[k[1]].output != "probability"}, display)  # no RMSE of a probability
+    return CVResult(table, pd.concat(curves, ignore_index=True), pd.concat(scatter, ignore_index=True), protocol,
+                    tasks)
+
+
+def _task_errors(errors: Mapping[tuple[int, str], list[pd.DataFrame]], display: Mapping[str, str]) -> pd.DataFrame:
+    """Per (probe size, predictor, test task): RMSE pooled over the task's rows and every draw."""
+    if not errors:
+        return pd.DataFrame()
+    out = []
+    for (size, label), parts in errors.items():
+        g = pd.concat(parts, ignore_index=True).groupby("task", sort=True)[["n", "sse"]].sum()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rmse = np.sqrt(g["sse"] / g["n"])
+        out.append(pd.DataFrame({"predictor": label, "method": display[label], "probe_size": size,
+                                 "task": g.index.astype(str), "n_entries": g["n"].to_numpy(),
+                                 "rmse": rmse.to_numpy()}))
+    return pd.concat(out, ignore_index=True)
 
 
 def _leave_task_out_fits(predictor: Predictor, known: np.ndarray, groups: np.ndarray,
