@@ -1,5 +1,7 @@
-"""Per-example evaluation, side by side in one process: forgetscope (float32 and bf16), lm-evaluation-harness,
-a one-at-a-time loop and a fixed-padding loop, on the same model, texts and tokens.
+"""Per-example evaluation, side by side in one process: forgetscope (float32 and bf16, with and without chunked
+logits, with a float32 or a bf16 output layer), lm-evaluation-harness (float32 and bf16), a one-at-a-time
+loop and a fixed-padding loop, on the same model, texts and tokens, against a roofline of the model's own
+matrix products.
 
     python benchmarks/eval_throughput.py                 # the full run -> benchmarks/results/eval_throughput.json
     python benchmarks/eval_throughput.py --quick         # a tiny run that checks the script works
@@ -7,8 +9,17 @@ a one-at-a-time loop and a fixed-padding loop, on the same model, texts and toke
 Methods (each returns the mean token NLL of every text):
 
 * ``forgetscope_fp32`` / ``forgetscope_bf16``: ``forgetscope.measure.per_example_nll`` with ``dtype``
-  float32 / bfloat16 (length buckets under a token budget, output layer only at scored positions);
+  float32 / bfloat16 (length buckets under a token budget, output layer only at scored positions, in
+  float32 for both), with its defaults otherwise;
+* ``forgetscope_fp32_chunked`` / ``forgetscope_bf16_chunked``: the same with the logits formed
+  ``CHUNK_ROWS`` scored positions at a time (``chunk_rows``); these timings against the two above decide
+  ``per_example_nll``'s default;
+* ``forgetscope_bf16_head``: bf16 and chunked, with the output layer in bf16 too (``head_dtype``; logits
+  upcast before the float32 log-sum-exp);
 * ``lm_eval``: lm-evaluation-harness ``HFLM.loglikelihood_rolling`` (float32), the ``bench`` extra;
+* ``lm_eval_bf16``: the same on a bf16 copy of the model (parameters cast, buffers kept, as
+  ``from_pretrained(dtype=bfloat16)`` loads them; ``HFLM`` is given ``dtype="bfloat16"``, which it
+  ignores for a model object), with lm-eval's own log-softmax and sums in bf16;
 * ``one_at_a_time``: one text per forward pass, full logits;
 * ``fixed_padding``: batches in data order, all padded to the longest text of the set, full logits.
 
@@ -17,10 +28,14 @@ lm-evaluation-harness uses (BOS, else EOS). Text sets: ``short`` (demo upstream 
 ``~128`` and ``~512`` (demo upstream texts concatenated until the token count is reached).
 
 Reported per set: tokens/s (scored tokens), the ratio to lm-eval, the share of this machine's matmul
-peak (2 · parameters · tokens/s against a timed 2048² ``torch.matmul`` in the method's dtype), and the
-error of bf16 against float32 on NLL and on forgetting F = loss(fine-tuned) − loss(base), for a
+peak (2 · parameters · tokens/s against a timed 2048² ``torch.matmul`` in the method's dtype), the share
+of the shape roofline (:func:`shape_roofline`: the time the evaluator's own matrix products take alone,
+each decoder linear layer at the padded token count of every batch ``bucket_batches`` forms for the set
+and the output layer at its scored tokens, timed in this process in the method's dtypes), and the error
+of every bf16 method against float32 on NLL and on forgetting F = loss(fine-tuned) − loss(base), for a
 slightly fully fine-tuned copy and for a LoRA copy evaluated unmerged, as a sweep does. The losses of
-every float32 method must agree (:func:`check_losses_agree`, also run by the test suite on a tiny model).
+every float32 method must agree within ``FP32_TOLERANCE`` and the bf16 ones in the median within
+``BF16_MEDIAN_TOLERANCE`` (:func:`check_losses_agree`, also run by the test suite on a tiny model).
 """
 
 from __future__ import annotations
@@ -44,6 +59,7 @@ import torch
 FP32_TOLERANCE = 1e-3  # nats: float32 methods differ only by summation order
 BF16_MEDIAN_TOLERANCE = 0.02  # nats: median |bf16 - float32| per text
 REFERENCE = "forgetscope_fp32"
+HEAD_BF16_METHODS = ("forgetscope_bf16_head", "lm_eval_bf16")  # the output layer runs in bf16 as well
 DEFAULT_OUT = Path(__file__).parent / "results" / "eval_throughput.json"
 
 
@@ -94,12 +110,31 @@ def encoded(tok, ts: TextSet) -> list:
     return [Encoded(f"{ts.name}{i}", (p, *ids), (p, *ids)) for i, ids in enumerate(ts.ids)]
 
 
+def is_bf16(name: str) -> bool:
+    """Whether a method (by its name) runs the model in bf16, so it is held to the bf16 tolerance."""
+    return "bf16" in name
+
+
 # ---- the methods -------------------------------------------------------------------------------
-def forgetscope_losses(model, tok, ts: TextSet, dtype: torch.dtype, max_batch_tokens: int) -> np.ndarray:
+def forgetscope_losses(model, tok, ts: TextSet, dtype: torch.dtype, max_batch_tokens: int, *,
+                       max_batch_size: int = 64, head_dtype: torch.dtype | None = None,
+                       chunk_rows: int | None = None) -> np.ndarray:
     from forgetscope.measure import per_example_nll
 
     return per_example_nll(model, encoded(tok, ts), pad_id=tok.pad_token_id, max_batch_tokens=max_batch_tokens,
-                           dtype=dtype)
+                           max_batch_size=max_batch_size, dtype=dtype, head_dtype=head_dtype, chunk_rows=chunk_rows)
+
+
+def forgetscope_settings() -> dict[str, dict[str, Any]]:
+    """The ``per_example_nll`` settings of each forgetscope method."""
+    from forgetscope.measure.nll import CHUNK_ROWS
+
+    fp32, bf16 = torch.float32, torch.bfloat16
+    return {"forgetscope_fp32": {"dtype": fp32},
+            "forgetscope_bf16": {"dtype": bf16},
+            "forgetscope_fp32_chunked": {"dtype": fp32, "chunk_rows": CHUNK_ROWS},
+            "forgetscope_bf16_chunked": {"dtype": bf16, "chunk_rows": CHUNK_ROWS},
+            "forgetscope_bf16_head": {"dtype": bf16, "head_dtype": bf16, "chunk_rows": CHUNK_ROWS}}
 
 
 def one_at_a_time_losses(model, tok, ts: TextSet) -> np.ndarray:
@@ -140,13 +175,29 @@ def lm_eval_available() -> bool:
     return True
 
 
-def make_lm_eval(model, tok, batch_size: int):
+def bf16_copy(model):
+    """A copy of ``model`` whose parameters are bf16 and whose buffers (rotary frequencies) stay float32,
+    as ``from_pretrained(dtype=torch.bfloat16)`` loads a model; LoRA adapter weights stay float32, as
+    PEFT keeps them on a bf16 base model."""
+    out = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, p in out.named_parameters():
+            if p.is_floating_point() and "lora_" not in name:
+                p.data = p.data.to(torch.bfloat16)
+    return out
+
+
+def make_lm_eval(model, tok, batch_size: int, dtype: str = "float32"):
+    """``HFLM`` around ``model``; with ``dtype="bfloat16"`` around a bf16 copy of it (:func:`bf16_copy`:
+    HFLM ignores ``dtype`` for a model object, so the copy is cast here)."""
     import logging
 
     from lm_eval.models.huggingface import HFLM
 
     for name in ("lm-eval", "lm_eval"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    if dtype == "bfloat16":
+        return HFLM(pretrained=bf16_copy(model), tokenizer=tok, batch_size=batch_size, dtype="bfloat16")
     return HFLM(pretrained=model, tokenizer=tok, batch_size=batch_size)
 
 
@@ -160,19 +211,38 @@ def lm_eval_losses(lm, ts: TextSet) -> np.ndarray:
     return -loglik / n
 
 
-def method_table(model, tok, *, max_batch_tokens: int = 4096, batch_size: int = 16,
-                 lm_eval_batch_size: int = 16, with_lm_eval: bool = True) -> dict[str, Callable[[TextSet], np.ndarray]]:
-    """Every method as ``TextSet -> losses``, built once (lm-eval's wrapper outside the timing)."""
-    table: dict[str, Callable[[TextSet], np.ndarray]] = {
-        "forgetscope_fp32": lambda ts: forgetscope_losses(model, tok, ts, torch.float32, max_batch_tokens),
-        "forgetscope_bf16": lambda ts: forgetscope_losses(model, tok, ts, torch.bfloat16, max_batch_tokens),
-        "one_at_a_time": lambda ts: one_at_a_time_losses(model, tok, ts),
-        "fixed_padding": lambda ts: fixed_padding_losses(model, tok, ts, batch_size),
-    }
+Method = Callable[[TextSet], np.ndarray]
+
+
+def method_factories(tok, *, max_batch_tokens: int = 4096, max_batch_size: int = 64, batch_size: int = 16,
+                     lm_eval_batch_size: int = 16, with_lm_eval: bool = True) -> dict[str, Callable[[Any], Method]]:
+    """Every method as ``model -> (TextSet -> losses)``: applied to the base model for the timings and to
+    the fine-tuned copies for the error on F. Whatever a method builds (lm-eval's wrapper, a bf16 copy)
+    is built when it is applied, outside the timing."""
+    def forgetscope(settings: dict[str, Any]) -> Callable[[Any], Method]:
+        return lambda model: lambda ts: forgetscope_losses(model, tok, ts, settings["dtype"], max_batch_tokens,
+                                                           max_batch_size=max_batch_size,
+                                                           head_dtype=settings.get("head_dtype"),
+                                                           chunk_rows=settings.get("chunk_rows"))
+
+    def lm_eval(dtype: str) -> Callable[[Any], Method]:
+        def make(model) -> Method:
+            lm = make_lm_eval(model, tok, lm_eval_batch_size, dtype)
+            return lambda ts: lm_eval_losses(lm, ts)
+        return make
+
+    table: dict[str, Callable[[Any], Method]] = {name: forgetscope(s) for name, s in forgetscope_settings().items()}
+    table["one_at_a_time"] = lambda model: lambda ts: one_at_a_time_losses(model, tok, ts)
+    table["fixed_padding"] = lambda model: lambda ts: fixed_padding_losses(model, tok, ts, batch_size)
     if with_lm_eval and lm_eval_available():
-        lm = make_lm_eval(model, tok, lm_eval_batch_size)
-        table["lm_eval"] = lambda ts: lm_eval_losses(lm, ts)
+        table["lm_eval"] = lm_eval("float32")
+        table["lm_eval_bf16"] = lm_eval("bfloat16")
     return table
+
+
+def method_table(model, tok, **settings: Any) -> dict[str, Method]:
+    """Every method as ``TextSet -> losses`` on ``model`` (settings as :func:`method_factories`)."""
+    return {name: make(model) for name, make in method_factories(tok, **settings).items()}
 
 
 # ---- correctness -------------------------------------------------------------------------------
@@ -190,7 +260,7 @@ def check_losses_agree(losses: dict[str, np.ndarray], *, fp32_tolerance: float =
     diffs = loss_differences(losses)
     bad = []
     for name, d in diffs.items():
-        if name.endswith("bf16"):
+        if is_bf16(name):
             if not d["median"] <= bf16_median_tolerance:
                 bad.append(f"{name}: median |diff| {d['median']:.4g} > {bf16_median_tolerance}")
         elif not d["max"] <= fp32_tolerance:
@@ -220,6 +290,92 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
     return 2 * n ** 3 / t
 
 
+def linear_shapes(model) -> dict[str, dict[str, Any]]:
+    """The decoder's linear layers grouped by shape: ``"576x192"`` (in x out) -> the layers' names (their
+    last name part, ``k_proj``), how many there are, and one of their weights; the output layer apart."""
+    head = model.get_output_embeddings()
+    shapes: dict[str, dict[str, Any]] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and module is not head:
+            key = f"{module.in_features}x{module.out_features}"
+            entry = shapes.setdefault(key, {"layers": [], "count": 0, "module": module})
+            leaf = name.rsplit(".", 1)[-1]
+            if leaf not in entry["layers"]:
+                entry["layers"].append(leaf)
+            entry["count"] += 1
+    return shapes
+
+
+def batch_rows(ts: TextSet, max_batch_tokens: int, max_batch_size: int) -> list[tuple[int, int]]:
+    """(padded tokens, scored tokens) of each batch forgetscope forms for ``ts``: the rows the decoder's
+    linear layers and the output layer multiply (each text is scored after its prefix token)."""
+    from forgetscope.measure import bucket_batches
+
+    lengths = [len(ids) + 1 for ids in ts.ids]
+    batches = bucket_batches(lengths, max_batch_tokens, max_batch_size)
+    return [(len(b) * max(lengths[i] for i in b), sum(lengths[i] - 1 for i in b)) for b in batches]
+
+
+def gemm_time(module: torch.nn.Module, rows: int, dtype: torch.dtype, repeats: int,
+              cache: dict[tuple, float] | None = None) -> float:
+    """Seconds of ``module``'s product on ``rows`` rows in ``dtype`` alone (best of ``repeats`` after one
+    untimed call), with its own weights and random inputs; ``cache`` keeps shapes already timed."""
+    weight = module.weight
+    key = (tuple(weight.shape), rows, dtype)
+    if cache is not None and key in cache:
+        return cache[key]
+    with torch.inference_mode():
+        w = weight.detach().to(dtype)
+        bias = None if getattr(module, "bias", None) is None else module.bias.detach().to(dtype)
+        x = torch.randn(rows, w.shape[1], generator=torch.Generator().manual_seed(0)).to(dtype=dtype,
+                                                                                          device=w.device)
+
+        def product():
+            out = torch.nn.functional.linear(x, w, bias)
+            if out.is_cuda:
+                torch.cuda.synchronize()
+            return out
+
+        product()
+        _, seconds = best_time(product, repeats)
+    if cache is not None:
+        cache[key] = seconds
+    return seconds
+
+
+def shape_roofline(model, rows: Sequence[tuple[int, int]], *, repeats: int = 3,
+                   cache: dict[tuple, float] | None = None) -> dict[str, Any]:
+    """The time the evaluator's matrix products take alone on batches of ``rows`` (:func:`batch_rows`):
+    per distinct decoder linear shape, every batch's padded tokens in float32 and bf16, times the number
+    of layers of that shape; the output layer at every batch's scored tokens. ``seconds`` sums them per
+    precision: ``float32``; ``bfloat16`` (float32 output layer, as forgetscope's bf16 default);
+    ``bfloat16_head`` (bf16 output layer). A method's time divided into this is its share of the roofline."""
+    cache = {} if cache is None else cache
+    fp32, bf16 = torch.float32, torch.bfloat16
+    layers: dict[str, dict[str, Any]] = {}
+    for key, entry in linear_shapes(model).items():
+        layers[key] = {"layers": entry["layers"], "count": entry["count"],
+                       **{name: entry["count"] * sum(gemm_time(entry["module"], n, dt, repeats, cache)
+                                                     for n, _ in rows)
+                          for name, dt in (("float32", fp32), ("bfloat16", bf16))}}
+    head = model.get_output_embeddings()
+    head_s = {name: sum(gemm_time(head, n, dt, repeats, cache) for _, n in rows if n)
+              for name, dt in (("float32", fp32), ("bfloat16", bf16))}
+    decoder = {name: sum(v[name] for v in layers.values()) for name in ("float32", "bfloat16")}
+    return {"batches": [list(r) for r in rows], "layers": layers,
+            "output_layer": {"shape": "x".join(map(str, head.weight.shape[::-1])), **head_s},
+            "seconds": {"float32": decoder["float32"] + head_s["float32"],
+                        "bfloat16": decoder["bfloat16"] + head_s["float32"],
+                        "bfloat16_head": decoder["bfloat16"] + head_s["bfloat16"]}}
+
+
+def roofline_precision(name: str) -> str:
+    """The roofline a method is measured against: the dtypes its model and output layer run in."""
+    if name in HEAD_BF16_METHODS:
+        return "bfloat16_head"
+    return "bfloat16" if is_bf16(name) else "float32"
+
+
 def summary(x: np.ndarray) -> dict[str, float]:
     x = np.abs(np.asarray(x, dtype=float))
     return {"median": float(np.median(x)), "p95": float(np.percentile(x, 95)), "max": float(x.max())}
@@ -242,19 +398,24 @@ def finetuned_copies(model, tok, steps: int, batch_size: int = 8, max_length: in
     return out
 
 
-def forgetting_error(base_losses: dict[str, np.ndarray], tuned, tok, ts: TextSet,
-                     max_batch_tokens: int) -> dict[str, Any]:
-    """|F_bf16 - F_fp32| for one fine-tuned copy, evaluated the way a sweep evaluates it."""
+def forgetting_errors(base_losses: dict[str, np.ndarray], factories: dict[str, Callable[[Any], Method]],
+                      tuned: dict[str, Any], ts: TextSet) -> dict[str, dict[str, Any]]:
+    """Per bf16 method and fine-tuned copy, |F_bf16 - F_fp32|: F of the method against F of
+    ``forgetscope_fp32``, each copy evaluated the way a sweep evaluates it (a LoRA copy merged for
+    float32, unmerged for bf16)."""
     from forgetscope.experiments.run import merge_for_evaluation
 
-    after16 = forgetscope_losses(merge_for_evaluation(tuned, torch.bfloat16), tok, ts, torch.bfloat16,
-                                 max_batch_tokens)
-    after32 = forgetscope_losses(merge_for_evaluation(copy.deepcopy(tuned), torch.float32), tok, ts,
-                                 torch.float32, max_batch_tokens)
-    f32 = after32 - base_losses["forgetscope_fp32"]
-    f16 = after16 - base_losses["forgetscope_bf16"]
-    return {"abs_error": summary(f16 - f32), "abs_F_fp32": summary(f32),
-            "pearson": float(np.corrcoef(f16, f32)[0, 1]) if len(f32) > 2 else None}
+    names = [n for n in base_losses if is_bf16(n) and n in factories]
+    out: dict[str, dict[str, Any]] = {n: {} for n in names}
+    for copy_name, model in tuned.items():
+        after32 = factories[REFERENCE](merge_for_evaluation(copy.deepcopy(model), torch.float32))(ts)
+        f32 = after32 - base_losses[REFERENCE]
+        for name in names:
+            f16 = factories[name](merge_for_evaluation(model, torch.bfloat16))(ts) - base_losses[name]
+            out[name][f"F_{copy_name}"] = {
+                "abs_error": summary(f16 - f32), "abs_F_fp32": summary(f32),
+                "pearson": float(np.corrcoef(f16, f32)[0, 1]) if len(f32) > 2 else None}
+    return out
 
 
 # ---- the run -----------------------------------------------------------------------------------
@@ -273,12 +434,14 @@ def build_sets(tok, quick: bool) -> list[TextSet]:
 
 
 def markdown_table(report: dict[str, Any]) -> str:
-    rows = ["| text set | method | tokens/s | × lm-eval | share of peak |", "|---|---|---|---|---|"]
+    rows = ["| text set | method | tokens/s | × lm-eval | share of peak | share of roofline |",
+            "|---|---|---|---|---|---|"]
     for name, s in report["sets"].items():
         for method, m in s["methods"].items():
             ratio = m.get("vs_lm_eval")
             rows.append(f"| {name} ({s['tokens']} tok) | {method} | {m['tokens_per_s']:.0f} | "
-                        f"{'' if ratio is None else f'{ratio:.2f}'} | {m['share_of_peak']:.0%} |")
+                        f"{'' if ratio is None else f'{ratio:.2f}'} | {m['share_of_peak']:.0%} | "
+                        f"{m['share_of_roofline']:.0%} |")
     return "\n".join(rows)
 
 
@@ -290,8 +453,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     model, tok = load_model(args.model, device=args.device, dtype="float32")
     device = next(model.parameters()).device
     sets = build_sets(tok, args.quick)
-    table = method_table(model, tok, max_batch_tokens=args.max_batch_tokens, batch_size=args.batch_size,
-                         lm_eval_batch_size=args.lm_eval_batch_size, with_lm_eval=not args.no_lm_eval)
+    factories = method_factories(tok, max_batch_tokens=args.max_batch_tokens, max_batch_size=args.max_batch_size,
+                                 batch_size=args.batch_size, lm_eval_batch_size=args.lm_eval_batch_size,
+                                 with_lm_eval=not args.no_lm_eval)
+    table = {name: make(model) for name, make in factories.items()}
     params = sum(p.numel() for p in model.parameters())
     peaks = {"float32": matmul_peak(torch.float32), "bfloat16": matmul_peak(torch.bfloat16)}
     log(f"model loaded; matmul peaks {peaks}")
@@ -304,12 +469,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "threads": torch.get_num_threads(), "attn_implementation": model.config._attn_implementation,
         "cpu_native_bf16": cpu_has_native_bf16(), "auto_eval_dtype": dtype_name(resolve_eval_dtype("auto", device)),
         "params": params, "flops_per_token": 2 * params, "peak_flops": peaks,
-        "repeats": args.repeats, "max_batch_tokens": args.max_batch_tokens, "batch_size": args.batch_size,
+        "repeats": args.repeats, "max_batch_tokens": args.max_batch_tokens, "max_batch_size": args.max_batch_size,
+        "batch_size": args.batch_size,
         "lm_eval_batch_size": args.lm_eval_batch_size if "lm_eval" in table else None,
         "finetune_steps": args.finetune_steps, "sets": {},
         "platform": platform.platform(), "torch": torch.__version__,
     }
     failures = []
+    gemm_cache: dict[tuple, float] = {}
     for ts in sets:
         if not args.quick:
             for fn in table.values():  # warm-up on a few texts
@@ -323,22 +490,34 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         except AssertionError as exc:
             failures.append(f"{ts.name}: {exc}")
             diffs = loss_differences(losses)
+        roofline = shape_roofline(model, batch_rows(ts, args.max_batch_tokens, args.max_batch_size),
+                                  repeats=args.repeats, cache=gemm_cache)
+        log(f"{ts.name} roofline: " + ", ".join(f"{k} {ts.tokens / v:.0f} tokens/s"
+                                                for k, v in roofline["seconds"].items()))
         methods = {}
         for name, t in seconds.items():
             tps = ts.tokens / t
-            peak = peaks["bfloat16" if name.endswith("bf16") else "float32"]
+            peak = peaks["bfloat16" if is_bf16(name) else "float32"]
             methods[name] = {"seconds": t, "tokens_per_s": tps, "share_of_peak": tps * 2 * params / peak,
-                             "vs_lm_eval": seconds["lm_eval"] / t if "lm_eval" in seconds else None}
+                             "share_of_roofline": roofline["seconds"][roofline_precision(name)] / t,
+                             "vs_lm_eval": seconds["lm_eval"] / t if "lm_eval" in seconds else None,
+                             "vs_lm_eval_bf16": seconds["lm_eval_bf16"] / t if "lm_eval_bf16" in seconds else None}
         lengths = [len(i) for i in ts.ids]
+        f_errors = forgetting_errors(losses, factories, tuned, ts)
+        bf16_errors = {name: {"nll": summary(losses[name] - losses[REFERENCE]), **f_errors[name]}
+                       for name in f_errors}
         report["sets"][ts.name] = {
             "n_texts": len(ts.texts), "tokens": ts.tokens, "mean_len": float(np.mean(lengths)), "max_len": max(lengths),
             "methods": methods,
             "speedup_vs_lm_eval": methods["forgetscope_fp32"]["vs_lm_eval"],  # the default eval.dtype, float32
             "bf16_speedup_vs_fp32": seconds["forgetscope_fp32"] / seconds["forgetscope_bf16"],
+            "chunked_speedup": {"float32": seconds["forgetscope_fp32"] / seconds["forgetscope_fp32_chunked"],
+                                "bfloat16": seconds["forgetscope_bf16"] / seconds["forgetscope_bf16_chunked"]},
+            "bf16_head_speedup_vs_bf16_chunked": seconds["forgetscope_bf16_chunked"] / seconds["forgetscope_bf16_head"],
+            "roofline": roofline,
             "loss_diff_vs_forgetscope_fp32": diffs,
-            "bf16_error": {"nll": summary(losses["forgetscope_bf16"] - losses["forgetscope_fp32"]),
-                           **{f"F_{k}": forgetting_error(losses, m, tok, ts, args.max_batch_tokens)
-                              for k, m in tuned.items()}},
+            "bf16_error": bf16_errors["forgetscope_bf16"],  # the default bf16 evaluator, as before
+            "bf16_errors": bf16_errors,
         }
         log(f"{ts.name}: done")
     report["agreement"] = {"ok": not failures, "failures": failures,
@@ -355,6 +534,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=16, help="fixed_padding batch size")
     ap.add_argument("--lm-eval-batch-size", type=int, default=16)
     ap.add_argument("--max-batch-tokens", type=int, default=4096)
+    ap.add_argument("--max-batch-size", type=int, default=64, help="forgetscope's rows per batch (its default)")
     ap.add_argument("--finetune-steps", type=int, default=None, help="steps of the fine-tuned copies; 10, quick 1")
     ap.add_argument("--no-lm-eval", action="store_true")
     ap.add_argument("--out", type=Path, default=None,

@@ -23,12 +23,14 @@ def test_all_methods_give_the_same_losses_on_the_tiny_model(bench, tiny):
     ts = bench.make_text_set("tiny", tok, TEXTS)
     table = bench.method_table(model, tok, max_batch_tokens=128, batch_size=4, lm_eval_batch_size=4)
     if bench.lm_eval_available():
-        assert "lm_eval" in table
+        assert {"lm_eval", "lm_eval_bf16"} <= set(table)
     losses = {name: fn(ts) for name, fn in table.items()}
-    assert {"forgetscope_fp32", "forgetscope_bf16", "one_at_a_time", "fixed_padding"} <= set(losses)
+    assert {"forgetscope_fp32", "forgetscope_bf16", "forgetscope_fp32_chunked", "forgetscope_bf16_chunked",
+            "forgetscope_bf16_head", "one_at_a_time", "fixed_padding"} <= set(losses)
     diffs = bench.check_losses_agree(losses)
     assert all(np.isfinite(v).all() and len(v) == len(TEXTS) for v in losses.values())
-    assert all(d["max"] <= bench.FP32_TOLERANCE for name, d in diffs.items() if not name.endswith("bf16"))
+    assert all(d["max"] <= bench.FP32_TOLERANCE for name, d in diffs.items() if not bench.is_bf16(name))
+    assert diffs["forgetscope_fp32_chunked"]["max"] <= 1e-5
 
 
 def test_the_check_names_a_method_that_disagrees(bench):
@@ -41,6 +43,24 @@ def test_the_check_names_a_method_that_disagrees(bench):
     losses["forgetscope_bf16"] = ref + 0.05
     with pytest.raises(AssertionError, match="forgetscope_bf16: median"):
         bench.check_losses_agree(losses)
+
+
+def test_the_shape_roofline_times_every_product_of_the_tiny_model(bench, tiny):
+    model, tok = tiny
+    ts = bench.make_text_set("tiny", tok, TEXTS)
+    rows = bench.batch_rows(ts, max_batch_tokens=64, max_batch_size=4)
+    assert len(rows) > 1 and sum(scored for _, scored in rows) == ts.tokens
+    assert all(padded >= scored + 1 for padded, scored in rows)
+    roofline = bench.shape_roofline(model, rows, repeats=1)
+    layers = [name for entry in roofline["layers"].values() for name in entry["layers"]]
+    assert {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"} <= set(layers)
+    assert sum(entry["count"] for entry in roofline["layers"].values()) == 7 * model.config.num_hidden_layers
+    times = [entry[p] for entry in roofline["layers"].values() for p in ("float32", "bfloat16")]
+    times += [roofline["output_layer"][p] for p in ("float32", "bfloat16")]
+    assert all(t > 0 for t in times) and all(t > 0 for t in roofline["seconds"].values())
+    assert bench.roofline_precision("forgetscope_bf16_head") == "bfloat16_head"
+    assert bench.roofline_precision("forgetscope_bf16_chunked") == "bfloat16"
+    assert bench.roofline_precision("lm_eval") == "float32"
 
 
 def test_concatenated_texts_reach_the_token_target(bench, tiny):

@@ -44,6 +44,65 @@ def test_gathered_head_matches_full_logits(tiny, encoded):
     torch.testing.assert_close(fast_sum, slow_sum, atol=1e-4, rtol=1e-5)
 
 
+@pytest.mark.parametrize("chunk_rows", [1, 3, 17, 10_000])
+def test_chunked_loss_equals_the_full_logits_loss(tiny, encoded, chunk_rows):
+    """Mixed lengths, padding, prompt tokens that are not scored, several batches: the same losses
+    whether a batch's logits are formed at once or ``chunk_rows`` positions at a time."""
+    model, tok = tiny
+    _, enc = encoded
+    full = per_example_nll(model, enc, pad_id=tok.pad_token_id, max_batch_tokens=128)
+    chunked = per_example_nll(model, enc, pad_id=tok.pad_token_id, max_batch_tokens=128, chunk_rows=chunk_rows)
+    np.testing.assert_allclose(chunked, full, atol=1e-5, rtol=0)
+    batch = collate(enc, tok.pad_token_id)
+    with torch.inference_mode():
+        whole, n_whole = batch_nll(model, batch)
+        parts, n_parts = batch_nll(model, batch, chunk_rows=chunk_rows)
+    assert parts.dtype == torch.float32 and torch.equal(n_parts, n_whole)
+    torch.testing.assert_close(parts, whole, atol=1e-5 * n_whole.max().item(), rtol=0)
+
+
+def test_chunking_falls_back_to_full_logits_without_a_separable_head(tiny, encoded, monkeypatch):
+    import forgetscope.measure.nll as nll
+
+    model, tok = tiny
+    _, enc = encoded
+    expected = per_example_nll(model, enc, pad_id=tok.pad_token_id, max_batch_tokens=128)
+    monkeypatch.setattr(nll, "_fast_head", lambda model: None)
+    fallback = per_example_nll(model, enc, pad_id=tok.pad_token_id, max_batch_tokens=128, chunk_rows=4)
+    np.testing.assert_allclose(fallback, expected, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="chunk_rows"):
+        nll.chunked_nll(model.get_output_embeddings(), torch.zeros(2, 32), torch.zeros(2, dtype=torch.long),
+                        chunk_rows=0)
+
+
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16])
+def test_bf16_head_is_close_to_float32_and_sums_in_float32(tiny, encoded, dtype):
+    from forgetscope.measure.nll import CHUNK_ROWS, ScoredIndex, chunked_nll
+
+    model, tok = tiny
+    _, enc = encoded
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    fp32 = per_example_nll(model, enc, pad_id=tok.pad_token_id, max_batch_tokens=128)
+    f32_head = per_example_nll(model, enc, pad_id=tok.pad_token_id, max_batch_tokens=128, dtype=dtype)
+    for chunk_rows in (None, 5, CHUNK_ROWS):
+        bf16_head = per_example_nll(model, enc, pad_id=tok.pad_token_id, max_batch_tokens=128, dtype=dtype,
+                                    head_dtype=torch.bfloat16, chunk_rows=chunk_rows)
+        assert np.all(np.isfinite(bf16_head))
+        assert np.abs(bf16_head - fp32).max() <= 0.05
+        assert not np.array_equal(bf16_head, f32_head)  # the head really ran in bf16
+    for n, p in model.named_parameters():
+        assert p.dtype == torch.float32 and torch.equal(p, before[n]), n
+    batch = collate(enc, tok.pad_token_id)
+    head = model.get_output_embeddings()
+    with torch.inference_mode():
+        hidden = model.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        index = ScoredIndex.of(batch["labels"])
+        rows = hidden.last_hidden_state.reshape(-1, hidden.last_hidden_state.shape[-1])[index.positions]
+        nll = chunked_nll(head, rows.bfloat16(), index.targets, head_weight=head.weight.bfloat16(), chunk_rows=7)
+        total, _ = batch_nll(model, batch, head_weight=head.weight.bfloat16(), chunk_rows=7)
+    assert nll.dtype == torch.float32 and total.dtype == torch.float32
+
+
 def test_loss_is_mean_token_nll_of_hf_loss(tiny):
     model, tok = tiny
     enc = encode_examples(tok, [Example("a", text=TEXTS[0])], 64)

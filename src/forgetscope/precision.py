@@ -5,7 +5,9 @@ for the duration of an evaluation and their float32 values are put back afterwar
 (:func:`evaluation_precision`). Buffers (the rotary inverse frequencies) and LoRA adapter weights stay
 float32: an unmerged adapter adds its low-rank update in float32 to the bf16 layer output, so a delta
 smaller than the bf16 spacing of the base weights is not rounded away. The output layer at the scored
-positions, the log-softmax and the loss are computed in float32 (``measure.nll``).
+positions, the log-softmax and the loss are computed in float32 (``measure.nll``). An evaluator may
+ask for a bf16 output layer (``per_example_nll(head_dtype=torch.bfloat16)``, logits still upcast before
+the log-sum-exp); sweeps never do, so a recorded ``eval.dtype`` of bfloat16 always means a float32 head.
 
 Training (``train.dtype``): the weights the optimizer updates stay float32 ("master weights"); bf16
 only changes the forward pass, through :func:`torch.autocast`. ``auto`` means bf16 autocast on CUDA

@@ -10,17 +10,23 @@ This is the hot path of every sweep (N upstream examples x (M + 1) models), so i
   positions whose next token is scored, so prompt tokens and padding never pay for the vocabulary
   projection (for a 135M model with a 49k vocabulary that projection is a fifth of the FLOPs);
 * can run the model in bf16 (``dtype``) while the output layer at the scored positions, the
-  log-softmax and the sums stay float32 (:mod:`forgetscope.precision`);
+  log-softmax and the sums stay float32 (:mod:`forgetscope.precision`); ``head_dtype`` runs the output
+  layer in bf16 too, with the log-sum-exp still float32;
+* can form the logits ``chunk_rows`` scored positions at a time (logsumexp minus the target logit per
+  chunk), so the scored-positions × vocabulary logits of a batch (800 MB float32 for 4 096 tokens and a
+  49k vocabulary) never exist at once;
 * keeps per-batch sums on the device and reads them back once, and computes the scored positions
   from the labels on the host, so a GPU is never made to wait for the host inside the loop.
 
-``benchmarks/eval_throughput.py`` measures it against one-at-a-time and fixed padded batches.
+``benchmarks/eval_throughput.py`` measures it against one-at-a-time and fixed padded batches, and times the
+chunked and bf16-head variants against the default.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -31,6 +37,11 @@ from forgetscope.data.encoding import IGNORE_INDEX, Encoded, collate, encode_exa
 from forgetscope.data.types import Example
 from forgetscope.measure.forgetting import token_weighted_mean
 from forgetscope.progress import progress_iter
+
+if TYPE_CHECKING:
+    from forgetscope.precision import EvalState
+
+CHUNK_ROWS = 1024  # scored positions per chunk of logits when chunking is asked for (``chunk_rows``)
 
 
 def bucket_batches(lengths: Sequence[int], max_batch_tokens: int = 4096, max_batch_size: int = 64) -> list[list[int]]:
@@ -90,12 +101,20 @@ class ScoredIndex:
 
 
 def _project(head, hidden: torch.Tensor, head_weight: torch.Tensor | None) -> torch.Tensor:
-    """Float32 logits: with ``head_weight`` (the float32 output layer kept while the model runs in bf16)
-    the product itself is float32; otherwise the head runs in the model's dtype and is upcast."""
+    """Float32 logits: with ``head_weight`` (the float32 output layer kept while the model runs in bf16,
+    or a bf16 one asked for by ``head_dtype``) the product runs in that weight's dtype; otherwise the head
+    runs in the model's dtype. Either way the logits are upcast to float32 before any reduction."""
     if head_weight is None:
         return head(hidden).float()
     bias = getattr(head, "bias", None)
-    return F.linear(hidden.float(), head_weight, None if bias is None else bias.float())
+    dtype = head_weight.dtype
+    return F.linear(hidden.to(dtype), head_weight, None if bias is None else bias.to(dtype)).float()
+
+
+def _gathered_hidden(decoder, batch: dict[str, torch.Tensor], index: ScoredIndex) -> torch.Tensor:
+    """The decoder's last hidden states at the scored positions, one row per scored token."""
+    hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    return hidden.reshape(-1, hidden.shape[-1]).index_select(0, index.positions)
 
 
 def scored_logits(model, batch: dict[str, torch.Tensor], *, head_weight: torch.Tensor | None = None,
@@ -112,9 +131,7 @@ def scored_logits(model, batch: dict[str, torch.Tensor], *, head_weight: torch.T
     fast = _fast_head(model)
     if fast is not None:
         decoder, head = fast
-        hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-        logits = _project(head, hidden.reshape(-1, hidden.shape[-1]).index_select(0, index.positions),
-                          head_weight)
+        logits = _project(head, _gathered_hidden(decoder, batch, index), head_weight)
     else:
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         logits = logits.reshape(-1, logits.shape[-1]).index_select(0, index.positions).float()
@@ -127,15 +144,40 @@ def scored_logprobs(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor
     return F.log_softmax(logits, dim=-1), targets, rows
 
 
+def chunked_nll(head, hidden: torch.Tensor, targets: torch.Tensor, *, head_weight: torch.Tensor | None = None,
+                chunk_rows: int = CHUNK_ROWS) -> torch.Tensor:
+    """Token NLL (float32) of gathered hidden states, projected ``chunk_rows`` rows at a time: per chunk,
+    logsumexp of the float32 logits minus the target's logit, so no more than ``chunk_rows`` × vocabulary
+    logits exist at once. Equal to the cross-entropy of the full logits up to float32 rounding."""
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
+    out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+    for start in range(0, hidden.shape[0], chunk_rows):
+        logits = _project(head, hidden[start:start + chunk_rows], head_weight)
+        target = targets[start:start + chunk_rows].unsqueeze(1)
+        out[start:start + chunk_rows] = torch.logsumexp(logits, dim=-1) - logits.gather(1, target).squeeze(1)
+    return out
+
+
 def batch_nll(model, batch: dict[str, torch.Tensor], *, gather: bool = True, head_weight: torch.Tensor | None = None,
-              index: ScoredIndex | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sum of token NLL (float32) and number of scored tokens, per row of one collated batch."""
+              index: ScoredIndex | None = None, chunk_rows: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum of token NLL (float32) and number of scored tokens, per row of one collated batch.
+
+    ``chunk_rows`` forms the logits at the scored positions that many rows at a time
+    (:func:`chunked_nll`); None forms them all at once. A model without a separable output layer (see
+    :func:`scored_logits`) computes its full logits either way."""
     if gather:
         index = index if index is not None else ScoredIndex.of(batch["labels"])
-        logits, targets, rows = scored_logits(model, batch, head_weight=head_weight, index=index)
-        nll = F.cross_entropy(logits, targets, reduction="none")
+        fast = _fast_head(model) if chunk_rows is not None else None
+        if fast is not None:
+            decoder, head = fast
+            nll = chunked_nll(head, _gathered_hidden(decoder, batch, index), index.targets, head_weight=head_weight,
+                              chunk_rows=chunk_rows)
+        else:
+            logits, targets, _ = scored_logits(model, batch, head_weight=head_weight, index=index)
+            nll = F.cross_entropy(logits, targets, reduction="none")
         total = torch.zeros(index.counts.shape[0], dtype=torch.float32, device=nll.device)
-        return total.index_add_(0, rows, nll), index.counts
+        return total.index_add_(0, index.rows, nll), index.counts
     targets = batch["labels"][:, 1:]
     scored = targets != IGNORE_INDEX
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
@@ -143,14 +185,34 @@ def batch_nll(model, batch: dict[str, torch.Tensor], *, gather: bool = True, hea
     return nll.sum(dim=1), scored.sum(dim=1)
 
 
+def _head_weight(model, state: EvalState, head_dtype: torch.dtype | None) -> torch.Tensor | None:
+    """The output-layer weight the scored positions are projected with: ``state.head_weight`` (float32
+    while the model runs in bf16; None when the layer's own weight is used) unless ``head_dtype`` asks for
+    another dtype, then the layer's weight in that dtype (a copy only when it is stored otherwise)."""
+    if head_dtype is None or (state.head_weight is not None and state.head_weight.dtype == head_dtype):
+        return state.head_weight
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    weight = getattr(head, "weight", None)
+    if weight is None:
+        return state.head_weight
+    return weight if weight.dtype == head_dtype else weight.to(head_dtype)
+
+
 def per_example_nll(model, encoded: Sequence[Encoded], *, pad_id: int, max_batch_tokens: int = 4096,
                     max_batch_size: int = 64, progress: bool = False, desc: str = "evaluating",
-                    dtype: torch.dtype | None = None) -> np.ndarray:
+                    dtype: torch.dtype | None = None, head_dtype: torch.dtype | None = None,
+                    chunk_rows: int | None = None) -> np.ndarray:
     """Mean token NLL of each encoded example (same order as given), bucketed by length.
 
     ``dtype`` runs the model in that precision for this call (:func:`~forgetscope.precision.evaluation_precision`;
-    None: as stored); logits, log-softmax and sums are float32 either way. Per-batch sums stay on the
-    device and come back in one transfer at the end.
+    None: as stored). ``head_dtype`` is the output layer's precision at the scored positions; None keeps
+    it float32 for a model stored in float32, also when ``dtype`` is bf16 (what sweeps measure and
+    record); ``torch.bfloat16`` runs it in bf16. Logits are upcast to float32 before the
+    log-sum-exp, and the sums are float32, either way. ``chunk_rows`` forms the logits that many scored
+    positions at a time (:data:`CHUNK_ROWS` is the size benchmarked); None, the default, forms a batch's
+    logits at once. Which of the two is the default is set by the timings of
+    ``benchmarks/eval_throughput.py`` (its ``*_chunked`` methods against the others); both give the same
+    losses to float32 rounding. Per-batch sums stay on the device and come back in one transfer at the end.
     """
     from forgetscope.precision import evaluation_precision
 
@@ -163,13 +225,15 @@ def per_example_nll(model, encoded: Sequence[Encoded], *, pad_id: int, max_batch
     model.eval()
     try:
         with evaluation_precision(model, dtype) as state, torch.inference_mode():
+            head_weight = _head_weight(model, state, head_dtype)
             for idx in progress_iter(batches, desc=desc, enabled=progress,
                                      total_units=sum(len(encoded[i]) for b in batches for i in b),
                                      units=lambda b: sum(len(encoded[i]) for i in b)):
                 host = collate([encoded[i] for i in idx], pad_id)
                 index = ScoredIndex.of(host["labels"])
                 batch = {k: to_device(host[k], device) for k in ("input_ids", "attention_mask")}
-                total, _ = batch_nll(model, batch, head_weight=state.head_weight, index=index.to(device))
+                total, _ = batch_nll(model, batch, head_weight=head_weight, index=index.to(device),
+                                     chunk_rows=chunk_rows)
                 totals.append(total)
                 counts.append(index.counts)
     finally:
