@@ -116,7 +116,7 @@ def predict(
                       + "; ".join(lines), highlight=False)
 
     out_dir = out or default_out(source, "predict", kind)
-    paths = result.save(out_dir)
+    paths = result.save(out_dir, task_tests=tests)
     if figures and not binary:
         largest = result.scatter["probe_frac"].max()
         plots.write_pred_scatter(result.scatter[result.scatter["probe_frac"] == largest], out_dir / "scatter.png")

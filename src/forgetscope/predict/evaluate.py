@@ -124,7 +124,8 @@ class CVResult:
                 tests.loc[idx, f"{col}_holm"] = holm(tests.loc[idx, col].to_numpy())
         return tests
 
-    def save(self, out_dir: str | Path, *, prefix: str = "predict") -> dict[str, Path]:
+    def save(self, out_dir: str | Path, *, prefix: str = "predict",
+             task_tests: pd.DataFrame | None = None) -> dict[str, Path]:
         """Write ``<prefix>_cv.csv``, ``_summary.csv``, ``_curves.csv``, ``_summary.json``, ``_protocol.json``
         and (when there are per-task errors) ``_tasks.csv`` and ``_task_tests.csv`` (:meth:`task_tests`)."""
         out = Path(out_dir)
@@ -138,7 +139,7 @@ class CVResult:
         if len(self.tasks):
             paths["tasks"] = out / f"{prefix}_tasks.csv"
             write_csv(paths["tasks"], self.tasks)
-            tests = self.task_tests()
+            tests = self.task_tests() if task_tests is None else task_tests  # given: already computed
             if len(tests):
                 paths["task_tests"] = out / f"{prefix}_task_tests.csv"
                 write_csv(paths["task_tests"], tests)
