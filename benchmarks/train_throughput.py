@@ -5,8 +5,11 @@ on the same model, data, batch size, sequence length, optimiser and precision.
     python benchmarks/train_throughput.py --quick     # a tiny run that checks the script works
 
 Both loops train on the demo task ``code`` (batches padded to their longest member, AdamW, constant
-learning rate, gradient clipping 1.0). The first step of each loop is a warm-up and is not timed.
-Tokens are the real (non-padding) tokens of the timed batches. Share of peak: full fine-tuning does
+learning rate, gradient clipping 1.0) and on the *same batches in the same order*: forgetscope's loop
+runs first and its batches are handed to the Trainer with a sequential sampler, so the padded shapes,
+which decide the cost of a step, are identical. The first step of each loop is a warm-up and is not
+timed. Tokens are the real (non-padding) tokens of the timed batches; ``padded_tokens`` counts what was
+computed (batch size × longest member). Share of peak: full fine-tuning does
 about 6 · parameters FLOPs per token (forward 2, backward 4), LoRA about 4 · parameters (no gradients
 for the frozen weights), against a timed 2048² ``torch.matmul`` in the compute dtype.
 """
@@ -46,15 +49,23 @@ class _StepClock:
     def __init__(self) -> None:
         self.ends: list[float] = []
         self.tokens: list[int] = []
+        self.padded: list[int] = []
+
+    def count(self, batch) -> None:
+        self.tokens.append(sum(len(e) for e in batch))
+        self.padded.append(len(batch) * max(len(e) for e in batch))
 
     def result(self) -> dict[str, float]:
         seconds = self.ends[-1] - self.ends[0]  # from the end of the warm-up step to the end of the last
-        tokens = sum(self.tokens[1:len(self.ends)])
+        timed = slice(1, len(self.ends))
+        tokens = sum(self.tokens[timed])
         return {"timed_steps": len(self.ends) - 1, "seconds": seconds, "tokens": tokens,
+                "padded_tokens": sum(self.padded[timed]),
                 "tokens_per_s": tokens / seconds if seconds > 0 else float("nan")}
 
 
-def forgetscope_steps(model, tok, task, method: str, args) -> dict[str, float]:
+def forgetscope_steps(model, tok, task, method: str, args, batches: list) -> dict[str, float]:
+    """Time forgetscope's loop; the batches it draws are appended to ``batches`` for the Trainer."""
     from forgetscope.config import TrainConfig
     from forgetscope.train import Strategy, train_on_task
 
@@ -64,7 +75,8 @@ def forgetscope_steps(model, tok, task, method: str, args) -> dict[str, float]:
         name = "plain"
 
         def augment_batch(self, ctx, batch):
-            clock.tokens.append(sum(len(e) for e in batch))
+            clock.count(batch)
+            batches.append(list(batch))
             return batch
 
         def after_step(self, ctx):
@@ -76,19 +88,20 @@ def forgetscope_steps(model, tok, task, method: str, args) -> dict[str, float]:
     return clock.result()
 
 
-def trainer_steps(model, tok, task, method: str, args) -> dict[str, float]:
+def trainer_steps(model, tok, task, method: str, args, batches: list) -> dict[str, float]:
+    """Time ``transformers.Trainer`` on ``batches`` (forgetscope's, in its order)."""
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
-    from forgetscope.data.encoding import collate, encode_examples
+    from forgetscope.data.encoding import collate
     from forgetscope.models import prepare_for_training
     from forgetscope.precision import resolve_train_dtype
 
     clock = _StepClock()
-    enc = encode_examples(tok, task.train, args.max_length)
+    enc = [e for batch in batches for e in batch]
     model = prepare_for_training(model, method)  # the same LoRA (rank 8 on q/v) as forgetscope's default
 
     def collator(batch):
-        clock.tokens.append(sum(len(e) for e in batch))
+        clock.count(batch)
         return collate(batch, tok.pad_token_id)
 
     class Clock(TrainerCallback):
@@ -103,7 +116,7 @@ def trainer_steps(model, tok, task, method: str, args) -> dict[str, float]:
                                   weight_decay=0.0, max_grad_norm=1.0, optim="adamw_torch", bf16=bf16,
                                   use_cpu=device.type == "cpu", logging_strategy="no", save_strategy="no",
                                   report_to=[], dataloader_num_workers=0, remove_unused_columns=False,
-                                  disable_tqdm=True, seed=0)
+                                  train_sampling_strategy="sequential", disable_tqdm=True, seed=0)
         trainer = Trainer(model=model, args=targs, train_dataset=enc, data_collator=collator,
                           callbacks=[Clock()])
         trainer.train()
@@ -132,8 +145,9 @@ def run(args) -> dict[str, Any]:
     }
     for method in ("full", "lora"):
         row = {}
+        batches: list = []  # filled by forgetscope's loop, replayed by the Trainer
         for loop, fn in (("forgetscope", forgetscope_steps), ("hf_trainer", trainer_steps)):
-            r = fn(copy.deepcopy(model), tok, task, method, args)
+            r = fn(copy.deepcopy(model), tok, task, method, args, batches)
             r["share_of_peak"] = r["tokens_per_s"] * FLOPS_PER_TOKEN[method] * params / peak
             row[loop] = r
             print(f"{method} {loop}: {r['tokens_per_s']:.0f} tokens/s", file=sys.stderr, flush=True)
