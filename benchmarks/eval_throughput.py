@@ -16,6 +16,11 @@ Methods (each returns the mean token NLL of every text):
   ``per_example_nll``'s default;
 * ``forgetscope_bf16_head``: bf16 and chunked, with the output layer in bf16 too (``head_dtype``; logits
   upcast before the float32 log-sum-exp);
+* ``forgetscope_fp32_rows256``: float32 with four times the row and token budget per batch (256 rows,
+  16 384 tokens), the "bigger batches for short texts" option, against its own roofline;
+* ``forgetscope_fp32_compiled``: float32 with the decoder under ``torch.compile(dynamic=True)`` (one
+  compilation with symbolic batch and length, so the length buckets do not recompile); the compile time
+  is its warm-up time (``warmup_seconds``), reported beside the steady-state timing;
 * ``lm_eval``: lm-evaluation-harness ``HFLM.loglikelihood_rolling`` (float32), the ``bench`` extra;
 * ``lm_eval_bf16``: the same on a bf16 copy of the model (parameters cast, buffers kept, as
   ``from_pretrained(dtype=bfloat16)`` loads them; ``HFLM`` is given ``dtype="bfloat16"``, which it
@@ -58,6 +63,7 @@ import torch
 
 FP32_TOLERANCE = 1e-3  # nats: float32 methods differ only by summation order
 BF16_MEDIAN_TOLERANCE = 0.02  # nats: median |bf16 - float32| per text
+BIG_BATCH_SCALE = 4  # forgetscope_fp32_rows256: 4 × the default 64 rows and 4 096 tokens per batch
 REFERENCE = "forgetscope_fp32"
 HEAD_BF16_METHODS = ("forgetscope_bf16_head", "lm_eval_bf16")  # the output layer runs in bf16 as well
 DEFAULT_OUT = Path(__file__).parent / "results" / "eval_throughput.json"
@@ -125,6 +131,15 @@ def forgetscope_losses(model, tok, ts: TextSet, dtype: torch.dtype, max_batch_to
                            max_batch_size=max_batch_size, dtype=dtype, head_dtype=head_dtype, chunk_rows=chunk_rows)
 
 
+def with_compiled_decoder(model):
+    """A shallow copy of ``model`` whose decoder is ``torch.compile``-d (dynamic shapes); the weights are
+    shared, the original model is left as it was."""
+    decoder = torch.compile(model.get_decoder(), dynamic=True)
+    compiled = copy.copy(model)  # its own attribute table; modules and weights shared
+    compiled.get_decoder = lambda: decoder  # what the evaluator's fast path calls
+    return compiled
+
+
 def forgetscope_settings() -> dict[str, dict[str, Any]]:
     """The ``per_example_nll`` settings of each forgetscope method."""
     from forgetscope.measure.nll import CHUNK_ROWS
@@ -134,7 +149,15 @@ def forgetscope_settings() -> dict[str, dict[str, Any]]:
             "forgetscope_bf16": {"dtype": bf16},
             "forgetscope_fp32_chunked": {"dtype": fp32, "chunk_rows": CHUNK_ROWS},
             "forgetscope_bf16_chunked": {"dtype": bf16, "chunk_rows": CHUNK_ROWS},
-            "forgetscope_bf16_head": {"dtype": bf16, "head_dtype": bf16, "chunk_rows": CHUNK_ROWS}}
+            "forgetscope_bf16_head": {"dtype": bf16, "head_dtype": bf16, "chunk_rows": CHUNK_ROWS},
+            "forgetscope_fp32_rows256": {"dtype": fp32, "batch_scale": BIG_BATCH_SCALE},
+            "forgetscope_fp32_compiled": {"dtype": fp32, "compile": True}}
+
+
+def method_batching(name: str, max_batch_tokens: int, max_batch_size: int) -> tuple[int, int]:
+    """(token budget, rows) of the batches a method forms: the defaults, scaled for the big-batch one."""
+    scale = forgetscope_settings().get(name, {}).get("batch_scale", 1)
+    return max_batch_tokens * scale, max_batch_size * scale
 
 
 def one_at_a_time_losses(model, tok, ts: TextSet) -> np.ndarray:
@@ -215,15 +238,21 @@ Method = Callable[[TextSet], np.ndarray]
 
 
 def method_factories(tok, *, max_batch_tokens: int = 4096, max_batch_size: int = 64, batch_size: int = 16,
-                     lm_eval_batch_size: int = 16, with_lm_eval: bool = True) -> dict[str, Callable[[Any], Method]]:
+                     lm_eval_batch_size: int = 16, with_lm_eval: bool = True,
+                     with_compile: bool = True) -> dict[str, Callable[[Any], Method]]:
     """Every method as ``model -> (TextSet -> losses)``: applied to the base model for the timings and to
     the fine-tuned copies for the error on F. Whatever a method builds (lm-eval's wrapper, a bf16 copy)
-    is built when it is applied, outside the timing."""
+    is built when it is applied, outside the timing; the compiled decoder compiles at its first call."""
     def forgetscope(settings: dict[str, Any]) -> Callable[[Any], Method]:
-        return lambda model: lambda ts: forgetscope_losses(model, tok, ts, settings["dtype"], max_batch_tokens,
-                                                           max_batch_size=max_batch_size,
-                                                           head_dtype=settings.get("head_dtype"),
-                                                           chunk_rows=settings.get("chunk_rows"))
+        scale = settings.get("batch_scale", 1)
+
+        def make(model) -> Method:
+            target = with_compiled_decoder(model) if settings.get("compile") else model
+            return lambda ts: forgetscope_losses(target, tok, ts, settings["dtype"], max_batch_tokens * scale,
+                                                 max_batch_size=max_batch_size * scale,
+                                                 head_dtype=settings.get("head_dtype"),
+                                                 chunk_rows=settings.get("chunk_rows"))
+        return make
 
     def lm_eval(dtype: str) -> Callable[[Any], Method]:
         def make(model) -> Method:
@@ -231,7 +260,8 @@ def method_factories(tok, *, max_batch_tokens: int = 4096, max_batch_size: int =
             return lambda ts: lm_eval_losses(lm, ts)
         return make
 
-    table: dict[str, Callable[[Any], Method]] = {name: forgetscope(s) for name, s in forgetscope_settings().items()}
+    table: dict[str, Callable[[Any], Method]] = {name: forgetscope(s) for name, s in forgetscope_settings().items()
+                                                 if with_compile or not s.get("compile")}
     table["one_at_a_time"] = lambda model: lambda ts: one_at_a_time_losses(model, tok, ts)
     table["fixed_padding"] = lambda model: lambda ts: fixed_padding_losses(model, tok, ts, batch_size)
     if with_lm_eval and lm_eval_available():
@@ -478,9 +508,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     failures = []
     gemm_cache: dict[tuple, float] = {}
     for ts in sets:
+        warmup: dict[str, float] = {}
         if not args.quick:
-            for fn in table.values():  # warm-up on a few texts
+            for name, fn in table.items():  # warm-up on a few texts (the compiled decoder compiles here)
+                t0 = time.perf_counter()
                 fn(TextSet(ts.name, ts.texts[:2], ts.ids[:2]))
+                warmup[name] = time.perf_counter() - t0
         losses, seconds = {}, {}
         for name, fn in table.items():
             losses[name], seconds[name] = best_time(lambda fn=fn: fn(ts), args.repeats)
@@ -490,16 +523,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         except AssertionError as exc:
             failures.append(f"{ts.name}: {exc}")
             diffs = loss_differences(losses)
-        roofline = shape_roofline(model, batch_rows(ts, args.max_batch_tokens, args.max_batch_size),
-                                  repeats=args.repeats, cache=gemm_cache)
+        rooflines = {}
+        for name in seconds:
+            batching = method_batching(name, args.max_batch_tokens, args.max_batch_size)
+            if batching not in rooflines:
+                rooflines[batching] = shape_roofline(model, batch_rows(ts, *batching), repeats=args.repeats,
+                                                     cache=gemm_cache)
+        default_batching = (args.max_batch_tokens, args.max_batch_size)
+        roofline = rooflines[default_batching]
         log(f"{ts.name} roofline: " + ", ".join(f"{k} {ts.tokens / v:.0f} tokens/s"
                                                 for k, v in roofline["seconds"].items()))
         methods = {}
         for name, t in seconds.items():
             tps = ts.tokens / t
             peak = peaks["bfloat16" if is_bf16(name) else "float32"]
+            own = rooflines[method_batching(name, args.max_batch_tokens, args.max_batch_size)]
             methods[name] = {"seconds": t, "tokens_per_s": tps, "share_of_peak": tps * 2 * params / peak,
-                             "share_of_roofline": roofline["seconds"][roofline_precision(name)] / t,
+                             "share_of_roofline": own["seconds"][roofline_precision(name)] / t,
+                             "warmup_seconds": warmup.get(name),
                              "vs_lm_eval": seconds["lm_eval"] / t if "lm_eval" in seconds else None,
                              "vs_lm_eval_bf16": seconds["lm_eval_bf16"] / t if "lm_eval_bf16" in seconds else None}
         lengths = [len(i) for i in ts.ids]
@@ -515,6 +556,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                 "bfloat16": seconds["forgetscope_bf16"] / seconds["forgetscope_bf16_chunked"]},
             "bf16_head_speedup_vs_bf16_chunked": seconds["forgetscope_bf16_chunked"] / seconds["forgetscope_bf16_head"],
             "roofline": roofline,
+            "roofline_big_batches": rooflines.get(method_batching("forgetscope_fp32_rows256", *default_batching)),
+            "big_batch_speedup": seconds["forgetscope_fp32"] / seconds["forgetscope_fp32_rows256"],
+            "compiled_speedup": seconds["forgetscope_fp32"] / seconds["forgetscope_fp32_compiled"],
             "loss_diff_vs_forgetscope_fp32": diffs,
             "bf16_error": bf16_errors["forgetscope_bf16"],  # the default bf16 evaluator, as before
             "bf16_errors": bf16_errors,

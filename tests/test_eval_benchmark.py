@@ -21,16 +21,28 @@ def bench():
 def test_all_methods_give_the_same_losses_on_the_tiny_model(bench, tiny):
     model, tok = copy.deepcopy(tiny[0]), tiny[1]
     ts = bench.make_text_set("tiny", tok, TEXTS)
-    table = bench.method_table(model, tok, max_batch_tokens=128, batch_size=4, lm_eval_batch_size=4)
+    table = bench.method_table(model, tok, max_batch_tokens=128, batch_size=4, lm_eval_batch_size=4,
+                               with_compile=False)  # compiling takes a minute: its own test below
     if bench.lm_eval_available():
         assert {"lm_eval", "lm_eval_bf16"} <= set(table)
     losses = {name: fn(ts) for name, fn in table.items()}
     assert {"forgetscope_fp32", "forgetscope_bf16", "forgetscope_fp32_chunked", "forgetscope_bf16_chunked",
-            "forgetscope_bf16_head", "one_at_a_time", "fixed_padding"} <= set(losses)
+            "forgetscope_bf16_head", "forgetscope_fp32_rows256", "one_at_a_time", "fixed_padding"} <= set(losses)
     diffs = bench.check_losses_agree(losses)
     assert all(np.isfinite(v).all() and len(v) == len(TEXTS) for v in losses.values())
     assert all(d["max"] <= bench.FP32_TOLERANCE for name, d in diffs.items() if not bench.is_bf16(name))
     assert diffs["forgetscope_fp32_chunked"]["max"] <= 1e-5
+
+
+@pytest.mark.slow
+def test_the_compiled_decoder_scores_the_same_losses_and_leaves_the_model_alone(bench, tiny):
+    model, tok = copy.deepcopy(tiny[0]), tiny[1]
+    ts = bench.make_text_set("tiny", tok, TEXTS)
+    factories = bench.method_factories(tok, max_batch_tokens=128, with_lm_eval=False)
+    reference = factories["forgetscope_fp32"](model)(ts)
+    compiled = factories["forgetscope_fp32_compiled"](model)
+    assert np.abs(compiled(ts) - reference).max() <= 1e-5
+    assert type(model.get_decoder()).__name__ == "LlamaModel"  # the original is not the compiled copy
 
 
 def test_the_check_names_a_method_that_disagrees(bench):
