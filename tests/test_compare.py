@@ -127,15 +127,16 @@ def test_compare_end_to_end(tiny_dir, tiny_data, tmp_path):
 
 
 def test_compare_resumes_after_a_kill(tiny_dir, tiny_data, tmp_path):
-    """Kill ``forgetscope compare`` mid-way (SIGKILL); the same command finishes without redoing runs."""
+    """Kill ``forgetscope compare`` mid-way (SIGKILL); the same command finishes without redoing runs and
+    reproduces the per-run table of an uninterrupted comparison."""
     import forgetscope
     from forgetscope.cli import run_app
 
     out = tmp_path / "killed"
     cfg_path = tmp_path / "killed.yaml"
-    cfg_path.write_text(yaml.safe_dump(_compare_dict(tiny_dir, tiny_data, out, strategies=[
-        {"name": "replay", "label": "replay-random", "options": {"ratio": 0.5}},
-        {"name": "sam", "options": {"rho": 0.05}}])))
+    strategies = [{"name": "replay", "label": "replay-random", "options": {"ratio": 0.5}},
+                  {"name": "sam", "options": {"rho": 0.05}}]
+    cfg_path.write_text(yaml.safe_dump(_compare_dict(tiny_dir, tiny_data, out, strategies=strategies)))
     env = {**os.environ, "PYTHONPATH": str(Path(forgetscope.__file__).parents[1]), "FORGETSCOPE_NO_PROGRESS": "1"}
     code = "import sys; from forgetscope.cli import run_app; sys.exit(run_app(sys.argv[1:]))"
     proc = subprocess.Popen([sys.executable, "-c", code, "compare", str(cfg_path)], env=env,
@@ -161,6 +162,15 @@ def test_compare_resumes_after_a_kill(tiny_dir, tiny_data, tmp_path):
     wall = json.loads((out / "compare" / "wall_time.json").read_text())
     assert len(wall["invocations"]) == 2 and wall["invocations"][0]["finished"] is None and wall["complete"]
     assert wall["invocations"][0]["runs"] >= 2  # the killed invocation's progress was recorded
+    # the killed-and-resumed comparison gives the per-run table of one that was never interrupted
+    straight = tmp_path / "straight"
+    straight_cfg = tmp_path / "straight.yaml"
+    straight_cfg.write_text(yaml.safe_dump(_compare_dict(tiny_dir, tiny_data, straight, strategies=strategies)))
+    assert run_app(["compare", str(straight_cfg)]) == 0
+    resumed, fresh = (pd.read_csv(d / "compare" / "per_run.csv") for d in (out, straight))
+    timing = [c for c in resumed.columns if c.endswith("wall_s")]
+    assert timing  # wall times differ by nature; every other column must not
+    pd.testing.assert_frame_equal(resumed.drop(columns=timing), fresh.drop(columns=timing))
 
 
 def test_compare_bad_config(tiny_dir, tiny_data, tmp_path):
@@ -392,6 +402,34 @@ def test_run_level_statistics_agree_with_scipy():
     assert paired_run_test(np.arange(6.0), np.arange(6.0) + np.arange(1, 7))["p_wilcoxon"] == pytest.approx(2 / 64)
     lo, hi = mean_ci(A, n_resamples=2000, seed=0)
     assert lo < A.mean() < hi
+    dz_boot = stats.bootstrap((d,), lambda x, axis=-1: np.mean(x, axis=axis) / np.std(x, axis=axis, ddof=1),
+                              n_resamples=2000, method="percentile", rng=np.random.default_rng(1))
+    assert (r["dz_ci_low"], r["dz_ci_high"]) == pytest.approx((dz_boot.confidence_interval.low,
+                                                               dz_boot.confidence_interval.high))
+    assert r["dz_ci_low"] < r["dz"] < r["dz_ci_high"] < 0
+
+
+def test_task_level_wilcoxon_and_t_over_seed_means_agree_with_scipy_by_hand():
+    from scipy import stats
+
+    from forgetscope.analysis.stats import paired_tests
+
+    # 6 tasks x 2 seeds; the arm's seed mean is below plain's on 5 tasks and above on one
+    arm = np.array([[1.0, 3.0], [2.0, 2.0], [0.0, 4.0], [5.0, 7.0], [1.0, 1.0], [9.0, 5.0]])
+    plain = np.array([[4.0, 4.0], [6.0, 3.0], [3.0, 4.0], [7.0, 8.0], [4.5, 5.5], [6.0, 5.0]])
+    rows = [{"strategy": name, "task": f"t{i}", "seed": s, "forgetting_heldout": v[i, s]}
+            for name, v in (("arm", arm), ("plain", plain)) for i in range(6) for s in range(2)]
+    tests = paired_tests(pd.DataFrame(rows), [("arm", "plain")], ["forgetting_heldout"], n_resamples=500)
+    task = tests[tests["level"] == "task"].iloc[0]
+    a, b = arm.mean(axis=1), plain.mean(axis=1)  # (2, 2, 2, 6, 1, 7) vs (4, 4.5, 3.5, 7.5, 5, 5.5)
+    assert task["n_pairs"] == 6 and task["mean_diff"] == pytest.approx((a - b).mean())
+    assert task["p_wilcoxon"] == pytest.approx(stats.wilcoxon(a, b).pvalue)
+    assert task["p_t"] == pytest.approx(stats.ttest_rel(a, b).pvalue)
+    # by hand: d = (-2, -2.5, -1.5, -1.5, -4, +1.5); |d| ranks 1.5 -> 2 (three ties), 2 -> 4, 2.5 -> 5,
+    # 4 -> 6; the one positive difference has rank 2, so W+ = 2
+    assert stats.wilcoxon(a, b).statistic == pytest.approx(2.0)
+    run = tests[tests["level"] == "run"].iloc[0]
+    assert run["n_pairs"] == 12
 
 
 def test_too_few_pairs_are_not_testable():

@@ -126,6 +126,26 @@ def _bootstrap_mean_ci(d: np.ndarray, *, n_resamples: int, confidence: float, se
     return lo, hi
 
 
+def _bootstrap_dz_ci(d: np.ndarray, *, n_resamples: int, confidence: float, seed: int) -> tuple[float, float]:
+    """Percentile bootstrap interval of the standardised mean difference d_z = mean / sd (NaN when the
+    differences have no spread, where d_z itself is undefined)."""
+    from scipy.stats import bootstrap
+
+    if d.size < MIN_PAIRS_T or np.ptp(d) == 0:
+        return float("nan"), float("nan")
+
+    def dz(x, axis=-1):
+        sd = np.std(x, axis=axis, ddof=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(sd > 0, np.mean(x, axis=axis) / sd, np.nan)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = bootstrap((d,), dz, n_resamples=n_resamples, confidence_level=confidence, method="percentile",
+                        rng=np.random.default_rng(seed))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
 def mean_ci(values: Any, *, n_resamples: int = 9999, confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:
     """Bootstrap (BCa) interval of the mean of per-run values (NaN below 2 finite values)."""
     v = np.asarray(values, dtype=float)
@@ -136,8 +156,9 @@ def paired_run_test(a: Any, b: Any, *, n_resamples: int = 9999, confidence: floa
                     seed: int = 0) -> dict[str, Any]:
     """Run-level paired comparison of a (strategy) with b (baseline); see the module docstring.
 
-    Pairs with a non-finite value are dropped. Returns n, mean_a, mean_b, mean_diff, sd_diff, dz,
-    ci_low, ci_high, p_wilcoxon, p_t and ``note`` (empty, or why a test is not reported).
+    Pairs with a non-finite value are dropped. Returns n, mean_a, mean_b, mean_diff, sd_diff, dz (with
+    its percentile-bootstrap interval dz_ci_low, dz_ci_high), ci_low, ci_high (of mean_diff), p_wilcoxon,
+    p_t and ``note`` (empty, or why a test is not reported).
     """
     from scipy.stats import ttest_rel
 
@@ -152,6 +173,7 @@ def paired_run_test(a: Any, b: Any, *, n_resamples: int = 9999, confidence: floa
     nan = float("nan")
     out: dict[str, Any] = {"n": n, "mean_a": float(a.mean()) if n else nan, "mean_b": float(b.mean()) if n else nan,
                            "mean_diff": float(d.mean()) if n else nan, "sd_diff": nan, "dz": nan,
+                           "dz_ci_low": nan, "dz_ci_high": nan,
                            "ci_low": nan, "ci_high": nan, "p_wilcoxon": nan, "p_t": nan}
     notes = []
     if n < MIN_PAIRS_T:
@@ -163,6 +185,8 @@ def paired_run_test(a: Any, b: Any, *, n_resamples: int = 9999, confidence: floa
                                                            seed=seed)
         if sd > 0:
             out["dz"] = float(d.mean() / sd)
+            out["dz_ci_low"], out["dz_ci_high"] = _bootstrap_dz_ci(d, n_resamples=n_resamples,
+                                                                   confidence=confidence, seed=seed)
             out["p_t"] = float(ttest_rel(a, b).pvalue)
         elif np.all(d == 0):
             out["p_t"] = 1.0
@@ -215,6 +239,7 @@ def paired_tests(per_run: pd.DataFrame, comparisons: list[tuple[str, str]], metr
                             "metric": metric, "n_pairs": r["n"], "mean_strategy": r["mean_a"],
                             "mean_baseline": r["mean_b"], "mean_diff": r["mean_diff"], "ci_low": r["ci_low"],
                             "ci_high": r["ci_high"], "sd_diff": r["sd_diff"], "dz": r["dz"],
+                            "dz_ci_low": r["dz_ci_low"], "dz_ci_high": r["dz_ci_high"],
                             "p_wilcoxon": r["p_wilcoxon"], "p_t": r["p_t"], "note": r["note"]})
     tests = pd.DataFrame(out)
     for col in ("p_wilcoxon", "p_t"):

@@ -88,13 +88,14 @@ def tests_table(tests) -> Table:
     """The head-to-head comparisons (not against plain) on held-out forgetting."""
     table = Table(title="direct comparisons: held-out forgetting (paired over task x seed runs, and over tasks "
                         "with seeds averaged; p Holm-adjusted within each level)")
-    for c in ["comparison", "level", "pairs", "Δ [95% CI]", "d_z", "p Wilcoxon", "p t", "note"]:
+    for c in ["comparison", "level", "pairs", "Δ [95% CI]", "d_z [95% CI]", "p Wilcoxon", "p t", "note"]:
         table.add_column(c, justify="left" if c in ("comparison", "level", "note") else "right")
     rows = tests[(tests["baseline"] != "plain") & (tests["metric"] == "forgetting_heldout")]
     for r in rows.to_dict("records"):
         table.add_row(r["comparison"], str(r.get("level", "run")), str(r["n_pairs"]),
                       f"{_f(r['mean_diff'], '+.4f')} [{_f(r['ci_low'], '+.4f')}, {_f(r['ci_high'], '+.4f')}]",
-                      _f(r["dz"], "+.2f"), _p(r["p_wilcoxon_holm"]), _p(r["p_t_holm"]), str(r.get("note") or ""))
+                      f"{_f(r['dz'], '+.2f')} [{_f(r.get('dz_ci_low'), '+.2f')}, {_f(r.get('dz_ci_high'), '+.2f')}]",
+                      _p(r["p_wilcoxon_holm"]), _p(r["p_t_holm"]), str(r.get("note") or ""))
     return table
 
 
