@@ -106,6 +106,8 @@ def test_compare_end_to_end(tiny_dir, tiny_data, tmp_path):
     assert cost["replay-mir"] > 0 and cost["plain"] == 0
     online = [json.loads(x) for x in per_run.loc[per_run["strategy"] == "replay-online", "strategy_info"]]
     assert all(i["mode"] == "online" and i["probe_step"] == 1 for i in online)
+    assert summary.set_index("strategy").loc["replay-online", "probe_step"] == 1  # reported per arm
+    assert summary.set_index("strategy")["probe_step"].drop("replay-online").isna().all()
     assert all(i["probe_encoding"] == "sweep evaluation" for i in online)  # measured as the known rows were
     # the held-out split is never replayed
     split = json.loads((out / "compare" / "split.json").read_text())

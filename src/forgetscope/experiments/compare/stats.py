@@ -93,10 +93,13 @@ def summarize(matrix, cfg: CompareConfig, plain: dict, specs: dict, held_ids: li
         infos = [json.loads(x) for x in sub["strategy_info"]]
         rhos = {x["rho"] for x in infos if "rho" in x}
         predictors = {x["predictor"] for x in infos if "predictor" in x}
+        probe_steps = {x["probe_step"] for x in infos if x.get("probe_step") is not None}
         row = {"strategy": label, "kind": "baseline" if spec is None else spec.kind,
                "setting": "" if spec is None else _setting(spec), "runs": len(sub),
                "predictor": predictors.pop() if len(predictors) == 1 else "",
-               "rho": rhos.pop() if len(rhos) == 1 else float("nan"), "upstream_kind": kind,
+               "rho": rhos.pop() if len(rhos) == 1 else float("nan"),
+               # the online arm's probe: after this many of the run's steps
+               "probe_step": probe_steps.pop() if len(probe_steps) == 1 else float("nan"), "upstream_kind": kind,
                "forgetting_heldout": float(sub["forgetting_heldout"].mean()),
                "forgetting_ci_low": lo, "forgetting_ci_high": hi,
                "forgotten_share_heldout": float(sub["forgotten_share_heldout"].mean()),
