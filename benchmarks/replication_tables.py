@@ -57,8 +57,6 @@ def lowrank_row(folder: Path) -> str:
     F = np.load(folder / "F.npy")
     up = pd.read_parquet(folder / "upstream.parquet")
     lm = (up["kind"] == "lm").to_numpy() if "kind" in up else np.ones(F.shape[1], bool)
-    from forgetscope.analysis.lowrank import learning_correlation
-
     runs = pd.read_csv(folder / "runs.csv")
     rep = analyze(F[:, lm], max_rank=min(5, F.shape[0]), runs=runs)
     # seeds of a task are not independent: correlate over tasks, each task's runs averaged
@@ -66,12 +64,33 @@ def lowrank_row(folder: Path) -> str:
     names = list(dict.fromkeys(tasks))
     per_task = np.vstack([np.nanmean(F[tasks == t][:, lm], axis=0) for t in names])
     task_runs = runs.groupby("task", sort=False)[["task_loss_before", "task_loss_after"]].mean().loc[names]
-    lc = learning_correlation(per_task, task_runs.reset_index())
-    learn = "–" if lc is None or not np.isfinite(lc.pearson) else \
-        f"{lc.pearson:+.2f} (p = {lc.pearson_p:.2g}, {lc.n} tasks)"
+    learn = _learning(per_task, task_runs)
+    # the control for a family confound (one family both learns and forgets more): the same within the
+    # instruction-format tasks alone
+    within = "–"
+    if "family" in runs:
+        family = runs.groupby("task", sort=False)["family"].first().loc[names].to_numpy()
+        inst = family == "instruction"
+        if inst.sum() >= 3:
+            within = _learning(per_task[inst], task_runs[inst])
     r2 = " / ".join(f"{v:.3f}" for v in rep.r2_by_rank[:5])
     return (f"| {folder.name} | {F.shape[0]} × {int(lm.sum())} | {r2} | {rep.additive.r2:.3f} | "
-            f"{rep.multiplicative.r2:.3f} | {learn} |")
+            f"{rep.multiplicative.r2:.3f} | {learn} | {within} |")
+
+
+def wall_row(folder: Path) -> str:
+    """How long a folder's runs took (training, evaluation and the null row of each, summed)."""
+    wall = pd.read_csv(folder / "runs.csv")["wall_s"]
+    return (f"| {folder.name} | {len(wall)} | {wall.sum():.0f} s ({wall.sum() / 3600:.2f} h) | "
+            f"{wall.min():.0f}–{wall.max():.0f} s |")
+
+
+def _learning(per_task: np.ndarray, task_runs: pd.DataFrame) -> str:
+    from forgetscope.analysis.lowrank import learning_correlation
+
+    lc = learning_correlation(per_task, task_runs.reset_index())
+    return "–" if lc is None or not np.isfinite(lc.pearson) else \
+        f"{lc.pearson:+.2f} (p = {lc.pearson_p:.2g}, {lc.n} tasks)"
 
 
 def main() -> None:
@@ -89,8 +108,10 @@ def main() -> None:
         out += ["", "| sweep | null explains (within-run) | corr(v₁, null profile) | mean null F | "
                 "R²(1) F / null / residual | R²(2) | R²(3) | usable regime |", "|---|---|---|---|---|---|---|---|",
                 *nulls, "", "| sweep | matrix (lm) | R²(k), k = 1…5 | additive R² | multiplicative R² | "
-                "forgetting vs learning (Pearson) |", "|---|---|---|---|---|---|",
-                *[lowrank_row(f) for f in folders], ""]
+                "forgetting vs learning (Pearson) | the same, instruction-format tasks only |",
+                "|---|---|---|---|---|---|---|",
+                *[lowrank_row(f) for f in folders], "", "| sweep | runs | wall time of the runs (sum of runs.csv "
+                "`wall_s`) | per run |", "|---|---|---|---|", *[wall_row(f) for f in folders], ""]
     path = ROOT / "replication_tables.md"
     path.write_text("\n".join(out) + "\n")
     print("\n".join(out))
