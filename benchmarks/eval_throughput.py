@@ -407,8 +407,11 @@ def roofline_precision(name: str) -> str:
 
 
 def summary(x: np.ndarray) -> dict[str, float]:
-    x = np.abs(np.asarray(x, dtype=float))
-    return {"median": float(np.median(x)), "p95": float(np.percentile(x, 95)), "max": float(x.max())}
+    """Of differences ``x``: median, 95th percentile and max of |x|, and the signed mean (the bias)."""
+    signed = np.asarray(x, dtype=float)
+    x = np.abs(signed)
+    return {"median": float(np.median(x)), "p95": float(np.percentile(x, 95)), "max": float(x.max()),
+            "mean_signed": float(signed.mean())}
 
 
 # ---- F error -----------------------------------------------------------------------------------
@@ -449,6 +452,26 @@ def forgetting_errors(base_losses: dict[str, np.ndarray], factories: dict[str, C
 
 
 # ---- the run -----------------------------------------------------------------------------------
+MATMUL_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def cpu_description() -> dict[str, Any]:
+    """The CPU's name and the matrix-instruction flags that decide its float32 and bf16 peaks (timings
+    from CPUs with and without AMX are not comparable)."""
+    from forgetscope.precision import cpu_flags
+
+    name = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"model_name": name or platform.processor(), "cores": os.cpu_count(),
+            "matmul_flags": [f for f in MATMUL_FLAGS if f in cpu_flags()]}
+
+
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -497,7 +520,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
         "quick": args.quick, "model": args.model or "smollm2-135m-instruct", "device": str(device),
         "threads": torch.get_num_threads(), "attn_implementation": model.config._attn_implementation,
-        "cpu_native_bf16": cpu_has_native_bf16(), "auto_eval_dtype": dtype_name(resolve_eval_dtype("auto", device)),
+        "cpu_native_bf16": cpu_has_native_bf16(), "cpu": cpu_description(),
+        "auto_eval_dtype": dtype_name(resolve_eval_dtype("auto", device)),
         "params": params, "flops_per_token": 2 * params, "peak_flops": peaks,
         "repeats": args.repeats, "max_batch_tokens": args.max_batch_tokens, "max_batch_size": args.max_batch_size,
         "batch_size": args.batch_size,

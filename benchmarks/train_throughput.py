@@ -35,12 +35,13 @@ DEFAULT_OUT = Path(__file__).parent / "results" / "train_throughput.json"
 FLOPS_PER_TOKEN = {"full": 6, "lora": 4}  # × parameters
 
 
-def _matmul_peak(dtype: torch.dtype) -> float:
+def _eval_benchmark():
+    """benchmarks/eval_throughput.py as a module: its matmul peak and CPU description are reused here."""
     spec = importlib.util.spec_from_file_location("eval_throughput", Path(__file__).parent / "eval_throughput.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
-    return module.matmul_peak(dtype)
+    return module
 
 
 class _StepClock:
@@ -134,10 +135,12 @@ def run(args) -> dict[str, Any]:
     compute = resolve_train_dtype(args.dtype, device)
     task = demo_task("code", seed=0, n_heldout=2)
     params = sum(p.numel() for p in model.parameters())
-    peak = _matmul_peak(compute)
+    bench = _eval_benchmark()
+    peak = bench.matmul_peak(compute)
     report: dict[str, Any] = {
         "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]), "quick": args.quick,
         "model": args.model or "smollm2-135m-instruct", "device": str(device), "threads": torch.get_num_threads(),
+        "cpu": bench.cpu_description(),
         "compute_dtype": dtype_name(compute), "params": params, "peak_flops": peak, "steps": args.steps,
         "batch_size": args.batch_size, "max_length": args.max_length, "lr": args.lr,
         "flops_per_token": {k: v * params for k, v in FLOPS_PER_TOKEN.items()}, "methods": {},
