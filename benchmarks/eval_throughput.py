@@ -498,6 +498,37 @@ def markdown_table(report: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def summary_table(report: dict[str, Any]) -> str:
+    """The README's table: per text set, forgetscope's default (float32) and fastest bf16 evaluator against
+    the shape roofline, the 2048² peak and lm-evaluation-harness in the same dtype, and the bf16 error on F
+    (median |ΔF| and mean ΔF, full / LoRA copy)."""
+    rows = ["| text set | float32 tok/s | of roofline | of 2048² peak | × lm-eval fp32 | fastest bf16 | tok/s "
+            "| of roofline | × float32 | × lm-eval bf16 | median \\|ΔF\\| full / LoRA | mean ΔF full / LoRA |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, s in report["sets"].items():
+        m = s["methods"]
+        fp32 = m[REFERENCE]
+        bf16_name = max((k for k in m if k.startswith("forgetscope") and is_bf16(k)), key=lambda k: m[k]["tokens_per_s"])
+        b = m[bf16_name]
+        err = s["bf16_errors"][bf16_name]
+
+        def f(key: str, stat: str, e=err) -> str:
+            return f"{e[key]['abs_error'][stat]:+.4f}" if stat == "mean_signed" else f"{e[key]['abs_error'][stat]:.4f}"
+
+        ratio = b["tokens_per_s"] / fp32["tokens_per_s"]
+        rows.append(f"| {name} ({s['n_texts']} texts, {s['tokens']} tokens) | {fp32['tokens_per_s']:.0f} | "
+                    f"{fp32['share_of_roofline']:.0%} | {fp32['share_of_peak']:.0%} | "
+                    f"{_ratio(fp32.get('vs_lm_eval'))} | `{bf16_name}` | {b['tokens_per_s']:.0f} | "
+                    f"{b['share_of_roofline']:.0%} | {ratio:.2f} | {_ratio(b.get('vs_lm_eval_bf16'))} | "
+                    f"{f('F_full', 'median')} / {f('F_lora', 'median')} | "
+                    f"{f('F_full', 'mean_signed')} / {f('F_lora', 'mean_signed')} |")
+    return "\n".join(rows)
+
+
+def _ratio(x: float | None) -> str:
+    return "–" if x is None else f"{x:.2f}"
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from forgetscope.models import load_model
     from forgetscope.precision import cpu_has_native_bf16, dtype_name, resolve_eval_dtype
@@ -605,9 +636,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--max-batch-size", type=int, default=64, help="forgetscope's rows per batch (its default)")
     ap.add_argument("--finetune-steps", type=int, default=None, help="steps of the fine-tuned copies; 10, quick 1")
     ap.add_argument("--no-lm-eval", action="store_true")
+    ap.add_argument("--table", type=Path, default=None, metavar="JSON",
+                    help="print the README's summary table of a result JSON and exit (nothing is run)")
     ap.add_argument("--out", type=Path, default=None,
                     help="JSON output (default benchmarks/results/eval_throughput.json; quick: a temporary file)")
     args = ap.parse_args(argv)
+    if args.table is not None:
+        print(summary_table(json.loads(args.table.read_text())))
+        return 0
     args.repeats = args.repeats or (1 if args.quick else 3)
     args.finetune_steps = args.finetune_steps or (1 if args.quick else 10)
     out = args.out or (Path(tempfile.gettempdir()) / "eval_throughput_quick.json" if args.quick else DEFAULT_OUT)

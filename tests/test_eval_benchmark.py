@@ -82,3 +82,26 @@ def test_concatenated_texts_reach_the_token_target(bench, tiny):
     assert all(len(tok(t)["input_ids"]) >= 40 for t in texts)
     shorter = [len(tok(t.rsplit("\n\n", 1)[0])["input_ids"]) for t in texts]
     assert all(n < 40 for n in shorter)  # stops at the first text that reaches the target
+
+
+def test_the_summary_table_reads_the_fastest_bf16_evaluator_and_its_errors(bench):
+    def method(tps, roof, peak, lm=None, lm16=None):
+        return {"tokens_per_s": tps, "share_of_roofline": roof, "share_of_peak": peak, "vs_lm_eval": lm,
+                "vs_lm_eval_bf16": lm16}
+
+    def err(median, mean):
+        return {"abs_error": {"median": median, "p95": 0.0, "max": 0.0, "mean_signed": mean}}
+
+    errors = {"F_full": err(0.004, -0.001), "F_lora": err(0.003, 0.0005)}
+    report = {"sets": {"short": {"n_texts": 3, "tokens": 90, "methods": {
+        "forgetscope_fp32": method(700, 0.79, 0.45, lm=1.4),
+        "forgetscope_bf16": method(1600, 0.58, 0.18, lm16=1.2),
+        "forgetscope_bf16_head": method(2100, 0.40, 0.24, lm16=1.65),
+        "lm_eval": method(500, 0.5, 0.3)},
+        "bf16_errors": {"forgetscope_bf16": {"F_full": err(0.01, 0.0), "F_lora": err(0.01, 0.0)},
+                        "forgetscope_bf16_head": errors}}}}
+    row = bench.summary_table(report).splitlines()[2]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[:5] == ["short (3 texts, 90 tokens)", "700", "79%", "45%", "1.40"]
+    assert cells[5:10] == ["`forgetscope_bf16_head`", "2100", "40%", "3.00", "1.65"]
+    assert cells[10:] == ["0.0040 / 0.0030", "-0.0010 / +0.0005"]
