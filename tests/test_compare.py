@@ -411,6 +411,24 @@ def test_run_level_statistics_agree_with_scipy():
     assert r["dz_ci_low"] < r["dz"] < r["dz_ci_high"] < 0
 
 
+def test_dz_interval_survives_a_resample_that_repeats_one_difference():
+    # six units: one resample in 6^5 repeats a single difference (no spread); among 9 999 resamples
+    # one almost always does, and the interval must still be finite, taking its d_z as -inf
+    d = np.array([-6.0, -12.0, -24.0, -7.0, -31.0, -10.0])  # integers: a repeat has sd exactly 0
+    r = paired_run_test(d, np.zeros(6), n_resamples=9999, seed=0)
+    from scipy import stats
+
+    def nan_without_spread(x, axis=-1):
+        sd = np.std(x, axis=axis, ddof=1)
+        return np.where(sd > 0, np.mean(x, axis=axis) / np.where(sd > 0, sd, 1), np.nan)
+
+    undefined = stats.bootstrap((d,), nan_without_spread, n_resamples=9999, method="percentile",
+                                rng=np.random.default_rng(0)).bootstrap_distribution
+    assert np.isnan(undefined).any()  # such a resample occurs
+    assert np.isfinite(r["dz_ci_low"]) and np.isfinite(r["dz_ci_high"])
+    assert r["dz_ci_low"] < r["dz"] < r["dz_ci_high"] < 0
+
+
 def test_task_level_wilcoxon_and_t_over_seed_means_agree_with_scipy_by_hand():
     from scipy import stats
 

@@ -128,7 +128,11 @@ def _bootstrap_mean_ci(d: np.ndarray, *, n_resamples: int, confidence: float, se
 
 def _bootstrap_dz_ci(d: np.ndarray, *, n_resamples: int, confidence: float, seed: int) -> tuple[float, float]:
     """Percentile bootstrap interval of the standardised mean difference d_z = mean / sd (NaN when the
-    differences have no spread, where d_z itself is undefined)."""
+    differences have no spread, where d_z itself is undefined).
+
+    A resample that repeats one difference has no spread; its d_z is taken at its limit, signed infinity
+    (NaN, and left out, only when that difference is 0). With 6 units one resample in 6⁵ is such a
+    repeat, so among 9 999 resamples one almost always occurs; a NaN there would void the interval."""
     from scipy.stats import bootstrap
 
     if d.size < MIN_PAIRS_T or np.ptp(d) == 0:
@@ -136,14 +140,17 @@ def _bootstrap_dz_ci(d: np.ndarray, *, n_resamples: int, confidence: float, seed
 
     def dz(x, axis=-1):
         sd = np.std(x, axis=axis, ddof=1)
+        mean = np.mean(x, axis=axis)
         with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(sd > 0, np.mean(x, axis=axis) / sd, np.nan)
+            return np.where(sd > 0, mean / sd, np.sign(mean) * np.inf)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = bootstrap((d,), dz, n_resamples=n_resamples, confidence_level=confidence, method="percentile",
                         rng=np.random.default_rng(seed))
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+    tail = 50 * (1 - confidence)
+    lo, hi = np.nanpercentile(res.bootstrap_distribution, [tail, 100 - tail])
+    return float(lo), float(hi)
 
 
 def mean_ci(values: Any, *, n_resamples: int = 9999, confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:
