@@ -414,9 +414,10 @@ def test_run_level_statistics_agree_with_scipy():
 def test_dz_interval_survives_a_resample_that_repeats_one_difference():
     # six units: one resample in 6^5 repeats a single difference (no spread); among 9 999 resamples
     # one almost always does, and the interval must still be finite, taking its d_z as -inf
+    from scipy import stats
+
     d = np.array([-6.0, -12.0, -24.0, -7.0, -31.0, -10.0])  # integers: a repeat has sd exactly 0
     r = paired_run_test(d, np.zeros(6), n_resamples=9999, seed=0)
-    from scipy import stats
 
     def nan_without_spread(x, axis=-1):
         sd = np.std(x, axis=axis, ddof=1)
