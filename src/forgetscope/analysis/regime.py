@@ -70,4 +70,72 @@ def family_summary(matrix: Any) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-__all__ = ["family_summary", "seed_reliability"]
+def regime_verdict(matrix: Any, criteria: Any, *, uniform_loss: float,
+                   binary: Any | None = None) -> dict[str, Any]:
+    """The pre-registered criteria of a usable regime, measured on one candidate's sweep.
+
+    ``matrix`` holds the plain-text (lm) columns with the sweep's runs and upstream tables; ``binary`` the
+    binary forgetting matrix of its instruction pairs (or None); ``criteria`` has the fields of
+    :class:`forgetscope.experiments.regime_pilot.RegimeCriteria`; ``uniform_loss`` is log(vocabulary size).
+    Returns per-run damage, each criterion's value, target and verdict, and ``usable`` (all met)."""
+    runs = _runs(matrix)
+    if matrix.upstream is None or "loss_before" not in matrix.upstream:
+        raise DataError("regime criteria need the base losses (upstream table with loss_before)")
+    base = matrix.upstream["loss_before"].to_numpy(dtype=float)
+    base_mean = float(np.nanmean(base))
+    mean_f = np.nanmean(matrix.values, axis=1)
+    after_mean = np.nanmean(matrix.values + base[None, :], axis=1)
+    learned = (runs["task_loss_after"] < runs["task_loss_before"]).to_numpy()
+    rel = seed_reliability(matrix)["seed_corr"].dropna()
+    per_run = pd.DataFrame({"run_id": matrix.row_names, "task": runs["task"], "seed": runs.get("seed"),
+                            "task_loss_before": runs["task_loss_before"], "task_loss_after": runs["task_loss_after"],
+                            "mean_forgetting": mean_f, "mean_loss_after": after_mean,
+                            "forgetting_share_of_base": mean_f / base_mean})
+    checks: dict[str, dict[str, Any]] = {}
+    if criteria.learns:
+        checks["learns"] = {"value": float(learned.mean()), "target": 1.0, "met": bool(learned.all())}
+    seed_r = float(rel.mean()) if len(rel) else float("nan")
+    checks["seed_r"] = {"value": seed_r, "target": criteria.seed_r_min,
+                        "met": bool(np.isfinite(seed_r) and seed_r >= criteria.seed_r_min)}
+    worst_share = float(np.nanmax(mean_f / base_mean))
+    checks["damage"] = {"value": worst_share, "target": criteria.mean_f_max_share_of_base_loss,
+                        "met": bool(worst_share <= criteria.mean_f_max_share_of_base_loss)}
+    if criteria.below_uniform:
+        worst = float(np.nanmax(after_mean))
+        checks["below_uniform"] = {"value": worst, "target": float(uniform_loss), "met": bool(worst <= uniform_loss)}
+    if binary is not None:
+        b = np.asarray(binary.values, dtype=float)
+        known, lost = int(np.isfinite(b).sum()), float(np.nansum(b))
+        per_run["answers_known"] = np.isfinite(b).sum(axis=1)
+        per_run["answers_lost"] = np.nansum(b, axis=1)
+        retained = 1.0 - lost / known if known else float("nan")
+        measurable = known >= criteria.answers_min_known * len(runs)
+        checks["answers_retained"] = {"value": retained, "target": criteria.answers_retained_min,
+                                      "known_before_per_run": known / max(len(runs), 1), "measurable": measurable,
+                                      "met": bool(measurable and retained >= criteria.answers_retained_min)}
+    else:
+        checks["answers_retained"] = {"value": None, "target": criteria.answers_retained_min,
+                                      "measurable": False, "met": False}
+    return {"n_runs": len(runs), "n_tasks": int(runs["task"].nunique()), "base_mean_loss": base_mean,
+            "mean_forgetting": float(np.nanmean(mean_f)),
+            "mean_task_loss_after": float(runs["task_loss_after"].mean()),
+            "criteria": checks, "usable": all(c["met"] for c in checks.values()), "per_run": per_run}
+
+
+def select_regime(verdicts: dict[str, dict[str, Any]], *, update_size: dict[str, float],
+                  tie_nats: float = 0.01) -> dict[str, Any]:
+    """The pre-registered selection rule: among usable candidates, the lowest mean held-out task loss after
+    fine-tuning; candidates within ``tie_nats`` of the best are tied and the smallest update (lr x steps)
+    wins. Returns the choice (None when no candidate is usable) and why."""
+    usable = {k: v for k, v in verdicts.items() if v["usable"]}
+    if not usable:
+        return {"chosen": None, "reason": "no candidate meets every criterion: no usable regime"}
+    best = min(v["mean_task_loss_after"] for v in usable.values())
+    tied = sorted((k for k, v in usable.items() if v["mean_task_loss_after"] <= best + tie_nats),
+                  key=lambda k: (update_size[k], k))
+    return {"chosen": tied[0], "usable": sorted(usable), "tied": tied,
+            "reason": f"lowest mean held-out task loss among usable candidates ({best:.4f} nats; ties within "
+                      f"{tie_nats} broken by the smaller lr x steps)"}
+
+
+__all__ = ["family_summary", "regime_verdict", "seed_reliability", "select_regime"]
