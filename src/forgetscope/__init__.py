@@ -46,6 +46,7 @@ _LAZY = {
     "forecast_task": "forgetscope.experiments.forecast:forecast_task",
     "load_compare_config": "forgetscope.experiments.compare:load_compare_config",
     "compare": "forgetscope.experiments.compare:run_compare",
+    "replay_examples": "forgetscope.experiments.replay_mix:replay_examples",
     "build_report": "forgetscope.report:build_report",  # not "report": that name is the subpackage
     "ForgettingCallback": "forgetscope.integrations.hf_trainer:ForgettingCallback",
     "load_model": "forgetscope.models:load_model",

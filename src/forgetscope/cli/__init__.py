@@ -9,6 +9,7 @@ from forgetscope.cli import (
     import_lm_eval_cmd,  # noqa: F401
     info_cmd,  # noqa: F401
     predict_cmd,  # noqa: F401
+    replay_mix_cmd,  # noqa: F401
     report_cmd,  # noqa: F401
     run_cmd,  # noqa: F401
     scaling_cmd,  # noqa: F401

@@ -94,7 +94,13 @@ from pydantic import Field, StrictBool, StrictInt, field_validator, model_valida
 
 from forgetscope.data.encoding import IGNORE_INDEX, Encoded
 from forgetscope.errors import ConfigError, DataError
-from forgetscope.mitigate.replay_sampling import WEIGHTINGS, ReplaySampler, replay_schedule, sampling_weights
+from forgetscope.mitigate.replay_sampling import (
+    WEIGHTINGS,
+    ReplaySampler,
+    replay_rng,
+    replay_schedule,
+    sampling_weights,
+)
 from forgetscope.store.matrix import ForgettingMatrix
 from forgetscope.train.hooks import (
     Strategy,
@@ -283,8 +289,7 @@ class ReplayStrategy(Strategy):
         o = self.options
         self.pool_ids = [e.example_id for e in ctx.upstream_encoded]
         self._evaluations = 0
-        rng = np.random.default_rng([ctx.config.seed, o.seed, 104729])  # own stream: task batches as in plain
-        self.sampler = ReplaySampler(len(self.pool_ids), rng, replacement=o.replacement)
+        self.sampler = ReplaySampler(len(self.pool_ids), replay_rng(ctx.config.seed, o.seed), replacement=o.replacement)
         per_step = max(1, min(ctx.config.batch_size, len(ctx.train_encoded)))
         self.schedule = replay_schedule(ctx.config.steps, per_step, self.ratio)
         self.replay_n = int(self.schedule.sum())

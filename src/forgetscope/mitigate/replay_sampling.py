@@ -60,6 +60,12 @@ def replay_schedule(steps: int, per_step: int, ratio: float) -> np.ndarray:
     step_of = np.minimum(positions // per_step, steps - 1).astype(int)
     return np.bincount(step_of, minlength=steps)
 
+def replay_rng(train_seed: int, seed: int) -> np.random.Generator:
+    """The replay draws' own random stream (task batches stay those of the plain run): the one seeding
+    shared by the ``replay`` strategy and :func:`draw_replay`, so both draw the same ids."""
+    return np.random.default_rng([int(train_seed), int(seed), 104729])
+
+
 class ReplaySampler:
     """Draws pool indices by weight. Without replacement, an index is not drawn again until every
     index has been drawn; then the pool is reset (``resets`` counts how often)."""
@@ -110,5 +116,17 @@ class ReplaySampler:
         return [int(avail[j]) for j in pick]
 
 
-__all__ = ["WEIGHTINGS", "ReplaySampler", "linear_weights", "replay_count", "replay_schedule", "sampling_weights",
+def draw_replay(values: np.ndarray, k: int, *, weighting: str = "softmax", temperature: float = 0.1,
+                train_seed: int = 0, seed: int = 0, replacement: bool = False) -> list[int]:
+    """``k`` pool indices drawn by the weights of ``values`` (one per draw, without replacement by
+    default): what the ``replay`` strategy replays over a whole run with the same values and seeds, in
+    the same order, since its per-step draws consume one stream."""
+    if int(k) < 1:
+        raise ConfigError(f"replay: the number of examples to draw must be >= 1, got {k}")
+    values = np.asarray(values, dtype=float)
+    sampler = ReplaySampler(values.size, replay_rng(train_seed, seed), replacement=replacement)
+    return sampler.draw(int(k), sampling_weights(values, weighting, temperature))
+
+
+__all__ = ["WEIGHTINGS", "ReplaySampler", "draw_replay", "replay_rng", "linear_weights", "replay_count", "replay_schedule", "sampling_weights",
            "softmax_weights"]

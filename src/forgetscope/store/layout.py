@@ -19,6 +19,7 @@ A sweep directory (and the experiments that extend it) looks like this::
       predict/<kind>/            ``forgetscope predict``: predict_summary.csv, predict_curves.csv, figures
                                  (``--kind all``: directly in predict/)
       forecast/<name>/           ``forgetscope forecast``: forecast.parquet (one row per example), forecast.json
+      replay/<name>/             ``forgetscope replay-mix``: replay.jsonl (the examples to mix in), replay.json
       compare/                   ``forgetscope compare``: split.json, summary.csv, tests.csv, per_run.csv,
                                  compare.png, command.txt, wall_time.json, oracle/<task>__s<seed>.json,
                                  probe/<task>__s<seed>.json
@@ -40,6 +41,8 @@ from pathlib import Path
 FORMAT = "forgetscope-sweep/1"
 FORECAST_TABLE = "forecast.parquet"
 FORECAST_SUMMARY = "forecast.json"
+REPLAY_EXAMPLES = "replay.jsonl"
+REPLAY_SUMMARY = "replay.json"
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,16 @@ class SweepLayout:
         """(``forecast.parquet``, ``forecast.json``) inside a forecast folder (the default one or ``--out``)."""
         d = Path(directory)
         return d / FORECAST_TABLE, d / FORECAST_SUMMARY
+
+    # ---- replay-mix ---------------------------------------------------------------------
+    def replay_dir(self, name: str) -> Path:
+        return self.root / "replay" / name
+
+    @staticmethod
+    def replay_files(directory: str | os.PathLike[str]) -> tuple[Path, Path]:
+        """(``replay.jsonl``, ``replay.json``) inside a replay-mix folder."""
+        d = Path(directory)
+        return d / REPLAY_EXAMPLES, d / REPLAY_SUMMARY
 
     # ---- compare ------------------------------------------------------------------------
     @property
