@@ -59,9 +59,10 @@ def write_verdicts(pilot, configs: dict, uniform: float) -> dict:
             finished.append(name)
     done = {k: verdicts[k] for k in finished}
     sizes = {k: configs[k].train.lr * configs[k].train.steps for k in configs}
+    chosen = (select_regime(done, update_size=sizes, tie_nats=pilot.tie_nats) if done
+              else {"chosen": None, "reason": "no candidate has finished yet"})
     selection = {"complete": len(finished) == len(configs), "candidates_finished": finished,
-                 "candidates_listed": list(configs), "uniform_loss": uniform,
-                 **select_regime(done, update_size=sizes, tie_nats=pilot.tie_nats),
+                 "candidates_listed": list(configs), "uniform_loss": uniform, **chosen,
                  "summary": {k: {"usable": v["usable"], "complete": v["complete"],
                                  "mean_task_loss_after": v["mean_task_loss_after"],
                                  **{c: d["met"] for c, d in v["criteria"].items()}} for k, v in verdicts.items()}}

@@ -11,6 +11,7 @@ import json
 import zlib
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from conftest import TEXTS
@@ -31,6 +32,9 @@ def _fake_embedder(texts):
 
 TASK_TEXTS = [f"task number {i}" for i in range(M)]
 EXAMPLE_TEXTS = [f"upstream example {j}" for j in range(N)]
+# the upstream table every fit receives (only predictors with example features read it)
+UPSTREAM = pd.DataFrame({"example_id": [f"u{j}" for j in range(N)], "loss_before": np.linspace(1.0, 4.0, N),
+                         "n_tokens": np.arange(N) % 7 + 20, "category": [f"c{j % 3}" for j in range(N)]})
 
 
 def _params(name: str) -> dict:
@@ -39,7 +43,7 @@ def _params(name: str) -> dict:
 
 def _fit(name: str, known: np.ndarray):
     p = get_predictor(name, **_params(name))
-    out = p.fit(known, task_texts=TASK_TEXTS, example_texts=EXAMPLE_TEXTS)
+    out = p.fit(known, task_texts=TASK_TEXTS, example_texts=EXAMPLE_TEXTS, upstream=UPSTREAM)
     assert out is p  # fit returns the predictor, so get_predictor(...).fit(known).predict(...) chains
     return p
 

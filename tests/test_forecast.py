@@ -114,7 +114,7 @@ def test_probe_is_the_only_upstream_evaluation(sweep, tiny_dir, tmp_path):
         assert sum(seen) == 5  # five upstream sequences, nothing else
         seen.clear()
         result = forecast(sweep, model, tokenizer=tok, probe=5, predictor="knn", verify=True, out=tmp_path / "b")
-        assert sum(seen) == 5 + 12  # verify adds the full row, once
+        assert sum(seen) == 12  # verify adds the rest of the row: every example once
     finally:
         handle.remove()
     assert result.cost["probe_evaluations"] == 5 and result.cost["n_examples"] == 12
@@ -129,6 +129,7 @@ def test_forecast_cli_writes_table_and_summary(sweep, finetuned_dir, capsys):
                     "--verify"]) == 0
     out = capsys.readouterr().out
     assert "top 3 predicted forgotten" in out and "verify" in out
+    assert "of this task's unprobed examples inside" in out and "marginal" in out and "10th percentile" in out
     folder = sweep / "forecast" / "finetuned"
     table = pd.read_parquet(folder / "forecast.parquet")
     assert list(table.columns[:7]) == ["example_id", "kind", "text", "forgetting", "observed", "uncertainty", "rank"]
@@ -218,6 +219,7 @@ def one_task_sweep(tiny_dir, tmp_path_factory):
     (["--model", "{ft}", "--predictor", "semantic"], "needs the new task's text"),
     (["--model", "{ft}", "--probe-method", "smart"], "unknown probe method"),
     (["--model", "{ft}", "--coverage", "1.5"], "between 0 and 1"),
+    (["--model", "{ft}", "--interval", "mondrian"], "unknown interval"),
     (["--model", "{ft}", "--task", "{ft}/x.jsonl"], "leave out --model"),
     ([], "name what to forecast"),
     (["--model", "{ft}", "--sweep1"], "known row(s)"),
@@ -266,7 +268,7 @@ def test_forecast_after_finetuning_evaluates_only_the_probe(sweep, tmp_path, mon
     assert result.table["observed"].sum() == 4
     evaluated.clear()
     verified = forecast_task(sweep, task, probe=4, predictor="knn", verify=True, out=tmp_path / "v")
-    assert len(evaluated) == 4 + 12 and verified.verify is not None
+    assert sorted(evaluated) == sorted(upstream - {"q1"}) and verified.verify is not None  # each example once
 
 
 def test_forecast_task_cli(sweep, tmp_path):
@@ -359,3 +361,113 @@ def test_verify_reports_the_interval_coverage(sweep, tiny_dir, tmp_path):
     observed = result.table["observed"]
     assert (result.table.loc[observed, "lower"] == result.table.loc[observed, "forgetting"]).all()
     assert (result.table["lower"] <= result.table["upper"]).all()
+
+
+@pytest.fixture()
+def null_sweep(sweep, tmp_path):
+    """The sweep, its config asking for the null control (a forecast must not inherit it)."""
+    copy = tmp_path / "null_sweep"
+    shutil.copytree(sweep, copy)
+    path = copy / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["config"]["null_control"] = True
+    path.write_text(json.dumps(manifest))
+    return copy
+
+
+def test_forecast_of_a_null_control_sweep_evaluates_each_example_once(null_sweep, tmp_path, monkeypatch, capsys):
+    import forgetscope.measure.evaluator as measure
+    from forgetscope.experiments.forecast import forecast_task
+
+    task = write_jsonl(tmp_path / "poems.jsonl", [{"text": f"Roses are red, violets are {c}."}
+                                                  for c in "blue green white pink gold grey".split()])
+    evaluated: list[str] = []
+    real = measure.evaluate_examples
+
+    def spy(model, tok, examples, **kw):
+        evaluated.extend(e.example_id for e in examples)
+        return real(model, tok, examples, **kw)
+
+    monkeypatch.setattr(measure, "evaluate_examples", spy)
+    lm_ids = sorted(f"u{i}" for i in range(12))
+    plain = forecast_task(null_sweep, task, probe=4, predictor="knn", out=tmp_path / "plain")
+    assert sorted(evaluated) == sorted(plain.settings["probe_ids"])  # no null evaluation of the upstream set
+    assert plain.settings["null_control"] is False and "null_forgetting" not in plain.table
+    evaluated.clear()
+    verified = forecast_task(null_sweep, task, probe=4, predictor="knn", verify=True, out=tmp_path / "verified")
+    assert sorted(evaluated) == lm_ids and verified.cost["verify_evaluations"] == 8
+    np.testing.assert_allclose(verified.table.loc[verified.table["observed"], "measured"],
+                               verified.table.loc[verified.table["observed"], "forgetting"], rtol=0, atol=0)
+    evaluated.clear()
+    nulled = forecast_task(null_sweep, task, probe=4, predictor="knn", verify=True, null_control=True,
+                           out=tmp_path / "nulled")
+    assert sorted(evaluated) == sorted(lm_ids * 2)  # the run and its null, each on every example once
+    assert np.isfinite(nulled.table["null_forgetting"]).all() and nulled.settings["null_control"] is True
+    evaluated.clear()
+    probe_null = forecast_task(null_sweep, task, probe=4, predictor="knn", null_control=True, out=tmp_path / "pn")
+    assert sorted(evaluated) == sorted(probe_null.settings["probe_ids"] * 2)
+    assert np.isfinite(probe_null.table["null_forgetting"]).to_numpy().tolist() == \
+        probe_null.table["observed"].tolist()
+    assert run_app(["forecast", str(null_sweep), "--model", str(null_sweep), "--null-control"]) == 2
+    assert "use it with --task" in capsys.readouterr().err
+
+
+def test_forecast_cli_output_spellings(sweep, finetuned_dir, tmp_path, capsys):
+    """``-o`` names the output folder; the old ``--out`` still works and says once that it is deprecated."""
+    base = ["forecast", str(sweep), "--model", str(finetuned_dir), "--probe", "3", "--predictor", "knn"]
+    assert run_app([*base, "-o", str(tmp_path / "new")]) == 0
+    assert "deprecated" not in capsys.readouterr().err and (tmp_path / "new" / "forecast.json").is_file()
+    assert run_app([*base, "--out", str(tmp_path / "old")]) == 0
+    assert capsys.readouterr().err.count("--out is deprecated") == 1
+    assert (tmp_path / "old" / "forecast.json").is_file()
+
+
+@pytest.mark.parametrize("kind", ["absolute", "normalized"])
+def test_forecast_interval_kinds_and_the_known_tasks_per_task_coverage(sweep, tiny_dir, tmp_path, kind):
+    model, tok = _finetuned(tiny_dir)
+    result = forecast(sweep, model, tokenizer=tok, probe=5, predictor="additive", verify=True, out=tmp_path,
+                      interval=kind)
+    info = result.settings["interval"]
+    assert info["interval"] == kind and result.verify.iloc[0]["interval"] == kind
+    assert info["halfwidth"] == pytest.approx(info["quantile"] * info["scale"])
+    assert info["scale"] == 1.0 if kind == "absolute" else info["scale"] >= info["scale_floor"] > 0
+    unprobed = ~result.table["observed"]
+    width = (result.table["upper"] - result.table["lower"])[unprobed]
+    assert np.allclose(width, 2 * info["halfwidth"])
+    held = info["held_out_tasks"]  # the 3 known tasks, each against a band from the other two
+    assert 0 <= held["coverage_task_min"] <= held["coverage_task_p10"] <= 1 and 0 <= held["coverage"] <= 1
+    assert json.loads((tmp_path / "forecast.json").read_text())["settings"]["interval"]["held_out_tasks"] == held
+
+
+@pytest.mark.slow
+def test_forecast_on_the_real_model_against_a_sweep_with_null_rows(tmp_path, monkeypatch):
+    """SmolLM2-135M: a 3-task sweep with null rows, then ``forecast --task`` with and without ``--verify``."""
+    import forgetscope.measure.evaluator as measure
+    from forgetscope.experiments.demo import demo_config
+
+    sweep = tmp_path / "sweep"
+    run_sweep(demo_config(output=sweep, n_upstream=40, n_instruct=0, n_tasks=3, n_train=16, steps=2, batch_size=4,
+                          max_length=64, eval_max_length=128))
+    assert np.isfinite(np.load(sweep / "F_null.npy")).all()  # the sweep has its null rows
+    words = "river stone cloud apple tiger lemon paper glass candle button mirror pencil".split()
+    task = write_jsonl(tmp_path / "reverse.jsonl", [{"prompt": f"Spell '{w}' backwards.", "response": w[::-1]}
+                                                    for w in words])
+    evaluated: list[str] = []
+    real = measure.evaluate_examples
+
+    def spy(model, tok, examples, **kw):
+        evaluated.extend(e.example_id for e in examples)
+        return real(model, tok, examples, **kw)
+
+    monkeypatch.setattr(measure, "evaluate_examples", spy)
+    upstream = set(pd.read_parquet(sweep / "upstream.parquet")["example_id"])
+    base = ["forecast", str(sweep), "--task", str(task), "--probe", "10", "--predictor", "knn", "--top", "3"]
+    assert run_app([*base, "-o", str(tmp_path / "probe")]) == 0
+    summary = json.loads((tmp_path / "probe" / "forecast.json").read_text())
+    assert sorted(e for e in evaluated if e in upstream) == sorted(summary["settings"]["probe_ids"])
+    assert summary["settings"]["null_control"] is False and summary["cost"]["inference_skipped"] == 0.75
+    evaluated.clear()
+    assert run_app([*base, "--verify", "-o", str(tmp_path / "verify")]) == 0
+    assert sorted(e for e in evaluated if e in upstream) == sorted(upstream)  # every example, once
+    table = pd.read_parquet(tmp_path / "verify" / "forecast.parquet")
+    assert len(table) == 40 and np.isfinite(table["measured"]).all() and "null_forgetting" not in table

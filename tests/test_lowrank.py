@@ -98,7 +98,7 @@ def test_analyze_report_roundtrip():
     rep = analyze(F, max_rank=4)
     d = rep.to_dict()
     assert d["shape"] == [10, 50] and len(d["r2_by_rank"]) == 4
-    assert list(rep.r2_table().columns) == ["k", "singular_value", "energy_share", "r2"]
+    assert list(rep.r2_table().columns) == ["k", "singular_value", "energy_share", "r2", "r2_reference"]
     assert sorted(rep.row_order) == list(range(10))
 
 

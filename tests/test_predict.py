@@ -145,7 +145,8 @@ def test_unknown_predictor_and_parameters():
     with pytest.raises(ConfigError):
         get_predictor("lowrank", rank=0)
     assert set(PREDICTORS) == {"zero", "additive", "additive-als", "column-mean", "probe-mean", "knn", "knn-baseline",
-                               "knn-baseline-als", "lowrank", "logistic", "semantic", "semantic-knn"}
+                               "knn-baseline-als", "lowrank", "logistic", "semantic", "semantic-knn",
+                               "additive-features", "lowrank-features"}
 
 
 def test_edge_matrices():

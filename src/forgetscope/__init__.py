@@ -16,6 +16,7 @@ The verbs a notebook needs are importable from the top; each is loaded on first 
     print(cv.summary())
     result = fs.forecast("sweeps/demo", "path/to/finetuned")     # what did my fine-tuned model forget?
     result = fs.forecast_task("sweeps/demo", "data/task.jsonl")  # fine-tune on a task file, then forecast
+    fs.measure_finetunes(adapters=["path/to/adapter"], output="sweeps/mine")  # what did my fine-tunes forget?
     fs.compare(fs.load_compare_config("configs/compare_demo.yaml"))  # strategies against plain fine-tuning
     fs.build_report("sweeps/demo")                          # one self-contained HTML page
     callback = fs.ForgettingCallback("sweeps/demo", tokenizer=tok)  # inside any HF / TRL Trainer
@@ -44,6 +45,7 @@ _LAZY = {
     "get_predictor": "forgetscope.predict.registry:get_predictor",
     "forecast": "forgetscope.experiments.forecast:forecast",
     "forecast_task": "forgetscope.experiments.forecast:forecast_task",
+    "measure_finetunes": "forgetscope.experiments.measure:measure_finetunes",  # not "measure": the subpackage
     "load_compare_config": "forgetscope.experiments.compare:load_compare_config",
     "compare": "forgetscope.experiments.compare:run_compare",
     "replay_examples": "forgetscope.experiments.replay_mix:replay_examples",

@@ -9,6 +9,7 @@ A sweep config says which base model, which upstream examples, which tasks, and 
     tasks: [code, bible, {name: mine, source: data/mine.jsonl}]
     train: {method: lora, steps: 30, lr: 5e-4, batch_size: 8, max_length: 64}
     eval: {max_length: auto, max_batch_tokens: 4096, exact_match: true}
+    load: {dtype: float32, device_map: null, attn_implementation: null, load_in_4bit: false}
 """
 
 from __future__ import annotations
@@ -67,11 +68,52 @@ class TrainConfig(_Strict):
     lora_rank: int = Field(8, ge=1)
     lora_alpha: float | None = None
     lora_dropout: float = Field(0.0, ge=0, lt=1)
-    target_modules: list[str] | None = None
+    target_modules: list[str] | Literal["all-linear"] | None = Field(
+        "all-linear", description="LoRA targets: all-linear (default: every linear layer but the output head, "
+        "peft's all-linear), a list of module names, or null for peft's default of the architecture (q_proj and "
+        "v_proj on Llama and Gemma, what sweeps recorded with null before all-linear became the default)")
     seed: int = 0
     device: str = "auto"
     # forward-pass dtype; weights stay float32. auto: bf16 autocast on CUDA with bf16, float32 elsewhere
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    grad_accum_steps: int = Field(1, ge=1, description="micro-batches of batch_size whose gradients one "
+                                  "optimizer step sums (effective batch: batch_size x grad_accum_steps); "
+                                  "each is weighted by its share of the step's scored tokens, so the step "
+                                  "equals one on the whole batch")
+    gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass "
+                                         "instead of storing them: less memory, ~30% more compute, the "
+                                         "same gradients (not part of the fingerprint)")
+
+
+class LoadConfig(_Strict):
+    """How model weights are loaded, the same way for the base model and for every model measured against it
+    (a sweep's runs, ``forgetscope measure``'s fine-tunes, a forecast's model). The defaults load float32
+    weights on ``train.device``, as every recorded sweep did."""
+
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field(
+        "float32", description="weight dtype. float32 (default): measured losses and small updates need it; "
+        "bfloat16/float16 halve memory (allowed on a CPU, but slow there) and round every weight and update; "
+        "auto: bfloat16 on CUDA with bf16 support, else float32")
+    device_map: str | dict[str, int | str] | None = Field(
+        None, description="accelerate's placement of the layers: auto, balanced, sequential, a device, or a "
+        "{module: device} mapping; null (default): the whole model on train.device. Set, it decides where the "
+        "model lives, so train.device must stay auto")
+    attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] | None = Field(
+        None, description="attention kernel; null (default): transformers' choice for the model. "
+        "flash_attention_2 needs the flash-attn package and a CUDA GPU, in bfloat16 or float16")
+    load_in_4bit: bool = Field(
+        False, description="4-bit NF4 weights through bitsandbytes (QLoRA): needs bitsandbytes installed and "
+        "LoRA (quantized weights cannot be trained or perturbed), computes in dtype")
+
+    @model_validator(mode="after")
+    def _check(self) -> LoadConfig:
+        if self.attn_implementation == "flash_attention_2" and self.dtype == "float32":
+            raise ValueError("attn_implementation: flash_attention_2 runs in bfloat16 or float16; set dtype")
+        return self
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`forgetscope.models.load_model` these settings stand for."""
+        return self.model_dump()
 
 
 class SourceConfig(_Strict):
@@ -116,6 +158,10 @@ class TaskConfig(SourceConfig):
     # instruction | plain_text, recorded with every run; None: the demo index's, else by format
     family: Literal["instruction", "plain_text"] | None = None
     seeds: list[int] | None = None  # a sweep's seeds for this task only (default: the sweep's seeds)
+    # a control row instead of the task itself: shuffled_responses pairs each training prompt with another
+    # training example's response (a seeded derangement; the held-out pairs stay real), so the run learns
+    # the form of the answers (chat format, length, end of turn) without their content
+    control: Literal["shuffled_responses"] | None = None
 
 
 DEFAULT_EVAL_MAX_LENGTH = 512
@@ -159,6 +205,7 @@ class SweepConfig(_Strict):
     tasks: list[TaskConfig]
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    load: LoadConfig = Field(default_factory=LoadConfig, description="how the base model's weights are loaded")
     strategy: str = "plain"
     strategy_options: dict[str, Any] = Field(default_factory=dict)
     # after each run, also measure a random-direction perturbation of the same parameters with the norms of
@@ -167,6 +214,13 @@ class SweepConfig(_Strict):
     # LoRA runs: the null direction of each adapted weight has the adapter's rank (adapter) or full rank
     # (full); full fine-tuning is always full rank
     null_rank: Literal["adapter", "full"] = "adapter"
+    # norm: the null has the norms of the run's update (a lower bound: far weaker in effect than learning);
+    # effect: the same direction scaled until its mean F on a fixed subset of upstream examples matches the
+    # run's (forgetscope.experiments.null_control.match_effect)
+    null_match: Literal["norm", "effect"] = "norm"
+    null_match_subset: int = Field(32, ge=1)  # effect: the first this many lm upstream examples
+    null_match_tol: float = Field(0.05, gt=0, lt=1)  # effect: relative tolerance on the subset's mean F
+    null_match_steps: int = Field(8, ge=1, le=32)  # effect: at most this many evaluations of the subset
     executor: str = "local"  # a name in forgetscope.experiments.executors.EXECUTORS (checked by validate_sweep)
     # options of the slurm executor (partition, time_min, gpus_per_node, ...; checked by validate_sweep)
     slurm: dict[str, Any] = Field(default_factory=dict)
@@ -188,6 +242,10 @@ class SweepConfig(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"tasks: duplicate task names {dupes}")
+        if self.null_match == "effect" and not self.null_control:
+            raise ValueError("null_match: effect scales the null control's direction; "
+                             "it needs null_control: true")
+        check_load_against_train(self.load, self.train, null_control=self.null_control)
         up = self.upstream
         if up.source != "demo" and (up.lm_targets != "human" or up.instruct_targets != "gold"):
             raise ValueError(f"upstream.lm_targets and upstream.instruct_targets choose among the shipped demo "
@@ -197,6 +255,19 @@ class SweepConfig(_Strict):
     @property
     def seed_list(self) -> list[int]:
         return self.seeds or [self.seed]
+
+
+def check_load_against_train(load: LoadConfig, train: TrainConfig, *, null_control: bool = False) -> None:
+    """The combinations of loading and training settings that cannot work, refused by field
+    (a ValueError, turned into a one-line ConfigError by the config's validation)."""
+    if load.device_map is not None and train.device != "auto":
+        raise ValueError(f"train.device: {train.device!r} conflicts with load.device_map, which places the "
+                         "model itself; leave train.device auto")
+    if load.load_in_4bit and train.method == "full":
+        raise ValueError("load.load_in_4bit: 4-bit weights cannot be trained; use train.method: lora")
+    if load.load_in_4bit and null_control:
+        raise ValueError("load.load_in_4bit: the null control perturbs the base weights, which 4-bit "
+                         "quantization cannot hold; set null_control: false")
 
 
 def _format_validation_error(exc: ValidationError, where: str, what: str = "config") -> str:

@@ -10,12 +10,13 @@ from forgetscope.errors import DataError
 
 
 def check_matrix(values: Any, *, min_rows: int = 1, what: str = "forgetting matrix",
-                 dtype: type | None = np.float64) -> np.ndarray:
+                 dtype: type | None = np.float64, empty_columns: bool = False) -> np.ndarray:
     """Return ``values`` as a 2-D float array, or raise a one-line :class:`DataError`.
 
     NaN marks a missing entry and is allowed; infinities are not, nor rows or columns with no
     observed entry at all (nothing can be said about them). ``dtype=None`` keeps a float32 input
-    as float32 (no copy of a big matrix).
+    as float32 (no copy of a big matrix). ``empty_columns`` allows columns with no observed entry (for
+    predictors that can say something about them from other information).
     """
     arr = np.asarray(getattr(values, "values", values))
     if arr.dtype.kind not in "fiub":
@@ -36,7 +37,7 @@ def check_matrix(values: Any, *, min_rows: int = 1, what: str = "forgetting matr
     if missing.any():
         if missing.all(axis=1).any():
             raise DataError(f"{what} has rows with no observed entry (row {int(np.argmax(missing.all(1)))})")
-        if missing.all(axis=0).any():
+        if not empty_columns and missing.all(axis=0).any():
             raise DataError(f"{what} has columns with no observed entry "
                             f"(column {int(np.argmax(missing.all(0)))})")
     return arr

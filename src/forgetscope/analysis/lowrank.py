@@ -4,8 +4,10 @@ Why: if ``F`` is close to low rank, a new task's forgetting is predictable from 
 (pillar 3). This module answers "how low-rank?" and "how much is just task strength + example
 fragility?":
 
-- :func:`singular_spectrum` and :func:`rank_r2` — ``R²(k) = 1 − ||F − F_k||² / ||F − mean(F)||²``
-  for the rank-k SVD approximation ``F_k``, k = 1..K;
+- :func:`singular_spectrum` and :func:`rank_r2` — R²(k) of the rank-k SVD approximation ``F_k`` of the
+  uncentred ``F``, k = 1..K, in two named metrics (:data:`R2_METRICS`): ``global``,
+  ``1 − ||F − F_k||² / ||F − mean(F)||²``, and ``reference``, scikit-learn's ``r2_score(F, F_k)`` (an R² per
+  column, averaged over columns), the metric of Jin & Ren's released code;
 - :func:`fit_additive` — ``F[i, j] ≈ μ + a_i + b_j`` by least squares;
 - :func:`fit_multiplicative` — ``F[i, j] ≈ α_i β_j`` (rank 1 on the uncentred ``F``);
 - :func:`factor_order` — row/column permutations by the fitted factors (for heat maps);
@@ -33,6 +35,7 @@ __all__ = [
     "AdditiveFit",
     "LowRankReport",
     "MultiplicativeFit",
+    "R2_METRICS",
     "analyze",
     "factor_order",
     "fit_additive",
@@ -40,11 +43,18 @@ __all__ = [
     "learning_correlation",
     "rank_k_approx",
     "rank_r2",
+    "rank_r2_metrics",
+    "reference_r2",
     "singular_spectrum",
 ]
 
 _MAX_ITER = 200
 _TOL = 1e-7
+
+R2Metric = Literal["global", "reference"]
+#: ``global``: one R² over all entries against the grand mean; ``reference``: scikit-learn's ``r2_score``
+#: (an R² per column against that column's mean, averaged uniformly over columns).
+R2_METRICS: tuple[R2Metric, ...] = ("global", "reference")
 
 
 # ---- additive and multiplicative models ----------------------------------------------------
@@ -157,6 +167,29 @@ def r2_score_masked(X: np.ndarray, approx: np.ndarray) -> float:
     return 1.0 - sse / sst if sst > 0 else float("nan")
 
 
+def reference_r2(X: np.ndarray, approx: np.ndarray) -> float:
+    """scikit-learn's ``r2_score(X, approx)``: R² of each column, averaged uniformly over columns.
+
+    Why: the reference work scores its low-rank fits with this metric; a column's R² is measured against
+    that column's mean, so it credits nothing for the differences between columns. With missing entries each
+    column is scored over its observed rows (columns with fewer than two are left out).
+    """
+    from sklearn.metrics import r2_score
+
+    mask = ~np.isnan(X)
+    if mask.all():
+        return float(r2_score(X, approx))
+    full = mask.all(axis=0)
+    scores: list[float] = []
+    if full.any():
+        scores.extend(np.atleast_1d(r2_score(X[:, full], approx[:, full], multioutput="raw_values")).tolist())
+    for j in np.flatnonzero(~full):
+        ok = mask[:, j]
+        if ok.sum() >= 2:
+            scores.append(float(r2_score(X[ok, j], approx[ok, j])))
+    return float(np.mean(scores)) if scores else float("nan")
+
+
 def gram_svd(X: np.ndarray, k: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Top-k SVD ``(U, s, Vt)`` from the eigendecomposition of the short side's Gram matrix.
 
@@ -218,23 +251,46 @@ def singular_spectrum(F: Any) -> np.ndarray:
     return gram_svd(X)[1]
 
 
-def rank_r2(F: Any, max_rank: int | None = None, *, n_iter: int = 100) -> np.ndarray:
-    """``R²(k)`` for k = 1..max_rank (default: min(M, N, 20)); entry ``k−1`` is rank k."""
+def rank_r2(F: Any, max_rank: int | None = None, *, n_iter: int = 100,
+            metric: R2Metric = "global") -> np.ndarray:
+    """``R²(k)`` in one metric of :data:`R2_METRICS` for k = 1..max_rank (default: min(M, N, 20)); entry
+    ``k−1`` is rank k."""
+    return rank_r2_metrics(F, max_rank, n_iter=n_iter, metrics=(metric,))[metric]
+
+
+def rank_r2_metrics(F: Any, max_rank: int | None = None, *, n_iter: int = 100,
+                    metrics: tuple[R2Metric, ...] = R2_METRICS) -> dict[str, np.ndarray]:
+    """``{metric: R²(k) for k = 1..max_rank}`` from one sequence of rank-k approximations.
+
+    Why one pass: with missing entries every rank is a hard-impute fit, too slow to repeat per metric.
+    """
     X = check_matrix(F)
     K = _check_rank(max_rank if max_rank is not None else min(*X.shape, 20), X.shape)
+    unknown = set(metrics) - set(R2_METRICS)
+    if unknown:
+        raise DataError(f"unknown R² metric {sorted(unknown)[0]!r}; choose one of {', '.join(R2_METRICS)}")
+    out: dict[str, list[float] | np.ndarray] = {m: [] for m in metrics}
     if not np.isnan(X).any():
-        s = gram_svd(X)[1]
-        total = float(np.einsum("ij,ij->", X, X, dtype=np.float64))
-        sst = total - X.size * float(X.mean(dtype=np.float64)) ** 2
-        sst = sst if sst > 1e-12 * max(total, 1e-300) else 0.0
-        # ||F - F_k||² = sum of the squared singular values left out
-        tail = np.sum(s**2) - np.cumsum(s**2)[:K]
-        return 1.0 - np.maximum(tail, 0.0) / sst if sst > 0 else np.full(K, np.nan)
-    out, approx = [], None
+        U, s, Vt = gram_svd(X)
+        if "global" in metrics:
+            total = float(np.einsum("ij,ij->", X, X, dtype=np.float64))
+            sst = total - X.size * float(X.mean(dtype=np.float64)) ** 2
+            sst = sst if sst > 1e-12 * max(total, 1e-300) else 0.0
+            # ||F - F_k||² = sum of the squared singular values left out
+            tail = np.sum(s**2) - np.cumsum(s**2)[:K]
+            out["global"] = 1.0 - np.maximum(tail, 0.0) / sst if sst > 0 else np.full(K, np.nan)
+        if "reference" in metrics:
+            approx = np.zeros_like(X, dtype=np.float64)
+            for k in range(K):
+                approx += np.outer(U[:, k] * s[k], Vt[k])
+                out["reference"].append(reference_r2(X, approx))  # type: ignore[union-attr]
+        return {m: np.asarray(v, dtype=float) for m, v in out.items()}
+    approx = None
     for k in range(1, K + 1):  # warm start each rank from the previous one
         approx = _hard_impute(X, k, n_iter, start=approx)
-        out.append(r2_score_masked(X, approx))
-    return np.array(out)
+        for m in metrics:
+            out[m].append(r2_score_masked(X, approx) if m == "global" else reference_r2(X, approx))  # type: ignore[union-attr]
+    return {m: np.asarray(v, dtype=float) for m, v in out.items()}
 
 
 def _check_rank(k: int, shape: tuple[int, int]) -> int:
@@ -321,20 +377,25 @@ class LowRankReport:
     shape: tuple[int, int]
     missing_fraction: float
     singular_values: np.ndarray
-    r2_by_rank: np.ndarray
+    r2_by_rank: np.ndarray  # the global metric
     additive: AdditiveFit
     multiplicative: MultiplicativeFit
     learning: LearningCorrelation | None = None
     row_order: np.ndarray = field(default_factory=lambda: np.array([], int))
     col_order: np.ndarray = field(default_factory=lambda: np.array([], int))
+    r2_reference_by_rank: np.ndarray | None = None  # the reference metric (sklearn r2_score), when computed
 
     def r2_table(self) -> pd.DataFrame:
-        """One row per rank k with R²(k), the singular value and its share of energy."""
+        """One row per rank k with R²(k) (``r2``: global; ``r2_reference`` when computed), the singular value
+        and its share of energy."""
         s = self.singular_values
         k = np.arange(1, len(self.r2_by_rank) + 1)
-        return pd.DataFrame({"k": k, "singular_value": s[: len(k)],
-                             "energy_share": (s**2 / np.sum(s**2))[: len(k)],
-                             "r2": self.r2_by_rank})
+        table = pd.DataFrame({"k": k, "singular_value": s[: len(k)],
+                              "energy_share": (s**2 / np.sum(s**2))[: len(k)],
+                              "r2": self.r2_by_rank})
+        if self.r2_reference_by_rank is not None:
+            table["r2_reference"] = self.r2_reference_by_rank
+        return table
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -342,10 +403,13 @@ class LowRankReport:
             "missing_fraction": self.missing_fraction,
             "singular_values": self.singular_values.tolist(),
             "r2_by_rank": self.r2_by_rank.tolist(),
+            "r2_by_rank_by_metric": {"global": self.r2_by_rank.tolist()},
             "additive": {"r2": self.additive.r2, "mu": self.additive.mu},
             "multiplicative": {"r2": self.multiplicative.r2},
             "learning_correlation": None,
         }
+        if self.r2_reference_by_rank is not None:
+            out["r2_by_rank_by_metric"]["reference"] = self.r2_reference_by_rank.tolist()
         if self.learning is not None:
             out["learning_correlation"] = asdict(self.learning)
         return out
@@ -358,11 +422,13 @@ def analyze(F: Any, *, max_rank: int | None = None, runs: pd.DataFrame | None = 
         runs = getattr(F, "runs", None)
     X = check_matrix(F)
     row_order, col_order = factor_order(X, order_by)
+    r2 = rank_r2_metrics(X, max_rank)
     return LowRankReport(
         shape=(int(X.shape[0]), int(X.shape[1])),
         missing_fraction=float(np.isnan(X).mean()),
         singular_values=singular_spectrum(X),
-        r2_by_rank=rank_r2(X, max_rank),
+        r2_by_rank=r2["global"],
+        r2_reference_by_rank=r2["reference"],
         additive=fit_additive(X),
         multiplicative=fit_multiplicative(X),
         learning=learning_correlation(X, runs),

@@ -8,6 +8,7 @@ from forgetscope.cli import (
     import_cmd,  # noqa: F401
     import_lm_eval_cmd,  # noqa: F401
     info_cmd,  # noqa: F401
+    measure_cmd,  # noqa: F401
     predict_cmd,  # noqa: F401
     replay_mix_cmd,  # noqa: F401
     report_cmd,  # noqa: F401

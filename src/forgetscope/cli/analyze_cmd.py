@@ -1,16 +1,21 @@
-"""`forgetscope analyze`: low-rank structure of a forgetting matrix (tables, JSON/CSV, figures)."""
+"""`forgetscope analyze`: low-rank structure of a forgetting matrix and the baselines that keep its marginals
+(tables, verdicts, JSON/CSV, figures)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import typer
 from rich.table import Table
 
-from forgetscope.cli.app import app, console
+from forgetscope.cli.app import app, console, old_out_option, option_alias
 from forgetscope.store import ForgettingMatrix
 from forgetscope.store.io import write_csv, write_json
+
+if TYPE_CHECKING:
+    from forgetscope.analysis.marginals import MarginalReport
 
 KIND_HELP = ("which upstream examples: lm (plain text), instruction (prompt/response) or all "
              "(default: lm when the sweep has plain-text examples, else instruction; all for a matrix "
@@ -67,32 +72,100 @@ def _print_null(matrix: ForgettingMatrix, max_rank: int, out_dir: Path) -> dict:
     return nc.to_dict()
 
 
+def read_categories(path: Path, col_names: list[str]) -> tuple[str, list[object]]:
+    """(column, label per matrix column) from a records file whose rows have an id (``id`` or ``example_id``)
+    and a ``category`` or ``source`` field; columns the file does not name get no label."""
+    from forgetscope.analysis.marginals import CATEGORY_COLUMNS
+    from forgetscope.data.records import read_records
+    from forgetscope.errors import DataError
+
+    records = read_records(path)
+    column = next((c for c in CATEGORY_COLUMNS if any(c in r for r in records)), None)
+    id_field = next((f for f in ("id", "example_id") if any(f in r for r in records)), None)
+    if column is None or id_field is None:
+        raise DataError(f"{path}: records need an id (id or example_id) and a {' or '.join(CATEGORY_COLUMNS)} field")
+    labels = {str(r.get(id_field)): r.get(column) for r in records}
+    if not any(c in labels for c in col_names):
+        raise DataError(f"{path}: none of its ids names a column of the matrix")
+    return column, [labels.get(c) for c in col_names]
+
+
+def _print_marginals(mr: MarginalReport, out_dir: Path) -> dict:
+    """Print and save the baselines that keep F's marginals, with one verdict per claim."""
+    sp = mr.split
+    console.print(f"variance of F: between runs {sp.runs:.1%}, between examples {sp.examples:.1%}, "
+                  f"interaction {sp.interaction:.1%}", highlight=False)
+    if mr.permutation is not None:
+        p, n = mr.permutation, mr.permutation.n_shuffles
+        table = Table(title=f"R²(k) against {n} within-row shuffles (each run's values kept)",
+                      caption="band: central 95 % of the shuffles; interaction: double-centred F, "
+                              "R² relative to its own variance")
+        for col in ("k", "global", "shuffles", "reference", "shuffles", "interaction", "shuffles"):
+            table.add_column(col, justify="right")
+        bands = {m: p.band(m) for m in p.observed}
+        inter = mr.interaction
+        for i in range(len(p.observed["global"])):
+            cells = [str(i + 1)]
+            for m in ("global", "reference"):
+                lo, hi = bands[m]
+                cells += [f"{p.observed[m][i]:.4f}", f"{p.mean(m)[i]:.3f} [{lo[i]:.3f}, {hi[i]:.3f}]"]
+            if inter is not None and i < len(inter.observed["global"]):
+                lo, hi = inter.band("global")
+                cells += [f"{inter.observed['global'][i]:.4f}",
+                          f"{inter.mean('global')[i]:.3f} [{lo[i]:.3f}, {hi[i]:.3f}]"]
+            else:
+                cells += ["", ""]
+            table.add_row(*cells)
+        console.print(table)
+        write_csv(out_dir / "marginals_by_rank.csv", mr.rank_table())
+    if mr.seeds.n_tasks:
+        write_csv(out_dir / "interaction_seed_reliability.csv", mr.seeds.per_task)
+    console.print("[bold]verdicts[/] (from the baselines that keep F's marginals):")
+    for v in mr.verdicts():
+        console.print(f"  - {v['line']}", highlight=False, soft_wrap=True)
+    return mr.to_dict()
+
+
 @app.command()
 def analyze(
     source: Path = typer.Argument(..., help="sweep directory or matrix file (.npy/.csv/.parquet)"),
     max_rank: int = typer.Option(10, "--max-rank", "-k", help="largest k for R²(k)"),
     order_by: str = typer.Option("additive", help="heat-map ordering: additive, multiplicative or svd"),
-    out: Path | None = typer.Option(None, help="output folder (default SWEEP/analysis/KIND)"),
+    output: Path | None = typer.Option(None, "--output", "-o", help="output folder (default SWEEP/analysis/KIND)"),
+    out: Path | None = old_out_option(),
     figures: bool = typer.Option(True, help="write PNG figures"),
     kind: str | None = typer.Option(None, help=KIND_HELP),
+    shuffles: int = typer.Option(20, help="within-row shuffles of F for the R²(k) baseline (at least 20)"),
+    seed: int = typer.Option(0, help="seed of the shuffles"),
+    categories: Path | None = typer.Option(None, help="records file (JSONL/CSV/...) with an id and a category "
+                                           "or source per upstream example, when the sweep's upstream table "
+                                           "has neither column"),
 ) -> None:
-    """SVD spectrum, R²(k), additive and multiplicative fits, forgetting-vs-learning correlation."""
+    """SVD spectrum, R²(k) (global and reference metrics) against within-row shuffles, the variance split and
+    the interaction, additive and multiplicative fits, forgetting-vs-learning correlation."""
     from forgetscope.analysis import lowrank, plots
+    from forgetscope.analysis.marginals import marginal_analysis
 
     matrix, kind = load_kind(source, kind)
     k = min(max_rank, *matrix.shape)
     report = lowrank.analyze(matrix, max_rank=k, order_by=order_by)  # type: ignore[arg-type]
-    out_dir = out or default_out(source, "analysis", kind)
+    column, labels = read_categories(categories, matrix.col_names) if categories else ("category", None)
+    marginals = marginal_analysis(matrix, max_rank=k, categories=labels, category_column=column,
+                                  n_shuffles=shuffles, seed=seed)
+    out_dir = option_alias(output, out, old="--out", new="--output") or default_out(source, "analysis", kind)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     m, n = report.shape
     console.print(f"[bold]{m} tasks x {n} {kind} examples[/], {report.missing_fraction:.1%} missing")
     table = Table(title="low-rank structure")
-    for col in ("k", "singular value", "energy share", "R²(k)"):
+    for col in ("k", "singular value", "energy share", "R²(k) global", "R²(k) reference"):
         table.add_column(col, justify="right")
     r2 = report.r2_table()
     for row in r2.itertuples():
-        table.add_row(str(row.k), f"{row.singular_value:.4g}", f"{row.energy_share:.3f}", f"{row.r2:.4f}")
+        table.add_row(str(row.k), f"{row.singular_value:.4g}", f"{row.energy_share:.3f}", f"{row.r2:.4f}",
+                      f"{row.r2_reference:.4f}")
+    table.caption = ("global: 1 − ‖F − F_k‖² / ‖F − mean F‖²; reference: sklearn r2_score(F, F_k), "
+                     "an R² per column averaged over columns")
     console.print(table)
     fits = Table(title="models")
     fits.add_column("model")
@@ -110,6 +183,7 @@ def analyze(
     result = report.to_dict()
     if matrix.null is not None:
         result["null_control"] = _print_null(matrix, k, out_dir)
+    result["marginals"] = _print_marginals(marginals, out_dir)
     write_csv(out_dir / "r2_by_rank.csv", r2)
     write_json(out_dir / "analysis.json", result)
     if figures:

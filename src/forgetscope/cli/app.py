@@ -1,12 +1,16 @@
 """The typer application and the error boundary shared by every command.
 
 Commands live in their own modules (one per command) and register on ``app``; each is a thin
-wrapper over a library function. ``main`` turns user errors into one red line and a non-zero exit.
+wrapper over a library function. ``main`` turns user errors into one red line and a non-zero exit, and
+usage errors (an unknown option or command, a missing argument) into the usage line, one error line and
+exit 2, as any click program does.
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -26,6 +30,74 @@ err_console = Console(stderr=True)
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+PROG_NAME = "forgetscope"
+
+
+def package_version() -> str:
+    """The installed distribution's version (the package's own string when it runs uninstalled)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("forgetscope")
+    except PackageNotFoundError:
+        from forgetscope import __version__
+
+        return __version__
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(f"{PROG_NAME} {package_version()}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                       help="print the version and exit")) -> None:
+    """Options read before any command (the app's help text is set on ``app``)."""
+
+
+def _click_classes(name: str) -> tuple[type[Exception], ...]:
+    """Click's exception class ``name`` from typer's bundled copy of click (newer typer) and from click itself."""
+    import importlib
+
+    found = []
+    for module in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            found.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(found)
+
+
+def _usage_context(argv: list[str]) -> Any:
+    """A context of the command ``argv`` names (else of the app), for errors the parser raises without one."""
+    group = typer.main.get_command(app)
+    ctx = group.context_class(group, info_name=PROG_NAME)
+    name = next((a for a in argv if not a.startswith("-")), None)
+    command = group.get_command(ctx, name) if name is not None and hasattr(group, "get_command") else None
+    return ctx if command is None else command.context_class(command, info_name=name, parent=ctx)
+
+
+def _warn_old_out(value: Path | None) -> Path | None:
+    if value is not None:  # said at parse time, before any work
+        err_console.print("[yellow]warning:[/] --out is deprecated; use --output (-o)", highlight=False,
+                          soft_wrap=True)
+    return value
+
+
+def old_out_option() -> Any:
+    """The hidden ``--out`` spelling kept beside ``--output/-o`` (merge the two with :func:`option_alias`)."""
+    return typer.Option(None, "--out", hidden=True, callback=_warn_old_out, help="deprecated spelling of --output")
+
+
+def option_alias(value: Any, old_value: Any, *, old: str, new: str) -> Any:
+    """The value of option ``new``, or of its deprecated spelling ``old`` (which warned when it was parsed)."""
+    if old_value is None:
+        return value
+    if value is not None and value != old_value:
+        raise ForgetscopeError(f"{old} is the deprecated spelling of {new}: give only {new}")
+    return old_value
 
 
 def fail(message: str) -> None:
@@ -36,7 +108,7 @@ def fail(message: str) -> None:
 def run_app(argv: list[str] | None = None) -> int:
     """Run the CLI and map exceptions to exit codes; returns the exit code instead of exiting."""
     try:
-        rv = app(args=argv, standalone_mode=False)
+        rv = app(args=argv, standalone_mode=False, prog_name=PROG_NAME)
         if rv == EXIT_INTERRUPTED:  # typer turns Ctrl-C into Exit(130), returned in non-standalone mode
             raise KeyboardInterrupt
         if isinstance(rv, int) and rv:
@@ -59,11 +131,11 @@ def run_app(argv: list[str] | None = None) -> int:
     except typer.Abort:
         return 1
     except Exception as exc:  # click usage errors come through here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return exc.exit_code
+        if isinstance(exc, _click_classes("ClickException")):
+            if isinstance(exc, _click_classes("UsageError")) and exc.ctx is None:  # type: ignore[attr-defined]
+                exc.ctx = _usage_context(sys.argv[1:] if argv is None else argv)  # type: ignore[attr-defined]
+            exc.show()  # type: ignore[attr-defined]
+            return int(exc.exit_code)  # type: ignore[attr-defined]
         raise
     return 0
 

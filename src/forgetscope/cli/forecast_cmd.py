@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from forgetscope.cli.app import app, console, fail
+from forgetscope.cli.app import app, console, fail, old_out_option, option_alias
 
 
 def _fmt(x: float, spec: str = ".3f") -> str:
@@ -25,25 +25,36 @@ def forecast(
                                                           "(the sweep's train config), then forecast"),
     probe: int = typer.Option(30, help="upstream examples to evaluate (the rest are predicted)"),
     predictor: str = typer.Option("auto", help="auto (lowest task-grouped CV RMSE on the known rows), additive, "
-                                               "knn, knn-baseline, lowrank, semantic (a pure text prior) or "
-                                               "semantic-knn (both need --task)"),
+                                               "knn, knn-baseline, lowrank, additive-features, lowrank-features "
+                                               "(with the sweep's per-example loss_before and length), semantic "
+                                               "(a pure text prior) or semantic-knn (both need --task)"),
     kind: str = typer.Option("lm", help="upstream examples of this kind: lm or instruction"),
     top: int = typer.Option(20, help="how many of the most forgotten examples to print"),
     verify: bool = typer.Option(False, help="also evaluate every example and score the forecast against it"),
     probe_method: str = typer.Option("random", help="random or active (highest-leverage examples)"),
     seed: int = typer.Option(0, help="seed for the probe draw and the predictor"),
-    out: Path | None = typer.Option(None, help="output folder (default SWEEP/forecast/<name>)"),
+    output: Path | None = typer.Option(None, "--output", "-o", help="output folder (default SWEEP/forecast/<name>)"),
+    out: Path | None = old_out_option(),
     coverage: float | None = typer.Option(None, help="coverage of the split-conformal interval in (0, 1) (default "
                                           "0.9 when the sweep has at least 3 known tasks, else no interval)"),
+    null_control: bool = typer.Option(False, help="with --task: also measure the null control (a random "
+                                                  "perturbation the size of the update) on the evaluated examples"),
+    interval_kind: str = typer.Option("normalized", "--interval",
+                                      help="normalized (the half-width scales with the RMS of the row's probe "
+                                           "residuals) or absolute (one half-width for every row)"),
 ) -> None:
     """Evaluate a fine-tuned model on --probe upstream examples and predict its forgetting on the rest."""
+    out = option_alias(output, out, old="--out", new="--output")
+    if null_control and task is None:
+        fail("--null-control perturbs the update of a run trained here: use it with --task")
     if task is not None:
         if model is not None or adapter is not None:
             fail("--task fine-tunes the sweep's own base model; leave out --model and --adapter")
         from forgetscope.experiments.forecast import forecast_task
 
         result = forecast_task(sweep, task, probe=probe, predictor=predictor, kind=kind, top=top, verify=verify,
-                               probe_method=probe_method, seed=seed, out=out, coverage=coverage)
+                               probe_method=probe_method, seed=seed, out=out, coverage=coverage,
+                               null_control=null_control, interval=interval_kind)
     else:
         if model is None and adapter is None:
             fail("name what to forecast: --model (a fine-tuned model), --adapter (a LoRA adapter of the "
@@ -51,7 +62,8 @@ def forecast(
         from forgetscope.experiments.forecast import forecast as run_forecast
 
         result = run_forecast(sweep, model, adapter=adapter, probe=probe, predictor=predictor, kind=kind, top=top,
-                              verify=verify, probe_method=probe_method, seed=seed, out=out, coverage=coverage)
+                              verify=verify, probe_method=probe_method, seed=seed, out=out, coverage=coverage,
+                              interval=interval_kind)
     cost = result.cost
     console.print(f"predictor [bold]{result.predictor}[/] ({result.settings.get('predictor_choice')}); "
                   f"evaluated {cost['probe_evaluations']} of {cost['n_examples']} {kind} examples "
@@ -66,7 +78,7 @@ def forecast(
         console.print(sel)
     interval = result.settings.get("interval") or {}
     has_interval = "lower" in result.table
-    band = (f"{interval['coverage']:.0%} interval: split-conformal" if has_interval
+    band = (f"{interval['coverage']:.0%} interval: split-conformal, {interval['interval']}" if has_interval
             else f"± {result.uncertainty}; no calibrated interval: {interval.get('why', '')}")
     table = Table(title=f"top {top} predicted forgotten examples (F = loss increase, nats; {band})")
     for c in ("rank", "example", "F", "interval" if has_interval else "±", "source", "text"):
@@ -91,6 +103,14 @@ def forecast(
         console.print(ver)
         first = result.verify.iloc[0]
         if "interval_coverage" in result.verify and first["interval_coverage"] == first["interval_coverage"]:
-            console.print(f"interval: {first['interval_coverage']:.1%} of the unprobed examples inside "
-                          f"(nominal {first['nominal_coverage']:.0%}), mean width {first['interval_width']:.3f} nats")
+            console.print(f"interval: {first['interval_coverage']:.1%} of this task's unprobed examples inside "
+                          f"(nominal {first['nominal_coverage']:.0%}), mean width {first['interval_width']:.3f} nats",
+                          highlight=False)
+            held = interval.get("held_out_tasks")
+            if held:  # one task's coverage says little: the known tasks' per-task coverage beside it
+                from forgetscope.predict.conformal import coverage_text
+
+                parts = ("coverage", "coverage_task_min", "coverage_task_p10", "coverage_tasks_below")
+                console.print("the same interval on the known tasks, each held out in turn: "
+                              + coverage_text(*(held[k] for k in parts), interval["coverage"]), highlight=False)
     console.print(f"wrote {result.paths['table']} and {result.paths['summary'].name}")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from forgetscope.cli.app import app, console
+from forgetscope.cli.app import app, console, fail, old_out_option, option_alias
 
 
 @app.command("import-lm-eval")
@@ -15,7 +15,8 @@ def import_lm_eval_(
                                   help="lm-eval --output_path of the base model (run with --log_samples)"),
     afters: list[Path] = typer.Argument(..., metavar="AFTER_DIR",
                                         help="lm-eval --output_path of each fine-tuned model (same tasks)"),
-    out: Path = typer.Option(..., "--out", "-o", help="sweep directory to create (absent or empty)"),
+    output: Path | None = typer.Option(None, "--output", "-o", help="sweep directory to create (absent or empty)"),
+    out: Path | None = old_out_option(),
     name: list[str] | None = typer.Option(None, "--name", help="row name of each AFTER run, in order "
                                           "(repeatable; default: the directory names)"),
     metric: str | None = typer.Option(None, help="per-item accuracy metric for em_before/em_after "
@@ -24,6 +25,9 @@ def import_lm_eval_(
     """Match lm-eval sample logs by (task, doc_id): F = loss increase of the gold continuation (total nats)."""
     from forgetscope.lm_eval_logs import import_lm_eval
 
+    out = option_alias(output, out, old="--out", new="--output")
+    if out is None:
+        fail("name the sweep directory to create: --output DIR")
     matrix = import_lm_eval(before, list(afters), out, names=name or None, metric=metric)
     m, n = matrix.shape
     tasks = matrix.upstream["lm_eval_task"].nunique() if matrix.upstream is not None else 0

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from forgetscope.cli.analyze_cmd import KIND_HELP, default_out, load_kind
-from forgetscope.cli.app import app, console
+from forgetscope.cli.app import app, console, old_out_option, option_alias
 
 
 def _fmt(x: float, spec: str = ".4f") -> str:
@@ -25,6 +25,46 @@ def _names(text: str | None) -> list[str] | None:
     return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
 
 
+#: predictors that read per-example features of the upstream table
+FEATURE_PREDICTORS = ("additive-features", "lowrank-features")
+
+
+def _check_features(matrix, names: list[str], features: str | None, example_meta: str | None) -> list[str] | None:
+    """The feature list for the feature predictors, checked against the upstream table before any fit."""
+    wanted = _names(features)
+    if not any(n in FEATURE_PREDICTORS for n in names):
+        if wanted is not None:
+            from forgetscope.errors import ConfigError
+
+            raise ConfigError("--features is read only by " + " and ".join(FEATURE_PREDICTORS))
+        return None
+    from forgetscope.predict.features import encode_features, with_example_meta
+
+    upstream = getattr(with_example_meta(matrix, example_meta) if example_meta else matrix, "upstream", None)
+    encode_features(upstream, wanted)  # a missing column or an unencoded text column: one line, exit 2
+    return wanted
+
+
+def _noise_text(result) -> str:
+    """The noise-floor lines under the table: the floor, tasks above noise, median share of the gap closed."""
+    from forgetscope.predict.noise import ABOVE_NOISE
+
+    pooled = "the table's pooled RMSE is dominated by the noisiest tasks"
+    if not len(result.noise):
+        return f"no task was run with several seeds: no noise floor; {pooled}"
+    gaps = result.gap_summary()
+    gaps = gaps[(gaps["probe_size"] == gaps["probe_size"].max()) & (gaps["predictor"] != "additive")]
+    if not len(gaps):
+        return f"noise floor of {len(result.noise)} tasks; {pooled}"
+    first = gaps.iloc[0]
+    parts = [f"{r['method']} {_fmt(r['gap_closed_median'], '.2f')} (per-task RMSE/additive {r['rmse_ratio_median']:.3f})"
+             for r in gaps.to_dict("records")]
+    return (f"noise floor of {first['n_tasks']} tasks with several seeds (median {first['median_floor_ratio']:.2f} × "
+            f"additive's RMSE), {first['n_above_noise']} above noise (additive RMSE > {ABOVE_NOISE:g} × floor); "
+            f"{pooled}\nshare of the gap additive → floor closed, median over the tasks above noise (probe "
+            f"{first['probe_size']}): " + "; ".join(parts))
+
+
 @app.command()
 def predict(
     source: Path = typer.Argument(..., help="sweep directory or matrix file (.npy/.csv/.parquet)"),
@@ -33,7 +73,8 @@ def predict(
     predictor: list[str] | None = typer.Option(
         None, "--predictor", "-m",
         help="zero, additive, column-mean, probe-mean, knn, knn-baseline, lowrank, logistic, semantic (a pure "
-             "text prior from frozen MiniLM embeddings), semantic-knn (text-weighted neighbour rows); repeatable; "
+             "text prior from frozen MiniLM embeddings), semantic-knn (text-weighted neighbour rows), "
+             "additive-features, lowrank-features (with per-example features of the upstream table); repeatable; "
              "default additive, knn, lowrank (logistic with --binary); trivial baselines are always added"),
     probe_method: str = typer.Option("random", help="random or active (highest-leverage examples)"),
     folds: int = typer.Option(5, help="cross-validation folds over tasks (all rows of a task leave together)"),
@@ -52,9 +93,23 @@ def predict(
     neighbors: int = typer.Option(5, help="k for knn"),
     similarity: str = typer.Option("cosine", help="knn similarity: cosine or rmse"),
     k: list[int] = typer.Option([10, 100], "--k", help="k for precision/recall@k; repeatable"),
-    out: Path | None = typer.Option(None, help="output folder (default SWEEP/predict/KIND)"),
+    output: Path | None = typer.Option(None, "--output", "-o", help="output folder (default SWEEP/predict/KIND)"),
+    out: Path | None = old_out_option(),
     figures: bool = typer.Option(True, help="write PNG figures"),
     kind: str | None = typer.Option(None, help=KIND_HELP + "; instruction with --binary"),
+    interval: str = typer.Option("normalized", help="conformal interval scored: normalized (half-width scaled by "
+                                                    "each row's probe-residual RMS) or absolute (one half-width)"),
+    features: str | None = typer.Option(
+        None, help="example features for additive-features / lowrank-features: comma-separated upstream-table "
+                   "columns, COLUMN:onehot for a text column, COLUMN:log for a length (default: loss_before, "
+                   "n_tokens:log and category:onehot where the table has them)"),
+    example_meta: str | None = typer.Option(
+        None, help="join per-example metadata onto the upstream table by id: a JSONL/CSV/Parquet file with an "
+                   "example_id or id column, or 'demo' (the shipped upstream sets' category and source)"),
+    noise_floor: bool | None = typer.Option(
+        None, "--noise-floor/--no-noise-floor",
+        help="each task's noise floor from its seeds and the share of the gap additive → floor each predictor "
+             "closes (default: where tasks have several seeds; --noise-floor requires them)"),
 ) -> None:
     """Predict held-out tasks' rows from probe sets (task-grouped CV or fixed/out-of-domain splits), against `additive`."""
     from forgetscope.analysis import plots
@@ -65,14 +120,20 @@ def predict(
     matrix = prediction_matrix(matrix, binary=binary)
     threshold = tau if binary or tau is not None else noise_margin(matrix)[0]  # the logistic predictor's cut
     names = list(dict.fromkeys(predictor or (["logistic"] if binary else ["additive", "knn", "lowrank"])))
+    feature_list = _check_features(matrix, names, features, example_meta)
+    if example_meta is not None:
+        from forgetscope.predict.features import with_example_meta
+
+        matrix = with_example_meta(matrix, example_meta)
     params = {"lowrank": {"rank": rank, "ridge": ridge, "method": method, "seed": seed},
               "logistic": {"rank": rank or (5 if binary else 3), "ridge": ridge,
                            "threshold": 0.0 if binary else float(threshold or 0.0), "seed": seed},
-              "knn": {"k": neighbors, "similarity": similarity}}
+              "knn": {"k": neighbors, "similarity": similarity},
+              **{name: {"features": feature_list, "seed": seed} for name in FEATURE_PREDICTORS}}
     result = evaluate(matrix, names, probe=list(probe), n_folds=folds, draws=draws, seed=seed,
                       probe_method=probe_method, tau=None if binary else tau, binary=binary,
                       test_tasks=_names(test_tasks), train_group=train_group, test_group=test_group,
-                      ks=tuple(k), params=params)
+                      ks=tuple(k), params=params, interval=interval, noise_floor=noise_floor)
     summary = result.summary()
     proto = result.protocol
     m, n = matrix.shape
@@ -83,7 +144,7 @@ def predict(
     if binary:
         cols = ["method", "probe", "skipped", "F1", "precision", "recall", "AUC"]
     else:
-        cols = ["method", "probe", "skipped", "RMSE", "RMSE/additive", "Pearson", "Spearman", "F1(τ)"]
+        cols = ["method", "probe", "skipped", "RMSE (pooled)", "RMSE/additive", "Pearson", "Spearman", "F1(τ)"]
         if k0:
             cols += [f"P@{k0}", f"R@{k0}"]
     for c in cols:
@@ -100,12 +161,19 @@ def predict(
         table.add_row(*cells)
     console.print(table)
     if "coverage" in summary:
-        cov = [f"{r['method']} {_fmt(r['coverage'], '.1%')} (width {_fmt(r['interval_width'], '.3f')})"
+        from forgetscope.predict.conformal import coverage_text
+
+        c = proto["coverage"]
+        parts = ("coverage", "coverage_task_min", "coverage_task_p10", "coverage_tasks_below")
+        cov = [f"{r['method']} {coverage_text(*(r[p] for p in parts), c)} (width {_fmt(r['interval_width'], '.3f')})"
                for r in summary.to_dict("records") if r.get("coverage") == r.get("coverage")]
         if cov:
-            console.print(f"90% split-conformal intervals (as a forecast makes them), share of unprobed entries "
-                          f"inside: {'; '.join(cov)}", highlight=False)
+            console.print(f"{c:.0%} split-conformal intervals ({proto['interval']}, as a forecast makes them), share "
+                          "of unprobed entries inside (per-task figures within each draw, mean over draws):\n  "
+                          + "\n  ".join(cov), highlight=False)
 
+    if not binary:
+        console.print(_noise_text(result), highlight=False)
     tests = result.task_tests()
     if len(tests):
         lines = [f"{r['method']} {r['mean_diff']:+.4f} [{_fmt(r['ci_low'], '+.4f')}, {_fmt(r['ci_high'], '+.4f')}], "
@@ -115,7 +183,7 @@ def predict(
         console.print(f"per-task RMSE minus additive's, paired over test tasks (probe {tests['probe_size'].max()}): "
                       + "; ".join(lines), highlight=False)
 
-    out_dir = out or default_out(source, "predict", kind)
+    out_dir = option_alias(output, out, old="--out", new="--output") or default_out(source, "predict", kind)
     paths = result.save(out_dir, task_tests=tests)
     if figures and not binary:
         largest = result.scatter["probe_frac"].max()

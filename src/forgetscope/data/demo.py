@@ -134,6 +134,25 @@ LM_TARGETS = {"human": UPSTREAM_HUMAN_FILE, "text": UPSTREAM_FILE,
               "base_continuations": UPSTREAM_CONTINUATIONS_FILE, "base_samples": UPSTREAM_SAMPLES_FILE}
 
 
+def demo_upstream_metadata() -> list[dict[str, str]]:
+    """``id``, ``category`` and ``source`` of every record of the shipped upstream sets.
+
+    Why: a sweep's upstream table stores ids, texts and losses, not where each text came from; this is
+    the side information a predictor can join on by id. A generated record (a base-model continuation or
+    sample, whose ``source`` is the id of the text it continues) takes that text's ``category``, so the
+    category says what the text is about, not how it was made.
+    """
+    files = dict.fromkeys([*LM_TARGETS.values(), *INSTRUCT_TARGETS.values()])
+    rows = [r for name in files for r in _records(name)]
+    category = {str(r["id"]): str(r.get("category", "")) for r in rows}
+    out = []
+    for r in rows:
+        source = str(r.get("source", ""))
+        out.append({"id": str(r["id"]), "category": category.get(source, category[str(r["id"])]),
+                    "source": source})
+    return out
+
+
 def demo_files_sha256(filenames: list[str]) -> str:
     """Content hash of shipped demo files (what a sweep over the demo suite measured)."""
     import hashlib

@@ -76,6 +76,7 @@ class Task:
     heldout: list[Example]
     description: str = ""
     family: str = ""  # one of FAMILIES; empty: by format (pairs: instruction, texts: plain_text)
+    control: str | None = None  # a control copy of a task (forgetscope.data.controls), recorded with its runs
 
     def __post_init__(self) -> None:
         if not self.train:

@@ -27,6 +27,7 @@ from forgetscope.errors import ConfigError, ModelError
 from forgetscope.experiments.run import Experiment, execute_run
 from forgetscope.experiments.session import SweepSession, load_task_from_config
 from forgetscope.experiments.spec import RunSpec
+from forgetscope.predict.conformal import DEFAULT_INTERVAL
 from forgetscope.predict.forecast import (
     ForecastResult,
     SweepData,
@@ -47,11 +48,12 @@ if TYPE_CHECKING:
 
 
 class ProbeExperiment(Experiment):
-    """A run whose upstream evaluation is the probe examples only (plus, to verify, every example).
+    """A run whose upstream evaluation is the probe examples only (plus, to verify, every other example).
 
-    Its rows carry ``part`` = ``probe`` or ``verify``; losses are mean token NLL measured as the sweep
-    measured its ``loss_before`` (its :class:`~forgetscope.measure.record.EvalRecord`), without exact
-    match (a forecast completes loss forgetting).
+    Its rows carry ``part`` = ``probe`` or ``verify``, one row per example (a probe example is not
+    evaluated again to verify); losses are mean token NLL measured as the sweep measured its
+    ``loss_before`` (its :class:`~forgetscope.measure.record.EvalRecord`), without exact match (a forecast
+    completes loss forgetting). The null control, when the run asks for it, is measured on the same rows.
     """
 
     name = "forecast"
@@ -61,18 +63,31 @@ class ProbeExperiment(Experiment):
         self.verify_ids = None if verify_ids is None else list(verify_ids)
         self.record = record  # small and picklable: the experiment travels to remote workers
 
-    def evaluate(self, session: SweepSession, spec: RunSpec, model: Any, hooks: list[Hook]) -> pd.DataFrame:
+    def parts(self) -> list[tuple[str, list[str]]]:
+        """(part, example ids) to evaluate: the probe, then (verify) every example not in it, each once."""
+        if self.verify_ids is None:
+            return [("probe", self.probe_ids)]
+        probed = set(self.probe_ids)
+        return [("probe", self.probe_ids), ("verify", [i for i in self.verify_ids if i not in probed])]
+
+    def _measure(self, session: SweepSession, model: Any, what: str) -> pd.DataFrame:
         from forgetscope.measure.evaluator import Evaluator
         from forgetscope.precision import DTYPES, merge_for_evaluation
 
         model = merge_for_evaluation(model, DTYPES[self.record.dtype])
         by_id = {e.example_id: e for e in session.upstream}
         evaluator = Evaluator(session.base()[1], self.record)
-        wanted = [("probe", self.probe_ids)] + ([("verify", self.verify_ids)] if self.verify_ids is not None else [])
-        parts = [evaluator.evaluate(model, [by_id[i] for i in ids], desc=f"upstream {part}").assign(part=part)
-                 for part, ids in wanted]
-        rows = pd.concat(parts, ignore_index=True).rename(columns={"loss": "loss_after", "em": "em_after"})
+        tables = [evaluator.evaluate(model, [by_id[i] for i in ids], desc=f"upstream {what} {part}").assign(part=part)
+                  for part, ids in self.parts() if ids]
+        return pd.concat(tables, ignore_index=True)
+
+    def evaluate(self, session: SweepSession, spec: RunSpec, model: Any, hooks: list[Hook]) -> pd.DataFrame:
+        rows = self._measure(session, model, "after").rename(columns={"loss": "loss_after", "em": "em_after"})
         return rows[["example_id", "part", "n_tokens", "loss_after", "em_after"]]
+
+    def evaluate_null(self, session: SweepSession, spec: RunSpec, model: Any) -> pd.DataFrame:
+        rows = self._measure(session, model, "null").rename(columns={"loss": "loss_null"})
+        return rows[["example_id", "loss_null"]]
 
 
 def sweep_config(data: SweepData) -> SweepConfig:
@@ -84,12 +99,16 @@ def sweep_config(data: SweepData) -> SweepConfig:
 def forecast_task(sweep: str | Path, task: str | Path, *, probe: int = 30, predictor: str = "auto",
                   kind: str = "lm", top: int = 20, verify: bool = False, probe_method: str = "random",
                   seed: int = 0, out: str | Path | None = None, name: str | None = None,
-                  task_options: dict[str, Any] | None = None, coverage: float | None = None) -> ForecastResult:
+                  task_options: dict[str, Any] | None = None, coverage: float | None = None,
+                  null_control: bool = False, interval: str = DEFAULT_INTERVAL) -> ForecastResult:
     """Fine-tune the sweep's base model on ``task`` (a data file), then forecast its forgetting row.
 
     ``task_options`` are extra task fields (``text_field``, ``heldout``, ``description``, ...), as in a
     sweep config's task entry. Writes ``forecast.parquet`` and ``forecast.json`` to ``out`` (default
-    ``SWEEP/forecast/<task file stem>``).
+    ``SWEEP/forecast/<task file stem>``). The sweep's ``null_control`` is not inherited (it would add an
+    evaluation of the evaluated examples under a random perturbation); ``null_control=True`` asks for it,
+    measured on the same examples as the run (the probe, or every example with ``verify``) and written
+    as the table's ``null_forgetting`` column (NaN where not evaluated).
     """
     from forgetscope.models import resolve_model
 
@@ -98,14 +117,15 @@ def forecast_task(sweep: str | Path, task: str | Path, *, probe: int = 30, predi
         raise ConfigError(f"top must be >= 1, got {top}")
     check_predictor(predictor, "task text")  # the task's text is known here
     data = load_sweep(sweep, kind)
-    check_interval_request(data, coverage)
+    check_interval_request(data, coverage, interval)
     idx = forecast_probe(data, probe, method=probe_method, seed=seed)
     task_name = name or default_name(task=task)
     out_dir = Path(out) if out is not None else data.layout.forecast_dir(task_name)
     config = sweep_config(data)
     tc = parse_config({"name": task_name, "source": str(task), **(task_options or {})}, f"for task {task}",
                       model=TaskConfig, what="task")
-    config = config.model_copy(update={"tasks": [tc], "output": out_dir, "report_to": "none", "executor": "local"})
+    config = config.model_copy(update={"tasks": [tc], "output": out_dir, "report_to": "none", "executor": "local",
+                                       "null_control": bool(null_control)})
     source = resolve_model(config.model)
     recorded = (data.manifest.get("model") or {}).get("sha256")
     if recorded and source.sha256 and source.sha256 != recorded:
@@ -120,20 +140,23 @@ def forecast_task(sweep: str | Path, task: str | Path, *, probe: int = 30, predi
     probe_rows = rows[rows["part"] == "probe"].set_index("example_id").loc[[ids[i] for i in idx]]
     check_token_counts(data, idx, probe_rows["n_tokens"].to_numpy(np.float64))
     verify_loss = None
-    if verify:
-        verify_rows = rows[rows["part"] == "verify"].set_index("example_id").loc[ids]
-        verify_loss = verify_rows["loss_after"].to_numpy(np.float64)
+    if verify:  # the probe rows and the rest: every example once
+        verify_loss = rows.set_index("example_id").loc[ids, "loss_after"].to_numpy(np.float64)
     task_obj = session.tasks[tc.name]
     settings = {"task": str(task), "task_name": tc.name, "model": config.model, "adapter": None,
                 "probe_method": probe_method, "seed": seed, "strategy": config.strategy,
+                "null_control": bool(null_control),
                 "train": config.train.model_dump(mode="json"),
                 "task_loss_before": record.get("task_loss_before"), "task_loss_after": record.get("task_loss_after")}
     cost = {"train_wall_s": record.get("train_wall_s"), "eval_wall_s": record.get("eval_wall_s")}
     if verify:
-        cost["verify_evaluations"] = data.n
+        cost["verify_evaluations"] = data.n - int(idx.size)  # the examples the probe left out
     result = forecast_from_losses(data, idx, probe_rows["loss_after"].to_numpy(np.float64), verify_loss=verify_loss,
                                   predictor=predictor, seed=seed, top=top, task_text=task_obj.text_summary(),
-                                  settings=settings, cost=cost, coverage=coverage)
+                                  settings=settings, cost=cost, coverage=coverage, interval=interval)
+    if null_control:
+        null_loss = rows.set_index("example_id")["loss_null"].reindex(ids).to_numpy(np.float64)
+        result.table["null_forgetting"] = null_loss - data.loss_before
     result.cost["wall_s"] = time.perf_counter() - t0
     result.paths = write_forecast(result, out_dir)
     return result
@@ -211,7 +234,6 @@ def load_forecast_model(data: SweepData, model: Any = None, *, tokenizer: Any = 
         desc["model"] = type(model).__name__
         return model, tokenizer, desc
     from forgetscope.models import load_model, resolve_model
-    from forgetscope.precision import DTYPES, merge_for_evaluation
 
     if adapter is not None:
         base = adapter_base(adapter)
@@ -229,15 +251,29 @@ def load_forecast_model(data: SweepData, model: Any = None, *, tokenizer: Any = 
     loaded, tok = load_model(source, device=device or train.get("device"), dtype="float32")
     desc["resolved"] = source.describe()
     if adapter is not None:
-        from peft import PeftModel
-
-        try:
-            # merged only for a float32 evaluation: merged into bf16 weights a small update rounds away
-            loaded = merge_for_evaluation(PeftModel.from_pretrained(loaded, str(adapter)), DTYPES[data.eval_dtype])
-        except (ValueError, OSError, KeyError) as exc:
-            raise ModelError(f"cannot apply the adapter {adapter}: {exc}") from exc
-        loaded.eval()
+        loaded = apply_adapter(loaded, adapter, data.eval_dtype)
     return loaded, tok, desc
+
+
+def apply_adapter(model: Any, adapter: str | Path, eval_dtype: str) -> Any:
+    """``model`` with the peft adapter directory ``adapter`` applied, in eval mode: merged for a float32
+    evaluation (``eval_dtype``), kept unmerged otherwise (merged into bf16 weights a small update rounds away)."""
+    import warnings
+
+    from peft import PeftModel
+
+    from forgetscope.precision import DTYPES, merge_for_evaluation
+
+    try:
+        with warnings.catch_warnings():  # peft's own use of a deprecated transformers property, as in models.py
+            warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated",
+                                    category=FutureWarning)
+            peft_model = PeftModel.from_pretrained(model, str(adapter))
+        loaded = merge_for_evaluation(peft_model, DTYPES[eval_dtype])
+    except (ValueError, OSError, KeyError, RuntimeError) as exc:  # RuntimeError: a weight of another shape
+        raise ModelError(f"cannot apply the adapter {adapter}: {' '.join(str(exc).split())}") from exc
+    loaded.eval()
+    return loaded
 
 
 def encode_checked(data: SweepData, tokenizer: Any, idx: np.ndarray, model: Any = None, *,
@@ -273,7 +309,7 @@ def forecast(sweep: str | Path, model: Any = None, *, tokenizer: Any = None, ada
              probe: int = 30, predictor: str = "auto", kind: str = "lm", top: int = 20, verify: bool = False,
              probe_method: str = "random", seed: int = 0, out: str | Path | None = None, name: str | None = None,
              task_text: str | None = None, device: str | None = None,
-             coverage: float | None = None) -> ForecastResult:
+             coverage: float | None = None, interval: str = DEFAULT_INTERVAL) -> ForecastResult:
     """Forecast a fine-tuned model's forgetting row from ``probe`` evaluated upstream examples (module doc).
 
     ``model`` is a path/hub id or a loaded model (with ``tokenizer``); ``adapter`` a LoRA directory
@@ -285,7 +321,7 @@ def forecast(sweep: str | Path, model: Any = None, *, tokenizer: Any = None, ada
         raise ConfigError(f"top must be >= 1, got {top}")
     check_predictor(predictor, task_text)
     data = load_sweep(sweep, kind)
-    check_interval_request(data, coverage)
+    check_interval_request(data, coverage, interval)
     idx = forecast_probe(data, probe, method=probe_method, seed=seed)
     loaded, tok, desc = load_forecast_model(data, model, tokenizer=tokenizer, adapter=adapter, device=device)
     evaluator = sweep_evaluator(data, tok, loaded)  # one evaluator for the probe and the verification
@@ -294,15 +330,19 @@ def forecast(sweep: str | Path, model: Any = None, *, tokenizer: Any = None, ada
     probe_loss = measure_losses(data, loaded, tok, idx, encoded, evaluator=evaluator)
     cost: dict[str, Any] = {"probe_eval_s": time.perf_counter() - t1}
     verify_loss = None
-    if verify:
+    if verify:  # the rest of the row; the probe examples are not evaluated twice
         t2 = time.perf_counter()
-        everything = np.arange(data.n)
-        verify_loss = measure_losses(data, loaded, tok, everything, evaluator=evaluator)
-        cost.update(verify_evaluations=data.n, verify_eval_s=time.perf_counter() - t2)
+        rest = np.setdiff1d(np.arange(data.n), idx)
+        verify_loss = np.empty(data.n, dtype=np.float64)
+        verify_loss[idx] = probe_loss
+        if rest.size:
+            verify_loss[rest] = measure_losses(data, loaded, tok, rest, evaluator=evaluator)
+        cost.update(verify_evaluations=int(rest.size), verify_eval_s=time.perf_counter() - t2)
     out_dir = Path(out) if out is not None else data.layout.forecast_dir(name or default_name(model, adapter))
     settings = {**desc, "probe_method": probe_method, "seed": seed}
     result = forecast_from_losses(data, idx, probe_loss, verify_loss=verify_loss, predictor=predictor, seed=seed,
-                                  top=top, task_text=task_text, settings=settings, cost=cost, coverage=coverage)
+                                  top=top, task_text=task_text, settings=settings, cost=cost, coverage=coverage,
+                                  interval=interval)
     result.cost["wall_s"] = time.perf_counter() - t0
     result.paths = write_forecast(result, out_dir)
     return result

@@ -16,8 +16,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from forgetscope.experiments.null_control import null_perturbation, null_seed, weight_updates
-from forgetscope.experiments.session import SweepSession
+from forgetscope.errors import DataError
+from forgetscope.experiments.null_control import (
+    effect_matched_null,
+    null_perturbation,
+    null_seed,
+    weight_updates,
+)
+from forgetscope.experiments.session import SweepSession, controlled_tasks
 from forgetscope.experiments.spec import RunSpec
 from forgetscope.experiments.strategy_inputs import resolve_strategy_inputs
 from forgetscope.precision import DTYPES, merge_for_evaluation
@@ -58,6 +64,41 @@ class Experiment:
 SWEEP = Experiment()
 
 
+def effect_subset(session: SweepSession, rows: pd.DataFrame, excluded: set[str]) -> list[str]:
+    """The upstream examples an effect-matched null is matched on: the first ``null_match_subset`` plain-text
+    (lm) examples (instruction pairs when the set has no plain text) that the run measured and did not
+    train on."""
+    measured = set(rows.loc[rows["loss_after"].notna(), "example_id"]) - excluded
+    kind = "lm" if any(e.kind == "lm" for e in session.upstream) else "instruction"
+    ids = [e.example_id for e in session.upstream if e.kind == kind and e.example_id in measured]
+    if not ids:
+        raise DataError("null_match: effect needs upstream examples the run measured and did not train on")
+    return ids[:session.config.null_match_subset]
+
+
+def null_control(session: SweepSession, spec: RunSpec, train_cfg: Any, updates: dict[str, Any],
+                 rows: pd.DataFrame, excluded: set[str]) -> tuple[Any, dict[str, Any]]:
+    """The run's null model and its record fields: matched in norm (the lower bound) or, with
+    ``null_match: effect``, scaled until its mean F on :func:`effect_subset` matches the run's there."""
+    cfg = session.config
+    base = session.base()[0]
+    adapter = train_cfg.method == "lora" and cfg.null_rank == "adapter"
+    rank = train_cfg.lora_rank if adapter else None
+    if cfg.null_match == "norm":
+        return null_perturbation(base, updates, null_seed(spec.run_id), rank=rank)
+    ids = effect_subset(session, rows, excluded)
+    key = ("null_match_before", tuple(ids))
+    if key not in session.cache:
+        session.cache[key] = float(np.mean(session.upstream_losses(base, ids)))
+    before = session.cache[key]
+    after = rows.set_index("example_id").loc[ids, "loss_after"].to_numpy(dtype=float)
+    model, info = effect_matched_null(
+        base, updates, null_seed(spec.run_id), rank,
+        lambda m: float(np.mean(session.upstream_losses(m, ids))) - before,
+        float(np.mean(after)) - before, tol=cfg.null_match_tol, max_steps=cfg.null_match_steps)
+    return model, {**info, "null_match_subset": len(ids)}
+
+
 def execute_run(session: SweepSession, spec: RunSpec,
                 experiment: Experiment = SWEEP) -> tuple[RunRecord, pd.DataFrame]:
     """Fine-tune a fresh copy of the base model for one run; return its record and rows."""
@@ -85,9 +126,8 @@ def execute_run(session: SweepSession, spec: RunSpec,
     t1 = time.perf_counter()
     rows = experiment.evaluate(session, spec, result.model, hooks)
     if updates is not None:
-        adapter = train_cfg.method == "lora" and session.config.null_rank == "adapter"
-        null_model, null_info = null_perturbation(session.base()[0], updates, null_seed(spec.run_id),
-                                                  rank=train_cfg.lora_rank if adapter else None)
+        null_model, null_info = null_control(session, spec, train_cfg, updates, rows,
+                                             set(result.excluded_upstream_ids or ()))
         del updates
         null_rows = experiment.evaluate_null(session, spec, null_model)
         rows = rows.merge(null_rows, on="example_id", how="left", validate="one_to_one")
@@ -96,6 +136,8 @@ def execute_run(session: SweepSession, spec: RunSpec,
         gone = rows["example_id"].isin(result.excluded_upstream_ids)
         rows.loc[gone, [c for c in ("loss_after", "em_after", "loss_null") if c in rows]] = np.nan
     task = session.tasks[spec.task]
+    if task.control is not None:  # a control copy of a task: which control, and of which task of the sweep
+        extra.update(control=task.control, control_of=controlled_tasks(session.config).get(spec.task))
     record: RunRecord = {"run_id": spec.run_id, **result.record, "strategy_options": dict(spec.strategy_options),
                          "family": task.family, "task_text": task.text_summary(), **extra,
                          **session.precision().run_fields(),

@@ -67,6 +67,7 @@ from forgetscope.measure.nll import heldout_loss
 from forgetscope.measure.reference import UpstreamReference
 from forgetscope.models import context_length, count_trainable
 from forgetscope.store.layout import SweepLayout
+from forgetscope.store.lock import has_content, holds_output
 from forgetscope.train.hooks import Hook, TrainContext
 
 if TYPE_CHECKING:
@@ -219,7 +220,7 @@ def _open_output(config: ScalingConfig, output: Path, overwrite: bool, session: 
             raise StoreError(f"{output} holds a different scaling sweep ({why}); "
                              "choose another output or pass --overwrite")
         replace = bool(why)
-    elif output.exists() and any(output.iterdir()) and not overwrite:
+    elif has_content(output) and not overwrite:
         raise StoreError(f"{output} exists and is not a scaling sweep; choose another output or pass --overwrite")
     session.preflight()
     if replace:
@@ -239,6 +240,7 @@ def plan_scaling_runs(config: ScalingConfig) -> list[RunSpec]:
             for seed in config.seed_list for rank in config.ranks]
 
 
+@holds_output("forgetscope scaling")
 def run_scaling_sweep(config: ScalingConfig, *, output: str | Path | None = None, overwrite: bool = False,
                       session=None, on_run: Callable[[str, list[dict]], None] | None = None) -> pd.DataFrame:
     """Run (or resume) the scaling sweep and return the tidy checkpoint table (also written to disk).

@@ -31,8 +31,9 @@ NOT_RESULTS = {"output": True, "executor": True, "report_to": True, "slurm": Tru
 
 # Config fields added after sweeps were first recorded, with the default that means "as before": at that
 # value they are left out of the fingerprint, so a sweep recorded before they existed still resumes.
-ADDED_LATER = {"null_control": False, "null_rank": "full", "upstream": {"instruct_targets": "gold"}, "eval": {"dtype": "float32"}}
-ADDED_LATER_PER_TASK = {"family": None, "instruct_targets": "gold", "seeds": None}
+ADDED_LATER = {"null_control": False, "null_rank": "full", "upstream": {"instruct_targets": "gold"}, "eval": {"dtype": "float32"},
+               "null_match": "norm", "null_match_subset": 32, "null_match_tol": 0.05, "null_match_steps": 8}
+ADDED_LATER_PER_TASK = {"family": None, "instruct_targets": "gold", "seeds": None, "control": None}
 
 
 def results_config(config: SweepConfig | dict[str, Any]) -> dict[str, Any]:
@@ -58,7 +59,7 @@ def results_config(config: SweepConfig | dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def config_fingerprint(config: SweepConfig) -> str:
+def config_fingerprint(config: SweepConfig | dict[str, Any]) -> str:
     """Hash of everything in the config that changes results (not the output path, executor or batching)."""
     return hashlib.sha256(json.dumps(results_config(config), sort_keys=True).encode()).hexdigest()[:16]
 
@@ -96,17 +97,36 @@ def load_upstream(config: SweepConfig) -> list[Example]:
 
 
 def load_task_from_config(tc: TaskConfig, seed: int) -> Task:
+    """The task a config entry names, with its ``control`` applied (:mod:`forgetscope.data.controls`)."""
+    from forgetscope.data.controls import apply_control
     from forgetscope.data.loading import load_task
 
     held = {"heldout_size": int(tc.heldout)} if (isinstance(tc.heldout, int) or tc.heldout >= 1) else \
         {"heldout_fraction": float(tc.heldout)}
     if tc.source is None:
-        return load_task(tc.name, f"demo:{tc.name}", n_train=tc.n_train or tc.n, seed=seed,
+        task = load_task(tc.name, f"demo:{tc.name}", n_train=tc.n_train or tc.n, seed=seed,
                          description=tc.description, family=tc.family or "")
-    return load_task(tc.name, tc.source, seed=seed, n_train=tc.n_train, limit=tc.n, description=tc.description,
-                     family=tc.family or "",
-                     text_field=tc.text_field, prompt_field=tc.prompt_field, response_field=tc.response_field,
-                     answer_field=tc.answer_field, id_field=tc.id_field, split=tc.split, **held)
+    else:
+        task = load_task(tc.name, tc.source, seed=seed, n_train=tc.n_train, limit=tc.n, description=tc.description,
+                         family=tc.family or "",
+                         text_field=tc.text_field, prompt_field=tc.prompt_field, response_field=tc.response_field,
+                         answer_field=tc.answer_field, id_field=tc.id_field, split=tc.split, **held)
+    return apply_control(task, tc.control)
+
+
+def task_data_source(tc: TaskConfig) -> str:
+    """What data a task entry reads: its ``source``, or ``demo:<name>`` for a demo task named alone."""
+    return tc.source if tc.source is not None else f"demo:{tc.name}"
+
+
+def controlled_tasks(config: SweepConfig) -> dict[str, str | None]:
+    """For each control task of a sweep, the task it controls: the first task without a control that reads
+    the same data source (None when the sweep has none)."""
+    real: dict[str, str] = {}
+    for tc in config.tasks:
+        if tc.control is None:
+            real.setdefault(task_data_source(tc), tc.name)
+    return {tc.name: real.get(task_data_source(tc)) for tc in config.tasks if tc.control is not None}
 
 
 def _source_input(source: str, what: str, examples: list[Example] | None = None) -> dict[str, Any]:
@@ -150,19 +170,50 @@ def input_fingerprints(config: SweepConfig, source: Any, upstream: list[Example]
             task_inputs[tc.name] = _source_input(
                 tc.source, f"data of task {tc.name!r}:", task.train + task.heldout if task else None)
     model = source.describe() if source is not None else {}
-    return {"model": {"location": model.get("location"), "gguf_file": model.get("gguf_file"),
-                      "sha256": model.get("sha256")},
-            "upstream": up, "tasks": task_inputs}
+    recorded = {"location": model.get("location"), "gguf_file": model.get("gguf_file"),
+                "sha256": model.get("sha256")}
+    recorded.update({k: model[k] for k in ("kind", "files", "revision") if model.get(k) is not None})
+    return {"model": recorded, "upstream": up, "tasks": task_inputs}
+
+
+def model_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """How the model differs from the one a sweep recorded, comparing only what both records hold: each
+    file's content hash (local directories), the commit (hub ids), else the recorded ``sha256`` (a GGUF
+    file's content; for a directory recorded before content hashes, its weights' names, sizes and mtimes)."""
+    name = "/".join(x for x in (new.get("location"), new.get("gguf_file")) if x)
+    of, nf = old.get("files"), new.get("files")
+    if isinstance(of, dict) and isinstance(nf, dict):
+        out = []
+        for f in sorted(set(of) | set(nf)):
+            if f not in nf:
+                out.append(f"model file {Path(name) / f} is gone since this sweep started")
+            elif f not in of:
+                out.append(f"model file {Path(name) / f} was added since this sweep started")
+            elif of[f] != nf[f]:
+                out.append(f"model file {Path(name) / f} changed since this sweep started (sha256 "
+                           f"{str(of[f])[:12]} → {str(nf[f])[:12]})")
+        return out
+    if old.get("revision") and new.get("revision"):
+        if old["revision"] != new["revision"]:
+            return [f"hub model {name} resolves to commit {new['revision'][:12]}, not the sweep's "
+                    f"{old['revision'][:12]}"]
+        return []
+    old_sha, new_sha = old.get("sha256"), new.get("sha256")
+    if old_sha is None and new.get("kind") in (None, "hub"):
+        return []  # a hub id recorded without its commit: nothing both sides record
+    if old_sha is not None and old.get("files") is None and new.get("kind") == "local" and new.get("location"):
+        from forgetscope.models import legacy_directory_digest
+
+        new_sha = legacy_directory_digest(Path(new["location"]))  # the digest such a sweep recorded
+    if old_sha != new_sha:
+        return [f"model {name} changed since this sweep started (sha256 {str(old_sha)[:12]} → "
+                f"{str(new_sha)[:12]})"]
+    return []
 
 
 def input_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """What changed between the recorded inputs of a sweep and the current ones, one phrase each."""
-    out = []
-    om, nm = old.get("model") or {}, new.get("model") or {}
-    if om.get("sha256") != nm.get("sha256"):
-        name = "/".join(x for x in (nm.get("location"), nm.get("gguf_file")) if x)
-        out.append(f"model {name} changed since this sweep started (sha256 {str(om.get('sha256'))[:12]} → "
-                   f"{str(nm.get('sha256'))[:12]})")
+    out = model_changes(old.get("model") or {}, new.get("model") or {})
     ou, nu = old.get("upstream") or {}, new.get("upstream") or {}
     if ou and ou.get("sha256") != nu.get("sha256"):
         out.append(f"{nu.get('what', 'upstream data')} changed since this sweep started")
@@ -174,8 +225,10 @@ def input_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 
 def upstream_frame(examples: list[Example]) -> pd.DataFrame:
-    """The upstream table's description of each example; ``kind`` is ``lm`` or ``instruction``."""
-    return pd.DataFrame({
+    """The upstream table's description of each example; ``kind`` is ``lm`` or ``instruction``. Metadata
+    fields of the upstream records (e.g. the demo texts' ``source`` and ``category``) are kept as columns,
+    so analyses and predictors can use what is known about the examples."""
+    frame = pd.DataFrame({
         "example_id": [e.example_id for e in examples],
         "kind": [e.kind for e in examples],
         "text": [e.text for e in examples],
@@ -183,6 +236,17 @@ def upstream_frame(examples: list[Example]) -> pd.DataFrame:
         "response": [e.response for e in examples],
         "answer": [e.answer for e in examples],
     })
+    keys = dict.fromkeys(k for e in examples for k in e.meta if k not in RESERVED_UPSTREAM_COLUMNS)
+    for key in keys:
+        values = [e.meta.get(key) for e in examples]
+        numeric = all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in values)
+        frame[key] = values if numeric else [None if v is None else str(v) for v in values]  # one parquet type
+    return frame
+
+
+#: Columns a sweep's upstream table computes itself; a metadata field of the same name is not copied.
+RESERVED_UPSTREAM_COLUMNS = frozenset({"example_id", "kind", "text", "prompt", "response", "answer", "row",
+                                       "n_tokens", "n_truncated", "loss_before", "em_before"})
 
 
 @dataclass
@@ -203,9 +267,10 @@ class SweepSession:
     @classmethod
     def prepare(cls, config: SweepConfig) -> SweepSession:
         """Load and validate data and resolve the model, without loading weights yet."""
-        from forgetscope.models import resolve_model
+        from forgetscope.models import config_context_length, resolve_model
 
         source = resolve_model(config.model)
+        config.eval.effective_max_length(config_context_length(source))  # a too long max_length: before weights
         upstream = load_upstream(config)
         if not upstream:
             raise DataError("the upstream set is empty")

@@ -48,6 +48,7 @@ from forgetscope.measure import forgetting
 from forgetscope.measure.sharpness import SharpnessOptions, measure_sharpness, task_batches
 from forgetscope.store import ForgettingMatrix, SweepStore
 from forgetscope.store.io import write_csv
+from forgetscope.store.lock import holds_output
 
 
 class SharpnessSweepConfig(SweepConfig):
@@ -80,6 +81,7 @@ class SharpnessExperiment(Experiment):
         return extra
 
 
+@holds_output("forgetscope sharpness")
 def sharpness_sweep(config: SweepConfig, options: SharpnessOptions | None = None, *,
                     output: str | Path | None = None, overwrite: bool = False, session=None,
                     figures: bool = True, on_run: Callable[[Any, dict], None] | None = None) -> pd.DataFrame:

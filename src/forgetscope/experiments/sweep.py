@@ -10,9 +10,12 @@ The flow of :func:`run_sweep`:
 3. evaluate the base model on the upstream examples once (``upstream.parquet``: ``kind``,
    ``loss_before``, ``em_before``, ``n_truncated``);
 4. hand the runs that are not finished yet to an executor; each finished run is written atomically
-   (``runs/<run_id>.*``) and the consolidated tables and ``F.npy`` are rebuilt after it.
+   (``runs/<run_id>.*``, the record holding its rows file's sha256) and the consolidated tables and
+   ``F.npy`` are rebuilt after it.
 
-A killed sweep therefore holds only whole runs and restarts where it stopped.
+A killed sweep therefore holds only whole runs and restarts where it stopped. Files damaged later (a
+truncated copy, a bad disk) are found on resume before any model loads and named; ``repair`` sets them
+aside and runs their runs again.
 """
 
 from __future__ import annotations
@@ -33,11 +36,13 @@ from forgetscope.experiments.session import (
     SweepSession,
     config_changes,
     config_fingerprint,
+    controlled_tasks,
     input_changes,
     upstream_frame,
 )
 from forgetscope.experiments.spec import RunSpec
 from forgetscope.store import ForgettingMatrix, SweepStore
+from forgetscope.store.lock import LOCK_NAME, OutputLock, has_content, refuse_multi_process
 
 
 def plan_runs(config: SweepConfig) -> list[RunSpec]:
@@ -47,12 +52,18 @@ def plan_runs(config: SweepConfig) -> list[RunSpec]:
             for seed in (tc.seeds or config.seed_list)]
 
 
-def _manifest(config: SweepConfig, session: SweepSession) -> dict[str, Any]:
+def software_versions() -> dict[str, str]:
+    """The versions a manifest records beside its results."""
     import torch
     import transformers
 
     import forgetscope
 
+    return {"forgetscope": forgetscope.__version__, "torch": torch.__version__,
+            "transformers": transformers.__version__, "python": platform.python_version()}
+
+
+def _manifest(config: SweepConfig, session: SweepSession) -> dict[str, Any]:
     return {
         "source": "run",
         "status": "running",
@@ -65,10 +76,11 @@ def _manifest(config: SweepConfig, session: SweepSession) -> dict[str, Any]:
         "seeds": sorted({s.seed for s in plan_runs(config)}),
         "n_upstream": len(session.upstream),
         "upstream_kinds": {k: n for k in KINDS if (n := sum(e.kind == k for e in session.upstream))},
-        "tasks": {name: {"n_train": len(t.train), "n_heldout": len(t.heldout), "description": t.description}
+        "tasks": {name: {"n_train": len(t.train), "n_heldout": len(t.heldout), "description": t.description,
+                         **({"control": t.control, "control_of": controlled_tasks(config).get(name)}
+                            if t.control is not None else {})}
                   for name, t in session.tasks.items()},
-        "versions": {"forgetscope": forgetscope.__version__, "torch": torch.__version__,
-                     "transformers": transformers.__version__, "python": platform.python_version()},
+        "versions": software_versions(),
     }
 
 
@@ -87,12 +99,32 @@ def resume_conflict(manifest: dict[str, Any], config: SweepConfig, session: Swee
     return "; ".join(changes) if changes else None
 
 
-def open_store(config: SweepConfig, session: SweepSession, output: Path, overwrite: bool = False) -> SweepStore:
+def check_stored_files(store: SweepStore, *, repair: bool = False) -> None:
+    """Before a resume loads any model: every finished run's files (and the upstream table) must read back
+    whole. A damaged one is refused by name, or with ``repair`` moved to ``runs/damaged/`` so that its run
+    (or the base model's measurement) is made again."""
+    damaged = store.damaged_files()
+    if not damaged:
+        return
+    if not repair:
+        first = damaged[0]
+        what = f"run {first.run_id}'s files" if first.run_id is not None else "it"
+        again = "runs it again" if first.run_id is not None else "measures the base model again"
+        more = f" ({len(damaged) - 1} more damaged file(s))" if len(damaged) > 1 else ""
+        raise StoreError(f"{first}{more}; `forgetscope run --repair` moves {what} to "
+                         f"{store.layout.damaged_dir.relative_to(store.path).as_posix()}/ and {again}")
+    for d in damaged:
+        store.set_aside(d)
+
+
+def open_store(config: SweepConfig, session: SweepSession, output: Path, overwrite: bool = False, *,
+               repair: bool = False) -> SweepStore:
     """Create the sweep directory, or reopen it when it holds the same sweep (resume).
 
     Every example is encoded first (:meth:`SweepSession.preflight`), so bad input fails before the
     directory is touched. A directory holding a sweep with another config, model or data is refused with
-    one line naming what changed, unless ``overwrite``.
+    one line naming what changed, unless ``overwrite``. On resume, the stored runs are read back before the
+    model loads (:func:`check_stored_files`; ``repair`` sets damaged ones aside to run again).
     """
     import shutil
 
@@ -101,19 +133,22 @@ def open_store(config: SweepConfig, session: SweepSession, output: Path, overwri
     if store.exists():
         conflict = resume_conflict(store.read_manifest(), config, session)
         if conflict is None:
+            check_stored_files(store, repair=repair)
             session.preflight()
             return store
         if not overwrite:
             raise StoreError(f"{output} holds a different sweep: {conflict}; pass --overwrite to start it "
                              "fresh, or choose another output")
         replace = True
-    elif output.exists() and any(output.iterdir()):
+    elif has_content(output):
         if not overwrite:
             raise StoreError(f"{output} exists and is not a forgetscope sweep; choose another output")
         replace = True
     session.preflight()
-    if replace:
-        shutil.rmtree(output)
+    if replace:  # everything but the lock this process holds
+        for p in output.iterdir():
+            if p.name != LOCK_NAME:
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
     output.mkdir(parents=True, exist_ok=True)
     store.write_manifest(_manifest(config, session))
     return store
@@ -176,22 +211,25 @@ def run_specs(session: SweepSession, store: SweepStore, specs: Sequence[RunSpec]
 
 def run_sweep(config: SweepConfig, *, output: str | Path | None = None, executor: str | None = None,
               overwrite: bool = False, on_run: RunCallback | None = None,
-              session: SweepSession | None = None) -> ForgettingMatrix:
-    """Run (or resume) a sweep and return its forgetting matrix; see the module docstring."""
+              session: SweepSession | None = None, repair: bool = False) -> ForgettingMatrix:
+    """Run (or resume) a sweep and return its forgetting matrix; see the module docstring. ``repair``: on
+    resume, move the files of runs that cannot be read back to ``runs/damaged/`` and run those runs again."""
 
     from forgetscope.experiments.validate import validate_sweep
 
     output = Path(output or config.output)
     config = config.model_copy(update={"output": output, **({"executor": executor} if executor else {})})
     validate_sweep(config)  # strategy, executor, input files: before any model is loaded
-    session = session or SweepSession.prepare(config)  # validates data before anything is written
-    session.config = config
-    executor = config.executor
-    store = open_store(config, session, output, overwrite)
-    ensure_upstream_measured(session, store)
-    specs = plan_runs(config)
-    order = [s.run_id for s in specs]
-    run_specs(session, store, specs, order=order, executor=executor, on_run=on_run)
-    matrix = store.consolidate(order)
-    store.update_manifest(status="complete", completed=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    refuse_multi_process("forgetscope run")
+    with OutputLock(output):  # one writer per sweep directory, held until the matrix is written
+        session = session or SweepSession.prepare(config)  # validates data before anything is written
+        session.config = config
+        executor = config.executor
+        store = open_store(config, session, output, overwrite, repair=repair)
+        ensure_upstream_measured(session, store)
+        specs = plan_runs(config)
+        order = [s.run_id for s in specs]
+        run_specs(session, store, specs, order=order, executor=executor, on_run=on_run)
+        matrix = store.consolidate(order)
+        store.update_manifest(status="complete", completed=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     return matrix

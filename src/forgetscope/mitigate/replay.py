@@ -348,7 +348,12 @@ class ReplayStrategy(Strategy):
             return None, list(self.pool_ids), PROBE_ONLY
         X, cols = self._known_matrix(ctx)
         self._info["known_rows"] = int(X.shape[0])
-        return get_predictor(o.predictor, **dict(o.predictor_options or {})).fit(X), cols, o.predictor
+        predictor = get_predictor(o.predictor, **dict(o.predictor_options or {}))
+        upstream = None
+        if predictor.needs_upstream and o.known.upstream is not None:  # per-example features of those columns
+            at = {c: j for j, c in enumerate(o.known.col_names)}
+            upstream = o.known.upstream.iloc[[at[c] for c in cols]].reset_index(drop=True)
+        return predictor.fit(X, upstream=upstream), cols, o.predictor
 
     def _complete(self, pred: Any, cols: list[str], observed: dict[str, float]) -> np.ndarray:
         """Pool values: observed probe values, the predictor's completion elsewhere (NaN off its columns;

@@ -87,11 +87,16 @@ class SAM(torch.optim.Optimizer):
             self.zero_grad(set_to_none=True)
 
     @torch.no_grad()
-    def second_step(self, zero_grad: bool = True) -> None:
-        """Restore θ and step the base optimizer with the gradient taken at θ + ε."""
+    def restore(self) -> None:
+        """Move every perturbed parameter back to θ; the gradients (taken at θ + ε) stay for the step."""
         for p, old in self._backup.items():
             p.data.copy_(old)
         self._backup = {}
+
+    @torch.no_grad()
+    def second_step(self, zero_grad: bool = True) -> None:
+        """Restore θ and step the base optimizer with the gradient taken at θ + ε."""
+        self.restore()
         self.base_optimizer.step()
         self._opt_called = True  # tell LR schedulers an optimizer step happened (they watch .step)
         if zero_grad:
@@ -118,6 +123,13 @@ class SAM(torch.optim.Optimizer):
 
 
 BASE_OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+
+
+def make_base_optimizer(name: str, params: list[torch.nn.Parameter], *, lr: float,
+                        weight_decay: float) -> torch.optim.Optimizer:
+    """The optimizer SAM wraps (``base``: adamw, adam or sgd), with the run's lr and weight decay on
+    every parameter: one place, so another training loop builds it as the ``sam`` strategy does."""
+    return BASE_OPTIMIZERS[name](params, lr=lr, weight_decay=weight_decay)
 
 
 class SAMOptions(StrategyOptions):
@@ -147,8 +159,7 @@ class SAMStrategy(Strategy):
         self.n_steps = 0
 
     def build_optimizer(self, ctx: TrainContext, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
-        cls = BASE_OPTIMIZERS[self.base]
-        base = cls(params, lr=ctx.config.lr, weight_decay=ctx.config.weight_decay)
+        base = make_base_optimizer(self.base, params, lr=ctx.config.lr, weight_decay=ctx.config.weight_decay)
         return SAM(base, rho=self.rho, adaptive=self.adaptive)
 
     def training_step(self, ctx: TrainContext, batch: dict[str, torch.Tensor]) -> float:

@@ -10,6 +10,10 @@ Why a probe set: measuring a task's row costs one forward pass per upstream exam
 
 Probe values may contain NaN (an example whose probe evaluation failed): such rows are predicted
 from their finite probe entries only.
+
+``fit`` may also receive the upstream table (one row per column: ids, ``loss_before``, ``n_tokens``,
+metadata such as ``category``); predictors that read per-example side information
+(:mod:`forgetscope.predict.side_information`) set ``needs_upstream`` and use it, the others ignore it.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 import numpy as np
+import pandas as pd
 
 from forgetscope.errors import ConfigError, DataError
 from forgetscope.validation import check_matrix
@@ -46,23 +51,36 @@ class Predictor(ABC):
     display: ClassVar[str] = ""
     output: ClassVar[Output] = "forgetting"
     min_rows: ClassVar[int] = 1
+    #: reads the upstream table given to ``fit`` (per-example side information)
+    needs_upstream: ClassVar[bool] = False
+    #: can predict columns no known row observed (from side information)
+    empty_columns: ClassVar[bool] = False
 
     n_cols_: int
     n_rows_: int
 
     def fit(self, known: Any, *, task_texts: Sequence[str] | None = None,
-            example_texts: Sequence[str] | None = None, groups: Sequence[Any] | None = None) -> Predictor:
+            example_texts: Sequence[str] | None = None, groups: Sequence[Any] | None = None,
+            upstream: pd.DataFrame | None = None) -> Predictor:
         """Learn from ``known`` (M x N, NaN = missing). Texts are used only by text-based predictors.
 
         ``groups`` (length M, e.g. each row's task) says which rows leave together when a predictor
         tunes itself by cross-validation on the known rows (``lowrank`` without a rank); by default
-        every row is its own group.
+        every row is its own group. ``upstream`` (N rows, row j describing column j) is read only by
+        predictors with ``needs_upstream``.
         """
-        X = check_matrix(known, min_rows=self.min_rows, what="known rows", dtype=None)
+        X = check_matrix(known, min_rows=self.min_rows, what="known rows", dtype=None,
+                         empty_columns=self.empty_columns)
         X = X.astype(storage_dtype(X.shape), copy=False)
         if groups is not None and len(groups) != X.shape[0]:
             raise DataError(f"{len(groups)} groups for {X.shape[0]} known rows")
+        if upstream is not None and len(upstream) != X.shape[1]:
+            raise DataError(f"the upstream table has {len(upstream)} rows for {X.shape[1]} known columns")
+        if self.needs_upstream and upstream is None:
+            raise DataError(f"the {self.name} predictor needs the upstream table (its per-example features); "
+                            "pass upstream= (a sweep's upstream.parquet)")
         self._groups = None if groups is None else np.asarray([str(g) for g in groups])
+        self._upstream = upstream.reset_index(drop=True) if upstream is not None else None
         self.n_rows_, self.n_cols_ = X.shape
         self._fit(X, task_texts=task_texts, example_texts=example_texts)
         return self

@@ -21,6 +21,9 @@ from its probe values; a draw's score pools every test row's *unprobed* entries 
 pooled entries, correlations and @k scores as means over rows). Tables give the mean and sd over
 draws (``summarize``), every number also against the ``additive`` baseline of the same draw, beside the
 trivial baselines (``column-mean``, ``probe-mean``, and for F1 ``all-forgotten``).
+The pooled RMSE is dominated by the noisiest tasks; where tasks were run with several seeds, each task's
+noise floor and every predictor's share of the gap additive → floor it closes are given per task and as a
+median over the tasks above noise (:mod:`forgetscope.predict.noise`; ``CVResult.gap_closed``).
 "Forgotten" for F1 and precision@k is ``F > τ``, a noise margin: by default (``tau=None``) the sd of
 the differences between the rows of one task run with different seeds (:func:`noise_margin`), or
 :data:`DEFAULT_TAU` nats when no task has several seeds. With ``binary=True`` the matrix is binary
@@ -50,8 +53,17 @@ from sklearn.model_selection import GroupKFold
 
 from forgetscope.errors import ConfigError, DataError
 from forgetscope.predict.base import Predictor
-from forgetscope.predict.conformal import MIN_TASKS, check_coverage, conformal_quantile
+from forgetscope.predict.conformal import (
+    DEFAULT_INTERVAL,
+    MIN_TASKS,
+    Band,
+    CoverageTally,
+    calibrate,
+    check_coverage,
+    check_interval,
+)
 from forgetscope.predict.metrics import pool, precision_curve, row_stats, score_binary
+from forgetscope.predict.noise import ABOVE_NOISE, gap_closed, gap_summary, task_noise
 from forgetscope.predict.probe import leverage_scores, probe_size, top_by_score
 from forgetscope.predict.registry import get_predictor
 from forgetscope.predict.semantic import TEXT_PREDICTORS, texts_from_matrix
@@ -84,14 +96,26 @@ class Split:
 @dataclass
 class CVResult:
     """Per-draw metrics (``table``), precision/recall@k curves, a (true, predicted) sample, the protocol,
-    and per-task errors (``tasks``: one row per predictor, probe size and test task, its RMSE over the
-    task's rows and every draw), the independent units a comparison of predictors is tested over."""
+    per-task errors (``tasks``: one row per predictor, probe size and test task, its RMSE over the
+    task's rows and every draw, with intervals also its ``coverage``), the independent units a comparison
+    of predictors is tested over, and
+    the noise floor of every task with several seeds (``noise``, :func:`~forgetscope.predict.noise.task_noise`)."""
 
     table: pd.DataFrame
     curves: pd.DataFrame
     scatter: pd.DataFrame
     protocol: dict[str, Any] = field(default_factory=dict)
     tasks: pd.DataFrame = field(default_factory=pd.DataFrame)
+    noise: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    def gap_closed(self) -> pd.DataFrame:
+        """Per (probe size, predictor, task with a noise floor): RMSE, additive's, the floor, whether the task
+        is above noise and the share of the gap additive → floor closed (:func:`~forgetscope.predict.noise.gap_closed`)."""
+        return gap_closed(self.tasks, self.noise, baseline=BASELINE)
+
+    def gap_summary(self) -> pd.DataFrame:
+        """Per (probe size, predictor): the median share of the gap closed over the tasks above noise."""
+        return gap_summary(self.gap_closed())
 
     def summary(self) -> pd.DataFrame:
         """Mean and sd over draws for every (predictor, probe size)."""
@@ -126,8 +150,9 @@ class CVResult:
 
     def save(self, out_dir: str | Path, *, prefix: str = "predict",
              task_tests: pd.DataFrame | None = None) -> dict[str, Path]:
-        """Write ``<prefix>_cv.csv``, ``_summary.csv``, ``_curves.csv``, ``_summary.json``, ``_protocol.json``
-        and (when there are per-task errors) ``_tasks.csv`` and ``_task_tests.csv`` (:meth:`task_tests`)."""
+        """Write ``<prefix>_cv.csv``, ``_summary.csv``, ``_curves.csv``, ``_summary.json``, ``_protocol.json``,
+        (when there are per-task errors) ``_tasks.csv`` and ``_task_tests.csv`` (:meth:`task_tests`) and (when
+        tasks have noise floors) ``_noise.csv``, ``_gap_closed.csv``, ``_gap_summary.csv`` and ``.json``."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         paths = {"cv": out / f"{prefix}_cv.csv", "summary": out / f"{prefix}_summary.csv",
@@ -143,6 +168,16 @@ class CVResult:
             if len(tests):
                 paths["task_tests"] = out / f"{prefix}_task_tests.csv"
                 write_csv(paths["task_tests"], tests)
+        if len(self.noise):
+            gaps = self.gap_closed()
+            paths.update({"noise": out / f"{prefix}_noise.csv", "gap_closed": out / f"{prefix}_gap_closed.csv",
+                          "gap_summary": out / f"{prefix}_gap_summary.csv",
+                          "gap_json": out / f"{prefix}_gap_summary.json"})
+            write_csv(paths["noise"], self.noise)
+            write_csv(paths["gap_closed"], gaps)
+            gap_table = gap_summary(gaps)
+            write_csv(paths["gap_summary"], gap_table)
+            write_json(paths["gap_json"], json.loads(gap_table.to_json(orient="records")))
         summary = self.summary()
         write_csv(paths["summary"], summary)
         write_csv(paths["curves"], self.curves)
@@ -263,7 +298,9 @@ def evaluate(matrix: Any, predictors: Sequence[str | Predictor] | Mapping[str, s
         train_group: str | None = None, test_group: str | None = None, ks: Sequence[int] = (10, 100),
         params: Mapping[str, Mapping[str, Any]] | None = None, task_texts: Sequence[str] | None = None,
         example_texts: Sequence[str] | None = None, active_rank: int = 5,
-        scatter_points: int = 2000, baselines: bool = True, coverage: float | None = 0.9) -> CVResult:
+        scatter_points: int = 2000, baselines: bool = True, coverage: float | None = 0.9,
+        interval: str = DEFAULT_INTERVAL, upstream: pd.DataFrame | None = None,
+        noise_floor: bool | None = None) -> CVResult:
     """Evaluate ``predictors`` on ``matrix`` (array or ``ForgettingMatrix``) under the protocol of the module doc.
 
     ``baselines`` (default) adds the trivial baselines beside the predictors, so every score can be read
@@ -273,10 +310,17 @@ def evaluate(matrix: Any, predictors: Sequence[str | Predictor] | Mapping[str, s
 
     ``coverage`` (default 0.9; None: off) scores the forecast's split-conformal intervals
     (:mod:`forgetscope.predict.conformal`) the way a forecast makes them: within each split, each known
-    task is left out in turn and completed from its probe values by a fit on the other known tasks; the
-    ⌈(n + 1)·c⌉-th of those absolute residuals is the half-width q, and ``coverage`` in the table is the
-    share of the test rows' unprobed entries within ``prediction ± q`` (``interval_width`` = 2q). Splits
-    with fewer than 3 known tasks have no interval (NaN).
+    task is left out in turn and completed from its probe values by a fit on the other known tasks, and
+    the ⌈(n + 1)·c⌉-th of those residuals (``interval``: ``normalized``, divided by each row's probe-residual
+    RMS, or ``absolute``) gives each test row's half-width. ``coverage`` in the table is the share of the
+    test rows' unprobed entries inside — marginal, pooled over tasks — and ``coverage_task_min``,
+    ``coverage_task_p10``, ``coverage_tasks_below`` summarise the coverage of each test task
+    (:func:`~forgetscope.predict.conformal.task_coverage`); ``interval_width`` is the mean full width.
+    Splits with fewer than 3 known tasks have no interval (NaN).
+
+    ``upstream`` (default: the matrix's own upstream table) goes to every ``fit``; predictors with example
+    features read it. ``noise_floor``: None computes each task's noise floor where tasks have several
+    seeds, True requires it (a DataError without 2 seeds of some task), False skips it.
     """
     X = check_matrix(matrix, what="forgetting matrix", dtype=None)
     m, n = X.shape
@@ -288,9 +332,21 @@ def evaluate(matrix: Any, predictors: Sequence[str | Predictor] | Mapping[str, s
         raise ConfigError(f"unknown probe method {probe_method!r}; choose random or active")
     if tau is not None and not (np.isfinite(tau) and tau >= 0):
         raise ConfigError(f"tau must be a finite margin >= 0, got {tau}")
+    check_interval(interval)
     if coverage is not None:
         check_coverage(coverage)
+    if binary and noise_floor:
+        raise ConfigError("the noise floor is defined for forgetting values, not binary forgetting")
+    noise = task_noise(matrix, required=bool(noise_floor)) if noise_floor is not False and not binary \
+        else pd.DataFrame()
+    upstream = upstream if upstream is not None else getattr(matrix, "upstream", None)
+    if upstream is not None and len(upstream) != n:
+        raise DataError(f"the upstream table has {len(upstream)} rows for {n} columns")
     named = _named_predictors(predictors, params or {})
+    lacking = [label for label, p in named.items() if p.needs_upstream and upstream is None]
+    if lacking:
+        raise DataError(f"predictor {lacking[0]!r} needs the upstream table (example features): evaluate a "
+                        "sweep directory, or pass upstream=")
     if baselines and not binary:
         named.update({b: get_predictor(b) for b in TRIVIAL if b not in named})
     probes_in = list(probe) if isinstance(probe, (Sequence, np.ndarray)) else [probe]
@@ -319,7 +375,7 @@ def evaluate(matrix: Any, predictors: Sequence[str | Predictor] | Mapping[str, s
     curve_sums: dict[tuple[int, str], np.ndarray] = {}
     fit_s: dict[str, float] = defaultdict(float)
     predict_s: dict[tuple[int, int, str], float] = defaultdict(float)
-    covered: dict[tuple[int, int, str], list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0, 0.0])
+    covered: dict[tuple[int, int, str], CoverageTally] = defaultdict(CoverageTally)
     errors: dict[tuple[int, str], list[pd.DataFrame]] = defaultdict(list)
     scatter, rng = [], np.random.default_rng(seed)
     for split in splits:
@@ -331,11 +387,11 @@ def evaluate(matrix: Any, predictors: Sequence[str | Predictor] | Mapping[str, s
         for label, predictor in named.items():
             t0 = time.perf_counter()
             predictor.fit(known, task_texts=_subset(task_texts, split.train), example_texts=example_texts,
-                          groups=groups[split.train])
+                          groups=groups[split.train], upstream=upstream)
             fit_s[label] += time.perf_counter() - t0
             prob = binary or predictor.output == "probability"
             calibration = [] if coverage is None or prob else _leave_task_out_fits(
-                predictor, known, groups[split.train], _subset(task_texts, split.train), example_texts)
+                predictor, known, groups[split.train], _subset(task_texts, split.train), example_texts, upstream)
             for (d, size), idx in probes.items():
                 t0 = time.perf_counter()
                 pred = predictor.predict_rows(idx, held[:, idx], task_texts=_subset(task_texts, split.test))
@@ -348,13 +404,8 @@ def evaluate(matrix: Any, predictors: Sequence[str | Predictor] | Mapping[str, s
                 errors[(size, label)].append(pd.DataFrame({"task": groups[split.test], "n": rs["n"],
                                                            "sse": rs["sse"]}))
                 if calibration:
-                    q = _conformal_halfwidth(calibration, known, idx, coverage)
-                    ok = np.isfinite(truth) & np.isfinite(pred)
-                    c = covered[key]
-                    c[0] += float(np.sum(np.abs(truth[ok] - pred[ok]) <= q))
-                    c[1] += float(ok.sum())
-                    c[2] += 2 * q
-                    c[3] += 1
+                    band = _conformal_band(calibration, known, idx, coverage, interval)
+                    covered[key].add(truth, pred, band.halfwidth(held[:, idx], pred[:, idx]), groups[split.test])
                 if binary:
                     ok = np.isfinite(truth)
                     pooled[key].append((truth[ok], pred[ok]))
@@ -374,10 +425,8 @@ def evaluate(matrix: Any, predictors: Sequence[str | Predictor] | Mapping[str, s
             p = np.concatenate([b for _, b in pooled[(d, size, label)]])
             metrics = {**score_binary(t, p), "spearman": metrics["spearman"],
                        **{k: v for k, v in metrics.items() if "@" in k}}
-        c = covered.get((d, size, label))
-        if coverage is not None and not prob:
-            metrics["coverage"] = c[0] / c[1] if c and c[1] else float("nan")
-            metrics["interval_width"] = c[2] / c[3] if c and c[3] else float("nan")
+        if coverage is not None and not prob:  # pooled (marginal) coverage and its per-task summary
+            metrics.update((covered.get((d, size, label)) or CoverageTally()).metrics(coverage))
         rows.append({"draw": d, "predictor": label, "method": display[label], "probe_method": probe_method,
                      "probe_size": size, "probe_frac": size / n, "inference_skipped": 1 - size / n,
                      "n_splits": len(splits), "n_train": float(np.mean([s.train.size for s in splits])),
@@ -394,11 +443,18 @@ def evaluate(matrix: Any, predictors: Sequence[str | Predictor] | Mapping[str, s
     protocol = {"splits": description, "n_splits": len(splits), "draws": int(draws), "probe_method": probe_method,
                 "probe_sizes": sizes, "n_examples": n, "n_rows": m, "tau": threshold, "tau_source": tau_source,
                 "binary": bool(binary), "seed": seed, "coverage": coverage,
-                "test_rows": sorted({str(groups[i]) for s in splits for i in s.test})}
+                "interval": interval if coverage is not None else None,
+                "test_rows": sorted({str(groups[i]) for s in splits for i in s.test}),
+                "noise_floor": ("per task with several seeds: sqrt of the pooled within-task variance over "
+                                f"entries ({len(noise)} tasks); above noise = additive RMSE > {ABOVE_NOISE:g} × floor"
+                                if len(noise) else "none (no task with several seeds)"),
+                "pooled_rmse": "pooled over every test entry: dominated by the noisiest tasks"}
     tasks = _task_errors({k: v for k, v in errors.items()
                           if not binary and named[k[1]].output != "probability"}, display)  # no RMSE of a probability
+    if covered and len(tasks):  # each test task's interval coverage over its rows and every draw
+        tasks = tasks.merge(_task_coverage(covered), on=["predictor", "probe_size", "task"], how="left")
     return CVResult(table, pd.concat(curves, ignore_index=True), pd.concat(scatter, ignore_index=True), protocol,
-                    tasks)
+                    tasks, noise)
 
 
 def _task_errors(errors: Mapping[tuple[int, str], list[pd.DataFrame]], display: Mapping[str, str]) -> pd.DataFrame:
@@ -416,34 +472,45 @@ def _task_errors(errors: Mapping[tuple[int, str], list[pd.DataFrame]], display: 
     return pd.concat(out, ignore_index=True)
 
 
+def _task_coverage(covered: Mapping[tuple[int, int, str], CoverageTally]) -> pd.DataFrame:
+    """Per (predictor, probe size, test task): the share of its unprobed entries inside the interval, every draw."""
+    sums: dict[tuple[str, int, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for (_, size, label), tally in covered.items():
+        for task, total in tally.total.items():
+            sums[(label, size, task)][0] += tally.inside[task]
+            sums[(label, size, task)][1] += total
+    return pd.DataFrame([{"predictor": label, "probe_size": size, "task": task, "coverage": k / total}
+                         for (label, size, task), (k, total) in sums.items() if total])
+
+
 def _leave_task_out_fits(predictor: Predictor, known: np.ndarray, groups: np.ndarray,
-                         task_texts: Sequence[str] | None, example_texts: Sequence[str] | None) -> list:
+                         task_texts: Sequence[str] | None, example_texts: Sequence[str] | None,
+                         upstream: pd.DataFrame | None = None) -> list:
     """(rows of one known task, the predictor refitted without them) for every known task; empty when
     there are fewer than :data:`~forgetscope.predict.conformal.MIN_TASKS` tasks to calibrate on."""
     names = np.unique(groups)
     if names.size < MIN_TASKS:
         return []
     out = []
+    chosen = getattr(predictor, "chosen_params_", {})  # settings tuned on the split: not re-tuned per task
     for g in names:
         held = groups == g
         p = copy.deepcopy(predictor)
+        for key, value in chosen.items():
+            setattr(p, key, value)
         p.fit(known[~held], task_texts=_subset(task_texts, np.flatnonzero(~held)), example_texts=example_texts,
-              groups=groups[~held])
+              groups=groups[~held], upstream=upstream)
         out.append((held, p, _subset(task_texts, np.flatnonzero(held))))
     return out
 
 
-def _conformal_halfwidth(calibration: list, known: np.ndarray, idx: np.ndarray, coverage: float) -> float:
-    """The split-conformal half-width for the probe ``idx``: residuals of each left-out known task."""
-    unprobed = np.ones(known.shape[1], dtype=bool)
-    unprobed[idx] = False
-    scores = []
+def _conformal_band(calibration: list, known: np.ndarray, idx: np.ndarray, coverage: float, interval: str) -> Band:
+    """The split-conformal band for the probe ``idx``, from each left-out known task's completion."""
+    held_out = []
     for held, p, texts in calibration:
         rows = known[held].astype(np.float64)
-        pred = p.predict_rows(idx, rows[:, idx], task_texts=texts)
-        res = np.abs(rows[:, unprobed] - pred[:, unprobed])
-        scores.append(res[np.isfinite(res)])
-    return conformal_quantile(np.concatenate(scores), coverage)
+        held_out.append((rows, p.predict_rows(idx, rows[:, idx], task_texts=texts)))
+    return calibrate(held_out, idx, coverage, interval)
 
 
 def prediction_matrix(matrix: Any, *, kind: str | None = None, binary: bool = False) -> Any:

@@ -28,6 +28,11 @@ the k neighbour rows at that example, scaled as the prediction is (how much the 
 disagree); for every other predictor, the sd of the prediction over 20 refits on bootstrap samples of
 the known rows (tasks resampled with replacement). Both are spreads, not calibrated intervals.
 
+**Interval** (``lower``/``upper``): split-conformal at ``coverage`` (:mod:`forgetscope.predict.conformal`),
+``normalized`` by default (the half-width scales with the RMS of the row's own probe residuals) or
+``absolute`` (one half-width). The settings also give the interval's coverage on the known tasks, each
+held out in turn: pooled (marginal) and per task (min, 10th percentile, share below ``coverage − 0.1``).
+
 **Verify.** ``verify=True`` also evaluates every example and scores the forecast on the unprobed
 ones (RMSE, Pearson, precision@k of ``F > τ``, τ the sweep's noise margin), next to ``additive``.
 
@@ -49,6 +54,7 @@ import pandas as pd
 from forgetscope.data.types import Example
 from forgetscope.errors import ConfigError, DataError, ModelError, StoreError
 from forgetscope.measure.record import EvalRecord
+from forgetscope.predict.conformal import DEFAULT_INTERVAL, Band, HeldOut
 from forgetscope.predict.evaluate import evaluate, noise_margin
 from forgetscope.predict.kinds import check_kind, select_kind, subset_rows
 from forgetscope.predict.metrics import score_rows
@@ -229,13 +235,16 @@ def _fit(name: str, data: SweepData, rows: np.ndarray, params: dict[str, Any]) -
     texts: dict[str, Any] = {}
     if tasks is not None:
         texts = {"task_texts": [tasks[r] for r in rows], "example_texts": [e.full_text for e in data.examples]}
-    return get_predictor(name, **params).fit(data.matrix.values[rows], groups=data.groups[rows], **texts)
+    predictor = get_predictor(name, **params)
+    upstream = data.matrix.upstream if predictor.needs_upstream else None  # per-example features
+    return predictor.fit(data.matrix.values[rows], groups=data.groups[rows], upstream=upstream, **texts)
 
 
-def interval_halfwidth(name: str, data: SweepData, params: dict[str, Any], idx: np.ndarray,
-                       coverage: float) -> tuple[float, int]:
-    """Split-conformal half-width at ``coverage`` (:mod:`forgetscope.predict.conformal`) and its score count."""
-    from forgetscope.predict.conformal import conformal_quantile, task_out_scores
+def interval_band(name: str, data: SweepData, params: dict[str, Any], idx: np.ndarray, coverage: float,
+                  interval: str = DEFAULT_INTERVAL) -> tuple[Band, list[HeldOut]]:
+    """The split-conformal :class:`~forgetscope.predict.conformal.Band` at ``coverage`` and the held-out known
+    tasks (values, completion) it was calibrated on."""
+    from forgetscope.predict.conformal import calibrate, task_out_predictions
 
     tasks = _task_texts(name, data)
 
@@ -244,8 +253,8 @@ def interval_halfwidth(name: str, data: SweepData, params: dict[str, Any], idx: 
         texts = None if tasks is None else [tasks[r] for r in held]
         return _fit(name, data, keep, params).predict_rows(probe_idx, values, task_texts=texts)
 
-    scores = task_out_scores(data.matrix.values, data.groups, idx, fit_predict)
-    return conformal_quantile(scores, coverage), int(scores.size)
+    held_out = task_out_predictions(data.matrix.values, data.groups, idx, fit_predict)
+    return calibrate(held_out, idx, coverage, interval), held_out
 
 
 def bootstrap_spread(name: str, data: SweepData, params: dict[str, Any], idx: np.ndarray, observed: np.ndarray,
@@ -275,15 +284,17 @@ def _snippet(text: str) -> str:
 
 
 def complete_row(data: SweepData, idx: np.ndarray, observed: np.ndarray, *, predictor: str = "auto",
-                 seed: int = 0, task_text: str | None = None, coverage: float | None = None) -> ForecastResult:
+                 seed: int = 0, task_text: str | None = None, coverage: float | None = None,
+                 interval: str = DEFAULT_INTERVAL) -> ForecastResult:
     """Complete the row from the forgetting ``observed`` on probe examples ``idx`` (no I/O).
 
-    ``lower``/``upper`` are a split-conformal interval at ``coverage`` (:mod:`forgetscope.predict.conformal`):
-    by default 90 % when the sweep has at least 3 known tasks (else none, and the settings say why); an
-    explicit ``coverage`` with fewer tasks is a DataError.
+    ``lower``/``upper`` are a split-conformal interval at ``coverage`` (:mod:`forgetscope.predict.conformal`),
+    ``interval`` ``normalized`` or ``absolute``: by default 90 % when the sweep has at least 3 known tasks
+    (else none, and the settings say why); an explicit ``coverage`` with fewer tasks is a DataError.
     """
-    from forgetscope.predict.conformal import DEFAULT_COVERAGE, MIN_TASKS, check_coverage
+    from forgetscope.predict.conformal import DEFAULT_COVERAGE, MIN_TASKS, check_coverage, check_interval
 
+    check_interval(interval)
     if coverage is not None:
         check_coverage(coverage)
     n_tasks = int(np.unique(data.groups).size)
@@ -301,6 +312,7 @@ def complete_row(data: SweepData, idx: np.ndarray, observed: np.ndarray, *, pred
     fitted = _fit(predictor, data, np.arange(data.matrix.shape[0]), params)
     if predictor == "lowrank":
         params["rank"] = fitted.rank_  # the bootstrap refits keep the chosen rank
+    params.update(getattr(fitted, "chosen_params_", {}))  # and the feature predictors their rank and shrinkage
     row = fitted.predict(idx, observed, task_text=task_text)
     ok = np.isfinite(observed)
     final = row.copy()
@@ -319,19 +331,24 @@ def complete_row(data: SweepData, idx: np.ndarray, observed: np.ndarray, *, pred
                           "observed": is_obs, "uncertainty": spread})
     table["rank"] = table["forgetting"].rank(ascending=False, method="first").astype(int)
     if coverage is not None:
-        half, n_scores = interval_halfwidth(predictor, data, params, idx, coverage)
+        from forgetscope.predict.conformal import held_out_coverage
+
+        band, held_out = interval_band(predictor, data, params, idx, coverage, interval)
+        half = float(band.halfwidth(observed[None], row[idx][None])[0])
         table["lower"] = np.where(is_obs, final, final - half)
         table["upper"] = np.where(is_obs, final, final + half)
-        interval = {"coverage": coverage, "halfwidth": half, "scores": n_scores,
-                    "method": "split-conformal: absolute residuals on the unprobed entries of each known task, "
-                              "completed by a fit on the other tasks from the same probe examples"}
+        band_info = {"coverage": coverage, "interval": interval, "halfwidth": half, "quantile": band.quantile,
+                     "scale": float(band.scale(observed[None], row[idx][None])[0]), "scale_floor": band.floor,
+                     "scores": band.n_scores, "method": band.describe(),
+                     "held_out_tasks": held_out_coverage(held_out, idx, coverage, interval)}
     else:
-        interval = {"coverage": None, "why": f"the sweep has {n_tasks} known task(s); intervals need {MIN_TASKS}"}
+        band_info = {"coverage": None, "interval": interval,
+                     "why": f"the sweep has {n_tasks} known task(s); intervals need {MIN_TASKS}"}
     settings = {"sweep": str(data.path), "kind": data.kind, "probe": int(idx.size), "predictor": predictor,
                 "predictor_choice": why, "tau": data.tau, "tau_source": data.tau_source,
                 "max_length": data.max_length, "chat": data.chat, "eval_dtype": data.eval_dtype,
                 "known_rows": int(data.matrix.shape[0]),
-                "known_tasks": n_tasks, "interval": interval,
+                "known_tasks": n_tasks, "interval": band_info,
                 "probe_ids": [data.examples[i].example_id for i in idx]}
     if predictor == "lowrank":
         settings["lowrank_rank"] = int(fitted.rank_)
@@ -344,7 +361,8 @@ def check_predictor(predictor: str, task_text: str | None = None) -> None:
         return
     if PREDICTORS.get(predictor).output != "forgetting":
         raise ConfigError(f"{predictor} predicts probabilities of 'forgotten', not forgetting values; "
-                          "choose auto, additive, knn, knn-baseline, lowrank, semantic or semantic-knn")
+                          "choose auto, additive, knn, knn-baseline, lowrank, additive-features, "
+                          "lowrank-features, semantic or semantic-knn")
     from forgetscope.predict.semantic import TEXT_PREDICTORS
 
     if predictor in TEXT_PREDICTORS and not task_text:
@@ -352,11 +370,12 @@ def check_predictor(predictor: str, task_text: str | None = None) -> None:
                           "forecast with --task, or pass task_text")
 
 
-def check_interval_request(data: SweepData, coverage: float | None) -> None:
-    """Refuse, before any model is loaded, an interval coverage outside (0, 1) or one the sweep cannot
-    calibrate (fewer known tasks than :data:`~forgetscope.predict.conformal.MIN_TASKS`)."""
-    from forgetscope.predict.conformal import MIN_TASKS, check_coverage
+def check_interval_request(data: SweepData, coverage: float | None, interval: str = DEFAULT_INTERVAL) -> None:
+    """Refuse, before any model is loaded, an unknown interval kind, a coverage outside (0, 1) or one the
+    sweep cannot calibrate (fewer known tasks than :data:`~forgetscope.predict.conformal.MIN_TASKS`)."""
+    from forgetscope.predict.conformal import MIN_TASKS, check_coverage, check_interval
 
+    check_interval(interval)
     if coverage is None:
         return
     check_coverage(coverage)
@@ -397,6 +416,7 @@ def verify_forecast(result: ForecastResult, data: SweepData, idx: np.ndarray, ob
         rows[0]["interval_coverage"] = float(np.mean((scored[ok] >= low[ok]) & (scored[ok] <= high[ok])))
         rows[0]["interval_width"] = float(np.mean(high[ok] - low[ok]))
         rows[0]["nominal_coverage"] = result.settings["interval"]["coverage"]
+        rows[0]["interval"] = result.settings["interval"]["interval"]
     share = float(np.mean(scored[ok] > data.tau)) if ok.any() else float("nan")
     rows.append({"predictor": "all-forgotten", "method": "all-forgotten", "scored": int(ok.sum()),
                  "f1": 2 * share / (1 + share) if share > 0 else 0.0, "tau": data.tau})
@@ -408,11 +428,11 @@ def forecast_from_losses(data: SweepData, idx: np.ndarray, probe_loss: np.ndarra
                          verify_loss: np.ndarray | None = None, predictor: str = "auto", seed: int = 0,
                          top: int = 20, task_text: str | None = None, out_dir: str | Path | None = None,
                          settings: dict[str, Any] | None = None, cost: dict[str, Any] | None = None,
-                         coverage: float | None = None) -> ForecastResult:
+                         coverage: float | None = None, interval: str = DEFAULT_INTERVAL) -> ForecastResult:
     """Complete, verify (when the full row's losses are given) and write a forecast from measured losses."""
     observed = np.asarray(probe_loss, np.float64) - data.loss_before[idx]
     result = complete_row(data, idx, observed, predictor=predictor, seed=seed, task_text=task_text,
-                          coverage=coverage)
+                          coverage=coverage, interval=interval)
     if verify_loss is not None:
         result.verify = verify_forecast(result, data, idx, observed,
                                         np.asarray(verify_loss, np.float64) - data.loss_before, top=top)

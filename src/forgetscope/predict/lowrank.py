@@ -23,12 +23,12 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import GroupKFold
 
 from forgetscope.analysis.lowrank import AdditiveFit, additive_fit_unchecked
 from forgetscope.errors import ConfigError
 from forgetscope.predict.base import Predictor
 from forgetscope.predict.factor import als_ridge, residual_mean_square, truncated_svd
+from forgetscope.predict.tuning import best_candidate, grouped_cv_rmse
 
 Method = Literal["auto", "svd", "als"]
 
@@ -109,27 +109,9 @@ def choose_rank(X: np.ndarray, groups: np.ndarray | None = None, *, max_rank: in
     ranks = list(range(1, max(1, min(int(max_rank), m - 1)) + 1))
     if len(ranks) == 1 or n_groups < 2 or n < 2:
         return 1, pd.DataFrame({"rank": [1], "rmse": [np.nan]})
-    size = max(1, min(int(probe), n - 1))
-    sse, cnt = np.zeros(len(ranks)), np.zeros(len(ranks))
-    folds = GroupKFold(n_splits=min(int(n_folds), n_groups), shuffle=True, random_state=seed)
-    for f, (train, test) in enumerate(folds.split(X, groups=groups)):
-        idx = np.sort(np.random.default_rng([seed, f]).choice(n, size, replace=False))
-        truth = X[test].astype(np.float64)
-        finite = np.isfinite(truth[:, idx]).any(1)
-        if not finite.any():
-            continue
-        truth, held = truth[finite], X[test][finite]
-        truth[:, idx] = np.nan
-        ok = np.isfinite(truth)
-        for k, r in enumerate(ranks):
-            pred = LowRankPredictor(rank=r, **params).fit(X[train]).predict_rows(idx, held[:, idx])
-            sse[k] += float(((pred - truth)[ok] ** 2).sum())
-            cnt[k] += ok.sum()
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rmse = np.sqrt(sse / cnt)
-    if not np.isfinite(rmse).any():
-        return 1, pd.DataFrame({"rank": ranks, "rmse": rmse})
-    return ranks[int(np.nanargmin(rmse))], pd.DataFrame({"rank": ranks, "rmse": rmse})
+    rmse = grouped_cv_rmse(X, groups, ranks, lambda r: LowRankPredictor(rank=int(r), **params),  # type: ignore[arg-type]
+                           probe=probe, n_folds=n_folds, seed=seed)
+    return int(best_candidate(ranks, rmse)), pd.DataFrame({"rank": ranks, "rmse": rmse})
 
 
 class LowRankPredictor(Predictor):

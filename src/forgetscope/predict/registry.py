@@ -23,12 +23,13 @@ from forgetscope.predict.knn_baseline import KNNBaselineALSPredictor, KNNBaselin
 from forgetscope.predict.logistic import LogisticPredictor
 from forgetscope.predict.lowrank import LowRankPredictor
 from forgetscope.predict.semantic import SemanticNeighboursPredictor, SemanticPredictor
+from forgetscope.predict.side_information import AdditiveFeaturesPredictor, LowRankFeaturesPredictor
 from forgetscope.registry import Registry
 
 PREDICTORS: Registry[type[Predictor]] = Registry("predictor")
 for _cls in (ZeroPredictor, AdditivePredictor, AdditiveALSPredictor, ColumnMeanPredictor, ProbeMeanPredictor,
              KNNPredictor, KNNBaselinePredictor, KNNBaselineALSPredictor, LowRankPredictor, LogisticPredictor,
-             SemanticPredictor, SemanticNeighboursPredictor):
+             SemanticPredictor, SemanticNeighboursPredictor, AdditiveFeaturesPredictor, LowRankFeaturesPredictor):
     PREDICTORS.register(_cls.name, _cls)
 
 

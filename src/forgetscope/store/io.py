@@ -57,6 +57,13 @@ def write_npy(path: Path, arr: np.ndarray) -> None:
         np.save(fh, arr)
 
 
+def sha256_of(path: Path) -> str:
+    """Content hash of a stored file (per-run files are small: read whole)."""
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def json_default(o: Any) -> Any:
     if isinstance(o, (np.integer,)):
         return int(o)

@@ -11,7 +11,8 @@ A sweep directory (and the experiments that extend it) looks like this::
       F.npy                      cached M x N forgetting matrix, rows in runs.parquet order
       F_null.npy                 with null_control: each run's null-control row (same shape as F.npy)
       runs/<run_id>.json         per-run record (the resume checkpoint: written last)
-      runs/<run_id>.parquet      per-run long rows
+      runs/<run_id>.parquet      per-run long rows (its sha256 is in the record: checked when read back)
+      runs/damaged/              ``forgetscope run --repair``: the files of runs that could not be read back
       logs/<run_id>/             training curves when ``report_to`` is on
       report.html                ``forgetscope report``
       analysis/<kind>/           ``forgetscope analyze --kind lm|instruction``: analysis.json, heatmap.png, ...
@@ -88,6 +89,10 @@ class SweepLayout:
 
     def run_rows(self, run_id: str) -> Path:
         return self.runs_dir / f"{run_id}.parquet"
+
+    @property
+    def damaged_dir(self) -> Path:
+        return self.runs_dir / "damaged"
 
     def logs(self, run_id: str) -> Path:
         return self.root / "logs" / run_id

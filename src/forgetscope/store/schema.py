@@ -36,6 +36,7 @@ class RunRecord(TrainRecord, total=False):
     """A stored run: the training record plus identity, options, timings and experiment extras."""
 
     run_id: str
+    rows_sha256: str  # sha256 of runs/<run_id>.parquet as written (checked when read back; not in runs.parquet)
     strategy_options: dict[str, Any]
     family: str  # the task's family: instruction | plain_text
     task_text: str  # the task's description and a few training samples (what text-based predictors embed)
@@ -43,6 +44,20 @@ class RunRecord(TrainRecord, total=False):
     null_rank: str  # the adapter rank, or "full"
     null_tensors: int
     update_norm: float
+    # null_match: effect (forgetscope.experiments.null_control.match_effect): the scale of the norm-matched
+    # direction chosen, the subset's mean F the run had (target) and the null reached, the search's outcome,
+    # evaluations and seconds, the norm-matched null's mean F on the subset, and the subset's size
+    null_match: str
+    null_scale: float
+    null_match_target: float
+    null_match_value: float
+    null_match_status: str  # matched | not_matched | target_not_positive
+    null_match_steps: int
+    null_match_wall_s: float
+    null_norm_effect: float
+    null_match_subset: int
+    control: str  # a control task's runs (forgetscope.data.controls): the control, and the task it controls
+    control_of: str | None
     eval_wall_s: float
     eval_device: str  # device type and dtype of loss_after (those of loss_before, checked)
     eval_dtype: str

@@ -4,6 +4,9 @@ File names come from :class:`~forgetscope.store.layout.SweepLayout`; writes go t
 :mod:`forgetscope.store.io`, so a killed sweep holds only whole per-run files and resumes from them.
 The consolidated tables (``runs.parquet``, ``forgetting.parquet``, ``F.npy``) are rebuilt from the
 per-run files after each run; forgetting itself is defined in :mod:`forgetscope.measure.forgetting`.
+Each run's record holds the sha256 of its rows file (``rows_sha256``), checked whenever the rows are read
+back, so a rows file changed or damaged after its run finished is refused by name, never consolidated;
+:meth:`SweepStore.damaged_files` finds every such file before a resume loads a model.
 """
 
 from __future__ import annotations
@@ -18,9 +21,21 @@ import pandas as pd
 
 from forgetscope.errors import StoreError
 from forgetscope.measure.forgetting import forgetting
-from forgetscope.store.io import json_default, write_json, write_npy, write_parquet
+from forgetscope.store.io import json_default, sha256_of, write_json, write_npy, write_parquet
 from forgetscope.store.layout import FORMAT, SweepLayout
 from forgetscope.store.matrix import ForgettingMatrix
+
+#: The record key holding the sha256 of the run's rows file (runs without it, written earlier, are accepted).
+CHECKSUM = "rows_sha256"
+
+
+class DamagedFileError(StoreError):
+    """A stored file of a sweep cannot be read back whole (truncated, not JSON/Parquet, or changed since its
+    checksum was taken); ``run_id`` is None for the upstream table."""
+
+    def __init__(self, store: SweepStore, path: Path, why: str, run_id: str | None = None):
+        self.path, self.why, self.run_id = path, why, run_id
+        super().__init__(f"{path.relative_to(store.path).as_posix()} in {store.path} is damaged: {why}")
 
 
 class SweepStore:
@@ -44,8 +59,8 @@ class SweepStore:
         if not self.manifest_path.is_file():
             raise StoreError(f"not a forgetscope sweep (no {self.layout.manifest.name}): {self.path}")
         try:
-            manifest = json.loads(self.manifest_path.read_text())
-        except json.JSONDecodeError as exc:
+            manifest = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise StoreError(f"corrupt {self.layout.manifest.name} in {self.path}: {exc}") from exc
         if manifest.get("format") != FORMAT:
             raise StoreError(f"unsupported sweep format {manifest.get('format')!r} in {self.path}")
@@ -85,7 +100,8 @@ class SweepStore:
         return self._run_json(run_id).is_file() and self._run_parquet(run_id).is_file()
 
     def write_run(self, record: dict[str, Any], rows: pd.DataFrame) -> None:
-        """Store one finished run: its long rows first, then its record (the commit point)."""
+        """Store one finished run: its long rows first, then its record (the commit point), which holds the
+        rows file's sha256."""
         run_id = str(record["run_id"])
         missing = {"example_id", "loss_after"} - set(rows.columns)
         if missing:
@@ -93,7 +109,7 @@ class SweepStore:
         rows = rows.copy()
         rows.insert(0, "run_id", run_id)
         write_parquet(self._run_parquet(run_id), rows)
-        write_json(self._run_json(run_id), record)
+        write_json(self._run_json(run_id), {**record, CHECKSUM: sha256_of(self._run_parquet(run_id))})
 
     def finished_run_ids(self) -> list[str]:
         d = self.layout.runs_dir
@@ -102,17 +118,84 @@ class SweepStore:
         return sorted(p.stem for p in d.glob("*.json") if self.has_run(p.stem))
 
     def read_run_record(self, run_id: str) -> dict[str, Any]:
-        return json.loads(self._run_json(run_id).read_text())
+        """A run's record; a :class:`DamagedFileError` naming the file when it is not a whole JSON object."""
+        p = self._run_json(run_id)
+        try:
+            record = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DamagedFileError(self, p, f"not readable as JSON ({type(exc).__name__}: {exc})",
+                                   run_id) from None
+        if not isinstance(record, dict):
+            raise DamagedFileError(self, p, f"a JSON {type(record).__name__}, not a run record", run_id)
+        return record
 
-    def read_run_rows(self, run_id: str) -> pd.DataFrame:
-        return pd.read_parquet(self._run_parquet(run_id))
+    def read_run_rows(self, run_id: str, record: dict[str, Any] | None = None) -> pd.DataFrame:
+        """A run's long rows, checked against the checksum its record holds (runs written before checksums
+        have none and are read as they are); a :class:`DamagedFileError` naming the file otherwise."""
+        p = self._run_parquet(run_id)
+        record = self.read_run_record(run_id) if record is None else record
+        expected = record.get(CHECKSUM)
+        try:
+            actual = sha256_of(p)
+        except OSError as exc:
+            raise DamagedFileError(self, p, f"not readable ({exc.strerror})", run_id) from None
+        if expected is not None and actual != expected:
+            raise DamagedFileError(self, p, f"its content does not match the sha256 its record holds "
+                                   f"({str(expected)[:12]}…): it changed after the run was written", run_id)
+        return self._whole_parquet(p, ("example_id", "loss_after"), run_id)
+
+    def _whole_parquet(self, p: Path, columns: tuple[str, ...], run_id: str | None = None) -> pd.DataFrame:
+        try:
+            df = pd.read_parquet(p)
+        except Exception as exc:  # pyarrow raises several types for a truncated file
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            raise DamagedFileError(self, p, f"not readable as Parquet ({type(exc).__name__}: {first})",
+                                   run_id) from None
+        missing = set(columns) - set(df.columns)
+        if missing:
+            raise DamagedFileError(self, p, f"it lacks the columns {sorted(missing)}", run_id)
+        return df
+
+    def damaged_files(self) -> list[DamagedFileError]:
+        """Every stored file a resume reads back that cannot be read whole: the upstream table and each
+        finished run's record and rows (read and checked here, before any model is loaded)."""
+        found = []
+        if self.has_upstream():
+            try:
+                self._whole_parquet(self.layout.upstream, ("example_id", "loss_before"))
+            except DamagedFileError as exc:
+                found.append(exc)
+        for run_id in self.finished_run_ids():
+            try:
+                self.read_run_rows(run_id)
+            except DamagedFileError as exc:
+                found.append(exc)
+        return found
+
+    def set_aside(self, damaged: DamagedFileError) -> list[Path]:
+        """Move a damaged file out of the way, into ``runs/damaged/`` (a run's record and rows together, so
+        the run counts as not finished and runs again); returns where they went."""
+        sources = [self.layout.upstream] if damaged.run_id is None else \
+            [self._run_json(damaged.run_id), self._run_parquet(damaged.run_id)]
+        target_dir = self.layout.damaged_dir
+        target_dir.mkdir(parents=True, exist_ok=True)
+        moved = []
+        for src in sources:
+            if not src.exists():
+                continue
+            target, k = target_dir / src.name, 1
+            while target.exists():
+                target, k = target_dir / f"{src.stem}.{k}{src.suffix}", k + 1
+            os.replace(src, target)
+            moved.append(target)
+        return moved
 
     def consolidate(self, run_order: list[str] | None = None) -> ForgettingMatrix:
         """Rebuild runs.parquet, forgetting.parquet and F.npy from the per-run files."""
         upstream = self.read_upstream()
         ids = [r for r in (run_order or self.finished_run_ids()) if self.has_run(r)]
-        records = [self.read_run_record(r) for r in ids]
-        runs = pd.DataFrame([_flatten_record(r) for r in records])
+        records = {r: self.read_run_record(r) for r in ids}
+        runs = pd.DataFrame([_flatten_record(r) for r in records.values()])
         example_ids = upstream["example_id"].astype(str).tolist()
         before = upstream.set_index(upstream["example_id"].astype(str))["loss_before"]
         long_parts = []
@@ -121,7 +204,7 @@ class SweepStore:
         has_null = False
         col_index = {e: j for j, e in enumerate(example_ids)}
         for i, run_id in enumerate(ids):
-            rows = self.read_run_rows(run_id)
+            rows = self.read_run_rows(run_id, records[run_id])
             rows["example_id"] = rows["example_id"].astype(str)
             base = before.loc[rows["example_id"]].to_numpy()
             rows["forgetting"] = forgetting(rows["loss_after"].to_numpy(), base)
@@ -189,6 +272,8 @@ def _flatten_record(record: dict[str, Any]) -> dict[str, Any]:
     """Runs table rows: scalars as columns, nested dicts as JSON strings (Parquet-friendly)."""
     out: dict[str, Any] = {}
     for k, v in record.items():
+        if k == CHECKSUM:  # a property of the per-run file, not of the run
+            continue
         out[k] = json.dumps(v, default=json_default) if isinstance(v, (dict, list)) else v
     return out
 

@@ -19,6 +19,7 @@ from forgetscope.experiments.run import Experiment
 from forgetscope.experiments.spec import RunSpec
 from forgetscope.store.io import write_csv
 from forgetscope.store.layout import SweepLayout
+from forgetscope.store.lock import holds_output
 
 
 def _spec(task: str, seed: int, name: str, options: dict[str, Any]) -> RunSpec:
@@ -115,6 +116,7 @@ class WallClock:
         self.save()
 
 
+@holds_output("forgetscope compare")
 def run_compare(cfg: CompareConfig, *, output: str | Path | None = None, overwrite: bool = False,
                 log=print, command: str | None = None) -> dict[str, Any]:
     """Run (or resume) a comparison; returns {"summary", "tests", "per_run" (DataFrames), "paths"}.
