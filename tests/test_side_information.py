@@ -200,3 +200,44 @@ def test_example_metadata_joins_by_id():
     m = ForgettingMatrix(np.zeros((2, 3)), ["r0", "r1"], cols, upstream=pd.DataFrame({"example_id": cols}))
     joined = with_example_meta(m, "demo").upstream
     assert joined["category"].iloc[0] == "perl_doc" and pd.isna(joined["category"].iloc[2])
+
+
+# ---- forecast and replay selection -------------------------------------------------------------
+
+def test_forecast_completes_a_row_with_a_feature_predictor():
+    from types import SimpleNamespace
+
+    from forgetscope.data.types import Example
+    from forgetscope.predict.forecast import SweepData, complete_row
+
+    known, new, upstream, _ = planted(8)
+    m = _seeded(known, [f"t{i}" for i in range(KNOWN)], [0] * KNOWN)
+    m = ForgettingMatrix(m.values, m.row_names, m.col_names, runs=m.runs,
+                         upstream=upstream.assign(loss_before=1.0 + upstream["hardness"]))
+    record = SimpleNamespace(max_length=64, chat=False, dtype="float32")
+    data = SweepData(None, {}, "lm", m, [Example(c, text=f"text {c}") for c in m.col_names],
+                     m.upstream["loss_before"].to_numpy(), None, record, 0.1, "given")
+    idx = np.sort(np.random.default_rng(2).choice(N, 30, replace=False))
+    result = complete_row(data, idx, new[0, idx], predictor="lowrank-features")
+    row = result.table["forgetting"].to_numpy()
+    assert result.predictor == "lowrank-features" and np.isfinite(row).all()
+    np.testing.assert_allclose(row[idx], new[0, idx])  # measured values win on the probe
+    assert {"lower", "upper"} <= set(result.table.columns)
+
+
+def test_replay_fits_a_feature_predictor_on_the_columns_it_keeps():
+    from types import SimpleNamespace
+
+    from forgetscope.train import make_strategy
+
+    known, _, upstream, _ = planted(9)
+    known = known.copy()
+    known[:, 0] = np.nan  # a column no known row measured: dropped, and its table row with it
+    m = ForgettingMatrix(known, [f"r{i}" for i in range(KNOWN)], list(upstream["example_id"]),
+                         runs=pd.DataFrame({"run_id": [f"r{i}" for i in range(KNOWN)],
+                                            "task": [f"t{i}" for i in range(KNOWN)]}), upstream=upstream)
+    strategy = make_strategy("replay", policy="predicted", predictor="additive-features",
+                             predictor_options={"features": ["hardness"]}, known=m)
+    fitted, cols, name = strategy._fitted_predictor(SimpleNamespace(task=SimpleNamespace(name="t0")))
+    assert name == "additive-features" and cols == list(upstream["example_id"][1:])
+    assert fitted.n_rows_ == KNOWN - 1 and fitted._upstream["example_id"].tolist() == cols

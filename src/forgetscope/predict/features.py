@@ -107,7 +107,7 @@ def encode_features(upstream: pd.DataFrame | None, features: Sequence[str] | Non
         x = pd.to_numeric(values, errors="coerce").to_numpy(np.float64)
         if not np.isfinite(x).any():
             raise DataError(f"feature column {f.column!r} has no finite value")
-        x = np.where(np.isfinite(x), x, np.nanmean(np.where(np.isfinite(x), x, np.nan)))
+        x = np.where(np.isfinite(x), x, x[np.isfinite(x)].mean())
         if f.encoder == "log":
             if (x < 0).any():
                 raise DataError(f"feature {f.column}:log needs values >= 0, got {x.min():g}")
