@@ -30,14 +30,16 @@ penalty with the raw Fisher.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from pydantic import Field, StrictInt
 
+from forgetscope.data.encoding import Encoded
 from forgetscope.errors import ConfigError
-from forgetscope.mitigate.fisher import diagonal_fisher
+from forgetscope.mitigate.fisher import diagonal_fisher, trainable
 from forgetscope.train.hooks import Strategy, StrategyOptions, StrictNumber, TrainContext, register_strategy
 
 DEFAULT_LAMBDA = 10.0
@@ -96,16 +98,37 @@ class EWCStrategy(Strategy):
     def before_training(self, ctx: TrainContext) -> None:
         if not ctx.upstream_encoded:
             raise ConfigError("ewc needs upstream examples for its Fisher (the sweep's upstream pool is empty)")
-        n = min(self.n_fisher, len(ctx.upstream_encoded))
-        rng = np.random.default_rng(ctx.config.seed + 1)  # own generator: task batches stay as in plain runs
-        idx = sorted(rng.choice(len(ctx.upstream_encoded), size=n, replace=False).tolist())
-        chosen = [ctx.upstream_encoded[i] for i in idx]
+        fisher = self.estimate_fisher(ctx.model, ctx.upstream_encoded, ctx.pad_id, ctx.device, seed=ctx.config.seed)
+        self.anchor_at(ctx.model, fisher)
+
+    # The steps below take the model itself, so a training loop other than forgetscope's (a Hugging Face
+    # Trainer, see forgetscope.integrations) anchors and penalises exactly as a run does.
+    def estimate_fisher(self, model, upstream_encoded: Sequence[Encoded], pad_id: int,
+                        device: torch.device | str | None = None, *, seed: int = 0) -> dict[str, torch.Tensor]:
+        """The raw diagonal Fisher over :meth:`fisher_targets`, from ``n_fisher`` of the upstream examples,
+        chosen with their own generator (``seed + 1``, ``seed`` the run's) so task batches stay as in plain runs."""
+        n = min(self.n_fisher, len(upstream_encoded))
+        rng = np.random.default_rng(seed + 1)
+        idx = sorted(rng.choice(len(upstream_encoded), size=n, replace=False).tolist())
+        chosen = [upstream_encoded[i] for i in idx]
         self._fisher_ids = [e.example_id for e in chosen]
-        self.layers = {f"{name}.base_layer.weight": m for name, m in lora_layers(ctx.model)}
-        factor_ids = {id(p) for m in self.layers.values() for d in (m.lora_A, m.lora_B) for p in d.parameters()}
-        params = [(n, p) for n, p in ctx.trainable_parameters() if id(p) not in factor_ids]
-        targets = [(k, m.base_layer.weight) for k, m in self.layers.items()] + params
-        fisher = diagonal_fisher(ctx.model, chosen, ctx.pad_id, ctx.device, params=targets)
+        return diagonal_fisher(model, chosen, pad_id, device, params=self.fisher_targets(model))
+
+    def fisher_targets(self, model) -> list[tuple[str, torch.Tensor]]:
+        """(name, tensor) whose Fisher EWC weighs: each LoRA layer's base weight (named
+        ``<layer>.base_layer.weight``; anchored through ΔW) and every other trainable parameter."""
+        layers, params = self._anchored(model)
+        return [(k, m.base_layer.weight) for k, m in layers.items()] + params
+
+    def _anchored(self, model) -> tuple[dict[str, Any], list[tuple[str, torch.nn.Parameter]]]:
+        layers = {f"{name}.base_layer.weight": m for name, m in lora_layers(model)}
+        factor_ids = {id(p) for m in layers.values() for d in (m.lora_A, m.lora_B) for p in d.parameters()}
+        return layers, [(n, p) for n, p in trainable(model) if id(p) not in factor_ids]
+
+    def anchor_at(self, model, fisher: dict[str, torch.Tensor]) -> None:
+        """Anchor at ``model``'s current weights with ``fisher`` (keys of :meth:`fisher_targets`),
+        divided by its mean when ``normalize="mean"`` (so a Fisher normalised once is unchanged)."""
+        self.layers, params = self._anchored(model)
         if self.normalize == "mean":
             total = sum(float(f.sum()) for f in fisher.values())
             count = sum(f.numel() for f in fisher.values())
@@ -117,36 +140,46 @@ class EWCStrategy(Strategy):
         with torch.no_grad():
             self.delta_anchor = {k: lora_delta(m).detach().clone() for k, m in self.layers.items()}
 
-    def weighted_drift(self, ctx: TrainContext) -> torch.Tensor:
+    def drift(self, model) -> torch.Tensor:
         """D = Σ F ⊙ (ΔW − ΔW₀)² over LoRA layers + Σ F ⊙ (θ − θ₀)² over other anchored parameters."""
-        total = torch.zeros((), device=ctx.device)
+        total = torch.zeros((), device=next(model.parameters()).device)
         for k, m in self.layers.items():
             f = self.fisher.get(k)
             if f is not None:
                 total = total + (f * (lora_delta(m) - self.delta_anchor[k]).float() ** 2).sum()
-        for n, p in ctx.trainable_parameters():
+        for n, p in trainable(model):
             f = self.fisher.get(n)
             if f is not None and n in self.anchor:
                 total = total + (f * (p - self.anchor[n]).float() ** 2).sum()
         return total
+
+    def add_penalty(self, task_loss: torch.Tensor, model) -> torch.Tensor:
+        """``task_loss + λ/2 · D`` at ``model``'s weights; D and the penalty are kept for ``summary()``."""
+        drift = self.drift(model)
+        pen = 0.5 * self.lam * drift
+        self._last_drift = float(drift.detach())
+        self._last_penalty = float(pen.detach())
+        return task_loss + pen
+
+    def record_final(self, model) -> None:
+        """Record D and the penalty at the final weights (the last loss saw them before the last step)."""
+        with torch.no_grad():
+            drift = float(self.drift(model))
+        self._last_drift, self._last_penalty = drift, 0.5 * self.lam * drift
+
+    def weighted_drift(self, ctx: TrainContext) -> torch.Tensor:
+        """D at the run's model (:meth:`drift`)."""
+        return self.drift(ctx.model)
 
     def penalty(self, ctx: TrainContext) -> torch.Tensor:
         """λ/2 · D (0 at the base weights)."""
         return 0.5 * self.lam * self.weighted_drift(ctx)
 
     def loss(self, ctx: TrainContext, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        task = ctx.forward_loss(batch)
-        drift = self.weighted_drift(ctx)
-        pen = 0.5 * self.lam * drift
-        self._last_drift = float(drift.detach())
-        self._last_penalty = float(pen.detach())
-        return task + pen
+        return self.add_penalty(ctx.forward_loss(batch), ctx.model)
 
     def after_training(self, ctx: TrainContext) -> None:
-        """Record D and the penalty at the final weights (the last loss saw them before the last step)."""
-        with torch.no_grad():
-            drift = float(self.weighted_drift(ctx))
-        self._last_drift, self._last_penalty = drift, 0.5 * self.lam * drift
+        self.record_final(ctx.model)
 
     def summary(self) -> dict[str, Any]:
         return {"lam": self.lam, "n_fisher": len(self._fisher_ids), "normalize": self.normalize,

@@ -24,6 +24,7 @@ from pydantic import Field
 
 from forgetscope.errors import ConfigError
 from forgetscope.train.hooks import (
+    Batch,
     Strategy,
     StrategyOptions,
     StrictNumber,
@@ -162,18 +163,17 @@ class SAMStrategy(Strategy):
         base = make_base_optimizer(self.base, params, lr=ctx.config.lr, weight_decay=ctx.config.weight_decay)
         return SAM(base, rho=self.rho, adaptive=self.adaptive)
 
-    def training_step(self, ctx: TrainContext, batch: dict[str, torch.Tensor]) -> float:
+    def training_step(self, ctx: TrainContext, batch: Batch) -> float:
         opt = ctx.optimizer
         if not isinstance(opt, SAM):
             raise ConfigError("the sam strategy needs its SAM optimizer (build_optimizer was bypassed)")
-        loss = self.loss(ctx, batch)
-        loss.backward()
+        loss = self.backward(ctx, batch)  # over every micro-batch, so ε follows the whole batch's gradient
         opt.first_step(zero_grad=True)  # θ -> θ + ε
-        self.loss(ctx, batch).backward()  # gradient at the perturbed point
+        self.backward(ctx, batch)  # gradient at the perturbed point
         clip_gradients(ctx)
         opt.second_step(zero_grad=True)  # back to θ, base step with that gradient
         self.n_steps += 1
-        return float(loss.detach())
+        return loss
 
     def summary(self) -> dict[str, Any]:
         return {"rho": self.rho, "adaptive": self.adaptive, "base": self.base, "sam_steps": self.n_steps}
