@@ -51,6 +51,7 @@ _LAZY = {
     "replay_examples": "forgetscope.experiments.replay_mix:replay_examples",
     "build_report": "forgetscope.report:build_report",  # not "report": that name is the subpackage
     "ForgettingCallback": "forgetscope.integrations.hf_trainer:ForgettingCallback",
+    "ReplayCallback": "forgetscope.integrations.replay_trainer:ReplayCallback",
     "load_model": "forgetscope.models:load_model",
     "evaluate_examples": "forgetscope.measure.nll:evaluate_examples",
     "train_on_task": "forgetscope.train.trainer:train_on_task",

@@ -44,7 +44,7 @@ from forgetscope.store import SweepStore
 __all__ = ["ForgettingCallback"]
 
 DEFAULT_MAX_LENGTH = DEFAULT_EVAL_MAX_LENGTH  # capped at the model's context when not given
-_TEXT_COLUMNS = ("example_id", "text", "prompt", "response", "answer")
+_TEXT_COLUMNS = ("example_id", "text", "prompt", "response", "answer", "prompt_messages")
 
 
 @dataclass
@@ -135,6 +135,20 @@ def _unwrap(model: Any) -> Any:
             model = model._orig_mod
         else:
             return model
+
+
+def measure_losses(evaluator: Evaluator, model: Any, examples: Sequence[Example],
+                   encoded: Sequence[Encoded]) -> np.ndarray:
+    """Mean token NLL of ``examples`` under the model a Trainer is training, without gradients (the
+    module itself, out of its wrappers); its train/eval mode is restored."""
+    model = _unwrap(model)
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            table = evaluator.evaluate(model, list(examples), encoded=list(encoded))
+    finally:
+        model.train(was_training)
+    return table["loss"].to_numpy(dtype=np.float64)
 
 
 def _tokenizer_of(processing_class: Any) -> Any:
@@ -333,15 +347,8 @@ class ForgettingCallback(TrainerCallback):
     def _losses(self, model: Any, idx: np.ndarray) -> np.ndarray:
         """Current mean token NLL of the upstream examples ``idx``; the model's mode is restored."""
         assert self._encoded is not None and self._evaluator is not None
-        model = _unwrap(model)
-        was_training = model.training
-        try:
-            with torch.no_grad():
-                table = self._evaluator.evaluate(model, [self.upstream.examples[i] for i in idx],
-                                                 encoded=[self._encoded[i] for i in idx])
-        finally:
-            model.train(was_training)
-        return table["loss"].to_numpy(dtype=np.float64)
+        return measure_losses(self._evaluator, model, [self.upstream.examples[i] for i in idx],
+                              [self._encoded[i] for i in idx])
 
     def measure(self, model: Any, step: int) -> dict[str, float]:
         """Evaluate ``model`` now; updates ``history`` and ``last_row`` and returns the prefixed metrics."""

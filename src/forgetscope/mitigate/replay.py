@@ -12,6 +12,11 @@ step sees exactly the task examples of the paired plain run, and the steps that 
 example carry it in addition. The examples processed grow by the ratio (T · (1 + ratio)), as in the
 reference protocol, where the number of steps grows instead.
 
+**A budget instead of a ratio.** ``budget`` fixes the replay examples per run in absolute terms
+(``replay_n = budget``, replay k at position ``floor(k · T / budget)``), so arms compared at several doses,
+or against a probe of fixed size, replay exactly the number stated. A config gives ``ratio`` or
+``budget``, not both.
+
 **Task gradient independent of the ratio.** A step's loss is
 
     L = L_task + (k / b) · L_replay
@@ -37,6 +42,19 @@ the upstream set, so forgetting is measured on examples never replayed):
     this task and, when its runs table says, of strategies other than ``known_strategy`` are dropped) or
     a fitted :class:`~forgetscope.predict.Predictor` with its column ids (``predictor_columns``). The
     predictor completes the row; observed probe values replace their predictions.
+    ``leave_task_out: false`` keeps the known rows of this task (e.g. an earlier study's fine-tunes of it),
+    which the default leaves out.
+
+    Two predictors observe and complete nothing (no known rows needed): ``probe-only`` weighs the probe
+    examples by their observed values and every other pool example 0 (once the probe is used up, the
+    sampler's uniform rule applies). ``probe-fill`` is **probe-only + random fill**, the arm that credits
+    completion fairly when the budget exceeds the probe: the probe examples *observed forgotten*,
+    ``F > fill_margin`` (default 0: any observed loss increase; a comparison may set its noise margin),
+    are replayed first, all of them, drawn by the arm's weights (softmax(F / T)) restricted to them (at most
+    the budget: the first ``budget`` such draws); every further draw is uniform over the *unprobed* pool
+    examples. Probe examples at or below the margin are known not to be forgotten and are not replayed
+    unless every unprobed example has been. A completing arm differs from it only in how it spends the
+    budget beyond the probe: by its predicted row instead of at random.
 
     * ``mode: offline`` (default): the probe values are given (``probe_values``; ``compare`` passes the
       plain run's forgetting on S, the plain fine-tuned model evaluated on S only), or measured by a
@@ -97,10 +115,14 @@ from forgetscope.errors import ConfigError, DataError
 from forgetscope.mitigate.replay_sampling import (
     WEIGHTINGS,
     ReplaySampler,
+    online_boundary,
+    probe_fill_weights,
     replay_rng,
     replay_schedule,
     sampling_weights,
+    warmup_weights,
 )
+from forgetscope.predict.completion import PROBE_ONLY
 from forgetscope.store.matrix import ForgettingMatrix
 from forgetscope.train.hooks import (
     Strategy,
@@ -114,9 +136,11 @@ from forgetscope.train.hooks import (
 POLICIES = ("random", "predicted", "oracle", "mir")
 MODES = ("offline", "online")
 PROBE_BASES = ("measure", "known")
-#: The ``predictor`` of predicted replay that completes nothing: the probe's observed values weigh the
-#: probe examples and every other pool example gets weight 0 (observation without prediction).
-PROBE_ONLY = "probe-only"
+#: probe-only + random fill (module docstring): the probe's examples observed forgotten, then uniform draws
+#: from the unprobed pool.
+PROBE_FILL = "probe-fill"
+#: The predictors that observe the probe and complete nothing (they need no known rows).
+OBSERVE_ONLY = (PROBE_ONLY, PROBE_FILL)
 MAX_RATIO = 8.0
 #: The path-valued inputs of a config (read by :mod:`forgetscope.experiments.strategy_inputs`): how to
 #: pass what they hold from Python instead.
@@ -141,6 +165,7 @@ class ReplayOptions(StrategyOptions):
     weighting: Annotated[str, one_of(WEIGHTINGS, "unknown weighting")] = Field(
         "softmax", description="softmax(F / temperature) or linear max(F, 0)")
     temperature: StrictNumber = Field(0.1, gt=0, description="softmax temperature")
+    budget: StrictInt | None = Field(None, ge=1, description="replay examples per run, absolute (replaces ratio)")
     replacement: StrictBool = Field(False, description="draw with replacement")
     warmup_fraction: StrictNumber = Field(0.1, gt=0, lt=1, description="online: share of steps with random replay")
     probe_base: Annotated[str, one_of(PROBE_BASES, "unknown probe_base")] = Field(
@@ -154,6 +179,8 @@ class ReplayOptions(StrategyOptions):
     known_base_losses: dict[str, float] | None = Field(
         None, description="online, probe_base 'known': {example_id: loss_before} of the known sweep")
     known_strategy: str | None = "plain"
+    leave_task_out: StrictBool = Field(True, description="predicted: drop the known rows of the task being trained")
+    fill_margin: StrictNumber = Field(0.0, description="probe-fill: replay the probe examples with observed F above it")
     predictor: Any = Field("knn", description="predicted: a predictor name, 'probe-only' or a fitted Predictor")
     predictor_options: dict[str, Any] | None = None
     predictor_columns: list[str] | None = None
@@ -187,6 +214,10 @@ class ReplayOptions(StrategyOptions):
 
     @model_validator(mode="after")
     def _inputs_for_policy(self) -> ReplayOptions:
+        if self.budget is not None and "ratio" in self.model_fields_set:
+            raise ValueError(f"give ratio or budget, not both (ratio={self.ratio}, budget={self.budget})")
+        if "fill_margin" in self.model_fields_set and self.predictor != PROBE_FILL:
+            raise ValueError(f"fill_margin applies to predictor {PROBE_FILL!r}, not {self.predictor!r}")
         if self.policy == "oracle" and self.forgetting is None:
             raise ValueError("policy 'oracle' needs the true forgetting row (forgetting={id: value}; in a config "
                              "also forgetting_file: PATH)")
@@ -204,9 +235,9 @@ class ReplayOptions(StrategyOptions):
                     raise ValueError("policy 'predicted' needs a fitted predictor; call .fit(known) first")
                 if self.predictor_columns is None or len(self.predictor_columns) != p.n_cols_:
                     raise ValueError("a fitted predictor needs predictor_columns, the example ids of its columns")
-            elif isinstance(p, str) and p != PROBE_ONLY and p not in _predictor_names():
-                raise ValueError(f"unknown predictor {p!r}; choose from {', '.join([PROBE_ONLY, *_predictor_names()])}")
-            elif self.known is None and p != PROBE_ONLY:
+            elif isinstance(p, str) and p not in OBSERVE_ONLY and p not in _predictor_names():
+                raise ValueError(f"unknown predictor {p!r}; choose from {', '.join([*OBSERVE_ONLY, *_predictor_names()])}")
+            elif self.known is None and p not in OBSERVE_ONLY:
                 what = "online predicted replay" if self.mode == "online" else "policy 'predicted'"
                 raise ValueError(f"{what} needs known rows: pass known=<ForgettingMatrix> (forgetting rows of "
                                  "other tasks; in a config known: SWEEP_DIR) or predictor=<fitted Predictor>")
@@ -231,6 +262,7 @@ class ReplayStrategy(Strategy):
     name = "replay"
 
     Options = ReplayOptions
+    accumulates = False  # its loss weighs the task rows against the replayed rows of the whole batch
 
     def __init__(self, **options: Any):
         super().__init__(**options)
@@ -242,6 +274,7 @@ class ReplayStrategy(Strategy):
         self.predictor_columns = [str(c) for c in o.predictor_columns] if o.predictor_columns is not None else None
         self.probe_values = dict(o.probe_values) if o.probe_values is not None else None
         self.weights: np.ndarray | None = None
+        self.fill: np.ndarray | None = None  # probe-fill: the draw law once the weighted examples are used up
         self.pool_ids: list[str] = []
         self.replayed: list[str] = []
         self.schedule: np.ndarray = np.zeros(0, dtype=int)
@@ -291,7 +324,7 @@ class ReplayStrategy(Strategy):
         self._evaluations = 0
         self.sampler = ReplaySampler(len(self.pool_ids), replay_rng(ctx.config.seed, o.seed), replacement=o.replacement)
         per_step = max(1, min(ctx.config.batch_size, len(ctx.train_encoded)))
-        self.schedule = replay_schedule(ctx.config.steps, per_step, self.ratio)
+        self.schedule = self.schedule_for(ctx.config.steps, per_step)
         self.replay_n = int(self.schedule.sum())
         if self.policy == "mir":
             most = int(self.schedule.max())
@@ -309,74 +342,60 @@ class ReplayStrategy(Strategy):
                 raise DataError("replay oracle: the forgetting row has no value for any pool example")
             self._set_weights(values)
         elif self.mode == "offline":
-            self._set_weights(self._predicted_values(ctx))
+            self._set_weights(*self._predicted_values(ctx))
         else:
             self._prepare_online(ctx)
 
-    def _set_weights(self, values: np.ndarray) -> None:
+    def schedule_for(self, steps: int, per_step: int) -> np.ndarray:
+        """Replay examples per step of a run of ``steps`` steps with ``per_step`` task examples each."""
+        return replay_schedule(steps, per_step, self.ratio, self.options.budget)
+
+    def _set_weights(self, values: np.ndarray, probed: set[str] | None = None) -> None:
+        """Sampling weights from pool values; for ``probe-fill``, the chosen probe examples' weights and the
+        uniform fill over the unprobed ones (``probed``: the probe's example ids)."""
         o = self.options
+        if o.predictor == PROBE_FILL and probed is not None and self.policy == "predicted":
+            mask = np.array([i in probed for i in self.pool_ids], dtype=bool)
+            self.weights, self.fill = probe_fill_weights(values, mask, margin=float(o.fill_margin),
+                                                         weighting=o.weighting, temperature=o.temperature)
+            chosen = int((self.weights > 0).sum())
+            self._info.update({"probe_chosen": chosen, "fill_margin": float(o.fill_margin),
+                               "fill_pool": int((~mask).sum())})
+            if chosen:
+                self._info["weights_effective_n"] = float(1.0 / np.sum(self.weights ** 2))
+            return
         self.weights = sampling_weights(values, o.weighting, o.temperature)
         self._info["weights_effective_n"] = float(1.0 / np.sum(self.weights ** 2))
 
-    def _known_matrix(self, ctx: TrainContext) -> tuple[np.ndarray, list[str]]:
-        o = self.options
-        m = o.known
-        keep = np.ones(m.shape[0], dtype=bool)
-        runs = m.runs
-        if runs is not None and len(runs) == m.shape[0]:
-            if "task" in runs:
-                keep &= (runs["task"].astype(str) != ctx.task.name).to_numpy()
-            if o.known_strategy and "strategy" in runs:
-                keep &= (runs["strategy"].astype(str) == o.known_strategy).to_numpy()
-        X = m.values[keep]
-        X = X[np.isfinite(X).any(axis=1)] if X.size else X
-        if X.shape[0] == 0:
-            where = f" in {m.path}" if m.path is not None else ""
-            raise DataError(f"replay predicted: no known rows left{where} after leaving out task "
-                            f"{ctx.task.name!r}" + (f" and strategies other than {o.known_strategy!r}"
-                                                    if o.known_strategy else ""))
-        cols = np.isfinite(X).any(axis=0)
-        return X[:, cols], [c for c, k in zip(m.col_names, cols) if k]
-
     def _fitted_predictor(self, ctx: TrainContext) -> tuple[Any, list[str], str]:
-        from forgetscope.predict import Predictor, get_predictor
+        from forgetscope.predict import Predictor
+        from forgetscope.predict.completion import fit_known
 
         o = self.options
         if isinstance(o.predictor, Predictor):
             return o.predictor, list(self.predictor_columns or []), o.predictor.name
-        if o.predictor == PROBE_ONLY:  # no known rows, nothing completed: every pool example is a column
-            return None, list(self.pool_ids), PROBE_ONLY
-        X, cols = self._known_matrix(ctx)
-        self._info["known_rows"] = int(X.shape[0])
-        predictor = get_predictor(o.predictor, **dict(o.predictor_options or {}))
-        upstream = None
-        if predictor.needs_upstream and o.known.upstream is not None:  # per-example features of those columns
-            at = {c: j for j, c in enumerate(o.known.col_names)}
-            upstream = o.known.upstream.iloc[[at[c] for c in cols]].reset_index(drop=True)
-        return predictor.fit(X, upstream=upstream), cols, o.predictor
+        if o.predictor in OBSERVE_ONLY:  # no known rows, nothing completed: every pool example is a column
+            return None, list(self.pool_ids), o.predictor
+        fitted, cols, n_known = fit_known(o.predictor, o.known, options=o.predictor_options,
+                                          drop_task=ctx.task.name if o.leave_task_out else None,
+                                          strategy=o.known_strategy)
+        self._info["known_rows"] = n_known
+        return fitted, cols, o.predictor
 
     def _complete(self, pred: Any, cols: list[str], observed: dict[str, float]) -> np.ndarray:
         """Pool values: observed probe values, the predictor's completion elsewhere (NaN off its columns;
         NaN everywhere but the probe for ``probe-only``, ``pred`` None)."""
-        if pred is None:
-            return np.array([observed.get(i, np.nan) for i in self.pool_ids], dtype=float)
-        col_index = {c: j for j, c in enumerate(cols)}
-        ids = list(observed)
-        row = pred.predict(np.array([col_index[i] for i in ids]), np.array([observed[i] for i in ids]))
-        return np.array([observed.get(i, row[col_index[i]] if i in col_index else np.nan)
-                         for i in self.pool_ids], dtype=float)
+        from forgetscope.predict.completion import complete_row
+
+        return complete_row(pred, cols, observed, self.pool_ids)
 
     def _probe_ids(self, cols: list[str]) -> list[str]:
-        from forgetscope.predict import choose_probe
+        from forgetscope.predict.completion import probe_ids
 
-        col_set = set(cols)
-        candidates = [i for i in self.pool_ids if i in col_set]
-        if not candidates:
-            raise DataError("replay predicted: no pool example is a column of the known rows")
-        pick = choose_probe(len(candidates), self.options.probe, seed=self.options.seed)
-        return [candidates[k] for k in pick]
+        return probe_ids(self.pool_ids, cols, self.options.probe, seed=self.options.seed)
 
-    def _predicted_values(self, ctx: TrainContext) -> np.ndarray:
+    def _predicted_values(self, ctx: TrainContext) -> tuple[np.ndarray, set[str]]:
+        """The pool's values (observed on the probe, completed elsewhere) and the probe's example ids."""
         o = self.options
         pred, cols, name = self._fitted_predictor(ctx)
         col_set = set(cols)
@@ -386,15 +405,17 @@ class ReplayStrategy(Strategy):
             if not observed:
                 raise DataError("replay predicted: no probe value matches a column of the known rows")
             evaluations = len(observed) if o.probe_evaluations is None else int(o.probe_evaluations)
+            probed = set(given) & set(self.pool_ids)
         else:
             probe_ids = self._probe_ids(cols)
             observed = dict(zip(probe_ids, self._pilot(ctx, probe_ids).tolist()))
             evaluations = 2 * len(probe_ids)
+            probed = set(probe_ids)
         values = self._complete(pred, cols, observed)
         self._info.update({"predictor": name, "probe_size": len(observed), "probe_evaluations": int(evaluations),
                            "pilot_steps": o.pilot_steps if given is None else 0,
                            "row_evaluations_saved": int(len(cols) - evaluations)})
-        return values
+        return values, probed
 
     def _pilot(self, ctx: TrainContext, probe_ids: list[str]) -> np.ndarray:
         """Forgetting on the probe examples after a short plain fine-tune of a copy of the model."""
@@ -415,11 +436,7 @@ class ReplayStrategy(Strategy):
     def _prepare_online(self, ctx: TrainContext) -> None:
         """Fit the predictor on the known rows, fix the probe and its base losses, replay at random first."""
         o = self.options
-        steps = ctx.config.steps
-        boundary = max(1, int(o.warmup_fraction * steps))
-        if boundary >= steps:
-            raise ConfigError(f"replay online: {steps} step(s) leave no room for a warm-up of {boundary} step(s) "
-                              "and a predicted phase; train for at least 2 steps")
+        boundary = online_boundary(ctx.config.steps, o.warmup_fraction)
         pred, cols, name = self._fitted_predictor(ctx)
         probe_ids = self._probe_ids(cols)
         if o.probe_base == "known":
@@ -432,11 +449,7 @@ class ReplayStrategy(Strategy):
                         "boundary": boundary, "switched": False}
         self._info.update({"predictor": name, "probe_size": len(probe_ids), "warmup_steps": boundary,
                            "probe_base": o.probe_base, "probe_base_evaluations": base_evaluations})
-        # warm-up: uniform over the pool, the probe examples left out (their measurement stays clean)
-        w = np.ones(len(self.pool_ids))
-        probe_set = set(probe_ids)
-        w[[k for k, i in enumerate(self.pool_ids) if i in probe_set]] = 0.0
-        self.weights = w / w.sum() if w.sum() > 0 else np.full(len(self.pool_ids), 1.0 / len(self.pool_ids))
+        self.weights = warmup_weights(self.pool_ids, probe_ids)  # uniform, the probe examples left out
 
     def _known_base_losses(self, probe_ids: list[str]) -> np.ndarray:
         up = self.options.known_base_losses or {}
@@ -454,7 +467,7 @@ class ReplayStrategy(Strategy):
         if not observed:
             raise DataError("replay online: no finite probe loss at the warm-up boundary")
         self.probe_calls.append({"step": ctx.step, "ids": list(on["probe_ids"])})
-        self._set_weights(self._complete(on["predictor"], on["cols"], observed))
+        self._set_weights(self._complete(on["predictor"], on["cols"], observed), probed=set(on["probe_ids"]))
         on["switched"] = True
         self._info.update({"probe_step": ctx.step, "probe_evaluations": len(on["probe_ids"]),
                            "replayed_in_warmup": len(self.replayed)})
@@ -475,7 +488,7 @@ class ReplayStrategy(Strategy):
         if self.policy == "mir":
             idx = self._mir_draw(ctx, batch, k)
         else:
-            idx = self.sampler.draw(k, self.weights)
+            idx = self.sampler.draw(k, self.weights, fill=self.fill)
         extra = [ctx.upstream_encoded[i] for i in idx]
         self.replayed.extend(e.example_id for e in extra)
         self._n_replay = len(extra)
@@ -537,9 +550,10 @@ class ReplayStrategy(Strategy):
 
     def summary(self) -> dict[str, Any]:
         o = self.options
-        info: dict[str, Any] = {"policy": self.policy, "ratio": self.ratio, "weighting": o.weighting,
+        info: dict[str, Any] = {"policy": self.policy, "weighting": o.weighting,
+                                "ratio": self.ratio if o.budget is None else None,
                                 "temperature": o.temperature if o.weighting == "softmax" else None,
-                                "replacement": o.replacement, "pool_size": len(self.pool_ids),
+                                "replacement": o.replacement, "budget": o.budget, "pool_size": len(self.pool_ids),
                                 "replay_n": self.replay_n, "n_replayed": len(self.replayed),
                                 "n_unique_replayed": len(set(self.replayed)),
                                 "pool_resets": self.sampler.resets if self.sampler is not None else 0}

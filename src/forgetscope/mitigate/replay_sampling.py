@@ -53,12 +53,60 @@ def replay_count(steps: int, per_step: int, ratio: float) -> int:
     """``replay_n = int(T · ratio) + 1`` with T = steps × per_step task examples."""
     return int(steps * per_step * ratio) + 1
 
-def replay_schedule(steps: int, per_step: int, ratio: float) -> np.ndarray:
-    """Replay examples per step: replay k sits at task-stream position floor(k / ratio)."""
+def replay_schedule(steps: int, per_step: int, ratio: float, budget: int | None = None) -> np.ndarray:
+    """Replay examples per step: replay k sits at task-stream position floor(k / ratio). With ``budget``
+    (an absolute count, which replaces the ratio), replay k of n = budget sits at floor(k · T / n), T =
+    steps × per_step: the same even spread, for a dose fixed in examples rather than in a share."""
+    if budget is not None:
+        if int(budget) < 1:
+            raise ConfigError(f"replay: budget must be >= 1 replay example, got {budget}")
+        positions = (np.arange(int(budget)) * (steps * per_step)) // int(budget)
+        step_of = np.minimum(positions // per_step, steps - 1).astype(int)
+        return np.bincount(step_of, minlength=steps)
     n = replay_count(steps, per_step, ratio)
     positions = np.floor(np.arange(n) / ratio)
     step_of = np.minimum(positions // per_step, steps - 1).astype(int)
     return np.bincount(step_of, minlength=steps)
+
+def online_boundary(steps: int, warmup_fraction: float) -> int:
+    """Online predicted replay: the step at which the probe is evaluated, after ``warmup_fraction`` of the
+    steps (at least one) of random replay; the predicted phase needs at least one step after it."""
+    boundary = max(1, int(warmup_fraction * steps))
+    if boundary >= steps:
+        raise ConfigError(f"replay online: {steps} step(s) leave no room for a warm-up of {boundary} step(s) "
+                          "and a predicted phase; train for at least 2 steps")
+    return boundary
+
+
+def warmup_weights(pool_ids: list[str], probe_ids: list[str]) -> np.ndarray:
+    """Online warm-up: uniform over the pool with the probe examples left out (their measurement stays
+    clean); uniform over everything when the probe is the whole pool."""
+    excluded = set(probe_ids)
+    w = np.array([0.0 if i in excluded else 1.0 for i in pool_ids])
+    return w / w.sum() if w.sum() > 0 else np.full(len(pool_ids), 1.0 / len(pool_ids))
+
+
+def probe_fill_weights(values: np.ndarray, probed: np.ndarray, *, margin: float = 0.0,
+                       weighting: str = "softmax", temperature: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    """``(weights, fill)`` of *probe-only + random fill* over a pool (see :mod:`forgetscope.mitigate.replay`).
+
+    ``values`` holds the observed forgetting of the probe examples (``probed`` True; other entries are
+    ignored). The chosen examples are the probe examples observed forgotten, F > ``margin``: ``weights``
+    is :func:`sampling_weights` of their values, 0 elsewhere, so they are drawn first, in the same law as
+    any weighted arm. ``fill`` is uniform over the unprobed examples: what :meth:`ReplaySampler.draw`
+    draws once the chosen ones are used up. Probe examples at or below the margin weigh 0 in both (known
+    not to be forgotten, they are drawn only after every other pool example)."""
+    v = np.asarray(values, dtype=float)
+    probed = np.asarray(probed, dtype=bool)
+    if v.shape != probed.shape:
+        raise DataError(f"probe fill: {v.size} values for a pool of {probed.size}")
+    chosen = probed & np.isfinite(v) & (v > margin)
+    weights = np.zeros(v.size)
+    if chosen.any():
+        weights[chosen] = sampling_weights(v[chosen], weighting, temperature)
+    fill = (~probed).astype(float)
+    return weights, fill / fill.sum() if fill.sum() > 0 else fill
+
 
 def replay_rng(train_seed: int, seed: int) -> np.random.Generator:
     """The replay draws' own random stream (task batches stay those of the plain run): the one seeding
@@ -92,12 +140,15 @@ class ReplaySampler:
         if not self.replacement:
             self.used[np.asarray(indices, dtype=int)] = True
 
-    def draw(self, k: int, weights: np.ndarray) -> list[int]:
-        """``k`` indices, one at a time, each ∝ the weights of those still available."""
+    def draw(self, k: int, weights: np.ndarray, fill: np.ndarray | None = None) -> list[int]:
+        """``k`` indices, one at a time, each ∝ the weights of those still available. When every available
+        index weighs 0, ∝ ``fill`` (when given and not all 0 there), else uniform among them."""
         out = []
         for _ in range(k):
             avail = self.available()
             w = np.asarray(weights, dtype=float)[avail]
+            if w.sum() <= 0 and fill is not None:
+                w = np.asarray(fill, dtype=float)[avail]
             total = w.sum()
             p = w / total if total > 0 else None  # only zero-weight examples left: uniform among them
             i = int(avail[self.rng.choice(avail.size, p=p)])
@@ -128,5 +179,6 @@ def draw_replay(values: np.ndarray, k: int, *, weighting: str = "softmax", tempe
     return sampler.draw(int(k), sampling_weights(values, weighting, temperature))
 
 
-__all__ = ["WEIGHTINGS", "ReplaySampler", "draw_replay", "replay_rng", "linear_weights", "replay_count", "replay_schedule", "sampling_weights",
-           "softmax_weights"]
+__all__ = ["WEIGHTINGS", "ReplaySampler", "draw_replay", "replay_rng", "linear_weights", "online_boundary",
+           "probe_fill_weights", "replay_count", "replay_schedule", "sampling_weights", "softmax_weights",
+           "warmup_weights"]
