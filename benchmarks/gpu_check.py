@@ -92,7 +92,7 @@ TEST_SIZES = Sizes(n_upstream=8, n_train=8, train_steps=2, batch_size=2, max_len
 
 #: Seconds each step is expected to take on one H200 with the default sizes (recorded beside the measured).
 EXPECTED_GPU_SECONDS = {"environment": 5, "model": 60, "sweep_precision": 150, "eval_throughput": 60,
-                        "matmul_peak": 10, "trainer_callback": 40}
+                        "matmul_peak": 10, "trainer_callback": 40, "measure": 60, "trainer_replay": 40}
 
 
 class StepSkipped(Exception):
@@ -582,6 +582,80 @@ def step_trainer_callback(ctx: Context) -> dict[str, Any]:
     return out
 
 
+def step_measure(ctx: Context) -> dict[str, Any]:
+    """`forgetscope measure` on the GPU: a LoRA adapter trained briefly, saved, then measured against its base."""
+    import numpy as np
+
+    from forgetscope.config import TrainConfig
+    from forgetscope.data.demo import demo_task
+    from forgetscope.experiments.measure import measure_finetunes
+    from forgetscope.models import load_model
+    from forgetscope.train import train_on_task
+
+    s = ctx.sizes
+    model, tok = load_model(ctx.model_name, device=ctx.device, dtype="float32")
+    task = demo_task(s.tasks[0], n_train=s.n_train, seed=0)
+    cfg = TrainConfig(method="lora", steps=s.train_steps, lr=s.lr, batch_size=s.batch_size, max_length=s.max_length,
+                      device=ctx.device)
+    result = train_on_task(model, tok, task, cfg, progress=False)
+    adapter = ctx.work / "measure_adapter"
+    result.model.save_pretrained(str(adapter))
+    del model, result
+    _free()
+    t0 = time.perf_counter()
+    measured = measure_finetunes(adapters=[adapter], base=ctx.model_name, upstream={"source": "demo", "n": s.n_upstream},
+                                 output=ctx.work / "measure_sweep", device=ctx.device, overwrite=True)
+    _sync(ctx.device)
+    seconds = time.perf_counter() - t0
+    row = np.asarray(measured.matrix.values[0], dtype=float)
+    if not np.isfinite(row).all():
+        raise AssertionError("the measured row has missing values")
+    out = {"n_upstream": int(row.size), "mean_forgetting": float(row.mean()), "max_forgetting": float(row.max()),
+           "measure_seconds": seconds}
+    _free()
+    return out
+
+
+def step_trainer_replay(ctx: Context) -> dict[str, Any]:
+    """Offline replay in a transformers.Trainer on the GPU: the ids drawn equal replay-mix's for the same row."""
+    import numpy as np
+    from transformers import Trainer, TrainingArguments
+
+    from forgetscope.data.demo import demo_task, demo_upstream
+    from forgetscope.data.encoding import collate, encode_examples
+    from forgetscope.integrations import ReplayCallback
+    from forgetscope.mitigate.replay_sampling import draw_replay, replay_count
+    from forgetscope.models import load_model, prepare_for_training
+
+    s = ctx.sizes
+    model, tok = load_model(ctx.model_name, device=ctx.device, dtype="float32")
+    model = prepare_for_training(model, "lora")
+    task = demo_task(s.tasks[0], n_train=max(s.n_train, s.trainer_batch * 4), seed=0)
+    rows = _Rows(encode_examples(tok, task.train, s.max_length))
+    upstream = demo_upstream(n=s.n_upstream, seed=0)
+    values = {e.example_id: float(v) for e, v in zip(upstream, np.random.default_rng(0).normal(size=len(upstream)))}
+    args = TrainingArguments(output_dir=str(ctx.work / "trainer_replay"), max_steps=s.trainer_steps,
+                             per_device_train_batch_size=s.trainer_batch, learning_rate=s.lr, report_to="none",
+                             save_strategy="no", seed=0, disable_tqdm=True, use_cpu=not ctx.on_cuda,
+                             bf16=ctx.on_cuda, remove_unused_columns=False, dataloader_num_workers=0)
+    trainer = Trainer(model=model, args=args, train_dataset=rows, processing_class=tok,
+                      data_collator=lambda batch: collate(batch, tok.pad_token_id))
+    replay = ReplayCallback(upstream, values=values, ratio=1 / 4).attach(trainer)
+    t0 = time.perf_counter()
+    trainer.train()
+    _sync(ctx.device)
+    seconds = time.perf_counter() - t0
+    n = replay_count(s.trainer_steps, min(s.trainer_batch, len(rows)), 1 / 4)
+    expected = [upstream[i].example_id for i in draw_replay(np.array(list(values.values())), n, train_seed=0)]
+    if list(replay.replayed) != expected:
+        raise AssertionError(f"replayed {list(replay.replayed)[:5]}..., replay-mix draws {expected[:5]}...")
+    out = {"steps": trainer.state.global_step, "replayed": len(replay.replayed), "train_seconds": seconds,
+           "ids_equal_replay_mix": True}
+    del trainer, model, replay
+    _free()
+    return out
+
+
 # ---- the run -----------------------------------------------------------------------------------
 STEPS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "environment": step_environment,
@@ -590,6 +664,8 @@ STEPS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "eval_throughput": step_eval_throughput,
     "matmul_peak": step_matmul_peak,
     "trainer_callback": step_trainer_callback,
+    "measure": step_measure,
+    "trainer_replay": step_trainer_replay,
 }
 
 

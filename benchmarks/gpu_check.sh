@@ -10,7 +10,7 @@ usage: bash benchmarks/gpu_check.sh [options] OUT_DIR
 
 Runs benchmarks/gpu_check.py on the GPU and writes OUT_DIR/gpu_check.json (rewritten after every step,
 so a timeout still leaves what was measured) and OUT_DIR/gpu_check.log. Steps: environment, model,
-sweep_precision, eval_throughput, matmul_peak, trainer_callback; the first failing step stops the run
+sweep_precision, eval_throughput, matmul_peak, trainer_callback, measure, trainer_replay; the first failing step stops the run
 and its name and traceback are in the JSON. Expected: 3-5 minutes on one H200.
 
  1. prints python, torch, CUDA, GPU and driver, and refuses (exit 2) when CUDA is not available;

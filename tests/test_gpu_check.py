@@ -21,7 +21,8 @@ from conftest import load_script
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
 SHELL = ROOT / "benchmarks" / "gpu_check.sh"
-STEP_NAMES = ["environment", "model", "sweep_precision", "eval_throughput", "matmul_peak", "trainer_callback"]
+STEP_NAMES = ["environment", "model", "sweep_precision", "eval_throughput", "matmul_peak", "trainer_callback",
+              "measure", "trainer_replay"]
 
 
 @pytest.fixture(scope="module")
@@ -373,3 +374,15 @@ def test_shell_timeout_leaves_the_json_marked(tiny_dir, tmp_path):
         report = json.loads((out / "gpu_check.json").read_text())
         assert report["status"] == "timed_out" and report["failed_step"] == "environment"
         assert report["steps"][0]["status"] == "timed_out"
+
+
+def test_measure_step_measures_an_adapter_it_trained(full_run):
+    m = results(full_run[1])["measure"]
+    assert m["status"] == "ok", m
+    assert m["result"]["n_upstream"] > 0 and m["result"]["measure_seconds"] > 0
+
+
+def test_trainer_replay_step_draws_what_replay_mix_draws(full_run):
+    r = results(full_run[1])["trainer_replay"]
+    assert r["status"] == "ok", r
+    assert r["result"]["ids_equal_replay_mix"] is True and r["result"]["replayed"] > 0

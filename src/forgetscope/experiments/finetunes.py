@@ -266,7 +266,8 @@ def adapter_mismatch(adapter: Path, tree: Any) -> str | None:
     cfg = json.loads((adapter / ADAPTER_CONFIG).read_text())
     names = {n.rsplit(".", 1)[-1] for n, _ in tree.named_modules()}
     targets = cfg.get("target_modules")
-    if isinstance(targets, list) and targets and not set(targets) & names:
+    # peft records targets as short names (q_proj) or, for all-linear, full module paths: compare last parts
+    if isinstance(targets, list) and targets and not {str(t).rsplit(".", 1)[-1] for t in targets} & names:
         return f"its target modules {sorted(targets)} are absent from the base"
     params = {k: tuple(v.shape) for k, v in tree.state_dict().items()}
     for w in (adapter / n for n in ADAPTER_WEIGHTS):
@@ -354,9 +355,10 @@ def _own_tokenizer(finetune: Finetune) -> Any:
 
 
 def load_finetune(finetune: Finetune, base: BaseReference, *, fresh_base: Any, device: Any,
-                  eval_dtype: str) -> Any:
-    """The fine-tuned model, ready to evaluate: a checkpoint loaded in float32 (as the base is), or the adapter
-    applied to ``fresh_base`` (a copy of the base the adapter may change). A hub id is checked here."""
+                  eval_dtype: str, load: dict[str, Any] | None = None) -> Any:
+    """The fine-tuned model, ready to evaluate: a checkpoint loaded as the base was (``load``: the keyword
+    arguments of :func:`~forgetscope.models.load_weights`; default float32), or the adapter applied to
+    ``fresh_base`` (a copy of the base the adapter may change). A hub id is checked here."""
     from forgetscope.experiments.forecast import apply_adapter
     from forgetscope.models import load_weights
 
@@ -364,7 +366,7 @@ def load_finetune(finetune: Finetune, base: BaseReference, *, fresh_base: Any, d
         check_adapter(finetune, base, fresh_base)
         return apply_adapter(fresh_base, finetune.location, eval_dtype)
     try:
-        model = load_weights(finetune.source, device=device, dtype="float32")
+        model = load_weights(finetune.source, device=device, **(load or {"dtype": "float32"}))
     except Exception as exc:  # transformers raises many types for a checkpoint it cannot read
         if isinstance(exc, ModelError):
             raise
