@@ -228,7 +228,8 @@ PER_RUN_COLUMNS = ["strategy", "task", "seed", "run_id", "forgetting_heldout", "
                    "train_wall_s", "upstream_evaluations", "strategy_info"]
 
 
-def _summarized(tiny_dir, tiny_data, tmp_path, kinds, kind=None, seeds=(0, 1, 2), record_kinds=True):
+def _summarized(tiny_dir, tiny_data, tmp_path, kinds, kind=None, seeds=(0, 1, 2), record_kinds=True,
+                primary=None):
     """summarize() of a hand-made comparison (plain and sam on 2 tasks x 3 seeds) over upstream
     examples of ``kinds`` (not recorded in the matrix unless ``record_kinds``); instruction columns are
     shifted by +5 so a mix would show. Returns (result, matrix, held-out column indices)."""
@@ -238,6 +239,8 @@ def _summarized(tiny_dir, tiny_data, tmp_path, kinds, kind=None, seeds=(0, 1, 2)
     d = _compare_dict(tiny_dir, tiny_data, tmp_path / "x", strategies=[{"name": "sam", "options": {"rho": 0.05}}],
                       seeds=list(seeds))
     d["compare"]["kind"] = kind
+    if primary is not None:
+        d["compare"]["primary"] = primary
     cfg = CompareConfig.model_validate(d)
     ids = [f"u{j}" for j in range(len(kinds))]
     plain = {(t, s): _spec(t, s, "plain", {}) for t in ("code", "qa") for s in seeds}
@@ -623,3 +626,159 @@ def test_strategy_runs_can_measure_the_held_out_part_only(tiny_dir, tiny_data, t
     assert per_run.loc["plain", "forgetting_all_untrained"].notna().all()
     assert per_run.loc["replay-random", "forgetting_all_untrained"].isna().all()
     assert per_run["forgetting_heldout"].notna().all()
+
+
+# ---- a design that can credit completion: budget, known rows, sources, primary contrast ----------------------
+def test_the_primary_contrast_is_tested_over_tasks_with_seeds_averaged(tiny_dir, tiny_data, tmp_path):
+    from scipy.stats import ttest_rel
+
+    result, _, _ = _summarized(tiny_dir, tiny_data, tmp_path, ["lm"] * 20, seeds=(0, 1),
+                               primary={"a": "sam", "b": "plain"})
+    per_run, tests = result["per_run"], result["tests"]
+    primary = tests[tests["role"] == "primary"]
+    assert len(primary) == 1
+    row = primary.iloc[0]
+    assert (row["level"], row["strategy"], row["baseline"], row["metric"]) == ("task", "sam", "plain",
+                                                                               "forgetting_heldout")
+    assert row["n_pairs"] == 2  # 2 tasks, each the mean of its 2 seeds (4 runs per arm)
+    means = per_run.groupby(["strategy", "task"])["forgetting_heldout"].mean()
+    a, b = means.loc["sam"].sort_index(), means.loc["plain"].sort_index()
+    assert np.isclose(row["mean_diff"], (a - b).mean())
+    assert np.isclose(row["p_t"], ttest_rel(a.to_numpy(), b.to_numpy()).pvalue)
+    run_row = tests[(tests["level"] == "run") & (tests["strategy"] == "sam") & (tests["metric"] == "forgetting_heldout")]
+    assert run_row.iloc[0]["n_pairs"] == 4 and run_row.iloc[0]["role"] == "secondary"
+    # unadjusted; Holm runs over the secondary rows of each level only
+    assert row["p_t_holm"] == row["p_t"]
+    family = (tests["level"] == "task") & (tests["role"] == "secondary")
+    assert np.allclose(tests.loc[family, "p_t_holm"], holm(tests.loc[family, "p_t"].to_numpy()), equal_nan=True)
+    assert result["primary_contrast"]["comparison"] == "sam vs plain"
+    # without a primary contrast every row is secondary and one Holm family per level, as before
+    plain_result, _, _ = _summarized(tiny_dir, tiny_data, tmp_path, ["lm"] * 20, seeds=(0, 1))
+    assert (plain_result["tests"]["role"] == "secondary").all() and plain_result["primary_contrast"] is None
+
+
+def _known_sweep(path, tasks_cols):
+    """A sweep of plain rows: ``tasks_cols`` maps each task to the example ids its rows measure."""
+    import pandas as pd
+
+    from forgetscope.store import SweepStore
+
+    cols = sorted({c for cs in tasks_cols.values() for c in cs}, key=lambda c: int(c[1:]))
+    store = SweepStore(path)
+    store.write_manifest({"source": "test"})
+    store.write_upstream(pd.DataFrame({"example_id": cols, "loss_before": np.full(len(cols), 2.0)}))
+    for j, (task, cs) in enumerate(tasks_cols.items()):
+        store.write_run({"run_id": f"{task}__plain__s0", "task": task, "strategy": "plain"},
+                        pd.DataFrame({"example_id": cs, "loss_after": 2.0 + 0.1 * j + np.arange(len(cs)) / 50}))
+    store.consolidate()
+    return path
+
+
+PREDICTED = [{"name": "replay", "label": "knn", "options": {"policy": "predicted", "predictor": "knn"}},
+             {"name": "replay", "label": "fill", "options": {"policy": "predicted", "predictor": "probe-fill"}},
+             {"name": "replay", "label": "random", "options": {"policy": "random"}}]
+
+
+@pytest.mark.parametrize("change,msg", [
+    ({"compare": {"budget": 4}}, "budget of 4 replay examples is at or below its probe of 4"),
+    ({"compare": {"budget": 13}}, "budget of 13 replay examples exceeds the replay pool of 12"),
+    ({"strategies": [{"name": "replay", "label": "r", "options": {"ratio": 0.5}}], "compare": {"budget": 6}},
+     "strategies.0 (r): sets ratio while compare.budget"),
+    ({"strategies": [{"name": "replay", "options": {"ratio": 0.5, "budget": 6}}]}, "give ratio or budget, not both"),
+    ({"compare": {"budget": 6, "primary": {"a": "knn", "b": "nope"}}}, "compare.primary.b: no arm labelled 'nope'"),
+    ({"compare": {"heldout_sources": ["a"], "pool_sources": ["a", "b"]}}, "held-out set overlaps the pool"),
+    ({"compare": {"budget": 6, "pending": ["trian"]}}, "compare.pending.0: 'trian' is not a config field"),
+    ({"compare": {"budget": 6, "pending": ["train", "compare.budget"]}}, "train, compare.budget still hold placeholders"),
+    ({"strategies": [{"name": "replay", "label": "k", "options": {"policy": "predicted", "leave_task_out": False}}]},
+     "strategies.0 (k): leave_task_out false with this comparison's own plain rows"),
+])
+def test_completion_design_refuses_bad_input_in_one_line(tiny_dir, tiny_data, tmp_path, change, msg, capsys):
+    from forgetscope.cli import run_app
+
+    out = tmp_path / "never"
+    d = _compare_dict(tiny_dir, tiny_data, out, strategies=change.get("strategies") or PREDICTED)
+    d["known_tasks"] = []
+    d["compare"].update(change.get("compare", {}))
+    p = tmp_path / "bad.yaml"
+    p.write_text(yaml.safe_dump(d))
+    assert run_app(["compare", str(p)]) == 2
+    err = capsys.readouterr()
+    text = (err.out + err.err).strip()
+    assert msg in " ".join(text.split())
+    assert len(text.splitlines()) <= 2  # one line (the console may wrap it)
+    assert not out.exists()  # nothing written
+
+
+def test_known_rows_from_a_sweep_must_cover_the_pool_with_the_trained_task_left_out(tiny_dir, tiny_data, tmp_path,
+                                                                                     capsys):
+    """Pool examples u0..u23 split 12/12; the other task measures every example but one, which only the
+    compared task ``code`` measures: fine with ``leave_task_out: false``, refused with it left out."""
+    from forgetscope.cli import run_app
+    from forgetscope.experiments.compare import CompareConfig, split_for
+    from forgetscope.experiments.session import load_upstream
+
+    d = _compare_dict(tiny_dir, tiny_data, tmp_path / "never", strategies=PREDICTED)
+    d["known_tasks"] = []
+    pool, _ = split_for(CompareConfig.model_validate(d), load_upstream(CompareConfig.model_validate(d)))
+    every = [f"u{i}" for i in range(24)]
+    known = _known_sweep(tmp_path / "known", {"code": every, "other": [i for i in every if i != pool[0]]})
+    p = tmp_path / "c.yaml"
+
+    def check(known_option):
+        d["compare"].update(budget=6, known=known_option)
+        p.write_text(yaml.safe_dump(d))
+        return run_app(["compare", str(p), "--check"])
+
+    assert check({"sweep": str(known), "leave_task_out": False}) == 0
+    capsys.readouterr()
+    assert check({"sweep": str(known), "leave_task_out": True}) == 2
+    text = " ".join(capsys.readouterr().err.split())
+    assert f"with task 'code' left out cover 11 of the 12 replay pool examples (missing {pool[0]})" in text
+    assert check(str(known)) == 2  # a plain path leaves the task out too
+    # the runs of a comparison get the rule only when it is not the default (run ids stay those of before)
+    cfg = CompareConfig.model_validate({**d, "compare": {**d["compare"], "known": {"sweep": str(known),
+                                                                                  "leave_task_out": False}}})
+    assert cfg.replay_defaults(cfg.strategies[0]) == {"budget": 6, "predictor": "knn", "leave_task_out": False}
+    cfg = CompareConfig.model_validate({**d, "compare": {**d["compare"], "known": str(known)}})
+    assert cfg.replay_defaults(cfg.strategies[0]) == {"budget": 6, "predictor": "knn"}
+    # a matrix file does not say which task each row is: leave-task-out cannot be honoured
+    import pandas as pd
+
+    pd.DataFrame(np.ones((2, 24)), index=["r0", "r1"], columns=every).to_csv(tmp_path / "known.csv")
+    assert check({"sweep": str(tmp_path / "known.csv")}) == 2
+    assert "does not say which task each row is" in " ".join(capsys.readouterr().err.split())
+    # known rows that miss pool examples altogether
+    short = _known_sweep(tmp_path / "short", {"other": every[:6]})
+    assert check(str(short)) == 2
+    assert "of the 12 replay pool examples" in " ".join(capsys.readouterr().err.split())
+
+
+def test_held_out_and_pool_sources_are_named_by_category(tiny_dir, tiny_data, tmp_path):
+    from forgetscope.experiments.compare import CompareConfig, split_for
+    from forgetscope.experiments.session import load_upstream
+
+    up = write_jsonl(tmp_path / "cat.jsonl", [{"id": f"u{i}", "text": f"Line {i} of the text.",
+                                               "category": ["docs", "code", "prose"][i % 3]} for i in range(30)])
+    d = _compare_dict(tiny_dir, tiny_data, tmp_path / "x", strategies=[{"name": "sam"}])
+    d["upstream"] = {"source": str(up)}
+    d["compare"].update(heldout_sources=["prose"], pool_sources=["docs"])
+    cfg = CompareConfig.model_validate(d)
+    pool, held = split_for(cfg, load_upstream(cfg))
+    assert all(int(i[1:]) % 3 == 0 for i in pool) and all(int(i[1:]) % 3 == 2 for i in held)
+    assert len(pool) == len(held) == 10  # code is in neither
+
+
+@pytest.mark.parametrize("name", ["replay_dose_pilot.yaml", "replay_completion.yaml"])
+def test_the_pre_registered_completion_configs_validate_and_wait_for_their_placeholders(name, tmp_path):
+    from forgetscope.experiments.compare import load_compare_config, run_compare, validate_compare
+
+    path = Path(__file__).parents[1] / "configs" / name
+    cfg = load_compare_config(path)
+    pool, held = validate_compare(cfg)
+    assert len(pool) == 306 and len(held) == 94
+    assert len(cfg.tasks) >= (20 if name == "replay_completion.yaml" else 6) and "train" in cfg.compare.pending
+    budgets = {cfg.budget_of(s) for s in cfg.strategies if s.name == "replay"}
+    assert min(budgets) > cfg.compare.probe
+    with pytest.raises(ConfigError, match="still hold placeholders"):
+        run_compare(cfg, output=tmp_path / "never", log=lambda m: None)
+    assert not (tmp_path / "never").exists()

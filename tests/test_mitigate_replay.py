@@ -555,3 +555,87 @@ def _in_memory_rows():
     from forgetscope.store import ForgettingMatrix
 
     return ForgettingMatrix(_known_rows(), [f"r{i}" for i in range(5)], [f"u{i}" for i in range(10)])
+
+
+# ---- a budget in examples, probe-only + random fill, leave-task-out ---------------------------------------
+def test_a_budget_replays_exactly_that_many_examples_spread_over_the_run():
+    # T = 10 x 4 = 40 task examples, budget 7: replay k at position floor(40 k / 7) = 0, 5, 11, 17, 22, 28, 34
+    assert replay_schedule(10, 4, 1 / 32, budget=7).tolist() == [1, 1, 1, 0, 1, 1, 0, 1, 1, 0]
+    assert replay_schedule(3, 2, 1 / 32, budget=13).tolist() == [5, 4, 4]  # more replay than task examples
+    with pytest.raises(ConfigError, match="give ratio or budget, not both") as exc:
+        make_strategy("replay", ratio=0.5, budget=3)
+    assert "\n" not in str(exc.value)
+    with pytest.raises(ConfigError, match="fill_margin applies to predictor 'probe-fill'"):
+        make_strategy("replay", policy="predicted", predictor="probe-only", probe_values={"u1": 1.0}, fill_margin=0.1)
+
+
+def test_probe_fill_weights_choose_the_probe_examples_observed_forgotten_and_fill_from_the_unprobed():
+    from forgetscope.mitigate.replay_sampling import probe_fill_weights
+
+    values = np.array([0.5, -0.2, np.nan, 2.0, 0.05, np.nan, 0.3, np.nan])
+    probed = np.array([True, True, True, True, True, False, False, False])  # 0.3 at index 6 is not observed
+    w, fill = probe_fill_weights(values, probed, margin=0.1, temperature=0.1)
+    assert np.flatnonzero(w).tolist() == [0, 3]  # observed and above the margin: 0.5 and 2.0 (not 0.05, -0.2)
+    assert np.allclose(w[[0, 3]], softmax_weights(np.array([0.5, 2.0]), 0.1))
+    assert np.allclose(fill, [0, 0, 0, 0, 0, 1 / 3, 1 / 3, 1 / 3])  # uniform over the unprobed examples
+    w0, _ = probe_fill_weights(values, probed, margin=5.0)
+    assert not w0.any()  # nothing observed forgotten: the whole budget is fill
+
+
+def test_probe_fill_replays_the_forgotten_probe_examples_then_unprobed_ones_at_random(tiny):
+    """Budget 8 from a pool of 12 with a probe of 4, two of them observed forgotten: the first two draws are
+    those two (in softmax order), the other six are unprobed examples, and the probe examples observed not
+    forgotten are never replayed."""
+    ctx = _ctx(tiny, n_up=12, steps=8, batch_size=4)
+    observed = {"u1": 0.4, "u4": -0.3, "u7": 1.5, "u9": 0.0}  # forgotten (F > 0): u1 and u7
+    firsts = []
+    for seed in range(20):
+        s = make_strategy("replay", policy="predicted", predictor="probe-fill", probe_values=observed, budget=8,
+                          seed=seed)
+        s.before_training(ctx)
+        batch = ctx.train_encoded[:4]
+        for step in range(ctx.config.steps):
+            ctx.step = step
+            s.augment_batch(ctx, batch)
+        assert len(s.replayed) == 8 and len(set(s.replayed)) == 8
+        assert set(s.replayed[:2]) == {"u1", "u7"}
+        assert not set(s.replayed[2:]) & set(observed)  # the fill: unprobed examples only
+        firsts.append(s.replayed[0])
+    info = s.summary()
+    assert info["predictor"] == "probe-fill" and info["probe_chosen"] == 2 and info["fill_pool"] == 8
+    assert info["budget"] == 8 and info["ratio"] is None and "known_rows" not in info
+    assert firsts.count("u7") > firsts.count("u1")  # the softmax over the chosen ones orders the draws
+
+
+def _rows_with_the_trained_task(path):
+    """A sweep whose other tasks' rows rise with the column index and whose rows of task ``t`` (the task
+    trained in ``_ctx``) fall steeply: with ``t`` in the known rows the column means fall instead."""
+    import pandas as pd
+
+    from forgetscope.store import SweepStore
+
+    cols = [f"u{i}" for i in range(10)]
+    store = SweepStore(path)
+    store.write_manifest({"source": "test"})
+    store.write_upstream(pd.DataFrame({"example_id": cols, "loss_before": np.full(10, 2.0)}))
+    rows = {"a": np.linspace(0, 1, 10), "b": np.linspace(0, 1, 10) + 0.2, "t": np.linspace(0, -20, 10)}
+    for task, f in rows.items():
+        for seed in (0, 1):
+            store.write_run({"run_id": f"{task}__plain__s{seed}", "task": task, "strategy": "plain"},
+                            pd.DataFrame({"example_id": cols, "loss_after": 2.0 + f}))
+    store.consolidate()
+
+
+@pytest.mark.parametrize("leave_task_out", [True, False])
+def test_leave_task_out_known_rows_never_include_the_trained_task(tiny, tmp_path, leave_task_out):
+    ctx = _ctx(tiny, n_up=10, steps=8)  # trains task "t"
+    _rows_with_the_trained_task(tmp_path / "known")
+    observed = {"u0": 0.0, "u5": 0.5}
+    s = make_strategy("replay", policy="predicted", predictor="additive", known=load_any(tmp_path / "known"),
+                      probe_values=observed, temperature=1.0, leave_task_out=leave_task_out)
+    s.before_training(ctx)
+    assert s.summary()["known_rows"] == (4 if leave_task_out else 6)
+    w = dict(zip(s.pool_ids, s.weights))
+    unprobed = [f"u{i}" for i in range(10) if f"u{i}" not in observed]
+    rising = np.all(np.diff([w[i] for i in unprobed]) > 0)  # the other tasks' column effects
+    assert rising == leave_task_out

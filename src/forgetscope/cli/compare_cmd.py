@@ -107,7 +107,12 @@ def compare(
     check: bool = typer.Option(False, help="only validate the config and the strategy options"),
 ) -> None:
     """Run plain fine-tuning and the configured strategies on the same tasks and seeds; test the differences."""
-    from forgetscope.experiments.compare import load_compare_config, run_compare, validate_compare
+    from forgetscope.experiments.compare import (
+        load_compare_config,
+        refuse_pending,
+        run_compare,
+        validate_compare,
+    )
 
     cfg = load_compare_config(config)
     if check:
@@ -115,15 +120,33 @@ def compare(
         console.print(f"{config}: ok ({_plural(len(cfg.tasks), 'task')} x {_plural(len(cfg.seed_list), 'seed')}, "
                       f"pool {len(pool)}, held-out {len(held)} upstream examples, "
                       f"strategies: {', '.join(s.display for s in cfg.strategies)})")
+        if cfg.compare.primary is not None:
+            console.print(f"primary contrast: {cfg.compare.primary.a} vs {cfg.compare.primary.b} (held-out "
+                          "forgetting, over tasks)", highlight=False)
+        if cfg.compare.pending:
+            console.print(f"pending (placeholders; no run starts until filled): {', '.join(cfg.compare.pending)}",
+                          highlight=False)
         return
+    refuse_pending(cfg)  # before the output directory is created
     command = ["forgetscope", "compare", str(config)] + (["--output", str(output)] if output else []) + (
         ["--overwrite"] if overwrite else [])
     result = run_compare(cfg, output=output, overwrite=overwrite, log=lambda m: console.print(m, highlight=False),
                          command=shlex.join(command))
     console.print(compare_table(result["summary"]))
     console.print(cost_table(result["summary"]))
+    if "primary" in result:
+        r = result["primary"]
+        console.print(f"primary ({r['question']}): {r['arm']} - plain at matched {r['covariate']}: gamma "
+                      f"{r['gamma']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] over {r['n_tasks']} tasks, "
+                      f"p ({r['alternative']}) {r['p']:.3g}" + (f"; {r['note']}" if r["note"] else ""))
     if (result["tests"]["baseline"] != "plain").any():
         console.print(tests_table(result["tests"]))
+    primary = result.get("primary_contrast")
+    if primary is not None:
+        console.print(f"primary contrast ({primary['comparison']}, held-out F over {primary['n_pairs']} tasks, "
+                      f"unadjusted): {_f(primary['mean_diff'], '+.4f')} [{_f(primary['ci_low'], '+.4f')}, "
+                      f"{_f(primary['ci_high'], '+.4f')}], d_z {_f(primary['dz'], '+.2f')}, p t {_p(primary['p_t'])}, "
+                      f"p Wilcoxon {_p(primary['p_wilcoxon'])}", highlight=False)
     notes = result["summary"].get("note")
     if notes is not None and notes.fillna("").astype(str).str.len().gt(0).any():
         console.print(f"{NOT_TESTABLE}: a test needs at least 2 paired runs (t-test) or 6 (Wilcoxon); "

@@ -16,6 +16,13 @@ A compare config is a sweep config (model, upstream, tasks, seeds, train, eval; 
     compare: {replay_fraction: 0.5, probe: 30, predictor: knn, threshold: 0.0, bootstrap: 9999,
               direct: [[replay-offline, replay-random], [replay-online, replay-random]], kind: lm}
 
+A design that can credit row completion adds (see docs/mitigation.md)::
+
+    compare: {budget: 120,                                  # replay examples per run, above the probe
+              known: {sweep: STUDY_SWEEP, leave_task_out: true},
+              heldout_sources: [devils_dictionary, tcl_code],  # by upstream category, never in the pool
+              primary: {a: replay-lowrank, b: replay-probe-fill}}  # tested over tasks, unadjusted
+
 Protocol (one sweep directory, every run written to the sweep store as it finishes; rerunning the
 same command resumes where it stopped):
 
@@ -61,9 +68,13 @@ from forgetscope.experiments.compare.config import (
     DEFAULT_RATIO,
     CompareConfig,
     CompareOptions,
+    KnownRows,
+    PrimaryPair,
     StrategySpec,
+    check_known_rows,
     headline_kind,
     load_compare_config,
+    refuse_pending,
     split_by_category,
     split_for,
     split_upstream,
@@ -81,6 +92,7 @@ from forgetscope.experiments.compare.run import (
 )
 from forgetscope.experiments.compare.stats import (
     METRICS,
+    assign_roles,
     forgetting_metrics,
     kind_columns,
     run_level_tests,
@@ -88,7 +100,8 @@ from forgetscope.experiments.compare.stats import (
     summary_kind,
 )
 
-__all__ = ["COMPARE", "DEFAULT_RATIO", "METRICS", "CompareConfig", "CompareExperiment", "CompareOptions",
-           "StrategySpec", "WallClock", "forgetting_metrics", "headline_kind", "kind_columns", "load_compare_config",
+__all__ = ["COMPARE", "DEFAULT_RATIO", "METRICS", "CompareConfig", "CompareExperiment", "CompareOptions", "KnownRows",
+           "PrimaryPair", "StrategySpec", "WallClock", "assign_roles", "check_known_rows", "forgetting_metrics",
+           "headline_kind", "kind_columns", "load_compare_config", "refuse_pending",
            "run_compare", "run_level_tests", "save_results", "split_by_category", "split_for", "split_upstream",
            "summarize", "summary_kind", "validate_compare"]

@@ -1,7 +1,8 @@
 """A comparison's config: the strategies, the ``compare`` options, and every check made before any run.
 
 :func:`validate_compare` splits the upstream set into the replay pool and the held-out part (by source
-category or at random) and checks each predicted arm's probe against the pool, before any model is
+category or at random), checks each predicted arm's probe and replay budget against the pool, and checks
+that known rows from another sweep cover the pool once the trained task is left out, before any model is
 loaded or file written.
 """
 
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 
 from forgetscope.config import SweepConfig, TaskConfig, _Strict, names_to_tasks
 from forgetscope.data.types import kind_option, require_kind
@@ -39,37 +40,75 @@ class StrategySpec(_Strict):
         return "graceful forgetting" if self.name == "lwf" else "mitigation"
 
 
+class KnownRows(_Strict):
+    """Known rows for the predicted arms from an existing sweep (an earlier study's plain fine-tunes)."""
+
+    sweep: str = Field(description="the sweep directory whose plain rows are the known rows")
+    leave_task_out: bool = Field(True, description="drop the rows of the task being trained (every other task "
+                                                   "is known); false keeps them")
+
+
+class PrimaryPair(_Strict):
+    """The one contrast fixed before the runs: held-out forgetting of arm ``a`` against arm ``b``, tested
+    over tasks (each task's seeds averaged first), not adjusted for multiplicity."""
+
+    a: str = Field(description="the arm tested (a strategy label)")
+    b: str = Field(description="the arm it is tested against (a strategy label, or plain)")
+
+
 class CompareOptions(_Strict):
     replay_fraction: float = Field(0.5, gt=0, lt=1)
     probe: float = Field(30, gt=0)
     predictor: str = "knn"
     predictor_options: dict[str, Any] = Field(default_factory=dict)
-    known: str | None = None  # another sweep with plain rows of other tasks (default: this comparison's)
+    # another sweep with plain rows of other tasks (default: this comparison's): its path, or
+    # {sweep: PATH, leave_task_out: true}
+    known: str | KnownRows | None = Field(None, description="known rows from another sweep (default: this "
+                                                            "comparison's plain rows of the other tasks)")
+    budget: int | None = Field(None, ge=1, description="replay examples per run, absolute, for every replay arm "
+                                                      "that sets neither ratio nor budget")
+    primary: PrimaryPair | None = Field(None, description="the primary contrast {a: ARM, b: ARM}")
+    pending: list[str] = Field(default_factory=list, description="config fields that are still placeholders: "
+                                                                  "checked, but no run starts until it is empty")
     threshold: float = 0.0
     bootstrap: int = Field(9999, ge=100)
     direct: list[tuple[str, str]] | None = None  # [strategy, baseline strategy] pairs tested head to head
     kind: str | None = None  # upstream examples the forgetting metrics average (None: the sweep's default kind)
     # split by source instead of at random: held-out = upstream examples of these categories (``category``
     # of the example's metadata), pool = those of ``pool_categories`` (default: every other category)
-    heldout_categories: list[str] | None = None
-    pool_categories: list[str] | None = None
+    heldout_categories: list[str] | None = Field(
+        None, validation_alias=AliasChoices("heldout_sources", "heldout_categories"),
+        description="held-out sources (upstream ``category``); also spelt heldout_sources")
+    pool_categories: list[str] | None = Field(
+        None, validation_alias=AliasChoices("pool_sources", "pool_categories"),
+        description="replay pool sources (default: every other category); also spelt pool_sources")
     # strategy runs measure the pool too (for forgetting_all_untrained); false: the held-out part only,
     # which is all the tests use (plain runs always measure every example: they are the known rows)
     measure_pool: bool = True
 
     _kind = field_validator("kind")(kind_option)
 
+    @property
+    def known_path(self) -> str | None:
+        """The known sweep's path (None: this comparison's own plain rows)."""
+        return self.known.sweep if isinstance(self.known, KnownRows) else self.known
+
+    @property
+    def leave_task_out(self) -> bool:
+        return self.known.leave_task_out if isinstance(self.known, KnownRows) else True
+
     @model_validator(mode="after")
     def _split(self) -> CompareOptions:
         if self.pool_categories is not None and self.heldout_categories is None:
-            raise ValueError("compare.pool_categories needs compare.heldout_categories (the held-out sources)")
+            raise ValueError("compare.pool_categories (pool_sources) needs compare.heldout_categories "
+                             "(heldout_sources: the held-out sources)")
         if self.heldout_categories is not None:
             if not self.heldout_categories:
-                raise ValueError("compare.heldout_categories: name at least one category")
+                raise ValueError("compare.heldout_categories (heldout_sources): name at least one category")
             both = sorted(set(self.heldout_categories) & set(self.pool_categories or []))
             if both:
-                raise ValueError(f"compare: the held-out set overlaps the pool: categories {both} are in both "
-                                 "heldout_categories and pool_categories")
+                raise ValueError(f"compare: the held-out set overlaps the pool: sources {both} are in both "
+                                 "heldout_categories (heldout_sources) and pool_categories (pool_sources)")
         return self
 
 
@@ -107,7 +146,62 @@ class CompareConfig(SweepConfig):
                     raise ValueError(f"compare.direct.{i}: no strategy labelled {x!r}; labels are {', '.join(labels)}")
             if a == b:
                 raise ValueError(f"compare.direct.{i}: compares {a!r} with itself")
+        p = self.compare.primary
+        if p is not None:
+            for field, x in (("a", p.a), ("b", p.b)):
+                if x not in labels and x != "plain":
+                    raise ValueError(f"compare.primary.{field}: no arm labelled {x!r}; arms are plain, "
+                                     f"{', '.join(labels)}")
+            if p.a == p.b:
+                raise ValueError(f"compare.primary: compares {p.a!r} with itself")
+        if self.compare.budget is not None:
+            for i, s in enumerate(self.strategies):
+                if s.name == "replay" and "ratio" in s.options and "budget" not in s.options:
+                    raise ValueError(f"strategies.{i} ({s.display}): sets ratio while compare.budget sets the "
+                                     "budget of every replay arm; give the arm budget instead of ratio")
+        for i, s in enumerate(self.strategies):
+            own_rows = s.options.get("known", self.compare.known_path) is None
+            if s.policy == "predicted" and own_rows and s.options.get("leave_task_out") is False:
+                raise ValueError(f"strategies.{i} ({s.display}): leave_task_out false with this comparison's own "
+                                 "plain rows would complete the row from the task's own plain run (the oracle's "
+                                 "truth); name another sweep in known")
+        for i, field in enumerate(self.compare.pending):
+            head, _, rest = field.partition(".")
+            fields = type(self).model_fields
+            ok = head in fields and (not rest or head != "compare" or rest in CompareOptions.model_fields)
+            if not ok:
+                raise ValueError(f"compare.pending.{i}: {field!r} is not a config field (e.g. train, compare.budget)")
         return self
+
+    def budget_of(self, s: StrategySpec) -> int | None:
+        """The replay examples per run of a replay arm given as a budget (its own, else ``compare.budget``);
+        None for arms whose dose is a ratio, and for other strategies."""
+        if s.name != "replay":
+            return None
+        b = s.options.get("budget", None if "ratio" in s.options else self.compare.budget)
+        return int(b) if b is not None else None
+
+    def replay_defaults(self, s: StrategySpec) -> dict[str, Any]:
+        """The options a replay arm takes from ``compare`` unless it sets them itself (its dose; for predicted
+        arms the predictor and the known rows' task rule). Only values other than a default are added, so the
+        runs of comparisons without them keep their ids."""
+        if s.name != "replay":
+            return {}
+        out: dict[str, Any] = {}
+        budget = self.budget_of(s)
+        if budget is not None and "budget" not in s.options:
+            out["budget"] = budget
+        if s.policy == "predicted":
+            out["predictor"] = s.options.get("predictor", self.compare.predictor)
+            if not self.compare.leave_task_out and "leave_task_out" not in s.options:
+                out["leave_task_out"] = False
+        return out
+
+    def completes(self, s: StrategySpec) -> bool:
+        """Whether a predicted-replay arm completes its row from known rows (not probe-only or probe-fill)."""
+        from forgetscope.mitigate.replay import OBSERVE_ONLY
+
+        return s.policy == "predicted" and self.predictor_of(s) not in OBSERVE_ONLY
 
     def predictor_of(self, s: StrategySpec) -> str | None:
         """The predictor a predicted-replay arm completes its row with (None for other arms)."""
@@ -115,49 +209,67 @@ class CompareConfig(SweepConfig):
 
     def direct_pairs(self) -> list[tuple[str, str]]:
         """Head-to-head comparisons: ``compare.direct``, or each predicted-replay arm against the
-        random-replay arm with the same ratio (the first one, when several) and, for arms that complete
-        a row, against the probe-only arm with the same ratio and mode (observation without completion)."""
-        from forgetscope.mitigate.replay import PROBE_ONLY
+        random-replay arm with the same dose (ratio or budget; the first one, when several) and, for arms
+        that complete a row, against each observation-only arm (probe-only, probe-fill: the first of each)
+        with the same dose and mode (observation without completion)."""
+        from forgetscope.mitigate.replay import OBSERVE_ONLY
 
         if self.compare.direct is not None:
             return [(a, b) for a, b in self.compare.direct]
+
+        def dose(r: StrategySpec) -> tuple[Any, Any]:
+            budget = self.budget_of(r)
+            return (None, budget) if budget is not None else (r.options.get("ratio", DEFAULT_RATIO), None)
+
         out = []
         for s in self.strategies:
             if s.policy != "predicted":
                 continue
-            ratio = s.options.get("ratio", DEFAULT_RATIO)
-            same = [r for r in self.strategies if r.options.get("ratio", DEFAULT_RATIO) == ratio]
+            same = [r for r in self.strategies if r.name == "replay" and dose(r) == dose(s)]
             random = [r for r in same if r.policy == "random"]
             if random:
                 out.append((s.display, random[0].display))
-            if self.predictor_of(s) != PROBE_ONLY:
+            if self.completes(s):
                 mode = s.options.get("mode", "offline")
-                probe_only = [r for r in same if self.predictor_of(r) == PROBE_ONLY
-                              and r.options.get("mode", "offline") == mode]
-                if probe_only:
-                    out.append((s.display, probe_only[0].display))
+                for name in OBSERVE_ONLY:
+                    observe = [r for r in same if r.policy == "predicted" and self.predictor_of(r) == name
+                               and r.options.get("mode", "offline") == mode]
+                    if observe:
+                        out.append((s.display, observe[0].display))
         return out
 
 
 def load_compare_config(path: str | Path, **overrides: Any) -> CompareConfig:
     from forgetscope.config import load_config
+    from forgetscope.experiments.compare.sam_grid import compare_model_for
 
-    cfg = load_config(path, model=CompareConfig, **overrides)
+    cfg = load_config(path, model=compare_model_for(path), **overrides)
     _validate_strategy_options(cfg)
     return cfg
 
 
+def refuse_pending(cfg: CompareConfig) -> None:
+    """A pre-registered config whose placeholders (``compare.pending``) are not filled in yet passes every
+    check but starts no run."""
+    if cfg.compare.pending:
+        raise ConfigError(f"compare.pending: {', '.join(cfg.compare.pending)} still hold placeholders; fill them "
+                          "in as the config's comments say and empty compare.pending before running")
+
+
 def validate_compare(cfg: CompareConfig) -> tuple[list[str], list[str]]:
     """Everything a comparison can check before any model is loaded or file written: the sweep's own
-    checks (executor, input files), then the split of the upstream set into pool and held-out and the
-    probe against the pool. Returns (pool ids, held-out ids)."""
+    checks (executor, input files), then the split of the upstream set into pool and held-out, each arm's
+    probe and budget against the pool, and known rows from another sweep against the pool. Returns (pool
+    ids, held-out ids)."""
     from forgetscope.experiments.session import load_upstream
     from forgetscope.experiments.validate import validate_sweep
 
     validate_sweep(cfg)
     for t in cfg.known_tasks:
         validate_sweep(cfg.model_copy(update={"tasks": [t]}))
-    return split_for(cfg, load_upstream(cfg))
+    pool_ids, held_ids = split_for(cfg, load_upstream(cfg))
+    check_known_rows(cfg, pool_ids)
+    return pool_ids, held_ids
 
 
 def _validate_strategy_options(cfg: CompareConfig) -> None:
@@ -166,11 +278,10 @@ def _validate_strategy_options(cfg: CompareConfig) -> None:
     default the known rows) do not exist yet and stand in empty; paths the config names are checked
     (:func:`~forgetscope.experiments.strategy_inputs.resolve_strategy_inputs`, no matrix read)."""
     from forgetscope.experiments.strategy_inputs import placeholder_rows, resolve_strategy_inputs
-    from forgetscope.mitigate.replay_sampling import replay_schedule
     from forgetscope.train import make_strategy
 
     for i, s in enumerate(cfg.strategies):
-        opts = dict(s.options)
+        opts = {**cfg.replay_defaults(s), **s.options}
         if s.name == "replay":
             policy = opts.get("policy", "random")
             if policy == "oracle":
@@ -181,11 +292,14 @@ def _validate_strategy_options(cfg: CompareConfig) -> None:
                     opts.pop("probe_file", None)  # written by the comparison from the plain run
                 if "known" not in opts and cfg.compare.known is None:  # this comparison's plain rows, run later
                     opts.update(known=placeholder_rows(), known_base_losses={})
-                opts.setdefault("known", cfg.compare.known)
-                opts.setdefault("predictor", cfg.compare.predictor)
-        strategy = make_strategy(s.name, **resolve_strategy_inputs(s.name, opts, load=False))
+                opts.setdefault("known", cfg.compare.known_path)
+        try:
+            strategy = make_strategy(s.name, **resolve_strategy_inputs(s.name, opts, load=False))
+        except ConfigError as exc:
+            raise type(exc)(f"strategies.{i} ({s.display}): {exc}") from None
+        strategy.check_config(cfg.train)
         if s.policy == "mir":  # the largest draw of one step, with full task batches
-            most = int(replay_schedule(cfg.train.steps, cfg.train.batch_size, strategy.ratio).max())
+            most = int(strategy.schedule_for(cfg.train.steps, cfg.train.batch_size).max())
             if strategy.options.candidates < most:
                 raise ConfigError(f"strategies.{i} ({s.display}): mir candidates={strategy.options.candidates} is "
                                   f"smaller than the {most} replay examples drawn in one step; use candidates >= {most}")
@@ -219,15 +333,63 @@ def split_for(cfg: CompareConfig, upstream: list) -> tuple[list[str], list[str]]
         pool_ids, held_ids = split_by_category(upstream, c.heldout_categories, c.pool_categories)
     else:
         pool_ids, held_ids = split_upstream([e.example_id for e in upstream], c.replay_fraction, cfg.seed)
+    from forgetscope.mitigate.replay import PROBE_FILL
+
     for s in cfg.strategies:
+        budget = cfg.budget_of(s)
+        if budget is not None and budget > len(pool_ids) and not s.options.get("replacement", False):
+            raise ConfigError(f"strategy {s.display}: a budget of {budget} replay examples exceeds the replay pool "
+                              f"of {len(pool_ids)} examples (some would be replayed twice); lower the budget")
         if s.policy == "predicted":
             size = s.options.get("probe", c.probe)
             try:
-                probe_size(size, len(pool_ids))
+                n_probe = probe_size(size, len(pool_ids))
             except DataError as exc:
                 raise ConfigError(f"strategy {s.display}: {exc}; the probe must fit the replay pool of "
                                   f"{len(pool_ids)} examples (lower compare.probe)") from None
+            fills = cfg.completes(s) or cfg.predictor_of(s) == PROBE_FILL
+            if fills and budget is not None and budget <= n_probe:
+                raise ConfigError(f"strategy {s.display}: a budget of {budget} replay examples is at or below its "
+                                  f"probe of {n_probe}, so every example it replays could be an observed one and "
+                                  "completion cannot be credited; give a budget above the probe")
     return pool_ids, held_ids
+
+
+def check_known_rows(cfg: CompareConfig, pool_ids: list[str]) -> None:
+    """Known rows read from another sweep must cover every pool example for every compared task, with that
+    task's own rows left out (``leave_task_out``), so no completing arm falls back to NaN on part of the
+    pool. This comparison's own plain rows measure every example and need no check."""
+    from forgetscope.importing import load_any
+    from forgetscope.predict.completion import known_rows
+
+    loaded: dict[str, Any] = {}
+    for i, s in enumerate(cfg.strategies):
+        path = s.options.get("known", cfg.compare.known_path)
+        if not cfg.completes(s) or path is None:
+            continue
+        where = f"strategies.{i}.options.known" if "known" in s.options else "compare.known"
+        if str(path) not in loaded:
+            loaded[str(path)] = load_any(path)
+        matrix = loaded[str(path)]
+        leave = bool(s.options.get("leave_task_out", cfg.compare.leave_task_out))
+        runs = matrix.runs
+        if leave and (runs is None or "task" not in runs):
+            raise ConfigError(f"{where}: {path} does not say which task each row is, so the trained task cannot "
+                              "be left out; give a sweep directory (its runs table names the tasks)")
+        pool = set(pool_ids)
+        for t in cfg.tasks:
+            try:
+                _, cols = known_rows(matrix, drop_task=t.name if leave else None,
+                                     strategy=s.options.get("known_strategy", "plain"), what=where)
+            except DataError as exc:
+                raise ConfigError(f"{exc} (arm {s.display})") from None
+            missing = sorted(pool - set(cols))
+            if missing:
+                left = f" with task {t.name!r} left out" if leave else ""
+                raise ConfigError(f"{where}: the known rows of {path}{left} cover {len(pool) - len(missing)} of "
+                                  f"the {len(pool)} replay pool examples (missing {', '.join(missing[:3])}"
+                                  f"{' ...' if len(missing) > 3 else ''}); the known sweep must measure every "
+                                  "pool example (the same upstream set)")
 
 
 def split_upstream(ids: list[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:

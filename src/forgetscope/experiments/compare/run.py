@@ -13,7 +13,13 @@ import pandas as pd
 import torch
 
 from forgetscope.analysis.plots import write_comparison
-from forgetscope.experiments.compare.config import CompareConfig, headline_kind, split_for, validate_compare
+from forgetscope.experiments.compare.config import (
+    CompareConfig,
+    headline_kind,
+    refuse_pending,
+    split_for,
+    validate_compare,
+)
 from forgetscope.experiments.compare.stats import summarize
 from forgetscope.experiments.run import Experiment
 from forgetscope.experiments.spec import RunSpec
@@ -128,6 +134,7 @@ def run_compare(cfg: CompareConfig, *, output: str | Path | None = None, overwri
     from forgetscope.experiments.session import SweepSession
     from forgetscope.experiments.sweep import ensure_upstream_measured, open_store, run_specs
 
+    refuse_pending(cfg)
     output = Path(output or cfg.output)
     cfg = cfg.model_copy(update={"output": output})  # the fingerprint covers strategies, known tasks, options
     validate_compare(cfg)  # a bad split or probe fails here, before any model is loaded or file written
@@ -171,7 +178,7 @@ def run_compare(cfg: CompareConfig, *, output: str | Path | None = None, overwri
     for s in seeds:
         for t in tasks:
             for st in cfg.strategies:
-                opts = dict(st.options)
+                opts = {**cfg.replay_defaults(st), **st.options}
                 if st.policy == "oracle":
                     f = layout.compare_oracle(t, s)
                     row = plain_row(t, s)
@@ -179,8 +186,7 @@ def run_compare(cfg: CompareConfig, *, output: str | Path | None = None, overwri
                                     "evaluations": len(ids), "source": plain[(t, s)].run_id})
                     opts["forgetting_file"] = str(f)
                 if st.policy == "predicted":
-                    opts.setdefault("known", cfg.compare.known or str(output))
-                    opts.setdefault("predictor", cfg.compare.predictor)
+                    opts.setdefault("known", cfg.compare.known_path or str(output))
                     opts.setdefault("predictor_options", dict(cfg.compare.predictor_options))
                     opts.setdefault("seed", s)
                     if opts.get("mode", "offline") == "online":
@@ -205,6 +211,11 @@ def run_compare(cfg: CompareConfig, *, output: str | Path | None = None, overwri
     matrix = store.consolidate(order)
     result = summarize(matrix, cfg, plain, specs, held_ids)
     paths = save_results(result, layout)
+    if getattr(cfg, "primary", None) is not None:  # a SAM radius grid: its pre-registered contrast
+        from forgetscope.experiments.compare.sam_grid import write_primary
+
+        result["primary"] = write_primary(result["per_run"], cfg, layout)
+        paths["primary"] = layout.compare_primary
     store.update_manifest(status="complete", completed=time.strftime("%Y-%m-%dT%H:%M:%S%z"), kind="compare")
     clock.save(finished=True)
     result["paths"] = paths

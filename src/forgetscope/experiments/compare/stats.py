@@ -1,5 +1,13 @@
 """A comparison's statistics: per-run metrics, run- and task-level paired tests with Holm, one summary row
-per strategy (the protocol: :mod:`forgetscope.experiments.compare`)."""
+per strategy (the protocol: :mod:`forgetscope.experiments.compare`).
+
+**The primary contrast** (``compare.primary: {a, b}``, fixed in the config before the runs) is one row of
+``tests.csv``: held-out forgetting of ``a`` minus ``b`` at the task level (each task's seeds averaged
+first, then a paired test over tasks: mean difference with its bootstrap CI, d_z with its CI, t and
+Wilcoxon p), with ``role`` = ``primary`` and no multiplicity adjustment (its ``_holm`` columns repeat the
+raw p). Every other row is ``secondary``; Holm's adjustment runs over the secondary rows of one level (the
+family), as it does over every row when no primary contrast is configured.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from forgetscope.analysis.stats import mean_ci, paired_test, paired_tests
+from forgetscope.analysis.stats import holm, mean_ci, paired_test, paired_tests
 from forgetscope.experiments.compare.config import CompareConfig, StrategySpec
 from forgetscope.measure.forgetting import forgotten_share
 
@@ -133,7 +141,7 @@ def summarize(matrix, cfg: CompareConfig, plain: dict, specs: dict, held_ids: li
                     row["p_examples_descriptive"] = t["p_examples_descriptive"]
                     row["n_example_pairs"] = t["n_example_pairs"]
         rows.append(row)
-    return {"summary": pd.DataFrame(rows), "tests": tests, "per_run": per_run_df}
+    return {"summary": pd.DataFrame(rows), "tests": tests, "per_run": per_run_df, "primary_contrast": primary_row(tests)}
 
 
 def run_level_tests(per_run: pd.DataFrame, matrix, keyed: dict, held: np.ndarray, cfg: CompareConfig) -> pd.DataFrame:
@@ -143,7 +151,11 @@ def run_level_tests(per_run: pd.DataFrame, matrix, keyed: dict, held: np.ndarray
     Run-level forgetting rows also carry the example-level Wilcoxon p, a description only."""
     row_of = {r: i for i, r in enumerate(matrix.row_names)}
     comparisons = [(s.display, "plain") for s in cfg.strategies] + cfg.direct_pairs()
+    primary = cfg.compare.primary
+    if primary is not None and (primary.a, primary.b) not in comparisons:
+        comparisons.append((primary.a, primary.b))
     tests = paired_tests(per_run, comparisons, list(METRICS), n_resamples=cfg.compare.bootstrap)
+    tests = assign_roles(tests, None if primary is None else (primary.a, primary.b))
     tests["p_examples_descriptive"] = float("nan")
     tests["n_example_pairs"] = 0
     indexed = per_run.set_index(["strategy", "task", "seed"])
@@ -159,6 +171,33 @@ def run_level_tests(per_run: pd.DataFrame, matrix, keyed: dict, held: np.ndarray
             tests.loc[at, "p_examples_descriptive"] = ex["p_wilcoxon"]
             tests.loc[at, "n_example_pairs"] = ex["n"]
     return tests
+
+
+def assign_roles(tests: pd.DataFrame, primary: tuple[str, str] | None) -> pd.DataFrame:
+    """``role`` per row of ``tests``: the primary contrast (``primary`` = (a, b): held-out forgetting, task
+    level) or secondary; Holm's adjustment recomputed over the secondary rows of each level, the primary
+    row left unadjusted (see the module docstring)."""
+    tests = tests.copy()
+    tests["role"] = "secondary"
+    if primary is None or tests.empty:
+        return tests
+    a, b = primary
+    at = ((tests["level"] == "task") & (tests["strategy"] == a) & (tests["baseline"] == b)
+          & (tests["metric"] == "forgetting_heldout")).to_numpy()
+    tests.loc[at, "role"] = "primary"
+    for col in ("p_wilcoxon", "p_t"):
+        tests.loc[at, f"{col}_holm"] = tests.loc[at, col]
+        for level in tests["level"].unique():
+            family = ((tests["level"] == level).to_numpy()) & ~at
+            if family.any():
+                tests.loc[family, f"{col}_holm"] = holm(tests.loc[family, col].to_numpy())
+    return tests
+
+
+def primary_row(tests: pd.DataFrame) -> dict[str, Any] | None:
+    """The primary contrast's row of ``tests`` as a mapping (None when none is configured)."""
+    row = tests[tests["role"] == "primary"] if "role" in tests else tests.iloc[0:0]
+    return None if row.empty else row.iloc[0].to_dict()
 
 
 def summary_kind(summary: pd.DataFrame) -> str:
