@@ -221,3 +221,169 @@ def test_cli_scaling(scaling_cfg, tmp_path):
     assert (out / "fit.json").is_file() and (out / "points.csv").is_file()
     assert run_app(["scaling", str(p), "--refit", "--holdout", "none", "--no-figures"]) == 0
     assert json.loads((out / "fit.json").read_text())["holdout_rule"] == "none"
+
+
+# --------------------------------------------------------------------------- the law as the paper states it
+@pytest.mark.parametrize("A_raw, alpha, beta, B", [(0.02, 0.25, 0.5, 2.0),      # unbounded growth
+                                                   (-4.0, -0.3, -0.4, 3.0)])    # growth saturating at B
+def test_increasing_law_recovered_within_its_cis(A_raw, alpha, beta, B):
+    """Points drawn from a law that rises in P and t, with noise (30 draws): each fitted parameter's 95% CI
+    holds the truth in at least 80% of the draws, for the constrained (increasing) and the general (shifted)
+    fit alike, and the estimates sit on the truth."""
+    from forgetscope.analysis.scaling import fit_increasing_power_law
+
+    P, t = grid()
+    clean = B + A_raw * P ** alpha * t ** beta
+    P0, t0 = np.exp(np.log(P).mean()), np.exp(np.log(t).mean())
+    truth = {"A": A_raw * P0 ** alpha * t0 ** beta, "alpha": alpha, "beta": beta, "B": B}
+    for fit in (fit_increasing_power_law, fit_shifted_power_law):
+        covered = {name: 0 for name in truth}
+        estimates = {name: [] for name in truth}
+        for draw in range(30):
+            y = clean + 0.01 * np.ptp(clean) * np.random.default_rng(draw).standard_normal(len(P))
+            f = fit(P, t, y)
+            for name, value in truth.items():
+                lo, hi = f.ci95[name]
+                covered[name] += lo < value < hi
+                estimates[name].append(f.params[name])
+        assert min(covered.values()) >= 24, (fit.__name__, covered)
+        for name, value in truth.items():
+            assert np.median(estimates[name]) == pytest.approx(value, rel=0.05), (fit.__name__, name)
+    inc = fit_increasing_power_law(P, t, clean)
+    assert inc.meta["branch"] == ("growing" if A_raw > 0 else "saturating") and inc.meta["at_bound"] == []
+
+
+def test_increasing_law_refuses_to_fall():
+    """Forgetting that falls with P: the general law follows it, the increasing law stops at alpha = 0."""
+    from forgetscope.analysis.scaling import fit_increasing_power_law
+
+    P, t = grid()
+    y = 2.0 + 0.5 * P ** -0.3 * t ** 0.2
+    general = fit_shifted_power_law(P, t, y)
+    assert general.params["alpha"] == pytest.approx(-0.3, abs=1e-3)
+    inc = fit_increasing_power_law(P, t, y)
+    assert inc.meta["at_bound"] == ["alpha"] and inc.params["beta"] > 0
+    assert inc.goodness["rmse"] > 10 * general.goodness["rmse"]
+
+
+def test_trivial_extrapolations_by_hand():
+    """last_observed and loglinear computed from the fitted points of the same run (largest_t) or of the same
+    step (largest_p)."""
+    from forgetscope.analysis.scaling import trivial_extrapolations
+
+    pts = pd.DataFrame({"run": ["a"] * 3 + ["b"] * 3, "P": [10] * 3 + [20] * 3, "t": [1, 2, 4] * 2,
+                        "f": [1.0, 2.0, 3.5, 0.5, 1.0, 1.2]})
+    held = holdout_mask(pts, "largest_t")
+    got = trivial_extrapolations(pts[~held], pts[held], "f", "largest_t")
+    np.testing.assert_allclose(got["last_observed"], [2.0, 1.0])
+    # a line in log t through (log 1, 1), (log 2, 2) reaches 3 at log 4; through (0, .5), (log 2, 1): 1.5
+    np.testing.assert_allclose(got["loglinear"], [3.0, 1.5])
+    by_p = pd.DataFrame({"task": "x", "seed": 0, "t": [5] * 3 + [10] * 3, "P": [1, 2, 4] * 2,
+                         "f": [1.0, 1.5, 9.0, 2.0, 2.0, 9.0]})
+    held = holdout_mask(by_p, "largest_p")
+    got = trivial_extrapolations(by_p[~held], by_p[held], "f", "largest_p")
+    np.testing.assert_allclose(got["last_observed"], [1.5, 2.0])
+    np.testing.assert_allclose(got["loglinear"], [2.0, 2.0])
+    assert trivial_extrapolations(by_p, by_p, "f", "random") == {}
+
+
+@pytest.mark.parametrize("rule", ["largest_t", "largest_p"])
+def test_heldout_comparison_scores_laws_and_baselines_on_the_same_points(rule):
+    df = planted_points()
+    rep = fit_scaling(df, holdout=rule)
+    comp = rep.fits and rep.heldout_comparison["ce_forgetting"]
+    assert set(comp) == {"shifted", "increasing", "power", "last_observed", "loglinear"}
+    assert len({e["n"] for e in comp.values()}) == 1 and comp["shifted"]["n"] == rep.n_heldout
+    for law in ("shifted", "increasing"):
+        assert comp[law]["rmse"] < 0.1 * min(comp["last_observed"]["rmse"], comp["loglinear"]["rmse"])
+    assert rep.to_dict()["heldout_comparison"]["ce_forgetting"]["loglinear"]["rmse"] == comp["loglinear"]["rmse"]
+
+
+def test_judge_laws_per_task():
+    from forgetscope.analysis.scaling import fit_scaling_by_task, judge_laws
+
+    grows = planted_points().assign(task="grows", run=lambda d: "g" + d["run"])
+    falls = planted_points().assign(task="falls", run=lambda d: "f" + d["run"])
+    falls["ce_forgetting"] = 4.0 - 0.4 * (falls["ce_forgetting"] - 2.0)  # falls with P and t
+    falls["task_loss"] = 4.0 - 0.2 * (falls["ce_forgetting"] - 2.0) ** 2 + 0.01 * np.arange(len(falls))
+    rep = fit_scaling_by_task(pd.concat([grows, falls], ignore_index=True), holdout="largest_t")
+    assert set(rep.by_task) == {"grows", "falls"}
+    verdict = judge_laws(rep.by_task, target="ce_forgetting", law="increasing", min_tasks=1)
+    assert verdict["per_task"]["grows"] == {"reasons": [], "extrapolates": True, "grows": True, "inverse_linear": True}
+    assert not verdict["per_task"]["falls"]["grows"] and verdict["per_task"]["falls"]["reasons"]
+    assert verdict["tasks_meeting"]["grows"] == 1 and verdict["supported"]
+    assert not judge_laws(rep.by_task, target="ce_forgetting", law="increasing", min_tasks=2)["supported"]
+    assert json.loads(json.dumps(rep.to_dict(), default=float))["by_task"]["grows"]["fits"]
+
+
+# --------------------------------------------------------------------------- validation at the door
+def test_short_grids_are_refused(tmp_path):
+    from forgetscope.errors import ConfigError
+    from forgetscope.experiments.scaling import load_scaling_config
+
+    p = tmp_path / "c.yaml"
+    for field, values in (("ranks", "[4, 8]"), ("eval_steps", "[10, 20, 20]")):
+        p.write_text(f"task: code\n{field}: {values}\n")
+        with pytest.raises(ConfigError, match=f"{field}.*at least 3 distinct values"):
+            load_scaling_config(p)
+    p.write_text("tasks: [code, bible]\ntask: code\n")
+    with pytest.raises(ConfigError, match="either task"):
+        load_scaling_config(p)
+    p.write_text("tasks: [code]\ncriteria: {min_tasks: 2}\n")
+    with pytest.raises(ConfigError, match="criteria.min_tasks"):
+        load_scaling_config(p)
+    p.write_text("task: code\nlaws: [power]\ncriteria: {law: increasing}\n")
+    with pytest.raises(ConfigError, match="criteria.law"):
+        load_scaling_config(p)
+
+
+def test_holdout_that_leaves_nothing_to_fit_is_refused(tmp_path, monkeypatch):
+    """With grids of one value allowed, holding out the largest rank would leave nothing: refused at load."""
+    from forgetscope.errors import ConfigError
+    from forgetscope.experiments import scaling as ss
+
+    assert ss.fit_points_per_task([8], [5, 10, 20], "largest_p") == 0
+    assert ss.fit_points_per_task([1, 2, 4], [5, 10, 20], "largest_t", n_seeds=2) == 12
+    monkeypatch.setattr(ss, "MIN_GRID", 1)
+    p = tmp_path / "c.yaml"
+    p.write_text("task: code\nranks: [8]\neval_steps: [5, 10, 20]\nholdout: largest_p\n")
+    with pytest.raises(ConfigError, match="holdout: largest_p leaves 0 points of each task to fit"):
+        ss.load_scaling_config(p)
+
+
+def test_cli_refuses_a_short_grid_before_training(tmp_path, capsys):
+    from forgetscope.cli import run_app
+
+    out = tmp_path / "out"
+    p = tmp_path / "c.yaml"
+    p.write_text(f"task: code\noutput: {out}\nranks: [4, 8]\n")
+    assert run_app(["scaling", str(p)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "ranks" in err and "at least 3" in err
+    assert not out.exists()
+
+
+def test_scaling_study_config_is_the_registered_design():
+    from forgetscope.data.demo import demo_task_names
+    from forgetscope.experiments.scaling import load_scaling_config
+
+    cfg = load_scaling_config("configs/scaling_study.yaml")
+    names = [t.name for t in cfg.task_list]
+    assert len(names) >= 4 and set(names) <= set(demo_task_names("instruction"))
+    assert max(cfg.ranks) / min(cfg.ranks) >= 16  # LoRA parameters are proportional to the rank
+    assert len(cfg.eval_steps) >= 5 and max(cfg.eval_steps) / min(cfg.eval_steps) >= 8
+    assert cfg.upstream.source == "demo" and cfg.upstream.lm_targets == "human" and cfg.upstream.n_instruct == 0
+    assert cfg.criteria is not None and cfg.criteria.target == "ce_forgetting" and cfg.criteria.law in cfg.laws
+    assert cfg.holdout == "largest_t" and cfg.criteria.min_tasks <= len(names)
+
+
+def test_the_registered_study_trains_nothing_while_its_regime_is_pending(tmp_path):
+    from forgetscope.errors import ConfigError
+    from forgetscope.experiments.scaling import load_scaling_config, run_scaling_sweep
+
+    cfg = load_scaling_config("configs/scaling_study.yaml")
+    assert "train" in cfg.pending
+    with pytest.raises(ConfigError, match="pending: train"):
+        run_scaling_sweep(cfg, output=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert cfg.model_copy(update={"pending": []}).fingerprint() == cfg.fingerprint()  # not a result setting

@@ -68,6 +68,40 @@ def test_perturbations_are_undone():
     assert torch.equal(m.w, before)
 
 
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_measure_sharpness_leaves_the_tiny_model_bit_identical(tiny, method):
+    """Every measure (random draws, SAM step, Hutchinson, landscape) on the tiny LM: afterwards every tensor
+    of the state_dict is bit for bit what it was, and the train/eval mode and requires_grad flags too."""
+    from forgetscope.data.types import Example
+    from forgetscope.models import prepare_for_training
+    from forgetscope.testing import tiny_model_and_tokenizer
+
+    _, tok = tiny
+    model = tiny_model_and_tokenizer(seed=2)[0]
+    if method == "lora":
+        model = prepare_for_training(model, "lora", lora_rank=2)
+        with torch.no_grad():  # a trained adapter: B != 0, so perturbations of A change the loss
+            for name, p in model.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0, 0.05)
+    model.train()
+    batches = task_batches(tok, [Example(f"e{i}", text=f"x = {i} * {i + 1}") for i in range(8)], max_examples=8,
+                           batch_size=4, max_length=24)
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    grads = {n: p.requires_grad for n, p in model.named_parameters()}
+    for scope in ("all", "trainable"):
+        res = measure_sharpness(model, batches, SharpnessOptions(rho=0.05, n_draws=2, sam_rho=0.5, scope=scope,
+                                                                 hessian=True, hessian_samples=2,
+                                                                 hessian_scope=scope, landscape_points=5))
+        assert res.random_mean != 0.0 and res.sam_rise > 0  # the parameters really were moved
+    after = model.state_dict()
+    assert after.keys() == before.keys()
+    for k, v in before.items():
+        assert after[k].dtype == v.dtype and torch.equal(after[k], v), k
+    assert model.training and {n: p.requires_grad for n, p in model.named_parameters()} == grads
+    assert all(p.grad is None for p in model.parameters())
+
+
 def test_zero_variance_and_zero_gradient_are_safe():
     m = Bowl(5.0)  # exactly at the minimum: zero gradient
     with warnings.catch_warnings():

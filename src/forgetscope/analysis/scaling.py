@@ -1,47 +1,60 @@
 """Scaling laws for forgetting (after Kalajdzievski 2024, arXiv 2401.05605).
 
-The paper fine-tunes with LoRA at several ranks (several trainable-parameter counts ``P``), follows
-each run over its update steps ``t``, and finds that
+The paper fine-tunes Llama 2 7B chat with LoRA at several ranks (several trainable-parameter counts
+``P``) and follows each run over its update steps ``t``. Its abstract states that
 
-* forgetting rises as a **shifted power law** in ``P`` and ``t`` jointly, and
-* forgetting falls **linearly** with the fine-tuning loss (the better the task is learned, the more is
-  forgotten), so early stopping or fewer parameters only trade one for the other.
+* there is a strong **inverse linear** relation between fine-tuning performance and forgetting (the
+  lower the fine-tuning loss, the more is forgotten), and
+* forgetting **increases as a shifted power law** in the number of parameters fine-tuned and in the
+  number of update steps,
 
-Its forgetting metric is a cross-entropy between the base model's and the fine-tuned model's
-next-token predictions on pretraining-like text (our ``ce_forgetting``; see
-:mod:`forgetscope.experiments.scaling`, which also records ``kl_forgetting`` = that cross-entropy
-minus the base model's own entropy, zero before fine-tuning). Forgetscope's own measure is the mean
-loss increase on the upstream examples (``forgetting``). Every fit here works on any of the three.
+with forgetting measured as a cross-entropy between the base model's and the fine-tuned model's
+next-token predictions (our ``ce_forgetting``; :mod:`forgetscope.experiments.scaling` also records
+``kl_forgetting`` = that cross-entropy minus the base model's own entropy, zero before fine-tuning).
+Forgetscope's own measure is the mean loss increase on the upstream examples (``forgetting``). Every
+fit here works on any of the three. The paper's equations themselves (where its shift sits, how ``P``
+and ``t`` are combined, its fitted constants) are not checked here: docs/scaling_and_sharpness.md
+says what was and was not verified.
 
-Forms fitted (``P`` trainable parameters, ``t`` update steps; ``P0``/``t0`` are the geometric means of
-the fitted points, so ``A`` is the excess at a typical point and stays well scaled):
+Laws fitted (``P`` trainable parameters, ``t`` update steps; ``P0``/``t0`` are the geometric means of
+the fitted points, so ``A`` is the excess at a typical point and stays well scaled), by nonlinear
+least squares (``scipy.optimize.curve_fit``):
 
-``shifted`` (the paper's joint form, nonlinear least squares with ``scipy.optimize.curve_fit``)::
+``shifted`` (the general family: a shift plus a joint power law)::
 
     F(P, t) = B + A * (P / P0)**alpha * (t / t0)**beta
 
-  ``B`` is the shift: the value the law tends to as ``P**alpha * t**beta -> 0`` (for the cross-entropy
-  metric, about the base model's entropy). The exponents may take either sign: ``A > 0, alpha, beta > 0``
-  is unbounded growth, ``A < 0, alpha, beta < 0`` growth that saturates at ``B``. Both branches are tried.
-  ``shift=`` fixes ``B`` (e.g. 0 for the loss increase, or the entropy measured at ``t = 0``).
+  ``B`` is the shift: the value the law tends to as ``P**alpha * t**beta -> 0``. The exponents may take
+  either sign, so the fit may also describe forgetting that *falls* with ``P`` or ``t``. ``shift=``
+  fixes ``B`` (e.g. 0 for the loss increase, or the entropy measured at ``t = 0``).
+
+``increasing`` (the same family held to the shape the paper states: forgetting rises with ``P`` and
+  with ``t``): ``A``, ``alpha`` and ``beta`` share one sign, fitted with bounds on two branches —
+  unbounded growth (``A, alpha, beta >= 0``) and growth that saturates at ``B`` (``A, alpha, beta <=
+  0``); the better one is kept. A parameter that ends on its bound (0) is listed in ``meta['at_bound']``:
+  its interval is then one-sided in truth, so read it as "no evidence of growth in that variable".
 
 ``power`` (a log-linear form, ordinary least squares on logs; no shift)::
 
     log F = log A + alpha log P + beta log t
 
   Exact for an unshifted power law; biased when a shift exists (then ``F - B``, not ``F``, is the power
-  law), which is why the shifted fit is the primary one. Points with ``F <= 0`` are dropped (counted).
+  law). Points with ``F <= 0`` are dropped (counted).
 
 ``linear`` (forgetting against the fine-tuning loss)::
 
-    F = c * L_ft + d            (c < 0 in the paper)
+    F = c * L_ft + d            (c < 0: the inverse linear relation)
 
-``task_loss`` (the fine-tuning loss itself, same shifted form, exponents expected negative).
+``task_loss`` (the fine-tuning loss itself, general shifted form, exponents expected negative).
 
 Every fit reports its parameters with standard errors and 95% confidence intervals (Student t with
 ``n - k`` degrees of freedom on the least-squares covariance), R², RMSE, and, on held-out points
 (:func:`holdout_mask`: the last checkpoint of each run, the largest ``P``, or a random share), the
-prediction error — the test of a law is whether it extrapolates.
+prediction error — the test of a law is whether it extrapolates. :func:`trivial_extrapolations`
+predicts the same held-out points without any law (the last value observed before them, and a straight
+line in log t or log P through the fitted points of the same run or checkpoint), and
+``ScalingReport.heldout_comparison`` scores every law and both rules on the points all of them predict.
+:func:`judge_laws` applies fixed criteria to one report per task.
 
 Everything here is pure: :func:`forgetscope.experiments.scaling.write_scaling_results` writes the points
 and :meth:`ScalingReport.to_dict` through :mod:`forgetscope.store.scaling`, and the figures of
@@ -66,6 +79,13 @@ from forgetscope.errors import ForgetscopeError
 
 TARGETS = ("ce_forgetting", "kl_forgetting", "forgetting")
 HoldoutRule = Literal["none", "largest_t", "largest_p", "random"]
+#: laws of (P, t) that :func:`fit_scaling` can fit; ``linear`` (on the task loss) is fitted whenever the
+#: points have a task loss
+LAWS = ("shifted", "increasing", "power")
+#: rules with no law that predict the held-out points (:func:`trivial_extrapolations`)
+BASELINES = ("last_observed", "loglinear")
+#: fewest points a (P, t) law is fitted to: the shifted law's four parameters plus one
+MIN_FIT_POINTS = 5
 
 
 class ScalingError(ForgetscopeError):
@@ -135,7 +155,7 @@ class Fit:
 
     def predict(self, P: Any = None, t: Any = None, x: Any = None) -> np.ndarray:
         p = self.params
-        if self.form in ("shifted", "task_loss"):
+        if self.form in ("shifted", "increasing", "task_loss"):
             P0, t0 = self.meta["P0"], self.meta["t0"]
             P, t = np.asarray(P, float), np.asarray(t, float)
             return p["B"] + p["A"] * (P / P0) ** p["alpha"] * (t / t0) ** p["beta"]
@@ -173,16 +193,37 @@ def _loglinear_start(p: np.ndarray, t: np.ndarray, z: np.ndarray) -> tuple[float
     return float(coef[0]), float(coef[1]), float(coef[2])
 
 
+def _branch_bounds(sign: float, fixed_shift: bool) -> tuple[list[float], list[float]]:
+    """Bounds of (A, alpha, beta[, B]) on one branch where the law rises in both P and t: A, alpha and
+    beta share ``sign`` (+1: unbounded growth, -1: growth that saturates at B)."""
+    inf = np.inf
+    lo, hi = ([0.0, 0.0, 0.0], [inf, inf, inf]) if sign > 0 else ([-inf, -inf, -inf], [0.0, 0.0, 0.0])
+    return (lo, hi) if fixed_shift else (lo + [-inf], hi + [inf])
+
+
 def fit_shifted_power_law(P: Sequence[float], t: Sequence[float], y: Sequence[float], *,
-                          shift: float | None = None, form: str = "shifted", maxfev: int = 20000) -> Fit:
+                          shift: float | None = None, form: str = "shifted", increasing: bool = False,
+                          maxfev: int = 20000) -> Fit:
     """Fit ``y = B + A (P/P0)^alpha (t/t0)^beta`` by nonlinear least squares (see module docstring).
 
     Several starts are tried: for candidate shifts below the data (growing branch, ``A > 0``) and above
     it (saturating branch, ``A < 0``), a log-linear fit of ``|y - B|`` seeds ``curve_fit``; the start with
     the smallest residual sum of squares wins. ``shift`` fixes ``B`` instead of fitting it.
+    ``increasing`` holds the law to rising in both P and t (``A``, ``alpha``, ``beta`` of one sign, each
+    branch within its bounds): the ``increasing`` law.
     """
     P, t, y = (np.asarray(v, dtype=float) for v in (P, t, y))
     _check_pt(P, t, y, form)
+    if increasing:  # the unconstrained optimum, when it already rises in P and t, is the constrained one
+        try:
+            free = fit_shifted_power_law(P, t, y, shift=shift, form=form, maxfev=maxfev)
+        except ScalingError:
+            free = None
+        signs = {np.sign(free.params[n]) for n in ("A", "alpha", "beta")} if free is not None else set()
+        if len(signs) == 1 and 0 not in signs:
+            free.formula += ", with A, alpha, beta of one sign (rising in P and t)"
+            free.meta.update(branch="growing" if free.params["A"] > 0 else "saturating", at_bound=[])
+            return free
     k = 3 if shift is not None else 4
     if len(y) < k + 1:
         raise ScalingError(f"{form}: need at least {k + 1} points to fit {k} parameters, got {len(y)}")
@@ -197,7 +238,8 @@ def fit_shifted_power_law(P: Sequence[float], t: Sequence[float], y: Sequence[fl
         candidates = [lo - f * span for f in fr] + [hi + f * span for f in fr]
         if lo > 0:
             candidates.append(0.0)
-    best: tuple[float, np.ndarray, np.ndarray] | None = None
+    func = _shifted_fixed(float(shift)) if shift is not None else _shifted
+    best: tuple[float, np.ndarray, np.ndarray, float] | None = None
     for B0 in candidates:
         z = y - B0
         sign = 1.0 if np.all(z > 0) else (-1.0 if np.all(z < 0) else 0.0)
@@ -208,12 +250,15 @@ def fit_shifted_power_law(P: Sequence[float], t: Sequence[float], y: Sequence[fl
             continue
         logA, a0, b0 = start
         p0 = [sign * math.exp(logA), a0, b0] + ([] if shift is not None else [B0])
-        func = _shifted_fixed(float(shift)) if shift is not None else _shifted
+        kwargs: dict[str, Any] = {"maxfev": maxfev}
+        if increasing:  # start inside the branch: exponents of the branch's sign
+            p0[1], p0[2] = (sign * max(sign * v, 1e-3) for v in (a0, b0))
+            kwargs = {"bounds": _branch_bounds(sign, shift is not None), "max_nfev": maxfev}
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", OptimizeWarning)
                 warnings.simplefilter("ignore", RuntimeWarning)
-                popt, pcov = curve_fit(func, (p, tt), y, p0=p0, maxfev=maxfev)
+                popt, pcov = curve_fit(func, (p, tt), y, p0=p0, **kwargs)
         except (RuntimeError, ValueError, FloatingPointError):
             continue
         yhat = func((p, tt), *popt)
@@ -221,10 +266,10 @@ def fit_shifted_power_law(P: Sequence[float], t: Sequence[float], y: Sequence[fl
             continue
         sse = float(np.sum((y - yhat) ** 2))
         if best is None or sse < best[0] - 1e-15 * max(1.0, best[0]):
-            best = (sse, popt, pcov)
+            best = (sse, popt, pcov, sign)
     if best is None:
         raise ScalingError(f"{form}: the shifted power law could not be fitted to these points")
-    _, popt, pcov = best
+    _, popt, pcov, sign = best
     names = ["A", "alpha", "beta"] + ([] if shift is not None else ["B"])
     se = np.sqrt(np.clip(np.diag(pcov), 0, None)) if np.all(np.isfinite(pcov)) else np.full(len(popt), np.nan)
     params = {n: float(v) for n, v in zip(names, popt)}
@@ -232,11 +277,22 @@ def fit_shifted_power_law(P: Sequence[float], t: Sequence[float], y: Sequence[fl
     ci = dict(zip(names, _ci(popt, se, len(y) - len(popt))))
     if shift is not None:
         params["B"], stderr["B"], ci["B"] = float(shift), 0.0, (float(shift), float(shift))
-    fit = Fit(form=form, formula="F = B + A * (P/P0)**alpha * (t/t0)**beta", params=params, stderr=stderr,
-              ci95=ci, n=len(y), goodness={}, meta={"P0": P0, "t0": t0, "shift_fixed": shift is not None})
+    formula = "F = B + A * (P/P0)**alpha * (t/t0)**beta"
+    meta: dict[str, Any] = {"P0": P0, "t0": t0, "shift_fixed": shift is not None}
+    if increasing:
+        formula += ", with A, alpha, beta of one sign (rising in P and t)"
+        meta["branch"] = "growing" if sign > 0 else "saturating"
+        meta["at_bound"] = [n for n in ("A", "alpha", "beta") if abs(params[n]) <= 1e-6 * (span if n == "A" else 1.0)]
+    fit = Fit(form=form, formula=formula, params=params, stderr=stderr, ci95=ci, n=len(y), goodness={}, meta=meta)
     fit.params["A_raw"] = float(params["A"] * P0 ** -params["alpha"] * t0 ** -params["beta"])
     fit.goodness = _goodness(y, fit.predict(P, t))
     return fit
+
+
+def fit_increasing_power_law(P: Sequence[float], t: Sequence[float], y: Sequence[float], *,
+                             shift: float | None = None) -> Fit:
+    """The ``increasing`` law: the shifted form held to rising in both ``P`` and ``t``."""
+    return fit_shifted_power_law(P, t, y, shift=shift, form="increasing", increasing=True)
 
 
 def fit_power_law_loglinear(P: Sequence[float], t: Sequence[float], y: Sequence[float]) -> Fit:
@@ -318,6 +374,57 @@ def holdout_mask(points: pd.DataFrame, rule: HoldoutRule | str = "largest_t", *,
     raise ScalingError(f"unknown hold-out rule {rule!r}; use none, largest_t, largest_p or random")
 
 
+def _groups(points: pd.DataFrame, along: str) -> list[str]:
+    """Columns that name the curve a point lies on when extrapolating along ``t`` (one run) or ``P`` (one
+    checkpoint step of one task and seed)."""
+    if along == "t":
+        return ["run"] if "run" in points.columns else [c for c in ("task", "seed", "P") if c in points.columns]
+    return [c for c in ("task", "seed", "t") if c in points.columns]
+
+
+def trivial_extrapolations(train: pd.DataFrame, test: pd.DataFrame, target: str,
+                           rule: HoldoutRule | str) -> dict[str, np.ndarray]:
+    """Predictions of the held-out points with no law, from the fitted points on the same curve (the
+    same run for ``largest_t``; the same task, seed and step for ``largest_p``):
+
+    ``last_observed``
+        the value at the largest ``t`` (or ``P``) fitted on that curve;
+    ``loglinear``
+        a straight line in ``log t`` (or ``log P``) through the curve's fitted points (two at least).
+
+    NaN where a curve has too few fitted points; ``{}`` for the ``random`` and ``none`` rules, which
+    do not extrapolate.
+    """
+    if rule not in ("largest_t", "largest_p"):
+        return {}
+    along = "t" if rule == "largest_t" else "P"
+    keys = _groups(train, along)
+    tr = train[train[target].notna()]
+    fitted = {(k if isinstance(k, tuple) else (k,)): g for k, g in tr.groupby(keys)} if keys else {(): tr}
+    out = {name: np.full(len(test), np.nan) for name in BASELINES}
+    for i, (_, row) in enumerate(test.iterrows()):
+        g = fitted.get(tuple(row[c] for c in keys))
+        if g is None or not len(g):
+            continue
+        x, y = np.log(g[along].to_numpy(float)), g[target].to_numpy(float)
+        out["last_observed"][i] = y[np.argmax(x)]
+        if len(np.unique(x)) >= 2:
+            slope, icept = np.polyfit(x, y, 1)
+            out["loglinear"][i] = slope * math.log(float(row[along])) + icept
+    return out
+
+
+def heldout_comparison(y: Sequence[float], predictions: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """Errors of every predictor on the held-out points that *all* of them predict (finite values), so
+    a law and the trivial rules are scored on the same points."""
+    y = np.asarray(y, float)
+    preds = {k: np.asarray(v, float) for k, v in predictions.items()}
+    common = np.isfinite(y)
+    for v in preds.values():
+        common &= np.isfinite(v)
+    return {k: prediction_errors(y[common], v[common]) for k, v in preds.items()}
+
+
 @dataclass
 class ScalingReport:
     """All fits of one scaling sweep, per forgetting measure, with the held-out evaluation."""
@@ -328,14 +435,26 @@ class ScalingReport:
     n_heldout: int
     extrapolation: list[dict[str, float]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: per target: every (P, t) law and every trivial rule scored on the same held-out points
+    heldout_comparison: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    #: one report per task when the points hold several tasks (this report pools them)
+    by_task: dict[str, ScalingReport] = field(default_factory=dict)
+    #: the verdict of fixed criteria (:func:`judge_laws`), when a config names them
+    criteria: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "paper": "Kalajdzievski 2024, Scaling Laws for Forgetting When Fine-Tuning LLMs, arXiv 2401.05605",
             "holdout_rule": self.holdout_rule, "n_points": self.n_points, "n_heldout": self.n_heldout,
             "fits": {target: {name: f.to_dict() for name, f in fits.items()} for target, fits in self.fits.items()},
+            "heldout_comparison": self.heldout_comparison,
             "extrapolation": self.extrapolation, "notes": self.notes,
         }
+        if self.by_task:
+            out["by_task"] = {task: r.to_dict() for task, r in self.by_task.items()}
+        if self.criteria:
+            out["criteria"] = self.criteria
+        return out
 
     def summary_rows(self) -> pd.DataFrame:
         rows = []
@@ -357,19 +476,30 @@ def _try(fn, notes: list[str], label: str, *args, **kwargs) -> Fit | None:
         return None
 
 
+def check_laws(laws: Sequence[str]) -> list[str]:
+    """The laws named, each one of :data:`LAWS` (a one-line error otherwise)."""
+    unknown = [x for x in laws if x not in LAWS]
+    if unknown:
+        raise ScalingError(f"unknown law {unknown[0]!r}; choose from {', '.join(LAWS)}")
+    return list(dict.fromkeys(laws))
+
+
 def fit_scaling(points: pd.DataFrame, *, targets: Sequence[str] | None = None,
                 holdout: HoldoutRule | str = "largest_t", holdout_fraction: float = 0.2, seed: int = 0,
-                shifts: dict[str, float] | None = None,
+                shifts: dict[str, float] | None = None, laws: Sequence[str] = LAWS,
                 extrapolate_t: Sequence[float] | None = None, extrapolate_P: Sequence[float] | None = None
                 ) -> ScalingReport:
     """Fit every law to the tidy points (columns ``P``, ``t``, the targets, optionally ``task_loss``).
 
     Points with ``t <= 0`` are not fitted (a power law in t is undefined there). Fits use the points not
-    held out; each fit's ``heldout`` holds its prediction error on the held-out points.
-    ``shifts`` fixes the shift ``B`` of the shifted law per target (default: fitted).
+    held out; each fit's ``heldout`` holds its prediction error on the held-out points, and
+    ``heldout_comparison`` scores the (P, t) laws beside :func:`trivial_extrapolations` on the points
+    every one of them predicts. ``shifts`` fixes the shift ``B`` of the shifted laws per target (default:
+    fitted); ``laws`` chooses among :data:`LAWS` (``linear`` is fitted whenever there is a task loss).
     """
     if not {"P", "t"} <= set(points.columns):
         raise ScalingError("points need columns 'P' and 't'")
+    laws = check_laws(laws)
     pts = points[(points["t"] > 0) & (points["P"] > 0)].reset_index(drop=True)
     targets = [c for c in (targets or TARGETS) if c in pts.columns and pts[c].notna().any()]
     if not targets:
@@ -380,23 +510,33 @@ def fit_scaling(points: pd.DataFrame, *, targets: Sequence[str] | None = None,
     train, test = pts[~mask], pts[mask]
     notes: list[str] = []
     fits: dict[str, dict[str, Fit]] = {}
+    comparison: dict[str, dict[str, dict[str, float]]] = {}
+    fitters = {"shifted": fit_shifted_power_law, "increasing": fit_increasing_power_law}
     for target in targets:
         tr = train[train[target].notna()]
         te = test[test[target].notna()]
-        got: dict[str, Fit | None] = {
-            "shifted": _try(fit_shifted_power_law, notes, f"{target}/shifted", tr["P"], tr["t"], tr[target],
-                            shift=(shifts or {}).get(target)),
-            "power": _try(fit_power_law_loglinear, notes, f"{target}/power", tr["P"], tr["t"], tr[target]),
-        }
+        shift = (shifts or {}).get(target)
+        got: dict[str, Fit | None] = {}
+        for law in laws:
+            if law == "power":
+                got[law] = _try(fit_power_law_loglinear, notes, f"{target}/power", tr["P"], tr["t"], tr[target])
+            else:
+                got[law] = _try(fitters[law], notes, f"{target}/{law}", tr["P"], tr["t"], tr[target], shift=shift)
         if "task_loss" in pts.columns and tr["task_loss"].notna().sum() >= 3:
             got["linear"] = _try(fit_linear, notes, f"{target}/linear", tr["task_loss"], tr[target])
+        law_preds: dict[str, np.ndarray] = {}
         for name, f in got.items():
             if f is None:
                 continue
             if len(te):
                 pred = f.predict(x=te["task_loss"]) if name == "linear" else f.predict(te["P"], te["t"])
                 f.heldout = prediction_errors(te[target].to_numpy(), pred)
+                if name != "linear":
+                    law_preds[name] = np.asarray(pred, float)
             fits.setdefault(target, {})[name] = f
+        if len(te) and law_preds:
+            base = trivial_extrapolations(tr, te, target, holdout)
+            comparison[target] = heldout_comparison(te[target].to_numpy(), {**law_preds, **base})
     if "task_loss" in pts.columns and train["task_loss"].notna().sum() >= 5:
         tr = train[train["task_loss"].notna()]
         f = _try(fit_shifted_power_law, notes, "task_loss/shifted", tr["P"], tr["t"], tr["task_loss"],
@@ -407,8 +547,22 @@ def fit_scaling(points: pd.DataFrame, *, targets: Sequence[str] | None = None,
                 f.heldout = prediction_errors(te["task_loss"].to_numpy(), f.predict(te["P"], te["t"]))
             fits.setdefault("task_loss", {})["shifted"] = f
     report = ScalingReport(fits=fits, holdout_rule=str(holdout), n_points=len(pts), n_heldout=int(mask.sum()),
-                           notes=notes)
+                           notes=notes, heldout_comparison=comparison)
     report.extrapolation = extrapolation_grid(report, pts, extrapolate_t, extrapolate_P)
+    return report
+
+
+def fit_scaling_by_task(points: pd.DataFrame, **kwargs: Any) -> ScalingReport:
+    """:func:`fit_scaling` on all points (the pooled report) and, when the points hold several tasks, on
+    each task's own points (``report.by_task``): the laws are laws of one fine-tuning task, so a pooled fit
+    over tasks that forget by different amounts is a description, the per-task fits the test."""
+    report = fit_scaling(points, **kwargs)
+    if "task" in points.columns and points["task"].nunique() > 1:
+        for task, g in points.groupby("task", sort=True):
+            try:
+                report.by_task[str(task)] = fit_scaling(g.reset_index(drop=True), **kwargs)
+            except ScalingError as exc:
+                report.notes.append(f"task {task}: {exc}")
     return report
 
 
@@ -425,7 +579,65 @@ def extrapolation_grid(report: ScalingReport, points: pd.DataFrame, ts: Sequence
         for t in ts:
             row = {"P": float(P), "t": float(t)}
             for target, fits in report.fits.items():
-                if "shifted" in fits:
-                    row[f"{target}_shifted"] = float(fits["shifted"].predict(P, t))
+                for name in ("shifted", "increasing"):
+                    if name in fits:
+                        row[f"{target}_{name}"] = float(fits[name].predict(P, t))
             out.append(row)
     return out
+
+
+# --------------------------------------------------------------------------- fixed criteria
+def _excludes_zero(ci: tuple[float, float] | None) -> bool:
+    return ci is not None and all(math.isfinite(v) for v in ci) and (ci[0] > 0 or ci[1] < 0)
+
+
+def judge_report(report: ScalingReport, *, target: str, law: str, baselines: Sequence[str] = BASELINES,
+                 exponent_ci: bool = True, negative_slope: bool = True) -> dict[str, Any]:
+    """The criteria on one report (one task): ``extrapolates`` — the law's held-out RMSE is below every
+    trivial rule's on the same points; ``grows`` — the fitted law rises in P and in t (``A*alpha > 0`` and
+    ``A*beta > 0``; with ``exponent_ci``, both exponents' 95% CIs exclude 0); ``inverse_linear`` — the
+    slope of forgetting on the task loss has a 95% CI below 0 (checked when ``negative_slope``). A
+    criterion that cannot be evaluated (no fit, no held-out point) is False, with a reason."""
+    out: dict[str, Any] = {"reasons": []}
+    fit = report.fits.get(target, {}).get(law)
+    comp = report.heldout_comparison.get(target, {})
+    if fit is None:
+        out["reasons"].append(f"no {law} fit of {target}")
+    rmse = {k: v.get("rmse", math.nan) for k, v in comp.items()}
+    ok = fit is not None and law in rmse and math.isfinite(rmse[law]) and all(
+        b in rmse and math.isfinite(rmse[b]) and rmse[law] < rmse[b] for b in baselines)
+    if fit is not None and not ok:
+        out["reasons"].append("held-out RMSE " + ", ".join(f"{k} {rmse.get(k, math.nan):.4g}"
+                                                           for k in [law, *baselines]))
+    out["extrapolates"] = bool(ok)
+    grows = False
+    if fit is not None:
+        a, al, be = fit.params["A"], fit.params["alpha"], fit.params["beta"]
+        grows = a * al > 0 and a * be > 0
+        if exponent_ci:
+            grows = grows and _excludes_zero(fit.ci95.get("alpha")) and _excludes_zero(fit.ci95.get("beta"))
+        if not grows:
+            out["reasons"].append(f"A={a:.3g}, alpha={al:.3g} {fit.ci95.get('alpha')}, beta={be:.3g} "
+                                  f"{fit.ci95.get('beta')}")
+    out["grows"] = bool(grows)
+    if negative_slope:
+        lin = report.fits.get(target, {}).get("linear")
+        neg = lin is not None and math.isfinite(lin.ci95["c"][1]) and lin.ci95["c"][1] < 0
+        if not neg:
+            out["reasons"].append("no linear fit" if lin is None else f"slope c CI {lin.ci95['c']}")
+        out["inverse_linear"] = bool(neg)
+    return out
+
+
+def judge_laws(reports: dict[str, ScalingReport], *, target: str, law: str, baselines: Sequence[str] = BASELINES,
+               exponent_ci: bool = True, negative_slope: bool = True, min_tasks: int = 1) -> dict[str, Any]:
+    """:func:`judge_report` on each task's report; a criterion holds when it holds on at least
+    ``min_tasks`` tasks, and ``supported`` when every criterion holds."""
+    per = {task: judge_report(r, target=target, law=law, baselines=baselines, exponent_ci=exponent_ci,
+                              negative_slope=negative_slope) for task, r in reports.items()}
+    names = ["extrapolates", "grows"] + (["inverse_linear"] if negative_slope else [])
+    counts = {n: sum(bool(v[n]) for v in per.values()) for n in names}
+    holds = {n: counts[n] >= min_tasks for n in names}
+    return {"target": target, "law": law, "baselines": list(baselines), "min_tasks": min_tasks,
+            "n_tasks": len(per), "tasks_meeting": counts, "holds": holds,
+            "supported": bool(per) and all(holds.values()), "per_task": per}

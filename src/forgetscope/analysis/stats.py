@@ -257,3 +257,61 @@ def paired_tests(per_run: pd.DataFrame, comparisons: list[tuple[str, str]], metr
                 tests.loc[at, f"{col}_holm"] = holm(tests.loc[at, col].to_numpy())
     return tests
 
+
+
+def matched_contrast(per_run: pd.DataFrame, arm: str, base: str, *, metric: str = "forgetting_heldout",
+                     covariate: str = "task_loss_after", alternative: str = "less",
+                     confidence: float = 0.95) -> dict[str, Any]:
+    """The difference ``arm − base`` in ``metric`` at a matched ``covariate`` (e.g. forgetting at equal task
+    loss), over tasks.
+
+    Per task (seeds averaged, as in :func:`task_means`), ``d_m`` is the metric's difference and ``d_c`` the
+    covariate's. Ordinary least squares over tasks, ``d_m = gamma + b * d_c``: ``gamma`` is the difference
+    where the arm reaches the base's covariate (``d_c = 0``), ``b`` how the metric moves with the covariate,
+    assumed common to the tasks. ``gamma`` is tested with a t-test on ``n_tasks − 2`` degrees of freedom,
+    one-sided when ``alternative`` is ``less`` or ``greater``. Needs 3 tasks; when ``d_c`` does not vary,
+    ``b`` is unidentified and ``gamma`` is the mean difference (``n − 1`` degrees of freedom, noted).
+    When 0 lies outside the observed ``d_c``, ``gamma`` is an extrapolation, and ``note`` says so.
+    """
+    from scipy import stats
+
+    if alternative not in ("less", "greater", "two-sided"):
+        raise ValueError(f"alternative must be less, greater or two-sided, got {alternative!r}")
+    m_a, m_b = task_means(per_run, arm, base, metric)
+    c_a, c_b = task_means(per_run, arm, base, covariate)
+    dm, dc = np.subtract(m_a, m_b), np.subtract(c_a, c_b)
+    ok = np.isfinite(dm) & np.isfinite(dc)
+    dm, dc = dm[ok], dc[ok]
+    n = len(dm)
+    out: dict[str, Any] = {"arm": arm, "base": base, "metric": metric, "covariate": covariate,
+                           "alternative": alternative, "n_tasks": n, "mean_diff": float(np.mean(dm)) if n else np.nan,
+                           "gamma": np.nan, "se": np.nan, "ci_low": np.nan, "ci_high": np.nan, "p": np.nan,
+                           "slope": np.nan, "covariate_diff_range": [float(dc.min()), float(dc.max())] if n else None,
+                           "note": ""}
+    if n < 3:
+        out["note"] = f"not testable: {n} tasks (needs 3)"
+        return out
+    notes = []
+    if np.ptp(dc) > 0:
+        X = np.column_stack([np.ones(n), dc])
+        coef, *_ = np.linalg.lstsq(X, dm, rcond=None)
+        dof = n - 2
+        resid = dm - X @ coef
+        cov = float(resid @ resid) / dof * np.linalg.inv(X.T @ X)
+        gamma, se, out["slope"] = float(coef[0]), float(np.sqrt(cov[0, 0])), float(coef[1])
+        if not dc.min() <= 0 <= dc.max():
+            notes.append("matched point extrapolated: every task's covariate difference has one sign")
+    else:
+        dof = n - 1
+        gamma, se = float(np.mean(dm)), float(np.std(dm, ddof=1) / np.sqrt(n))
+        notes.append("covariate difference constant: gamma is the mean difference")
+    q = float(stats.t.ppf(0.5 + confidence / 2, dof))
+    out.update(gamma=gamma, se=se, ci_low=gamma - q * se, ci_high=gamma + q * se, dof=dof)
+    if se > 0:
+        tstat = gamma / se
+        out["p"] = float(stats.t.cdf(tstat, dof) if alternative == "less" else stats.t.sf(tstat, dof)
+                         if alternative == "greater" else 2 * stats.t.sf(abs(tstat), dof))
+    else:
+        notes.append("not testable: the differences fit the line exactly")
+    out["note"] = "; ".join(notes)
+    return out

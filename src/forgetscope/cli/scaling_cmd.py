@@ -17,7 +17,8 @@ def _fmt_ci(ci) -> str:
 @app.command()
 def scaling(
     config: Path = typer.Argument(..., help="scaling sweep YAML (see configs/scaling_demo.yaml)"),
-    output: Path | None = typer.Option(None, help="results directory (default: the config's output)"),
+    output: Path | None = typer.Option(None, "--output", "-o",
+                                       help="results directory (default: the config's output)"),
     overwrite: bool = typer.Option(False, help="replace results of a different config"),
     refit: bool = typer.Option(False, help="only refit the laws to the finished runs (no training)"),
     holdout: str | None = typer.Option(None, help="held-out points: none, largest_t, largest_p or random"),
@@ -51,6 +52,14 @@ def scaling(
                           "—" if extra is None else f"{extra:.4g}", f"{f.goodness.get('r2', float('nan')):.3f}",
                           f"{f.heldout.get('rmse', float('nan')):.3g}")
     console.print(table)
+    for target, comp in report.heldout_comparison.items():
+        scores = ", ".join(f"{name} {e['rmse']:.3g}" for name, e in comp.items())
+        console.print(f"held-out RMSE of {target} on the same {next(iter(comp.values()))['n']} points: {scores}")
+    if report.criteria:
+        c = report.criteria
+        met = ", ".join(f"{k} {v}/{c['n_tasks']}" for k, v in c["tasks_meeting"].items())
+        console.print(f"criteria ({c['law']} law on {c['target']}, at least {c['min_tasks']} tasks): {met} -> "
+                      f"{'supported' if c['supported'] else 'not supported'}")
     for note in report.notes:
         console.print(f"[yellow]note:[/] {note}")
     console.print(f"wrote {paths['fit'].parent}")
