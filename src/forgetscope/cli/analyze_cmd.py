@@ -10,7 +10,7 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from forgetscope.cli.app import app, console, old_out_option, option_alias
+from forgetscope.cli.app import app, console, emit_json, json_mode, old_out_option, option_alias
 from forgetscope.store import ForgettingMatrix
 from forgetscope.store.io import write_csv, write_json
 
@@ -58,7 +58,7 @@ def _print_null(matrix: ForgettingMatrix, max_rank: int, out_dir: Path) -> dict:
     table = Table(title="null control: a random update of each run's size", caption="residual: F minus each "
                   "run's affine fit on the mean null row (the task-specific part)")
     for col in ("k", "R²(k) F", "R²(k) null", "R²(k) residual"):
-        table.add_column(col, justify="right")
+        table.add_column(col, justify="right", overflow="fold")
     for row in nc.rank_table().itertuples():
         table.add_row(str(row.k), f"{row.r2:.4f}", f"{row.r2_null:.4f}", f"{row.r2_residual:.4f}")
     console.print(table)
@@ -101,7 +101,7 @@ def _print_marginals(mr: MarginalReport, out_dir: Path) -> dict:
                       caption="band: central 95 % of the shuffles; interaction: double-centred F, "
                               "R² relative to its own variance")
         for col in ("k", "global", "shuffles", "reference", "shuffles", "interaction", "shuffles"):
-            table.add_column(col, justify="right")
+            table.add_column(col, justify="right", overflow="fold")
         bands = {m: p.band(m) for m in p.observed}
         inter = mr.interaction
         for i in range(len(p.observed["global"])):
@@ -140,26 +140,37 @@ def analyze(
     categories: Path | None = typer.Option(None, help="records file (JSONL/CSV/...) with an id and a category "
                                            "or source per upstream example, when the sweep's upstream table "
                                            "has neither column"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON document (analysis.json with the kind "
+                                 "and output folder) on stdout; tables and info go to stderr"),
 ) -> None:
     """SVD spectrum, R²(k) (global and reference metrics) against within-row shuffles, the variance split and
     the interaction, additive and multiplicative fits, forgetting-vs-learning correlation."""
     from forgetscope.analysis import lowrank, plots
     from forgetscope.analysis.marginals import marginal_analysis
+    from forgetscope.errors import DataError
+    from forgetscope.store.io import check_output_dir
 
+    json_mode(as_json)
+    out_dir = option_alias(output, out, old="--out", new="--output")
+    if out_dir is not None:
+        check_output_dir(out_dir)  # a file or a read-only folder: refused before the matrix is read
     matrix, kind = load_kind(source, kind)
+    if matrix.shape[0] < 2:
+        raise DataError(f"analyze needs at least 2 rows (runs) to compare; {source} has {matrix.shape[0]} "
+                        f"for kind {kind}")
+    out_dir = check_output_dir(out_dir or default_out(source, "analysis", kind))
     k = min(max_rank, *matrix.shape)
     report = lowrank.analyze(matrix, max_rank=k, order_by=order_by)  # type: ignore[arg-type]
     column, labels = read_categories(categories, matrix.col_names) if categories else ("category", None)
     marginals = marginal_analysis(matrix, max_rank=k, categories=labels, category_column=column,
                                   n_shuffles=shuffles, seed=seed)
-    out_dir = option_alias(output, out, old="--out", new="--output") or default_out(source, "analysis", kind)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     m, n = report.shape
     console.print(f"[bold]{m} tasks x {n} {kind} examples[/], {report.missing_fraction:.1%} missing")
     table = Table(title="low-rank structure")
     for col in ("k", "singular value", "energy share", "R²(k) global", "R²(k) reference"):
-        table.add_column(col, justify="right")
+        table.add_column(col, justify="right", overflow="fold")
     r2 = report.r2_table()
     for row in r2.itertuples():
         table.add_row(str(row.k), f"{row.singular_value:.4g}", f"{row.energy_share:.3f}", f"{row.r2:.4f}",
@@ -169,7 +180,7 @@ def analyze(
     console.print(table)
     fits = Table(title="models")
     fits.add_column("model")
-    fits.add_column("R²", justify="right")
+    fits.add_column("R²", justify="right", overflow="fold")
     fits.add_row("additive  μ + a_i + b_j", f"{report.additive.r2:.4f}")
     fits.add_row("multiplicative  α_i β_j", f"{report.multiplicative.r2:.4f}")
     console.print(fits)
@@ -191,3 +202,5 @@ def analyze(
                             matrix.row_names)
         plots.write_spectrum_r2(report, out_dir / "spectrum_r2.png")
     console.print(f"wrote {out_dir}")
+    if as_json:
+        emit_json({"source": str(source), "kind": kind, "output": str(out_dir), **result})

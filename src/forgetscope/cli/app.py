@@ -8,12 +8,15 @@ exit 2, as any click program does.
 
 from __future__ import annotations
 
+import errno
+import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.markup import escape
 
 from forgetscope.errors import ForgetscopeError
@@ -25,10 +28,33 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+#: Width of tables and lines written to a pipe or file (no terminal to fit): wide enough that no column of a
+#: table is cut; ``COLUMNS`` still sets the width when given.
+PIPED_WIDTH = 200
+
+
+class _Console(Console):
+    """A rich console that, writing to a pipe or file, lays out at :data:`PIPED_WIDTH` rather than 80 columns,
+    so piped tables keep every column and every digit."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = super().size
+        if self._width is None and not self.is_terminal and size.width < PIPED_WIDTH:
+            return ConsoleDimensions(PIPED_WIDTH, size.height)
+        return size
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)  # type: ignore[attr-defined]
+
+
+console = _Console()
+err_console = _Console(stderr=True)
 
 EXIT_USER_ERROR = 2
+#: Errors of the user's file system, not of forgetscope: a read-only place, a file where a folder must go.
+PATH_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.EEXIST, errno.ENOTDIR, errno.EISDIR})
 EXIT_INTERRUPTED = 130
 PROG_NAME = "forgetscope"
 
@@ -100,6 +126,34 @@ def option_alias(value: Any, old_value: Any, *, old: str, new: str) -> Any:
     return old_value
 
 
+def json_mode(enabled: bool) -> None:
+    """With ``--json`` stdout carries one JSON document only: tables and info lines go to stderr until the
+    command returns (:func:`run_app` restores stdout)."""
+    if enabled:
+        console.file = sys.stderr
+
+
+def _plain(obj: Any) -> Any:
+    """``obj`` with NaN and infinities as null (strict JSON) and numpy values as Python ones."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):  # numpy scalars and arrays
+        return _plain(obj.tolist())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def emit_json(doc: Any) -> None:
+    """Write ``doc`` to stdout as one JSON document (NaN as null), the whole of a ``--json`` command's stdout."""
+    sys.stdout.write(json.dumps(_plain(doc), indent=2) + "\n")
+    sys.stdout.flush()
+
+
 def fail(message: str) -> None:
     """Print one error line and exit non-zero (for checks made inside command wrappers)."""
     raise ForgetscopeError(message)
@@ -121,8 +175,12 @@ def run_app(argv: list[str] | None = None) -> int:
                           "run the same command again to resume", highlight=False, soft_wrap=True)
         return EXIT_INTERRUPTED
     except OSError as exc:
-        if exc.errno == 28:  # ENOSPC
+        if exc.errno == errno.ENOSPC:
             err_console.print(f"[bold red]error:[/] disk full while writing: {exc.filename or exc}",
+                              highlight=False, soft_wrap=True)
+            return EXIT_USER_ERROR
+        if exc.errno in PATH_ERRNOS and exc.filename:  # a read-only or misplaced path no check caught first
+            err_console.print(f"[bold red]error:[/] {escape(str(exc.filename))}: {exc.strerror}",
                               highlight=False, soft_wrap=True)
             return EXIT_USER_ERROR
         raise
@@ -137,6 +195,8 @@ def run_app(argv: list[str] | None = None) -> int:
             exc.show()  # type: ignore[attr-defined]
             return int(exc.exit_code)  # type: ignore[attr-defined]
         raise
+    finally:
+        console.file = None  # type: ignore[assignment]  # stdout again after a --json command (json_mode)
     return 0
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from forgetscope.cli.app import app, console, fail, old_out_option, option_alias
+from forgetscope.cli.app import app, console, emit_json, fail, json_mode, old_out_option, option_alias
 
 
 def _fmt(x: float, spec: str = ".3f") -> str:
@@ -42,8 +42,11 @@ def forecast(
     interval_kind: str = typer.Option("normalized", "--interval",
                                       help="normalized (the half-width scales with the RMS of the row's probe "
                                            "residuals) or absolute (one half-width for every row)"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON document (forecast.json: predictor, cost, "
+                                 "top examples, verify scores) on stdout; tables and info go to stderr"),
 ) -> None:
     """Evaluate a fine-tuned model on --probe upstream examples and predict its forgetting on the rest."""
+    json_mode(as_json)
     out = option_alias(output, out, old="--out", new="--output")
     if null_control and task is None:
         fail("--null-control perturbs the update of a run trained here: use it with --task")
@@ -71,7 +74,7 @@ def forecast(
     if result.selection is not None:
         sel = Table(title="predictor choice: task-grouped CV on the known rows (mean ± sd over draws)")
         for c in ("predictor", "RMSE", "Pearson", "F1(τ)"):
-            sel.add_column(c, justify="left" if c == "predictor" else "right")
+            sel.add_column(c, justify="left" if c == "predictor" else "right", overflow="fold")
         for row in result.selection.to_dict("records"):
             sel.add_row(str(row["predictor"]), f"{_fmt(row['rmse'], '.4f')} ± {_fmt(row['rmse_sd'], '.4f')}",
                         _fmt(row["pearson"]), _fmt(row["f1"]))
@@ -83,7 +86,7 @@ def forecast(
     table = Table(title=f"top {top} predicted forgotten examples (F = loss increase, nats; {band})")
     for c in ("rank", "example", "F", "interval" if has_interval else "±", "source", "text"):
         table.add_column(c, justify="left" if c in ("example", "source", "text") else "right",
-                         overflow="fold" if c == "text" else "ellipsis")
+                         overflow="fold")
     for row in result.top(top).to_dict("records"):
         spread = (f"[{row['lower']:+.3f}, {row['upper']:+.3f}]" if has_interval else _fmt(row["uncertainty"]))
         table.add_row(str(row["rank"]), str(row["example_id"]), f"{row['forgetting']:+.3f}", spread,
@@ -94,7 +97,7 @@ def forecast(
                           f"examples (forgotten = F > τ = {result.settings['tau']:.3g})")
         k = int(result.verify["k"].iloc[0])
         for c in ("method", "RMSE", "Pearson", "Spearman", "F1(τ)", f"P@{k}", f"overlap@{k}"):
-            ver.add_column(c, justify="left" if c == "method" else "right")
+            ver.add_column(c, justify="left" if c == "method" else "right", overflow="fold")
         for row in result.verify.to_dict("records"):
             ver.add_row(str(row["method"]), _fmt(row.get("rmse", float("nan")), ".4f"),
                         _fmt(row.get("pearson", float("nan"))), _fmt(row.get("spearman", float("nan"))),
@@ -114,3 +117,7 @@ def forecast(
                 console.print("the same interval on the known tasks, each held out in turn: "
                               + coverage_text(*(held[k] for k in parts), interval["coverage"]), highlight=False)
     console.print(f"wrote {result.paths['table']} and {result.paths['summary'].name}")
+    if as_json:
+        import json
+
+        emit_json({"table": str(result.paths["table"]), **json.loads(result.paths["summary"].read_text())})

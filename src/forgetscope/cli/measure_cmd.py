@@ -3,11 +3,38 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
-from forgetscope.cli.app import app, console, err_console
+from forgetscope.cli.app import app, console, emit_json, err_console, json_mode
+
+if TYPE_CHECKING:
+    from forgetscope.experiments.measure import MeasureResult
+
+
+def _json_doc(result: MeasureResult, kinds: list[str], top: int) -> dict:
+    """Per kind, each fine-tune's mean F, share F>0 and max F (the summary table's numbers) and its ``top``
+    most forgotten examples."""
+    import warnings
+
+    import numpy as np
+
+    from forgetscope.measure.forgetting import forgotten_share
+
+    doc: dict = {"output": str(result.path), "measured": result.measured, "resumed": result.resumed,
+                 "notes": result.notes, "kinds": {}}
+    for k in kinds:
+        sub = result.matrix.select_kind(k)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a row with no measured entry gives NaN (null)
+            rows = [{"finetune": name, "mean_forgetting": float(np.nanmean(row)), "share_forgotten": forgotten_share(row),
+                     "max_forgetting": float(np.nanmax(row)), "n_measured": int(np.isfinite(row).sum())}
+                    for name, row in zip(sub.row_names, sub.values, strict=True)]
+        shown = result.top(top, kind=None if k == "all" else k)
+        doc["kinds"][k] = {"summary": rows, "top": shown.to_dict("records")}
+    return doc
 
 
 @app.command()
@@ -31,12 +58,15 @@ def measure(
     top: int = typer.Option(10, min=1, help="how many of each fine-tune's most forgotten texts to print"),
     kind: str | None = typer.Option(None, help="print only this kind: lm or instruction (default: each kind present)"),
     overwrite: bool = typer.Option(False, help="replace an output that holds other measurements"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON document (per fine-tune summary and top "
+                                 "forgotten examples, per kind) on stdout; tables and info go to stderr"),
 ) -> None:
     """Measure existing fine-tunes (checkpoints or LoRA adapters) against their base on an upstream set."""
     from forgetscope.cli.run_cmd import report_kinds, summary_table
     from forgetscope.data.types import check_kind
     from forgetscope.experiments.measure import build_config, measure_finetunes
 
+    json_mode(as_json)
     if kind is not None:
         check_kind(kind)
     cfg = build_config(config, models=model, adapters=adapter, base=base, output=output, device=device)
@@ -59,7 +89,7 @@ def measure(
                                 "nats/token; + = forgotten)")
             for c in ("rank", "example", "F", "before→after", "text"):
                 table.add_column(c, justify="left" if c in ("example", "text") else "right",
-                                 overflow="fold" if c == "text" else "ellipsis")
+                                 overflow="fold")
             for r in rows.to_dict("records"):
                 table.add_row(str(r["rank"]), str(r["example_id"]), f"{r['forgetting']:+.3f}",
                               f"{r['loss_before']:.3f}→{r['loss_after']:.3f}", str(r["text"]))
@@ -67,3 +97,5 @@ def measure(
     console.print(f"[bold green]results:[/] {result.path}  ({len(result.measured)} measured now, "
                   f"{matrix.shape[0]} fine-tunes x {matrix.shape[1]} upstream examples; read it with "
                   "forgetscope analyze / predict / report)", highlight=False)
+    if as_json:
+        emit_json(_json_doc(result, report_kinds(matrix, kind), top))

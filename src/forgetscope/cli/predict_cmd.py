@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from forgetscope.cli.analyze_cmd import KIND_HELP, default_out, load_kind
-from forgetscope.cli.app import app, console, old_out_option, option_alias
+from forgetscope.cli.app import app, console, emit_json, json_mode, old_out_option, option_alias
 
 
 def _fmt(x: float, spec: str = ".4f") -> str:
@@ -110,12 +110,15 @@ def predict(
         None, "--noise-floor/--no-noise-floor",
         help="each task's noise floor from its seeds and the share of the gap additive → floor each predictor "
              "closes (default: where tasks have several seeds; --noise-floor requires them)"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON document (the summary rows, protocol, "
+                                 "paired task tests) on stdout; tables and info go to stderr"),
 ) -> None:
     """Predict held-out tasks' rows from probe sets (task-grouped CV or fixed/out-of-domain splits), against `additive`."""
     from forgetscope.analysis import plots
     from forgetscope.predict import evaluate, noise_margin
     from forgetscope.predict.evaluate import prediction_matrix
 
+    json_mode(as_json)
     matrix, kind = load_kind(source, kind or ("instruction" if binary else None))
     matrix = prediction_matrix(matrix, binary=binary)
     threshold = tau if binary or tau is not None else noise_margin(matrix)[0]  # the logistic predictor's cut
@@ -148,7 +151,7 @@ def predict(
         if k0:
             cols += [f"P@{k0}", f"R@{k0}"]
     for c in cols:
-        table.add_column(c, justify="left" if c == "method" else "right")
+        table.add_column(c, justify="left" if c == "method" else "right", overflow="fold")
     for row in summary.to_dict("records"):
         cells = [str(row["method"]), f"{row['probe_size']} ({row['probe_frac']:.1%})", f"{row['inference_skipped']:.1%}"]
         if binary:
@@ -191,3 +194,12 @@ def predict(
         curves = result.curves[result.curves["probe_frac"] == result.curves["probe_frac"].max()]
         plots.write_precision_curves(curves, out_dir / "precision_at_k.png")
     console.print(f"wrote {paths['cv'].parent}")
+    if as_json:
+        import json
+
+        doc = {"source": str(source), "kind": kind, "output": str(paths["cv"].parent),
+               "summary": json.loads(paths["json"].read_text()), "protocol": json.loads(paths["protocol"].read_text()),
+               "task_tests": tests.to_dict("records")}
+        if "gap_json" in paths:
+            doc["gap_summary"] = json.loads(paths["gap_json"].read_text())
+        emit_json(doc)
