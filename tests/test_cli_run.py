@@ -180,3 +180,55 @@ def test_the_demo_prints_a_summary_per_task_family(tiny_dir, tiny_data, tmp_path
     assert run_app(["run", str(_write(tmp_path, data))]) == 0
     out = capsys.readouterr().out
     assert "per task family" in out and "plain_text" in out and "instruction" in out
+
+
+def _files(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def test_run_check_prints_the_plan_and_writes_nothing(tiny_dir, tiny_data, tmp_path, capsys, monkeypatch):
+    import forgetscope.models
+
+    def no_weights(*args, **kwargs):
+        raise AssertionError("run --check loaded the model's weights")
+
+    monkeypatch.setattr(forgetscope.models, "load_model", no_weights)
+    data = {**sweep_config_dict(tiny_dir, tiny_data, tmp_path / "out"), "seeds": [0, 1]}
+    data["tasks"][1]["seeds"] = [3]  # a task with its own seeds
+    cfg = _write(tmp_path, data)
+    before = _files(tmp_path)
+    assert run_app(["run", str(cfg), "--check"]) == 0
+    out = " ".join(capsys.readouterr().out.replace("│", " ").split())  # the task table's cells, space-separated
+    assert f"{cfg}: ok" in out and "plan: 3 run(s) = 2 task(s), 3 seed(s) in all (some tasks set their own)" in out
+    assert "upstream: 12 lm + 1 instruction example(s)" in out and "full fine-tuning, 3 steps" in out
+    assert f"output: {tmp_path / 'out'} — a new sweep directory" in out
+    assert "code plain_text 9 3 0, 1 2" in out and "qa instruction 9 3 3 1" in out  # name, family, sizes, seeds, runs
+    assert _files(tmp_path) == before and not (tmp_path / "out").exists()
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "notes.txt").write_text("not a sweep")
+    before = _files(tmp_path)
+    assert run_app(["run", str(cfg), "-o", str(elsewhere), "--check"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "exists and is not a sweep; run would refuse without --overwrite" in out
+    assert _files(tmp_path) == before
+
+
+def test_run_check_refuses_a_bad_config_in_one_line(tiny_dir, tiny_data, tmp_path, capsys):
+    data = {**sweep_config_dict(tiny_dir, tiny_data, tmp_path / "out"), "strategy": "nope"}
+    before = _files(tmp_path)
+    assert run_app(["run", str(_write(tmp_path, data)), "--check"]) == 2
+    assert "nope" in _error_line(capsys)
+    assert _files(tmp_path) == before + ["sweep.yaml"]
+
+
+@pytest.mark.parametrize("command", ["run", "demo", "scaling", "sharpness"])
+def test_output_has_the_short_flag_o(command):
+    import typer
+
+    from forgetscope.cli import app
+
+    group = typer.main.get_command(app)
+    params = {p.name: p for p in group.get_command(None, command).params}
+    assert {"--output", "-o"} <= set(params["output"].opts)

@@ -11,9 +11,11 @@ import pytest
 
 from forgetscope.report import build_report, collect_sections
 from forgetscope.report.demo import write_demo_sweep
+from forgetscope.report.sortable import SCRIPT
 from forgetscope.store import SweepLayout
 
-ALL_SECTIONS = ["provenance", "runs", "heatmap", "examples", "lowrank", "fits", "prediction", "strategies", "scaling", "sharpness"]
+ALL_SECTIONS = ["headline", "runs", "heatmap", "examples", "lowrank", "fits", "prediction", "strategies", "scaling",
+                "sharpness", "provenance"]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
@@ -28,7 +30,13 @@ def demo_report(tmp_path_factory):
 
 
 def _section_ids(html):
-    return re.findall(r'<section id="([a-z]+)">', html)
+    return re.findall(r'<section id="([a-z]+)"[^>]*>', html)
+
+
+def _scripts(html):
+    """The content of every <script> element of a page; a script element with attributes (e.g. src) fails."""
+    assert re.findall(r"<script[^>]*>", html) == ["<script>"] * html.count("<script")
+    return re.findall(r"<script>(.*?)</script>", html, re.S)
 
 
 def test_demo_sweep_report_has_every_section_and_is_self_contained(demo_report):
@@ -42,7 +50,7 @@ def test_demo_sweep_report_has_every_section_and_is_self_contained(demo_report):
         assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
     assert html.count("<b>Reading:</b>") == len(imgs)  # each figure has its one-line reading
     assert not re.search(r'(src|href)="(https?:)?//', html)  # nothing fetched from a network
-    assert "<script" not in html
+    assert _scripts(html) == [SCRIPT]  # the one script: the table sorter, allowed by its hash
     assert "Sections left out" not in html
 
 
@@ -50,7 +58,7 @@ def test_sections_without_data_are_left_out(tmp_path):
     sweep = tmp_path / "bare"
     write_demo_sweep(sweep, n_examples=40, tasks=("a", "b"), seeds=(0,), strategies=("plain",), extras=False)
     html = build_report(sweep, tmp_path / "out.html", predict=False, strict=True).read_text()
-    assert _section_ids(html) == ["provenance", "runs", "heatmap", "examples", "lowrank", "fits"]
+    assert _section_ids(html) == ["headline", "runs", "heatmap", "examples", "lowrank", "fits", "provenance"]
     assert "Sections left out (no data)" in html and "no sharpness.parquet" in html
 
 
@@ -103,7 +111,7 @@ def test_compare_summary_at_the_layout_path_gives_the_strategies_section(tmp_pat
     assert kinds == ["figure", "table"]
     reading = sec.blocks[0]["figure"].reading
     assert "'replay-random' forgets least" in reading
-    assert "Holm-adjusted; column 'p_wilcoxon_holm'): replay-random." in reading
+    assert "Holm-adjusted; column 'p Wilcoxon (Holm)'): replay-random." in reading
     assert "replay-random" in sec.blocks[1]["html"]
     html = build_report(sweep, predict=False, strict=True).read_text()
     assert "strategies" in _section_ids(html)
@@ -278,7 +286,8 @@ def test_report_of_a_real_tiny_sweep(tiny_dir, tiny_data, tmp_path):
     out = tmp_path / "sweep"
     run_sweep(parse_config(sweep_config_dict(tiny_dir, tiny_data, out)))
     html = build_report(out, strict=True).read_text()
-    assert _section_ids(html) == ["provenance", "runs", "heatmap", "examples", "lowrank", "fits"]  # 2 runs: nothing to predict
+    assert _section_ids(html) == ["headline", "runs", "heatmap", "examples", "lowrank", "fits",
+                                  "provenance"]  # 2 runs: nothing to predict
     assert "Full sweep config" in html and "transformers" in html  # provenance from the real manifest
 
 
@@ -320,7 +329,7 @@ def test_report_renders_in_headless_chromium(demo_report, tmp_path):
     # 2. every section is in the DOM and every image decodes: a probe script (in a test copy only, the report
     #    itself has no script) counts images with a natural width
     probe = tmp_path / "probe.html"
-    probe.write_text(html.replace("script-src 'none'", "script-src 'unsafe-inline'").replace(
+    probe.write_text(re.sub(r"script-src [^;\"]+", "script-src 'unsafe-inline'", html).replace(
         "</body>", "<script>window.addEventListener('load', () => { const im = [...document.images];"
                    " document.title = 'decoded:' + im.filter(i => i.complete && i.naturalWidth > 0).length"
                    " + '/' + im.length; });</script></body>"))
@@ -343,12 +352,12 @@ def test_report_has_a_section_set_per_kind(tiny_dir, tiny_data, tmp_path, capsys
     html = build_report(out, strict=True).read_text()
     ids = re.findall(r'<section id="([a-z-]+)">', html)
     # lm (the default kind) first with the plain ids, then the instruction columns (1 example: no spectrum)
-    assert ids == ["provenance", "runs", "heatmap", "examples", "lowrank", "fits", "heatmap-instruction",
-                   "examples-instruction"]
+    assert ids == ["headline", "runs", "heatmap", "examples", "lowrank", "fits", "heatmap-instruction",
+                   "examples-instruction", "provenance"]
     assert "Forgetting heat map — plain text (lm)" in html and "Forgetting heat map — prompt/response" in html
     assert "12 lm, 1 instruction" in html and "share F&gt;0 (instruction)" in html
     only = build_report(out, tmp_path / "inst.html", strict=True, kind="instruction").read_text()
-    assert re.findall(r'<section id="([a-z-]+)">', only) == ["provenance", "runs", "heatmap", "examples"]
+    assert re.findall(r'<section id="([a-z-]+)">', only) == ["headline", "runs", "heatmap", "examples", "provenance"]
     assert run_app(["report", str(out), "--kind", "all", "-o", str(tmp_path / "all.html")]) == 0
     assert "kinds: all" in capsys.readouterr().out
 
@@ -429,7 +438,7 @@ def test_examples_section_escapes_texts_and_shows_pairs(tmp_path):
                        "text": [evil, "plain text", "third"], "loss_before": 3.0})
     F = np.tile([1.0, 0.5, 0.2], (6, 1))
     html = build_report(_text_sweep(tmp_path / "s", up, F), predict=False, strict=True).read_text()
-    assert "<script" not in html and "<b>bold</b>" not in html
+    assert _scripts(html) == [SCRIPT] and "<b>bold</b>" not in html
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; &lt;b&gt;bold&lt;/b&gt;" in html
 
     pairs = pd.DataFrame({"example_id": ["p0", "p1"], "kind": ["instruction"] * 2, "text": [None, None],
@@ -577,8 +586,9 @@ def test_heat_map_has_a_hoverable_svg_with_a_tooltip_per_cell(tmp_path, monkeypa
     sweep = _hover_sweep(tmp_path / "s")
     sections, _, _ = collect_sections(sweep, predict=False, strict=True)
     heat = next(s for s in sections if s.key == "heatmap")
-    assert [b["kind"] for b in heat.blocks] == ["figure", "hover"]  # the PNG stays, the SVG follows it
-    svg = heat.blocks[1]["svg"]
+    # the PNG, the table of its largest entries, then the SVG
+    assert [b["kind"] for b in heat.blocks] == ["figure", "table", "hover"]
+    svg = heat.blocks[2]["svg"]
     tips = _hover_tooltips(svg)
     assert len(tips) == 36 and set(tips) == _expected_tooltips(sweep)
     assert "run b__plain__s0 (task b)\nexample e0\nF = 2\n“the quick brown fox jumps over the lazy…”" in tips
@@ -592,13 +602,13 @@ def test_heat_map_has_a_hoverable_svg_with_a_tooltip_per_cell(tmp_path, monkeypa
     assert not re.search(r"\b(href|src|id)=", svg)  # nothing referenced, nothing to collide with another section
     html = build_report(sweep, predict=False, strict=True).read_text()
     section = html[html.index('<section id="heatmap">'):html.index('<section id="examples">')]
-    assert '<details class="hover" open>' in section and svg in section and "<script" not in html
+    assert '<details class="hover" open>' in section and svg in section and _scripts(html) == [SCRIPT]
 
     monkeypatch.setattr(hover, "MAX_ROWS", 5)  # more runs than the hoverable map takes: a line says so
     sections, _, _ = collect_sections(sweep, predict=False, strict=True)
     heat = next(s for s in sections if s.key == "heatmap")
-    assert [b["kind"] for b in heat.blocks] == ["figure", "text"]
-    assert heat.blocks[1]["text"].startswith("The hoverable version of this map is drawn for at most 5 runs")
+    assert [b["kind"] for b in heat.blocks] == ["figure", "table", "text"]
+    assert heat.blocks[2]["text"].startswith("The hoverable version of this map is drawn for at most 5 runs")
 
 
 def _forecast_sweep(path, n=40):
@@ -635,7 +645,7 @@ def test_prediction_section_lists_a_stored_forecasts_top_predicted_forgotten_tex
     top = top[top["forgetting"] > 0]
     assert [r[1] for r in rows] == top["example_id"].tolist() and [int(r[0]) for r in rows] == top["rank"].tolist()
     assert [r[-1] for r in rows] == [f"upstream text {int(e[1:])} <i>" for e in top["example_id"]]
-    assert [float(r[2]) for r in rows] == pytest.approx(top["forgetting"].tolist(), rel=1e-3)
+    assert [float(r[2]) for r in rows] == pytest.approx(top["forgetting"].tolist(), rel=5e-3)  # 3 digits
     source = dict(zip(top["example_id"], top["observed"]))
     assert [r[-2] for r in rows] == ["measured (probe)" if source[r[1]] else "predicted" for r in rows]
     assert "90% interval" in tables[0]["html"] and "&lt;i&gt;" in tables[0]["html"]
@@ -680,7 +690,7 @@ def test_hover_tooltips_are_in_the_dom_chromium_renders(tmp_path):
                     tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
     dom = res.stdout
-    assert "<script" not in dom and _section_ids(dom)[:4] == ["provenance", "runs", "heatmap", "examples"]
+    assert _scripts(dom) == [SCRIPT] and _section_ids(dom)[:4] == ["headline", "runs", "heatmap", "examples"]
     svg = dom[dom.index('<svg class="hover"'):]
     assert set(_hover_tooltips(svg)) == _expected_tooltips(sweep)  # one <title> per cell, as the parser built them
     assert [ln for ln in res.stderr.splitlines() if ":CONSOLE" in ln or "Uncaught" in ln] == []
@@ -691,3 +701,182 @@ def test_hover_tooltips_are_in_the_dom_chromium_renders(tmp_path):
                        .replace("</body>", '<img src="http://127.0.0.1:9/probe.png" alt=""></body>'))
     res = _chromium([f"--log-net-log={tmp_path / 'control.json'}", "--dump-dom", control.as_uri()], tmp_path)
     assert res.returncode == 0 and _page_requests(tmp_path / "control.json") == ["http://127.0.0.1:9/probe.png"]
+
+
+# ---- what was found (the headline) ----------------------------------------------------------------
+
+
+def test_headline_leads_with_each_tasks_forgetting_texts_and_controls(tmp_path):
+    from forgetscope.report.sections.headline import task_table
+    from forgetscope.store import load_forgetting
+    from forgetscope.store.io import write_npy
+
+    n = 40
+    up = pd.DataFrame({"example_id": [f"e{j}" for j in range(n)], "text": [f"text number {j}" for j in range(n)],
+                       "loss_before": 3.0})
+    rng = np.random.default_rng(5)
+    profile = rng.normal(0, 0.05, (3, n))  # each task its own profile over the examples, repeated by its seeds
+    F = np.vstack([0.1 + profile[t] + rng.normal(0, 0.01, n) for t in range(3) for _ in range(2)])
+    F[[2, 3], 7] += 1.0  # task b (both seeds) forgets e7 most
+    sweep = _text_sweep(tmp_path / "s", up, F)
+    write_npy(SweepLayout(sweep).null_matrix, np.full_like(F, 0.01))  # a null row 10x weaker
+    html = build_report(sweep, predict=False, strict=True).read_text()
+    assert _section_ids(html)[0] == "headline" and _section_ids(html)[-1] == "provenance"
+    m = load_forgetting(sweep)
+    table, _ = task_table(m)
+    assert table["task"].tolist() == ["a", "b", "c"] and table["runs"].tolist() == [2, 2, 2]
+    assert table["mean F"].to_numpy() == pytest.approx([F[0:2].mean(), F[2:4].mean(), F[4:6].mean()])
+    assert table["share F > 0"].to_numpy() == pytest.approx([(F[g] > 0).mean() for g in (slice(0, 2), slice(2, 4),
+                                                                                          slice(4, 6))])
+    assert table["null mean F"].to_numpy() == pytest.approx(0.01)
+    assert table["× null"].to_numpy() == pytest.approx(table["mean F"].to_numpy() / 0.01)
+    assert table.loc[1, "top"][0] == 7  # task b's most forgotten example
+    assert (table["seed r"] > 0.5).all() and (table["shuffle 95%"] < 0.5).all()  # seeds agree beyond the shuffles
+    import html as html_mod
+
+    start = html.index('<section id="headline">')
+    section = html_mod.unescape(html[start:html.index("</section>", start)])
+    value = (F[2, 7] + F[3, 7]) / 2
+    assert f"“text number 7” ({value:+.3g})" in section and "from <code>F.npy + runs.parquet + upstream.parquet + F_null.npy</code>" \
+        in section
+    assert "Null control (a random update of each run's size, matched in norm, a lower bound): mean F +0.01" in section
+    assert "Within-row shuffle baseline —" in section and "between runs" in section
+
+
+def test_tables_have_readable_headers_rounded_numbers_a_source_and_sort(demo_report):
+    html = demo_report.read_text()
+    headers = set(re.findall(r"<th[^>]*>([^<]*)</th>", html))
+    assert not [h for h in headers if "_" in h]  # no raw field name
+    assert {"task loss before", "trainable parameters", "wall time (s)", "share of energy"} <= headers
+    assert not re.findall(r"<td>-?\d+\.\d{4,}</td>", html)  # at most 3 significant digits after the point
+    assert html.count("<table") == html.count('<div class="source">from <code>') > 10
+    assert '<div class="source">from <code>runs.parquet + F.npy</code></div>' in html
+    csp = re.search(r'Content-Security-Policy" content="([^"]+)"', html).group(1)
+    from forgetscope.report.sortable import csp_source
+
+    assert "default-src 'none'" in csp and f"script-src {csp_source(SCRIPT)}" in csp and "unsafe" not in \
+        csp.replace("style-src 'unsafe-inline'", "")
+
+
+def test_heat_map_lists_its_largest_cells_and_writes_small_values_in_the_cells(tmp_path):
+    sweep = _hover_sweep(tmp_path / "s")
+    sections, _, _ = collect_sections(sweep, predict=False, strict=True)
+    heat = next(s for s in sections if s.key == "heatmap")
+    rows = [r for r in re.findall(r"<tr>(.*?)</tr>", heat.blocks[1]["html"])]
+    first = [c for c in re.findall(r"<td[^>]*>(.*?)</td>", rows[0])]
+    assert first[:4] == ["b__plain__s0", "b", "e0", "2"] and first[4].startswith("the quick brown fox")
+    svg = heat.blocks[2]["svg"]
+    assert len(re.findall(r'pointer-events="none">[+-][0-9.e+-]+</text>', svg)) == 35  # 36 cells, one not measured
+    assert 'pointer-events="none">+2</text>' in svg
+
+
+# ---- several sweeps ---------------------------------------------------------------------------------
+
+
+def _two_sweeps(tmp_path, n_b=60, seed_b=3):
+    a, b = tmp_path / "a", tmp_path / "b"
+    write_demo_sweep(a, n_examples=60, tasks=("code", "bible", "quotes"), seeds=(0, 1), strategies=("plain",),
+                     extras=False)
+    write_demo_sweep(b, n_examples=n_b, tasks=("code", "bible", "jargon"), seeds=(0, 1), strategies=("plain",),
+                     extras=False, seed=seed_b)
+    return a, b
+
+
+def test_report_of_two_sweeps_sharing_their_examples_compares_them_per_example(tmp_path):
+    from scipy import stats
+
+    from forgetscope.store import load_forgetting
+
+    a, b = _two_sweeps(tmp_path)
+    path = SweepLayout(a).compare_summary  # sweep a's compare folder: its arms against plain
+    path.parent.mkdir(parents=True)
+    _compare_summary().to_csv(path, index=False)
+    out = build_report([a, b], tmp_path / "both.html", strict=True)
+    html = out.read_text()
+    ids = re.findall(r'<section id="([a-z-]+)">', html)
+    assert ids == ["sweeps", "per-example", "per-task", "strategies", "headline-a", "headline-b", "provenance-a",
+                   "provenance-b"]
+    means = [np.nanmean(load_forgetting(s).values, 0) for s in (a, b)]  # one strategy: every run is a baseline run
+    tasks = [load_forgetting(s).runs["task"].to_numpy() for s in (a, b)]
+    per_task = [np.mean([load_forgetting(s).values[t == name].mean(0) for name in dict.fromkeys(t)], 0)
+                for s, t in zip((a, b), tasks)]  # tasks weighted equally
+    r = stats.pearsonr(*per_task)[0]
+    from forgetscope.report.sections.base import fmt
+
+    assert f"correlates at Pearson r = {fmt(r)}" in html and np.isfinite(r) and means[0].shape == (60,)
+    assert "from <code>F.npy + runs.parquet + upstream.parquet of each sweep</code>" in html
+    section = html[html.index('<section id="per-task">'):html.index('<section id="strategies">')]
+    assert "mean F (a)" in section and "mean F (b)" in section and "jargon" in section and "quotes" in section
+    section = html[html.index('<section id="strategies">'):html.index('<section id="headline-a">')]
+    assert "from <code>a/compare/summary.csv</code>" in section and "replay-random" in section
+    assert "Δ vs plain (a)" in section and "<td>-0.06</td>" in section
+    assert "What was found — a" in html and "Provenance — b" in html and _scripts(html) == [SCRIPT]
+    assert "2 sweeps: a (6 runs × 60 examples), b (6 runs × 60 examples)" in html
+
+
+def test_report_of_sweeps_without_shared_examples_puts_tasks_side_by_side(tmp_path):
+    from forgetscope.store import load_forgetting
+
+    a, b = _two_sweeps(tmp_path, n_b=40)
+    up = pd.read_parquet(SweepLayout(b).upstream)
+    up["example_id"] = [f"other{j}" for j in range(40)]
+    up.to_parquet(SweepLayout(b).upstream)
+    html = build_report([a, b], tmp_path / "both.html", strict=True).read_text()
+    ids = re.findall(r'<section id="([a-z-]+)">', html)
+    assert "per-example" not in ids and ids[:2] == ["sweeps", "per-task"]
+    m = load_forgetting(b)
+    code = m.values[(m.runs["task"] == "code").to_numpy()].mean()
+    from forgetscope.report.sections.base import fmt
+
+    section = html[html.index('<section id="per-task">'):html.index("</section>", html.index('<section id="per-task">'))]
+    row = re.search(r"<tr>\s*<td>code</td>(.*?)</tr>", section, re.S).group(1)
+    assert f"<td>{fmt(code)}</td>" in row
+
+
+def test_same_folder_names_get_distinct_labels(tmp_path):
+    from forgetscope.report.multi import sweep_labels
+
+    assert sweep_labels([tmp_path / "x" / "sweep", tmp_path / "y" / "sweep"]) == ["x/sweep", "y/sweep"]
+    assert sweep_labels([tmp_path / "a", tmp_path / "b"]) == ["a", "b"]
+
+
+def test_cli_report_of_several_sweeps_needs_an_output(tmp_path, capsys):
+    from forgetscope.cli import run_app
+
+    a, b = _two_sweeps(tmp_path)
+    assert run_app(["report", str(a), str(b)]) == 2
+    assert "needs an output file: -o/--output FILE.html" in capsys.readouterr().err
+    assert not SweepLayout(a).report.exists() and not SweepLayout(b).report.exists()
+    assert run_app(["report", str(a), str(b), "-o", str(tmp_path / "ab.html")]) == 0
+    assert "2 sweeps side by side" in capsys.readouterr().out and (tmp_path / "ab.html").is_file()
+    with pytest.raises(Exception, match="named twice"):
+        build_report([a, a], tmp_path / "aa.html")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install -y chromium)")
+def test_report_of_several_sweeps_renders_and_sorts_in_headless_chromium(tmp_path):
+    a, b = _two_sweeps(tmp_path)
+    report = build_report([a, b], tmp_path / "both.html", strict=True)
+    shot = tmp_path / "both.png"
+    res = _chromium(["--enable-logging=stderr", "--v=0", f"--screenshot={shot}", "--window-size=1280,2000",
+                     report.as_uri()], tmp_path)
+    assert res.returncode == 0 and shot.is_file() and shot.stat().st_size > 20_000, res.stderr[-2000:]
+    assert [ln for ln in res.stderr.splitlines() if ":CONSOLE" in ln or "Uncaught" in ln] == []
+    res = _chromium(["--dump-dom", report.as_uri()], tmp_path)
+    assert res.returncode == 0 and len(res.stdout) > 10_000
+    assert re.findall(r'<section id="([a-z-]+)">', res.stdout)[:3] == ["sweeps", "per-example", "per-task"]
+    assert 'class="sortable"' in res.stdout  # the page's own script ran under its CSP: headers became sortable
+    # clicking "mean F (a)" in the per-task table sorts its rows by that column (a probe script in a test copy)
+    probe = tmp_path / "probe.html"
+    probe.write_text(re.sub(r"script-src [^;\"]+", "script-src 'unsafe-inline'", report.read_text()).replace(
+        "</body>", "<script>window.addEventListener('load', () => { const t = document.querySelector("
+                   "'#per-task table.data'); const h = [...t.tHead.rows[0].cells].find(c => c.textContent === "
+                   "'mean F (a)'); h.click(); h.click(); document.title = 'order:' + [...t.tBodies[0].rows]"
+                   ".map(r => r.cells[0].textContent).join(','); });</script></body>"))
+    res = _chromium(["--dump-dom", probe.as_uri()], tmp_path)
+    order = re.search(r"<title>order:([^<]*)</title>", res.stdout).group(1).split(",")
+    from forgetscope.store import load_forgetting
+
+    m = load_forgetting(a)
+    means = {t: m.values[(m.runs["task"] == t).to_numpy()].mean() for t in ("code", "bible", "quotes")}
+    assert order == sorted(means, key=means.get, reverse=True) + ["jargon"]  # descending; the dash last

@@ -277,6 +277,28 @@ def observed_vs_fitted(obs: np.ndarray, fit: np.ndarray, label: str) -> Figure:
     return fig
 
 
+def sweep_scatter(values: dict[str, np.ndarray], label: str = "mean F per example (nats/token)",
+                  max_panels: int = 3) -> Figure:
+    """The same upstream examples in several sweeps: each later sweep's value against the first's, one panel
+    each (at most ``max_panels``), with the diagonal and Pearson r in the title."""
+    names = list(values)
+    first, others = names[0], names[1:1 + max_panels]
+    fig = Figure(figsize=(4.2 * max(len(others), 1), 4))
+    for i, name in enumerate(others):
+        ax = fig.add_subplot(1, max(len(others), 1), i + 1)
+        x, y = np.asarray(values[first], float), np.asarray(values[name], float)
+        ok = np.isfinite(x) & np.isfinite(y)
+        ax.scatter(x[ok], y[ok], s=10, alpha=0.6)
+        both = np.concatenate([x[ok], y[ok]])
+        if both.size:
+            ax.plot([both.min(), both.max()], [both.min(), both.max()], "k--", lw=0.8)
+        r = np.corrcoef(x[ok], y[ok])[0, 1] if ok.sum() > 2 and np.ptp(x[ok]) > 0 and np.ptp(y[ok]) > 0 else np.nan
+        ax.set_title(f"Pearson r = {r:.2f} ({int(ok.sum())} examples)", fontsize=9)
+        ax.set_xlabel(f"{first}: {label}", fontsize=8)
+        ax.set_ylabel(f"{name}: {label}", fontsize=8)
+    return fig
+
+
 def scaling_figures(points: pd.DataFrame, report: ScalingReport, target: str) -> dict[str, Figure]:
     """A scaling fit's figures by name: ``scaling_fit`` (per-rank curves with the fitted law and its
     extrapolation), ``forgetting_vs_task_loss`` (when the points hold task losses) and

@@ -132,25 +132,63 @@ def _prepare(cfg, kind: str | None):
 @app.command()
 def run(
     config: Path = typer.Argument(..., help="sweep config (YAML)"),
-    output: Path | None = typer.Option(None, help="sweep directory (default: the config's 'output')"),
+    output: Path | None = typer.Option(None, "--output", "-o", help="sweep directory (default: the config's "
+                                       "'output')"),
     executor: str | None = typer.Option(None, help="local, ray or slurm (default: the config's 'executor')"),
     overwrite: bool = typer.Option(False, help="replace an existing, different sweep in the output directory"),
     kind: str | None = typer.Option(None, help="summarise only this kind: lm, instruction or all "
                                     "(default: each kind present)"),
+    repair: bool = typer.Option(False, help="on resume, move the files of runs that cannot be read back "
+                                "(truncated, changed) to runs/damaged/ and run those runs again"),
+    check: bool = typer.Option(False, "--check", help="only validate the config and print the plan (runs, tasks x "
+                               "seeds, upstream examples, what the output holds): no weights loaded, nothing "
+                               "trained or written"),
 ) -> None:
     """Fine-tune the base model on each task and measure the forgetting matrix (resumes if killed)."""
     from forgetscope.config import load_config
     from forgetscope.experiments import run_sweep
 
+    if check:
+        return _check(config, output, executor, kind)
+    from forgetscope.store.io import check_output_dir
+
     cfg = load_config(config)
-    out = output or cfg.output
-    matrix = run_sweep(cfg, output=out, executor=executor, overwrite=overwrite, session=_prepare(cfg, kind))
+    out = check_output_dir(output or cfg.output)  # a file or a read-only folder: before data or model
+    matrix = run_sweep(cfg, output=out, executor=executor, overwrite=overwrite, session=_prepare(cfg, kind),
+                       repair=repair)
     _report(matrix, Path(out), kind)
+
+
+def _check(config: Path, output: Path | None, executor: str | None, kind: str | None) -> None:
+    """``run --check``: the plan of a config, printed; nothing loaded onto a device, trained or written."""
+    from rich.markup import escape
+
+    from forgetscope.config import load_config
+    from forgetscope.data.types import check_kind
+    from forgetscope.experiments.check import check_sweep
+
+    if kind is not None:
+        check_kind(kind)
+    plan = check_sweep(load_config(config), output=output, executor=executor)
+    if kind is not None and kind != "all" and kind not in plan.upstream:
+        raise ForgetscopeError(f"no {kind!r} examples in the upstream set; kinds present: "
+                               + ", ".join(f"{k} ({n})" for k, n in plan.upstream.items()))
+    console.print(f"[bold green]{escape(str(config))}: ok[/]", highlight=False)
+    for line in plan.lines()[:-1]:
+        console.print(line, highlight=False, markup=False)
+    table = Table(title="tasks")
+    for c in ("task", "family", "train", "held-out", "seeds", "runs"):
+        table.add_column(c, justify="left" if c in ("task", "family", "seeds") else "right")
+    for t in plan.tasks:
+        table.add_row(t["name"], t["family"] or "–", str(t["n_train"]), str(t["n_heldout"]),
+                      ", ".join(map(str, t["seeds"])), str(t["runs"]))
+    console.print(table)
+    console.print(plan.lines()[-1], highlight=False, markup=False)
 
 
 @app.command()
 def demo(
-    output: Path = typer.Option(Path("sweeps/demo"), help="sweep directory"),
+    output: Path = typer.Option(Path("sweeps/demo"), "--output", "-o", help="sweep directory"),
     tasks: int | None = typer.Option(None, min=1, help="number of demo tasks: the preset's 6 first, then the "
                                      "other shipped tasks (default: the preset's 6)"),
     task: list[str] = typer.Option([], "--task", help="a demo task by name; repeatable (default: the preset)"),

@@ -14,7 +14,8 @@ from forgetscope.data.types import KIND_LABELS
 @app.command()
 def sharpness(
     source: Path = typer.Argument(..., help="sweep YAML (runs it, measuring sharpness) or a finished sweep dir"),
-    output: Path | None = typer.Option(None, help="sweep directory (default: the config's output)"),
+    output: Path | None = typer.Option(None, "--output", "-o",
+                                       help="sweep directory (default: the config's output)"),
     overwrite: bool = typer.Option(False, help="replace a sweep directory holding a different sweep"),
     figures: bool = typer.Option(True, help="write PNG figures"),
     kind: str | None = typer.Option(None, help="the upstream examples mean forgetting averages: lm, instruction "

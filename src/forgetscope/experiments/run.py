@@ -27,7 +27,6 @@ from forgetscope.experiments.session import SweepSession, controlled_tasks
 from forgetscope.experiments.spec import RunSpec
 from forgetscope.experiments.strategy_inputs import resolve_strategy_inputs
 from forgetscope.precision import DTYPES, merge_for_evaluation
-from forgetscope.store.layout import SweepLayout
 from forgetscope.store.schema import RunRecord
 from forgetscope.train.hooks import Hook
 
@@ -101,9 +100,13 @@ def null_control(session: SweepSession, spec: RunSpec, train_cfg: Any, updates: 
 
 def execute_run(session: SweepSession, spec: RunSpec,
                 experiment: Experiment = SWEEP) -> tuple[RunRecord, pd.DataFrame]:
-    """Fine-tune a fresh copy of the base model for one run; return its record and rows."""
+    """Fine-tune a fresh copy of the base model for one run; return its record and rows.
+
+    The run's tracker (``report_to``) stays open through the upstream evaluation, so it logs the run's
+    forgetting beside its training curves (:mod:`forgetscope.experiments.run_tracking`).
+    """
+    from forgetscope.experiments.run_tracking import log_forgetting, open_tracking
     from forgetscope.train import make_strategy, train_on_task
-    from forgetscope.train.tracking import TrackingHook, make_trackers
 
     session.check_precision(session.extras.get("eval_precision"))  # before any training time is spent
     t0 = time.perf_counter()
@@ -112,29 +115,29 @@ def execute_run(session: SweepSession, spec: RunSpec,
     options = resolve_strategy_inputs(spec.strategy, dict(spec.strategy_options))  # the strategy reads no files
     strategy = make_strategy(spec.strategy, **options)
     strategy_upstream = session.extras.get("strategy_upstream", session.upstream)
-    logs = SweepLayout(session.config.output).logs(spec.run_id)
-    tracking = TrackingHook(make_trackers(session.config.report_to, logs.parent, run_name=spec.run_id))
+    tracking = open_tracking(session, spec, train_cfg)
     hooks = [tracking, *experiment.hooks(session, spec)]
     try:
         result = train_on_task(model, tok, session.tasks[spec.task], train_cfg, strategy=strategy,
                                upstream=strategy_upstream, chat=session.chat, hooks=hooks,
                                measure_upstream=session.upstream_losses)
+        extra = experiment.measure_unmerged(session, spec, result.model)
+        updates = weight_updates(session.base()[0], result.model) if session.config.null_control else None
+        t1 = time.perf_counter()
+        rows = experiment.evaluate(session, spec, result.model, hooks)
+        if updates is not None:
+            null_model, null_info = null_control(session, spec, train_cfg, updates, rows,
+                                                 set(result.excluded_upstream_ids or ()))
+            del updates
+            null_rows = experiment.evaluate_null(session, spec, null_model)
+            rows = rows.merge(null_rows, on="example_id", how="left", validate="one_to_one")
+            extra.update(null_info)
+        if result.excluded_upstream_ids and "example_id" in rows:
+            gone = rows["example_id"].isin(result.excluded_upstream_ids)
+            rows.loc[gone, [c for c in ("loss_after", "em_after", "loss_null") if c in rows]] = np.nan
+        log_forgetting(tracking, session, rows, step=int(result.record.get("steps") or train_cfg.steps))
     finally:
         tracking.close()
-    extra = experiment.measure_unmerged(session, spec, result.model)
-    updates = weight_updates(session.base()[0], result.model) if session.config.null_control else None
-    t1 = time.perf_counter()
-    rows = experiment.evaluate(session, spec, result.model, hooks)
-    if updates is not None:
-        null_model, null_info = null_control(session, spec, train_cfg, updates, rows,
-                                             set(result.excluded_upstream_ids or ()))
-        del updates
-        null_rows = experiment.evaluate_null(session, spec, null_model)
-        rows = rows.merge(null_rows, on="example_id", how="left", validate="one_to_one")
-        extra.update(null_info)
-    if result.excluded_upstream_ids and "example_id" in rows:
-        gone = rows["example_id"].isin(result.excluded_upstream_ids)
-        rows.loc[gone, [c for c in ("loss_after", "em_after", "loss_null") if c in rows]] = np.nan
     task = session.tasks[spec.task]
     if task.control is not None:  # a control copy of a task: which control, and of which task of the sweep
         extra.update(control=task.control, control_of=controlled_tasks(session.config).get(spec.task))

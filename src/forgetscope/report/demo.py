@@ -113,7 +113,7 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-back
 
 
 def screenshot(html: str | os.PathLike[str], png: str | os.PathLike[str], *, width: int = 1280,
-               height: int = 12000, out_width: int | None = 800) -> Path:
+               height: int = 16000, out_width: int | None = 800) -> Path:
     """Full-page PNG of a report with headless Chromium (trimmed to the page, scaled to ``out_width``)."""
     import shutil
     import subprocess

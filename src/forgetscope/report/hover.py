@@ -8,6 +8,9 @@ columns are in the PNG's order and the colours are the PNG's (``RdBu_r``, symmet
 |F|). The SVG is markup inside the page: no script, no reference to another file or element, no ``id``, so the
 page's Content-Security-Policy (``default-src 'none'``) has nothing to block. Every text in it is escaped.
 
+A matrix of at most :data:`ANNOTATE_ROWS` rows and :data:`ANNOTATE_COLS` columns also carries each cell's value
+written in the cell, so it reads without hovering; the colour scale has labelled ticks.
+
 A cell costs about 150 to 250 bytes (its tooltip repeats the run and the start of the text; F is in nats/token,
 as the caption says), so :data:`MAX_CELLS` keeps the SVG under about 2.5 MB.
 """
@@ -28,12 +31,19 @@ WIDTH = 1060  # the viewBox width in px; the element scales down to a narrower p
 CMAP = "RdBu_r"
 MISSING = "#d9dce1"
 LEGEND_STEPS = 11
+ANNOTATE_ROWS = 40
+ANNOTATE_COLS = 24
 
 
 def fits(shape: tuple[int, int]) -> bool:
     """Whether a matrix of ``shape`` gets a hoverable heat map."""
     rows, cols = shape
     return rows <= MAX_ROWS and cols <= MAX_COLS and rows * cols <= MAX_CELLS
+
+
+def annotated(shape: tuple[int, int]) -> bool:
+    """Whether the hoverable map of a matrix of ``shape`` also writes each value in its cell."""
+    return shape[0] <= ANNOTATE_ROWS and shape[1] <= ANNOTATE_COLS
 
 
 def limits_text() -> str:
@@ -79,7 +89,7 @@ def heatmap_svg(values: np.ndarray, row_order: np.ndarray, col_order: np.ndarray
     label_w = min(240, 6 * max(len(s) for s in labels) + 14)
     rh = float(np.clip(360 / R, 9, 18))
     top, pw, ph = 4, WIDTH - label_w - 8, R * rh
-    height = math.ceil(top + ph + 58)
+    height = math.ceil(top + ph + 66)
     esc = html.escape
     out = [f'<svg class="hover" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" '
            f'height="{height}" font-size="10" aria-label="forgetting heat map, one cell per run and example; '
@@ -101,6 +111,18 @@ def heatmap_svg(values: np.ndarray, row_order: np.ndarray, col_order: np.ndarray
             out.append(f'<rect x="{c}" y="{r}" width="1" height="1" fill="{fill[r, c]}"><title>{esc(tip)}</title>'
                        "</rect>")
     out.append("</g></svg>")
+    if annotated((R, C)):  # values written in the cells: readable without hovering
+        cw = pw / C
+        size = _num(float(np.clip(min(cw / 4.2, rh * 0.62), 6, 11)))
+        for r in range(R):
+            for c in range(C):
+                v = V[r, c]
+                if not np.isfinite(v):
+                    continue
+                dark = abs(v) > 0.55 * lim
+                out.append(f'<text x="{_num(label_w + (c + 0.5) * cw)}" y="{_num(top + (r + 0.5) * rh + 3.5)}" '
+                           f'text-anchor="middle" font-size="{size}" fill="{"#ffffff" if dark else "#1d2330"}" '
+                           f'pointer-events="none">{v:+.2g}</text>')
     out.append(f'<rect x="{label_w}" y="{top}" width="{_num(pw)}" height="{_num(ph)}" fill="none" stroke="#8a93a3" '
                'stroke-width="0.6" pointer-events="none"/>')
     y = top + ph + 15
@@ -112,6 +134,11 @@ def heatmap_svg(values: np.ndarray, row_order: np.ndarray, col_order: np.ndarray
         colour = palette[round((v + lim) / (2 * lim) * (len(palette) - 1))]
         out.append(f'<rect x="{_num(x0 + s * sw)}" y="{_num(y0)}" width="{sw}" height="10" fill="{colour}">'
                    f"<title>F = {v:.3g} nats/token</title></rect>")
+    for v in (-lim, -lim / 2, 0.0, lim / 2, lim):  # labelled ticks under the scale
+        x = x0 + (v + lim) / (2 * lim) * LEGEND_STEPS * sw
+        out.append(f'<line x1="{_num(x)}" x2="{_num(x)}" y1="{_num(y0 + 10)}" y2="{_num(y0 + 13)}" stroke="#4a5468" '
+                   'stroke-width="0.6"/>')
+        out.append(f'<text x="{_num(x)}" y="{_num(y0 + 21)}" text-anchor="middle" font-size="8">{v:+.2g}</text>')
     out.append(f'<text x="{_num(x0 - 6)}" y="{_num(y0 + 9)}" text-anchor="end">−{lim:.3g} improved</text>')
     out.append(f'<text x="{_num(x0 + LEGEND_STEPS * sw + 6)}" y="{_num(y0 + 9)}">+{lim:.3g} forgotten '
                "(nats/token; beyond is clipped)</text>")

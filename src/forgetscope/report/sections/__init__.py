@@ -6,7 +6,9 @@ section reads is named by :class:`~forgetscope.store.SweepLayout` (``ctx.layout`
 =====================  ==================================================================================
 section                data (``SweepLayout`` attribute: file)
 =====================  ==================================================================================
-provenance             ``manifest``: manifest.json (config, model, versions, seeds); the matrix's upstream table
+headline               ``matrix`` + ``runs_table`` + ``upstream`` (+ ``null_matrix``: F_null.npy): per task and
+                       kind, mean F, share forgotten, the top texts, the null row and the within-row shuffle
+                       baseline of :mod:`forgetscope.analysis.marginals` (computed here)
 runs                   ``runs_table`` + ``matrix``: runs.parquet + F.npy
 heatmap                ``matrix``, sorted by :func:`forgetscope.analysis.lowrank.factor_order`; up to 60 runs, 400
                        examples and 10,000 cells also as inline SVG with a tooltip per cell
@@ -28,14 +30,15 @@ strategies             ``compare_summary``: compare/summary.csv (``forgetscope c
 scaling                ``scaling_fit``: scaling/fit.json, + ``scaling_points``: scaling/points.parquet
 sharpness              ``sharpness_table``: sharpness.parquet (``run_id``, ``mean_forgetting``,
                        ``mean_forgetting_kind``, ``sharpness_*``)
+provenance             ``manifest``: manifest.json (config, model, versions, seeds); the matrix's upstream table
 =====================  ==================================================================================
 
 The heat map, example texts, spectrum, fits and prediction sections are built once per kind of upstream example
 (``PER_KIND``; ``ctx.kind`` and ``ctx.matrix`` hold one kind's columns); saved prediction results are then
 read from ``layout.predict_summary_for(kind)`` (``predict/<kind>/``; ``predict/`` for all columns).
 
-A builder that fails for any other reason is reported as skipped with the error (the report still
-renders); ``build_report(..., strict=True)`` re-raises instead (tests use it).
+Every table names the file(s) it was read from (``ReportContext.source``). A builder that fails for any other
+reason is reported as skipped with the error (the report still renders); ``build_report(..., strict=True)`` re-raises instead (tests use it).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from collections.abc import Callable
 from forgetscope.report.sections import (
     examples,
     fits,
+    headline,
     heatmap,
     lowrank,
     prediction,
@@ -62,7 +66,7 @@ __all__ = ["BUILDERS", "PER_KIND", "ReportContext", "Section", "Skip", "table_ht
 PER_KIND = frozenset({"heatmap", "examples", "lowrank", "fits", "prediction"})
 
 BUILDERS: list[tuple[str, str, Callable[[ReportContext], Section]]] = [
-    ("provenance", "Provenance", provenance.build),
+    ("headline", "What was found", headline.build),
     ("runs", "Runs", runs.build),
     ("heatmap", "Forgetting heat map", heatmap.build),
     ("examples", "Which texts were forgotten", examples.build),
@@ -72,5 +76,6 @@ BUILDERS: list[tuple[str, str, Callable[[ReportContext], Section]]] = [
     ("strategies", "Strategy comparison", strategies.build),
     ("scaling", "Scaling laws", scaling.build),
     ("sharpness", "Sharpness", sharpness.build),
+    ("provenance", "Provenance", provenance.build),
 ]
 """(key, title in the list of left-out sections, builder), in the order the report shows them."""

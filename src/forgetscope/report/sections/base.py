@@ -15,6 +15,35 @@ from forgetscope.report import figures as figs
 from forgetscope.store import ForgettingMatrix, SweepLayout, SweepStore
 
 MAX_TABLE_ROWS = 60
+DIGITS = 3  # significant digits of a number in a table: enough to compare, few enough to read
+
+#: How a stored field reads as a table header. A name not listed here reads with its underscores as spaces
+#: (:func:`label`), so no header shows a raw field name.
+LABELS = {
+    "run_id": "run", "task_loss_before": "task loss before", "task_loss_after": "task loss after",
+    "task_loss_sd": "task loss sd", "task_loss_sem": "task loss SEM", "trainable_params": "trainable parameters",
+    "wall_s": "wall time (s)", "eval_wall_s": "evaluation time (s)", "train_wall_s": "training time (s)",
+    "singular_value": "singular value", "energy_share": "share of energy", "r2": "R²",
+    "r2_reference": "R² (per-column mean, reference)", "mean_forgetting": "mean F", "forgetting_sem": "F SEM",
+    "forgetting_heldout": "mean F (held-out)", "forgetting_ci_low": "F CI low", "forgetting_ci_high": "F CI high",
+    "forgotten_share_heldout": "share F > 0 (held-out)", "diff_forgetting": "Δ F vs plain",
+    "diff_ci_low": "Δ CI low", "diff_ci_high": "Δ CI high", "dz": "effect size dz", "d_z": "effect size dz",
+    "paired_runs": "paired runs",
+    "p_wilcoxon": "p Wilcoxon", "p_t": "p t", "p_wilcoxon_holm": "p Wilcoxon (Holm)", "p_t_holm": "p t (Holm)",
+    "task_p_wilcoxon_holm": "p Wilcoxon over tasks (Holm)", "p_examples_descriptive": "p examples (descriptive)",
+    "upstream_kind": "upstream kind", "upstream_evaluations": "upstream evaluations", "n": "n",
+    "spearman": "Spearman ρ", "spearman_p": "p (Spearman)", "pearson": "Pearson r", "pearson_p": "p (Pearson)",
+    "method": "method", "probe_frac": "probe share", "inference_skipped": "inference skipped", "rmse": "RMSE",
+    "rmse_ratio_vs_additive": "RMSE / additive", "f1": "F1", "precision@10": "precision@10",
+    "delta_pearson_vs_additive": "Δ Pearson vs additive", "delta_f1_vs_additive": "Δ F1 vs additive",
+    "n_train": "training examples", "n_heldout": "held-out examples", "control_of": "control of",
+}
+
+
+def label(name: object) -> str:
+    """The header a column ``name`` is shown under (:data:`LABELS`, else underscores read as spaces)."""
+    text = str(name)
+    return LABELS.get(text, text.replace("_", " "))
 
 
 class Skip(Exception):
@@ -32,21 +61,40 @@ class Section:
         self.blocks.append({"kind": "text", "text": text})
         return self
 
+    def finding(self, text: str) -> Section:
+        """A sentence in larger type: what the section found."""
+        self.blocks.append({"kind": "finding", "text": text})
+        return self
+
+    def items(self, items: list[str]) -> Section:
+        """A bulleted list of short statements."""
+        if items:
+            self.blocks.append({"kind": "list", "items": list(items)})
+        return self
+
     def figure(self, fig, alt: str, reading: str) -> Section:
         self.blocks.append({"kind": "figure", "figure": figs.render(fig, alt, reading)})
         return self
 
-    def table(self, df: pd.DataFrame, caption: str = "", digits: int = 4, collapse_over: int | None = None
-              ) -> Section:
-        """A table; longer than ``collapse_over`` rows it is folded into a <details> element."""
+    def table(self, df: pd.DataFrame, caption: str = "", digits: int = DIGITS, collapse_over: int | None = None,
+              *, source: str = "") -> Section:
+        """A table (headers through :func:`label`, numbers to ``digits`` significant digits) naming the file(s)
+        it was read from (``source``, e.g. ``runs.parquet``); longer than ``collapse_over`` rows it is folded
+        into a <details> element."""
         note = ""
         n = len(df)
         if n > MAX_TABLE_ROWS:
             note = f"first {MAX_TABLE_ROWS} of {n} rows"
             df = df.head(MAX_TABLE_ROWS)
-        self.blocks.append({"kind": "table", "html": table_html(df, digits), "caption": caption, "note": note,
-                            "collapsed": collapse_over is not None and n > collapse_over,
-                            "summary": f"{caption or 'Table'} ({n} rows)"})
+        return self.html_table(table_html(df, digits), caption, source=source, note=note,
+                               collapsed=collapse_over is not None and n > collapse_over,
+                               summary=f"{caption or 'Table'} ({n} rows)")
+
+    def html_table(self, html: str, caption: str = "", *, source: str = "", note: str = "",
+                   collapsed: bool = False, summary: str = "") -> Section:
+        """A table already written as HTML (escaped), e.g. one with a column of texts."""
+        self.blocks.append({"kind": "table", "html": html, "caption": caption, "note": note, "source": source,
+                            "collapsed": collapsed, "summary": summary or caption or "Table"})
         return self
 
     def pairs(self, items: list[tuple[str, Any]]) -> Section:
@@ -80,6 +128,8 @@ class ReportContext:
     cache: dict[str, Any] = field(default_factory=dict)
     kind: str = "all"  # the kind of upstream example ``matrix`` holds (lm, instruction, or all columns)
     headline_kind: str = "all"  # the kind a section not split by kind averages: the report's kind, else the default
+    kinds: tuple[str, ...] = ("all",)  # the kinds the report shows, the headline kind first
+    label: str = ""  # the sweep's name in a report of several sweeps (prefixes the files tables name)
 
     def for_kind(self, kind: str) -> ReportContext:
         """The same sweep with the matrix restricted to one kind of upstream example (its own cache)."""
@@ -95,6 +145,12 @@ class ReportContext:
     def relative(self, path: Path) -> str:
         """``path`` as written in the report: relative to the sweep directory."""
         return path.relative_to(self.path).as_posix()
+
+    def source(self, *paths: Path) -> str:
+        """The files a table was read from, as its caption names them (``runs.parquet + F.npy``; in a report of
+        several sweeps prefixed with the sweep's name)."""
+        names = [self.relative(p) for p in paths]
+        return " + ".join(f"{self.label}/{n}" if self.label else n for n in names)
 
     def need_file(self, path: Path) -> Path:
         """``path`` if it exists, else :class:`Skip` naming it."""
@@ -124,7 +180,9 @@ class ReportContext:
 # ---- formatting ------------------------------------------------------------------------------
 
 
-def fmt(v: Any, digits: int = 4) -> str:
+def fmt(v: Any, digits: int = DIGITS) -> str:
+    """A cell's text: integers whole (thousands separated from 10,000), floats to ``digits`` significant
+    digits (scientific below 0.001 and from a million), NaN as a dash."""
     if v is None:
         return ""
     if isinstance(v, (bool, np.bool_)):
@@ -137,16 +195,20 @@ def fmt(v: Any, digits: int = 4) -> str:
             return "–" if math.isnan(v) else str(v)
         if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e6):
             return f"{v:.{max(digits - 1, 1)}e}"
+        if abs(v) >= 10 ** (digits - 1):  # a whole number carries the digits: no exponent below a million
+            return f"{round(v):,}" if abs(v) >= 10000 else str(round(v))
         return f"{v:.{digits}g}" if abs(v) >= 1 else f"{v:.{digits}f}".rstrip("0").rstrip(".") or "0"
     if isinstance(v, (dict, list)):
         return json.dumps(v, default=str)
     return str(v)
 
 
-def table_html(df: pd.DataFrame, digits: int = 4) -> str:
+def table_html(df: pd.DataFrame, digits: int = DIGITS) -> str:
+    """``df`` as a ``table.data`` (escaped; headers through :func:`label`; sortable in the page)."""
     out = df.copy()
     for c in out.columns:
         out[c] = [fmt(v, digits) for v in out[c]]
+    out.columns = [label(c) for c in out.columns]
     return out.to_html(index=False, escape=True, border=0, classes="data", na_rep="–")
 
 

@@ -204,9 +204,9 @@ def text_table(columns: list[str], rows: list[list[Any]], text_col: int, label: 
 
 def _table_block(sec: Section, columns: list[str], rows: list[list[Any]], text_col: int, caption: str,
                  collapsed: bool = False, note: str = "", label: str = "",
-                 more: tuple[tuple[str, str, list[list[Any]]], ...] = ()) -> None:
-    sec.blocks.append({"kind": "table", "html": text_table(columns, rows, text_col, label, more), "caption": caption,
-                       "note": note, "collapsed": collapsed, "summary": caption})
+                 more: tuple[tuple[str, str, list[list[Any]]], ...] = (), source: str = "") -> None:
+    sec.html_table(text_table(columns, rows, text_col, label, more), caption, source=source, note=note,
+                   collapsed=collapsed)
 
 
 def build(ctx: ReportContext, k: int = TOP_K, limit: int = TEXT_LIMIT) -> Section:
@@ -218,6 +218,7 @@ def build(ctx: ReportContext, k: int = TOP_K, limit: int = TEXT_LIMIT) -> Sectio
     G = task_forgetting(m.values, groups)
     others = mean_over_others(G)
     ids = m.col_names
+    source = ctx.source(ctx.layout.matrix, ctx.layout.runs_table, ctx.layout.upstream)
     sec = Section("examples", "Which texts were forgotten",
                   lead=f"The upstream examples each task forgets most ({note}): F in nats/token (loss after − "
                        "loss before), beside the mean F of the same example over the other tasks. An example with "
@@ -234,7 +235,7 @@ def build(ctx: ReportContext, k: int = TOP_K, limit: int = TEXT_LIMIT) -> Sectio
             mean = np.nanmean(G, 0)
         rows = [[ids[j], f"{count[j]} of {n_tasks}", mean[j], texts[j] or "–"] for j in common]
         _table_block(sec, ["example", "tasks with F > 0", "mean F over tasks", "text"], rows, 3,
-                     "Forgotten by the most tasks")
+                     "Forgotten by the most tasks", source=source)
     # with one task there is no other task to compare with
     columns = ["example", "F", "mean F, other tasks", "text"] if n_tasks > 1 else ["example", "F", "text"]
 
@@ -253,7 +254,7 @@ def build(ctx: ReportContext, k: int = TOP_K, limit: int = TEXT_LIMIT) -> Sectio
         if not len(top) and not len(best):
             continue
         _table_block(sec, columns, rows_of(top, t), len(columns) - 1, caption, collapsed=n_tasks > FOLD_OVER,
-                     label=FORGOTTEN_LABEL, more=((IMPROVED_LABEL, "improved", rows_of(best, t)),))
+                     label=FORGOTTEN_LABEL, more=((IMPROVED_LABEL, "improved", rows_of(best, t)),), source=source)
     if empty:
         sec.text("No upstream example with F > 0 for task(s): " + ", ".join(f"'{n}'" for n in empty) + ".")
     if none_improved:

@@ -37,7 +37,8 @@ def build(ctx: ReportContext) -> Section:
     sec.table(pd.DataFrame([{"model": "additive μ + a_i + b_j", "R²": add.r2, "μ": add.mu,
                              "parameters": m.shape[0] + m.shape[1] - 1},
                             {"model": "multiplicative α_i β_j", "R²": mul.r2, "μ": None,
-                             "parameters": m.shape[0] + m.shape[1] - 1}]), caption="Fits")
+                             "parameters": m.shape[0] + m.shape[1] - 1}]), caption="Fits",
+              source=ctx.source(ctx.layout.matrix))
     lc = rep.learning
     if lc is not None and lc.n >= 3:
         sec.figure(plots.learning_scatter(np.asarray(lc.learning), np.asarray(lc.mean_forgetting), m.row_names),

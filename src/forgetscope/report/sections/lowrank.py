@@ -20,5 +20,5 @@ def build(ctx: ReportContext) -> Section:
                + f" (additive {rep.additive.r2:.3f}, multiplicative {rep.multiplicative.r2:.3f}).")
     sec.figure(plots.spectrum_r2(rep.singular_values, r2, rep.additive.r2, rep.multiplicative.r2),
                "singular spectrum and R² curve", reading)
-    sec.table(rep.r2_table().head(10), caption="R²(k) for the first ranks")
+    sec.table(rep.r2_table().head(10), caption="R²(k) for the first ranks", source=ctx.source(ctx.layout.matrix))
     return sec

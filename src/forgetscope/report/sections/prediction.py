@@ -150,9 +150,9 @@ def add_forecasts(sec: Section, ctx: ReportContext, forecasts: list[tuple[str, P
             continue
         caption = _forecast_caption(name, info, table)
         if rows:
-            sec.blocks.append({"kind": "table", "html": text_table(columns, rows, len(columns) - 1),
-                               "caption": caption, "note": "", "summary": caption,
-                               "collapsed": len(forecasts) > FORECAST_FOLD_OVER})
+            sec.html_table(text_table(columns, rows, len(columns) - 1), caption,
+                           source=ctx.source(table_path, ctx.layout.upstream),
+                           collapsed=len(forecasts) > FORECAST_FOLD_OVER)
         else:
             sec.text(f"{caption}: no example with a forecast F > 0.")
         shown += 1
@@ -212,8 +212,12 @@ def build(ctx: ReportContext) -> Section:
     if "method" not in summary.columns and "predictor" in summary.columns:
         summary = summary.assign(method=summary["predictor"])
     cols = [c for c in SUMMARY_COLUMNS if c in summary.columns and summary[c].notna().any()]
+    summary_path = ctx.layout.predict_summary_for(ctx.kind)
+    summary_source = ctx.source(summary_path) if source.startswith("read from") else \
+        f"{ctx.source(ctx.layout.matrix)} (cross-validated here)"
     sec.table(summary[cols] if cols else summary,
-              caption="Mean over probe draws (task-grouped folds pooled), against the additive baseline")
+              caption="Mean over probe draws (task-grouped folds pooled), against the additive baseline",
+              source=summary_source)
     if forecasts:
         n = len(sec.blocks)
         sec.text(FORECAST_LEAD)

@@ -48,7 +48,7 @@ def build(ctx: ReportContext) -> Section:
     tasks = man.get("tasks")
     if isinstance(tasks, dict) and tasks:
         sec.table(pd.DataFrame([{"task": k, **(v if isinstance(v, dict) else {"info": v})}
-                                for k, v in tasks.items()]), caption="Tasks")
+                                for k, v in tasks.items()]), caption="Tasks", source=ctx.source(ctx.layout.manifest))
     inputs = man.get("inputs")
     if isinstance(inputs, dict) and inputs:
         sec.details("Input content hashes (a resume with changed inputs is refused)",

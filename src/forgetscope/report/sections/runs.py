@@ -33,6 +33,7 @@ def forgetting_columns(m) -> dict[str, np.ndarray]:
 def build(ctx: ReportContext) -> Section:
     m = ctx.need_matrix()
     fcols = forgetting_columns(m)
+    source = ctx.source(ctx.layout.runs_table, ctx.layout.matrix)
     table = pd.DataFrame({"run": m.row_names, **fcols})
     runs = m.runs
     if runs is not None and len(runs) == len(table):
@@ -50,6 +51,6 @@ def build(ctx: ReportContext) -> Section:
             by = table.groupby(["task", "strategy"], sort=False)
             short = by.agg(agg).reset_index()
             short.insert(2, "runs", by.size().to_numpy())
-        sec.table(short, caption="Mean over seeds, per task and strategy")
-    sec.table(table, caption="All runs", collapse_over=FOLD_OVER)
+        sec.table(short, caption="Mean over seeds, per task and strategy", source=source)
+    sec.table(table, caption="All runs", collapse_over=FOLD_OVER, source=source)
     return sec

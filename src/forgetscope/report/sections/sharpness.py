@@ -40,5 +40,5 @@ def build(ctx: ReportContext) -> Section:
     sec.figure(plots.sharpness_scatter(df, measures, TARGET), "sharpness against mean forgetting",
                f"Each point is a run; strongest rank correlation: {strongest['measure']} "
                f"(Spearman ρ = {strongest['spearman']:.2f}, p = {strongest['spearman_p']:.2g}).")
-    sec.table(corr, caption="Correlation of sharpness with mean forgetting")
+    sec.table(corr, caption="Correlation of sharpness with mean forgetting", source=ctx.source(path))
     return sec

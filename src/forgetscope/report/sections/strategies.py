@@ -23,7 +23,7 @@ import pandas as pd
 
 from forgetscope.analysis import plots
 from forgetscope.analysis.stats import MIN_PAIRS_T, MIN_PAIRS_WILCOXON, paired_tests, wilcoxon_p
-from forgetscope.report.sections.base import ReportContext, Section, Skip
+from forgetscope.report.sections.base import ReportContext, Section, Skip, label
 
 BASELINE = "plain"
 TASK_LOSS_LABEL = "task held-out loss after (lower = learned)"
@@ -180,7 +180,7 @@ def _reading(table: pd.DataFrame, chart: Chart) -> str:
     base = _baseline(table)
     others = table[table["strategy"].astype(str) != base]
     p = pd.to_numeric(others[chart.p], errors="coerce")
-    test = f"run-level paired Wilcoxon, Holm-adjusted; column '{chart.p}'"
+    test = f"run-level paired Wilcoxon, Holm-adjusted; column '{label(chart.p)}'"
     if not p.notna().any():
         return reading + (f"; not testable against '{base}' ({test}): too few paired runs, the test needs "
                           f"{MIN_PAIRS_WILCOXON}.")
@@ -207,6 +207,8 @@ def build(ctx: ReportContext) -> Section:
     else:
         (table, lead), chart = _from_runs(ctx), RUNS_CHART
     sec = Section("strategies", "Strategy comparison", lead=lead)
+    source = ctx.source(ctx.layout.compare_summary) if found is not None else \
+        ctx.source(ctx.layout.runs_table, ctx.layout.matrix)
     if chart.value in table:
         err_cols = (chart.err,) if isinstance(chart.err, str) else chart.err
         err = chart.err if all(c in table for c in err_cols) else None
@@ -214,5 +216,5 @@ def build(ctx: ReportContext) -> Section:
         perf_err = chart.perf_err if perf and chart.perf_err in table else None
         sec.figure(plots.strategy_bars(table, chart.value, err, chart.value_label, perf, perf_err, TASK_LOSS_LABEL),
                    "strategy comparison with error bars", _reading(table, chart))
-    sec.table(_shown(table))
+    sec.table(_shown(table), source=source)
     return sec
