@@ -187,15 +187,16 @@ def test_bad_input_raises_one_line_user_errors(tiny, tmp_path):
     assert "no upstream texts" in str(pytest.raises(DataError, ForgettingCallback, bare).value)
 
 
-def test_refuses_to_run_unattached_or_with_another_tokenisation(tiny, tmp_path):
+def test_refuses_to_run_without_a_tokenizer_or_with_another_tokenisation(tiny, tmp_path):
     model, tok = tiny
     from transformers import Trainer
 
     trainer = make_trainer(copy.deepcopy(model), tok, tmp_path / "out")
     trainer = Trainer(model=trainer.model, args=trainer.args, train_dataset=trainer.train_dataset,
-                      processing_class=tok, callbacks=[ForgettingCallback(UPSTREAM)])
-    with pytest.raises(ConfigError, match="attach"):
+                      callbacks=[ForgettingCallback(UPSTREAM)])  # no processing_class, no tokenizer=
+    with pytest.raises(ConfigError, match=r"callbacks=\[ForgettingCallback") as info:
         trainer.train()
+    assert "\n" not in str(info.value)
 
     sweep, _ = write_sweep(tmp_path / "sweep", tiny)
     trainer = make_trainer(copy.deepcopy(model), tok, tmp_path / "out1")
@@ -241,3 +242,123 @@ def test_max_length_is_the_sweeps_evaluation_length_not_its_training_length(tiny
     callback = ForgettingCallback(UPSTREAM)
     callback._prepare(model, tok)
     assert callback.max_length == 128
+
+
+def trainer_with(model, tok, out: Path, callbacks: list, **overrides):
+    """A Trainer built with ``callbacks=[...]`` (no attach), evaluating on two training texts."""
+    from transformers import Trainer, TrainingArguments
+
+    settings = dict(output_dir=str(out), use_cpu=True, max_steps=4, logging_steps=2, per_device_train_batch_size=4,
+                    learning_rate=1e-2, report_to=[], save_strategy="no", seed=0, disable_tqdm=True)
+    args = TrainingArguments(**{**settings, **overrides})
+    return Trainer(model=model, args=args, train_dataset=TextDataset(tok, TRAIN_TEXTS),
+                   eval_dataset=TextDataset(tok, TRAIN_TEXTS[:2]), processing_class=tok, callbacks=callbacks)
+
+
+def test_callbacks_list_form_works_without_attach_and_ends_with_a_top_table(tiny, tmp_path):
+    model, tok = tiny
+    base = losses(model, tok, UPSTREAM)
+    callback = ForgettingCallback(UPSTREAM, top_k=3)
+    trainer = trainer_with(copy.deepcopy(model), tok, tmp_path / "out", [callback])
+    trainer.train()
+
+    logged = forgetting_logs(trainer)
+    assert [e["step"] for e in logged] == [2, 4]
+    np.testing.assert_allclose(callback.base_losses.to_numpy(), base, atol=1e-5)
+    F = losses(trainer.model, tok, UPSTREAM) - base
+    assert logged[-1]["forgetting/mean"] == pytest.approx(F.mean(), abs=1e-5)
+
+    tables = [e for e in trainer.state.log_history if "forgetting/top" in e]
+    assert len(tables) == 1 and tables[0]["step"] == 4
+    top = tables[0]["forgetting/top"]
+    order = np.argsort(-F, kind="stable")[:3]
+    assert [row["example_id"] for row in top] == [IDS[i] for i in order]
+    assert [row["forgetting"] for row in top] == pytest.approx(F[order], abs=1e-5)
+    assert top[0]["text"] and callback.most_forgotten()["example_id"].tolist() == [IDS[i] for i in order]
+
+
+def test_early_stopping_and_best_model_follow_eval_forgetting(tiny, tmp_path):
+    from transformers import EarlyStoppingCallback
+
+    model, tok = tiny
+    # EarlyStoppingCallback listed first: the values are in the metrics before any on_evaluate runs
+    callbacks = [EarlyStoppingCallback(early_stopping_patience=1, early_stopping_threshold=1e-4),
+                 ForgettingCallback(UPSTREAM)]
+    trainer = trainer_with(copy.deepcopy(model), tok, tmp_path / "out", callbacks, max_steps=8, eval_strategy="steps",
+                           eval_steps=1, save_strategy="steps", save_steps=1, load_best_model_at_end=True,
+                           metric_for_best_model="eval_forgetting/mean", greater_is_better=False)
+    trainer.train()
+
+    evals = [e for e in trainer.state.log_history if "eval_loss" in e]
+    assert all("eval_forgetting/mean" in e and "eval_forgetting/share_forgotten" in e for e in evals)
+    assert trainer.state.global_step < 8  # stopped early
+    assert [e["step"] for e in evals] == list(range(1, trainer.state.global_step + 1))
+    values = [e["eval_forgetting/mean"] for e in evals]
+    assert values[-1] > values[0]  # forgetting rose, which is what stopped the run
+    assert trainer.state.best_metric == pytest.approx(min(values))
+    assert trainer.state.best_global_step == evals[int(np.argmin(values))]["step"]
+
+
+def test_resume_from_checkpoint_reuses_the_base_losses(tiny, tmp_path, monkeypatch):
+    model, tok = tiny
+    calls = []
+    measure_base = ForgettingCallback._measure_base
+    monkeypatch.setattr(ForgettingCallback, "_measure_base", lambda self, m: (calls.append(1), measure_base(self, m)))
+    first = ForgettingCallback(UPSTREAM)
+    trainer_with(copy.deepcopy(model), tok, tmp_path / "out", [first], save_strategy="steps", save_steps=2).train()
+    assert len(calls) == 1
+
+    second = ForgettingCallback(UPSTREAM)
+    resumed = trainer_with(copy.deepcopy(model), tok, tmp_path / "out", [second], save_strategy="no")
+    resumed.train(resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-2"))
+    assert len(calls) == 1  # not measured again on the half-trained weights
+    np.testing.assert_allclose(second.base_losses.to_numpy(), first.base_losses.to_numpy())
+    assert [h["step"] for h in second.history] == [2, 4]  # the checkpoint's history, then the resumed run's
+    assert second.history[-1]["metrics"]["forgetting/mean"] == pytest.approx(
+        first.history[-1]["metrics"]["forgetting/mean"], abs=1e-4)
+
+    other = ForgettingCallback(UPSTREAM[:4])  # another upstream set: the checkpoint's base does not apply
+    trainer = trainer_with(copy.deepcopy(model), tok, tmp_path / "out", [other], save_strategy="no")
+    trainer.train(resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-2"))
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_distributed_ranks_measure_disjoint_shards_that_gather_into_the_row(tiny, monkeypatch, world):
+    from forgetscope.integrations import hf_trainer
+
+    model, tok = tiny
+    full = losses(model, tok, UPSTREAM)
+    idx = np.arange(len(UPSTREAM))
+    callback = ForgettingCallback(UPSTREAM)
+    callback._prepare(model, tok)
+    shards = {}
+    for rank in range(world):
+        monkeypatch.setattr(hf_trainer, "_rank_world", lambda rank=rank: (rank, world))
+
+        def gather(values, rank=rank):
+            shards[rank] = values  # what this rank measured; the other ranks' shards come from `full`
+            return [values if r == rank else full[idx[r::world]] for r in range(world)]
+
+        monkeypatch.setattr(hf_trainer, "_all_gather", gather)
+        np.testing.assert_allclose(callback._losses(model, idx), full, atol=1e-5)
+    sizes = [len(shards[r]) for r in range(world)]
+    assert sum(sizes) == len(UPSTREAM) and max(sizes) - min(sizes) <= 1  # disjoint, balanced
+    for rank in range(world):
+        np.testing.assert_allclose(shards[rank], full[rank::world], atol=1e-5)
+
+
+def test_state_round_trips_through_the_transformers_protocol(tiny):
+    model, tok = tiny
+    callback = ForgettingCallback(UPSTREAM, top_k=4, eval_steps=3)
+    callback._prepare(model, tok)
+    callback._measure_base(model)
+    import json
+
+    saved = json.loads(json.dumps(callback.state()))  # what trainer_state.json holds
+    rebuilt = ForgettingCallback.from_state(saved)
+    assert rebuilt.upstream.ids == IDS and rebuilt.top_k == 4 and rebuilt.eval_steps == 3
+    assert rebuilt.upstream.examples == UPSTREAM
+    rebuilt._prepare(model, tok)
+    rebuilt._restore(None)
+    np.testing.assert_allclose(rebuilt.base_losses.to_numpy(), callback.base_losses.to_numpy())

@@ -85,3 +85,24 @@ def test_sft_trainer_logs_the_forgetting_a_direct_measurement_finds(tiny, tiny_d
     assert final["forgetting/max"] == pytest.approx(F.max(), abs=1e-5)
     assert final["forgetting/share_forgotten"] == pytest.approx((F > 0).mean())
     assert logged[0]["forgetting/mean"] != pytest.approx(final["forgetting/mean"], abs=1e-6)  # measured anew
+
+
+def test_sft_trainer_callbacks_list_form_adds_eval_forgetting_to_its_metrics(tiny, tmp_path):
+    model, tok = (copy.deepcopy(x) for x in tiny)
+    callback = ForgettingCallback(UPSTREAM)
+    args = SFTConfig(output_dir=str(tmp_path / "out"), use_cpu=True, max_steps=2, logging_steps=2,
+                     eval_strategy="steps", eval_steps=2, per_device_train_batch_size=4, learning_rate=1e-2,
+                     max_length=64, report_to="none", save_strategy="no", seed=0, disable_tqdm=True, bf16=False,
+                     dataloader_num_workers=0)
+    data = Dataset.from_dict(DATASETS["text"])
+    trainer = SFTTrainer(model=model, args=args, train_dataset=data, eval_dataset=data.select(range(2)),
+                         processing_class=tok, callbacks=[callback])  # no attach
+    trainer.train()
+
+    evals = [e for e in trainer.state.log_history if "eval_loss" in e]
+    assert [e["step"] for e in evals] == [2]
+    assert "eval_mean_token_accuracy" in evals[0]  # TRL's own eval metrics stay
+    assert evals[0]["eval_forgetting/mean"] == pytest.approx(callback.history[-1]["metrics"]["forgetting/mean"])
+    metrics = trainer.evaluate()  # a later evaluation at the same step reuses that measurement
+    assert metrics["eval_forgetting/mean"] == pytest.approx(evals[0]["eval_forgetting/mean"])
+    assert len(callback.history) == 1

@@ -6,8 +6,9 @@ and in every ``report_to`` backend (TensorBoard, W&B, ...)::
 
     from forgetscope.integrations import ForgettingCallback
 
-    trainer = Trainer(model=model, args=args, train_dataset=ds, processing_class=tokenizer)
-    callback = ForgettingCallback("data/upstream.jsonl", eval_steps=50).attach(trainer)
+    callback = ForgettingCallback("data/upstream.jsonl", eval_steps=50)
+    trainer = Trainer(model=model, args=args, train_dataset=ds, processing_class=tokenizer,
+                      callbacks=[callback])   # or callback.attach(trainer) after building it
     trainer.train()
     callback.history[-1]["metrics"]["forgetting/mean"], callback.last_row.nlargest(10)
 
@@ -18,11 +19,12 @@ a data file :func:`~forgetscope.data.loading.load_examples` reads, or a sweep di
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,6 +32,7 @@ import numpy as np
 import pandas as pd
 import torch
 from transformers import Trainer, TrainerCallback
+from transformers.trainer_callback import ExportableState
 
 from forgetscope.config import DEFAULT_EVAL_MAX_LENGTH
 from forgetscope.data.encoding import Encoded
@@ -45,6 +48,9 @@ __all__ = ["ForgettingCallback"]
 
 DEFAULT_MAX_LENGTH = DEFAULT_EVAL_MAX_LENGTH  # capped at the model's context when not given
 _TEXT_COLUMNS = ("example_id", "text", "prompt", "response", "answer", "prompt_messages")
+_SUPPORTED_FORM = ("Trainer(model=model, processing_class=tokenizer, callbacks=[ForgettingCallback(upstream)]) "
+                   "or ForgettingCallback(upstream, tokenizer=tokenizer).attach(trainer)")
+_TABLE_TEXT_CHARS = 200  # the most-forgotten table shows the start of each text
 
 
 @dataclass
@@ -108,6 +114,8 @@ def _read_upstream(upstream: Any) -> _Upstream:
         return _Upstream(load_examples(path), str(path))
     if isinstance(upstream, Example):
         upstream = [upstream]
+    if isinstance(upstream, (list, tuple)) and upstream and all(isinstance(x, dict) for x in upstream):
+        upstream = [_example_from_record(r) for r in upstream]  # as state() writes them to a checkpoint
     try:
         items = list(upstream)
     except TypeError:
@@ -123,6 +131,46 @@ def _read_upstream(upstream: Any) -> _Upstream:
     if dups:
         raise DataError(f"upstream example ids are not unique: {', '.join(map(repr, dups[:5]))}")
     return _Upstream(items, "examples")
+
+
+def _example_record(example: Example) -> dict[str, Any]:
+    """An example as JSON-able fields (its ``meta`` is left out), for a checkpoint's trainer state."""
+    record = asdict(example)
+    record.pop("meta", None)
+    record["prompt_messages"] = [list(turn) for turn in example.prompt_messages]
+    return record
+
+
+def _example_from_record(record: dict[str, Any]) -> Example:
+    fields = dict(record)
+    fields["prompt_messages"] = tuple(tuple(turn) for turn in fields.get("prompt_messages") or ())
+    try:
+        return Example(**fields)
+    except TypeError as e:
+        raise DataError(f"upstream record {record.get('example_id')!r} is not an Example: {e}") from None
+
+
+def _fingerprint(ids: Sequence[str]) -> str:
+    """A short digest of the upstream ids, so a checkpoint's base losses are reused only for the same set."""
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
+
+
+def _rank_world() -> tuple[int, int]:
+    """This process's rank and the world size of ``torch.distributed`` ((0, 1) when it is not initialised)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _all_gather(values: np.ndarray) -> list[np.ndarray]:
+    """Every rank's ``values``, in rank order."""
+    import torch.distributed as dist
+
+    pieces: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(pieces, values)
+    return [np.asarray(p, dtype=np.float64) for p in pieces]
 
 
 def _unwrap(model: Any) -> Any:
@@ -159,13 +207,34 @@ def _tokenizer_of(processing_class: Any) -> Any:
     return inner if inner is not None and callable(inner) else processing_class
 
 
-class ForgettingCallback(TrainerCallback):
+class ForgettingCallback(TrainerCallback, ExportableState):
     """Logs how much the model being trained forgets of an upstream set, every ``eval_steps`` steps.
 
     Works with ``transformers.Trainer`` and its subclasses (TRL's ``SFTTrainer``, ``DPOTrainer``, ...),
-    with full fine-tuning and peft adapters; it needs no TRL import. Attach it with
-    ``callback.attach(trainer)`` (or ``ForgettingCallback(..., trainer=trainer)``): it adds itself to the
-    trainer's callbacks when needed and keeps the reference it logs through.
+    with full fine-tuning and peft adapters; it needs no TRL import. Pass it in ``Trainer(callbacks=[...])``:
+    the model and tokenizer come with the Trainer's callback events (``model``, ``processing_class``). Or
+    attach it with ``callback.attach(trainer)`` (or ``ForgettingCallback(..., trainer=trainer)``), which
+    adds it to the trainer's callbacks when needed and keeps the trainer to log through: only then do the
+    training-time values reach the ``report_to`` backends (see *Why Trainer.log*); without it they are
+    appended to ``trainer.state.log_history`` directly.
+
+    **Evaluation metrics.** Each Trainer evaluation gets the values with an ``eval_`` prefix
+    (``eval_forgetting/mean``, ...) in its metrics dict and its ``log_history`` entry, so
+    ``metric_for_best_model="eval_forgetting/mean"`` with ``greater_is_better=False``,
+    ``load_best_model_at_end`` and ``EarlyStoppingCallback`` select and stop on forgetting. They are
+    added in ``on_log`` (the Trainer logs the evaluation metrics before ``on_evaluate``, in place), so
+    they are there whatever the callbacks' order; ``on_evaluate`` adds them when a trainer logged a copy.
+
+    **Checkpoints.** The callback is an ``ExportableState``: a checkpoint's ``trainer_state.json`` holds
+    the base losses and history, and ``train(resume_from_checkpoint=...)`` reuses them instead of
+    measuring the (already trained) model again, when the upstream ids and evaluation settings match.
+
+    **Distributed.** Under ``torch.distributed`` with more than one process each rank evaluates every
+    world-size-th upstream example and the losses are gathered, so every rank holds the whole row.
+
+    **Most forgotten.** At the end of training a ``{prefix}top`` entry, a list of the ``top_k`` most
+    forgotten examples (id, F, start of the text), is appended to ``trainer.state.log_history``;
+    :meth:`most_forgotten` returns it as a DataFrame.
 
     **Base losses.** With a sweep directory as ``upstream`` the sweep's ``loss_before`` is used, so no
     base evaluation is needed; this is valid **only when the model being trained is that sweep's base
@@ -196,8 +265,8 @@ class ForgettingCallback(TrainerCallback):
 
     Evaluation happens at every ``eval_steps`` in ``on_step_end``, at the last step, and in
     ``on_train_end`` if training stopped between those; it runs without gradients, in eval mode,
-    restoring the model's train/eval mode afterwards. In multi-process training every process
-    evaluates (the values are the same) and the reporting callbacks write from the main process only.
+    restoring the model's train/eval mode afterwards. A Trainer evaluation at a step already measured
+    reuses that measurement. The reporting callbacks write from the main process only.
     """
 
     def __init__(self, upstream: str | os.PathLike[str] | SweepStore | Sequence[Example], *,
@@ -220,6 +289,11 @@ class ForgettingCallback(TrainerCallback):
         if chat not in (None, True, False, "auto"):
             raise ConfigError(f"chat must be True, False or 'auto', got {chat!r}")
         self.upstream = _read_upstream(upstream)
+        # the JSON-able constructor arguments state() writes, so transformers can rebuild the callback
+        self._args = {"upstream": (self.upstream.source if self.upstream.source != "examples"
+                                   else [_example_record(e) for e in self.upstream.examples]),
+                      "probe": probe, "seed": seed, "max_length": max_length, "eval_steps": eval_steps,
+                      "top_k": top_k, "chat": chat, "prefix": prefix, "max_batch_tokens": max_batch_tokens}
         self.tokenizer = tokenizer
         self.seed = seed
         self.eval_steps = eval_steps
@@ -235,6 +309,7 @@ class ForgettingCallback(TrainerCallback):
         self._evaluator: Evaluator | None = None
         self._chat = False
         self._steps = 0
+        self._checkpoint: dict[str, Any] | None = None  # set by transformers from a checkpoint's state
         self._last_step: int | None = None
         n = len(self.upstream.examples)
         self._loss_before = None if self.upstream.loss_before is None else self.upstream.loss_before.copy()
@@ -345,10 +420,19 @@ class ForgettingCallback(TrainerCallback):
 
     # ---- measuring -----------------------------------------------------------------------------
     def _losses(self, model: Any, idx: np.ndarray) -> np.ndarray:
-        """Current mean token NLL of the upstream examples ``idx``; the model's mode is restored."""
+        """Current mean token NLL of the upstream examples ``idx``; the model's mode is restored. Under
+        ``torch.distributed`` each rank measures ``idx[rank::world]`` and the shards are gathered."""
         assert self._encoded is not None and self._evaluator is not None
-        return measure_losses(self._evaluator, model, [self.upstream.examples[i] for i in idx],
-                              [self._encoded[i] for i in idx])
+        rank, world = _rank_world()
+        mine = idx[rank::world] if world > 1 else idx
+        values = measure_losses(self._evaluator, model, [self.upstream.examples[i] for i in mine],
+                                [self._encoded[i] for i in mine])
+        if world <= 1:
+            return values
+        out = np.full(idx.size, np.nan)
+        for r, piece in enumerate(_all_gather(values)):
+            out[r::world] = piece
+        return out
 
     def measure(self, model: Any, step: int) -> dict[str, float]:
         """Evaluate ``model`` now; updates ``history`` and ``last_row`` and returns the prefixed metrics."""
@@ -378,36 +462,102 @@ class ForgettingCallback(TrainerCallback):
         self._last_step = step
         return metrics
 
-    def _measure_and_log(self, model: Any, state: Any, control: Any) -> None:
-        metrics = self.measure(model, state.global_step)
-        trainer = self._trainer
-        assert trainer is not None
-        should_log = control.should_log
-        Trainer.log(trainer, dict(metrics))
-        control.should_log = should_log
-        trainer.control.should_log = should_log
+    def most_forgotten(self) -> pd.DataFrame:
+        """The ``top_k`` most forgotten upstream examples of the last measurement: id, F and the start of
+        the text, largest F first (empty before any measurement)."""
+        columns = ["example_id", "forgetting", "text"]
+        if self.last_row is None:
+            return pd.DataFrame(columns=columns)
+        top = self.last_row.dropna().sort_values(ascending=False, kind="stable").head(self.top_k)
+        by_id = {e.example_id: e for e in self.upstream.examples}
+
+        def text(example: Example) -> str:
+            full = example.text if example.text is not None else f"{example.prompt or ''} {example.response or ''}"
+            return full.strip()[:_TABLE_TEXT_CHARS]
+
+        return pd.DataFrame({"example_id": top.index.tolist(), "forgetting": top.to_numpy(dtype=float),
+                             "text": [text(by_id[i]) for i in top.index]}, columns=columns)
+
+    # ---- checkpoint state (transformers' ExportableState) ----------------------------------------
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps: the constructor arguments and the base losses with the settings they
+        were measured under, so a resumed run does not measure its already trained model as the base."""
+        before = None if self._loss_before is None else [
+            float(v) if np.isfinite(v) else None for v in self._loss_before]
+        payload = {"ids": _fingerprint(self.upstream.ids), "max_length": self.max_length, "chat": self._chat,
+                   "loss_before": before, "history": self.history}
+        return {"args": dict(self._args), "attributes": {"_checkpoint": payload}}
+
+    def _restore(self, state: Any) -> None:
+        """Base losses and history from the checkpoint being resumed, when they belong to this upstream set
+        and evaluation settings (``state.stateful_callbacks`` holds the checkpoint's states at train begin)."""
+        saved = getattr(state, "stateful_callbacks", None) or {}
+        entries = saved.get(type(self).__name__, [])
+        entries = entries if isinstance(entries, list) else [entries]
+        payloads = [e.get("attributes", {}).get("_checkpoint") for e in entries if isinstance(e, dict)]
+        if self._checkpoint is not None:
+            payloads.insert(0, self._checkpoint)
+        for payload in payloads:
+            if (isinstance(payload, dict) and payload.get("loss_before") is not None
+                    and payload.get("ids") == _fingerprint(self.upstream.ids)
+                    and payload.get("max_length") == self.max_length and payload.get("chat") == self._chat):
+                before = np.array([np.nan if v is None else v for v in payload["loss_before"]], dtype=np.float64)
+                if before.shape == (len(self.upstream.examples),):
+                    self._loss_before = before
+                    self.history = list(payload.get("history") or self.history)
+                    return
 
     # ---- Trainer events ------------------------------------------------------------------------
-    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self._trainer is None:
-            raise ConfigError("ForgettingCallback is not attached: call callback.attach(trainer) so it can "
-                              "log through the trainer to log_history and every report_to backend")
+    def _ready(self, args: Any, state: Any, kwargs: dict[str, Any]) -> Any:
+        """Prepare on first use (tokenizer, encoding, base losses: restored or measured); returns the model."""
         model = self._model(kwargs)
+        if model is None:
+            raise ConfigError(f"ForgettingCallback got no model from the Trainer; use {_SUPPORTED_FORM}")
         if self.tokenizer is None:
             candidates = (kwargs.get("processing_class"), kwargs.get("tokenizer"),
                           getattr(self._trainer, "processing_class", None))
             self.tokenizer = _tokenizer_of(next((c for c in candidates if c is not None), None))
         if self.tokenizer is None:
-            raise ConfigError("ForgettingCallback needs a tokenizer: pass tokenizer=... or give the Trainer a "
-                              "processing_class")
-        self._check_chat_against_sweep()
-        self._prepare(_unwrap(model), self.tokenizer)
-        self._steps = self._resolve_eval_steps(args, state)
+            raise ConfigError(f"ForgettingCallback needs a tokenizer and the Trainer has no processing_class; "
+                              f"use {_SUPPORTED_FORM}")
+        if self._encoded is None:
+            self._check_chat_against_sweep()
+            self._prepare(_unwrap(model), self.tokenizer)
+            self._steps = self._resolve_eval_steps(args, state)
         if self._loss_before is None:
-            idx = self._eval_indices()
-            before = np.full(len(self.upstream.examples), np.nan)
-            before[idx] = self._losses(model, idx)
-            self._loss_before = before
+            self._restore(state)
+        if self._loss_before is None:
+            self._measure_base(model)
+        return model
+
+    def _measure_base(self, model: Any) -> None:
+        idx = self._eval_indices()
+        before = np.full(len(self.upstream.examples), np.nan)
+        before[idx] = self._losses(model, idx)
+        self._loss_before = before
+
+    def _emit(self, metrics: dict[str, float], state: Any, control: Any) -> None:
+        """Log the training-time values: through the attached trainer's base ``Trainer.log`` (class
+        docstring), else straight into ``log_history``."""
+        trainer = self._trainer
+        if trainer is None:
+            state.log_history.append({**metrics, "step": state.global_step})
+            return
+        should_log = control.should_log
+        Trainer.log(trainer, dict(metrics))
+        control.should_log = should_log
+        trainer.control.should_log = should_log
+
+    def _eval_metrics(self, args: Any, state: Any, kwargs: dict[str, Any]) -> dict[str, float]:
+        """The values at this step with an ``eval_`` prefix: the step's measurement, else a new one."""
+        model = self._ready(args, state, kwargs)
+        if self._last_step != state.global_step or not self.history:
+            self.measure(model, state.global_step)
+        return {f"eval_{k}": v for k, v in self.history[-1]["metrics"].items()}
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._ready(args, state, kwargs)
+        self._steps = self._resolve_eval_steps(args, state)
 
     def _check_chat_against_sweep(self) -> None:
         swept = self.upstream.settings.get("chat")
@@ -426,11 +576,33 @@ class ForgettingCallback(TrainerCallback):
         step = state.global_step
         last = step >= state.max_steps or control.should_training_stop
         if step > 0 and (step % self._steps == 0 or last) and step != self._last_step:
-            self._measure_and_log(self._model(kwargs), state, control)
+            self._emit(self.measure(self._model(kwargs), step), state, control)
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
+               **kwargs: Any) -> None:
+        # an evaluation's metrics: the Trainer hands the dict it returns (and checks for the best model and
+        # early stopping) to on_log before on_evaluate, so adding the values here reaches every consumer
+        if not logs or f"eval_{self.prefix}mean" in logs or not any(str(k).startswith("eval_") for k in logs):
+            return
+        values = self._eval_metrics(args, state, kwargs)
+        logs.update(values)
+        entry = state.log_history[-1] if state.log_history else None
+        if isinstance(entry, dict) and entry.get("step") == state.global_step and all(
+                k in entry for k in logs if k not in values):
+            entry.update(values)
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, Any] | None = None,
+                    **kwargs: Any) -> None:
+        if metrics is not None and f"eval_{self.prefix}mean" not in metrics:
+            metrics.update(self._eval_metrics(args, state, kwargs))
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self._trainer is not None and state.global_step > 0 and state.global_step != self._last_step:
-            self._measure_and_log(self._model(kwargs), state, control)
+        if self._encoded is not None and state.global_step > 0 and state.global_step != self._last_step:
+            self._emit(self.measure(self._model(kwargs), state.global_step), state, control)
+        if self.last_row is not None:
+            table = self.most_forgotten()
+            state.log_history.append({f"{self.prefix}top": table.to_dict(orient="records"),
+                                      "step": state.global_step})
 
     def _model(self, kwargs: dict[str, Any]) -> Any:
         """The model the Trainer passes to callbacks, else the attached trainer's."""
