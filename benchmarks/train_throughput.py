@@ -99,7 +99,7 @@ def trainer_steps(model, tok, task, method: str, args, batches: list) -> dict[st
 
     clock = _StepClock()
     enc = [e for batch in batches for e in batch]
-    model = prepare_for_training(model, method)  # the same LoRA (rank 8 on q/v) as forgetscope's default
+    model = prepare_for_training(model, method)  # the same LoRA (rank 8, all-linear) as forgetscope's default
 
     def collator(batch):
         clock.count(batch)

@@ -17,7 +17,7 @@ from forgetscope.store import load_forgetting
 
 
 def _lora_tuned(base):
-    tuned = prepare_for_training(copy.deepcopy(base), "lora", lora_rank=2)
+    tuned = prepare_for_training(copy.deepcopy(base), "lora", lora_rank=2, target_modules=None)  # q_proj, v_proj
     with torch.no_grad():
         for name, p in tuned.named_parameters():
             if "lora_B" in name:

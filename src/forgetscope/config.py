@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from forgetscope.errors import ConfigError
 
@@ -74,7 +82,7 @@ class TrainConfig(_Strict):
         "v_proj on Llama and Gemma, what sweeps recorded with null before all-linear became the default)")
     seed: int = 0
     device: str = "auto"
-    # forward-pass dtype; weights stay float32. auto: bf16 autocast on CUDA with bf16, float32 elsewhere
+    # forward-pass dtype; weights keep load.dtype. auto: bf16 autocast on CUDA with bf16, float32 elsewhere
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     grad_accum_steps: int = Field(1, ge=1, description="micro-batches of batch_size whose gradients one "
                                   "optimizer step sums (effective batch: batch_size x grad_accum_steps); "
@@ -146,6 +154,9 @@ class SourceConfig(_Strict):
         return self
 
 
+DEFAULT_HELDOUT = 0.2
+
+
 class TaskConfig(SourceConfig):
     # lm_targets does not apply to a task; it keeps the value it had before the upstream default changed,
     # so the fingerprints of sweeps recorded earlier stay the same
@@ -153,6 +164,7 @@ class TaskConfig(SourceConfig):
     name: str
     source: str | None = None  # None: the demo task of this name
     n_train: int | None = Field(None, ge=1)
+    # a fraction in (0, 1) or a number of examples split off the task's data (a demo task keeps its own)
     heldout: float | int = 0.2
     description: str = ""
     # instruction | plain_text, recorded with every run; None: the demo index's, else by format
@@ -162,6 +174,20 @@ class TaskConfig(SourceConfig):
     # training example's response (a seeded derangement; the held-out pairs stay real), so the run learns
     # the form of the answers (chat format, length, end of turn) without their content
     control: Literal["shuffled_responses"] | None = None
+
+    @field_validator("heldout")
+    @classmethod
+    def _heldout_is_a_fraction_or_a_count(cls, v: float | int, info: ValidationInfo) -> float | int:
+        if isinstance(v, float) and not (0 < v < 1 or (v >= 1 and v.is_integer())):
+            raise ValueError(f"{v} is neither a fraction in (0, 1) nor a whole number of examples")
+        if isinstance(v, int) and v < 1:
+            raise ValueError(f"{v}: a number of held-out examples is at least 1")
+        source = info.data.get("source")
+        if v != DEFAULT_HELDOUT and (source is None or str(source).startswith("demo:")):
+            raise ValueError(f"a shipped demo task keeps the held-out examples shipped with it, so heldout "
+                             f"does not apply to task {info.data.get('name')!r}; remove it (or give the "
+                             "task's data as a file to split it your way)")
+        return v
 
 
 DEFAULT_EVAL_MAX_LENGTH = 512
@@ -299,9 +325,13 @@ def load_config(path: str | Path, model: type[BaseModel] = SweepConfig, **overri
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"config {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    except UnicodeDecodeError as exc:
+        bad = exc.object[exc.start:exc.start + 1].hex()
+        raise ConfigError(f"config {path} is not UTF-8 text (byte 0x{bad} at offset {exc.start}); save it as "
+                          "UTF-8") from None
     if not isinstance(data, dict):
         raise ConfigError(f"invalid config {path}: expected a mapping at the top level")
     data.update({k: v for k, v in overrides.items() if v is not None})

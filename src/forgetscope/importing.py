@@ -39,7 +39,12 @@ def read_names(path: str | os.PathLike[str] | None) -> list[str] | None:
     p = Path(path)
     if not p.is_file():
         raise DataError(f"names file not found: {p}")
-    return [line.strip() for line in p.read_text().splitlines() if line.strip()]
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        bad = exc.object[exc.start:exc.start + 1].hex()
+        raise DataError(f"names file {p} is not UTF-8 text (byte 0x{bad} at offset {exc.start})") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def read_matrix_file(path: str | os.PathLike[str], *, row_names: list[str] | None = None,
@@ -145,8 +150,8 @@ def read_values_file(path: str | os.PathLike[str]) -> tuple[dict[str, float], in
     if not p.is_file():
         raise DataError(f"values file not found: {p}")
     try:
-        data = json.loads(p.read_text())
-    except json.JSONDecodeError as exc:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"{p} is not valid JSON: {exc}") from None
     evaluations = None
     if isinstance(data, dict) and "values" in data:
@@ -162,7 +167,9 @@ def import_matrix(source: str | os.PathLike[str], dest: str | os.PathLike[str], 
                   overwrite: bool = False) -> ForgettingMatrix:
     """Read ``source`` and write it as a sweep directory at ``dest`` (what ``forgetscope import`` does)."""
     from forgetscope.store import write_matrix_sweep
+    from forgetscope.store.io import check_output_dir
 
+    check_output_dir(dest)  # a file or a read-only folder: refused before the matrix is read
     matrix = read_matrix_file(source, row_names=row_names, col_names=col_names)
     write_matrix_sweep(matrix, dest, manifest={"source_file": str(Path(source).resolve())}, overwrite=overwrite)
     return load_forgetting(dest)

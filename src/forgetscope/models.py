@@ -117,8 +117,8 @@ def cached_file_sha256(path: str | os.PathLike[str]) -> str:
     if isinstance(hit, dict) and hit.get("stat") == key and isinstance(hit.get("sha256"), str):
         return hit["sha256"]
     digest = file_sha256(path)
-    if _stat_key(path.stat()) == key:  # unchanged while it was read: safe to remember
-        entries = _read_hash_cache(cache)
+    if _stat_key(path.stat()) == key:  # unchanged while it was read: safe to remember (files gone: forgotten)
+        entries = {k: v for k, v in _read_hash_cache(cache).items() if os.path.exists(k)}
         entries[str(path)] = {"stat": key, "sha256": digest}
         _write_hash_cache(cache, entries)
     return digest
@@ -466,6 +466,20 @@ def count_trainable(model) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def set_gradient_checkpointing(model, on: bool) -> None:
+    """Switch activation recomputation in the backward pass on (non-reentrant, so frozen inputs need no
+    gradient) or off, with transformers' current method (``activation_checkpointing_*`` where it exists)."""
+    if on and not getattr(model, "supports_gradient_checkpointing", False):
+        raise ModelError(f"{type(model).__name__} does not support gradient checkpointing")
+    prefix = "activation" if hasattr(model, "activation_checkpointing_enable") else "gradient"
+    if not on:
+        getattr(model, f"{prefix}_checkpointing_disable")()
+    elif prefix == "activation":
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 #: peft's name for "every linear layer but the output head": the default LoRA targets.
 ALL_LINEAR = "all-linear"
 
@@ -487,9 +501,7 @@ def prepare_for_training(model, method: str = "full", *, lora_rank: int = 8, lor
     if quantized and method == "full":
         raise ModelError("a quantized (4-bit) model cannot be fully fine-tuned; use LoRA")
     if gradient_checkpointing and not quantized:  # a quantized model gets it from prepare_model_for_kbit_training
-        if not getattr(model, "supports_gradient_checkpointing", False):
-            raise ModelError(f"{type(model).__name__} does not support gradient checkpointing")
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        set_gradient_checkpointing(model, True)
     if method == "full":
         for p in model.parameters():
             p.requires_grad_(True)
@@ -512,6 +524,8 @@ def prepare_for_training(model, method: str = "full", *, lora_rank: int = 8, lor
             # the FutureWarning is about peft's code, not forgetscope's or the user's
             warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated",
                                     category=FutureWarning)
+            # all-linear on GPT-2's Conv1D layers: peft sets fan_in_fan_out itself and says so
+            warnings.filterwarnings("ignore", message=r"fan_in_fan_out is set to False", category=UserWarning)
             if quantized:
                 from peft import prepare_model_for_kbit_training
 

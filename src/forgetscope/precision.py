@@ -169,14 +169,16 @@ def evaluation_precision(model, dtype: torch.dtype | None) -> Iterator[EvalState
 def merge_for_evaluation(model: Any, dtype: torch.dtype) -> Any:
     """Fold a LoRA adapter into the weights (evaluation at base-model speed) only when nothing is lost.
 
-    A merge is exact enough when the weights are float32 and evaluation is float32. Otherwise the
+    A merge is exact enough when the weights are float32 (not quantized) and evaluation is float32. Otherwise the
     adapter stays unmerged: merged into bf16 weights, an update smaller than their spacing would round
     away, and unmerged its float32 low-rank product adds to the layer output, while the base weights are
     rounded exactly as they were for ``loss_before``.
     """
     if not hasattr(model, "merge_and_unload"):
         return model
-    weights_fp32 = all(p.dtype == torch.float32 for p in model.parameters() if p.is_floating_point())
+    # every parameter, not only the floating ones: quantized (4-bit) weights are integer tensors, and an
+    # update merged into them would be rounded to the quantization grid
+    weights_fp32 = all(p.dtype == torch.float32 for p in model.parameters())
     if weights_fp32 and dtype == torch.float32:
         return model.merge_and_unload()
     return model

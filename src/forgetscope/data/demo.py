@@ -98,7 +98,8 @@ def demo_upstream(n: int | None = None, seed: int = 0, targets: str = "human") -
     KL(base ‖ fine-tuned) per token).
     """
     name = upstream_file(targets)
-    return subsample(_examples(name, name.removesuffix(".jsonl")), n, seed, "demo upstream")
+    return subsample(_examples(name, name.removesuffix(".jsonl")), n, seed,
+                     f"plain texts (upstream.n) of the demo upstream set {name}")
 
 
 def upstream_file(targets: str = "text") -> str:
@@ -118,7 +119,8 @@ def demo_upstream_instruct(n: int | None = None, seed: int = 0, targets: str = "
     if targets not in INSTRUCT_TARGETS:
         raise DataError(f"unknown demo instruct_targets {targets!r}; choose from {', '.join(INSTRUCT_TARGETS)}")
     name = INSTRUCT_TARGETS[targets]
-    return subsample(_examples(name, "upstream_instruct"), n, seed, "demo upstream_instruct")
+    return subsample(_examples(name, "upstream_instruct"), n, seed,
+                     "instruction pairs (upstream.n_instruct) of the demo set")
 
 
 UPSTREAM_FILE = "upstream.jsonl"
@@ -189,8 +191,8 @@ def demo_task(name: str, n_train: int | None = None, seed: int = 0,
     examples = _examples(info["file"], name)
     train = [e for e in examples if e.meta.get("split") == "train"]
     heldout = [e for e in examples if e.meta.get("split") == "heldout"]
-    train = subsample(train, n_train, seed, f"demo task {name!r}")
-    heldout = subsample(heldout, n_heldout, seed, f"demo task {name!r}")
+    train = subsample(train, n_train, seed, f"training examples (n_train) of demo task {name!r}")
+    heldout = subsample(heldout, n_heldout, seed, f"held-out examples of demo task {name!r}")
     return Task(name=name, train=train, heldout=heldout, description=info["description"], family=info["family"])
 
 

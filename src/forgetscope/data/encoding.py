@@ -5,6 +5,7 @@ only the response tokens and the token that closes it are scored, so instruction
 diluted by the prompt. A pair is scored exactly as the model sees and produces it:
 
 * **chat format** (``chat=True`` and the tokenizer has a chat template): the prompt is the user turn
+  (or a conversation's turns, ``Example.prompt_messages``: system prompt, earlier turns)
   rendered by the template with its generation prompt (``...<|im_start|>assistant\n``); the response is
   the assistant turn's content, followed by the template's end-of-turn token (``<|im_end|>`` for
   SmolLM2), which is scored: it is what the model produces to finish its answer. Turn contents are
@@ -63,13 +64,18 @@ def _user_turn(prompt: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": prompt.strip()}]
 
 
-def prompt_ids(tokenizer, prompt: str, chat: bool = False) -> list[int]:
+def prompt_ids(tokenizer, prompt: str | Example, chat: bool = False) -> list[int]:
     """Token ids of a prompt: as the user turn of the chat template when ``chat`` (instruct models answer
-    far better in their own format), else plain text with the tokenizer's own special tokens."""
+    far better in their own format), else plain text with the tokenizer's own special tokens. A pair
+    whose prompt is a conversation (:attr:`Example.prompt_messages`) has all its turns rendered by the
+    template; without one, its plain rendering (``Example.prompt``) is read."""
+    turns = prompt.prompt_messages if isinstance(prompt, Example) else ()
+    text_prompt = (prompt.prompt or "") if isinstance(prompt, Example) else prompt
     if uses_chat(tokenizer, chat):
-        text = tokenizer.apply_chat_template(_user_turn(prompt), tokenize=False, add_generation_prompt=True)
+        messages = [{"role": r, "content": c.strip()} for r, c in turns] if turns else _user_turn(text_prompt)
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return tokenizer(text, add_special_tokens=False)["input_ids"]
-    return tokenizer(prompt)["input_ids"]
+    return tokenizer(text_prompt)["input_ids"]
 
 
 def end_of_turn_ids(tokenizer, prompt: str = "") -> list[int]:
@@ -112,7 +118,7 @@ def encode_example(tokenizer, ex: Example, max_length: int,
                    on_overflow: Literal["error", "truncate"] = "truncate", chat: bool = False) -> Encoded:
     """Tokenise one example; response-only labels for pairs (see the module docstring for the formats)."""
     if ex.is_pair:
-        p_ids = prompt_ids(tokenizer, ex.prompt, chat)
+        p_ids = prompt_ids(tokenizer, ex, chat)
         resp_ids = response_ids(tokenizer, ex, chat)
         ids = p_ids + resp_ids
         labels = [IGNORE_INDEX] * len(p_ids) + resp_ids

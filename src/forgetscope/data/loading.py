@@ -9,7 +9,18 @@ Two schemas:
 * prompt/response: ``prompt`` and ``response`` columns, optional ``answer`` (a short gold answer
   for exact match).
 
-``schema="auto"`` picks prompt/response when both of those columns exist, else plain text. Other
+TRL's data formats are read as prompt/response pairs:
+
+* ``messages`` (conversational): a list of ``{role, content}``; the last message must be the
+  assistant's and is the response, the messages before it are the prompt (one user turn: the prompt
+  text itself; a system prompt or earlier turns: kept as ``Example.prompt_messages``, rendered by the
+  chat template when chat is on, else as ``role: content`` lines);
+* ``prompt`` / ``completion``: the completion is the response; a conversational prompt (a list of
+  messages) with a completion of one assistant message is read as ``messages`` is.
+
+``schema="auto"`` picks prompt/response when both of those columns exist, else plain text, else
+``prompt``/``completion``, else ``messages`` (a file that loaded before reads the same); a row without
+the chosen schema's fields but with ``messages`` is read as a conversation, so one file can mix them. Other
 column names are mapped with ``text_field=``, ``prompt_field=``, ``response_field=``,
 ``answer_field=`` and ``id_field=``. An ``id`` column gives example ids; without one, ids are
 ``<name>-<row:05d>`` (row = position in the file, so ids are stable when ``limit`` subsamples).
@@ -29,10 +40,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from forgetscope.data.records import HUB_PREFIX, read_records, source_sha256
-from forgetscope.data.types import Example, Task
+from forgetscope.data.types import Example, Task, render_turns
 from forgetscope.errors import DataError
 
-Schema = Literal["auto", "text", "pair"]
+Schema = Literal["auto", "text", "pair", "messages"]
 
 # read_records and source_sha256 live in forgetscope.data.records and stay importable from here
 __all__ = ["examples_from_records", "load_examples", "load_task", "read_records", "source_sha256",
@@ -95,17 +106,20 @@ def examples_from_records(
     answer_field: str | None = "answer",
     id_field: str | None = "id",
 ) -> list[Example]:
-    """Turn raw rows into :class:`Example` objects (all of them; no sampling)."""
+    """Turn raw rows into :class:`Example` objects (all of them; no sampling); TRL's ``messages`` and
+    ``prompt``/``completion`` rows become prompt/response pairs (module docstring)."""
     rows = list(rows)
     src = source or name
     if not rows:
         raise DataError(f"{src}: no rows (empty file or dataset)")
-    if schema not in ("auto", "text", "pair"):
-        raise DataError(f"{src}: unknown schema {schema!r}; expected 'auto', 'text' or 'pair'")
+    if schema not in ("auto", "text", "pair", "messages"):
+        raise DataError(f"{src}: unknown schema {schema!r}; expected 'auto', 'text', 'pair' or 'messages'")
     columns: set[str] = set()
     for r in rows:
         columns.update(r.keys())
     mixed = False
+    # a file may also mix conversations in: a row whose own fields are missing but has messages is one
+    conversations = schema == "auto" and TRL_MESSAGES in columns
     if schema == "auto":
         if prompt_field in columns and response_field in columns:
             schema = "pair"
@@ -113,17 +127,22 @@ def examples_from_records(
             mixed = text_field in columns
         elif text_field in columns:
             schema = "text"
+        elif prompt_field in columns and TRL_COMPLETION in columns:  # TRL's prompt-completion format
+            schema, response_field = "pair", TRL_COMPLETION
+        elif TRL_MESSAGES in columns:  # TRL's conversational format
+            schema = "messages"
         else:
             raise DataError(
-                f"{src}: no {text_field!r} column and no {prompt_field!r} + {response_field!r} columns "
-                f"(columns: {sorted(columns)}); map yours with text_field= / prompt_field= / response_field="
+                f"{src}: no {text_field!r} column, no {prompt_field!r} + {response_field!r} columns and no "
+                f"{TRL_MESSAGES!r} column (columns: {sorted(columns)}); map yours with text_field= / "
+                "prompt_field= / response_field="
             )
-    needed = [text_field] if schema == "text" else [prompt_field, response_field]
+    needed = {"text": [text_field], "pair": [prompt_field, response_field], "messages": [TRL_MESSAGES]}[schema]
     for col in needed if not mixed else ():
         if col not in columns:
             raise DataError(f"{src}: schema {schema!r} needs a column {col!r} (columns: {sorted(columns)})")
     use_ids = id_field is not None and id_field in columns
-    mapped = {text_field, prompt_field, response_field, answer_field, id_field}
+    mapped = {text_field, prompt_field, response_field, answer_field, id_field, TRL_MESSAGES}
 
     out: list[Example] = []
     for i, r in enumerate(rows):
@@ -140,7 +159,14 @@ def examples_from_records(
         row_schema = schema
         if mixed:
             row_schema = "text" if _is_missing(r.get(prompt_field)) and not _is_missing(r.get(text_field)) else "pair"
-        if row_schema == "text":
+        if conversations and _as_list(r.get(TRL_MESSAGES)) is not None and _is_missing(
+                r.get(text_field if row_schema == "text" else prompt_field)):
+            row_schema = "messages"
+        if row_schema == "messages" or (row_schema == "pair" and _as_list(r.get(prompt_field)) is not None):
+            turns, response = _conversation(r, where, prompt_field, response_field, row_schema == "messages")
+            answer = _as_str(r.get(answer_field), where, answer_field) if answer_field else None
+            out.append(_from_turns(ex_id, turns, response, answer or None, meta, where))
+        elif row_schema == "text":
             text = _as_str(r.get(text_field), where, text_field)
             if text is None or not text.strip():
                 raise DataError(f"{where}: missing or empty field {text_field!r}")
@@ -154,9 +180,91 @@ def examples_from_records(
             if response is None or not response.strip():
                 raise DataError(f"{where}: missing or empty field {response_field!r}")
             answer = _as_str(r.get(answer_field), where, answer_field) if answer_field else None
-            out.append(Example(ex_id, prompt=prompt, response=response, answer=answer or None, meta=meta))
+            turns = _stored_turns(r.get(PROMPT_MESSAGES), where)  # a sweep's upstream table, read back
+            out.append(Example(ex_id, prompt=prompt, response=response, answer=answer or None,
+                               prompt_messages=turns, meta=meta))
     _check_unique_ids(out, src)
     return out
+
+
+#: TRL's column names: the conversational format's ``messages``, the prompt-completion format's ``completion``.
+TRL_MESSAGES = "messages"
+TRL_COMPLETION = "completion"
+#: The column a sweep's upstream table keeps a conversation's prompt turns in (JSON), when one has them.
+PROMPT_MESSAGES = "prompt_messages"
+
+
+def _as_list(value: Any) -> list | None:
+    """A list column's value as a list (Parquet read through pandas gives arrays), else None."""
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    return list(value) if type(value).__name__ == "ndarray" and getattr(value, "ndim", 0) == 1 else None
+
+
+def _turn_list(value: Any, where: str, field: str) -> list[tuple[str, str]]:
+    """A list of ``{role, content}`` messages as (role, content) pairs; text content only."""
+    value = _as_list(value)
+    if not value:
+        raise DataError(f"{where}: field {field!r} must be a non-empty list of {{role, content}} messages")
+    turns = []
+    for k, m in enumerate(value):
+        role = m.get("role") if isinstance(m, Mapping) else None
+        content = m.get("content") if isinstance(m, Mapping) else None
+        if not isinstance(role, str) or not isinstance(content, str):
+            raise DataError(f"{where}: {field}[{k}] must be a {{role, content}} message with text content")
+        turns.append((role, content))
+    return turns
+
+
+def _conversation(r: Mapping[str, Any], where: str, prompt_field: str, completion_field: str,
+                  messages: bool) -> tuple[list[tuple[str, str]], str]:
+    """(prompt turns, response) of a conversational row: ``messages`` (the last message is the assistant's
+    response) or a conversational ``prompt`` with a ``completion`` of one assistant message."""
+    if messages:
+        turns = _turn_list(r.get(TRL_MESSAGES), where, TRL_MESSAGES)
+        last = turns[-1]
+        if last[0] != "assistant":
+            raise DataError(f"{where}: the last of the {TRL_MESSAGES!r} must be the assistant's (the response), "
+                            f"not a {last[0]!r} message")
+        return turns[:-1], last[1]
+    turns = _turn_list(r.get(prompt_field), where, prompt_field)
+    completion = r.get(completion_field)
+    if _as_list(completion) is not None:
+        reply = _turn_list(completion, where, completion_field)
+        if len(reply) != 1 or reply[0][0] != "assistant":
+            raise DataError(f"{where}: a conversational {completion_field!r} must be one assistant message")
+        return turns, reply[0][1]
+    response = _as_str(completion, where, completion_field)
+    if response is None:
+        raise DataError(f"{where}: missing field {completion_field!r}")
+    return turns, response
+
+
+def _from_turns(ex_id: str, turns: list[tuple[str, str]], response: str, answer: str | None,
+                meta: dict, where: str) -> Example:
+    """A pair from a conversation's prompt turns: one user turn is a plain prompt (encoded exactly as a
+    prompt/response pair), anything more keeps its turns."""
+    if not response.strip():
+        raise DataError(f"{where}: the response (the assistant's last message) is empty")
+    if not turns:
+        return Example(ex_id, prompt="", response=response, answer=answer, meta=meta)
+    if len(turns) == 1 and turns[0][0] == "user":
+        return Example(ex_id, prompt=turns[0][1], response=response, answer=answer, meta=meta)
+    return Example(ex_id, prompt=render_turns(turns), response=response, answer=answer,
+                   prompt_messages=tuple(turns), meta=meta)
+
+
+def _stored_turns(value: Any, where: str) -> tuple[tuple[str, str], ...]:
+    """Prompt turns kept in a sweep's upstream table (a JSON list of [role, content]); none when absent."""
+    if _is_missing(value) or value == "":
+        return ()
+    import json
+
+    try:
+        turns = json.loads(value) if isinstance(value, str) else value
+        return tuple((str(role), str(content)) for role, content in turns)
+    except (ValueError, TypeError):
+        raise DataError(f"{where}: field {PROMPT_MESSAGES!r} is not a JSON list of [role, content] pairs") from None
 
 
 def _check_unique_ids(examples: list[Example], src: str) -> None:
@@ -168,8 +276,12 @@ def _check_unique_ids(examples: list[Example], src: str) -> None:
 
 
 def subsample(items: list, limit: int | None, seed: int, what: str) -> list:
-    """A deterministic random subset of ``limit`` items, in their original order."""
-    if limit is None or limit >= len(items):
+    """A deterministic random subset of ``limit`` items, in their original order. Asking for more items
+    than exist is refused, saying how many there are: a sweep never runs on fewer examples than its config
+    says."""
+    if limit is not None and limit > len(items):
+        raise DataError(f"{what}: {limit} asked for, but there are only {len(items)}")
+    if limit is None or limit == len(items):
         return list(items)
     if limit < 1:
         raise DataError(f"{what}: limit must be at least 1, got {limit}")
@@ -209,7 +321,7 @@ def load_examples(
         prompt_field=prompt_field, response_field=response_field, answer_field=answer_field,
         id_field=id_field,
     )
-    return subsample(examples, limit, seed, str(p))
+    return subsample(examples, limit, seed, f"examples of {p}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -326,6 +438,6 @@ def load_task(
     else:
         train, heldout = split_examples(examples, heldout_fraction=heldout_fraction,
                                         heldout_size=heldout_size, seed=seed, what=what)
-    train = subsample(train, n_train, seed, what)
+    train = subsample(train, n_train, seed, f"training examples (n_train) of {what} after the held-out split")
     _check_unique_ids(train + heldout, what)
     return Task(name=name, train=train, heldout=heldout, description=description, family=family)

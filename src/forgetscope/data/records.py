@@ -28,10 +28,29 @@ HUB_PREFIX = "hf:"
 __all__ = ["FILE_SUFFIXES", "HUB_PREFIX", "examples_sha256", "read_records", "source_sha256"]
 
 
+def _not_utf8(path: Path, exc: UnicodeDecodeError, where: str = "") -> DataError:
+    """One line for a file that is not UTF-8: where (``line N is ``), and the first bad byte."""
+    bad = exc.object[exc.start:exc.start + 1].hex()
+    of = " of the line" if where else ""
+    return DataError(f"{path}: {where}not UTF-8 text (byte 0x{bad} at offset {exc.start}{of}); "
+                     "save it as UTF-8")
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(path, exc) from None
+
+
 def _read_jsonl(path: Path) -> list[dict]:
     rows: list[dict] = []
-    with path.open("r", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise _not_utf8(path, exc, f"line {lineno} is ") from None
             if not line.strip():
                 continue
             try:
@@ -45,7 +64,7 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 
 def _read_json(path: Path) -> list[dict]:
-    text = path.read_text(encoding="utf-8")
+    text = _read_text(path)
     if not text.strip():
         return []
     try:
@@ -75,13 +94,41 @@ def _read_table(path: Path, suffix: str) -> list[dict]:
             df = pd.read_parquet(path)
         else:
             sep = "\t" if suffix == ".tsv" else ","
-            # strings only, and no "NA"/"null" text silently turned into missing values
-            df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+            _check_row_widths(path, sep)
+            # strings only, and no "NA"/"null" text silently turned into missing values; index_col=False:
+            # a row wider than the header is refused above, never read as an index column
+            df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, index_col=False)
     except pd.errors.EmptyDataError:
         return []
+    except DataError:
+        raise
     except Exception as e:  # pyarrow / parser errors: one clear line
         raise DataError(f"{path}: cannot read {suffix[1:]} file ({type(e).__name__}: {e})") from None
     return df.to_dict(orient="records")
+
+
+def _check_row_widths(path: Path, sep: str) -> None:
+    """Refuse a row with more fields than the header (pandas would shift it into an index column or drop
+    the extra fields), naming the row; also where the file is not UTF-8."""
+    import csv
+
+    csv.field_size_limit(2**31 - 1)  # long texts are fine; pandas has no such limit
+    with path.open("r", encoding="utf-8", newline="") as fh:
+        reader = csv.reader(fh, delimiter=sep)
+        try:
+            header = next(reader, None)
+            if header is None:
+                return
+            rows = (f for f in reader if f)  # blank lines are skipped, as pandas skips them
+            for row_no, fields in enumerate(rows):
+                if len(fields) > len(header):
+                    raise DataError(f"{path}: row {row_no} (line {reader.line_num}) has {len(fields)} fields "
+                                    f"but the header has {len(header)}; quote fields that contain {sep!r}")
+        except UnicodeDecodeError as exc:
+            raise _not_utf8(path, exc) from None
+        except csv.Error as exc:
+            kind = "TSV" if sep == "\t" else "CSV"
+            raise DataError(f"{path}: line {reader.line_num} cannot be read as {kind} ({exc})") from None
 
 
 def _read_hf_dir(path: Path, split: str | None) -> list[dict]:
@@ -190,5 +237,7 @@ def examples_sha256(examples: Iterable[Example]) -> str:
 
     h = hashlib.sha256()
     for e in examples:
-        h.update(json.dumps([e.example_id, e.text, e.prompt, e.response, e.answer]).encode("utf-8"))
+        # a conversation's prompt turns only where there are some, so the hashes of other examples stay as they were
+        turns = [e.prompt_messages] if e.prompt_messages else []
+        h.update(json.dumps([e.example_id, e.text, e.prompt, e.response, e.answer, *turns]).encode("utf-8"))
     return h.hexdigest()

@@ -5,6 +5,11 @@ An example is either plain text (pretraining-like; loss on every token) or a pro
 ``"instruction"`` (:data:`KINDS`). The two kinds are separate experiments: their losses measure
 different things, so analysis and prediction treat their columns apart by default. ``answer`` is a
 short gold answer for the exact-match check of the greedy continuation; it is optional.
+
+A pair read from a conversation (TRL's ``messages`` format) whose prompt is more than one user turn (a
+system prompt, earlier turns) keeps those turns in :attr:`Example.prompt_messages`, as ``(role, content)``
+pairs: the chat template renders them, and ``prompt`` holds their plain rendering
+(:func:`render_turns`) for models without a template and for display.
 """
 
 from __future__ import annotations
@@ -38,9 +43,16 @@ class Example:
     prompt: str | None = None
     response: str | None = None
     answer: str | None = None
+    #: the conversation before the response, as (role, content) pairs, when it is more than one user turn
+    prompt_messages: tuple[tuple[str, str], ...] = ()
     meta: dict = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
+        if self.prompt_messages and (self.prompt is None or not all(
+                isinstance(t, tuple) and len(t) == 2 and all(isinstance(x, str) for x in t)
+                for t in self.prompt_messages)):
+            raise DataError(f"example {self.example_id!r}: prompt_messages are (role, content) string pairs "
+                            "of a prompt/response pair")
         has_text = bool(self.text and self.text.strip())
         has_pair = self.prompt is not None and bool(self.response and self.response.strip())
         if has_text == has_pair:
@@ -65,6 +77,12 @@ class Example:
     def full_text(self) -> str:
         """The whole string the model reads (for embeddings and display)."""
         return self.text if self.text is not None else f"{self.prompt}{self.response}"
+
+
+def render_turns(turns: Sequence[tuple[str, str]]) -> str:
+    """The plain-text rendering of a conversation's prompt turns, for models without a chat template: one
+    ``role: content`` line a turn, then ``assistant:`` and a newline, after which the response follows."""
+    return "".join(f"{role}: {content.strip()}\n" for role, content in turns) + "assistant:\n"
 
 
 @dataclass

@@ -50,7 +50,11 @@ def demo_config(*, output: str | Path = "sweeps/demo", n_upstream: int | None = 
     data file (``n_upstream`` then limits it, None keeps every example; ``n_instruct`` does not apply).
     ``target_modules=None``: peft's defaults for the model.
     """
-    names = list(tasks) if tasks else (demo_task_order()[:n_tasks] if n_tasks is not None else list(DEMO_TASKS))
+    order = demo_task_order()
+    if not tasks and n_tasks is not None and n_tasks > len(order):
+        raise ConfigError(f"--tasks {n_tasks}: the demo suite has {len(order)} tasks; ask for at most "
+                          f"{len(order)}")
+    names = list(tasks) if tasks else (order[:n_tasks] if n_tasks is not None else list(DEMO_TASKS))
     if upstream_source is not None:
         upstream: dict[str, Any] = {"source": str(upstream_source), "n": n_upstream}
     else:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from forgetscope.errors import ConfigError, ModelError
-from forgetscope.models import ModelSource, file_sha256, model_directory, resolve_model
+from forgetscope.models import ModelSource, cached_file_sha256, model_directory, resolve_model
 
 #: what a fine-tune's name may look like: it is also a file name (``runs/<name>.json``)
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+=@-]*$")
@@ -89,7 +89,7 @@ def check_name(name: str) -> str:
 def _content_hash(files: list[Path]) -> str:
     digest = hashlib.sha256()
     for f in files:
-        digest.update(f"{f.name}:{file_sha256(f)}\n".encode())
+        digest.update(f"{f.name}:{cached_file_sha256(f)}\n".encode())
     return digest.hexdigest()
 
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from forgetscope.config import SweepConfig, TaskConfig, parse_config
+from forgetscope.config import LoadConfig, SweepConfig, TaskConfig, parse_config
 from forgetscope.errors import ConfigError, ModelError
 from forgetscope.experiments.run import Experiment, execute_run
 from forgetscope.experiments.session import SweepSession, load_task_from_config
@@ -219,11 +219,17 @@ def _describe(manifest: dict[str, Any]) -> str:
 
 
 def load_forecast_model(data: SweepData, model: Any = None, *, tokenizer: Any = None,
-                        adapter: str | Path | None = None, device: str | None = None) -> tuple[Any, Any, dict[str, Any]]:
+                        adapter: str | Path | None = None, device: str | None = None,
+                        load: LoadConfig | dict[str, Any] | None = None) -> tuple[Any, Any, dict[str, Any]]:
     """(model, tokenizer, description) of the model to forecast: a loaded module, a path/hub id, or the
-    sweep's base model with a LoRA ``adapter`` merged in (refused when it was trained on another base)."""
+    sweep's base model with a LoRA ``adapter`` merged in (refused when it was trained on another base).
+
+    A path or id is loaded as the sweep loaded its base (its recorded ``load`` section: dtype, device_map,
+    attention, 4-bit), so the probe's losses compare with the sweep's ``loss_before``; ``load`` overrides it."""
     config = data.config
     train = config.get("train") or {}
+    settings = load if isinstance(load, LoadConfig) else parse_config(
+        dict(load if load is not None else config.get("load") or {}), "(load)", model=LoadConfig, what="load")
     desc: dict[str, Any] = {"model": None if model is None or not isinstance(model, (str, Path)) else str(model),
                             "adapter": None if adapter is None else str(adapter)}
     if model is not None and not isinstance(model, (str, Path)):
@@ -233,8 +239,9 @@ def load_forecast_model(data: SweepData, model: Any = None, *, tokenizer: Any = 
             raise ConfigError("a loaded model needs its tokenizer (tokenizer=...)")
         desc["model"] = type(model).__name__
         return model, tokenizer, desc
-    from forgetscope.models import load_model, resolve_model
+    from forgetscope.models import check_loading, load_model, resolve_model
 
+    check_loading(**settings.model_kwargs())  # before any model loads
     if adapter is not None:
         base = adapter_base(adapter)
         if not same_base(base, data.manifest):
@@ -247,8 +254,8 @@ def load_forecast_model(data: SweepData, model: Any = None, *, tokenizer: Any = 
     if model is None:
         raise ConfigError("name the model to forecast (a fine-tuned model's path or id) or an adapter")
     source = resolve_model(str(model))
-    # float32 weights, as the sweep's base model; each evaluation runs in the sweep's dtype
-    loaded, tok = load_model(source, device=device or train.get("device"), dtype="float32")
+    # the weights as the sweep's base had them (float32 by default); each evaluation runs in the sweep's dtype
+    loaded, tok = load_model(source, device=device or train.get("device"), **settings.model_kwargs())
     desc["resolved"] = source.describe()
     if adapter is not None:
         loaded = apply_adapter(loaded, adapter, data.eval_dtype)
@@ -309,11 +316,13 @@ def forecast(sweep: str | Path, model: Any = None, *, tokenizer: Any = None, ada
              probe: int = 30, predictor: str = "auto", kind: str = "lm", top: int = 20, verify: bool = False,
              probe_method: str = "random", seed: int = 0, out: str | Path | None = None, name: str | None = None,
              task_text: str | None = None, device: str | None = None,
-             coverage: float | None = None, interval: str = DEFAULT_INTERVAL) -> ForecastResult:
+             coverage: float | None = None, interval: str = DEFAULT_INTERVAL,
+             load: LoadConfig | dict[str, Any] | None = None) -> ForecastResult:
     """Forecast a fine-tuned model's forgetting row from ``probe`` evaluated upstream examples (module doc).
 
     ``model`` is a path/hub id or a loaded model (with ``tokenizer``); ``adapter`` a LoRA directory
-    merged into ``model`` (default: the sweep's base model). Writes ``forecast.parquet`` and
+    merged into ``model`` (default: the sweep's base model), loaded as the sweep loaded its base unless
+    ``load`` says otherwise (:func:`load_forecast_model`). Writes ``forecast.parquet`` and
     ``forecast.json`` to ``out`` (default ``SWEEP/forecast/<name>``).
     """
     t0 = time.perf_counter()
@@ -323,7 +332,8 @@ def forecast(sweep: str | Path, model: Any = None, *, tokenizer: Any = None, ada
     data = load_sweep(sweep, kind)
     check_interval_request(data, coverage, interval)
     idx = forecast_probe(data, probe, method=probe_method, seed=seed)
-    loaded, tok, desc = load_forecast_model(data, model, tokenizer=tokenizer, adapter=adapter, device=device)
+    loaded, tok, desc = load_forecast_model(data, model, tokenizer=tokenizer, adapter=adapter, device=device,
+                                            load=load)
     evaluator = sweep_evaluator(data, tok, loaded)  # one evaluator for the probe and the verification
     encoded = encode_checked(data, tok, idx, loaded, evaluator=evaluator)
     t1 = time.perf_counter()

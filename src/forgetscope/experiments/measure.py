@@ -36,7 +36,15 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from forgetscope.config import EvalConfig, SourceConfig, SweepConfig, TrainConfig, load_config, parse_config
+from forgetscope.config import (
+    EvalConfig,
+    LoadConfig,
+    SourceConfig,
+    SweepConfig,
+    TrainConfig,
+    load_config,
+    parse_config,
+)
 from forgetscope.errors import ConfigError, DataError, StoreError
 from forgetscope.experiments.finetunes import (
     BaseReference,
@@ -55,7 +63,7 @@ from forgetscope.experiments.session import (
     load_upstream,
 )
 from forgetscope.experiments.sweep import ensure_upstream_measured, software_versions
-from forgetscope.models import DEFAULT_MODEL, ModelSource, resolve_model
+from forgetscope.models import DEFAULT_MODEL, ModelSource, check_loading, resolve_model
 from forgetscope.store import ForgettingMatrix, SweepStore
 from forgetscope.store.lock import LOCK_NAME, OutputLock, refuse_multi_process
 
@@ -105,9 +113,14 @@ class MeasureConfig(BaseModel):
     output: Path = Field(Path("sweeps/measured"), description="the sweep directory to write (or resume)")
     seed: int = Field(0, description="seed of the upstream subset drawn (demo set, or n of a file)")
     device: str = Field("auto", description="where to evaluate: auto, cpu, cuda, cuda:1, ...")
+    load: LoadConfig = Field(default_factory=LoadConfig, description="how the base and every fine-tune are "
+                                                                     "loaded (dtype, device_map, attention, 4-bit)")
 
     @model_validator(mode="after")
     def _check(self) -> MeasureConfig:
+        if self.load.device_map is not None and self.device != "auto":
+            raise ValueError(f"device: {self.device!r} conflicts with load.device_map, which places the models "
+                             "itself; leave device auto")
         up = self.upstream
         if up.source != "demo" and (up.lm_targets != "human" or up.instruct_targets != "gold"):
             raise ValueError(f"upstream.lm_targets and upstream.instruct_targets choose among the shipped demo "
@@ -173,7 +186,8 @@ def build_config(config: MeasureConfig | str | Path | None = None, *, models: Se
                  adapters: Sequence[str | Path] = (), base: str | None = None,
                  upstream: SourceConfig | dict[str, Any] | str | Path | None = None,
                  eval: EvalConfig | dict[str, Any] | None = None, output: str | Path | None = None,
-                 device: str | None = None, more: int = 0) -> MeasureConfig:
+                 device: str | None = None, more: int = 0,
+                 load: LoadConfig | dict[str, Any] | None = None) -> MeasureConfig:
     """A measure config from a file or object, with the fine-tunes and settings given as arguments added;
     refuses one that names no fine-tune (``more``: fine-tunes given otherwise, as resolved sources)."""
     if isinstance(config, (str, Path)):
@@ -188,6 +202,8 @@ def build_config(config: MeasureConfig | str | Path | None = None, *, models: Se
         raw["upstream"] = _source_config(upstream)
     if eval is not None:
         raw["eval"] = eval
+    if load is not None:
+        raw["load"] = load
     cfg = parse_config(raw, "for measure", model=MeasureConfig)
     if not cfg.finetunes and not more:
         raise ConfigError("name at least one fine-tune to measure: --model (a fine-tuned checkpoint) or --adapter "
@@ -200,13 +216,13 @@ def manifest_config(cfg: MeasureConfig) -> dict[str, Any]:
     source, the evaluation settings and the device; its fingerprint is what a resume must match."""
     return {"model": cfg.base, "output": str(cfg.output), "seed": cfg.seed,
             "upstream": cfg.upstream.model_dump(mode="json"), "eval": cfg.eval.model_dump(mode="json"),
-            "train": {"device": cfg.device}}
+            "train": {"device": cfg.device}, "load": cfg.load.model_dump(mode="json")}
 
 
 def session_config(cfg: MeasureConfig) -> SweepConfig:
     """The sweep config a :class:`SweepSession` measures with: no tasks (so not validated as a sweep's)."""
     return SweepConfig.model_construct(model=cfg.base, output=cfg.output, seed=cfg.seed, upstream=cfg.upstream,
-                                       tasks=[], train=TrainConfig(device=cfg.device), eval=cfg.eval)
+                                       tasks=[], train=TrainConfig(device=cfg.device), eval=cfg.eval, load=cfg.load)
 
 
 # ---- the sweep directory ------------------------------------------------------------------------------
@@ -287,7 +303,7 @@ def measure_one(session: SweepSession, finetune: Finetune, base: BaseReference,
     base_model, _ = session.base()
     fresh = copy.deepcopy(base_model) if finetune.kind == "adapter" else None
     model = load_finetune(finetune, base, fresh_base=fresh, device=session.config.train.device,
-                          eval_dtype=session.precision().dtype)
+                          eval_dtype=session.precision().dtype, load=session.config.load.model_kwargs())
     t1 = time.perf_counter()
     after = session.evaluate(model, session.upstream, desc=f"upstream after {finetune.name}")
     rows = after.rename(columns={"loss": "loss_after", "em": "em_after"})[["example_id", "loss_after", "em_after"]]
@@ -316,18 +332,21 @@ def measure_finetunes(config: MeasureConfig | str | Path | None = None, *,
                       models: Sequence[str | Path | ModelSource] = (), adapters: Sequence[str | Path] = (),
                       base: str | None = None, upstream: SourceConfig | dict[str, Any] | str | Path | None = None,
                       eval: EvalConfig | dict[str, Any] | None = None, output: str | Path | None = None,
-                      device: str | None = None, overwrite: bool = False) -> MeasureResult:
+                      device: str | None = None, overwrite: bool = False,
+                      load: LoadConfig | dict[str, Any] | None = None) -> MeasureResult:
     """Measure existing fine-tunes of ``base`` on an upstream set and write a sweep directory (module doc).
 
     ``config`` is a :class:`MeasureConfig` or its YAML file; ``models`` (checkpoints: paths, hub ids or
     resolved :class:`~forgetscope.models.ModelSource` s) and ``adapters`` (peft adapter directories) add
-    fine-tunes; ``upstream`` is a source (``demo``, a file, ``hf:NAME``) or a :class:`SourceConfig`.
+    fine-tunes; ``upstream`` is a source (``demo``, a file, ``hf:NAME``) or a :class:`SourceConfig`; ``load``
+    (a :class:`~forgetscope.config.LoadConfig`) loads the base and every checkpoint alike.
     A rerun into the same ``output`` measures only the fine-tunes not measured yet."""
     sources = [m for m in models if isinstance(m, ModelSource)]
     cfg = build_config(config, models=[m for m in models if not isinstance(m, ModelSource)], adapters=adapters,
                        base=base, upstream=upstream, eval=eval, output=output, device=device,
-                       more=len(sources))
+                       more=len(sources), load=load)
     refuse_multi_process("forgetscope measure")
+    check_loading(**cfg.load.model_kwargs())  # a loading option whose package is missing: before any file is read
     finetunes = _resolve_all(cfg, sources)  # files found, headers read, hashes taken
     scfg = session_config(cfg)
     source = resolve_model(cfg.base)

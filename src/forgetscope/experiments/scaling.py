@@ -1,7 +1,7 @@
 """The scaling sweep: LoRA at several ranks, forgetting evaluated at checkpoints along each run.
 
-One run per (rank, seed) fine-tunes a fresh copy of the base model on one task for ``max(eval_steps)``
-steps; a training hook evaluates, at each step in ``eval_steps`` (checkpoint evaluations inside the
+One run per (task, rank, seed) fine-tunes a fresh copy of the base model on one task for
+``max(eval_steps)`` steps; a training hook evaluates, at each step in ``eval_steps`` (checkpoint evaluations inside the
 run, not separate runs), on the upstream (pretraining-like) examples:
 
 ``forgetting``
@@ -26,11 +26,16 @@ Config (``forgetscope scaling CONFIG.yaml``; see ``configs/scaling_demo.yaml``):
     model: smollm2-135m-instruct
     output: sweeps/scaling_demo
     upstream: {source: demo, n: 32}
-    task: code                        # or {name: ..., source: ..., heldout: ...}
+    task: code                        # or {name: ..., source: ..., heldout: ...}; or tasks: [a, b, ...]
     train: {steps: 40, lr: 1e-3, batch_size: 8, max_length: 64}   # method is always lora
-    ranks: [1, 2, 4, 8, 16]
-    eval_steps: [5, 10, 20, 40]
+    ranks: [1, 2, 4, 8, 16]           # at least 3 values
+    eval_steps: [5, 10, 20, 40]       # at least 3 values
     holdout: largest_t                # none | largest_t | largest_p | random
+    laws: [shifted, increasing, power]
+    criteria: {target: ce_forgetting, law: increasing, min_tasks: 1}   # optional, judged after the fit
+
+A grid of fewer than 3 ranks or steps, or a hold-out rule that leaves a task fewer points than the
+shifted law needs, is refused when the config is read, before anything trains.
 
 Files under ``OUTPUT/``::
 
@@ -57,9 +62,10 @@ from typing import TYPE_CHECKING, Any, Literal
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from forgetscope.config import EvalConfig, SourceConfig, SweepConfig, TaskConfig, TrainConfig
+from forgetscope.analysis.scaling import BASELINES, LAWS, MIN_FIT_POINTS, ScalingError
+from forgetscope.config import EvalConfig, SourceConfig, SweepConfig, TaskConfig, TrainConfig, names_to_tasks
 from forgetscope.data.encoding import encode_examples
-from forgetscope.errors import StoreError
+from forgetscope.errors import ConfigError, StoreError
 from forgetscope.experiments.run import Experiment
 from forgetscope.experiments.session import SweepSession
 from forgetscope.experiments.spec import RunSpec
@@ -74,8 +80,39 @@ if TYPE_CHECKING:
     from forgetscope.analysis.scaling import ScalingReport
 
 
+MIN_GRID = 3  # fewest distinct ranks and checkpoint steps: a power law in a variable needs three values
+
+
+def fit_points_per_task(ranks: Sequence[int], eval_steps: Sequence[int], holdout: str, n_seeds: int = 1) -> int:
+    """How many checkpoint points of one task the fit gets after ``holdout`` takes its share (``t = 0`` is
+    never fitted): the planned grid, known before anything trains."""
+    n_r, n_t = len(set(ranks)), len(set(eval_steps))
+    total = n_seeds * n_r * n_t
+    held = {"none": 0, "largest_t": n_seeds * n_r, "largest_p": n_seeds * n_t,
+            "random": max(1, round(0.2 * total))}.get(holdout)
+    if held is None:
+        raise ScalingError(f"unknown hold-out rule {holdout!r}; use none, largest_t, largest_p or random")
+    return total - held
+
+
+class ScalingCriteria(BaseModel):
+    """Criteria fixed before a scaling study runs, judged per task by
+    :func:`forgetscope.analysis.scaling.judge_laws` on the fit (written to ``fit.json`` as ``criteria``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    target: Literal["ce_forgetting", "kl_forgetting", "forgetting"] = Field(
+        "ce_forgetting", description="the forgetting column the laws are judged on")
+    law: Literal["shifted", "increasing"] = Field("increasing", description="the (P, t) law judged")
+    baselines: list[Literal["last_observed", "loglinear"]] = Field(
+        default_factory=lambda: list(BASELINES), description="trivial rules the law must beat on held-out points")
+    exponent_ci: bool = Field(True, description="growth needs both exponents' 95% CIs to exclude 0")
+    negative_slope: bool = Field(True, description="also require forgetting to fall linearly with task loss")
+    min_tasks: int = Field(1, ge=1, description="a criterion holds when it holds on at least this many tasks")
+
+
 class ScalingConfig(BaseModel):
-    """A scaling sweep: one task, several LoRA ranks, checkpoint evaluations at ``eval_steps``."""
+    """A scaling sweep: one or more tasks, several LoRA ranks, checkpoint evaluations at ``eval_steps``."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -84,12 +121,17 @@ class ScalingConfig(BaseModel):
     seed: int = 0
     seeds: list[int] | None = None
     upstream: SourceConfig = SourceConfig(n=32)
-    task: TaskConfig
+    task: TaskConfig | None = None
+    tasks: list[TaskConfig] | None = Field(None, description="several tasks, each swept over every rank")
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig(exact_match=False)
     ranks: list[int] = Field(default_factory=lambda: [1, 2, 4, 8])
     eval_steps: list[int] = Field(default_factory=lambda: [5, 10, 20, 40])
     holdout: Literal["none", "largest_t", "largest_p", "random"] = "largest_t"
+    laws: list[str] = Field(default_factory=lambda: list(LAWS), description="the (P, t) laws fitted")
+    criteria: ScalingCriteria | None = None
+    pending: list[str] = Field(default_factory=list, description="config fields that are still placeholders: "
+                                                                  "checked, but nothing trains until it is empty")
     cache_mb: int = Field(1024, ge=0)
     figures: bool = True
     executor: str = "local"  # local | ray: where the runs execute (not part of the fingerprint)
@@ -99,32 +141,72 @@ class ScalingConfig(BaseModel):
     def _name_to_task(cls, v: Any) -> Any:
         return {"name": v} if isinstance(v, str) else v
 
+    _task_names = field_validator("tasks", mode="before")(lambda v: names_to_tasks(v))
+
     @field_validator("ranks", "eval_steps")
     @classmethod
     def _positive_unique(cls, v: list[int]) -> list[int]:
-        if not v:
-            raise ValueError("needs at least one value")
         if any(x < 1 for x in v):
             raise ValueError("values must be >= 1")
+        if len(set(v)) < MIN_GRID:
+            raise ValueError(f"needs at least {MIN_GRID} distinct values to fit a power law in it, got {sorted(set(v))}")
         return sorted(set(v))
+
+    @field_validator("laws")
+    @classmethod
+    def _known_laws(cls, v: list[str]) -> list[str]:
+        unknown = [x for x in v if x not in LAWS]
+        if unknown or not v:
+            raise ValueError(f"unknown law {unknown[0]!r}; choose from {', '.join(LAWS)}" if unknown
+                             else f"name at least one of {', '.join(LAWS)}")
+        return list(dict.fromkeys(v))
 
     @model_validator(mode="after")
     def _lora_only(self) -> ScalingConfig:
         if self.train.method != "lora":
             raise ValueError("train.method: the scaling sweep varies the LoRA rank; method must be 'lora'")
+        if (self.task is None) == (self.tasks is None):
+            raise ValueError("task: give either task (one) or tasks (several), not both" if self.task else
+                             "task: name the task to fine-tune (task: NAME, or tasks: [NAME, ...])")
+        names = [t.name for t in self.task_list]
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"tasks: name each task once, got {names}")
+        left = fit_points_per_task(self.ranks, self.eval_steps, self.holdout, len(self.seed_list))
+        if left < MIN_FIT_POINTS:
+            raise ValueError(f"holdout: {self.holdout} leaves {left} points of each task to fit "
+                             f"({len(self.ranks)} ranks x {len(self.eval_steps)} steps); the shifted law needs "
+                             f"{MIN_FIT_POINTS}")
+        for i, name in enumerate(self.pending):
+            if name.partition(".")[0] not in type(self).model_fields:
+                raise ValueError(f"pending.{i}: {name!r} is not a config field (e.g. train, train.lr)")
+        if self.criteria is not None:
+            if self.criteria.law not in self.laws:
+                raise ValueError(f"criteria.law: {self.criteria.law!r} is not among the fitted laws {self.laws}")
+            if self.criteria.min_tasks > len(names):
+                raise ValueError(f"criteria.min_tasks: {self.criteria.min_tasks} is more than the {len(names)} tasks")
         return self
+
+    @property
+    def task_list(self) -> list[TaskConfig]:
+        return list(self.tasks) if self.tasks is not None else [self.task] if self.task is not None else []
 
     @property
     def seed_list(self) -> list[int]:
         return self.seeds or [self.seed]
 
     def sweep_config(self) -> SweepConfig:
-        """The equivalent one-task sweep config (to reuse the sweep's data and model loading)."""
+        """The equivalent sweep config (to reuse the sweep's data and model loading)."""
         return SweepConfig(model=self.model, output=self.output, seed=self.seed, upstream=self.upstream,
-                           tasks=[self.task], train=self.train, eval=self.eval)
+                           tasks=self.task_list, train=self.train, eval=self.eval)
 
     def fingerprint(self) -> str:
-        data = self.model_dump(mode="json", exclude={"output", "holdout", "figures", "cache_mb", "executor"})
+        data = self.model_dump(mode="json", exclude={"output", "holdout", "figures", "cache_mb", "executor",
+                                                     "laws", "criteria", "pending"})
+        if data.get("tasks") is None:  # one-task configs keep the fingerprint they had before tasks existed
+            data.pop("tasks", None)
+        data["train"].pop("gradient_checkpointing", None)  # the same gradients, recomputed
+        if data["train"].get("grad_accum_steps") == 1:  # added later: at its default, fingerprints stay the same
+            data["train"].pop("grad_accum_steps")
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -171,32 +253,34 @@ class ScalingExperiment(Experiment):
     cache_mb: int
     name = "scaling"
 
-    def _reference(self, session: SweepSession) -> dict[str, Any]:
-        """The base model's distributions, held-out encoding and t = 0 summary: once per process."""
+    def _reference(self, session: SweepSession, task_name: str) -> dict[str, Any]:
+        """The base model's distributions and t = 0 summary (once per process), and the task's held-out
+        encoding and base task loss (once per task)."""
         ref = session.cache.get("scaling_reference")
         if ref is None:
             base, tok = session.base()
-            task = next(iter(session.tasks.values()))
             reference = UpstreamReference(base, tok, session.upstream, max_length=session.eval_max_length,
                                           chat=session.chat, max_batch_tokens=self.max_batch_tokens,
                                           max_batch_size=self.max_batch_size, cache_mb=self.cache_mb)
-            held = encode_examples(tok, task.heldout, self.max_length, model_max_length=context_length(base),
-                                   chat=session.chat)
-            ref = {"reference": reference, "heldout": held,
-                   "base_summary": reference.summary(reference.evaluate(base)),
-                   "base_task_loss": heldout_loss(base, held, reference.pad_id)}
+            ref = {"reference": reference, "base_summary": reference.summary(reference.evaluate(base)), "tasks": {}}
             session.cache["scaling_reference"] = ref
-        return ref
+        if task_name not in ref["tasks"]:
+            base, tok = session.base()
+            held = encode_examples(tok, session.tasks[task_name].heldout, self.max_length,
+                                   model_max_length=context_length(base), chat=session.chat)
+            ref["tasks"][task_name] = {"heldout": held,
+                                       "base_task_loss": heldout_loss(base, held, ref["reference"].pad_id)}
+        return {**ref, **ref["tasks"][task_name]}
 
     def hooks(self, session: SweepSession, spec: RunSpec) -> list[Hook]:
-        ref = self._reference(session)
+        ref = self._reference(session, spec.task)
         meta = {"run": spec.run_id, "task": spec.task, "seed": spec.seed,
                 "rank": dict(spec.train_overrides)["lora_rank"]}
         return [CheckpointEvaluator(ref["reference"], ref["heldout"], ref["reference"].pad_id, self.eval_steps,
                                     meta)]
 
     def evaluate(self, session: SweepSession, spec: RunSpec, model: Any, hooks: list[Hook]) -> pd.DataFrame:
-        ref = self._reference(session)
+        ref = self._reference(session, spec.task)
         cb = next(h for h in hooks if isinstance(h, CheckpointEvaluator))
         start = {**cb.base, "P": int(count_trainable(model)), "t": 0, **ref["base_summary"],
                  "task_loss": ref["base_task_loss"], "eval_s": 0.0}
@@ -232,22 +316,30 @@ def _open_output(config: ScalingConfig, output: Path, overwrite: bool, session: 
 
 
 def plan_scaling_runs(config: ScalingConfig) -> list[RunSpec]:
-    """One LoRA run per (seed, rank), trained for the largest checkpoint step."""
+    """One LoRA run per (task, seed, rank), trained for the largest checkpoint step."""
     steps = max(config.eval_steps)
-    return [RunSpec(config.task.name, seed, "plain",
+    return [RunSpec(task.name, seed, "plain",
                     train_overrides=(("lora_rank", rank), ("method", "lora"), ("steps", steps)),
-                    label=run_id(config.task.name, rank, seed))
-            for seed in config.seed_list for rank in config.ranks]
+                    label=run_id(task.name, rank, seed))
+            for task in config.task_list for seed in config.seed_list for rank in config.ranks]
 
 
-@holds_output("forgetscope scaling")
 def run_scaling_sweep(config: ScalingConfig, *, output: str | Path | None = None, overwrite: bool = False,
                       session=None, on_run: Callable[[str, list[dict]], None] | None = None) -> pd.DataFrame:
     """Run (or resume) the scaling sweep and return the tidy checkpoint table (also written to disk).
 
     Runs go through ``config.executor``; ``session`` (a :class:`SweepSession`) may be passed to reuse a
-    loaded model.
+    loaded model. A config whose ``pending`` lists placeholders starts nothing (and creates no directory).
     """
+    if config.pending:
+        raise ConfigError(f"pending: {', '.join(config.pending)} still hold placeholders; fill them in as the "
+                          "config's comments say and empty pending before running")
+    return _run_scaling_sweep(config, output=output, overwrite=overwrite, session=session, on_run=on_run)
+
+
+@holds_output("forgetscope scaling")
+def _run_scaling_sweep(config: ScalingConfig, *, output: str | Path | None = None, overwrite: bool = False,
+                       session=None, on_run: Callable[[str, list[dict]], None] | None = None) -> pd.DataFrame:
     from forgetscope.experiments.executors import get_executor
     from forgetscope.store.io import write_parquet
 
@@ -293,11 +385,18 @@ def write_scaling_results(points: pd.DataFrame, report: ScalingReport, out_dir: 
 
 
 def fit_and_write(points: pd.DataFrame, config: ScalingConfig, output: str | Path | None = None):
-    """Fit the laws to the points of a sweep and write ``OUTPUT/scaling/{points,fit.json,*.png}``."""
-    from forgetscope.analysis.scaling import fit_scaling
+    """Fit the laws to the points of a sweep (pooled, and per task when there are several), judge the
+    config's ``criteria`` on the per-task fits, and write ``OUTPUT/scaling/{points,fit.json,*.png}``."""
+    from forgetscope.analysis.scaling import fit_scaling_by_task, judge_laws
 
     out = SweepLayout(output or config.output).scaling_dir
-    report = fit_scaling(points, holdout=config.holdout, seed=config.seed)
+    report = fit_scaling_by_task(points, holdout=config.holdout, seed=config.seed, laws=config.laws)
+    if config.criteria is not None:
+        c = config.criteria
+        tasks = report.by_task or {str(points["task"].iloc[0]) if "task" in points.columns else "all": report}
+        report.criteria = judge_laws(tasks, target=c.target, law=c.law, baselines=c.baselines,
+                                     exponent_ci=c.exponent_ci, negative_slope=c.negative_slope,
+                                     min_tasks=c.min_tasks)
     paths = write_scaling_results(points, report, out, figures=config.figures)
     return report, paths
 
@@ -307,5 +406,5 @@ def read_points(output: str | Path) -> pd.DataFrame:
     runs = sorted(SweepLayout(output).scaling.runs_dir.glob("*.parquet"))
     if not runs:
         raise StoreError(f"no finished scaling runs under {output}")
-    return pd.concat([pd.read_parquet(p) for p in runs], ignore_index=True).sort_values(
-        ["seed", "rank", "t"]).reset_index(drop=True)
+    points = pd.concat([pd.read_parquet(p) for p in runs], ignore_index=True)
+    return points.sort_values([c for c in ("task", "seed", "rank", "t") if c in points.columns]).reset_index(drop=True)

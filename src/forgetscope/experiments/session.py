@@ -23,16 +23,23 @@ if TYPE_CHECKING:
 
 # Config fields that do not change results: where the sweep goes, how it is run and logged, the
 # evaluator's batching (memory against speed), and which kind of upstream example a comparison's or a
-# sharpness sweep's summary averages (recomputed from the run records; no run depends on it).
+# sharpness sweep's summary averages (recomputed from the run records; no run depends on it), and a
+# comparison's list of placeholder fields (no run starts while it is non-empty).
 NOT_RESULTS = {"output": True, "executor": True, "report_to": True, "slurm": True,
                "eval": {"max_batch_tokens": True, "max_batch_size": True},
-               "compare": {"kind": True}, "sharpness": {"kind": True}}
+               "compare": {"kind": True, "pending": True}, "sharpness": {"kind": True},
+               "train": {"gradient_checkpointing": True}}  # the same gradients, recomputed
 
 
 # Config fields added after sweeps were first recorded, with the default that means "as before": at that
 # value they are left out of the fingerprint, so a sweep recorded before they existed still resumes.
 ADDED_LATER = {"null_control": False, "null_rank": "full", "upstream": {"instruct_targets": "gold"}, "eval": {"dtype": "float32"},
                "null_match": "norm", "null_match_subset": 32, "null_match_tol": 0.05, "null_match_steps": 8}
+ADDED_LATER.update({"train": {"grad_accum_steps": 1},
+                    "load": {"dtype": "float32", "device_map": None, "attn_implementation": None,
+                             "load_in_4bit": False}})
+# a comparison's replay budget and primary contrast (a changed primary contrast refuses to resume)
+ADDED_LATER.update({"compare": {"budget": None, "primary": None}})
 ADDED_LATER_PER_TASK = {"family": None, "instruct_targets": "gold", "seeds": None, "control": None}
 
 
@@ -50,8 +57,15 @@ def results_config(config: SweepConfig | dict[str, Any]) -> dict[str, Any]:
             for k, v in default.items():
                 if isinstance(data.get(key), dict) and data[key].get(k, v) == v:
                     data[key].pop(k, None)
+            if data.get(key) == {}:  # a section added later, every field at its default
+                data.pop(key)
         elif data.get(key, default) == default:
             data.pop(key, None)
+    train = data.get("train")
+    # LoRA's targets default to all-linear since sweeps recorded null (peft's default of the architecture);
+    # full fine-tuning ignores them, so its sweeps keep their fingerprint
+    if isinstance(train, dict) and train.get("method") == "full" and train.get("target_modules") == "all-linear":
+        train["target_modules"] = None
     for task in data.get("tasks") or []:
         for k, v in ADDED_LATER_PER_TASK.items():
             if isinstance(task, dict) and task.get(k, v) == v:
@@ -236,6 +250,8 @@ def upstream_frame(examples: list[Example]) -> pd.DataFrame:
         "response": [e.response for e in examples],
         "answer": [e.answer for e in examples],
     })
+    if any(e.prompt_messages for e in examples):  # a conversation's prompt turns, read back by examples_from_records
+        frame["prompt_messages"] = [json.dumps(e.prompt_messages) if e.prompt_messages else None for e in examples]
     keys = dict.fromkeys(k for e in examples for k in e.meta if k not in RESERVED_UPSTREAM_COLUMNS)
     for key in keys:
         values = [e.meta.get(key) for e in examples]
@@ -245,7 +261,8 @@ def upstream_frame(examples: list[Example]) -> pd.DataFrame:
 
 
 #: Columns a sweep's upstream table computes itself; a metadata field of the same name is not copied.
-RESERVED_UPSTREAM_COLUMNS = frozenset({"example_id", "kind", "text", "prompt", "response", "answer", "row",
+RESERVED_UPSTREAM_COLUMNS = frozenset({"example_id", "kind", "text", "prompt", "response", "answer",
+                                       "prompt_messages", "row",
                                        "n_tokens", "n_truncated", "loss_before", "em_before"})
 
 
@@ -283,19 +300,22 @@ class SweepSession:
         if self._base is None:
             from forgetscope.models import load_model
 
-            # float32 weights: the optimiser's master copy; bf16 is applied per forward pass
+            # float32 weights by default (load.dtype): the optimiser's master copy; bf16 is applied per
+            # forward pass
             self._base, self._tokenizer = load_model(self.source, device=self.config.train.device,
-                                                     dtype="float32")
+                                                     **self.config.load.model_kwargs())
             chat = self.config.eval.chat
             self.chat = bool(getattr(self._tokenizer, "chat_template", None)) if chat == "auto" else bool(chat)
         return self._base, self._tokenizer
 
     def precision(self) -> Precision:
         """Where and in which dtype this process measures losses (device of the base model, ``eval.dtype``)."""
-        from forgetscope.models import pick_device
+        from forgetscope.models import input_device, pick_device
         from forgetscope.precision import Precision, dtype_name, resolve_eval_dtype
 
-        device = pick_device(self.config.train.device)
+        # a device_map places the model itself: its inputs go where the embedding went
+        device = input_device(self.base()[0]) if self.config.load.device_map is not None else \
+            pick_device(self.config.train.device)
         return Precision(device.type, dtype_name(resolve_eval_dtype(self.config.eval.dtype, device)))
 
     def check_precision(self, expected: Precision | None) -> None:

@@ -32,6 +32,7 @@ from forgetscope.config import SweepConfig
 from forgetscope.data.types import KINDS
 from forgetscope.errors import StoreError
 from forgetscope.experiments.run import SWEEP, Experiment
+from forgetscope.experiments.run_tracking import base_losses
 from forgetscope.experiments.session import (
     SweepSession,
     config_changes,
@@ -167,7 +168,10 @@ def ensure_upstream_measured(session: SweepSession, store: SweepStore) -> None:
         recorded = Precision.from_manifest(store.read_manifest())
         session.check_precision(recorded)
         session.extras["eval_precision"] = recorded
+        session.extras["loss_before"] = base_losses(store.read_upstream())  # what a run's tracker subtracts
         return
+    if store.finished_run_ids():  # the table was set aside as damaged: measured again as the runs were
+        session.check_precision(Precision.from_manifest(store.read_manifest()))
     precision = session.precision()
     session.extras["eval_precision"] = precision
     store.update_manifest(eval={**(store.read_manifest().get("eval") or {}), **precision.eval_fields()})
@@ -179,6 +183,7 @@ def ensure_upstream_measured(session: SweepSession, store: SweepStore) -> None:
     up["loss_before"] = before["loss"].to_numpy()
     up["em_before"] = before["em"].to_numpy()
     store.write_upstream(up)
+    session.extras["loss_before"] = base_losses(up)
 
 
 RunCallback = Callable[[RunSpec, dict[str, Any]], None]

@@ -3,8 +3,9 @@
 The config's pydantic model checks types and ranges; what it cannot know without importing the layers
 above it is checked here, once, by every entry point: the strategy name and its options (built once and
 dropped, with the files its options name checked but no matrix read:
-:func:`~forgetscope.experiments.strategy_inputs.resolve_strategy_inputs` with ``load=False``), the executor
-(resolved, so a missing optional engine fails now), and the input files.
+:func:`~forgetscope.experiments.strategy_inputs.resolve_strategy_inputs` with ``load=False``) and the
+training settings it cannot honour, the packages the ``load`` options need, the executor (resolved, so a
+missing optional engine fails now), and the input files.
 """
 
 from __future__ import annotations
@@ -27,9 +28,13 @@ def validate_sweep(config: SweepConfig) -> None:
     """Raise a one-line user error for anything in ``config`` that would fail later, before any work."""
     from forgetscope.experiments.executors import get_executor
     from forgetscope.experiments.strategy_inputs import resolve_strategy_inputs
+    from forgetscope.models import check_loading
     from forgetscope.train import make_strategy
 
-    make_strategy(config.strategy, **resolve_strategy_inputs(config.strategy, config.strategy_options, load=False))
+    strategy = make_strategy(config.strategy,
+                             **resolve_strategy_inputs(config.strategy, config.strategy_options, load=False))
+    strategy.check_config(config.train)  # e.g. a strategy that cannot accumulate micro-batches
+    check_loading(**config.load.model_kwargs())  # a loading option whose package is missing
     executor = get_executor(config.executor)
     check = getattr(executor, "check_config", None)
     if check is not None:

@@ -273,7 +273,7 @@ def exact_match(model, tokenizer, examples: Sequence[Example], *, max_new_tokens
         return out
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id
-    prompts = {i: prompt_ids(tokenizer, examples[i].prompt or "", chat) for i in todo}
+    prompts = {i: prompt_ids(tokenizer, examples[i], chat) for i in todo}
     todo.sort(key=lambda i: len(prompts[i]))
     was_training = model.training
     model.eval()

@@ -148,7 +148,7 @@ class LWFStrategy(Strategy):
         out = []
         for i in idx:
             ex = examples[i]
-            p = prompt_ids(ctx.tokenizer, ex.prompt or "", ctx.chat) if ex.is_pair else \
+            p = prompt_ids(ctx.tokenizer, ex, ctx.chat) if ex.is_pair else \
                 list(encoded[i].input_ids[: self.prompt_tokens])
             out.append((ex.example_id, p))
         return out

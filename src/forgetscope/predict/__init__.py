@@ -13,8 +13,11 @@ Public API::
 
 Predictors (:data:`PREDICTORS`): ``zero``, ``additive`` (baseline), ``knn``, ``knn-baseline``
 (the reference protocol's KNNBaseline), ``lowrank`` (rank chosen by task-grouped CV unless given),
-``logistic`` (probabilities of "forgotten"; binary forgetting) and ``semantic`` (frozen-embedding
-similarity (MiniLM); needs task and example texts, see :mod:`forgetscope.predict.semantic`).
+``logistic`` (probabilities of "forgotten"; binary forgetting), ``semantic`` (frozen-embedding
+similarity (MiniLM); needs task and example texts, see :mod:`forgetscope.predict.semantic`) and
+``additive-features`` / ``lowrank-features`` (per-example features of the upstream table, passed to ``fit``
+as ``upstream=``; see :mod:`forgetscope.predict.side_information`). Each task's noise floor and the share
+of the gap to it a predictor closes: :mod:`forgetscope.predict.noise`.
 A new fine-tuned model's row is forecast from a sweep with :func:`forgetscope.experiments.forecast.forecast` (``forgetscope.forecast``), which completes
 the row with :mod:`forgetscope.predict.forecast`.
 """

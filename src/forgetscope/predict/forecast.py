@@ -68,7 +68,7 @@ AUTO_CANDIDATES = ("additive", "knn", "knn-baseline", "lowrank")
 AUTO_DRAWS = 3
 N_BOOTSTRAP = 20
 SNIPPET = 160
-_TEXT_COLUMNS = ("example_id", "text", "prompt", "response", "answer")
+_TEXT_COLUMNS = ("example_id", "text", "prompt", "response", "answer", "prompt_messages")
 
 
 @dataclass

@@ -57,6 +57,29 @@ def write_npy(path: Path, arr: np.ndarray) -> None:
         np.save(fh, arr)
 
 
+def check_output_dir(path: str | os.PathLike[str]) -> Path:
+    """Refuse, in one line and before any work, an output folder that is a file or cannot be written in
+    (read-only, no permission); writes nothing (the folder is made when the first file is written)."""
+    from forgetscope.errors import StoreError
+
+    path = Path(path)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = f"output {path}" if existing == path else f"output {path}: {existing}"
+        raise StoreError(f"{where} is a file, not a directory")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".forgetscope-write-check.", dir=existing)
+    except OSError as exc:
+        where = f"the output directory {path}" if existing == path else \
+            f"{existing} (to create the output {path})"
+        raise StoreError(f"cannot write in {where}: {exc.strerror}") from None
+    os.close(fd)
+    os.unlink(probe)
+    return path
+
+
 def sha256_of(path: Path) -> str:
     """Content hash of a stored file (per-run files are small: read whole)."""
     import hashlib

@@ -22,6 +22,7 @@ A sweep directory (and the experiments that extend it) looks like this::
       forecast/<name>/           ``forgetscope forecast``: forecast.parquet (one row per example), forecast.json
       replay/<name>/             ``forgetscope replay-mix``: replay.jsonl (the examples to mix in), replay.json
       compare/                   ``forgetscope compare``: split.json, summary.csv, tests.csv, per_run.csv,
+                                 primary.json (a SAM radius grid's primary contrast),
                                  compare.png, command.txt, wall_time.json, oracle/<task>__s<seed>.json,
                                  probe/<task>__s<seed>.json
       sharpness.parquet          ``forgetscope sharpness``: one row per run
@@ -179,6 +180,11 @@ class SweepLayout:
     @property
     def compare_chart(self) -> Path:
         return self.compare_dir / "compare.png"
+
+    @property
+    def compare_primary(self) -> Path:
+        """The pre-registered primary contrast of a SAM radius grid (``primary`` of its config)."""
+        return self.compare_dir / "primary.json"
 
     @property
     def compare_command(self) -> Path:

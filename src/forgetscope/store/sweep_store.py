@@ -21,7 +21,14 @@ import pandas as pd
 
 from forgetscope.errors import StoreError
 from forgetscope.measure.forgetting import forgetting
-from forgetscope.store.io import json_default, sha256_of, write_json, write_npy, write_parquet
+from forgetscope.store.io import (
+    check_output_dir,
+    json_default,
+    sha256_of,
+    write_json,
+    write_npy,
+    write_parquet,
+)
 from forgetscope.store.layout import FORMAT, SweepLayout
 from forgetscope.store.matrix import ForgettingMatrix
 
@@ -282,6 +289,7 @@ def write_matrix_sweep(matrix: ForgettingMatrix, path: str | os.PathLike[str], *
                        manifest: dict[str, Any] | None = None, overwrite: bool = False) -> SweepStore:
     """Write a bare matrix (e.g. imported from elsewhere) as a sweep directory analysis can read."""
     store = SweepStore(path)
+    check_output_dir(store.path)
     if store.path.exists() and any(store.path.iterdir()) and not overwrite:
         raise StoreError(f"refusing to overwrite non-empty directory {store.path} (use overwrite)")
     store.path.mkdir(parents=True, exist_ok=True)

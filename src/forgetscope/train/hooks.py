@@ -21,9 +21,12 @@ import numpy as np
 import torch
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
-from forgetscope.data.encoding import Encoded, collate
+from forgetscope.data.encoding import IGNORE_INDEX, Encoded, collate
 from forgetscope.data.types import Example, Task
 from forgetscope.registry import Registry
+
+#: What a strategy steps on: one collated batch, or a step's micro-batches (``train.grad_accum_steps``).
+Batch = dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]
 
 
 @dataclass
@@ -125,6 +128,10 @@ class Strategy(Hook):
 
     name = "plain"
     Options: ClassVar[type[BaseModel]] = NoOptions
+    #: Whether a step may be split into micro-batches (``train.grad_accum_steps`` > 1): true where the
+    #: loss is a token mean over the batch (plus terms that do not depend on it), so weighting each
+    #: micro-batch by its share of the scored tokens gives the whole batch's gradient.
+    accumulates: ClassVar[bool] = True
 
     def __init__(self, **options: Any):
         from forgetscope.config import parse_config
@@ -143,14 +150,42 @@ class Strategy(Hook):
         """The training loss of one collated batch (mean token NLL; EWC adds its penalty)."""
         return ctx.forward_loss(batch)
 
-    def training_step(self, ctx: TrainContext, batch: dict[str, torch.Tensor]) -> float:
+    def check_config(self, config: Any) -> None:
+        """Refuse training settings this strategy cannot honour (a ConfigError naming the field)."""
+        if getattr(config, "grad_accum_steps", 1) > 1 and not self.accumulates:
+            from forgetscope.errors import ConfigError
+
+            raise ConfigError(f"train.grad_accum_steps: the {self.name} strategy weighs the parts of its batch "
+                              "against each other and cannot split a step into micro-batches; use "
+                              "grad_accum_steps: 1 (and a batch_size that fits)")
+
+    def backward(self, ctx: TrainContext, batch: Batch) -> float:
+        """Gradient of one step's loss, accumulated into ``.grad``; returns the loss.
+
+        ``batch`` is one collated batch, or a step's micro-batches (``train.grad_accum_steps``): each
+        micro-batch's loss is then weighted by its share of the step's scored tokens, so the summed
+        gradient and the returned loss are those of the whole batch's token mean."""
+        if isinstance(batch, dict):
+            loss = self.loss(ctx, batch)
+            loss.backward()
+            return float(loss.detach())
+        counts = [scored_tokens(b) for b in batch]
+        total = max(1, sum(counts))
+        value = 0.0
+        for micro, n in zip(batch, counts):
+            weight = n / total
+            loss = self.loss(ctx, micro)
+            (loss * weight).backward()
+            value += weight * float(loss.detach())
+        return value
+
+    def training_step(self, ctx: TrainContext, batch: Batch) -> float:
         """One optimizer step; SAM overrides this to take the gradient at a perturbed point."""
-        loss = self.loss(ctx, batch)
-        loss.backward()
+        loss = self.backward(ctx, batch)
         clip_gradients(ctx)
         ctx.optimizer.step()
         ctx.optimizer.zero_grad(set_to_none=True)
-        return float(loss.detach())
+        return loss
 
     def excluded_upstream_ids(self) -> set[str]:
         """Upstream examples this strategy trained on; they are left out of the forgetting measurement."""
@@ -159,6 +194,11 @@ class Strategy(Hook):
     def summary(self) -> dict[str, Any]:
         """Strategy-specific facts for the run record (e.g. upstream evaluations spent)."""
         return {}
+
+
+def scored_tokens(batch: dict[str, torch.Tensor]) -> int:
+    """The tokens a collated batch's mean NLL averages over (labels after the first position, not ignored)."""
+    return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
 
 
 def clip_gradients(ctx: TrainContext) -> None:

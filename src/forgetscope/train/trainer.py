@@ -22,7 +22,13 @@ from forgetscope.config import TrainConfig
 from forgetscope.data.encoding import encode_examples
 from forgetscope.data.types import Example, Task
 from forgetscope.measure import heldout_loss
-from forgetscope.models import context_length, count_trainable, prepare_for_training
+from forgetscope.models import (
+    context_length,
+    count_trainable,
+    input_device,
+    prepare_for_training,
+    set_gradient_checkpointing,
+)
 from forgetscope.precision import dtype_name, resolve_train_dtype
 from forgetscope.progress import progress_enabled
 from forgetscope.store.schema import TrainRecord
@@ -56,8 +62,14 @@ def run_steps(ctx: TrainContext, strategy: Strategy, steps: int, *, hooks: Seque
     ``ctx.train_encoded`` in batches of ``ctx.config.batch_size`` (a permutation drawn from ``ctx.rng``,
     redrawn at each epoch), each batch augmented and stepped by ``strategy``, under the learning-rate
     warm-up of ``ctx.config.warmup_steps``; the strategy and then ``hooks`` see every step. Returns the
-    training loss of every step. ``ctx.optimizer`` must be set."""
+    training loss of every step. ``ctx.optimizer`` must be set.
+
+    With ``grad_accum_steps`` k > 1 a step takes k·batch_size examples (the same draw a batch of that size
+    would take) and hands the strategy its k micro-batches of batch_size, whose gradients it sums
+    (:meth:`~forgetscope.train.hooks.Strategy.backward`); k = 1 is the single-batch step, unchanged."""
     cfg = ctx.config
+    accum = getattr(cfg, "grad_accum_steps", 1)
+    per_step = cfg.batch_size * accum
     every = [strategy, *hooks]
     scheduler = torch.optim.lr_scheduler.LambdaLR(ctx.optimizer, _lr_lambda(cfg.warmup_steps))
     train_enc = ctx.train_encoded
@@ -75,13 +87,17 @@ def run_steps(ctx: TrainContext, strategy: Strategy, steps: int, *, hooks: Seque
             ctx.step = step
             for h in every:
                 h.before_step(ctx)
-            if cursor + cfg.batch_size > len(order):  # next epoch: reshuffle with the same generator
+            if cursor + per_step > len(order):  # next epoch: reshuffle with the same generator
                 order = ctx.rng.permutation(len(train_enc))
                 cursor = 0
-            idx = order[cursor:cursor + cfg.batch_size]
-            cursor += cfg.batch_size
+            idx = order[cursor:cursor + per_step]
+            cursor += per_step
             examples = strategy.augment_batch(ctx, [train_enc[i] for i in idx])
-            loss = strategy.training_step(ctx, ctx.collate(examples))
+            if accum == 1:
+                loss = strategy.training_step(ctx, ctx.collate(examples))
+            else:
+                loss = strategy.training_step(ctx, [ctx.collate(examples[i:i + cfg.batch_size])
+                                                    for i in range(0, len(examples), cfg.batch_size)])
             scheduler.step()
             train_losses.append(loss)
             ctx.step = step + 1
@@ -116,12 +132,14 @@ def train_on_task(model, tokenizer, task: Task, config: TrainConfig | None = Non
     Precision: the weights and the optimiser state keep the model's dtype (float32 as forgetscope loads
     it: the master weights); ``config.dtype`` only sets the forward pass's autocast (``auto``: bf16 on
     CUDA, float32 on a CPU), so small updates are accumulated in float32 and never rounded to bf16.
+    ``config.gradient_checkpointing`` and ``config.grad_accum_steps`` trade compute for memory.
     """
     cfg = config or TrainConfig()
     strategy = strategy or Strategy()
+    strategy.check_config(cfg)
     seed_everything(cfg.seed)
     t0 = time.perf_counter()
-    device = next(model.parameters()).device
+    device = input_device(model)
     max_ctx = context_length(model)
     train_enc = encode_examples(tokenizer, task.train, cfg.max_length, model_max_length=max_ctx, chat=chat)
     held_enc = encode_examples(tokenizer, task.heldout, cfg.max_length, model_max_length=max_ctx, chat=chat)
@@ -130,7 +148,8 @@ def train_on_task(model, tokenizer, task: Task, config: TrainConfig | None = Non
     loss_before = heldout_loss(model, held_enc, pad_id)
 
     model = prepare_for_training(model, cfg.method, lora_rank=cfg.lora_rank, lora_alpha=cfg.lora_alpha,
-                                 lora_dropout=cfg.lora_dropout, target_modules=cfg.target_modules)
+                                 lora_dropout=cfg.lora_dropout, target_modules=cfg.target_modules,
+                                 gradient_checkpointing=cfg.gradient_checkpointing)
     ctx = TrainContext(model=model, tokenizer=tokenizer, task=task, config=cfg, device=device, pad_id=pad_id,
                        train_encoded=train_enc, upstream=list(upstream), upstream_encoded=up_enc,
                        rng=np.random.default_rng(cfg.seed), chat=chat,
@@ -144,6 +163,8 @@ def train_on_task(model, tokenizer, task: Task, config: TrainConfig | None = Non
                              desc=f"fine-tuning {task.name}")
     for h in every:
         h.after_training(ctx)
+    if cfg.gradient_checkpointing:
+        set_gradient_checkpointing(model, False)  # the trained model is evaluated and perturbed, not trained on
     model.eval()
     loss_after = heldout_loss(model, held_enc, pad_id)
     record: TrainRecord = {
