@@ -534,13 +534,13 @@ class _Rows:
         return self.rows[i]
 
 
-def step_trainer_callback(ctx: Context) -> dict[str, Any]:
-    import numpy as np
+def _lora_trainer(ctx: Context, name: str, **extra: Any) -> tuple[Any, Any, Any, list]:
+    """(trainer, tokenizer, its train rows, the upstream examples): the default model with LoRA in a plain
+    ``transformers.Trainer`` on the first task, as the Trainer steps use it."""
     from transformers import Trainer, TrainingArguments
 
     from forgetscope.data.demo import demo_task, demo_upstream
     from forgetscope.data.encoding import collate, encode_examples
-    from forgetscope.integrations import ForgettingCallback
     from forgetscope.models import load_model, prepare_for_training
 
     s = ctx.sizes
@@ -549,13 +549,23 @@ def step_trainer_callback(ctx: Context) -> dict[str, Any]:
     task = demo_task(s.tasks[0], n_train=max(s.n_train, s.trainer_batch * 4), seed=0)
     rows = _Rows(encode_examples(tok, task.train, s.max_length))
     upstream = demo_upstream(n=s.n_upstream, seed=0)
-    args = TrainingArguments(output_dir=str(ctx.work / "trainer"), max_steps=s.trainer_steps,
-                             per_device_train_batch_size=s.trainer_batch, learning_rate=s.lr,
-                             logging_steps=s.trainer_eval_steps, report_to="none", save_strategy="no",
-                             seed=0, disable_tqdm=True, use_cpu=not ctx.on_cuda, bf16=ctx.on_cuda,
-                             remove_unused_columns=False, dataloader_num_workers=0)
+    args = TrainingArguments(output_dir=str(ctx.work / name), max_steps=s.trainer_steps,
+                             per_device_train_batch_size=s.trainer_batch, learning_rate=s.lr, report_to="none",
+                             save_strategy="no", seed=0, disable_tqdm=True, use_cpu=not ctx.on_cuda,
+                             bf16=ctx.on_cuda, remove_unused_columns=False, dataloader_num_workers=0, **extra)
     trainer = Trainer(model=model, args=args, train_dataset=rows, processing_class=tok,
                       data_collator=lambda batch: collate(batch, tok.pad_token_id))
+    return trainer, tok, rows, upstream
+
+
+def step_trainer_callback(ctx: Context) -> dict[str, Any]:
+    import numpy as np
+
+    from forgetscope.integrations import ForgettingCallback
+
+    s = ctx.sizes
+    trainer, tok, rows, upstream = _lora_trainer(ctx, "trainer", logging_steps=s.trainer_eval_steps)
+    args, model = trainer.args, trainer.model
     callback = ForgettingCallback(upstream, tokenizer=tok, eval_steps=s.trainer_eval_steps).attach(trainer)
     t0 = time.perf_counter()
     trainer.train()
@@ -619,27 +629,14 @@ def step_measure(ctx: Context) -> dict[str, Any]:
 def step_trainer_replay(ctx: Context) -> dict[str, Any]:
     """Offline replay in a transformers.Trainer on the GPU: the ids drawn equal replay-mix's for the same row."""
     import numpy as np
-    from transformers import Trainer, TrainingArguments
 
-    from forgetscope.data.demo import demo_task, demo_upstream
-    from forgetscope.data.encoding import collate, encode_examples
     from forgetscope.integrations import ReplayCallback
     from forgetscope.mitigate.replay_sampling import draw_replay, replay_count
-    from forgetscope.models import load_model, prepare_for_training
 
     s = ctx.sizes
-    model, tok = load_model(ctx.model_name, device=ctx.device, dtype="float32")
-    model = prepare_for_training(model, "lora")
-    task = demo_task(s.tasks[0], n_train=max(s.n_train, s.trainer_batch * 4), seed=0)
-    rows = _Rows(encode_examples(tok, task.train, s.max_length))
-    upstream = demo_upstream(n=s.n_upstream, seed=0)
+    trainer, tok, rows, upstream = _lora_trainer(ctx, "trainer_replay")
+    model = trainer.model
     values = {e.example_id: float(v) for e, v in zip(upstream, np.random.default_rng(0).normal(size=len(upstream)))}
-    args = TrainingArguments(output_dir=str(ctx.work / "trainer_replay"), max_steps=s.trainer_steps,
-                             per_device_train_batch_size=s.trainer_batch, learning_rate=s.lr, report_to="none",
-                             save_strategy="no", seed=0, disable_tqdm=True, use_cpu=not ctx.on_cuda,
-                             bf16=ctx.on_cuda, remove_unused_columns=False, dataloader_num_workers=0)
-    trainer = Trainer(model=model, args=args, train_dataset=rows, processing_class=tok,
-                      data_collator=lambda batch: collate(batch, tok.pad_token_id))
     replay = ReplayCallback(upstream, values=values, ratio=1 / 4).attach(trainer)
     t0 = time.perf_counter()
     trainer.train()

@@ -36,7 +36,7 @@ def test_import_analyze_predict(tmp_path, matrix_file):
 def test_matrix_file_directly_and_no_figures(tmp_path, matrix_file):
     out = tmp_path / "out"
     assert run_app(["predict", str(matrix_file), "-p", "10", "--probe-method", "active", "--no-figures",
-                    "--out", str(out), "--folds", "2"]) == 0
+                    "--output", str(out), "--folds", "2"]) == 0
     assert (out / "predict_summary.json").exists() and not (out / "scatter.png").exists()
 
 
@@ -127,7 +127,7 @@ def test_a_kind_with_no_examples_is_one_line_and_writes_nothing(tmp_path, matrix
 
 def test_predict_records_where_its_noise_margin_came_from(tmp_path, matrix_file):
     out = tmp_path / "out"
-    args = ["predict", str(matrix_file), "-p", "10", "--no-figures", "--out", str(out), "--folds", "2"]
+    args = ["predict", str(matrix_file), "-p", "10", "--no-figures", "--output", str(out), "--folds", "2"]
     assert run_app(args) == 0
     proto = json.loads(next(out.glob("predict_protocol*.json")).read_text())
     assert proto["tau_source"].startswith("default")  # no seeds to estimate it from: the default, said so

@@ -275,7 +275,7 @@ def test_forecast_task_cli(sweep, tmp_path):
     task = write_jsonl(tmp_path / "poems.jsonl", [{"text": f"Roses are red, violets are {c}."}
                                                   for c in "blue green white pink gold grey black teal".split()])
     assert run_app(["forecast", str(sweep), "--task", str(task), "--probe", "4", "--verify",
-                    "--out", str(tmp_path / "o")]) == 0
+                    "--output", str(tmp_path / "o")]) == 0
     summary = json.loads((tmp_path / "o" / "forecast.json").read_text())
     assert summary["settings"]["task"] == str(task) and summary["verify"]
 

@@ -187,7 +187,7 @@ def test_logs_without_filter_and_metrics_keys_read_the_same(logs, tmp_path):
 
 def test_cli_import_then_analyze_predict_report(logs, tmp_path, capsys):
     out = tmp_path / "sweep"
-    assert run_app(["import-lm-eval", str(logs["base"]), str(logs["ft1"]), str(logs["ft2"]), "--out", str(out),
+    assert run_app(["import-lm-eval", str(logs["base"]), str(logs["ft1"]), str(logs["ft2"]), "--output", str(out),
                     "--name", "noise-0.5", "--name", "noise-1.0"]) == 0
     said = " ".join(capsys.readouterr().out.split())
     assert "imported 2 run(s) x 16 items of 2 lm-eval task(s)" in said
@@ -244,7 +244,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(logs, tmp_path, capsys,
         "same_name": lambda: [logs["ft1"], _copy_without(logs["ft2"], t / "x" / "ft1")],
     }[case]()
     out = tmp_path / "sweep"
-    assert run_app(["import-lm-eval", str(logs["base"]), *map(str, after), "--out", str(out)]) == 2
+    assert run_app(["import-lm-eval", str(logs["base"]), *map(str, after), "--output", str(out)]) == 2
     err = capsys.readouterr().err
     assert msg in " ".join(err.split()) and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
@@ -255,6 +255,6 @@ def test_a_non_empty_out_is_refused(logs, tmp_path, capsys):
     out = tmp_path / "sweep"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    assert run_app(["import-lm-eval", str(logs["base"]), str(logs["ft1"]), "--out", str(out)]) == 2
+    assert run_app(["import-lm-eval", str(logs["base"]), str(logs["ft1"]), "--output", str(out)]) == 2
     assert "refusing to write into" in capsys.readouterr().err
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
