@@ -65,25 +65,31 @@ def parse_report_to(report_to: str | Iterable[str] | None) -> list[str]:
 class TrainConfig(_Strict):
     """How one run fine-tunes; everything that changes the result is here, so it is recorded."""
 
-    method: Literal["full", "lora"] = "lora"
-    steps: int = Field(30, ge=1)
-    lr: float = Field(5e-4, gt=0)
-    batch_size: int = Field(8, ge=1)
-    max_length: int = Field(64, ge=2)
-    weight_decay: float = Field(0.0, ge=0)
-    warmup_steps: int = Field(0, ge=0)
-    grad_clip: float | None = Field(1.0, gt=0)
-    lora_rank: int = Field(8, ge=1)
-    lora_alpha: float | None = None
-    lora_dropout: float = Field(0.0, ge=0, lt=1)
+    method: Literal["full", "lora"] = Field("lora", description="lora: train low-rank adapters on the frozen "
+                                            "base; full: train every weight")
+    steps: int = Field(30, ge=1, description="optimizer steps per run")
+    lr: float = Field(5e-4, gt=0, description="peak learning rate of AdamW")
+    batch_size: int = Field(8, ge=1, description="task examples per micro-batch")
+    max_length: int = Field(64, ge=2, description="training examples are cut to this many tokens (measurement "
+                            "uses eval.max_length)")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW's decoupled weight decay")
+    warmup_steps: int = Field(0, ge=0, description="steps of linear learning-rate warm-up; 0: none")
+    grad_clip: float | None = Field(1.0, gt=0, description="the gradient's global norm is clipped to this; "
+                                    "null: no clipping")
+    lora_rank: int = Field(8, ge=1, description="rank of each LoRA adapter")
+    lora_alpha: float | None = Field(None, description="LoRA scaling numerator (the update is scaled by "
+                                     "alpha / rank); null: 2 x lora_rank")
+    lora_dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the LoRA adapters' input")
     target_modules: list[str] | Literal["all-linear"] | None = Field(
         "all-linear", description="LoRA targets: all-linear (default: every linear layer but the output head, "
         "peft's all-linear), a list of module names, or null for peft's default of the architecture (q_proj and "
         "v_proj on Llama and Gemma, what sweeps recorded with null before all-linear became the default)")
-    seed: int = 0
-    device: str = "auto"
-    # forward-pass dtype; weights keep load.dtype. auto: bf16 autocast on CUDA with bf16, float32 elsewhere
-    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    seed: int = Field(0, description="seed of the training order and the adapters' initialisation")
+    device: str = Field("auto", description="where to train: auto (a GPU when there is one), cpu, cuda, "
+                        "cuda:1, ...")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="forward-pass dtype; the weights keep load.dtype. auto: bfloat16 autocast on CUDA "
+        "with bf16 support, float32 elsewhere")
     grad_accum_steps: int = Field(1, ge=1, description="micro-batches of batch_size whose gradients one "
                                   "optimizer step sums (effective batch: batch_size x grad_accum_steps); "
                                   "each is weighted by its share of the step's scored tokens, so the step "
@@ -128,23 +134,29 @@ class SourceConfig(_Strict):
     """Where examples come from: ``demo`` (the built-in suite), a file, a ``save_to_disk`` directory,
     or a hub dataset ``hf:NAME[:CONFIG]`` (online or cached)."""
 
-    source: str = "demo"
-    split: str | None = None  # a split of a DatasetDict directory or a hub dataset (default: train)
-    n: int | None = Field(None, ge=0)  # 0: demo upstream only, no plain-text examples (instruction pairs only)
-    n_instruct: int = Field(0, ge=0)  # demo only: add this many instruction pairs with short answers (exact match)
-    # demo only: which shipped plain-text (lm) set: human (human-written, pretraining-like text; the
-    # default), text (the original 400 demo texts), base_continuations (the default model's greedy
-    # continuations of those: biased towards forgetting by construction), base_samples (its temperature-1
-    # samples continuing the human texts); see forgetscope.data.demo
-    lm_targets: Literal["human", "text", "base_continuations", "base_samples"] = "human"
-    # demo only: the instruction pairs' responses are the gold answers, or the default model's own
-    # temperature-1 answers (base_samples; exact match still uses the gold answers)
-    instruct_targets: Literal["gold", "base_samples"] = "gold"
-    text_field: str = "text"
-    prompt_field: str = "prompt"
-    response_field: str = "response"
-    answer_field: str = "answer"
-    id_field: str = "id"
+    source: str = Field("demo", description="demo (the built-in suite), a .jsonl/.json/.parquet/.csv/.tsv file, a "
+                        "save_to_disk directory, or hf:NAME[:CONFIG]")
+    split: str | None = Field(None, description="a split of a DatasetDict directory or a hub dataset "
+                              "(null: train)")
+    n: int | None = Field(None, ge=0, description="examples kept (a seeded subset; null: all). 0: demo upstream "
+                          "only, no plain-text examples (instruction pairs only)")
+    n_instruct: int = Field(0, ge=0, description="demo only: add this many instruction pairs with short answers "
+                            "(scored by exact match)")
+    lm_targets: Literal["human", "text", "base_continuations", "base_samples"] = Field(
+        "human", description="demo only: which shipped plain-text (lm) set. human (default): human-written, "
+        "pretraining-like text; text: the original 400 demo texts; base_continuations: the default model's "
+        "greedy continuations of those (biased towards forgetting by construction); base_samples: its "
+        "temperature-1 samples continuing the human texts (see forgetscope.data.demo)")
+    instruct_targets: Literal["gold", "base_samples"] = Field(
+        "gold", description="demo only: the instruction pairs' responses are the gold answers (gold), or the "
+        "default model's own temperature-1 answers (base_samples; exact match still uses the gold answers)")
+    text_field: str = Field("text", description="the column holding a plain-text example")
+    prompt_field: str = Field("prompt", description="the column holding an instruction pair's prompt")
+    response_field: str = Field("response", description="the column holding an instruction pair's response")
+    answer_field: str = Field("answer", description="the column holding the short gold answer exact match "
+                              "checks (optional)")
+    id_field: str = Field("id", description="the column holding each example's id (without one: NAME-ROW, "
+                          "the row's position in the file)")
 
     @model_validator(mode="after")
     def _n_zero_only_for_demo_pairs(self) -> SourceConfig:
@@ -158,22 +170,26 @@ DEFAULT_HELDOUT = 0.2
 
 
 class TaskConfig(SourceConfig):
-    # lm_targets does not apply to a task; it keeps the value it had before the upstream default changed,
-    # so the fingerprints of sweeps recorded earlier stay the same
-    lm_targets: Literal["human", "text", "base_continuations", "base_samples"] = "text"
-    name: str
-    source: str | None = None  # None: the demo task of this name
-    n_train: int | None = Field(None, ge=1)
-    # a fraction in (0, 1) or a number of examples split off the task's data (a demo task keeps its own)
-    heldout: float | int = 0.2
-    description: str = ""
-    # instruction | plain_text, recorded with every run; None: the demo index's, else by format
-    family: Literal["instruction", "plain_text"] | None = None
-    seeds: list[int] | None = None  # a sweep's seeds for this task only (default: the sweep's seeds)
-    # a control row instead of the task itself: shuffled_responses pairs each training prompt with another
-    # training example's response (a seeded derangement; the held-out pairs stay real), so the run learns
-    # the form of the answers (chat format, length, end of turn) without their content
-    control: Literal["shuffled_responses"] | None = None
+    lm_targets: Literal["human", "text", "base_continuations", "base_samples"] = Field(
+        "text", description="does not apply to a task; it keeps the value it had before the upstream default "
+        "changed, so the fingerprints of sweeps recorded earlier stay the same")
+    name: str = Field(description="the task's name (a row of the forgetting matrix); alone, a shipped demo task")
+    source: str | None = Field(None, description="where the task's examples come from, as upstream.source; "
+                               "null: the demo task of this name")
+    n_train: int | None = Field(None, ge=1, description="training examples kept (a seeded subset; null: all)")
+    heldout: float | int = Field(0.2, description="a fraction in (0, 1) or a number of examples split off the "
+                                 "task's data as its held-out set (a demo task keeps its own)")
+    description: str = Field("", description="a line saying what the task is, shown in reports")
+    family: Literal["instruction", "plain_text"] | None = Field(
+        None, description="instruction or plain_text, recorded with every run; null: the demo index's, else "
+        "from the data's format")
+    seeds: list[int] | None = Field(None, description="a sweep's seeds for this task only (null: the sweep's "
+                                    "seeds)")
+    control: Literal["shuffled_responses"] | None = Field(
+        None, description="a control row instead of the task itself: shuffled_responses pairs each training "
+        "prompt with another training example's response (a seeded derangement; the held-out pairs stay "
+        "real), so the run learns the form of the answers (chat format, length, end of turn) without their "
+        "content")
 
     @field_validator("heldout")
     @classmethod
@@ -201,15 +217,21 @@ class EvalConfig(_Strict):
     in the manifest.
     ``max_batch_tokens`` and ``max_batch_size`` only trade memory for speed (not part of the fingerprint)."""
 
-    max_length: Annotated[int, Field(ge=2)] | Literal["auto"] = "auto"
-    max_batch_tokens: int = Field(4096, ge=16)
-    max_batch_size: int = Field(64, ge=1)
-    # em_before / em_after: whole-word containment of the normalised gold answer in the first line of the
-    # greedy output (see forgetscope.measure.nll.answer_matches), for pairs with an ``answer``
-    exact_match: bool = True
-    chat: bool | Literal["auto"] = "auto"  # chat template for prompt/response pairs when the tokenizer has one
-    # precision of loss_before and loss_after (the same for both); auto: bf16 where the hardware has it
-    dtype: Literal["auto", "float32", "bfloat16"] = "float32"
+    max_length: Annotated[int, Field(ge=2)] | Literal["auto"] = Field(
+        "auto", description="tokens of each upstream example measured; auto: 512 capped at the model's "
+        "context. A number above the context is an error; truncated examples are counted in the manifest")
+    max_batch_tokens: int = Field(4096, ge=16, description="padded tokens per evaluation batch (memory for "
+                                  "speed only; not part of the fingerprint)")
+    max_batch_size: int = Field(64, ge=1, description="examples per evaluation batch (memory for speed only; "
+                                "not part of the fingerprint)")
+    exact_match: bool = Field(True, description="record em_before / em_after for pairs with an answer: "
+                              "whole-word containment of the normalised gold answer in the first line of the "
+                              "greedy output (see forgetscope.measure.nll.answer_matches)")
+    chat: bool | Literal["auto"] = Field("auto", description="apply the chat template to prompt/response pairs; "
+                                         "auto: when the tokenizer has one")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "float32", description="precision of loss_before and loss_after (the same for both); auto: bfloat16 "
+        "where the hardware has it")
 
     def effective_max_length(self, context: int | None) -> int:
         """``max_length`` checked against the model's ``context``: ``auto`` is 512 capped at it, a number
@@ -223,34 +245,44 @@ class EvalConfig(_Strict):
 
 
 class SweepConfig(_Strict):
-    model: str = "smollm2-135m-instruct"
-    output: Path = Path("sweeps/demo")
-    seed: int = 0
-    seeds: list[int] | None = None  # several seeds per task; default [seed]
-    upstream: SourceConfig = SourceConfig()
-    tasks: list[TaskConfig]
-    train: TrainConfig = TrainConfig()
-    eval: EvalConfig = EvalConfig()
+    model: str = Field("smollm2-135m-instruct", description="the base model: an offline alias, a .gguf file, "
+                       "a local directory or a hub id")
+    output: Path = Field(Path("sweeps/demo"), description="the sweep directory written (rerunning resumes it)")
+    seed: int = Field(0, description="the seed of every run when seeds is null")
+    seeds: list[int] | None = Field(None, description="several seeds per task, one run each; null: [seed]")
+    upstream: SourceConfig = Field(SourceConfig(), description="the upstream (pretraining-like) examples "
+                                   "whose forgetting is measured")
+    tasks: list[TaskConfig] = Field(description="the fine-tuning tasks, one row each: a demo task's name or a "
+                                    "task mapping")
+    train: TrainConfig = Field(TrainConfig(), description="how each run fine-tunes")
+    eval: EvalConfig = Field(EvalConfig(), description="how upstream examples are measured")
     load: LoadConfig = Field(default_factory=LoadConfig, description="how the base model's weights are loaded")
-    strategy: str = "plain"
-    strategy_options: dict[str, Any] = Field(default_factory=dict)
-    # after each run, also measure a random-direction perturbation of the same parameters with the norms of
-    # the run's update (forgetscope.experiments.null_control): the row of "generic sensitivity"
-    null_control: bool = False
-    # LoRA runs: the null direction of each adapted weight has the adapter's rank (adapter) or full rank
-    # (full); full fine-tuning is always full rank
-    null_rank: Literal["adapter", "full"] = "adapter"
-    # norm: the null has the norms of the run's update (a lower bound: far weaker in effect than learning);
-    # effect: the same direction scaled until its mean F on a fixed subset of upstream examples matches the
-    # run's (forgetscope.experiments.null_control.match_effect)
-    null_match: Literal["norm", "effect"] = "norm"
-    null_match_subset: int = Field(32, ge=1)  # effect: the first this many lm upstream examples
-    null_match_tol: float = Field(0.05, gt=0, lt=1)  # effect: relative tolerance on the subset's mean F
-    null_match_steps: int = Field(8, ge=1, le=32)  # effect: at most this many evaluations of the subset
-    executor: str = "local"  # a name in forgetscope.experiments.executors.EXECUTORS (checked by validate_sweep)
-    # options of the slurm executor (partition, time_min, gpus_per_node, ...; checked by validate_sweep)
-    slurm: dict[str, Any] = Field(default_factory=dict)
-    report_to: str | list[str] = "none"  # none | tensorboard | wandb (training curves, off by default)
+    strategy: str = Field("plain", description="the training strategy of every run: plain or a mitigation "
+                          "(replay, sam, ewc, lwf, ...; see docs/mitigation.md)")
+    strategy_options: dict[str, Any] = Field(default_factory=dict, description="the strategy's own options "
+                                             "(checked by the strategy)")
+    null_control: bool = Field(False, description="after each run, also measure a random-direction "
+                               "perturbation of the same parameters with the norms of the run's update "
+                               "(forgetscope.experiments.null_control): the row of generic sensitivity")
+    null_rank: Literal["adapter", "full"] = Field(
+        "adapter", description="LoRA runs: the null direction of each adapted weight has the adapter's rank "
+        "(adapter) or full rank (full); full fine-tuning is always full rank")
+    null_match: Literal["norm", "effect"] = Field(
+        "norm", description="norm: the null has the norms of the run's update (a lower bound: far weaker in "
+        "effect than learning); effect: the same direction scaled until its mean F on a fixed subset of "
+        "upstream examples matches the run's (forgetscope.experiments.null_control.match_effect)")
+    null_match_subset: int = Field(32, ge=1, description="effect: the first this many lm upstream examples")
+    null_match_tol: float = Field(0.05, gt=0, lt=1, description="effect: relative tolerance on the subset's "
+                                  "mean F")
+    null_match_steps: int = Field(8, ge=1, le=32, description="effect: at most this many evaluations of the "
+                                  "subset")
+    executor: str = Field("local", description="where runs execute: a name in "
+                          "forgetscope.experiments.executors.EXECUTORS (local, ray, slurm; checked by "
+                          "validate_sweep)")
+    slurm: dict[str, Any] = Field(default_factory=dict, description="options of the slurm executor "
+                                  "(partition, time_min, gpus_per_node, ...; checked by validate_sweep)")
+    report_to: str | list[str] = Field("none", description="training curves: none (default), tensorboard, "
+                                       "wandb, all, or a list")
 
     @field_validator("report_to")
     @classmethod

@@ -39,14 +39,17 @@ class RegimeCriteria(_Strict):
 class RegimePilot(_Strict):
     """One model's pilot file."""
 
-    model: str
-    output: Path
-    base: dict[str, Any]
+    model: str = Field(description="the base model every candidate fine-tunes")
+    output: Path = Field(description="the pilot's directory; each candidate's sweep is written to "
+                         "OUTPUT/NAME/sweep")
+    base: dict[str, Any] = Field(description="the sweep config fields every candidate shares")
     all_linear: list[str] | None = Field(None, description="a YAML anchor the candidates may reuse")
-    candidates: dict[str, dict[str, Any]]
-    criteria: RegimeCriteria = RegimeCriteria()
-    selection: Literal["lowest_task_loss"] = "lowest_task_loss"
-    tie_nats: float = Field(0.01, ge=0)
+    candidates: dict[str, dict[str, Any]] = Field(description="name -> the sweep config fields that candidate "
+                                                  "sets over base (two or more seeds each)")
+    criteria: RegimeCriteria = Field(RegimeCriteria(), description="what a usable regime must show")
+    selection: Literal["lowest_task_loss"] = Field("lowest_task_loss", description="how one regime is picked "
+                                                   "among those meeting the criteria")
+    tie_nats: float = Field(0.01, ge=0, description="task losses closer than this (nats) count as a tie")
 
 
 def load_pilot(path: str | Path) -> RegimePilot:

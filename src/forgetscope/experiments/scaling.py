@@ -116,25 +116,33 @@ class ScalingConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = "smollm2-135m-instruct"
-    output: Path = Path("sweeps/scaling")
-    seed: int = 0
-    seeds: list[int] | None = None
-    upstream: SourceConfig = SourceConfig(n=32)
-    task: TaskConfig | None = None
+    model: str = Field("smollm2-135m-instruct", description="the base model, as in a sweep")
+    output: Path = Field(Path("sweeps/scaling"), description="the sweep directory written (rerunning resumes it)")
+    seed: int = Field(0, description="the seed of every run when seeds is null")
+    seeds: list[int] | None = Field(None, description="several seeds per (task, rank); null: [seed]")
+    upstream: SourceConfig = Field(SourceConfig(n=32), description="the upstream examples, as in a sweep")
+    task: TaskConfig | None = Field(None, description="the one task fine-tuned (or give tasks)")
     tasks: list[TaskConfig] | None = Field(None, description="several tasks, each swept over every rank")
-    train: TrainConfig = TrainConfig()
-    eval: EvalConfig = EvalConfig(exact_match=False)
-    ranks: list[int] = Field(default_factory=lambda: [1, 2, 4, 8])
-    eval_steps: list[int] = Field(default_factory=lambda: [5, 10, 20, 40])
-    holdout: Literal["none", "largest_t", "largest_p", "random"] = "largest_t"
+    train: TrainConfig = Field(TrainConfig(), description="how each run fine-tunes (method must be lora; "
+                               "lora_rank is set by ranks)")
+    eval: EvalConfig = Field(EvalConfig(exact_match=False), description="how upstream examples are measured")
+    ranks: list[int] = Field(default_factory=lambda: [1, 2, 4, 8], description="the LoRA ranks swept (three "
+                             "or more distinct values)")
+    eval_steps: list[int] = Field(default_factory=lambda: [5, 10, 20, 40], description="the optimizer steps at "
+                                  "which each run is evaluated (three or more distinct values)")
+    holdout: Literal["none", "largest_t", "largest_p", "random"] = Field(
+        "largest_t", description="the points kept out of the fit to test it: the last checkpoint, the largest "
+        "rank, a seeded 20%, or none")
     laws: list[str] = Field(default_factory=lambda: list(LAWS), description="the (P, t) laws fitted")
-    criteria: ScalingCriteria | None = None
+    criteria: ScalingCriteria | None = Field(None, description="criteria fixed before the study runs "
+                                             "(null: the fit is not judged)")
     pending: list[str] = Field(default_factory=list, description="config fields that are still placeholders: "
                                                                   "checked, but nothing trains until it is empty")
-    cache_mb: int = Field(1024, ge=0)
-    figures: bool = True
-    executor: str = "local"  # local | ray: where the runs execute (not part of the fingerprint)
+    cache_mb: int = Field(1024, ge=0, description="memory (MB) for the base model's cached log-probabilities; "
+                          "above it they are recomputed at every checkpoint")
+    figures: bool = Field(True, description="write the figures with the fit")
+    executor: str = Field("local", description="local or ray: where the runs execute (not part of the "
+                          "fingerprint)")
 
     @field_validator("task", mode="before")
     @classmethod

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
 from forgetscope.analysis.plots import write_landscape, write_sharpness_vs_forgetting
 from forgetscope.analysis.sharpness import correlate_with_forgetting
@@ -54,7 +55,8 @@ from forgetscope.store.lock import holds_output
 class SharpnessSweepConfig(SweepConfig):
     """A sweep config (as for ``forgetscope run``) plus the ``sharpness:`` options."""
 
-    sharpness: SharpnessOptions = SharpnessOptions()
+    sharpness: SharpnessOptions = Field(SharpnessOptions(), description="what is measured on each fine-tuned "
+                                        "model")
 
 
 @dataclass

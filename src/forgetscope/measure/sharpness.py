@@ -267,23 +267,25 @@ class SharpnessOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    rho: float = Field(0.02, ge=0)            # relative radius of the random perturbations
-    n_draws: int = Field(5, ge=1)
-    sam_rho: float = Field(0.05, ge=0)        # SAM ascent radius (absolute unless sam_relative)
-    sam_relative: bool = False
-    scope: Literal["all", "trainable"] = "all"
-    hessian: bool = False                      # Hutchinson trace (double backward: slower)
-    hessian_samples: int = Field(8, ge=1)
-    hessian_scope: Literal["all", "trainable"] = "trainable"
-    landscape: bool = True
-    landscape_points: int = Field(11, ge=3)
-    landscape_radius: float = Field(0.1, gt=0)
-    max_examples: int = Field(32, ge=1)        # task training examples the loss is measured on
-    batch_size: int = Field(8, ge=1)
-    seed: int = 0
-    # which upstream examples the run's mean forgetting averages (lm, instruction, all; None: the sweep's
-    # default kind); not used by measure_sharpness
-    kind: str | None = None
+    rho: float = Field(0.02, ge=0, description="relative radius of the random perturbations")
+    n_draws: int = Field(5, ge=1, description="random perturbations drawn")
+    sam_rho: float = Field(0.05, ge=0, description="SAM ascent radius (absolute unless sam_relative)")
+    sam_relative: bool = Field(False, description="scale sam_rho by the weights' norm")
+    scope: Literal["all", "trainable"] = Field("all", description="the parameters perturbed: every weight or "
+                                               "the trainable ones only")
+    hessian: bool = Field(False, description="also estimate the Hutchinson trace of the Hessian (double "
+                          "backward: slower)")
+    hessian_samples: int = Field(8, ge=1, description="Hutchinson probe vectors")
+    hessian_scope: Literal["all", "trainable"] = Field("trainable", description="the parameters of the trace")
+    landscape: bool = Field(True, description="record the loss along one random direction")
+    landscape_points: int = Field(11, ge=3, description="points of the landscape")
+    landscape_radius: float = Field(0.1, gt=0, description="the landscape spans -radius .. +radius (relative)")
+    max_examples: int = Field(32, ge=1, description="task training examples the loss is measured on")
+    batch_size: int = Field(8, ge=1, description="examples per batch")
+    seed: int = Field(0, description="seed of the examples drawn and the directions")
+    kind: str | None = Field(None, description="which upstream examples the run's mean forgetting averages "
+                             "(lm, instruction, all; null: the sweep's default kind); not used by "
+                             "measure_sharpness")
 
     _kind = field_validator("kind")(kind_option)
 

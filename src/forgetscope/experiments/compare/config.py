@@ -23,9 +23,10 @@ DEFAULT_RATIO = 1 / 32
 
 
 class StrategySpec(_Strict):
-    name: str
-    label: str | None = None
-    options: dict[str, Any] = Field(default_factory=dict)
+    name: str = Field(description="a registered strategy: replay, sam, ewc, lwf, ... (not plain: it is "
+                      "always run as the baseline)")
+    label: str | None = Field(None, description="the arm's name in every table (null: the strategy's name)")
+    options: dict[str, Any] = Field(default_factory=dict, description="the strategy's own options")
 
     @property
     def display(self) -> str:
@@ -57,34 +58,38 @@ class PrimaryPair(_Strict):
 
 
 class CompareOptions(_Strict):
-    replay_fraction: float = Field(0.5, gt=0, lt=1)
-    probe: float = Field(30, gt=0)
-    predictor: str = "knn"
-    predictor_options: dict[str, Any] = Field(default_factory=dict)
-    # another sweep with plain rows of other tasks (default: this comparison's): its path, or
-    # {sweep: PATH, leave_task_out: true}
-    known: str | KnownRows | None = Field(None, description="known rows from another sweep (default: this "
-                                                            "comparison's plain rows of the other tasks)")
+    replay_fraction: float = Field(0.5, gt=0, lt=1, description="share of the upstream set in the replay pool "
+                                   "(a seeded random split); the rest is held out")
+    probe: float = Field(30, gt=0, description="probe set observed by predicted replay: a fraction in (0, 1] of "
+                         "the pool or a number of examples")
+    predictor: str = Field("knn", description="the predictor completing a predicted-replay arm's row from its "
+                           "probe (see docs/prediction.md)")
+    predictor_options: dict[str, Any] = Field(default_factory=dict, description="the predictor's own options")
+    known: str | KnownRows | None = Field(None, description="known rows from another sweep: its path, or "
+                                          "{sweep: PATH, leave_task_out: true} (null: this comparison's plain "
+                                          "rows of the other tasks)")
     budget: int | None = Field(None, ge=1, description="replay examples per run, absolute, for every replay arm "
                                                       "that sets neither ratio nor budget")
     primary: PrimaryPair | None = Field(None, description="the primary contrast {a: ARM, b: ARM}")
     pending: list[str] = Field(default_factory=list, description="config fields that are still placeholders: "
                                                                   "checked, but no run starts until it is empty")
-    threshold: float = 0.0
-    bootstrap: int = Field(9999, ge=100)
-    direct: list[tuple[str, str]] | None = None  # [strategy, baseline strategy] pairs tested head to head
-    kind: str | None = None  # upstream examples the forgetting metrics average (None: the sweep's default kind)
-    # split by source instead of at random: held-out = upstream examples of these categories (``category``
-    # of the example's metadata), pool = those of ``pool_categories`` (default: every other category)
+    threshold: float = Field(0.0, description="an example counts as forgotten when its F (nats) is above this")
+    bootstrap: int = Field(9999, ge=100, description="bootstrap resamples of each confidence interval")
+    direct: list[tuple[str, str]] | None = Field(
+        None, description="[strategy, baseline strategy] label pairs tested head to head (null: each "
+        "predicted-replay arm against the random-replay arm with the same ratio)")
+    kind: str | None = Field(None, description="upstream examples the forgetting metrics average: lm, "
+                             "instruction or all (null: the sweep's default kind)")
     heldout_categories: list[str] | None = Field(
         None, validation_alias=AliasChoices("heldout_sources", "heldout_categories"),
-        description="held-out sources (upstream ``category``); also spelt heldout_sources")
+        description="split by source instead of at random: the held-out set is the upstream examples of these "
+        "categories (the example's metadata category); also spelt heldout_sources")
     pool_categories: list[str] | None = Field(
         None, validation_alias=AliasChoices("pool_sources", "pool_categories"),
         description="replay pool sources (default: every other category); also spelt pool_sources")
-    # strategy runs measure the pool too (for forgetting_all_untrained); false: the held-out part only,
-    # which is all the tests use (plain runs always measure every example: they are the known rows)
-    measure_pool: bool = True
+    measure_pool: bool = Field(True, description="strategy runs measure the pool too (for "
+                               "forgetting_all_untrained); false: the held-out part only, which is all the tests "
+                               "use (plain runs always measure every example: they are the known rows)")
 
     _kind = field_validator("kind")(kind_option)
 
@@ -113,9 +118,11 @@ class CompareOptions(_Strict):
 
 
 class CompareConfig(SweepConfig):
-    strategies: list[StrategySpec]
-    known_tasks: list[TaskConfig] = Field(default_factory=list)
-    compare: CompareOptions = CompareOptions()
+    strategies: list[StrategySpec] = Field(description="the arms, each run on every task x seed and paired "
+                                           "with a plain run")
+    known_tasks: list[TaskConfig] = Field(default_factory=list, description="tasks run plain only (first "
+                                          "seed): extra known rows for predicted replay")
+    compare: CompareOptions = Field(CompareOptions(), description="the comparison's split, predictor and tests")
 
     _known_names = field_validator("known_tasks", mode="before")(lambda v: names_to_tasks(v))
 

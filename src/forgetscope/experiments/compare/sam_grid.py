@@ -70,19 +70,22 @@ class PrimaryContrast(_Strict):
     """The one contrast the grid is run to answer, fixed before any run."""
 
     rho: float = Field(description="the radius whose arm is contrasted with plain fine-tuning")
-    metric: Literal["forgetting_heldout", "forgotten_share_heldout"] = "forgetting_heldout"
+    metric: Literal["forgetting_heldout", "forgotten_share_heldout"] = Field(
+        "forgetting_heldout", description="the per-run metric contrasted")
     matched_on: Literal["task_loss_after"] = Field("task_loss_after",
                                                    description="the covariate at which the arms are compared")
-    alternative: Literal["less", "greater", "two-sided"] = "less"
-    alpha: float = Field(0.05, gt=0, lt=1)
-    question: str = "at matched task loss, does SAM forget less than plain fine-tuning?"
+    alternative: Literal["less", "greater", "two-sided"] = Field(
+        "less", description="the alternative hypothesis about the SAM arm against plain fine-tuning")
+    alpha: float = Field(0.05, gt=0, lt=1, description="the test's significance level")
+    question: str = Field("at matched task loss, does SAM forget less than plain fine-tuning?",
+                          description="the question in words, written with the result")
 
 
 class SamGridConfig(CompareConfig):
     """A compare config whose SAM arms come from ``sam_grid`` and whose primary contrast is ``primary``."""
 
-    sam_grid: SamGrid
-    primary: PrimaryContrast
+    sam_grid: SamGrid = Field(description="the SAM radii; each radius above 0 becomes one sam arm")
+    primary: PrimaryContrast = Field(description="the one contrast fixed before the runs")
 
     @model_validator(mode="before")
     @classmethod
