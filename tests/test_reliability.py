@@ -426,3 +426,19 @@ def test_demo_tasks_beyond_the_suite_and_analyze_of_one_row_are_refused(tmp_path
     code, err = _run_cli(["analyze", tmp_path / "one"], capsys)
     assert code == 2 and "analyze needs at least 2 rows" in err
     assert not (tmp_path / "one" / "analysis").exists()
+
+
+def test_rebuilding_a_finished_sweep_keeps_its_row_order(tmp_path):
+    """consolidate() without an order rewrites a committed sweep byte for byte (it once sorted the rows)."""
+    import shutil
+    from pathlib import Path
+
+    from forgetscope.store import SweepStore
+
+    src = Path(__file__).parents[1] / "benchmarks/results/replication/replication_smollm2/sweep"
+    sweep = shutil.copytree(src, tmp_path / "sweep")
+    before = (sweep / "F.npy").read_bytes()
+    order = SweepStore(sweep).read_runs()["run_id"].tolist()
+    assert order != sorted(order)  # the recorded order is not the sorted one: the test can fail
+    matrix = SweepStore(sweep).consolidate()
+    assert matrix.row_names == order and (sweep / "F.npy").read_bytes() == before

@@ -198,9 +198,12 @@ class SweepStore:
         return moved
 
     def consolidate(self, run_order: list[str] | None = None) -> ForgettingMatrix:
-        """Rebuild runs.parquet, forgetting.parquet and F.npy from the per-run files."""
+        """Rebuild runs.parquet, forgetting.parquet and F.npy from the per-run files.
+
+        Without ``run_order`` the rows keep the order the sweep already recorded (runs.parquet), new runs
+        after them: rebuilding a finished sweep rewrites the same files."""
         upstream = self.read_upstream()
-        ids = [r for r in (run_order or self.finished_run_ids()) if self.has_run(r)]
+        ids = [r for r in (run_order or self._recorded_order()) if self.has_run(r)]
         records = {r: self.read_run_record(r) for r in ids}
         runs = pd.DataFrame([_flatten_record(r) for r in records.values()])
         example_ids = upstream["example_id"].astype(str).tolist()
@@ -232,6 +235,18 @@ class SweepStore:
             write_npy(self.layout.null_matrix, null)
         return ForgettingMatrix(F, ids, example_ids, runs=runs, upstream=upstream, path=self.path,
                                 null=null if has_null else None)
+
+    def _recorded_order(self) -> list[str]:
+        """The run ids in runs.parquet's order, then any other finished run (sorted)."""
+        finished = self.finished_run_ids()
+        recorded: list[str] = []
+        if self.layout.runs_table.is_file():
+            try:
+                recorded = [str(r) for r in pd.read_parquet(self.layout.runs_table, columns=["run_id"])["run_id"]]
+            except (OSError, ValueError, KeyError):
+                recorded = []
+        known = set(recorded)
+        return [r for r in recorded if r in set(finished)] + [r for r in finished if r not in known]
 
     def read_runs(self) -> pd.DataFrame:
         return self._read_parquet(self.layout.runs_table)
