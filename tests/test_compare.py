@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -128,6 +127,27 @@ def test_compare_end_to_end(tiny_dir, tiny_data, tmp_path):
     assert len(wall["invocations"]) == 2 and wall["invocations"][1]["runs"] == 0
 
 
+_KILL_AFTER_RUNS = """
+import os, signal, sys
+import forgetscope.experiments.sweep as sweep
+from forgetscope.cli import run_app
+
+kill_after, stored, real_run_specs = int(sys.argv[1]), [], sweep.run_specs
+
+def run_specs(*args, on_run=None, **kwargs):
+    def after(spec, record):
+        if on_run is not None:
+            on_run(spec, record)
+        stored.append(spec.run_id)
+        if len(stored) == kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+    return real_run_specs(*args, on_run=after, **kwargs)
+
+sweep.run_specs = run_specs
+sys.exit(run_app(sys.argv[2:]))
+"""
+
+
 def test_compare_resumes_after_a_kill(tiny_dir, tiny_data, tmp_path):
     """Kill ``forgetscope compare`` mid-way (SIGKILL); the same command finishes without redoing runs and
     reproduces the per-run table of an uninterrupted comparison."""
@@ -140,21 +160,12 @@ def test_compare_resumes_after_a_kill(tiny_dir, tiny_data, tmp_path):
                   {"name": "sam", "options": {"rho": 0.05}}]
     cfg_path.write_text(yaml.safe_dump(_compare_dict(tiny_dir, tiny_data, out, strategies=strategies)))
     env = {**os.environ, "PYTHONPATH": str(Path(forgetscope.__file__).parents[1]), "FORGETSCOPE_NO_PROGRESS": "1"}
-    code = "import sys; from forgetscope.cli import run_app; sys.exit(run_app(sys.argv[1:]))"
-    proc = subprocess.Popen([sys.executable, "-c", code, "compare", str(cfg_path)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.time() + 300
-        while time.time() < deadline and len(list((out / "runs").glob("*.json"))) < 3 and proc.poll() is None:
-            time.sleep(0.2)
-        assert proc.poll() is None, "the comparison finished before it could be killed"
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    # the child kills itself once its fourth run (the first strategy run) is stored: the same place each time
+    proc = subprocess.run([sys.executable, "-c", _KILL_AFTER_RUNS, "4", "compare", str(cfg_path)], env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=600)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     done = {p: p.stat().st_mtime for p in (out / "runs").glob("*.json")}
-    assert 3 <= len(done) < 7  # 2 tasks x (plain + 2 strategies) + 1 known-only plain run
+    assert len(done) == 4  # of 2 tasks x (plain + 2 strategies) + 1 known-only plain run
     assert not (out / "compare" / "summary.csv").exists()
     assert run_app(["compare", str(cfg_path)]) == 0
     assert len(list((out / "runs").glob("*.json"))) == 7
@@ -163,7 +174,7 @@ def test_compare_resumes_after_a_kill(tiny_dir, tiny_data, tmp_path):
     assert summary["strategy"].tolist() == ["plain", "replay-random", "sam"] and (summary["runs"] == 2).all()
     wall = json.loads((out / "compare" / "wall_time.json").read_text())
     assert len(wall["invocations"]) == 2 and wall["invocations"][0]["finished"] is None and wall["complete"]
-    assert wall["invocations"][0]["runs"] >= 2  # the killed invocation's progress was recorded
+    assert wall["invocations"][0]["runs"] == 4  # the killed invocation's progress was recorded
     # the killed-and-resumed comparison gives the per-run table of one that was never interrupted
     straight = tmp_path / "straight"
     straight_cfg = tmp_path / "straight.yaml"

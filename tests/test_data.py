@@ -20,7 +20,7 @@ from forgetscope.data import (
     load_examples,
     load_task,
 )
-from forgetscope.errors import DataError, ForgetscopeError
+from forgetscope.errors import DataError
 
 TEXT_ROWS = [{"text": f"Sentence number {i} about a topic."} for i in range(20)]
 PAIR_ROWS = [{"id": f"q{i}", "prompt": f"Q: {i} + 1?\nA:", "response": f" {i + 1}", "answer": str(i + 1)}
@@ -258,8 +258,22 @@ def test_bad_split_arguments(tmp_path):
         load_task("t", {"path": str(p), "colour": "red"})
 
 
-def test_errors_are_user_errors():
-    assert issubclass(DataError, ForgetscopeError)
+def test_a_bad_task_file_fails_the_cli_with_one_line(tiny_dir, tiny_data, tmp_path, capsys):
+    """A data error is a user error: ``forgetscope run`` prints one line naming the row, exits 2, writes nothing."""
+    import yaml
+    from conftest import sweep_config_dict
+
+    from forgetscope.cli import run_app
+
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"text": "ok"}, {"text": "fine"}, {"other": "x"}])
+    cfg = sweep_config_dict(tiny_dir, tiny_data, tmp_path / "out")
+    cfg["tasks"] = [{"name": "bad", "source": str(bad)}]
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg))
+    assert run_app(["run", str(tmp_path / "run.yaml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert re.search(r"^error: .*row 2 .*'text'", err)
+    assert not (tmp_path / "out").exists()
 
 
 # ------------------------------------------------------------------------------------------

@@ -114,8 +114,7 @@ def test_instruction_task_builder_is_deterministic(tmp_path):
 def test_instruct_targets_choose_the_response_and_keep_the_gold_answer():
     from forgetscope.data.demo import demo_upstream_instruct
 
-    if not (DEMO / "upstream_instruct_samples.jsonl").is_file():
-        pytest.skip("upstream_instruct_samples.jsonl not built yet (scripts/build_demo_continuations.py)")
+    assert (DEMO / "upstream_instruct_samples.jsonl").is_file()  # shipped with the package
     gold = demo_upstream_instruct(20, seed=4)
     own = demo_upstream_instruct(20, seed=4, targets="base_samples")
     assert [e.prompt for e in own] == [e.prompt for e in gold]  # the same draw of prompts

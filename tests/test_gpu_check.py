@@ -70,11 +70,10 @@ def test_environment_step(full_run):
     assert Path(env["forgetscope_path"]).name == "forgetscope"
 
 
-def test_environment_refuses_cuda_when_there_is_none(gc, tiny_dir, tmp_path):
+def test_environment_refuses_cuda_when_there_is_none(gc, tiny_dir, tmp_path, monkeypatch):
     import torch
 
-    if torch.cuda.is_available():
-        pytest.skip("this machine has CUDA")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same on a machine with CUDA
     ctx = gc.Context(device="cuda", model=str(tiny_dir), sizes=gc.TEST_SIZES, work=tmp_path)
     with pytest.raises(RuntimeError, match="no CUDA"):
         gc.step_environment(ctx)
@@ -363,17 +362,57 @@ def test_shell_dry_run_on_the_cpu(gc, tiny_dir, tmp_path):
     assert not (tmp_path / "out2" / "gpu_check.json").exists()
 
 
+_STOP_IN_ENVIRONMENT = """
+import importlib.util, os, sys, threading
+
+spec = importlib.util.spec_from_file_location("gpu_check", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = module
+spec.loader.exec_module(module)
+
+def stop(ctx):
+    if os.environ["GPU_CHECK_STOP"] == "exit":
+        os._exit(124)  # what `timeout` reports, once the JSON records the step as running
+    threading.Event().wait()  # never returns: only the timeout ends it
+
+module.STEPS["environment"] = stop
+sys.exit(module.main(sys.argv[2:]))
+"""
+
+
+def stopping_python(tmp_path: Path) -> Path:
+    """A PYTHON for the script whose gpu_check.py run stops inside the "environment" step: it hangs there
+    (GPU_CHECK_STOP=hang) or exits as a timeout would (GPU_CHECK_STOP=exit); every other call is plain."""
+    stopper = tmp_path / "stop_in_environment.py"
+    stopper.write_text(_STOP_IN_ENVIRONMENT)
+    wrapper = tmp_path / "python"
+    wrapper.write_text(f'#!/usr/bin/env bash\n'
+                       f'if [ "${{2:-}}" = "--out" ]; then exec "{sys.executable}" "{stopper}" "$@"; fi\n'
+                       f'exec "{sys.executable}" "$@"\n')
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+def test_shell_timeout_stops_a_hanging_step(tiny_dir, tmp_path):
+    env = {"GPU_CHECK_FORCE_NO_CUDA": "1", "GPU_CHECK_TEST_CPU": "1", "GPU_CHECK_CARRY": str(tmp_path / "none"),
+           "GPU_CHECK_SITE": str(tmp_path / "site"), "GPU_CHECK_WORK": str(tmp_path / "work"),
+           "PYTHON": str(stopping_python(tmp_path)), "GPU_CHECK_STOP": "hang"}
+    r = sh("--model", str(tiny_dir), "--timeout", "1", str(tmp_path / "out"), env=env)
+    assert r.returncode == 124, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "TIMED OUT after 1 s" in r.stdout
+
+
 def test_shell_timeout_leaves_the_json_marked(tiny_dir, tmp_path):
     env = {"GPU_CHECK_FORCE_NO_CUDA": "1", "GPU_CHECK_TEST_CPU": "1", "GPU_CHECK_CARRY": str(tmp_path / "none"),
-           "GPU_CHECK_SITE": str(tmp_path / "site"), "GPU_CHECK_WORK": str(tmp_path / "work")}
+           "GPU_CHECK_SITE": str(tmp_path / "site"), "GPU_CHECK_WORK": str(tmp_path / "work"),
+           "PYTHON": str(stopping_python(tmp_path)), "GPU_CHECK_STOP": "exit"}
     out = tmp_path / "out"
-    r = sh("--model", str(tiny_dir), "--timeout", "1", str(out), env=env)  # killed inside "environment"
-    assert r.returncode == 124, r.stdout[-3000:]
-    assert "TIMED OUT after 1 s" in r.stdout
-    if (out / "gpu_check.json").exists():  # written as soon as the run starts, unless python took > 1 s to start
-        report = json.loads((out / "gpu_check.json").read_text())
-        assert report["status"] == "timed_out" and report["failed_step"] == "environment"
-        assert report["steps"][0]["status"] == "timed_out"
+    r = sh("--model", str(tiny_dir), "--timeout", "300", str(out), env=env)  # stopped inside "environment"
+    assert r.returncode == 124, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "TIMED OUT after 300 s" in r.stdout
+    report = json.loads((out / "gpu_check.json").read_text())
+    assert report["status"] == "timed_out" and report["failed_step"] == "environment"
+    assert [(s["name"], s["status"]) for s in report["steps"]] == [("environment", "timed_out")]
 
 
 def test_measure_step_measures_an_adapter_it_trained(full_run):

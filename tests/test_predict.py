@@ -173,6 +173,12 @@ def test_knn_variants(similarity, rescale):
     assert np.isfinite(row).all()
 
 
-def test_errors_are_forgetscope_errors():
-    for exc in (ConfigError, DataError):
-        assert issubclass(exc, ForgetscopeError)
+def test_predictor_errors_reach_the_cli_as_user_errors():
+    """What the predictors raise is caught by the CLI's one-line ForgetscopeError handler."""
+    with pytest.raises(ForgetscopeError, match="unknown predictor 'magic'"):
+        get_predictor("magic")
+    with pytest.raises(ForgetscopeError, match="fitted"):
+        get_predictor("additive").predict([0], [1.0])
+    F = planted(m=5, n=20)
+    with pytest.raises(ForgetscopeError, match="no finite probe"):
+        get_predictor("additive").fit(F).predict_rows(np.arange(4), np.full((1, 4), np.nan))
