@@ -70,6 +70,26 @@ class Registry(Generic[T]):
         return entry
 
     def build(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        """Call the registered factory (class or function) with the given arguments."""
+        """Call the registered factory (class or function) with the given arguments; a keyword it does not
+        take is a one-line ConfigError naming it and the ones it takes."""
         factory: Callable[..., Any] = self.get(name)  # type: ignore[assignment]
+        unknown, known = _unknown_keywords(factory, kwargs)
+        if unknown:
+            raise ConfigError(f"{self.kind} {name!r}: unknown option(s) {', '.join(sorted(unknown))}; choose from "
+                              f"{', '.join(known) or '(none)'}")
         return factory(*args, **kwargs)
+
+
+def _unknown_keywords(factory: Callable[..., Any], kwargs: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(keywords ``factory`` does not accept, the ones it does); none unknown when it takes ``**kwargs`` or
+    its signature cannot be read."""
+    import inspect
+
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return [], []
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return [], []
+    known = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    return [k for k in kwargs if k not in known], known
