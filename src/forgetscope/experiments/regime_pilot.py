@@ -84,22 +84,26 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def seal_pilot(path: str | Path, pilot: RegimePilot) -> Path:
-    """Record the pilot file's SHA-256 under its output the first time; refuse a file that changed since.
+def seal_file(path: str | Path, seal: Path, *, what: str, key: str = "file") -> Path:
+    """Record ``path``'s SHA-256 in ``seal`` the first time; refuse a file that changed since.
 
     Called before the first run, so the seal exists before any result does."""
     path = Path(path)
-    seal = pilot.output / "pilot.sha256.json"
     digest = _sha256(path)
     if seal.is_file():
         sealed = json.loads(seal.read_text())
         if sealed["sha256"] != digest:
-            raise ConfigError(f"pilot file {path} changed after its first result (sealed in {seal}); "
-                              "a pre-registered pilot cannot change: write a new pilot file instead")
+            raise ConfigError(f"{what} {path} changed after its first result (sealed in {seal}); "
+                              f"a pre-registered {what} cannot change: write a new one instead")
         return seal
-    pilot.output.mkdir(parents=True, exist_ok=True)
-    seal.write_text(json.dumps({"pilot_file": str(path), "sha256": digest}, indent=1) + "\n")
+    seal.parent.mkdir(parents=True, exist_ok=True)
+    seal.write_text(json.dumps({key: str(path), "sha256": digest}, indent=1) + "\n")
     return seal
 
 
-__all__ = ["RegimeCriteria", "RegimePilot", "candidate_configs", "load_pilot", "seal_pilot"]
+def seal_pilot(path: str | Path, pilot: RegimePilot) -> Path:
+    """Seal a pilot file under its output (:func:`seal_file`)."""
+    return seal_file(path, pilot.output / "pilot.sha256.json", what="pilot file", key="pilot_file")
+
+
+__all__ = ["RegimeCriteria", "RegimePilot", "candidate_configs", "load_pilot", "seal_file", "seal_pilot"]
