@@ -125,5 +125,22 @@ class ForgettingMatrix:
                        upstream=upstream, kinds=self.kinds[mask], meta={**self.meta, "kind": kind},
                        null=self.null[:, mask] if self.null is not None else None)
 
+    def control_mask(self) -> np.ndarray:
+        """True for the rows of control runs (a task entry with ``control:``, e.g. the format-only rows)."""
+        if self.runs is None or "control" not in self.runs:
+            return np.zeros(self.shape[0], dtype=bool)
+        return self.runs["control"].notna().to_numpy() & (self.runs["control"].astype(str) != "None")
+
+    def select_rows(self, mask: np.ndarray) -> ForgettingMatrix:
+        """The rows where ``mask`` is true, with their runs table and null rows."""
+        mask = np.asarray(mask, dtype=bool)
+        runs = self.runs.iloc[np.flatnonzero(mask)].reset_index(drop=True) if self.runs is not None else None
+        return replace(self, values=self.values[mask], row_names=[r for r, m in zip(self.row_names, mask) if m],
+                       runs=runs, null=self.null[mask] if self.null is not None else None)
+
+    def without_controls(self) -> ForgettingMatrix:
+        """The task rows only: what every claim about tasks is computed on."""
+        return self.select_rows(~self.control_mask())
+
 
 __all__ = ["ForgettingMatrix", "default_kind", "kind_counts", "upstream_kinds"]
