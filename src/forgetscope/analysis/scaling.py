@@ -8,13 +8,15 @@ The paper fine-tunes Llama 2 7B chat with LoRA at several ranks (several trainab
 * forgetting **increases as a shifted power law** in the number of parameters fine-tuned and in the
   number of update steps,
 
-with forgetting measured as a cross-entropy between the base model's and the fine-tuned model's
-next-token predictions (our ``ce_forgetting``; :mod:`forgetscope.experiments.scaling` also records
-``kl_forgetting`` = that cross-entropy minus the base model's own entropy, zero before fine-tuning).
-Forgetscope's own measure is the mean loss increase on the upstream examples (``forgetting``). Every
-fit here works on any of the three. The paper's equations themselves (where its shift sits, how ``P``
-and ``t`` are combined, its fitted constants) are not checked here: docs/scaling_and_sharpness.md
-says what was and was not verified.
+with forgetting measured as the next-token cross-entropy whose target is the base model's predicted
+distribution and whose scored model is the fine-tuned one (our ``ce_forgetting``, direction included;
+:mod:`forgetscope.experiments.scaling` also records ``kl_forgetting`` = that cross-entropy minus the base
+model's own entropy, zero before fine-tuning). Forgetscope's own measure is the mean loss increase on the
+upstream examples (``forgetting``). Every fit here works on any of the three. The paper's equations
+themselves (where its shift sits, how ``P`` and ``t`` are combined, how it fits, its constants) could
+not be read, so no law here is a transcription of them: docs/scaling_and_sharpness.md says what was and
+was not recovered. With the shift added to the output, both product readings of "a shifted power law in
+P and t" are the ``shifted`` family below: ``B + a (P**g * t)**b`` is ``alpha = g*b``, ``beta = b``.
 
 Laws fitted (``P`` trainable parameters, ``t`` update steps; ``P0``/``t0`` are the geometric means of
 the fitted points, so ``A`` is the excess at a typical point and stays well scaled), by nonlinear
