@@ -471,3 +471,23 @@ def test_forecast_on_the_real_model_against_a_sweep_with_null_rows(tmp_path, mon
     assert sorted(e for e in evaluated if e in upstream) == sorted(upstream)  # every example, once
     table = pd.read_parquet(tmp_path / "verify" / "forecast.parquet")
     assert len(table) == 40 and np.isfinite(table["measured"]).all() and "null_forgetting" not in table
+
+
+def test_one_completion_rule_keeps_the_finite_measured_values_on_the_probe():
+    """Forecasts, the Trainer callback and predicted replay complete a row with ``complete_from_probe``:
+    the predictor's row everywhere, except where a probe value was measured (NaN measurements do not win)."""
+    from forgetscope.predict.completion import complete_from_probe, complete_row
+
+    class Smooth:  # a predictor that ignores the probe's values on the probe itself
+        def predict(self, idx, observed):
+            return np.linspace(0.0, 1.0, 6)
+
+    idx, observed = np.array([1, 4]), np.array([5.0, np.nan])
+    row = complete_from_probe(Smooth(), idx, observed)
+    assert row[1] == 5.0  # the measured value wins over the predictor's 0.2
+    assert row[4] == 0.8 and np.allclose(np.delete(row, 1), np.delete(np.linspace(0.0, 1.0, 6), 1))
+    known = np.tile(np.linspace(0.0, 1.0, 6), (3, 1)) + np.array([[0.0], [0.1], [0.2]])
+    pred = get_predictor("additive").fit(known)
+    by_id = complete_row(pred, [f"u{j}" for j in range(6)], {"u1": 5.0}, ["u1", "u2", "zz"])
+    assert by_id[0] == 5.0 and by_id[1] == pytest.approx(pred.predict(idx[:1], observed[:1])[2])
+    assert np.isnan(by_id[2])  # not a column of the known rows

@@ -1,5 +1,6 @@
 """The may-import table of docs/design.md is the code's: every import inside forgetscope, at module level
-or inside a function, is one the table allows, and there is no import circle between packages."""
+or inside a function, is one the table allows, and there is no import circle between packages, none between
+modules at module level, and none inside one package even through imports inside functions."""
 
 from __future__ import annotations
 
@@ -148,6 +149,96 @@ def test_no_import_circle_between_packages():
         if u not in seen and dfs(u, []):
             break
     assert not cycle, f"import circle: {' -> '.join(cycle)}"
+
+
+def _package(module: str) -> str:
+    """The package a module belongs to (a package's ``__init__`` belongs to the package itself)."""
+    return module if MODULES[module].name == "__init__.py" else module.rsplit(".", 1)[0]
+
+
+def _module_graph(*, lazy: bool, within_package: bool) -> dict[str, set[str]]:
+    """module -> the forgetscope modules its import statements run (module level only unless ``lazy``).
+
+    Importing ``a.b.c`` also runs the ``__init__`` of ``a`` and ``a.b``; those edges count when the importer
+    is outside that package (inside it, the package is already initialised when the importer runs).
+    ``within_package`` keeps only edges between modules of one package."""
+    graph: dict[str, set[str]] = {}
+    for module, path in MODULES.items():
+        for target, _, is_lazy in _imports(module, path):
+            if (is_lazy and not lazy) or target not in MODULES or target == module:
+                continue
+            parts = target.split(".")
+            ancestors = [".".join(parts[:i]) for i in range(2, len(parts))]
+            for dst in [target, *(a for a in ancestors if not module.startswith(a + "."))]:
+                if dst in MODULES and (not within_package or _package(dst) == _package(module)):
+                    graph.setdefault(module, set()).add(dst)
+    return graph
+
+
+def _circles(graph: dict[str, set[str]]) -> list[frozenset[str]]:
+    """Every set of two or more modules that import one another in a circle (strongly connected components)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    out: list[frozenset[str]] = []
+
+    def visit(u: str) -> None:
+        index[u] = low[u] = len(index)
+        stack.append(u)
+        for v in sorted(graph.get(u, ())):
+            if v not in index:
+                visit(v)
+                low[u] = min(low[u], low[v])
+            elif v in stack:
+                low[u] = min(low[u], index[v])
+        if low[u] == index[u]:
+            component = []
+            while True:
+                v = stack.pop()
+                component.append(v)
+                if v == u:
+                    break
+            if len(component) > 1:
+                out.append(frozenset(component))
+
+    for u in sorted(graph):
+        if u not in index:
+            visit(u)
+    return out
+
+
+def _show(circles: list[frozenset[str]]) -> str:
+    return "\n".join(" <-> ".join(sorted(c)) for c in circles)
+
+
+def test_the_circle_finder_finds_a_lazy_circle_and_ignores_a_chain():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert _circles(graph) == [frozenset("abc")]
+    assert _circles({"a": {"b"}, "b": {"c"}}) == []
+
+
+def test_no_import_circle_between_modules_at_module_level():
+    """Importing any module never re-enters a module still being initialised (its names half defined)."""
+    circles = _circles(_module_graph(lazy=False, within_package=False))
+    assert not circles, "modules importing each other at module level:\n" + _show(circles)
+
+
+#: Circles inside one package through imports inside functions, each still to be taken apart; an entry no
+#: import keeps up any more must be removed.
+KNOWN_LAZY_CIRCLES = {
+    # the compare config builds a SAM grid's model lazily; the grid's config extends CompareConfig
+    frozenset({"forgetscope.experiments.compare.config", "forgetscope.experiments.compare.sam_grid"}),
+}
+
+
+def test_no_import_circle_within_a_package_even_lazily():
+    """Inside one package the imports go one way: a lazy import that closes a circle hides a tangle
+    (e.g. two modules each needing a piece of the other) rather than fixing it."""
+    circles = _circles(_module_graph(lazy=True, within_package=True))
+    new = [c for c in circles if c not in KNOWN_LAZY_CIRCLES]
+    assert not new, "modules of one package importing each other (some inside functions):\n" + _show(new)
+    gone = [c for c in KNOWN_LAZY_CIRCLES if c not in circles]
+    assert not gone, "KNOWN_LAZY_CIRCLES lists circles no import keeps up any more; remove:\n" + _show(gone)
 
 
 @pytest.mark.parametrize("module", ["forgetscope.config", "forgetscope.store.matrix", "forgetscope.analysis.lowrank",

@@ -297,6 +297,69 @@ def test_the_evaluation_record_reads_every_generation_of_manifest():
     assert r.resolve_chat(object()) is True and EvalRecord(max_length=8).resolve_chat(object()) is False
 
 
+def test_the_record_is_resolved_from_the_config_for_the_tokenizer_and_context(tiny):
+    """EvalRecord.resolve: auto length capped at the context, chat auto for the tokenizer, the dtype named."""
+    from forgetscope.config import EvalConfig
+    from forgetscope.errors import ConfigError
+    from forgetscope.measure.record import EvalRecord, resolve_chat
+
+    _, tok = tiny
+    assert resolve_chat("auto", tok) is True and resolve_chat("auto", object()) is False  # tiny has a template
+    r = EvalRecord.resolve(EvalConfig(max_batch_tokens=256), tok, 128)
+    assert r == EvalRecord(max_length=128, chat=True, dtype="float32", max_batch_tokens=256, max_batch_size=64)
+    assert EvalRecord.resolve(EvalConfig(max_length=40, chat=False), tok, None).max_length == 40
+    assert EvalRecord.resolve(EvalConfig(chat=False), tok, 128).chat is False
+    with pytest.raises(ConfigError, match="eval.max_length=200 is longer than the model's context of 128"):
+        EvalRecord.resolve(EvalConfig(max_length=200), tok, 128)
+    # written with what was measured between chat and dtype, and read back as the same record
+    fields = r.manifest_fields(n_upstream=3, device="cpu")
+    assert list(fields) == ["max_length", "chat", "n_upstream", "device", "dtype"]
+    config = {"eval": {"max_length": "auto", "max_batch_tokens": 256}}
+    assert EvalRecord.from_manifest({"config": config, "eval": fields}) == r
+
+
+def test_the_evaluator_owns_the_checks_that_a_sweeps_losses_apply(tiny):
+    """The chat format and the token counts, checked once for every reader of a sweep."""
+    from forgetscope.errors import ConfigError, ModelError
+    from forgetscope.measure.evaluator import Evaluator
+    from forgetscope.measure.record import EvalRecord
+
+    _, tok = tiny
+    ev = Evaluator(tok, EvalRecord(max_length=16, chat="auto"))
+    ev.check_chat(True, "the sweep s")
+    ev.check_chat(None, "the sweep s")  # nothing recorded: nothing to hold to
+    with pytest.raises(ConfigError, match="^chat='auto' formats prompts differently from the sweep s's chat=False"):
+        ev.check_chat(False, "the sweep s")
+    counts = [e.n_scored for e in ev.encode([Example(f"e{i}", text="The fox jumps.") for i in range(3)])]
+    ev.check_counts(counts, np.array(counts, np.float64), "the sweep s")
+    ev.check_counts(counts, None, "the sweep s")
+    ev.check_counts(counts, np.array([np.nan, counts[1], np.nan]), "the sweep s")  # NaN: not recorded
+    with pytest.raises(ModelError, match="1 of 3 upstream examples tokenise to another length than in the sweep s"):
+        ev.check_counts(counts, np.array(counts, np.float64) + [0, 0, 1], "the sweep s")
+
+
+def test_token_accuracy_counts_greedy_hits_over_scored_tokens(tiny):
+    """Evaluator.token_accuracy: token-weighted share of argmax hits, as one example at a time gives it."""
+    from forgetscope.data.encoding import IGNORE_INDEX
+    from forgetscope.measure.evaluator import Evaluator
+    from forgetscope.measure.record import EvalRecord
+
+    model, tok = tiny
+    ev = Evaluator(tok, EvalRecord(max_length=32, chat=False))
+    encoded = ev.encode([Example(f"e{i}", text=f"Number {i} and {i * i} are {'odd' if i % 2 else 'even'}.")
+                         for i in range(5)])
+    hits = total = 0
+    for e in encoded:
+        ids = torch.tensor([e.input_ids])
+        with torch.no_grad():
+            pred = model(input_ids=ids).logits[0, :-1].argmax(-1)
+        labels = torch.tensor(e.labels[1:])
+        hits += int(((pred == labels) & (labels != IGNORE_INDEX)).sum())
+        total += int((labels != IGNORE_INDEX).sum())
+    assert ev.token_accuracy(model, encoded, batch_size=2) == hits / total
+    assert np.isnan(ev.token_accuracy(model, []))
+
+
 def test_the_evaluator_measures_as_evaluate_examples_does(tiny):
     """The one evaluator is evaluate_examples under the record's settings: the same numbers."""
     from forgetscope.data.types import Example

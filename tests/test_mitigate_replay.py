@@ -639,3 +639,56 @@ def test_leave_task_out_known_rows_never_include_the_trained_task(tiny, tmp_path
     unprobed = [f"u{i}" for i in range(10) if f"u{i}" not in observed]
     rising = np.all(np.diff([w[i] for i in unprobed]) > 0)  # the other tasks' column effects
     assert rising == leave_task_out
+
+
+# ---- one object per policy, MIR as a function ----------------------------------------------------------
+@pytest.mark.parametrize("opts,cls", [
+    ({}, "RandomPolicy"), ({"policy": "oracle", "forgetting": {"u0": 1.0}}, "OraclePolicy"),
+    ({"policy": "predicted", "predictor": "probe-only", "probe_values": {"u0": 1.0}}, "OfflinePredictedPolicy"),
+    ({"policy": "predicted", "mode": "online", "predictor": "probe-only"}, "OnlinePredictedPolicy"),
+    ({"policy": "mir"}, "MIRPolicy"),
+])
+def test_each_policy_is_its_own_object(opts, cls):
+    s = make_strategy("replay", **opts)
+    assert type(s.policy).__name__ == cls and s.policy.name == opts.get("policy", "random")
+    assert s.summary()["policy"] == s.policy.name
+
+
+def test_most_interfered_takes_the_largest_rise_nan_last_ties_in_candidate_order():
+    from forgetscope.mitigate.mir import most_interfered
+
+    cand = [7, 3, 9, 1, 5]
+    assert most_interfered(cand, np.array([0.2, np.nan, 0.5, 0.2, -1.0]), 3) == [9, 7, 1]
+    assert most_interfered(cand, np.array([np.nan] * 5), 2) == [7, 3]
+
+
+def test_mir_refuses_a_plan_whose_largest_draw_exceeds_its_candidates():
+    from forgetscope.config import TrainConfig
+
+    s = make_strategy("replay", policy="mir", ratio=2.0, candidates=4)
+    with pytest.raises(ConfigError, match="candidates=4 is smaller than the 9 replay examples"):
+        s.check_plan(TrainConfig(method="full", steps=2, batch_size=4))
+    make_strategy("replay", ratio=2.0).check_plan(TrainConfig(method="full", steps=2, batch_size=4))  # random: any
+
+
+def test_known_rows_of_one_kind_fit_only_those_columns_and_never_a_control():
+    """A study's known rows may carry instruction columns beside the human-written texts; ``known_kind: lm``
+    fits the completion on the lm columns alone, as the cross-validation that chose the predictor did. Its
+    format-only control rows are not tasks and are never known rows."""
+    import pandas as pd
+
+    from forgetscope.predict.completion import fit_known
+    from forgetscope.store import ForgettingMatrix
+
+    upstream = pd.DataFrame({"example_id": [f"u{i}" for i in range(10)],
+                             "kind": ["lm"] * 7 + ["instruction"] * 3})
+    runs = pd.DataFrame({"task": [f"t{i}" for i in range(5)], "strategy": "plain",
+                         "control": [None, None, None, None, "shuffled_responses"]})
+    matrix = ForgettingMatrix(_known_rows(), [f"r{i}" for i in range(5)], upstream["example_id"].tolist(),
+                              runs=runs, upstream=upstream)
+    _, cols_all, _ = fit_known("knn", matrix)
+    _, cols_lm, n = fit_known("knn", matrix, kind="lm", drop_task="t0")
+    # t0 left out, and t4's row is a format-only control: three known rows
+    assert cols_all == [f"u{i}" for i in range(10)] and cols_lm == [f"u{i}" for i in range(7)] and n == 3
+    with pytest.raises(ConfigError, match="known_kind"):
+        ReplayStrategy(policy="predicted", known_kind="text", known=matrix)

@@ -169,6 +169,17 @@ def test_scaling_sweep_tiny(scaling_cfg, tmp_path):
     assert len(seen) == 3
     pd.testing.assert_frame_equal(pts.drop(columns="cached_reference"), again.drop(columns="cached_reference"))
     pd.testing.assert_frame_equal(read_points(scaling_cfg.output), pts.drop(columns="cached_reference"))
+    # opened, fingerprinted and resumed as a sweep: its manifest; a changed grid is refused, naming it
+    manifest = json.loads((scaling_cfg.output / "manifest.json").read_text())
+    assert manifest["source"] == "scaling" and manifest["status"] == "complete"
+    assert manifest["fingerprint"] == scaling_cfg.fingerprint()
+    assert scaling_cfg.model_copy(update={"holdout": "none", "laws": ["power"]}).fingerprint() == \
+        scaling_cfg.fingerprint()  # fit settings: not results
+    from forgetscope.errors import StoreError
+
+    with pytest.raises(StoreError, match=r"different sweep.*eval_steps"):
+        run_scaling_sweep(scaling_cfg.model_copy(update={"eval_steps": [1, 2, 3]}))
+    assert len(seen) == 3
     report, paths = fit_and_write(pts, scaling_cfg)
     assert paths["fit"] == scaling_cfg.output / "scaling" / "fit.json"
     assert "ce_forgetting" in report.fits
@@ -176,14 +187,15 @@ def test_scaling_sweep_tiny(scaling_cfg, tmp_path):
 
 def test_reference_without_cache_matches(tiny):
     from forgetscope.data.types import Example
-    from forgetscope.measure import UpstreamReference
+    from forgetscope.measure import EvalRecord, Evaluator, UpstreamReference
     from forgetscope.testing import tiny_model_and_tokenizer
 
     model, tok = tiny
     other, _ = tiny_model_and_tokenizer(seed=3)
     ex = [Example(f"e{i}", text=t) for i, t in enumerate(["hello there world", "def f(x): return x", "a b c d e"])]
-    cached = UpstreamReference(model, tok, ex, max_length=32)
-    uncached = UpstreamReference(model, tok, ex, max_length=32, cache_mb=0)
+    evaluator = Evaluator(tok, EvalRecord(max_length=32, chat=False))
+    cached = UpstreamReference(model, evaluator, ex)
+    uncached = UpstreamReference(model, evaluator, ex, cache_mb=0)
     assert cached.cached and not uncached.cached
     a, b = cached.evaluate(other), uncached.evaluate(other)
     np.testing.assert_allclose(a["ce"], b["ce"], rtol=1e-5)

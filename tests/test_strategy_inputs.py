@@ -176,3 +176,73 @@ def test_mitigate_imports_no_file_reader():
                 bad += [f"{path.name}:{node.lineno} {node.module}.{a.name}" for a in node.names
                         if a.name in ("importing", "load_forgetting", "SweepStore")]
     assert not bad, "mitigate/ reads files through: " + ", ".join(bad)
+
+
+def test_the_resolver_reads_what_an_options_model_declares_whatever_the_strategy(tmp_path, monkeypatch):
+    """A strategy the experiments layer has never heard of gets its values file read, because its options
+    model declares it: the resolver knows readers, not strategy names."""
+    from forgetscope.train import STRATEGIES, Strategy
+    from forgetscope.train.hooks import FileInput, StrategyInputs, StrategyOptions
+
+    class AnchorOptions(StrategyOptions):
+        weights: dict[str, float] | None = None
+        weights_evaluations: int | None = None
+
+        @classmethod
+        def inputs(cls, options):
+            return StrategyInputs(files=(FileInput("weights_file", "values", into="weights",
+                                                   cost="weights_evaluations"),))
+
+    class Anchor(Strategy):
+        name = "anchor-test"
+        Options = AnchorOptions
+
+    monkeypatch.setitem(STRATEGIES._entries, "anchor-test", Anchor)
+    f = _values_file(tmp_path / "w.json", {"u0": 0.25}, evaluations=7)
+    out = resolve_strategy_inputs("anchor-test", {"weights_file": str(f)})
+    assert out == {"weights": {"u0": 0.25}, "weights_evaluations": 7}
+    assert make_strategy("anchor-test", **out).options.weights == {"u0": 0.25}
+    with pytest.raises(ConfigError, match="'anchor-test': weights_file: expected a path"):
+        resolve_strategy_inputs("anchor-test", {"weights_file": 3})
+    assert resolve_strategy_inputs("sam", {"rho": 0.1}) == {"rho": 0.1}  # declares nothing: left alone
+
+
+@pytest.mark.parametrize("options,own_row,probe_row,known_rows,completes", [
+    ({"policy": "random"}, None, None, None, False),
+    ({"policy": "mir"}, None, None, None, False),
+    ({"policy": "oracle"}, "forgetting_file", None, None, False),
+    ({"policy": "predicted"}, None, "probe_file", "known", True),
+    ({"policy": "predicted", "mode": "online"}, None, None, "known", True),
+    ({"policy": "predicted", "predictor": "probe-only"}, None, "probe_file", "known", False),
+])
+def test_replay_options_declare_what_a_comparison_provides(options, own_row, probe_row, known_rows, completes):
+    from forgetscope.train.hooks import declared_inputs, strategy_kind
+
+    inputs = declared_inputs("replay", options)
+    assert (inputs.own_row, inputs.probe_row, inputs.known_rows, inputs.completes) == (
+        own_row, probe_row, known_rows, completes)
+    assert inputs.replays and inputs.policy == options["policy"]
+    assert inputs.measures_probe == (options.get("mode") == "online")
+    assert not declared_inputs("ewc", {}).replays and declared_inputs("ewc", {}).policy is None
+    assert (strategy_kind("lwf"), strategy_kind("sam")) == ("graceful forgetting", "mitigation")
+
+
+def test_no_strategy_is_known_by_name_outside_mitigate():
+    """Outside ``mitigate/`` (and the registry's registrations) no code compares a value with a built-in
+    strategy's name: the experiments ask the strategy's options what it needs."""
+    names = {"replay", "sam", "ewc", "lwf"}
+    src = MITIGATE.parent
+    found = []
+    for path in sorted(src.rglob("*.py")):
+        if MITIGATE in path.parents:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.Compare):
+                continue
+            values = [node.left, *node.comparators]
+            consts = [v.value for v in values if isinstance(v, ast.Constant)]
+            consts += [e.value for v in values if isinstance(v, (ast.Tuple, ast.List, ast.Set))
+                       for e in v.elts if isinstance(e, ast.Constant)]
+            if names & {c for c in consts if isinstance(c, str)}:
+                found.append(f"{path.relative_to(src)}:{node.lineno}")
+    assert not found, "strategy names tested outside mitigate/: " + ", ".join(found)

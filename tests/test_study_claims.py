@@ -92,3 +92,18 @@ def test_sharpness_that_only_tracks_learning_is_not_credited_beyond_it():
     driver["mean_f"] = driver["sharp"] + 0.3 * rng.normal(size=n)
     res = flatness_tests(driver, ["sharp"])["measures"]["sharp"]
     assert res["beyond_covariates"] and res["partial_ci"][0] > 0
+
+
+def test_analyze_sets_control_rows_aside_and_compares_them_at_the_end(tmp_path, monkeypatch):
+    import json
+
+    import forgetscope.importing
+    from forgetscope.cli import run_app
+
+    study = _study(task_specific=1.0)
+    monkeypatch.setattr(forgetscope.importing, "load_any", lambda *a, **k: study)
+    out = tmp_path / "analysis"
+    assert run_app(["analyze", str(tmp_path / "F.npy"), "-o", str(out), "--no-figures", "--max-rank", "3"]) == 0
+    result = json.loads((out / "analysis.json").read_text())
+    assert result["shape"][0] == 16  # the 8 tasks x 2 seeds; the 16 format-only rows set aside
+    assert result["format_control"]["specificity"]["shown"] and (out / "format_control.csv").is_file()

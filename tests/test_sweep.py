@@ -216,6 +216,28 @@ def test_eval_max_length_is_separate_and_truncation_is_counted(tiny_dir, tiny_da
     assert (up.n_tokens <= 35).all()  # at most max_length - 1 scored positions
 
 
+def test_the_eval_record_is_resolved_once_written_and_read_back(tiny_dir, tiny_data, tmp_path):
+    """eval.max_length travels one way: resolved once when the base model loads, written to the manifest's
+    eval entry in the order sweeps have always written it, read back whole by the store."""
+    from forgetscope.experiments.session import SweepSession
+    from forgetscope.measure.record import EvalRecord
+    from forgetscope.store import SweepStore
+
+    out = tmp_path / "sweep"
+    d = sweep_config_dict(tiny_dir, tiny_data, out)
+    d["eval"]["max_length"] = 36
+    cfg = parse_config(d)
+    session = SweepSession.prepare(cfg)
+    assert session.record is None and session._base is None  # a plain attribute: reading it loads nothing
+    run_sweep(cfg, session=session)
+    assert session.record == EvalRecord(max_length=36, chat=True, dtype="float32", max_batch_tokens=256)
+    assert session.evaluator.record is session.record and session.chat is True
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert list(manifest["eval"]) == ["max_length", "chat", "n_upstream", "truncated_examples", "truncated_tokens",
+                                      "device", "dtype"]
+    assert SweepStore(out).eval_record() == session.record
+
+
 def test_eval_max_length_above_the_context_is_refused_before_anything_is_written(tiny_dir, tiny_data, tmp_path):
     d = sweep_config_dict(tiny_dir, tiny_data, tmp_path / "sweep")
     d["eval"]["max_length"] = 4096

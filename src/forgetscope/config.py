@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from forgetscope.data.sources import parse_source
 from forgetscope.errors import ConfigError
 
 
@@ -160,7 +161,8 @@ class SourceConfig(_Strict):
 
     @model_validator(mode="after")
     def _n_zero_only_for_demo_pairs(self) -> SourceConfig:
-        if self.n == 0 and not (self.source == "demo" and self.n_instruct > 0):
+        demo_suite = self.source is not None and parse_source(self.source).is_demo_suite  # a task may have None
+        if self.n == 0 and not (demo_suite and self.n_instruct > 0):
             raise ValueError("n: 0 keeps no examples; only the demo upstream set with n_instruct > 0 may "
                              "leave out its plain texts")
         return self
@@ -199,7 +201,7 @@ class TaskConfig(SourceConfig):
         if isinstance(v, int) and v < 1:
             raise ValueError(f"{v}: a number of held-out examples is at least 1")
         source = info.data.get("source")
-        if v != DEFAULT_HELDOUT and (source is None or str(source).startswith("demo:")):
+        if v != DEFAULT_HELDOUT and (source is None or parse_source(str(source)).is_demo_task):
             raise ValueError(f"a shipped demo task keeps the held-out examples shipped with it, so heldout "
                              f"does not apply to task {info.data.get('name')!r}; remove it (or give the "
                              "task's data as a file to split it your way)")
@@ -305,7 +307,8 @@ class SweepConfig(_Strict):
                              "it needs null_control: true")
         check_load_against_train(self.load, self.train, null_control=self.null_control)
         up = self.upstream
-        if up.source != "demo" and (up.lm_targets != "human" or up.instruct_targets != "gold"):
+        demo_sets = parse_source(up.source).is_demo_suite
+        if not demo_sets and (up.lm_targets != "human" or up.instruct_targets != "gold"):
             raise ValueError(f"upstream.lm_targets and upstream.instruct_targets choose among the shipped demo "
                              f"sets; they do not apply to source {up.source!r}")
         return self

@@ -4,14 +4,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import typer
 from rich.table import Table
 
 from forgetscope.cli.app import app, console, emit_json, json_mode, old_out_option, option_alias
-from forgetscope.store import ForgettingMatrix
+from forgetscope.store import AnalysisLayout, ForgettingMatrix
 from forgetscope.store.io import write_csv, write_json
 
 if TYPE_CHECKING:
@@ -50,6 +50,34 @@ def load_kind(source: Path, kind: str | None) -> tuple[ForgettingMatrix, str]:
     return sub, kind
 
 
+def _print_format_control(full: ForgettingMatrix, files: AnalysisLayout) -> dict:
+    """Print and save how much of each controlled task's row its format-only control already shows, and
+    whether a task's seeds agree with each other more than with its format-only runs."""
+    from forgetscope.analysis.format_control import format_only_share
+    from forgetscope.analysis.study_claims import format_specificity
+    from forgetscope.errors import DataError
+
+    share = format_only_share(full)
+    write_csv(files.format_control, share.table())
+    out: dict[str, Any] = {"interaction_share": share.interaction_share,
+                           "interaction_share_all": share.interaction_share_all,
+                           "per_task": share.table().to_dict(orient="records")}
+    console.print(f"format-only control: its rows explain {share.interaction_share:.1%} of the controlled tasks' "
+                  f"interaction ({share.interaction_share_all:.1%} of every task's)", highlight=False)
+    try:
+        spec = format_specificity(full)
+    except DataError as exc:
+        console.print(f"  format specificity not tested: {exc}", highlight=False)
+        return out
+    t = spec["test"]
+    verdict = "tasks forget beyond their format" if spec["shown"] else "not shown: no more than the format"
+    console.print(f"  {verdict}: seed pairs agree at r {spec['mean_r_seed']:+.3f}, task vs format-only run at "
+                  f"{spec['mean_r_format']:+.3f} over {spec['n_tasks']} tasks (difference 95 % CI "
+                  f"{t['ci_low']:+.3f} to {t['ci_high']:+.3f})", highlight=False)
+    out["specificity"] = spec
+    return out
+
+
 def _print_null(matrix: ForgettingMatrix, max_rank: int, out_dir: Path) -> dict:
     """Print and save the null-control comparison (generic sensitivity against task-specific structure)."""
     from forgetscope.analysis.null_control import null_comparison
@@ -67,8 +95,9 @@ def _print_null(matrix: ForgettingMatrix, max_rank: int, out_dir: Path) -> dict:
                   f"corr(first right singular vector, null profile) = {nc.v1_profile_corr:+.3f}; "
                   f"mean F {float(np.nanmean(nc.mean_forgetting)):+.4f} vs mean null "
                   f"{float(np.nanmean(nc.mean_null)):+.4f} nats", highlight=False)
-    write_csv(out_dir / "null_per_run.csv", nc.table())
-    write_csv(out_dir / "null_r2_by_rank.csv", nc.rank_table())
+    files = AnalysisLayout(out_dir)
+    write_csv(files.null_per_run, nc.table())
+    write_csv(files.null_r2_by_rank, nc.rank_table())
     return nc.to_dict()
 
 
@@ -92,6 +121,7 @@ def read_categories(path: Path, col_names: list[str]) -> tuple[str, list[object]
 
 def _print_marginals(mr: MarginalReport, out_dir: Path) -> dict:
     """Print and save the baselines that keep F's marginals, with one verdict per claim."""
+    files = AnalysisLayout(out_dir)
     sp = mr.split
     console.print(f"variance of F: between runs {sp.runs:.1%}, between examples {sp.examples:.1%}, "
                   f"interaction {sp.interaction:.1%}", highlight=False)
@@ -117,9 +147,9 @@ def _print_marginals(mr: MarginalReport, out_dir: Path) -> dict:
                 cells += ["", ""]
             table.add_row(*cells)
         console.print(table)
-        write_csv(out_dir / "marginals_by_rank.csv", mr.rank_table())
+        write_csv(files.marginals_by_rank, mr.rank_table())
     if mr.seeds.n_tasks:
-        write_csv(out_dir / "interaction_seed_reliability.csv", mr.seeds.per_task)
+        write_csv(files.interaction_seed_reliability, mr.seeds.per_task)
     console.print("[bold]verdicts[/] (from the baselines that keep F's marginals):")
     for v in mr.verdicts():
         console.print(f"  - {v['line']}", highlight=False, soft_wrap=True)
@@ -154,7 +184,11 @@ def analyze(
     out_dir = option_alias(output, out, old="--out", new="--output")
     if out_dir is not None:
         check_output_dir(out_dir)  # a file or a read-only folder: refused before the matrix is read
-    matrix, kind = load_kind(source, kind)
+    full, kind = load_kind(source, kind)
+    matrix = full.without_controls()  # every claim below is about the tasks; control rows are compared apart
+    if matrix.shape[0] < full.shape[0]:
+        console.print(f"{full.shape[0] - matrix.shape[0]} control rows (format-only) set aside: every analysis "
+                      "below is of the task rows; the controls are compared at the end", highlight=False)
     if matrix.shape[0] < 2:
         raise DataError(f"analyze needs at least 2 rows (runs) to compare; {source} has {matrix.shape[0]} "
                         f"for kind {kind}")
@@ -195,12 +229,14 @@ def analyze(
     if matrix.null is not None:
         result["null_control"] = _print_null(matrix, k, out_dir)
     result["marginals"] = _print_marginals(marginals, out_dir)
-    write_csv(out_dir / "r2_by_rank.csv", r2)
-    write_json(out_dir / "analysis.json", result)
+    files = AnalysisLayout(out_dir)
+    if full.control_mask().any():
+        result["format_control"] = _print_format_control(full, files)
+    write_csv(files.r2_by_rank, r2)
+    write_json(files.summary, result)
     if figures:
-        plots.write_heatmap(matrix.values, report.row_order, report.col_order, out_dir / "heatmap.png",
-                            matrix.row_names)
-        plots.write_spectrum_r2(report, out_dir / "spectrum_r2.png")
+        plots.write_heatmap(matrix.values, report.row_order, report.col_order, files.heatmap, matrix.row_names)
+        plots.write_spectrum_r2(report, files.spectrum)
     console.print(f"wrote {out_dir}")
     if as_json:
         emit_json({"source": str(source), "kind": kind, "output": str(out_dir), **result})

@@ -117,6 +117,7 @@ def predict(
     from forgetscope.analysis import plots
     from forgetscope.predict import evaluate, noise_margin
     from forgetscope.predict.evaluate import prediction_matrix
+    from forgetscope.store import PredictLayout
 
     json_mode(as_json)
     matrix, kind = load_kind(source, kind or ("instruction" if binary else None))
@@ -189,10 +190,11 @@ def predict(
     out_dir = option_alias(output, out, old="--out", new="--output") or default_out(source, "predict", kind)
     paths = result.save(out_dir, task_tests=tests)
     if figures and not binary:
+        files = PredictLayout(out_dir)
         largest = result.scatter["probe_frac"].max()
-        plots.write_pred_scatter(result.scatter[result.scatter["probe_frac"] == largest], out_dir / "scatter.png")
+        plots.write_pred_scatter(result.scatter[result.scatter["probe_frac"] == largest], files.scatter)
         curves = result.curves[result.curves["probe_frac"] == result.curves["probe_frac"].max()]
-        plots.write_precision_curves(curves, out_dir / "precision_at_k.png")
+        plots.write_precision_curves(curves, files.precision_at_k)
     console.print(f"wrote {paths['cv'].parent}")
     if as_json:
         import json

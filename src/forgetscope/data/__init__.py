@@ -1,5 +1,6 @@
-"""Data: example/task types, file readers (``records``), example and task loaders (``loading``) and the
-shipped demo suite (``forgetscope.data``)."""
+"""Data: example/task types, where data comes from (``sources``), file readers (``records``), records into
+examples (``examples``), example and task loaders (``loading``) and the shipped demo suite
+(``forgetscope.data``)."""
 
 from forgetscope.data.demo import (
     demo_task,

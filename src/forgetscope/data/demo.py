@@ -39,7 +39,7 @@ import json
 from importlib import resources
 from typing import Any
 
-from forgetscope.data.loading import examples_from_records, subsample
+from forgetscope.data.examples import examples_from_records, subsample
 from forgetscope.data.types import Example, Task
 from forgetscope.errors import DataError
 

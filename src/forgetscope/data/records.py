@@ -9,7 +9,8 @@ Supported sources:
 * a Hugging Face hub dataset, ``hf:NAME`` or ``hf:NAME:CONFIG``.
 
 The hashes (:func:`source_sha256`, :func:`examples_sha256`) let a sweep notice that its data changed.
-Turning records into examples and tasks is :mod:`forgetscope.data.loading`'s job. Every problem a
+Turning records into examples is :mod:`forgetscope.data.examples`'s job, into tasks
+:mod:`forgetscope.data.loading`'s. Every problem a
 user can cause raises :class:`~forgetscope.errors.DataError` naming the file, and the line or item.
 """
 
@@ -19,11 +20,11 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
+from forgetscope.data.sources import HUB_PREFIX, parse_source
 from forgetscope.data.types import Example
 from forgetscope.errors import DataError
 
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".tsv")
-HUB_PREFIX = "hf:"
 
 __all__ = ["FILE_SUFFIXES", "HUB_PREFIX", "examples_sha256", "read_records", "source_sha256"]
 
@@ -171,7 +172,7 @@ def _read_hub(spec: str, split: str | None) -> list[dict]:
     """Rows of a Hugging Face hub dataset: ``hf:NAME`` or ``hf:NAME:CONFIG`` (needs network or a warm cache)."""
     import datasets
 
-    name, _, config = spec[len(HUB_PREFIX):].partition(":")
+    name, _, config = str(parse_source(spec).name).partition(":")
     if not name:
         raise DataError(f"{spec}: expected hf:NAME or hf:NAME:CONFIG")
     try:
@@ -184,8 +185,8 @@ def _read_hub(spec: str, split: str | None) -> list[dict]:
 
 def read_records(path: str | Path, *, split: str | None = None) -> list[dict]:
     """Read the raw rows (dicts) of a supported file, a ``datasets`` directory or a hub id (``hf:NAME``)."""
-    if isinstance(path, str) and path.startswith(HUB_PREFIX):
-        return _read_hub(path, split)
+    if parse_source(path).kind == "hub":
+        return _read_hub(str(path), split)
     p = Path(path).expanduser()
     if not p.exists():
         raise DataError(f"data file not found: {p}")
@@ -217,7 +218,7 @@ def source_sha256(path: str | Path) -> str | None:
     (names and bytes, in sorted order); None for a hub dataset (hash its loaded examples instead)."""
     import hashlib
 
-    if isinstance(path, str) and path.startswith(HUB_PREFIX):
+    if parse_source(path).kind == "hub":
         return None
     p = Path(path).expanduser()
     h = hashlib.sha256()

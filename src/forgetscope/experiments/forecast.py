@@ -27,13 +27,13 @@ from forgetscope.errors import ConfigError, ModelError
 from forgetscope.experiments.run import Experiment, execute_run
 from forgetscope.experiments.session import SweepSession, load_task_from_config
 from forgetscope.experiments.spec import RunSpec
+from forgetscope.experiments.validate import validate_sweep
 from forgetscope.predict.conformal import DEFAULT_INTERVAL
 from forgetscope.predict.forecast import (
     ForecastResult,
     SweepData,
     check_interval_request,
     check_predictor,
-    check_token_counts,
     default_name,
     forecast_from_losses,
     forecast_probe,
@@ -90,6 +90,24 @@ class ProbeExperiment(Experiment):
         return rows[["example_id", "loss_null"]]
 
 
+def validate_forecast(*, top: int, predictor: str, task_text: str | None,
+                      load: LoadConfig | dict[str, Any] | None = None) -> LoadConfig | None:
+    """A forecast's own arguments, checked before the sweep is read or any model loaded: ``top``, the predictor
+    (and the task text it may need) and the loading options given, with their packages. Returns those options
+    parsed (None: the sweep's recorded ones apply, checked once it is read)."""
+    from forgetscope.models import check_loading
+
+    if int(top) < 1:
+        raise ConfigError(f"top must be >= 1, got {top}")
+    check_predictor(predictor, task_text)
+    if load is None:
+        return None
+    settings = load if isinstance(load, LoadConfig) else parse_config(dict(load), "(load)", model=LoadConfig,
+                                                                      what="load")
+    check_loading(**settings.model_kwargs())
+    return settings
+
+
 def sweep_config(data: SweepData) -> SweepConfig:
     """The sweep's own config, validated again (fields of other experiments' configs dropped)."""
     raw = {k: v for k, v in data.config.items() if k in SweepConfig.model_fields}
@@ -113,9 +131,7 @@ def forecast_task(sweep: str | Path, task: str | Path, *, probe: int = 30, predi
     from forgetscope.models import resolve_model
 
     t0 = time.perf_counter()
-    if int(top) < 1:
-        raise ConfigError(f"top must be >= 1, got {top}")
-    check_predictor(predictor, "task text")  # the task's text is known here
+    validate_forecast(top=top, predictor=predictor, task_text="task text")  # the task's text is known here
     data = load_sweep(sweep, kind)
     check_interval_request(data, coverage, interval)
     idx = forecast_probe(data, probe, method=probe_method, seed=seed)
@@ -126,6 +142,7 @@ def forecast_task(sweep: str | Path, task: str | Path, *, probe: int = 30, predi
                       model=TaskConfig, what="task")
     config = config.model_copy(update={"tasks": [tc], "output": out_dir, "report_to": "none", "executor": "local",
                                        "null_control": bool(null_control)})
+    validate_sweep(config)  # the sweep's strategy and loading options, the task's file: before any model loads
     source = resolve_model(config.model)
     recorded = (data.manifest.get("model") or {}).get("sha256")
     if recorded and source.sha256 and source.sha256 != recorded:
@@ -138,7 +155,8 @@ def forecast_task(sweep: str | Path, task: str | Path, *, probe: int = 30, predi
     spec = RunSpec(tc.name, config.seed_list[0], config.strategy, tuple(sorted(config.strategy_options.items())))
     record, rows = execute_run(session, spec, experiment)
     probe_rows = rows[rows["part"] == "probe"].set_index("example_id").loc[[ids[i] for i in idx]]
-    check_token_counts(data, idx, probe_rows["n_tokens"].to_numpy(np.float64))
+    sweep_evaluator(data, session.base()[1]).check_counts(probe_rows["n_tokens"].to_numpy(np.float64),
+                                                          data.tokens_of(idx), f"the sweep {data.path}")
     verify_loss = None
     if verify:  # the probe rows and the rest: every example once
         verify_loss = rows.set_index("example_id").loc[ids, "loss_after"].to_numpy(np.float64)
@@ -288,8 +306,7 @@ def encode_checked(data: SweepData, tokenizer: Any, idx: np.ndarray, model: Any 
     """Encode examples ``idx`` as the sweep did; refuse a tokenizer that gives other lengths than it recorded."""
     evaluator = evaluator or sweep_evaluator(data, tokenizer, model)
     encoded = evaluator.encode([data.examples[i] for i in idx])
-    if data.n_tokens is not None:
-        check_token_counts(data, idx, np.array([e.n_scored for e in encoded], dtype=np.float64))
+    evaluator.check_counts([e.n_scored for e in encoded], data.tokens_of(idx), f"the sweep {data.path}")
     return encoded
 
 
@@ -326,9 +343,7 @@ def forecast(sweep: str | Path, model: Any = None, *, tokenizer: Any = None, ada
     ``forecast.json`` to ``out`` (default ``SWEEP/forecast/<name>``).
     """
     t0 = time.perf_counter()
-    if int(top) < 1:
-        raise ConfigError(f"top must be >= 1, got {top}")
-    check_predictor(predictor, task_text)
+    load = validate_forecast(top=top, predictor=predictor, task_text=task_text, load=load)
     data = load_sweep(sweep, kind)
     check_interval_request(data, coverage, interval)
     idx = forecast_probe(data, probe, method=probe_method, seed=seed)

@@ -63,7 +63,8 @@ from forgetscope.experiments.session import (
     load_upstream,
 )
 from forgetscope.experiments.sweep import ensure_upstream_measured, software_versions
-from forgetscope.models import DEFAULT_MODEL, ModelSource, check_loading, resolve_model
+from forgetscope.experiments.validate import validate_measure
+from forgetscope.models import DEFAULT_MODEL, ModelSource, resolve_model
 from forgetscope.store import ForgettingMatrix, SweepStore
 from forgetscope.store.lock import LOCK_NAME, OutputLock, refuse_multi_process
 
@@ -345,8 +346,8 @@ def measure_finetunes(config: MeasureConfig | str | Path | None = None, *,
     cfg = build_config(config, models=[m for m in models if not isinstance(m, ModelSource)], adapters=adapters,
                        base=base, upstream=upstream, eval=eval, output=output, device=device,
                        more=len(sources), load=load)
+    validate_measure(cfg)  # loading options' packages, the upstream file: before any file is read or written
     refuse_multi_process("forgetscope measure")
-    check_loading(**cfg.load.model_kwargs())  # a loading option whose package is missing: before any file is read
     finetunes = _resolve_all(cfg, sources)  # files found, headers read, hashes taken
     scfg = session_config(cfg)
     source = resolve_model(cfg.base)

@@ -21,7 +21,9 @@ run, not separate runs), on the upstream (pretraining-like) examples:
 The base model's log-probabilities on the upstream examples are computed once and cached in memory
 (``cache_mb``; above it they are recomputed with the base model at every checkpoint).
 
-Config (``forgetscope scaling CONFIG.yaml``; see ``configs/scaling_demo.yaml``)::
+Config (``forgetscope scaling CONFIG.yaml``; see ``configs/scaling_demo.yaml``): a sweep config
+(:class:`~forgetscope.config.SweepConfig`: model, upstream, tasks, train, eval, load, executor, report_to)
+plus the grid and the fit::
 
     model: smollm2-135m-instruct
     output: sweeps/scaling_demo
@@ -35,11 +37,13 @@ Config (``forgetscope scaling CONFIG.yaml``; see ``configs/scaling_demo.yaml``):
     criteria: {target: ce_forgetting, law: increasing, min_tasks: 1}   # optional, judged after the fit
 
 A grid of fewer than 3 ranks or steps, or a hold-out rule that leaves a task fewer points than the
-shifted law needs, is refused when the config is read, before anything trains.
+shifted law needs, is refused when the config is read, and again by :func:`run_scaling_sweep` before
+anything is written (:func:`~forgetscope.experiments.validate.validate_scaling`).
 
 Files under ``OUTPUT/``::
 
-    scaling_config.json          the validated config (a changed config refuses to resume)
+    manifest.json                the sweep's manifest (config, fingerprint, model and data hashes, status),
+                                 written and checked on resume as a sweep's (a changed config is refused)
     scaling/runs/<run>.parquet   checkpoint rows of one finished run (the resume unit)
     scaling/points.parquet/.csv  all rows (see analysis.scaling), plus the t = 0 rows of the base model
     scaling/fit.json, *.png      written by :func:`write_scaling_results`
@@ -49,10 +53,7 @@ Every name comes from :class:`~forgetscope.store.layout.ScalingLayout` (``SweepL
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -63,17 +64,17 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from forgetscope.analysis.scaling import BASELINES, LAWS, MIN_FIT_POINTS, ScalingError
-from forgetscope.config import EvalConfig, SourceConfig, SweepConfig, TaskConfig, TrainConfig, names_to_tasks
-from forgetscope.data.encoding import encode_examples
-from forgetscope.errors import ConfigError, StoreError
+from forgetscope.config import EvalConfig, SourceConfig, SweepConfig, TaskConfig, TrainConfig
+from forgetscope.errors import StoreError
 from forgetscope.experiments.run import Experiment
-from forgetscope.experiments.session import SweepSession
+from forgetscope.experiments.session import SweepSession, config_fingerprint
 from forgetscope.experiments.spec import RunSpec
+from forgetscope.experiments.validate import validate_scaling
 from forgetscope.measure.nll import heldout_loss
 from forgetscope.measure.reference import UpstreamReference
-from forgetscope.models import context_length, count_trainable
+from forgetscope.models import count_trainable
 from forgetscope.store.layout import SweepLayout
-from forgetscope.store.lock import has_content, holds_output
+from forgetscope.store.lock import holds_output
 from forgetscope.train.hooks import Hook, TrainContext
 
 if TYPE_CHECKING:
@@ -111,18 +112,16 @@ class ScalingCriteria(BaseModel):
     min_tasks: int = Field(1, ge=1, description="a criterion holds when it holds on at least this many tasks")
 
 
-class ScalingConfig(BaseModel):
-    """A scaling sweep: one or more tasks, several LoRA ranks, checkpoint evaluations at ``eval_steps``."""
+class ScalingConfig(SweepConfig):
+    """A scaling sweep: a sweep config whose runs are plain LoRA fine-tunes (no ``strategy``, no
+    ``null_control``) swept over ``ranks`` and evaluated at the checkpoints ``eval_steps``. It opens, resumes
+    and is fingerprinted as a sweep is (``manifest.json``); the fit settings (``holdout``, ``laws``,
+    ``criteria``) are not part of the fingerprint."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    model: str = Field("smollm2-135m-instruct", description="the base model, as in a sweep")
     output: Path = Field(Path("sweeps/scaling"), description="the sweep directory written (rerunning resumes it)")
-    seed: int = Field(0, description="the seed of every run when seeds is null")
-    seeds: list[int] | None = Field(None, description="several seeds per (task, rank); null: [seed]")
     upstream: SourceConfig = Field(SourceConfig(n=32), description="the upstream examples, as in a sweep")
-    task: TaskConfig | None = Field(None, description="the one task fine-tuned (or give tasks)")
-    tasks: list[TaskConfig] | None = Field(None, description="several tasks, each swept over every rank")
+    tasks: list[TaskConfig] = Field(default_factory=list, description="the tasks, each swept over every rank; "
+                                    "task: NAME (or a task mapping) names a single one")
     train: TrainConfig = Field(TrainConfig(), description="how each run fine-tunes (method must be lora; "
                                "lora_rank is set by ranks)")
     eval: EvalConfig = Field(EvalConfig(exact_match=False), description="how upstream examples are measured")
@@ -141,15 +140,22 @@ class ScalingConfig(BaseModel):
     cache_mb: int = Field(1024, ge=0, description="memory (MB) for the base model's cached log-probabilities; "
                           "above it they are recomputed at every checkpoint")
     figures: bool = Field(True, description="write the figures with the fit")
-    executor: str = Field("local", description="local or ray: where the runs execute (not part of the "
-                          "fingerprint)")
 
-    @field_validator("task", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _name_to_task(cls, v: Any) -> Any:
-        return {"name": v} if isinstance(v, str) else v
-
-    _task_names = field_validator("tasks", mode="before")(lambda v: names_to_tasks(v))
+    def _one_task(cls, data: Any) -> Any:
+        """``task: NAME`` (or a task mapping) is ``tasks: [NAME]``."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        task = data.pop("task", None)
+        if task is not None and data.get("tasks") is not None:
+            raise ValueError("task: give either task (one) or tasks (several), not both")
+        if task is not None:
+            data["tasks"] = [task]
+        elif not data.get("tasks"):
+            raise ValueError("task: name the task to fine-tune (task: NAME, or tasks: [NAME, ...])")
+        return data
 
     @field_validator("ranks", "eval_steps")
     @classmethod
@@ -173,12 +179,13 @@ class ScalingConfig(BaseModel):
     def _lora_only(self) -> ScalingConfig:
         if self.train.method != "lora":
             raise ValueError("train.method: the scaling sweep varies the LoRA rank; method must be 'lora'")
-        if (self.task is None) == (self.tasks is None):
-            raise ValueError("task: give either task (one) or tasks (several), not both" if self.task else
-                             "task: name the task to fine-tune (task: NAME, or tasks: [NAME, ...])")
-        names = [t.name for t in self.task_list]
-        if not names or len(set(names)) != len(names):
-            raise ValueError(f"tasks: name each task once, got {names}")
+        if self.strategy != "plain" or self.strategy_options:
+            raise ValueError(f"strategy: the scaling sweep fine-tunes without a mitigation strategy (given "
+                             f"{self.strategy!r} with options {sorted(self.strategy_options)}); leave strategy "
+                             "plain and strategy_options empty")
+        if self.null_control:
+            raise ValueError("null_control: the scaling sweep evaluates checkpoints, not a null control; "
+                             "set null_control: false")
         left = fit_points_per_task(self.ranks, self.eval_steps, self.holdout, len(self.seed_list))
         if left < MIN_FIT_POINTS:
             raise ValueError(f"holdout: {self.holdout} leaves {left} points of each task to fit "
@@ -190,32 +197,19 @@ class ScalingConfig(BaseModel):
         if self.criteria is not None:
             if self.criteria.law not in self.laws:
                 raise ValueError(f"criteria.law: {self.criteria.law!r} is not among the fitted laws {self.laws}")
-            if self.criteria.min_tasks > len(names):
-                raise ValueError(f"criteria.min_tasks: {self.criteria.min_tasks} is more than the {len(names)} tasks")
+            if self.criteria.min_tasks > len(self.tasks):
+                raise ValueError(f"criteria.min_tasks: {self.criteria.min_tasks} is more than the "
+                                 f"{len(self.tasks)} tasks")
         return self
 
     @property
     def task_list(self) -> list[TaskConfig]:
-        return list(self.tasks) if self.tasks is not None else [self.task] if self.task is not None else []
-
-    @property
-    def seed_list(self) -> list[int]:
-        return self.seeds or [self.seed]
-
-    def sweep_config(self) -> SweepConfig:
-        """The equivalent sweep config (to reuse the sweep's data and model loading)."""
-        return SweepConfig(model=self.model, output=self.output, seed=self.seed, upstream=self.upstream,
-                           tasks=self.task_list, train=self.train, eval=self.eval)
+        return list(self.tasks)
 
     def fingerprint(self) -> str:
-        data = self.model_dump(mode="json", exclude={"output", "holdout", "figures", "cache_mb", "executor",
-                                                     "laws", "criteria", "pending"})
-        if data.get("tasks") is None:  # one-task configs keep the fingerprint they had before tasks existed
-            data.pop("tasks", None)
-        data["train"].pop("gradient_checkpointing", None)  # the same gradients, recomputed
-        if data["train"].get("grad_accum_steps") == 1:  # added later: at its default, fingerprints stay the same
-            data["train"].pop("grad_accum_steps")
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+        """The sweep's fingerprint (:func:`~forgetscope.experiments.session.config_fingerprint`): what a resume
+        must match."""
+        return config_fingerprint(self)
 
 
 def load_scaling_config(path: str | Path, **overrides: Any) -> ScalingConfig:
@@ -255,9 +249,7 @@ class ScalingExperiment(Experiment):
     """Checkpoint evaluations inside each LoRA run; the run's rows are its checkpoints (t = 0 included)."""
 
     eval_steps: tuple[int, ...]
-    max_length: int
-    max_batch_tokens: int
-    max_batch_size: int
+    max_length: int  # the task's held-out encoding (train.max_length); upstream: the session's evaluator
     cache_mb: int
     name = "scaling"
 
@@ -266,16 +258,13 @@ class ScalingExperiment(Experiment):
         encoding and base task loss (once per task)."""
         ref = session.cache.get("scaling_reference")
         if ref is None:
-            base, tok = session.base()
-            reference = UpstreamReference(base, tok, session.upstream, max_length=session.eval_max_length,
-                                          chat=session.chat, max_batch_tokens=self.max_batch_tokens,
-                                          max_batch_size=self.max_batch_size, cache_mb=self.cache_mb)
+            base, _ = session.base()
+            reference = UpstreamReference(base, session.evaluator, session.upstream, cache_mb=self.cache_mb)
             ref = {"reference": reference, "base_summary": reference.summary(reference.evaluate(base)), "tasks": {}}
             session.cache["scaling_reference"] = ref
         if task_name not in ref["tasks"]:
-            base, tok = session.base()
-            held = encode_examples(tok, session.tasks[task_name].heldout, self.max_length,
-                                   model_max_length=context_length(base), chat=session.chat)
+            base, _ = session.base()
+            held = session.evaluator.encode(session.tasks[task_name].heldout, max_length=self.max_length)
             ref["tasks"][task_name] = {"heldout": held,
                                        "base_task_loss": heldout_loss(base, held, ref["reference"].pad_id)}
         return {**ref, **ref["tasks"][task_name]}
@@ -295,32 +284,13 @@ class ScalingExperiment(Experiment):
         return pd.DataFrame([start, *cb.rows])
 
 
-def _open_output(config: ScalingConfig, output: Path, overwrite: bool, session: SweepSession) -> SweepLayout:
-    """Create the results directory, or reopen it for the same config, model and data (a change is refused,
-    naming it, unless ``overwrite``); every example is encoded first, so bad input writes nothing."""
-    from forgetscope.experiments.session import input_changes
-    from forgetscope.store.io import write_json
-
-    layout = SweepLayout(output)
-    cfg_path = layout.scaling_config
-    replace = False
-    if cfg_path.is_file():
-        old = json.loads(cfg_path.read_text())
-        why = "config changed" if old.get("fingerprint") != config.fingerprint() else \
-            "; ".join(input_changes(old.get("inputs") or {}, session.inputs))
-        if why and not overwrite:
-            raise StoreError(f"{output} holds a different scaling sweep ({why}); "
-                             "choose another output or pass --overwrite")
-        replace = bool(why)
-    elif has_content(output) and not overwrite:
-        raise StoreError(f"{output} exists and is not a scaling sweep; choose another output or pass --overwrite")
-    session.preflight()
-    if replace:
-        shutil.rmtree(layout.scaling_dir, ignore_errors=True)
-    layout.scaling.runs_dir.mkdir(parents=True, exist_ok=True)
-    write_json(cfg_path, {"fingerprint": config.fingerprint(), "config": config.model_dump(mode="json"),
-                          "inputs": session.inputs, "eval": session.eval_summary()})
-    return layout
+def _refuse_earlier_record(layout: SweepLayout, overwrite: bool) -> None:
+    """A directory holding a scaling sweep recorded before scaling sweeps wrote ``manifest.json`` (its config in
+    ``scaling_config.json``, fingerprinted another way) cannot be resumed; it is named, not called foreign."""
+    if layout.scaling_config.is_file() and not layout.manifest.is_file() and not overwrite:
+        raise StoreError(f"{layout.root} holds a scaling sweep recorded by an earlier forgetscope "
+                         f"({layout.scaling_config.name}), which cannot be resumed: fit its finished runs with "
+                         "`forgetscope scaling CONFIG --refit`, or pass --overwrite to run it again")
 
 
 def plan_scaling_runs(config: ScalingConfig) -> list[RunSpec]:
@@ -332,32 +302,30 @@ def plan_scaling_runs(config: ScalingConfig) -> list[RunSpec]:
             for task in config.task_list for seed in config.seed_list for rank in config.ranks]
 
 
+@holds_output("forgetscope scaling", validate_scaling)  # the whole config, before the output directory exists
 def run_scaling_sweep(config: ScalingConfig, *, output: str | Path | None = None, overwrite: bool = False,
                       session=None, on_run: Callable[[str, list[dict]], None] | None = None) -> pd.DataFrame:
     """Run (or resume) the scaling sweep and return the tidy checkpoint table (also written to disk).
 
-    Runs go through ``config.executor``; ``session`` (a :class:`SweepSession`) may be passed to reuse a
-    loaded model. A config whose ``pending`` lists placeholders starts nothing (and creates no directory).
+    The directory is opened as a sweep's (:func:`~forgetscope.experiments.sweep.open_store`: ``manifest.json``,
+    the same fingerprint and resume checks); each finished run's checkpoint rows are
+    ``scaling/runs/<run>.parquet``. Runs go through ``config.executor``; ``session`` (a :class:`SweepSession`)
+    may be passed to reuse a loaded model. A config whose ``pending`` lists placeholders starts nothing (and
+    creates no directory).
     """
-    if config.pending:
-        raise ConfigError(f"pending: {', '.join(config.pending)} still hold placeholders; fill them in as the "
-                          "config's comments say and empty pending before running")
-    return _run_scaling_sweep(config, output=output, overwrite=overwrite, session=session, on_run=on_run)
-
-
-@holds_output("forgetscope scaling")
-def _run_scaling_sweep(config: ScalingConfig, *, output: str | Path | None = None, overwrite: bool = False,
-                       session=None, on_run: Callable[[str, list[dict]], None] | None = None) -> pd.DataFrame:
     from forgetscope.experiments.executors import get_executor
+    from forgetscope.experiments.sweep import open_store
     from forgetscope.store.io import write_parquet
 
     output = Path(output or config.output)
-    sweep_cfg = config.sweep_config().model_copy(update={"output": output})
-    session = session or SweepSession.prepare(sweep_cfg)
-    session.config = sweep_cfg
-    layout = _open_output(config, output, overwrite, session)
-    experiment = ScalingExperiment(tuple(config.eval_steps), config.train.max_length, config.eval.max_batch_tokens,
-                                   config.eval.max_batch_size, config.cache_mb)
+    config = config.model_copy(update={"output": output})
+    layout = SweepLayout(output)
+    _refuse_earlier_record(layout, overwrite)
+    session = session or SweepSession.prepare(config)
+    session.config = config
+    store = open_store(config, session, output, overwrite, source="scaling")
+    layout.scaling.runs_dir.mkdir(parents=True, exist_ok=True)
+    experiment = ScalingExperiment(tuple(config.eval_steps), config.train.max_length, config.cache_mb)
     specs = plan_scaling_runs(config)
     todo = [s for s in specs if not layout.scaling_run(s.run_id).is_file()]
 
@@ -369,6 +337,7 @@ def _run_scaling_sweep(config: ScalingConfig, *, output: str | Path | None = Non
 
     get_executor(config.executor).run(session, todo, finished, total=len(specs), done=len(specs) - len(todo),
                                       experiment=experiment)
+    store.update_manifest(status="complete", completed=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     points = read_points(output)
     ref = session.cache.get("scaling_reference")  # absent when every run came from disk or a remote worker
     points["cached_reference"] = bool(ref and ref["reference"].cached)

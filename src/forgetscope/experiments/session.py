@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from forgetscope.config import SweepConfig, TaskConfig
+from forgetscope.data.sources import DataSource, parse_source, task_source
 from forgetscope.data.types import Example, Task
 from forgetscope.errors import DataError, PrecisionError
 
@@ -29,6 +30,9 @@ NOT_RESULTS = {"output": True, "executor": True, "report_to": True, "slurm": Tru
                "eval": {"max_batch_tokens": True, "max_batch_size": True},
                "compare": {"kind": True, "pending": True}, "sharpness": {"kind": True},
                "train": {"gradient_checkpointing": True}}  # the same gradients, recomputed
+# a scaling sweep's fit settings (applied to the finished runs' points), its placeholder list, and the memory
+# its base-model reference may use (recomputed above it, the same numbers)
+NOT_RESULTS.update(dict.fromkeys(("holdout", "laws", "criteria", "figures", "pending", "cache_mb"), True))
 
 
 # Config fields added after sweeps were first recorded, with the default that means "as before": at that
@@ -96,7 +100,7 @@ def config_changes(old: dict[str, Any], new: dict[str, Any], limit: int = 3) -> 
 
 def load_upstream(config: SweepConfig) -> list[Example]:
     src = config.upstream
-    if src.source == "demo":
+    if parse_source(src.source).is_demo_suite:
         from forgetscope.data.demo import demo_upstream, demo_upstream_instruct
 
         pairs = demo_upstream_instruct(n=src.n_instruct, seed=config.seed, targets=src.instruct_targets) \
@@ -118,7 +122,7 @@ def load_task_from_config(tc: TaskConfig, seed: int) -> Task:
     held = {"heldout_size": int(tc.heldout)} if (isinstance(tc.heldout, int) or tc.heldout >= 1) else \
         {"heldout_fraction": float(tc.heldout)}
     if tc.source is None:
-        task = load_task(tc.name, f"demo:{tc.name}", n_train=tc.n_train or tc.n, seed=seed,
+        task = load_task(tc.name, task_source(tc).spec, n_train=tc.n_train or tc.n, seed=seed,
                          description=tc.description, family=tc.family or "")
     else:
         task = load_task(tc.name, tc.source, seed=seed, n_train=tc.n_train, limit=tc.n, description=tc.description,
@@ -128,26 +132,21 @@ def load_task_from_config(tc: TaskConfig, seed: int) -> Task:
     return apply_control(task, tc.control)
 
 
-def task_data_source(tc: TaskConfig) -> str:
-    """What data a task entry reads: its ``source``, or ``demo:<name>`` for a demo task named alone."""
-    return tc.source if tc.source is not None else f"demo:{tc.name}"
-
-
 def controlled_tasks(config: SweepConfig) -> dict[str, str | None]:
     """For each control task of a sweep, the task it controls: the first task without a control that reads
     the same data source (None when the sweep has none)."""
-    real: dict[str, str] = {}
+    real: dict[DataSource, str] = {}
     for tc in config.tasks:
         if tc.control is None:
-            real.setdefault(task_data_source(tc), tc.name)
-    return {tc.name: real.get(task_data_source(tc)) for tc in config.tasks if tc.control is not None}
+            real.setdefault(task_source(tc), tc.name)
+    return {tc.name: real.get(task_source(tc)) for tc in config.tasks if tc.control is not None}
 
 
 def _source_input(source: str, what: str, examples: list[Example] | None = None) -> dict[str, Any]:
     """How to recognise a data source again: a label for messages and a content hash."""
-    from forgetscope.data.records import HUB_PREFIX, examples_sha256, source_sha256
+    from forgetscope.data.records import examples_sha256, source_sha256
 
-    if source.startswith(HUB_PREFIX):
+    if parse_source(source).kind == "hub":
         return {"source": source, "what": f"{what} (hub dataset {source})",
                 "sha256": examples_sha256(examples or [])}
     path = Path(source).expanduser()
@@ -165,7 +164,7 @@ def input_fingerprints(config: SweepConfig, source: Any, upstream: list[Example]
     from forgetscope.data.demo import INSTRUCT_TARGETS, demo_files_sha256, demo_task_file, upstream_file
 
     src = config.upstream
-    if src.source == "demo":
+    if parse_source(src.source).is_demo_suite:
         files = (([upstream_file(src.lm_targets)] if src.n != 0 else [])
                  + ([INSTRUCT_TARGETS[src.instruct_targets]] if src.n_instruct else []))
         up = {"source": "demo", "what": f"the shipped demo upstream file(s) {', '.join(files)}",
@@ -174,10 +173,10 @@ def input_fingerprints(config: SweepConfig, source: Any, upstream: list[Example]
         up = _source_input(src.source, "upstream data", upstream)
     task_inputs = {}
     for tc in config.tasks:
-        demo_name = tc.name if tc.source is None else (tc.source[5:] if tc.source.startswith("demo:") else None)
-        if demo_name is not None:
-            f = demo_task_file(demo_name)
-            task_inputs[tc.name] = {"source": f"demo:{demo_name}", "sha256": demo_files_sha256([f]),
+        data = task_source(tc)
+        if data.is_demo_task:
+            f = demo_task_file(str(data.name))
+            task_inputs[tc.name] = {"source": data.spec, "sha256": demo_files_sha256([f]),
                                     "what": f"the shipped demo file {f} of task {tc.name!r}"}
         else:
             task = tasks.get(tc.name)
@@ -276,7 +275,10 @@ class SweepSession:
     source: Any = None
     _base: Any = None
     _tokenizer: Any = None
-    chat: bool = False
+    # how upstream examples are measured and the evaluator measuring them: resolved once, when the base model
+    # and its tokenizer load (:meth:`base`; the preflight on the driver, the first run on a remote worker)
+    record: EvalRecord | None = None
+    evaluator: Evaluator | None = None
     extras: dict[str, Any] = field(default_factory=dict)  # shipped to remote workers with every run
     cache: dict[str, Any] = field(default_factory=dict, repr=False)  # process-local (e.g. base distributions)
     inputs: dict[str, Any] = field(default_factory=dict)  # content hashes of model and data (resume checks)
@@ -296,26 +298,48 @@ class SweepSession:
                    inputs=input_fingerprints(config, source, upstream, tasks))
 
     def base(self):
-        """(base model, tokenizer), loaded once; runs get deep copies so every run starts from it."""
+        """(base model, tokenizer), loaded once; runs get deep copies so every run starts from it. Loading
+        resolves :attr:`record` (``eval.max_length`` against the model's context, ``chat`` for its tokenizer,
+        ``eval.dtype`` on its device) and builds :attr:`evaluator`, once."""
         if self._base is None:
-            from forgetscope.models import load_model
+            from forgetscope.measure.evaluator import Evaluator
+            from forgetscope.measure.record import EvalRecord
+            from forgetscope.models import context_length, load_model
 
             # float32 weights by default (load.dtype): the optimiser's master copy; bf16 is applied per
             # forward pass
             self._base, self._tokenizer = load_model(self.source, device=self.config.train.device,
                                                      **self.config.load.model_kwargs())
-            chat = self.config.eval.chat
-            self.chat = bool(getattr(self._tokenizer, "chat_template", None)) if chat == "auto" else bool(chat)
+            context = context_length(self._base)
+            self.record = EvalRecord.resolve(self.config.eval, self._tokenizer, context, device=self._eval_device())
+            self.evaluator = Evaluator(self._tokenizer, self.record, model_max_length=context)
         return self._base, self._tokenizer
 
-    def precision(self) -> Precision:
-        """Where and in which dtype this process measures losses (device of the base model, ``eval.dtype``)."""
+    @property
+    def chat(self) -> bool:
+        """Whether prompt/response pairs are chat-formatted (the resolved ``eval.chat``; tasks train with it)."""
+        return self._measuring().chat
+
+    def _measuring(self) -> Evaluator:
+        """The evaluator, which exists once the base model has loaded (every caller holds a model from it)."""
+        if self.evaluator is None:
+            raise RuntimeError("the base model is not loaded yet: call base() or preflight() first")
+        return self.evaluator
+
+    def _eval_device(self) -> Any:
+        """The device losses are measured on: the base model's inputs' under a device_map, else train.device."""
         from forgetscope.models import input_device, pick_device
-        from forgetscope.precision import Precision, dtype_name, resolve_eval_dtype
 
         # a device_map places the model itself: its inputs go where the embedding went
-        device = input_device(self.base()[0]) if self.config.load.device_map is not None else \
+        return input_device(self.base()[0]) if self.config.load.device_map is not None else \
             pick_device(self.config.train.device)
+
+    def precision(self) -> Precision:
+        """Where and in which dtype this process measures losses (device of the base model, ``eval.dtype``):
+        known before the weights load, unless a device_map places them."""
+        from forgetscope.precision import Precision, dtype_name, resolve_eval_dtype
+
+        device = self._eval_device()
         return Precision(device.type, dtype_name(resolve_eval_dtype(self.config.eval.dtype, device)))
 
     def check_precision(self, expected: Precision | None) -> None:
@@ -334,61 +358,26 @@ class SweepSession:
         return copy.deepcopy(base), tok
 
     @property
-    def eval_max_length(self) -> int:
-        """``eval.max_length`` against the base model's context (a ConfigError when it does not fit)."""
-        from forgetscope.models import context_length
-
-        base, _ = self.base()
-        return self.config.eval.effective_max_length(context_length(base))
-
-    @property
-    def record(self) -> EvalRecord:
-        """How this sweep measures upstream examples (written to the manifest's ``eval`` entry)."""
-        from forgetscope.measure.record import EvalRecord
-
-        self.base()
-        ev = self.config.eval
-        return EvalRecord(max_length=self.eval_max_length, chat=self.chat, dtype=self.precision().dtype,
-                          max_batch_tokens=ev.max_batch_tokens, max_batch_size=ev.max_batch_size)
-
-    @property
-    def evaluator(self) -> Evaluator:
-        """The one evaluator of this process's measurements (the base model's tokenizer and context)."""
-        from forgetscope.measure.evaluator import Evaluator
-        from forgetscope.models import context_length
-
-        base, tok = self.base()
-        record = self.record
-        key = ("evaluator", record)
-        if key not in self.cache:
-            self.cache[key] = Evaluator(tok, record, model_max_length=context_length(base))
-        return self.cache[key]
-
-    @property
     def upstream_encoded(self) -> list:
         """The upstream examples encoded for evaluation (``eval.max_length``), once per process."""
-        evaluator = self.evaluator
-        key = ("upstream_encoded", evaluator.record.max_length, evaluator.chat)
-        if key not in self.cache:
-            self.cache[key] = evaluator.encode(self.upstream)
-        return self.cache[key]
+        if "upstream_encoded" not in self.cache:
+            self.cache["upstream_encoded"] = self._measuring().encode(self.upstream)
+        return self.cache["upstream_encoded"]
 
     def eval_summary(self) -> dict[str, Any]:
-        """The evaluation settings a sweep records: max_length, chat, what truncation cut, and the device
-        type and dtype losses are measured in (:meth:`precision`)."""
+        """The manifest's ``eval`` entry: the :attr:`record` (:meth:`EvalRecord.manifest_fields`), with the
+        upstream count, what truncation cut and the device type losses are measured on (:meth:`precision`)."""
         from forgetscope.data.encoding import truncation_stats
 
-        return {"max_length": self.eval_max_length, "chat": self.chat, "n_upstream": len(self.upstream),
-                **truncation_stats(self.upstream_encoded), **self.precision().eval_fields()}
+        return self._measuring().record.manifest_fields(n_upstream=len(self.upstream),
+                                                        **truncation_stats(self.upstream_encoded),
+                                                        device=self.precision().device)
 
     def preflight(self) -> None:
         """Load the base model and encode every example the experiment uses, so that bad input (an
         ``eval.max_length`` above the context, a text that tokenises to nothing, a prompt filling
         ``train.max_length``) fails before anything is written."""
-        from forgetscope.data.encoding import encode_examples
-        from forgetscope.models import context_length
-
-        base, tok = self.base()
+        base, _ = self.base()
         _ = self.upstream_encoded
         if self.config.null_control:
             from forgetscope.experiments.null_control import check_trainable
@@ -397,24 +386,22 @@ class SweepSession:
             check_trainable(base, t.method, lora_rank=t.lora_rank, lora_alpha=t.lora_alpha,
                             lora_dropout=t.lora_dropout, target_modules=t.target_modules)
         for task in self.tasks.values():
-            encode_examples(tok, task.train + task.heldout, self.config.train.max_length,
-                            model_max_length=context_length(base), chat=self.chat)
+            self._measuring().encode(task.train + task.heldout, max_length=self.config.train.max_length)
 
     def upstream_losses(self, model, example_ids: list[str]) -> np.ndarray:
         """Mean token NLL of these upstream examples under ``model``, measured exactly as the sweep measures
         ``loss_before`` and ``loss_after`` (its encoding, ``eval.max_length``, chat format, dtype and
         batching): what a strategy's probe must use so its values are comparable with the known rows."""
-        key = ("upstream_by_id", self.eval_max_length, self.chat)
-        if key not in self.cache:
-            self.cache[key] = {e.example_id: e for e in self.upstream_encoded}
-        by_id = self.cache[key]
+        if "upstream_by_id" not in self.cache:
+            self.cache["upstream_by_id"] = {e.example_id: e for e in self.upstream_encoded}
+        by_id = self.cache["upstream_by_id"]
         missing = [i for i in example_ids if i not in by_id]
         if missing:
             raise DataError(f"not upstream examples of this sweep: {missing[:3]}")
-        return self.evaluator.losses(model, [by_id[i] for i in example_ids])
+        return self._measuring().losses(model, [by_id[i] for i in example_ids])
 
     def evaluate(self, model, examples: list[Example], desc: str) -> pd.DataFrame:
         """Loss (and exact match) of ``examples`` with ``model``, encoded with ``eval.max_length``."""
         encoded = self.upstream_encoded if examples is self.upstream else None
-        return self.evaluator.evaluate(model, examples, encoded=encoded, exact=self.config.eval.exact_match,
-                                       progress=True, desc=desc)
+        return self._measuring().evaluate(model, examples, encoded=encoded, exact=self.config.eval.exact_match,
+                                          progress=True, desc=desc)

@@ -45,6 +45,7 @@ from forgetscope.errors import ForgetscopeError
 from forgetscope.experiments.run import Experiment
 from forgetscope.experiments.session import SweepSession
 from forgetscope.experiments.spec import RunSpec
+from forgetscope.experiments.validate import validate_sweep
 from forgetscope.measure import forgetting
 from forgetscope.measure.sharpness import SharpnessOptions, measure_sharpness, task_batches
 from forgetscope.store import ForgettingMatrix, SweepStore
@@ -83,7 +84,7 @@ class SharpnessExperiment(Experiment):
         return extra
 
 
-@holds_output("forgetscope sharpness")
+@holds_output("forgetscope sharpness", validate_sweep)  # before the output directory exists
 def sharpness_sweep(config: SweepConfig, options: SharpnessOptions | None = None, *,
                     output: str | Path | None = None, overwrite: bool = False, session=None,
                     figures: bool = True, on_run: Callable[[Any, dict], None] | None = None) -> pd.DataFrame:
@@ -212,12 +213,11 @@ def write_sharpness_results(sweep_dir: str | Path, *, figures: bool = True,
     options = (store.read_manifest().get("config") or {}).get("sharpness")
     table, landscape = sharpness_table(sweep_dir, kind or (options or {}).get("kind"))
     corr = correlate_with_forgetting(table)
-    out = layout.sharpness_dir
-    out.mkdir(parents=True, exist_ok=True)
+    layout.sharpness_dir.mkdir(parents=True, exist_ok=True)
     write_parquet(layout.sharpness_table, table)
-    write_parquet(out / "landscape.parquet", landscape)
-    write_csv(out / "correlation.csv", corr)
-    write_json(out / "correlation.json", {
+    write_parquet(layout.sharpness_landscape, landscape)
+    write_csv(layout.sharpness_correlation_csv, corr)
+    write_json(layout.sharpness_correlation, {
         "paper": "Li et al. 2024, Revisiting Catastrophic Forgetting in Large Language Model Tuning",
         "target": "mean_forgetting", "kind": str(table["mean_forgetting_kind"].iloc[0]), "n_runs": len(table),
         "options": options,
@@ -226,7 +226,7 @@ def write_sharpness_results(sweep_dir: str | Path, *, figures: bool = True,
     })
     if figures:
         if len(landscape):
-            write_landscape(landscape, out / "landscape.png")
+            write_landscape(landscape, layout.sharpness_landscape_figure)
         if len(corr):
-            write_sharpness_vs_forgetting(table, corr, out / "sharpness_vs_forgetting.png")
+            write_sharpness_vs_forgetting(table, corr, layout.sharpness_scatter)
     return table, corr

@@ -3,7 +3,9 @@
 Strategies (:mod:`forgetscope.mitigate`) read no files, so a strategy behaves the same whether its inputs
 came from a sweep directory, a file or a notebook. A config still names paths; every place that builds a
 strategy from a config (a run, a sweep's checks, a comparison's checks) passes its options through
-:func:`resolve_strategy_inputs` first. For ``replay``:
+:func:`resolve_strategy_inputs` first, which reads the paths the strategy's options model declares
+(:meth:`~forgetscope.train.hooks.StrategyOptions.inputs`, a :class:`~forgetscope.train.hooks.FileInput` each)
+and knows no strategy by name. For ``replay``:
 
 * ``known: PATH`` (a sweep directory or a NPY/CSV/Parquet matrix file) becomes the known rows, a
   :class:`~forgetscope.store.ForgettingMatrix` (:func:`forgetscope.importing.load_any`), when a named
@@ -28,17 +30,40 @@ from typing import Any
 
 import numpy as np
 
+from forgetscope.data.sources import check_data_source
 from forgetscope.errors import ConfigError, DataError
 from forgetscope.store.matrix import ForgettingMatrix
+from forgetscope.train.hooks import FileInput, declared_inputs
 
 
 def resolve_strategy_inputs(name: str, options: Mapping[str, Any], *, load: bool = True) -> dict[str, Any]:
     """``options`` of strategy ``name`` with their paths replaced by what they hold (a new dict; see the
-    module docstring). ``load=False``: check the paths, read no matrix. Missing or unreadable inputs are a
-    one-line DataError."""
+    module docstring). The paths and their readers are those the options model declares
+    (:meth:`~forgetscope.train.hooks.StrategyOptions.inputs`). ``load=False``: check the paths, read no
+    matrix. Missing or unreadable inputs are a one-line DataError."""
     out = dict(options)
-    if name == "replay":
-        _replay(out, load)
+    declared = declared_inputs(name, out)
+    for option in declared.data_sources:  # training data the strategy reads at the start of each run
+        check_data_source(out.get(option), f"strategy {name!r}: {option}")
+    files = declared.files
+    takes_objects = {f.into for f in files}  # options that also take what a path holds, in memory
+    paths: dict[str, str | os.PathLike[str]] = {}
+    for f in files:
+        value = out.get(f.option)
+        if f.option in paths or value is None:
+            continue
+        if isinstance(value, (str, os.PathLike)):
+            paths[f.option] = value
+        elif f.option not in takes_objects:  # a path-only option holds something else
+            raise ConfigError(f"invalid options for strategy {name!r}: {f.option}: expected a path, got {value!r}")
+    for option in {f.option for f in files}:
+        if option in paths or option not in takes_objects:
+            out.pop(option, None)  # a path is dropped, read or not; what it holds goes into ``into``
+    for f in files:
+        path = paths.get(f.option)
+        if path is None or not f.used or out.get(f.into) is not None:
+            continue  # not named, not used by these options, or given in memory beside the path (which wins)
+        _read(f, path, out, load)
     return out
 
 
@@ -47,64 +72,36 @@ def placeholder_rows(source: str | os.PathLike[str] | None = None) -> Forgetting
     return ForgettingMatrix(np.empty((0, 0)), [], [], path=Path(source) if source is not None else None)
 
 
-def _replay(opts: dict[str, Any], load: bool) -> None:
-    from forgetscope.importing import check_any, load_any, read_values_file
+def placeholder(f: FileInput, source: str | os.PathLike[str] | None = None) -> Any:
+    """What stands in for the input ``f`` while options are only checked: empty rows or an empty mapping."""
+    return placeholder_rows(source) if f.reader == "rows" else {}
 
-    policy, mode = opts.get("policy", "random"), opts.get("mode", "offline")
-    predicted = policy == "predicted"
-    path = _path(opts.pop("forgetting_file", None), "forgetting_file")
-    if path is not None and policy == "oracle" and opts.get("forgetting") is None:
-        opts["forgetting"], evaluations = read_values_file(path)
-        _set_evaluations(opts, "forgetting_evaluations", evaluations)
-    path = _path(opts.pop("probe_file", None), "probe_file")
-    if path is not None and predicted and opts.get("probe_values") is None:
-        opts["probe_values"], evaluations = read_values_file(path)
-        _set_evaluations(opts, "probe_evaluations", evaluations)
-    known = opts.get("known")
-    if not isinstance(known, (str, os.PathLike)):
-        return  # none, or already in memory: the strategy checks it
-    del opts["known"]
-    if not predicted:
-        return
-    if _completes(opts.get("predictor", "knn")):
+
+def _read(f: FileInput, path: str | os.PathLike[str], out: dict[str, Any], load: bool) -> None:
+    from forgetscope.importing import (
+        check_any,
+        check_base_losses,
+        load_any,
+        load_base_losses,
+        read_values_file,
+    )
+
+    if f.reader == "values":  # small JSON files: read in both modes
+        out[f.into], evaluations = read_values_file(path)
+        if f.cost is not None and evaluations is not None and out.get(f.cost) is None:
+            out[f.cost] = evaluations  # what the file says its values cost, unless the options say it
+    elif f.reader == "rows":
         if load:
-            opts["known"] = load_any(known)
+            out[f.into] = load_any(path)
         else:
-            check_any(known)
-            opts["known"] = placeholder_rows(known)
-    if mode == "online" and opts.get("probe_base") == "known" and opts.get("known_base_losses") is None:
-        opts["known_base_losses"] = _base_losses(known, load)
-
-
-def _path(value: Any, key: str) -> str | os.PathLike[str] | None:
-    if value is None or isinstance(value, (str, os.PathLike)):
-        return value
-    raise ConfigError(f"invalid options for strategy 'replay': {key}: expected a path, got {value!r}")
-
-
-def _set_evaluations(opts: dict[str, Any], key: str, evaluations: Any) -> None:
-    """What the file says its values cost, unless the options say it themselves."""
-    if evaluations is not None and opts.get(key) is None:
-        opts[key] = evaluations
-
-
-def _completes(predictor: Any) -> bool:
-    """Whether ``predictor`` is a registered name, i.e. fitted here on the known rows (not ``probe-only``,
-    not a fitted object, not a misspelling the strategy reports)."""
-    from forgetscope.predict.registry import PREDICTORS
-
-    return isinstance(predictor, str) and predictor in PREDICTORS.names()
-
-
-def _base_losses(known: str | os.PathLike[str], load: bool) -> dict[str, float]:
-    from forgetscope.importing import check_base_losses, load_base_losses
-
-    try:
-        if not load:
-            check_base_losses(known)
-            return {}
-        return load_base_losses(known)
-    except DataError:
-        raise DataError(f"replay online: probe_base 'known' needs a sweep directory with upstream base losses, "
-                        f"got {known}") from None
-
+            check_any(path)
+            out[f.into] = placeholder(f, path)
+    else:
+        try:
+            if load:
+                out[f.into] = load_base_losses(path)
+            else:
+                check_base_losses(path)
+                out[f.into] = placeholder(f, path)
+        except DataError:
+            raise DataError(f"{f.what or f.into} needs a sweep directory with upstream base losses, got {path}") from None

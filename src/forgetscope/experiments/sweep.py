@@ -64,9 +64,9 @@ def software_versions() -> dict[str, str]:
             "transformers": transformers.__version__, "python": platform.python_version()}
 
 
-def _manifest(config: SweepConfig, session: SweepSession) -> dict[str, Any]:
+def _manifest(config: SweepConfig, session: SweepSession, source: str = "run") -> dict[str, Any]:
     return {
-        "source": "run",
+        "source": source,
         "status": "running",
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "fingerprint": config_fingerprint(config),
@@ -119,13 +119,14 @@ def check_stored_files(store: SweepStore, *, repair: bool = False) -> None:
 
 
 def open_store(config: SweepConfig, session: SweepSession, output: Path, overwrite: bool = False, *,
-               repair: bool = False) -> SweepStore:
+               repair: bool = False, source: str = "run") -> SweepStore:
     """Create the sweep directory, or reopen it when it holds the same sweep (resume).
 
     Every example is encoded first (:meth:`SweepSession.preflight`), so bad input fails before the
     directory is touched. A directory holding a sweep with another config, model or data is refused with
     one line naming what changed, unless ``overwrite``. On resume, the stored runs are read back before the
-    model loads (:func:`check_stored_files`; ``repair`` sets damaged ones aside to run again).
+    model loads (:func:`check_stored_files`; ``repair`` sets damaged ones aside to run again). ``source``:
+    the experiment the manifest names (``run``, ``scaling``).
     """
     import shutil
 
@@ -151,7 +152,7 @@ def open_store(config: SweepConfig, session: SweepSession, output: Path, overwri
             if p.name != LOCK_NAME:
                 shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
     output.mkdir(parents=True, exist_ok=True)
-    store.write_manifest(_manifest(config, session))
+    store.write_manifest(_manifest(config, session, source))
     return store
 
 

@@ -34,7 +34,7 @@ import torch
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import ExportableState
 
-from forgetscope.config import DEFAULT_EVAL_MAX_LENGTH
+from forgetscope.config import EvalConfig
 from forgetscope.data.encoding import Encoded
 from forgetscope.data.loading import examples_from_records, load_examples
 from forgetscope.data.types import Example
@@ -42,11 +42,11 @@ from forgetscope.errors import ConfigError, DataError, StoreError
 from forgetscope.measure.evaluator import Evaluator
 from forgetscope.measure.forgetting import forgotten_share
 from forgetscope.measure.record import EvalRecord
+from forgetscope.predict.completion import complete_from_probe
 from forgetscope.store import SweepStore
 
 __all__ = ["ForgettingCallback"]
 
-DEFAULT_MAX_LENGTH = DEFAULT_EVAL_MAX_LENGTH  # capped at the model's context when not given
 _TEXT_COLUMNS = ("example_id", "text", "prompt", "response", "answer", "prompt_messages")
 _SUPPORTED_FORM = ("Trainer(model=model, processing_class=tokenizer, callbacks=[ForgettingCallback(upstream)]) "
                    "or ForgettingCallback(upstream, tokenizer=tokenizer).attach(trainer)")
@@ -79,7 +79,6 @@ def _finite_column(df: pd.DataFrame, name: str) -> np.ndarray | None:
 
 def _from_sweep(store: SweepStore) -> _Upstream:
     """Upstream examples, base losses and eval settings of a sweep directory."""
-    manifest = store.read_manifest()
     table = store.read_upstream()
     if table.empty:
         raise DataError(f"sweep {store.path} has an empty upstream table")
@@ -95,7 +94,7 @@ def _from_sweep(store: SweepStore) -> _Upstream:
                                      id_field="example_id")
     # how the sweep measured loss_before (its one record; loss_after is measured the same way)
     try:
-        record = EvalRecord.from_manifest(manifest, where=f"the sweep {store.path}")
+        record = store.eval_record()
         settings = {"max_length": record.max_length, "chat": record.chat, "eval_dtype": record.dtype}
     except StoreError:  # a matrix imported without a config: nothing recorded to follow
         settings = {}
@@ -390,33 +389,27 @@ class ForgettingCallback(TrainerCallback, ExportableState):
         return max(1, int(steps))
 
     def _prepare(self, model: Any, tokenizer: Any) -> None:
-        """Resolve the chat setting, encode the upstream set once and check it against the sweep."""
+        """Build the evaluator once (the sweep's settings, else the defaults for this model), encode the
+        upstream set with it and check it against the sweep (chat format, token counts)."""
         from forgetscope.models import context_length
 
-        if getattr(tokenizer, "pad_token_id", None) is None:
-            raise ConfigError("the tokenizer has no pad token; set one (e.g. tokenizer.pad_token = tokenizer.eos_token)")
-        has_template = bool(getattr(tokenizer, "chat_template", None))
-        self._chat = has_template if self.chat_setting == "auto" else bool(self.chat_setting)
         if self._encoded is not None:
             return
         context = context_length(model)
-        if self.max_length is None:
-            self.max_length = min(DEFAULT_MAX_LENGTH, context or DEFAULT_MAX_LENGTH)
+        if self.max_length is None:  # what a sweep's eval.max_length: auto resolves to for this model
+            self.max_length = EvalConfig().effective_max_length(context)
         # a sweep's dtype (loss_after is measured in the dtype of loss_before); else the model's own
-        record = EvalRecord(max_length=self.max_length, chat=self._chat, max_batch_tokens=self.max_batch_tokens,
+        record = EvalRecord(max_length=self.max_length, chat=self.chat_setting, max_batch_tokens=self.max_batch_tokens,
                             dtype=self.upstream.settings.get("eval_dtype"))
         self._evaluator = Evaluator(tokenizer, record, model_max_length=context)
+        self._chat = self._evaluator.chat
+        swept = self.upstream.loss_before is not None  # the sweep's base losses are used: they must apply
+        where = f"the sweep {self.upstream.source}"
+        if swept:
+            self._evaluator.check_chat(self.upstream.settings.get("chat"), where)
         self._encoded = self._evaluator.encode(self.upstream.examples)
-        swept = self.upstream.n_tokens
-        if swept is not None and self.upstream.loss_before is not None:
-            ours = np.array([e.n_scored for e in self._encoded], dtype=np.float64)
-            differ = int((np.isfinite(swept) & (ours != swept)).sum())
-            if differ:
-                raise DataError(
-                    f"{differ} of {len(ours)} upstream examples tokenise to another length than in the sweep "
-                    f"{self.upstream.source} (another tokenizer, max_length or chat setting?); its loss_before "
-                    "values do not apply to this model"
-                )
+        if swept:
+            self._evaluator.check_counts([e.n_scored for e in self._encoded], self.upstream.n_tokens, where)
 
     # ---- measuring -----------------------------------------------------------------------------
     def _losses(self, model: Any, idx: np.ndarray) -> np.ndarray:
@@ -441,8 +434,7 @@ class ForgettingCallback(TrainerCallback, ExportableState):
         idx = self._eval_indices()
         observed = self._losses(model, idx) - self._loss_before[idx]
         if self._predictor is not None:
-            row = self._predictor.predict(idx, observed)
-            row[idx] = np.where(np.isfinite(observed), observed, row[idx])  # measured values win on the probe
+            row = complete_from_probe(self._predictor, idx, observed)  # measured values win on the probe
         else:
             row = observed
         ids = self.upstream.ids
@@ -521,7 +513,6 @@ class ForgettingCallback(TrainerCallback, ExportableState):
             raise ConfigError(f"ForgettingCallback needs a tokenizer and the Trainer has no processing_class; "
                               f"use {_SUPPORTED_FORM}")
         if self._encoded is None:
-            self._check_chat_against_sweep()
             self._prepare(_unwrap(model), self.tokenizer)
             self._steps = self._resolve_eval_steps(args, state)
         if self._loss_before is None:
@@ -558,19 +549,6 @@ class ForgettingCallback(TrainerCallback, ExportableState):
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._ready(args, state, kwargs)
         self._steps = self._resolve_eval_steps(args, state)
-
-    def _check_chat_against_sweep(self) -> None:
-        swept = self.upstream.settings.get("chat")
-        if swept is None or self.upstream.loss_before is None:
-            return
-        has_template = bool(getattr(self.tokenizer, "chat_template", None))
-
-        def resolve(chat: Any) -> bool:
-            return has_template if chat == "auto" else bool(chat)
-
-        if resolve(swept) != resolve(self.chat_setting):
-            raise ConfigError(f"chat={self.chat_setting!r} formats prompts differently from the sweep's "
-                              f"chat={swept!r}, so its loss_before values would not apply; leave chat unset")
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         step = state.global_step

@@ -71,7 +71,7 @@ from forgetscope.data.types import Example
 from forgetscope.errors import ConfigError, DataError
 from forgetscope.integrations.hf_trainer import _read_upstream, _tokenizer_of, _unwrap, measure_losses
 from forgetscope.measure.evaluator import Evaluator
-from forgetscope.measure.record import EvalRecord
+from forgetscope.measure.record import EvalRecord, resolve_chat
 from forgetscope.mitigate.replay_sampling import (
     ReplaySampler,
     online_boundary,
@@ -271,7 +271,7 @@ class ReplayCallback(TrainerCallback):
         probe_length = min(o.max_length or DEFAULT_EVAL_MAX_LENGTH, cap)
         given = o.train_max_length or getattr(args, "max_length", None)
         self._train_length = min(int(given), cap) if isinstance(given, int) and given >= 2 else probe_length
-        self._chat = bool(getattr(self.tokenizer, "chat_template", None)) if o.chat == "auto" else bool(o.chat)
+        self._chat = resolve_chat(o.chat, self.tokenizer)
         self._encoded = {}
 
         steps = int(state.max_steps)

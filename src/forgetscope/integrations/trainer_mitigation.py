@@ -39,11 +39,12 @@ from typing import Any, Literal
 import torch
 from transformers import Trainer
 
-from forgetscope.config import DEFAULT_EVAL_MAX_LENGTH
+from forgetscope.config import EvalConfig
 from forgetscope.data.encoding import encode_examples
 from forgetscope.data.types import Example
 from forgetscope.errors import ConfigError
 from forgetscope.integrations.hf_trainer import _read_upstream, _tokenizer_of, _unwrap
+from forgetscope.measure.record import resolve_chat
 from forgetscope.mitigate.ewc import EWCOptions, EWCStrategy
 from forgetscope.mitigate.sam import SAM, SAMOptions, SAMStrategy, make_base_optimizer
 from forgetscope.models import context_length
@@ -166,9 +167,9 @@ def _fisher_inputs(model: Any, tokenizer: Any, examples: list[Example], max_leng
     if chat not in (True, False, "auto"):
         raise ConfigError(f"ewc_chat must be True, False or 'auto', got {chat!r}")
     context = context_length(model)
-    if max_length is None:
-        max_length = min(DEFAULT_EVAL_MAX_LENGTH, context or DEFAULT_EVAL_MAX_LENGTH)
-    use_chat = bool(getattr(tokenizer, "chat_template", None)) if chat == "auto" else chat
+    if max_length is None:  # what a sweep's eval.max_length: auto resolves to for this model
+        max_length = EvalConfig().effective_max_length(context)
+    use_chat = resolve_chat(chat, tokenizer)
     encoded = encode_examples(tokenizer, examples, max_length, model_max_length=context, chat=use_chat)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     return encoded, pad_id

@@ -2,7 +2,9 @@
 
 :func:`cross_entropy_terms` per scored position and :class:`UpstreamReference`, the base model's
 next-token distributions on the upstream examples kept once per experiment; the loss-increase
-definition they report beside it is :func:`forgetscope.measure.forgetting.forgetting`.
+definition they report beside it is :func:`forgetscope.measure.forgetting.forgetting`. The examples are
+encoded, padded and batched by the experiment's :class:`~forgetscope.measure.evaluator.Evaluator`, so
+its length (``eval.max_length`` as the sweep resolved it) and chat format are the sweep's.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from forgetscope.measure.evaluator import Evaluator
 from forgetscope.measure.forgetting import forgetting
 
 
@@ -34,21 +37,17 @@ class UpstreamReference:
     :meth:`evaluate` returns per example ``loss`` (mean token NLL), ``forgetting`` (loss increase over the
     base), ``ce`` (cross-entropy against the base distribution), ``entropy`` (the base's) and
     ``kl = ce − entropy``. Base log-probabilities are cached in memory up to ``cache_mb``; above that
-    they are recomputed with the base model at every evaluation.
+    they are recomputed with the base model at every evaluation. ``evaluator`` encodes, pads and batches
+    the examples (its record's length, chat format and batch budgets; the models' own precision).
     """
 
-    def __init__(self, base_model, tokenizer, examples, *, max_length: int = 64, chat: bool = False,
-                 max_batch_tokens: int = 4096, max_batch_size: int = 64, cache_mb: float = 1024):
-        from forgetscope.data.encoding import encode_examples
-        from forgetscope.measure.nll import bucket_batches
-        from forgetscope.models import context_length
-
+    def __init__(self, base_model, evaluator: Evaluator, examples, *, cache_mb: float = 1024):
         self.base = base_model
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        self.encoded = encode_examples(tokenizer, list(examples), max_length,
-                                                      model_max_length=context_length(base_model), chat=chat)
+        self.evaluator = evaluator
+        self.pad_id = evaluator.pad_id
+        self.encoded = evaluator.encode(examples)
         self.example_ids = [e.example_id for e in self.encoded]
-        self.batches = bucket_batches([len(e) for e in self.encoded], max_batch_tokens, max_batch_size)
+        self.batches = evaluator.batches(self.encoded)
         self.device = next(base_model.parameters()).device
         n = len(self.encoded)
         self.base_loss = np.zeros(n)
@@ -71,9 +70,7 @@ class UpstreamReference:
         return self._cache is not None
 
     def _collate(self, idx: list[int]) -> dict[str, torch.Tensor]:
-        from forgetscope.data.encoding import collate
-
-        return collate([self.encoded[i] for i in idx], self.pad_id, self.device)
+        return self.evaluator.collate([self.encoded[i] for i in idx], self.device)
 
     def _score(self, model):
         """(batch indices, log-probs at scored positions, targets, row of each position) per batch."""

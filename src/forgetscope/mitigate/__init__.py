@@ -6,7 +6,8 @@ only what it needs:
 * ``replay`` (:mod:`.replay`): upstream examples interleaved into the task stream at a ratio;
   ``random``, ``predicted`` (offline: from given probe values or a pilot; online: from a probe of the
   model itself after a random-replay warm-up), ``oracle`` or ``mir`` (maximally interfered retrieval)
-  selection, softmax or linear weights, drawn without replacement by default;
+  selection (one object per policy, :mod:`.replay_policies`; MIR's interference in :mod:`.mir`), softmax
+  or linear weights, drawn without replacement by default;
 * ``sam`` (:mod:`.sam`): sharpness-aware minimisation (optimizer wrapper :class:`SAM`);
 * ``ewc`` (:mod:`.ewc`): elastic weight consolidation against the base weights (with LoRA, on the
   effective update ΔW = scaling · BA);

@@ -52,6 +52,7 @@ unlearning loss. Every one is an option.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import numpy as np
@@ -59,11 +60,13 @@ import torch
 from pydantic import Field, StrictInt, model_validator
 
 from forgetscope.data.encoding import IGNORE_INDEX, Encoded, encode_examples, prompt_ids
+from forgetscope.data.sources import parse_source
 from forgetscope.data.types import Example
 from forgetscope.errors import ConfigError, DataError
 from forgetscope.mitigate.fisher import diagonal_fisher, example_gradients
 from forgetscope.train.hooks import (
     Strategy,
+    StrategyInputs,
     StrategyOptions,
     StrictNumber,
     TrainContext,
@@ -77,10 +80,11 @@ SOURCES = ("forget_data", "upstream")
 
 def load_forget_data(spec: str, seed: int = 0) -> list[Example]:
     """The forgetting task's examples: ``demo:NAME`` (a demo task's training examples) or a data path."""
-    if spec.startswith("demo:"):
+    source = parse_source(spec)
+    if source.is_demo_task:
         from forgetscope.data.demo import demo_task
 
-        return list(demo_task(spec[5:], seed=seed).train)
+        return list(demo_task(str(source.name), seed=seed).train)
     from forgetscope.data.loading import load_examples
 
     return load_examples(spec, name="forget")
@@ -101,6 +105,11 @@ class LWFOptions(StrategyOptions):
     unlearn_steps: StrictInt = Field(1, ge=1, description="ascent steps per round")
     intent_batch: StrictInt | None = Field(None, ge=1, description="task examples for the intended update")
 
+    @classmethod
+    def inputs(cls, options: Mapping[str, Any]) -> StrategyInputs:
+        """The forgetting task's data is read at the start of each run: its path is checked before any."""
+        return StrategyInputs(data_sources=("forget_data",))
+
     @model_validator(mode="after")
     def _forget_data_for_source(self) -> LWFOptions:
         if self.source == "forget_data" and not self.forget_data:
@@ -117,6 +126,7 @@ class LWFStrategy(Strategy):
     top_fraction, unlearn_weight, unlearn_steps, intent_batch (see the module docstring)."""
 
     name = "lwf"
+    kind = "graceful forgetting"  # judged by the target task, not a forgetting mitigation
 
     Options = LWFOptions
 

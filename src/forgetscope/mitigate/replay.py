@@ -27,9 +27,9 @@ their count relative to the task examples, so a replay example weighs as much as
 the replay share of the gradient is the ratio. A step without replay has plain fine-tuning's loss.
 Gradient clipping (``train.grad_clip``) acts on the sum.
 
-**Which examples** (``policy``), from the pool the trainer gives the strategy
-(``TrainContext.upstream``; :mod:`forgetscope.experiments.compare` gives it only the replay half of
-the upstream set, so forgetting is measured on examples never replayed):
+**Which examples** (``policy``, one object each in :mod:`forgetscope.mitigate.replay_policies`), from the
+pool the trainer gives the strategy (``TrainContext.upstream``; :mod:`forgetscope.experiments.compare` gives it
+only the replay half of the upstream set, so forgetting is measured on examples never replayed):
 
 ``random``
     uniform.
@@ -67,8 +67,8 @@ the upstream set, so forgetting is measured on examples never replayed):
       are never drawn again (with ``replacement: false``). The only extra cost is the probe
       evaluations.
 ``mir``
-    maximally interfered retrieval: for each step with replay, ``candidates`` pool examples are
-    drawn at random, their losses are evaluated before and after a *virtual* SGD step on the
+    maximally interfered retrieval (:mod:`forgetscope.mitigate.mir`): for each step with replay, ``candidates``
+    pool examples are drawn at random, their losses are evaluated before and after a *virtual* SGD step on the
     current task batch (learning rate ``virtual_lr``, default the optimizer's current one; the
     weights are restored exactly afterwards), and the k with the largest loss increase are replayed.
 
@@ -92,7 +92,8 @@ from. A config names paths (``known: SWEEP_DIR`` or a matrix file, ``forgetting_
 JSON ``{example_id: value}`` or ``{"values": ..., "evaluations": n}``);
 :func:`forgetscope.experiments.strategy_inputs.resolve_strategy_inputs` reads them into ``known`` (and,
 for ``probe_base: known``, ``known_base_losses``), ``forgetting`` / ``forgetting_evaluations`` and
-``probe_values`` / ``probe_evaluations`` before every run, and checks they exist before any work starts.
+``probe_values`` / ``probe_evaluations`` before every run, and checks they exist before any work starts:
+:meth:`ReplayOptions.inputs` declares which paths, read how, and what a comparison provides for each policy.
 Passing a path from Python is a one-line :class:`~forgetscope.errors.ConfigError` that names the loaders
 (``forgetscope.load_forgetting``, ``forgetscope.importing.load_any``,
 ``forgetscope.importing.read_values_file``): a path accepted here would have to be read here.
@@ -100,9 +101,8 @@ Passing a path from Python is a one-line :class:`~forgetscope.errors.ConfigError
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import os
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import numpy as np
@@ -111,21 +111,15 @@ import torch.nn.functional as F
 from pydantic import Field, StrictBool, StrictInt, field_validator, model_validator
 
 from forgetscope.data.encoding import IGNORE_INDEX, Encoded
-from forgetscope.errors import ConfigError, DataError
-from forgetscope.mitigate.replay_sampling import (
-    WEIGHTINGS,
-    ReplaySampler,
-    online_boundary,
-    probe_fill_weights,
-    replay_rng,
-    replay_schedule,
-    sampling_weights,
-    warmup_weights,
-)
-from forgetscope.predict.completion import PROBE_ONLY
+from forgetscope.errors import ConfigError
+from forgetscope.mitigate.mir import interference
+from forgetscope.mitigate.replay_policies import OBSERVE_ONLY, PROBE_FILL, ReplayPolicy, make_policy
+from forgetscope.mitigate.replay_sampling import WEIGHTINGS, ReplaySampler, replay_rng, replay_schedule
 from forgetscope.store.matrix import ForgettingMatrix
 from forgetscope.train.hooks import (
+    FileInput,
     Strategy,
+    StrategyInputs,
     StrategyOptions,
     StrictNumber,
     TrainContext,
@@ -136,11 +130,6 @@ from forgetscope.train.hooks import (
 POLICIES = ("random", "predicted", "oracle", "mir")
 MODES = ("offline", "online")
 PROBE_BASES = ("measure", "known")
-#: probe-only + random fill (module docstring): the probe's examples observed forgotten, then uniform draws
-#: from the unprobed pool.
-PROBE_FILL = "probe-fill"
-#: The predictors that observe the probe and complete nothing (they need no known rows).
-OBSERVE_ONLY = (PROBE_ONLY, PROBE_FILL)
 MAX_RATIO = 8.0
 #: The path-valued inputs of a config (read by :mod:`forgetscope.experiments.strategy_inputs`): how to
 #: pass what they hold from Python instead.
@@ -179,6 +168,8 @@ class ReplayOptions(StrategyOptions):
     known_base_losses: dict[str, float] | None = Field(
         None, description="online, probe_base 'known': {example_id: loss_before} of the known sweep")
     known_strategy: str | None = "plain"
+    known_kind: Annotated[str, one_of(("all", "lm", "instruction"), "unknown known_kind")] = Field(
+        "all", description="predicted: the columns of the known rows fitted (all, or one kind of upstream example)")
     leave_task_out: StrictBool = Field(True, description="predicted: drop the known rows of the task being trained")
     fill_margin: StrictNumber = Field(0.0, description="probe-fill: replay the probe examples with observed F above it")
     predictor: Any = Field("knn", description="predicted: a predictor name, 'probe-only' or a fitted Predictor")
@@ -190,6 +181,33 @@ class ReplayOptions(StrategyOptions):
         None, description="upstream evaluations the given probe values cost (default: their count)")
     pilot_steps: StrictInt = Field(5, ge=1, description="plain steps of the pilot that measures the probe")
     seed: int = 0
+
+    @classmethod
+    def inputs(cls, options: Mapping[str, Any]) -> StrategyInputs:
+        """What an experiment provides for ``options`` as a config gives them: the values files and known rows
+        its paths name (each read only where the policy uses it), and for a comparison the trained task's own
+        row (``oracle``), the plain run's values on a probe (offline ``predicted``) and the known rows."""
+        policy, mode = options.get("policy", "random"), options.get("mode", "offline")
+        predicted = policy == "predicted"
+        predictor = options.get("predictor", "knn")
+        named = isinstance(predictor, str) and predictor in _predictor_names()  # fitted here on the known rows
+        files = (
+            FileInput("forgetting_file", "values", into="forgetting", cost="forgetting_evaluations",
+                      used=policy == "oracle"),
+            FileInput("probe_file", "values", into="probe_values", cost="probe_evaluations", used=predicted),
+            FileInput("known", "rows", into="known", used=predicted and named),
+            FileInput("known", "base_losses", into="known_base_losses", what="replay online: probe_base 'known'",
+                      used=predicted and mode == "online" and options.get("probe_base") == "known"),
+        )
+        if not predicted:
+            return StrategyInputs(files=files, policy=policy, replays=True,
+                                  own_row="forgetting_file" if policy == "oracle" else None)
+        completes = str(predictor) not in OBSERVE_ONLY
+        return StrategyInputs(files=files, policy=policy, replays=True, known_rows="known", predictor=str(predictor),
+                              completes=completes, spends_beyond_probe=completes or predictor == PROBE_FILL,
+                              probe_row="probe_file" if mode == "offline" else None,
+                              measures_probe=mode == "online", mode=mode)
+
 
     @model_validator(mode="before")
     @classmethod
@@ -257,7 +275,9 @@ def _predictor_names() -> list[str]:
 
 @register_strategy("replay")
 class ReplayStrategy(Strategy):
-    """See the module docstring for the policies, the schedule and the options."""
+    """The training-loop side of replay: the pool, the schedule, the draws of each step and the split loss.
+    Which examples are drawn is the policy's (:mod:`forgetscope.mitigate.replay_policies`); the module docstring
+    states the rules."""
 
     name = "replay"
 
@@ -268,11 +288,8 @@ class ReplayStrategy(Strategy):
         super().__init__(**options)
         o = self.options
         self.ratio = float(o.ratio)
-        self.policy = o.policy
         self.mode = o.mode
-        self.forgetting = dict(o.forgetting) if o.forgetting is not None else None
-        self.predictor_columns = [str(c) for c in o.predictor_columns] if o.predictor_columns is not None else None
-        self.probe_values = dict(o.probe_values) if o.probe_values is not None else None
+        self.policy: ReplayPolicy = make_policy(o)
         self.weights: np.ndarray | None = None
         self.fill: np.ndarray | None = None  # probe-fill: the draw law once the weighted examples are used up
         self.pool_ids: list[str] = []
@@ -280,13 +297,16 @@ class ReplayStrategy(Strategy):
         self.schedule: np.ndarray = np.zeros(0, dtype=int)
         self.replay_n = 0
         self.sampler: ReplaySampler | None = None
+        self.probe_calls: list[dict[str, Any]] = []  # online: the probe at the warm-up boundary
         self._n_task = 0
         self._n_replay = 0
         self._info: dict[str, Any] = {}
         self._evaluations = 0
-        # online mode
-        self._online: dict[str, Any] | None = None
-        self.probe_calls: list[dict[str, Any]] = []
+
+    @property
+    def _online(self) -> dict[str, Any] | None:
+        """The online policy's state (probe ids, their base losses, the boundary); None in other modes."""
+        return getattr(self.policy, "state", None)
 
     # ---- forward passes on upstream examples ------------------------------------------------
     def evaluate_upstream(self, ctx: TrainContext, encoded: list[Encoded]) -> np.ndarray:
@@ -315,6 +335,12 @@ class ReplayStrategy(Strategy):
         by_id = {e.example_id: e for e in ctx.upstream_encoded}
         return per_example_nll(model, [by_id[i] for i in ids], pad_id=ctx.pad_id)
 
+    def interference(self, ctx: TrainContext, task_batch: list[Encoded], candidates: list[Encoded]) -> np.ndarray:
+        """Loss increase of each candidate under a virtual SGD step on the task batch (weights restored;
+        :func:`forgetscope.mitigate.mir.interference`, at ``virtual_lr``)."""
+        return interference(ctx, task_batch, candidates, lambda enc: self.evaluate_upstream(ctx, enc),
+                            lr=self.options.virtual_lr)
+
     # ---- setup ------------------------------------------------------------------------------
     def before_training(self, ctx: TrainContext) -> None:
         if not ctx.upstream_encoded:
@@ -326,151 +352,21 @@ class ReplayStrategy(Strategy):
         per_step = max(1, min(ctx.config.batch_size, len(ctx.train_encoded)))
         self.schedule = self.schedule_for(ctx.config.steps, per_step)
         self.replay_n = int(self.schedule.sum())
-        if self.policy == "mir":
-            most = int(self.schedule.max())
-            if o.candidates < most:
-                raise ConfigError(f"replay mir: candidates={o.candidates} is smaller than the {most} replay "
-                                  f"examples drawn in one step; use candidates >= {most}")
-            self.weights = None
-        elif self.policy == "random":
-            self.weights = np.full(len(self.pool_ids), 1.0 / len(self.pool_ids))
-        elif self.policy == "oracle":
-            row, evaluations = self.forgetting, o.forgetting_evaluations
-            self._info["row_evaluations"] = int(evaluations if evaluations is not None else len(row))
-            values = np.array([row.get(i, np.nan) for i in self.pool_ids], dtype=float)
-            if not np.isfinite(values).any():
-                raise DataError("replay oracle: the forgetting row has no value for any pool example")
-            self._set_weights(values)
-        elif self.mode == "offline":
-            self._set_weights(*self._predicted_values(ctx))
-        else:
-            self._prepare_online(ctx)
+        self.policy.prepare(self, ctx)
 
     def schedule_for(self, steps: int, per_step: int) -> np.ndarray:
         """Replay examples per step of a run of ``steps`` steps with ``per_step`` task examples each."""
         return replay_schedule(steps, per_step, self.ratio, self.options.budget)
 
-    def _set_weights(self, values: np.ndarray, probed: set[str] | None = None) -> None:
-        """Sampling weights from pool values; for ``probe-fill``, the chosen probe examples' weights and the
-        uniform fill over the unprobed ones (``probed``: the probe's example ids)."""
-        o = self.options
-        if o.predictor == PROBE_FILL and probed is not None and self.policy == "predicted":
-            mask = np.array([i in probed for i in self.pool_ids], dtype=bool)
-            self.weights, self.fill = probe_fill_weights(values, mask, margin=float(o.fill_margin),
-                                                         weighting=o.weighting, temperature=o.temperature)
-            chosen = int((self.weights > 0).sum())
-            self._info.update({"probe_chosen": chosen, "fill_margin": float(o.fill_margin),
-                               "fill_pool": int((~mask).sum())})
-            if chosen:
-                self._info["weights_effective_n"] = float(1.0 / np.sum(self.weights ** 2))
-            return
-        self.weights = sampling_weights(values, o.weighting, o.temperature)
-        self._info["weights_effective_n"] = float(1.0 / np.sum(self.weights ** 2))
+    def check_plan(self, config: Any) -> None:
+        self.policy.check_plan(self.schedule_for(config.steps, config.batch_size))
 
     def _fitted_predictor(self, ctx: TrainContext) -> tuple[Any, list[str], str]:
-        from forgetscope.predict import Predictor
-        from forgetscope.predict.completion import fit_known
-
-        o = self.options
-        if isinstance(o.predictor, Predictor):
-            return o.predictor, list(self.predictor_columns or []), o.predictor.name
-        if o.predictor in OBSERVE_ONLY:  # no known rows, nothing completed: every pool example is a column
-            return None, list(self.pool_ids), o.predictor
-        fitted, cols, n_known = fit_known(o.predictor, o.known, options=o.predictor_options,
-                                          drop_task=ctx.task.name if o.leave_task_out else None,
-                                          strategy=o.known_strategy)
-        self._info["known_rows"] = n_known
-        return fitted, cols, o.predictor
-
-    def _complete(self, pred: Any, cols: list[str], observed: dict[str, float]) -> np.ndarray:
-        """Pool values: observed probe values, the predictor's completion elsewhere (NaN off its columns;
-        NaN everywhere but the probe for ``probe-only``, ``pred`` None)."""
-        from forgetscope.predict.completion import complete_row
-
-        return complete_row(pred, cols, observed, self.pool_ids)
-
-    def _probe_ids(self, cols: list[str]) -> list[str]:
-        from forgetscope.predict.completion import probe_ids
-
-        return probe_ids(self.pool_ids, cols, self.options.probe, seed=self.options.seed)
-
-    def _predicted_values(self, ctx: TrainContext) -> tuple[np.ndarray, set[str]]:
-        """The pool's values (observed on the probe, completed elsewhere) and the probe's example ids."""
-        o = self.options
-        pred, cols, name = self._fitted_predictor(ctx)
-        col_set = set(cols)
-        given = self.probe_values
-        if given is not None:
-            observed = {i: v for i, v in given.items() if i in col_set and np.isfinite(v)}
-            if not observed:
-                raise DataError("replay predicted: no probe value matches a column of the known rows")
-            evaluations = len(observed) if o.probe_evaluations is None else int(o.probe_evaluations)
-            probed = set(given) & set(self.pool_ids)
-        else:
-            probe_ids = self._probe_ids(cols)
-            observed = dict(zip(probe_ids, self._pilot(ctx, probe_ids).tolist()))
-            evaluations = 2 * len(probe_ids)
-            probed = set(probe_ids)
-        values = self._complete(pred, cols, observed)
-        self._info.update({"predictor": name, "probe_size": len(observed), "probe_evaluations": int(evaluations),
-                           "pilot_steps": o.pilot_steps if given is None else 0,
-                           "row_evaluations_saved": int(len(cols) - evaluations)})
-        return values, probed
-
-    def _pilot(self, ctx: TrainContext, probe_ids: list[str]) -> np.ndarray:
-        """Forgetting on the probe examples after a short plain fine-tune of a copy of the model."""
-        from forgetscope.train.trainer import run_steps
-
-        model = copy.deepcopy(ctx.model)
-        before = self.probe_losses(ctx, probe_ids, model, count=False)
-        plain = Strategy()
-        pilot_ctx = dataclasses.replace(ctx, model=model, optimizer=None, step=0,
-                                        rng=np.random.default_rng([ctx.config.seed, self.options.seed, 7]))
-        pilot_ctx.optimizer = plain.build_optimizer(pilot_ctx, [p for _, p in pilot_ctx.trainable_parameters()])
-        run_steps(pilot_ctx, plain, self.options.pilot_steps)  # the one training loop, on a copy
-        after = self.probe_losses(ctx, probe_ids, model, count=False)
-        del model, pilot_ctx
-        return after - before
-
-    # ---- online mode ------------------------------------------------------------------------
-    def _prepare_online(self, ctx: TrainContext) -> None:
-        """Fit the predictor on the known rows, fix the probe and its base losses, replay at random first."""
-        o = self.options
-        boundary = online_boundary(ctx.config.steps, o.warmup_fraction)
-        pred, cols, name = self._fitted_predictor(ctx)
-        probe_ids = self._probe_ids(cols)
-        if o.probe_base == "known":
-            base = self._known_base_losses(probe_ids)
-            base_evaluations = 0
-        else:
-            base = self.probe_losses(ctx, probe_ids)  # once, on the model before any step
-            base_evaluations = len(probe_ids)
-        self._online = {"predictor": pred, "cols": cols, "probe_ids": probe_ids, "base": base,
-                        "boundary": boundary, "switched": False}
-        self._info.update({"predictor": name, "probe_size": len(probe_ids), "warmup_steps": boundary,
-                           "probe_base": o.probe_base, "probe_base_evaluations": base_evaluations})
-        self.weights = warmup_weights(self.pool_ids, probe_ids)  # uniform, the probe examples left out
-
-    def _known_base_losses(self, probe_ids: list[str]) -> np.ndarray:
-        up = self.options.known_base_losses or {}
-        missing = [i for i in probe_ids if i not in up or not np.isfinite(up[i])]
-        if missing:
-            raise DataError(f"replay online: the known sweep has no base loss for probe example(s) {missing[:3]}")
-        return np.array([float(up[i]) for i in probe_ids])
+        """``(predictor, its column ids, its name)`` of a predicted policy (see its ``fitted_predictor``)."""
+        return self.policy.fitted_predictor(self, ctx)
 
     def before_step(self, ctx: TrainContext) -> None:
-        on = self._online
-        if on is None or on["switched"] or ctx.step != on["boundary"]:
-            return
-        after = self.probe_losses(ctx, on["probe_ids"])
-        observed = {i: float(a - b) for i, a, b in zip(on["probe_ids"], after, on["base"]) if np.isfinite(a - b)}
-        if not observed:
-            raise DataError("replay online: no finite probe loss at the warm-up boundary")
-        self.probe_calls.append({"step": ctx.step, "ids": list(on["probe_ids"])})
-        self._set_weights(self._complete(on["predictor"], on["cols"], observed), probed=set(on["probe_ids"]))
-        on["switched"] = True
-        self._info.update({"probe_step": ctx.step, "probe_evaluations": len(on["probe_ids"]),
-                           "replayed_in_warmup": len(self.replayed)})
+        self.policy.before_step(self, ctx)
 
     # ---- every step -------------------------------------------------------------------------
     def n_replay(self, step: int) -> int:
@@ -485,10 +381,7 @@ class ReplayStrategy(Strategy):
         self._n_replay = 0
         if k == 0 or not batch:
             return batch
-        if self.policy == "mir":
-            idx = self._mir_draw(ctx, batch, k)
-        else:
-            idx = self.sampler.draw(k, self.weights, fill=self.fill)
+        idx = self.policy.draw(self, ctx, batch, k)
         extra = [ctx.upstream_encoded[i] for i in idx]
         self.replayed.extend(e.example_id for e in extra)
         self._n_replay = len(extra)
@@ -509,61 +402,25 @@ class ReplayStrategy(Strategy):
         replay = nll[b:].sum() / scored[b:].sum().clamp(min=1)
         return task + (k / b) * replay
 
-    # ---- MIR --------------------------------------------------------------------------------
-    def interference(self, ctx: TrainContext, task_batch: list[Encoded], candidates: list[Encoded]) -> np.ndarray:
-        """Loss increase of each candidate under a virtual SGD step on the task batch (weights restored)."""
-        before = self.evaluate_upstream(ctx, candidates)
-        named = ctx.trainable_parameters()
-        params = [p for _, p in named]
-        loss = ctx.forward_loss(ctx.collate(task_batch))  # the gradient of a real training step
-        grads = torch.autograd.grad(loss, params, allow_unused=True)
-        lr = self.options.virtual_lr
-        if lr is None:
-            lr = ctx.optimizer.param_groups[0]["lr"] if ctx.optimizer is not None else ctx.config.lr
-        saved = [p.detach().clone() for p in params]
-        try:
-            with torch.no_grad():
-                for p, g in zip(params, grads):
-                    if g is not None:
-                        p.sub_(lr * g)
-            after = self.evaluate_upstream(ctx, candidates)
-        finally:
-            with torch.no_grad():
-                for p, s in zip(params, saved):
-                    p.copy_(s)
-        return after - before
-
-    def _mir_draw(self, ctx: TrainContext, batch: list[Encoded], k: int) -> list[int]:
-        cand = self.sampler.draw_uniform(max(k, self.options.candidates))
-        scores = self.interference(ctx, batch, [ctx.upstream_encoded[i] for i in cand])
-        scores = np.where(np.isfinite(scores), scores, -np.inf)
-        top = np.argsort(-scores, kind="stable")[:k]
-        chosen = [cand[j] for j in top]
-        self.sampler.mark(chosen)
-        self._info["mir_draws"] = self._info.get("mir_draws", 0) + 1
-        self._info["mir_candidates"] = len(cand)
-        return chosen
-
     # ---- record -----------------------------------------------------------------------------
     def excluded_upstream_ids(self) -> set[str]:
         return set(self.replayed)
 
     def summary(self) -> dict[str, Any]:
         o = self.options
-        info: dict[str, Any] = {"policy": self.policy, "weighting": o.weighting,
+        info: dict[str, Any] = {"policy": self.policy.name, "weighting": o.weighting,
                                 "ratio": self.ratio if o.budget is None else None,
                                 "temperature": o.temperature if o.weighting == "softmax" else None,
                                 "replacement": o.replacement, "budget": o.budget, "pool_size": len(self.pool_ids),
                                 "replay_n": self.replay_n, "n_replayed": len(self.replayed),
                                 "n_unique_replayed": len(set(self.replayed)),
                                 "pool_resets": self.sampler.resets if self.sampler is not None else 0}
-        if self.policy == "predicted":
-            info["mode"] = self.mode
-        if self.policy == "mir":
-            info["candidates"] = o.candidates
+        info.update(self.policy.describe())
         info.update(self._info)
-        spent = self._evaluations + int(self._info.get("row_evaluations", 0))
-        if self.policy == "predicted" and self.mode == "offline":
-            spent += int(self._info.get("probe_evaluations", 0))
-        info["upstream_evaluations"] = spent
+        info.update(self.policy.info)
+        info["upstream_evaluations"] = self._evaluations + self.policy.evaluations_given()
         return info
+
+
+__all__ = ["MAX_RATIO", "MODES", "OBSERVE_ONLY", "PATH_OPTIONS", "POLICIES", "PROBE_BASES", "PROBE_FILL",
+           "ReplayOptions", "ReplayStrategy"]

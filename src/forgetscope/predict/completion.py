@@ -4,7 +4,9 @@ Predicted replay needs the same three steps wherever it runs (forgetscope's own 
 :class:`forgetscope.integrations.ReplayCallback` in someone else's ``Trainer``): fit a predictor on the
 known rows, pick the probe examples among the pool examples those rows cover, and turn the probe's
 observed values into a value for every pool example. They live here once, so both choose the same
-examples from the same inputs.
+examples from the same inputs. The last step, a fitted predictor's row with the measured values kept on the
+probe (:func:`complete_from_probe`), is also the one a forecast (:mod:`forgetscope.predict.forecast`) and the
+probe mode of :class:`forgetscope.integrations.ForgettingCallback` use.
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ def known_rows(matrix: ForgettingMatrix, *, drop_task: str | None = None, strate
                what: str = "replay predicted") -> tuple[np.ndarray, list[str]]:
     """The rows that may serve as known rows for a new task, and the ids of the columns they cover.
 
-    When the matrix's runs table says, rows of ``drop_task`` (the new task itself) and of strategies other
-    than ``strategy`` (None: any) are dropped; rows and columns with no finite value are dropped too."""
-    keep = np.ones(matrix.shape[0], dtype=bool)
+    When the matrix's runs table says, rows of ``drop_task`` (the new task itself), of strategies other
+    than ``strategy`` (None: any) and of control runs (a format-only row is no task) are dropped; rows and
+    columns with no finite value are dropped too."""
+    keep = ~matrix.control_mask()
     runs = matrix.runs
     if runs is not None and len(runs) == matrix.shape[0]:
         if drop_task is not None and "task" in runs:
@@ -48,12 +51,14 @@ def known_rows(matrix: ForgettingMatrix, *, drop_task: str | None = None, strate
 
 
 def fit_known(predictor: str, matrix: ForgettingMatrix, *, options: Mapping[str, Any] | None = None,
-              drop_task: str | None = None, strategy: str | None = "plain",
+              drop_task: str | None = None, strategy: str | None = "plain", kind: str = "all",
               what: str = "replay predicted") -> tuple[Any, list[str], int]:
     """``(fitted predictor, its column ids, number of known rows)``: the predictor named ``predictor`` fitted
-    on :func:`known_rows`, with the per-example features of those columns when it needs them."""
+    on :func:`known_rows` (the columns of one ``kind`` of upstream example, or all), with the per-example
+    features of those columns when it needs them."""
     from forgetscope.predict.registry import get_predictor
 
+    matrix = matrix.select_kind(kind)
     X, cols = known_rows(matrix, drop_task=drop_task, strategy=strategy, what=what)
     fitted = get_predictor(predictor, **dict(options or {}))
     upstream = None
@@ -76,18 +81,37 @@ def probe_ids(pool_ids: Sequence[str], columns: Sequence[str], size: float, *, s
     return [candidates[k] for k in choose_probe(len(candidates), size, seed=seed)]
 
 
+def fill_observed(row: np.ndarray, idx: np.ndarray, observed: np.ndarray) -> np.ndarray:
+    """A copy of the predicted ``row`` with the finite ``observed`` values written at the probe positions
+    ``idx``: a measured value always wins over its prediction."""
+    out = np.array(row, dtype=float, copy=True)
+    idx = np.asarray(idx, dtype=np.intp)
+    observed = np.asarray(observed, dtype=float)
+    ok = np.isfinite(observed)
+    out[idx[ok]] = observed[ok]
+    return out
+
+
+def complete_from_probe(predictor: Any, idx: np.ndarray, observed: np.ndarray, **predict_options: Any) -> np.ndarray:
+    """The row a fitted ``predictor`` completes from the values ``observed`` at column positions ``idx``
+    (``predict_options``, e.g. ``task_text``, go to its ``predict``), observed values kept on the probe
+    (:func:`fill_observed`). The one completion rule of forecasts, the Trainer callback and predicted replay."""
+    return fill_observed(predictor.predict(idx, observed, **predict_options), idx, observed)
+
+
 def complete_row(predictor: Any, columns: Sequence[str], observed: Mapping[str, float],
                  ids: Sequence[str]) -> np.ndarray:
     """A value for each of ``ids``: the observed value where there is one, else the predictor's completion
-    of the row from the observed columns; NaN off its columns. ``predictor`` None completes nothing (only
-    the observed values are known)."""
+    of the row from the observed columns (:func:`complete_from_probe`); NaN off its columns. ``predictor``
+    None completes nothing (only the observed values are known)."""
     if predictor is None:
         return np.array([observed.get(i, np.nan) for i in ids], dtype=float)
     col_index = {c: j for j, c in enumerate(columns)}
     seen = [i for i in observed if i in col_index]
-    row = predictor.predict(np.array([col_index[i] for i in seen], dtype=int),
-                            np.array([observed[i] for i in seen], dtype=float))
+    row = complete_from_probe(predictor, np.array([col_index[i] for i in seen], dtype=int),
+                              np.array([observed[i] for i in seen], dtype=float))
     return np.array([observed.get(i, row[col_index[i]] if i in col_index else np.nan) for i in ids], dtype=float)
 
 
-__all__ = ["PROBE_ONLY", "complete_row", "fit_known", "known_rows", "probe_ids"]
+__all__ = ["PROBE_ONLY", "complete_from_probe", "complete_row", "fill_observed", "fit_known", "known_rows",
+           "probe_ids"]

@@ -63,7 +63,7 @@ from forgetscope.predict.conformal import (
     check_interval,
 )
 from forgetscope.predict.metrics import pool, precision_curve, row_stats, score_binary
-from forgetscope.predict.noise import ABOVE_NOISE, gap_closed, gap_summary, task_noise
+from forgetscope.predict.noise import ABOVE_NOISE, SEED_INVARIANT, gap_closed, gap_summary, task_noise
 from forgetscope.predict.probe import leverage_scores, probe_size, top_by_score
 from forgetscope.predict.registry import get_predictor
 from forgetscope.predict.semantic import TEXT_PREDICTORS, texts_from_matrix
@@ -77,9 +77,6 @@ DEFAULT_PROBES = (30,)
 DEFAULT_DRAWS = 10
 #: the noise margin (nats) used when the sweep has no task with several seeds
 DEFAULT_TAU = 0.05
-#: runs-table columns that must agree for two rows to differ "only by seed"
-SEED_INVARIANT = ("task", "strategy", "strategy_options", "method", "steps", "lr", "batch_size", "max_length",
-                  "lora_rank")
 _COMPARED = ("pearson", "spearman", "f1")
 _BINARY = ("f1", "precision", "recall", "auc", "forgotten_share")
 
@@ -152,27 +149,28 @@ class CVResult:
              task_tests: pd.DataFrame | None = None) -> dict[str, Path]:
         """Write ``<prefix>_cv.csv``, ``_summary.csv``, ``_curves.csv``, ``_summary.json``, ``_protocol.json``,
         (when there are per-task errors) ``_tasks.csv`` and ``_task_tests.csv`` (:meth:`task_tests`) and (when
-        tasks have noise floors) ``_noise.csv``, ``_gap_closed.csv``, ``_gap_summary.csv`` and ``.json``."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        paths = {"cv": out / f"{prefix}_cv.csv", "summary": out / f"{prefix}_summary.csv",
-                 "curves": out / f"{prefix}_curves.csv", "json": out / f"{prefix}_summary.json",
-                 "protocol": out / f"{prefix}_protocol.json"}
+        tasks have noise floors) ``_noise.csv``, ``_gap_closed.csv``, ``_gap_summary.csv`` and ``.json``
+        (the names: :class:`~forgetscope.store.layout.PredictLayout`)."""
         from forgetscope.store.io import write_csv, write_json
+        from forgetscope.store.layout import PredictLayout
+
+        files = PredictLayout(out_dir, prefix)
+        files.root.mkdir(parents=True, exist_ok=True)
+        paths = {"cv": files.cv, "summary": files.summary, "curves": files.curves, "json": files.summary_json,
+                 "protocol": files.protocol}
 
         write_csv(paths["cv"], self.table)
         if len(self.tasks):
-            paths["tasks"] = out / f"{prefix}_tasks.csv"
+            paths["tasks"] = files.tasks
             write_csv(paths["tasks"], self.tasks)
             tests = self.task_tests() if task_tests is None else task_tests  # given: already computed
             if len(tests):
-                paths["task_tests"] = out / f"{prefix}_task_tests.csv"
+                paths["task_tests"] = files.task_tests
                 write_csv(paths["task_tests"], tests)
         if len(self.noise):
             gaps = self.gap_closed()
-            paths.update({"noise": out / f"{prefix}_noise.csv", "gap_closed": out / f"{prefix}_gap_closed.csv",
-                          "gap_summary": out / f"{prefix}_gap_summary.csv",
-                          "gap_json": out / f"{prefix}_gap_summary.json"})
+            paths.update({"noise": files.noise, "gap_closed": files.gap_closed, "gap_summary": files.gap_summary,
+                          "gap_json": files.gap_summary_json})
             write_csv(paths["noise"], self.noise)
             write_csv(paths["gap_closed"], gaps)
             gap_table = gap_summary(gaps)
@@ -214,8 +212,8 @@ def noise_margin(matrix: Any, *, default: float = DEFAULT_TAU) -> tuple[float, s
 
     Two runs of one task that differ only in their seed give two measurements of the same forgetting;
     their differences show how far F moves by chance, so an example counts as forgotten only when
-    ``F > τ``. Rows "differ only by seed" when they agree on every column of :data:`SEED_INVARIANT`
-    the runs table has. Without such pairs τ is ``default``.
+    ``F > τ``. Rows "differ only by seed" when they agree on every column of
+    :data:`~forgetscope.predict.noise.SEED_INVARIANT` the runs table has. Without such pairs τ is ``default``.
     """
     X = np.asarray(getattr(matrix, "values", matrix), np.float64)
     runs = getattr(matrix, "runs", None)

@@ -15,9 +15,10 @@ a predictor fitted on the sweep's known rows of the same example kind::
 What is reused from the sweep, so the forecast measures the same quantity as the sweep did: the
 upstream examples (rebuilt from ``upstream.parquet``), the base losses, and the encoding
 (``eval.max_length`` when the config has it, else ``train.max_length``; the chat setting) and the
-evaluation dtype the manifest's ``eval`` entry records (float32 for a sweep that recorded none). A model
-whose tokenizer encodes the probe examples to other lengths than the sweep recorded (``n_tokens``)
-is refused, as is a LoRA adapter trained on another base model.
+evaluation dtype the manifest's ``eval`` entry records (float32 for a sweep that recorded none), read
+back as one record (``SweepStore.eval_record``). A model whose tokenizer encodes the probe examples to
+other lengths than the sweep recorded (``n_tokens``) is refused by the evaluator that measures it, as is
+a LoRA adapter trained on another base model.
 
 **Predictor.** ``auto`` evaluates ``additive``, ``knn``, ``knn-baseline`` and ``lowrank`` on the
 known rows under the task-grouped protocol of :mod:`forgetscope.predict.evaluate` (the forecast's
@@ -52,8 +53,9 @@ import numpy as np
 import pandas as pd
 
 from forgetscope.data.types import Example
-from forgetscope.errors import ConfigError, DataError, ModelError, StoreError
+from forgetscope.errors import ConfigError, DataError, StoreError
 from forgetscope.measure.record import EvalRecord
+from forgetscope.predict.completion import fill_observed
 from forgetscope.predict.conformal import DEFAULT_INTERVAL, Band, HeldOut
 from forgetscope.predict.evaluate import evaluate, noise_margin
 from forgetscope.predict.kinds import check_kind, select_kind, subset_rows
@@ -118,9 +120,10 @@ class SweepData:
             return runs["task"].astype(str).to_numpy()
         return np.asarray(self.matrix.row_names)
 
-    def chat_for(self, tokenizer: Any) -> bool:
-        """The sweep's chat setting, resolved for ``tokenizer`` as the sweep resolved it."""
-        return self.record.resolve_chat(tokenizer)
+    def tokens_of(self, idx: np.ndarray) -> np.ndarray | None:
+        """The scored-token counts the sweep recorded for examples ``idx`` (None where it recorded none), for
+        the evaluator's check that its ``loss_before`` applies to what is measured now."""
+        return None if self.n_tokens is None else self.n_tokens[idx]
 
 
 @dataclass
@@ -177,7 +180,7 @@ def load_sweep(sweep: str | Path, kind: str = "lm") -> SweepData:
     n_tokens = (pd.to_numeric(table["n_tokens"], errors="coerce").to_numpy(np.float64)
                 if "n_tokens" in table.columns else None)
     tau, tau_source = noise_margin(matrix)
-    record = EvalRecord.from_manifest(manifest, where=f"the sweep {store.path}")
+    record = store.eval_record()
     return SweepData(store.path, manifest, kind, matrix, examples,
                      pd.to_numeric(table["loss_before"], errors="coerce").to_numpy(np.float64), n_tokens,
                      record, tau, tau_source)
@@ -191,18 +194,6 @@ def forecast_probe(data: SweepData, probe: int, *, method: str = "random", seed:
         raise DataError(f"probe size must be positive, got {probe}: observe at least one example")
     count = probe_size(int(probe), data.n)  # DataError when larger than N
     return choose_probe(data.n, count, method=method, known=data.matrix.values, seed=seed)  # type: ignore[arg-type]
-
-
-def check_token_counts(data: SweepData, idx: np.ndarray, counts: np.ndarray) -> None:
-    """Refuse token counts of examples ``idx`` that differ from the sweep's ``n_tokens``."""
-    if data.n_tokens is None:
-        return
-    swept = data.n_tokens[idx]
-    differ = int((np.isfinite(swept) & (np.asarray(counts, np.float64) != swept)).sum())
-    if differ:
-        raise ModelError(f"the model's tokenizer differs from the sweep's: {differ} of {len(idx)} probe examples "
-                         f"tokenise to another length than in {data.path} (max_length={data.max_length}, "
-                         f"chat={data.chat}), so its loss_before values do not apply")
 
 
 # ---- completing the row ------------------------------------------------------------------------
@@ -315,8 +306,7 @@ def complete_row(data: SweepData, idx: np.ndarray, observed: np.ndarray, *, pred
     params.update(getattr(fitted, "chosen_params_", {}))  # and the feature predictors their rank and shrinkage
     row = fitted.predict(idx, observed, task_text=task_text)
     ok = np.isfinite(observed)
-    final = row.copy()
-    final[idx[ok]] = observed[ok]  # measured values win on the probe
+    final = fill_observed(row, idx, observed)  # measured values win on the probe
     if hasattr(fitted, "neighbour_spread"):
         spread = fitted.neighbour_spread(idx[ok], observed[ok])[0]
         how = f"{predictor}: weighted sd of the {getattr(fitted, 'k', '')} neighbour rows, scaled as the prediction"

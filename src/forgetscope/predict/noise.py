@@ -7,7 +7,7 @@ noise σ. With seed rows ``F_s`` of a task the floor is the pooled within-task s
     floor² = mean_j Σ_s (F_sj − mean_s F_sj)² / (k − 1),
 
 which for two seeds is ``mean_j (F_0j − F_1j)² / 2``. Rows that differ in anything but the seed (task,
-strategy, steps, …: :data:`~forgetscope.predict.evaluate.SEED_INVARIANT`) are never pooled as seeds.
+strategy, steps, …: :data:`SEED_INVARIANT`) are never pooled as seeds.
 ``floor_centred`` is the same after removing each row's mean: a seed that forgets more overall is a level
 the probe pins, so it is the floor for a predictor that learns the row's level from its probe.
 
@@ -34,6 +34,9 @@ from forgetscope.errors import DataError
 #: a task is above noise when additive's RMSE is more than this multiple of its noise floor
 ABOVE_NOISE = 1.2
 NOISE_COLUMNS = ["task", "n_seeds", "n_entries", "floor", "floor_centred", "seed_corr"]
+#: runs-table columns that must agree for two rows to differ "only by seed"
+SEED_INVARIANT = ("task", "strategy", "strategy_options", "method", "steps", "lr", "batch_size", "max_length",
+                  "lora_rank")
 
 
 def _seed_sets(runs: pd.DataFrame, keys: Sequence[str]) -> list[tuple[str, np.ndarray]]:
@@ -53,8 +56,6 @@ def task_noise(matrix: Any, *, required: bool = False) -> pd.DataFrame:
     """Per task with at least 2 seeds: seeds, entries, ``floor``, ``floor_centred`` and the mean Pearson
     correlation of its seeds' rows (``seed_corr``). Empty without such tasks, or a DataError when
     ``required``."""
-    from forgetscope.predict.evaluate import SEED_INVARIANT
-
     X = np.asarray(getattr(matrix, "values", matrix), np.float64)
     runs = getattr(matrix, "runs", None)
     if runs is None or not {"task", "seed"} <= set(runs.columns) or len(runs) != X.shape[0]:

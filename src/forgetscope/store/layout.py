@@ -16,9 +16,10 @@ A sweep directory (and the experiments that extend it) looks like this::
       logs/<run_id>/             training curves when ``report_to`` is on
       report.html                ``forgetscope report``
       analysis/<kind>/           ``forgetscope analyze --kind lm|instruction``: analysis.json, heatmap.png, ...
-                                 (``--kind all``, and matrices without kinds: directly in analysis/)
+                                 (``--kind all``, and matrices without kinds: directly in analysis/;
+                                 the names of one such folder: :class:`AnalysisLayout`)
       predict/<kind>/            ``forgetscope predict``: predict_summary.csv, predict_curves.csv, figures
-                                 (``--kind all``: directly in predict/)
+                                 (``--kind all``: directly in predict/; the names: :class:`PredictLayout`)
       forecast/<name>/           ``forgetscope forecast``: forecast.parquet (one row per example), forecast.json
       replay/<name>/             ``forgetscope replay-mix``: replay.jsonl (the examples to mix in), replay.json
       compare/                   ``forgetscope compare``: split.json, summary.csv, tests.csv, per_run.csv,
@@ -27,11 +28,13 @@ A sweep directory (and the experiments that extend it) looks like this::
                                  probe/<task>__s<seed>.json
       sharpness.parquet          ``forgetscope sharpness``: one row per run
       sharpness/                 correlation.json/.csv, landscape.parquet, figures
-      scaling_config.json        ``forgetscope scaling``: the validated config
+      scaling_config.json        the config of a scaling sweep recorded before ``forgetscope scaling`` wrote
+                                 manifest.json (read only to name such a directory, which cannot be resumed)
       scaling/                   runs/<run>.parquet, points.parquet/.csv, fit.json, figures
                                  (the names of one such folder: :class:`ScalingLayout`)
 
-Code never spells these names itself: it asks a :class:`SweepLayout` (or :class:`ScalingLayout`) for the path.
+Code never spells these names itself: it asks a :class:`SweepLayout` (or the layout of one of its folders,
+:class:`AnalysisLayout`, :class:`PredictLayout`, :class:`ScalingLayout`) for the path.
 """
 
 from __future__ import annotations
@@ -113,11 +116,11 @@ class SweepLayout:
 
     @property
     def predict_summary(self) -> Path:
-        return self.predict_dir / "predict_summary.csv"
+        return self.predict_files().summary
 
     @property
     def predict_curves(self) -> Path:
-        return self.predict_dir / "predict_curves.csv"
+        return self.predict_files().curves
 
     def analysis_dir_for(self, kind: str = "all") -> Path:
         """``analysis/<kind>/`` for one kind of upstream example, ``analysis/`` for every column."""
@@ -127,11 +130,20 @@ class SweepLayout:
         """``predict/<kind>/`` for one kind of upstream example, ``predict/`` for every column."""
         return self.predict_dir if kind == "all" else self.predict_dir / kind
 
+    def analysis_files(self, kind: str = "all") -> AnalysisLayout:
+        """The files of ``analysis/<kind>/`` (``analysis/`` for every column)."""
+        return AnalysisLayout(self.analysis_dir_for(kind))
+
+    def predict_files(self, kind: str = "all") -> PredictLayout:
+        """The files of ``predict/<kind>/`` (``predict/`` for every column)."""
+        return PredictLayout(self.predict_dir_for(kind))
+
     def predict_summary_for(self, kind: str = "all") -> Path:
-        return self.predict_dir_for(kind) / self.predict_summary.name
+        return self.predict_files(kind).summary
 
     def predict_curves_for(self, kind: str = "all") -> Path:
-        return self.predict_dir_for(kind) / self.predict_curves.name
+        return self.predict_files(kind).curves
+
     # ---- forecast -----------------------------------------------------------------------
     @property
     def forecast_root(self) -> Path:
@@ -209,6 +221,29 @@ class SweepLayout:
     def sharpness_dir(self) -> Path:
         return self.root / "sharpness"
 
+    @property
+    def sharpness_correlation(self) -> Path:
+        """Spearman/Pearson of each sharpness measure with mean forgetting (+ kind, options)."""
+        return self.sharpness_dir / "correlation.json"
+
+    @property
+    def sharpness_correlation_csv(self) -> Path:
+        return self.sharpness_dir / "correlation.csv"
+
+    @property
+    def sharpness_landscape(self) -> Path:
+        """1-D loss profiles: run_id, direction, alpha, loss."""
+        return self.sharpness_dir / "landscape.parquet"
+
+    @property
+    def sharpness_landscape_figure(self) -> Path:
+        return self.sharpness_dir / "landscape.png"
+
+    @property
+    def sharpness_scatter(self) -> Path:
+        """Each sharpness measure against mean forgetting."""
+        return self.sharpness_dir / "sharpness_vs_forgetting.png"
+
     # ---- scaling ------------------------------------------------------------------------
     @property
     def scaling_config(self) -> Path:
@@ -233,6 +268,136 @@ class SweepLayout:
     @property
     def scaling_points(self) -> Path:
         return self.scaling.points
+
+
+@dataclass(frozen=True)
+class AnalysisLayout:
+    """Paths of one analysis folder (``SWEEP/analysis/<kind>/``, or the folder ``analyze --output`` names)::
+
+        analysis.json                      everything printed: the low-rank report, null control, marginals
+        r2_by_rank.csv                     R²(k) (global and reference) with singular values
+        heatmap.png, spectrum_r2.png       figures
+        null_per_run.csv                   with null rows: each run's mean F and null, R² on the null profile
+        null_r2_by_rank.csv                with null rows: R²(k) of F, of the nulls, of the residual
+        marginals_by_rank.csv              R²(k) against within-row shuffles
+        interaction_seed_reliability.csv   where tasks have several seeds: their agreement on the interaction
+        format_control.csv                 with format-only rows: each controlled task against its control
+    """
+
+    root: Path
+
+    def __init__(self, root: str | os.PathLike[str]):
+        object.__setattr__(self, "root", Path(root))
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "analysis.json"
+
+    @property
+    def r2_by_rank(self) -> Path:
+        return self.root / "r2_by_rank.csv"
+
+    @property
+    def format_control(self) -> Path:
+        return self.root / "format_control.csv"
+
+    @property
+    def heatmap(self) -> Path:
+        return self.root / "heatmap.png"
+
+    @property
+    def spectrum(self) -> Path:
+        return self.root / "spectrum_r2.png"
+
+    @property
+    def null_per_run(self) -> Path:
+        return self.root / "null_per_run.csv"
+
+    @property
+    def null_r2_by_rank(self) -> Path:
+        return self.root / "null_r2_by_rank.csv"
+
+    @property
+    def marginals_by_rank(self) -> Path:
+        return self.root / "marginals_by_rank.csv"
+
+    @property
+    def interaction_seed_reliability(self) -> Path:
+        return self.root / "interaction_seed_reliability.csv"
+
+
+@dataclass(frozen=True)
+class PredictLayout:
+    """Paths of one prediction folder (``SWEEP/predict/<kind>/``, or the folder ``predict --output`` names);
+    the tables are ``<prefix>_<name>`` (``predict_summary.csv``, ...)::
+
+        <prefix>_cv.csv, _summary.csv/.json, _curves.csv, _protocol.json    every evaluation
+        <prefix>_tasks.csv, _task_tests.csv                                 with per-task errors
+        <prefix>_noise.csv, _gap_closed.csv, _gap_summary.csv/.json         where tasks have noise floors
+        scatter.png, precision_at_k.png                                     figures
+    """
+
+    root: Path
+    prefix: str
+
+    def __init__(self, root: str | os.PathLike[str], prefix: str = "predict"):
+        object.__setattr__(self, "root", Path(root))
+        object.__setattr__(self, "prefix", prefix)
+
+    def _table(self, name: str) -> Path:
+        return self.root / f"{self.prefix}_{name}"
+
+    @property
+    def cv(self) -> Path:
+        return self._table("cv.csv")
+
+    @property
+    def summary(self) -> Path:
+        return self._table("summary.csv")
+
+    @property
+    def summary_json(self) -> Path:
+        return self._table("summary.json")
+
+    @property
+    def curves(self) -> Path:
+        return self._table("curves.csv")
+
+    @property
+    def protocol(self) -> Path:
+        return self._table("protocol.json")
+
+    @property
+    def tasks(self) -> Path:
+        return self._table("tasks.csv")
+
+    @property
+    def task_tests(self) -> Path:
+        return self._table("task_tests.csv")
+
+    @property
+    def noise(self) -> Path:
+        return self._table("noise.csv")
+
+    @property
+    def gap_closed(self) -> Path:
+        return self._table("gap_closed.csv")
+
+    @property
+    def gap_summary(self) -> Path:
+        return self._table("gap_summary.csv")
+
+    @property
+    def gap_summary_json(self) -> Path:
+        return self._table("gap_summary.json")
+
+    @property
+    def scatter(self) -> Path:
+        return self.root / "scatter.png"
+
+    @property
+    def precision_at_k(self) -> Path:
+        return self.root / "precision_at_k.png"
 
 
 @dataclass(frozen=True)

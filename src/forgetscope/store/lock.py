@@ -109,13 +109,18 @@ def refuse_multi_process(what: str = "this command") -> None:
                          "runs over GPUs or nodes use `executor: ray` or `executor: slurm`")
 
 
-def holds_output(what: str) -> Callable[[F], F]:
+def holds_output(what: str, *checks: Callable[[Any], Any]) -> Callable[[F], F]:
     """Decorate an entry function ``fn(config, ..., output=None, ...)`` so that it runs holding the lock of
-    its output directory (``output`` or ``config.output``), after refusing a multi-process launch."""
+    its output directory (``output`` or ``config.output``), after refusing a multi-process launch.
+
+    ``checks`` (each called with the config, in order) are the entry's validation: they run first, so bad
+    input is refused before the output directory is created."""
 
     def wrap(fn: F) -> F:
         @functools.wraps(fn)
         def locked(config: Any, *args: Any, output: Any = None, **kwargs: Any) -> Any:
+            for check in checks:
+                check(config)
             refuse_multi_process(what)
             with OutputLock(Path(output or config.output)):
                 return fn(config, *args, output=output, **kwargs)

@@ -21,6 +21,7 @@ import pandas as pd
 
 from forgetscope.errors import StoreError
 from forgetscope.measure.forgetting import forgetting
+from forgetscope.measure.record import EvalRecord
 from forgetscope.store.io import (
     check_output_dir,
     json_default,
@@ -82,6 +83,11 @@ class SweepStore:
         manifest.update(changes)
         self.write_manifest(manifest)
         return manifest
+
+    def eval_record(self) -> EvalRecord:
+        """How this sweep measured its upstream examples, read back from the manifest's ``eval`` entry
+        (:meth:`EvalRecord.from_manifest`); a StoreError when it records no encoding (an imported matrix)."""
+        return EvalRecord.from_manifest(self.read_manifest(), where=f"the sweep {self.path}")
 
     # ---- upstream -------------------------------------------------------------------------
     def write_upstream(self, df: pd.DataFrame) -> None:

@@ -9,11 +9,16 @@ examples to each batch (replay), add a term to the loss (EWC), replace the optim
 passes), or act between steps (LWF's periodic unlearning). The plain strategy is ordinary fine-tuning.
 Strategies register by name in :data:`STRATEGIES` (``@register_strategy("name")``), so configs and the CLI
 can name them; the built-in ones live in :mod:`forgetscope.mitigate` and are registered lazily.
+
+A strategy reads no sweep directory or values file. What it needs from the experiment that runs it (known
+forgetting rows, the trained task's own row, a probe's values, the files a config names for them) its options
+model declares (:meth:`StrategyOptions.inputs`, a :class:`StrategyInputs`), so the experiments layer asks the
+options instead of knowing strategies by name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar
 
@@ -111,11 +116,80 @@ class NoOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+#: How the experiments layer turns a path-valued option into what a strategy takes (:class:`FileInput`).
+FILE_READERS = ("values", "rows", "base_losses")
+
+
+@dataclass(frozen=True)
+class FileInput:
+    """A path-valued option of a config and what it becomes before the strategy is built.
+
+    ``reader``: ``values`` (a JSON values file: a mapping ``{example_id: value}``, and the evaluations it says
+    the values cost, into ``cost``), ``rows`` (known forgetting rows: a sweep directory or a matrix file) or
+    ``base_losses`` (a sweep's ``{example_id: loss_before}``). ``into`` is the option that takes what the file
+    holds (it may be ``option`` itself, which then also accepts the object in memory). An input the options
+    do not use (``used`` false) is dropped unread."""
+
+    option: str
+    reader: str
+    into: str
+    cost: str | None = None
+    used: bool = True
+    what: str = ""  # who needs it, for the error when the path holds no such thing
+
+    def __post_init__(self) -> None:
+        if self.reader not in FILE_READERS:
+            raise ValueError(f"unknown reader {self.reader!r}; choose from {', '.join(FILE_READERS)}")
+
+
+@dataclass(frozen=True)
+class StrategyInputs:
+    """What an experiment must provide for one strategy's options (:meth:`StrategyOptions.inputs`).
+
+    Option names say where each input goes; None (or false) means the options need no such input."""
+
+    #: path-valued options, read by :mod:`forgetscope.experiments.strategy_inputs` before every run
+    files: tuple[FileInput, ...] = ()
+    #: the selection rule these options choose (replay: random, predicted, oracle, mir), for naming and pairing
+    #: arms in a comparison
+    policy: str | None = None
+    #: trains on pool examples at a dose (``ratio``, or ``budget`` examples a run): a comparison's budget applies
+    replays: bool = False
+    #: the option (a values file) that takes the trained task's own forgetting row over the pool
+    own_row: str | None = None
+    #: the option (a values file) that takes the paired plain run's forgetting on a probe of the pool
+    probe_row: str | None = None
+    #: the run measures a probe of the pool itself, on its own model
+    measures_probe: bool = False
+    #: the option (a path or rows in memory) that takes the forgetting rows of other tasks
+    known_rows: str | None = None
+    #: the predictor that turns the probe into weights (a registered name, ``probe-only`` or ``probe-fill``)
+    predictor: str | None = None
+    #: the known rows complete the row (not only observed probe values)
+    completes: bool = False
+    #: the budget beyond the probe is spent by a rule of its own (completion, or random fill)
+    spends_beyond_probe: bool = False
+    #: offline or online (predicted replay)
+    mode: str | None = None
+    #: options that name training data (a data path, ``demo:NAME`` or ``hf:NAME``), checked to exist before a run
+    data_sources: tuple[str, ...] = ()
+
+    def files_from(self, option: str) -> list[FileInput]:
+        """The inputs read from the path in ``option``."""
+        return [f for f in self.files if f.option == option]
+
+
 class StrategyOptions(BaseModel):
     """Base of every strategy's options model: unknown fields are errors; arbitrary objects allowed
     (a fitted predictor can be passed from Python)."""
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    @classmethod
+    def inputs(cls, options: Mapping[str, Any]) -> StrategyInputs:
+        """What an experiment must provide for ``options`` (as a config gives them, before validation):
+        nothing, unless the strategy's options model says otherwise."""
+        return StrategyInputs()
 
 
 class Strategy(Hook):
@@ -128,6 +202,8 @@ class Strategy(Hook):
 
     name = "plain"
     Options: ClassVar[type[BaseModel]] = NoOptions
+    #: How a comparison reports it: ``mitigation``, or ``graceful forgetting`` (judged by the target task).
+    kind: ClassVar[str] = "mitigation"
     #: Whether a step may be split into micro-batches (``train.grad_accum_steps`` > 1): true where the
     #: loss is a token mean over the batch (plus terms that do not depend on it), so weighting each
     #: micro-batch by its share of the scored tokens gives the whole batch's gradient.
@@ -158,6 +234,10 @@ class Strategy(Hook):
             raise ConfigError(f"train.grad_accum_steps: the {self.name} strategy weighs the parts of its batch "
                               "against each other and cannot split a step into micro-batches; use "
                               "grad_accum_steps: 1 (and a batch_size that fits)")
+
+    def check_plan(self, config: Any) -> None:
+        """Refuse a run of ``config`` with full task batches (``batch_size`` examples a step) that this strategy
+        could not run: what an experiment checks before any work (``before_training`` checks the run it gets)."""
 
     def backward(self, ctx: TrainContext, batch: Batch) -> float:
         """Gradient of one step's loss, accumulated into ``.grad``; returns the loss.
@@ -231,3 +311,17 @@ def strategy_names() -> list[str]:
 def make_strategy(name: str, **options: Any) -> Strategy:
     """Build a registered strategy by name; unknown names and bad options are config errors."""
     return STRATEGIES.build(name, **options)
+
+
+def declared_inputs(name: str, options: Mapping[str, Any]) -> StrategyInputs:
+    """What strategy ``name`` with ``options`` needs an experiment to provide (its options model's
+    :meth:`~StrategyOptions.inputs`); nothing for an unknown name or an options model without them."""
+    if name not in STRATEGIES:
+        return StrategyInputs()
+    declare = getattr(getattr(STRATEGIES.get(name), "Options", None), "inputs", None)
+    return declare(options) if declare is not None else StrategyInputs()
+
+
+def strategy_kind(name: str) -> str:
+    """How a comparison reports strategy ``name`` (:attr:`Strategy.kind`)."""
+    return getattr(STRATEGIES.get(name), "kind", Strategy.kind) if name in STRATEGIES else Strategy.kind

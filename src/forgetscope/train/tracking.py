@@ -46,6 +46,20 @@ def _require(module: str, package: str, backend: str) -> None:
         raise ConfigError(f"report_to: {backend} needs the {package} package: pip install {package}") from None
 
 
+#: The module each ``report_to`` backend imports and the package that provides it.
+BACKEND_PACKAGES = {"tensorboard": ("tensorboard", "tensorboard"), "wandb": ("wandb", "wandb")}
+
+
+def check_backends(report_to: str | Iterable[str] | None) -> list[str]:
+    """The backends ``report_to`` names, each one's package imported: a missing package is a one-line
+    ConfigError when an experiment is validated, before anything is written, not after its first run trained."""
+    names = parse_report_to(report_to)
+    for name in names:
+        module, package = BACKEND_PACKAGES[name]
+        _require(module, package, name)
+    return names
+
+
 def hparam_values(config: dict[str, Any]) -> dict[str, bool | int | float | str]:
     """``config`` as hyperparameter values both backends take: numbers, booleans and strings (None reads
     ``none``; anything else its ``str``)."""
@@ -78,7 +92,7 @@ def make_trackers(report_to: str | Iterable[str] | None, logging_dir: str | os.P
     """
     from accelerate.tracking import TensorBoardTracker, WandBTracker
 
-    names = parse_report_to(report_to)
+    names = check_backends(report_to)
     if names:  # accelerate's trackers log through its logger, which needs its process state
         from accelerate.state import PartialState
 
@@ -86,7 +100,6 @@ def make_trackers(report_to: str | Iterable[str] | None, logging_dir: str | os.P
     trackers = []
     for name in names:
         if name == "tensorboard":
-            _require("tensorboard", "tensorboard", name)
             tracker = TensorBoardTracker(run_name, Path(logging_dir))
             tracker.start()
             if config or group:
@@ -95,7 +108,6 @@ def make_trackers(report_to: str | Iterable[str] | None, logging_dir: str | os.P
             if group:
                 tracker.writer.add_text("run/group", f"{group} / {display_name or run_name}", 0)
         else:
-            _require("wandb", "wandb", name)
             extra = {"group": group} if group else {}
             tracker = WandBTracker(os.environ.get("WANDB_PROJECT", "forgetscope"), name=display_name or run_name,
                                    dir=str(logging_dir), config=hparam_values(config or {}), **extra)
@@ -165,4 +177,5 @@ class TrackingHook(Hook):
             t.finish()
 
 
-__all__ = ["BACKENDS", "OFF", "TrackingHook", "hparam_values", "make_trackers", "markdown_table", "parse_report_to"]
+__all__ = ["BACKENDS", "BACKEND_PACKAGES", "OFF", "TrackingHook", "check_backends", "hparam_values", "make_trackers",
+           "markdown_table", "parse_report_to"]

@@ -9,7 +9,7 @@ loaded or file written.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import AliasChoices, Field, field_validator, model_validator
@@ -18,6 +18,7 @@ from forgetscope.config import SweepConfig, TaskConfig, _Strict, names_to_tasks
 from forgetscope.data.types import kind_option, require_kind
 from forgetscope.errors import ConfigError, DataError
 from forgetscope.store.matrix import default_kind
+from forgetscope.train.hooks import StrategyInputs, declared_inputs, strategy_kind
 
 DEFAULT_RATIO = 1 / 32
 
@@ -33,12 +34,19 @@ class StrategySpec(_Strict):
         return self.label or self.name
 
     @property
+    def inputs(self) -> StrategyInputs:
+        """What the strategy's own options need from the comparison (declared by its options model; the
+        comparison's defaults not applied: :meth:`CompareConfig.inputs_of`)."""
+        return declared_inputs(self.name, self.options)
+
+    @property
     def policy(self) -> str | None:
-        return self.options.get("policy", "random") if self.name == "replay" else None
+        """The selection rule of the arm (replay's ``policy``); None for strategies without one."""
+        return self.inputs.policy
 
     @property
     def kind(self) -> str:
-        return "graceful forgetting" if self.name == "lwf" else "mitigation"
+        return strategy_kind(self.name)
 
 
 class KnownRows(_Strict):
@@ -47,6 +55,9 @@ class KnownRows(_Strict):
     sweep: str = Field(description="the sweep directory whose plain rows are the known rows")
     leave_task_out: bool = Field(True, description="drop the rows of the task being trained (every other task "
                                                    "is known); false keeps them")
+    kind: Literal["all", "lm", "instruction"] = Field(
+        "all", description="the columns fitted: all, or one kind of upstream example (e.g. lm, as the "
+        "cross-validation that chose the predictor)")
 
 
 class PrimaryPair(_Strict):
@@ -163,12 +174,13 @@ class CompareConfig(SweepConfig):
                 raise ValueError(f"compare.primary: compares {p.a!r} with itself")
         if self.compare.budget is not None:
             for i, s in enumerate(self.strategies):
-                if s.name == "replay" and "ratio" in s.options and "budget" not in s.options:
+                if s.inputs.replays and "ratio" in s.options and "budget" not in s.options:
                     raise ValueError(f"strategies.{i} ({s.display}): sets ratio while compare.budget sets the "
                                      "budget of every replay arm; give the arm budget instead of ratio")
         for i, s in enumerate(self.strategies):
-            own_rows = s.options.get("known", self.compare.known_path) is None
-            if s.policy == "predicted" and own_rows and s.options.get("leave_task_out") is False:
+            known = s.inputs.known_rows
+            own_rows = known is not None and s.options.get(known, self.compare.known_path) is None
+            if own_rows and s.options.get("leave_task_out") is False:
                 raise ValueError(f"strategies.{i} ({s.display}): leave_task_out false with this comparison's own "
                                  "plain rows would complete the row from the task's own plain run (the oracle's "
                                  "truth); name another sweep in known")
@@ -183,7 +195,7 @@ class CompareConfig(SweepConfig):
     def budget_of(self, s: StrategySpec) -> int | None:
         """The replay examples per run of a replay arm given as a budget (its own, else ``compare.budget``);
         None for arms whose dose is a ratio, and for other strategies."""
-        if s.name != "replay":
+        if not s.inputs.replays:
             return None
         b = s.options.get("budget", None if "ratio" in s.options else self.compare.budget)
         return int(b) if b is not None else None
@@ -192,34 +204,41 @@ class CompareConfig(SweepConfig):
         """The options a replay arm takes from ``compare`` unless it sets them itself (its dose; for predicted
         arms the predictor and the known rows' task rule). Only values other than a default are added, so the
         runs of comparisons without them keep their ids."""
-        if s.name != "replay":
+        inputs = s.inputs
+        if not inputs.replays:
             return {}
         out: dict[str, Any] = {}
         budget = self.budget_of(s)
         if budget is not None and "budget" not in s.options:
             out["budget"] = budget
-        if s.policy == "predicted":
+        if inputs.known_rows is not None:
             out["predictor"] = s.options.get("predictor", self.compare.predictor)
             if not self.compare.leave_task_out and "leave_task_out" not in s.options:
                 out["leave_task_out"] = False
+            kind = self.compare.known.kind if isinstance(self.compare.known, KnownRows) else "all"
+            if kind != "all" and "known_kind" not in s.options:
+                out["known_kind"] = kind
         return out
 
-    def completes(self, s: StrategySpec) -> bool:
-        """Whether a predicted-replay arm completes its row from known rows (not probe-only or probe-fill)."""
-        from forgetscope.mitigate.replay import OBSERVE_ONLY
+    def inputs_of(self, s: StrategySpec) -> StrategyInputs:
+        """What arm ``s`` needs from the comparison, with the comparison's defaults applied (its options model's
+        :meth:`~forgetscope.train.hooks.StrategyOptions.inputs`)."""
+        return declared_inputs(s.name, {**self.replay_defaults(s), **s.options})
 
-        return s.policy == "predicted" and self.predictor_of(s) not in OBSERVE_ONLY
+    def completes(self, s: StrategySpec) -> bool:
+        """Whether an arm completes its row from known rows (predicted replay, not probe-only or probe-fill)."""
+        return self.inputs_of(s).completes
 
     def predictor_of(self, s: StrategySpec) -> str | None:
         """The predictor a predicted-replay arm completes its row with (None for other arms)."""
-        return str(s.options.get("predictor", self.compare.predictor)) if s.policy == "predicted" else None
+        return self.inputs_of(s).predictor
 
     def direct_pairs(self) -> list[tuple[str, str]]:
         """Head-to-head comparisons: ``compare.direct``, or each predicted-replay arm against the
         random-replay arm with the same dose (ratio or budget; the first one, when several) and, for arms
         that complete a row, against each observation-only arm (probe-only, probe-fill: the first of each)
         with the same dose and mode (observation without completion)."""
-        from forgetscope.mitigate.replay import OBSERVE_ONLY
+        from forgetscope.mitigate.replay_policies import OBSERVE_ONLY
 
         if self.compare.direct is not None:
             return [(a, b) for a, b in self.compare.direct]
@@ -232,15 +251,15 @@ class CompareConfig(SweepConfig):
         for s in self.strategies:
             if s.policy != "predicted":
                 continue
-            same = [r for r in self.strategies if r.name == "replay" and dose(r) == dose(s)]
+            same = [r for r in self.strategies if r.inputs.replays and dose(r) == dose(s)]
             random = [r for r in same if r.policy == "random"]
             if random:
                 out.append((s.display, random[0].display))
             if self.completes(s):
-                mode = s.options.get("mode", "offline")
+                mode = s.inputs.mode
                 for name in OBSERVE_ONLY:
                     observe = [r for r in same if r.policy == "predicted" and self.predictor_of(r) == name
-                               and r.options.get("mode", "offline") == mode]
+                               and r.inputs.mode == mode]
                     if observe:
                         out.append((s.display, observe[0].display))
         return out
@@ -265,15 +284,16 @@ def refuse_pending(cfg: CompareConfig) -> None:
 
 def validate_compare(cfg: CompareConfig) -> tuple[list[str], list[str]]:
     """Everything a comparison can check before any model is loaded or file written: the sweep's own
-    checks (executor, input files), then the split of the upstream set into pool and held-out, each arm's
-    probe and budget against the pool, and known rows from another sweep against the pool. Returns (pool
-    ids, held-out ids)."""
+    checks (executor, report_to, loading options, input files), every arm's strategy name and options, then
+    the split of the upstream set into pool and held-out, each arm's probe and budget against the pool, and
+    known rows from another sweep against the pool. Returns (pool ids, held-out ids)."""
     from forgetscope.experiments.session import load_upstream
     from forgetscope.experiments.validate import validate_sweep
 
     validate_sweep(cfg)
     for t in cfg.known_tasks:
         validate_sweep(cfg.model_copy(update={"tasks": [t]}))
+    _validate_strategy_options(cfg)
     pool_ids, held_ids = split_for(cfg, load_upstream(cfg))
     check_known_rows(cfg, pool_ids)
     return pool_ids, held_ids
@@ -284,32 +304,31 @@ def _validate_strategy_options(cfg: CompareConfig) -> None:
     inputs the comparison derives from its plain runs (the oracle's row, the offline probe's values, by
     default the known rows) do not exist yet and stand in empty; paths the config names are checked
     (:func:`~forgetscope.experiments.strategy_inputs.resolve_strategy_inputs`, no matrix read)."""
-    from forgetscope.experiments.strategy_inputs import placeholder_rows, resolve_strategy_inputs
+    from forgetscope.experiments.strategy_inputs import placeholder, resolve_strategy_inputs
     from forgetscope.train import make_strategy
 
     for i, s in enumerate(cfg.strategies):
         opts = {**cfg.replay_defaults(s), **s.options}
-        if s.name == "replay":
-            policy = opts.get("policy", "random")
-            if policy == "oracle":
-                opts.pop("forgetting_file", None)  # written by the comparison from the plain run
-                opts.setdefault("forgetting", {})
-            if policy == "predicted":
-                if opts.get("mode", "offline") == "offline":
-                    opts.pop("probe_file", None)  # written by the comparison from the plain run
-                if "known" not in opts and cfg.compare.known is None:  # this comparison's plain rows, run later
-                    opts.update(known=placeholder_rows(), known_base_losses={})
-                opts.setdefault("known", cfg.compare.known_path)
+        inputs = declared_inputs(s.name, opts)
+        for option in (inputs.own_row, inputs.probe_row):  # written by the comparison from the plain run
+            if option is not None:
+                opts.pop(option, None)
+                for f in inputs.files_from(option):
+                    opts.setdefault(f.into, placeholder(f))
+        known = inputs.known_rows
+        if known is not None:
+            if known not in opts and cfg.compare.known is None:  # this comparison's plain rows, run later
+                opts.update({f.into: placeholder(f) for f in inputs.files_from(known)})
+            opts.setdefault(known, cfg.compare.known_path)
         try:
             strategy = make_strategy(s.name, **resolve_strategy_inputs(s.name, opts, load=False))
         except ConfigError as exc:
             raise type(exc)(f"strategies.{i} ({s.display}): {exc}") from None
         strategy.check_config(cfg.train)
-        if s.policy == "mir":  # the largest draw of one step, with full task batches
-            most = int(strategy.schedule_for(cfg.train.steps, cfg.train.batch_size).max())
-            if strategy.options.candidates < most:
-                raise ConfigError(f"strategies.{i} ({s.display}): mir candidates={strategy.options.candidates} is "
-                                  f"smaller than the {most} replay examples drawn in one step; use candidates >= {most}")
+        try:
+            strategy.check_plan(cfg.train)  # e.g. MIR's largest draw of one step, with full task batches
+        except ConfigError as exc:
+            raise type(exc)(f"strategies.{i} ({s.display}): {exc}") from None
 
 
 def split_by_category(upstream: list, heldout: list[str], pool: list[str] | None) -> tuple[list[str], list[str]]:
@@ -340,22 +359,20 @@ def split_for(cfg: CompareConfig, upstream: list) -> tuple[list[str], list[str]]
         pool_ids, held_ids = split_by_category(upstream, c.heldout_categories, c.pool_categories)
     else:
         pool_ids, held_ids = split_upstream([e.example_id for e in upstream], c.replay_fraction, cfg.seed)
-    from forgetscope.mitigate.replay import PROBE_FILL
-
     for s in cfg.strategies:
         budget = cfg.budget_of(s)
         if budget is not None and budget > len(pool_ids) and not s.options.get("replacement", False):
             raise ConfigError(f"strategy {s.display}: a budget of {budget} replay examples exceeds the replay pool "
                               f"of {len(pool_ids)} examples (some would be replayed twice); lower the budget")
-        if s.policy == "predicted":
+        inputs = cfg.inputs_of(s)
+        if inputs.known_rows is not None:  # a predicted arm: it observes a probe of the pool
             size = s.options.get("probe", c.probe)
             try:
                 n_probe = probe_size(size, len(pool_ids))
             except DataError as exc:
                 raise ConfigError(f"strategy {s.display}: {exc}; the probe must fit the replay pool of "
                                   f"{len(pool_ids)} examples (lower compare.probe)") from None
-            fills = cfg.completes(s) or cfg.predictor_of(s) == PROBE_FILL
-            if fills and budget is not None and budget <= n_probe:
+            if inputs.spends_beyond_probe and budget is not None and budget <= n_probe:
                 raise ConfigError(f"strategy {s.display}: a budget of {budget} replay examples is at or below its "
                                   f"probe of {n_probe}, so every example it replays could be an observed one and "
                                   "completion cannot be credited; give a budget above the probe")
@@ -371,10 +388,14 @@ def check_known_rows(cfg: CompareConfig, pool_ids: list[str]) -> None:
 
     loaded: dict[str, Any] = {}
     for i, s in enumerate(cfg.strategies):
-        path = s.options.get("known", cfg.compare.known_path)
-        if not cfg.completes(s) or path is None:
+        inputs = cfg.inputs_of(s)
+        if not inputs.completes or inputs.known_rows is None:
             continue
-        where = f"strategies.{i}.options.known" if "known" in s.options else "compare.known"
+        key = inputs.known_rows
+        path = s.options.get(key, cfg.compare.known_path)
+        if path is None:
+            continue
+        where = f"strategies.{i}.options.{key}" if key in s.options else "compare.known"
         if str(path) not in loaded:
             loaded[str(path)] = load_any(path)
         matrix = loaded[str(path)]

@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from forgetscope.analysis.plots import write_comparison
 from forgetscope.experiments.compare.config import (
@@ -32,45 +31,16 @@ def _spec(task: str, seed: int, name: str, options: dict[str, Any]) -> RunSpec:
     return RunSpec(task, seed, name, tuple(sorted(options.items())))
 
 
-def token_accuracy(model, encoded: list, pad_id: int, batch_size: int = 16) -> float:
-    """Share of scored tokens whose greedy next-token prediction is the target (token-weighted)."""
-    from forgetscope.data.encoding import IGNORE_INDEX, collate
-
-    if not encoded:
-        return float("nan")
-    device = next(model.parameters()).device
-    hits = total = 0
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for start in range(0, len(encoded), batch_size):
-                batch = collate(encoded[start:start + batch_size], pad_id, device)
-                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-                targets = batch["labels"][:, 1:]
-                scored = targets != IGNORE_INDEX
-                hits += int(((logits[:, :-1].argmax(-1) == targets) & scored).sum())
-                total += int(scored.sum())
-    finally:
-        model.train(was_training)
-    return hits / total if total else float("nan")
-
-
 class CompareExperiment(Experiment):
     """A sweep run that also records the task's held-out next-token accuracy after fine-tuning."""
 
     name = "compare"
 
     def measure_unmerged(self, session, spec: RunSpec, model: Any) -> dict[str, Any]:
-        from forgetscope.data.encoding import encode_examples
-        from forgetscope.models import context_length
-
-        _, tok = session.base()
-        task = session.tasks[spec.task]
-        enc = encode_examples(tok, task.heldout, session.config.train.max_length,
-                              model_max_length=context_length(model), chat=session.chat)
-        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-        return {"task_accuracy_after": token_accuracy(model, enc, pad)}
+        """The task's held-out token accuracy (encoded at ``train.max_length``, as the task trained)."""
+        evaluator = session.evaluator  # built when the base model loaded, before this run trained
+        encoded = evaluator.encode(session.tasks[spec.task].heldout, max_length=session.config.train.max_length)
+        return {"task_accuracy_after": evaluator.token_accuracy(model, encoded)}
 
     def evaluate(self, session, spec: RunSpec, model: Any, hooks: list) -> pd.DataFrame:
         """Plain runs: every upstream example. Strategy runs with ``compare.measure_pool: false``: the
@@ -122,7 +92,7 @@ class WallClock:
         self.save()
 
 
-@holds_output("forgetscope compare")
+@holds_output("forgetscope compare", refuse_pending, validate_compare)  # before the output directory exists
 def run_compare(cfg: CompareConfig, *, output: str | Path | None = None, overwrite: bool = False,
                 log=print, command: str | None = None) -> dict[str, Any]:
     """Run (or resume) a comparison; returns {"summary", "tests", "per_run" (DataFrames), "paths"}.
@@ -134,10 +104,8 @@ def run_compare(cfg: CompareConfig, *, output: str | Path | None = None, overwri
     from forgetscope.experiments.session import SweepSession
     from forgetscope.experiments.sweep import ensure_upstream_measured, open_store, run_specs
 
-    refuse_pending(cfg)
     output = Path(output or cfg.output)
     cfg = cfg.model_copy(update={"output": output})  # the fingerprint covers strategies, known tasks, options
-    validate_compare(cfg)  # a bad split or probe fails here, before any model is loaded or file written
     session = SweepSession.prepare(cfg.model_copy(update={"tasks": list(cfg.tasks) + list(cfg.known_tasks)}))
     session.config = cfg.model_copy(update={"tasks": list(cfg.tasks) + list(cfg.known_tasks)})
     layout = SweepLayout(output)
@@ -179,32 +147,33 @@ def run_compare(cfg: CompareConfig, *, output: str | Path | None = None, overwri
         for t in tasks:
             for st in cfg.strategies:
                 opts = {**cfg.replay_defaults(st), **st.options}
-                if st.policy == "oracle":
+                inputs = cfg.inputs_of(st)  # what the arm's options say the comparison must provide
+                if inputs.own_row is not None:  # the task's own forgetting row over the pool (an oracle)
                     f = layout.compare_oracle(t, s)
                     row = plain_row(t, s)
                     _write_json(f, {"values": {i: _num(row[col[i]]) for i in pool_ids},
                                     "evaluations": len(ids), "source": plain[(t, s)].run_id})
-                    opts["forgetting_file"] = str(f)
-                if st.policy == "predicted":
-                    opts.setdefault("known", cfg.compare.known_path or str(output))
+                    opts[inputs.own_row] = str(f)
+                if inputs.known_rows is not None:  # known rows; the probe seeded by the run
+                    opts.setdefault(inputs.known_rows, cfg.compare.known_path or str(output))
                     opts.setdefault("predictor_options", dict(cfg.compare.predictor_options))
                     opts.setdefault("seed", s)
-                    if opts.get("mode", "offline") == "online":
-                        opts.setdefault("probe", cfg.compare.probe)
-                        # the probe's base losses are measured once by the run itself (|S| evaluations), with
-                        # the same encoding as its evaluation after the warm-up
-                        opts.setdefault("probe_base", "measure")
-                    else:
-                        from forgetscope.predict import choose_probe
+                if inputs.measures_probe:
+                    opts.setdefault("probe", cfg.compare.probe)
+                    # the probe's base losses are measured once by the run itself (|S| evaluations), with
+                    # the same encoding as its evaluation after the warm-up
+                    opts.setdefault("probe_base", "measure")
+                if inputs.probe_row is not None:  # the plain run's forgetting on the probe
+                    from forgetscope.predict import choose_probe
 
-                        f = layout.compare_probe(t, s)
-                        pick = choose_probe(len(pool_ids), cfg.compare.probe, seed=s)
-                        probe_ids = [pool_ids[k] for k in pick]
-                        row = plain_row(t, s)
-                        _write_json(f, {"values": {i: _num(row[col[i]]) for i in probe_ids},
-                                        "evaluations": len(probe_ids),
-                                        "source": f"{plain[(t, s)].run_id} evaluated on the probe set only"})
-                        opts["probe_file"] = str(f)
+                    f = layout.compare_probe(t, s)
+                    pick = choose_probe(len(pool_ids), cfg.compare.probe, seed=s)
+                    probe_ids = [pool_ids[k] for k in pick]
+                    row = plain_row(t, s)
+                    _write_json(f, {"values": {i: _num(row[col[i]]) for i in probe_ids},
+                                    "evaluations": len(probe_ids),
+                                    "source": f"{plain[(t, s)].run_id} evaluated on the probe set only"})
+                    opts[inputs.probe_row] = str(f)
                 specs[(st.display, t, s)] = _spec(t, s, st.name, opts)
     log(f"strategies: {len(specs)} runs ({', '.join(s.display for s in cfg.strategies)})")
     run(list(specs.values()))
