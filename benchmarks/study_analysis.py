@@ -34,10 +34,13 @@ MEASURES = ["sharpness_random_mean", "sharpness_sam_rise"]
 COMPLETION = ["lowrank", "knn", "knn-baseline"]
 
 
-def _part(out: dict, name: str, fn) -> None:
+def _part(out: dict, name: str, fn, skip: list[str] = ()) -> None:
     """Run one analysis; a missing input (a ForgetscopeError) is recorded as the reason instead."""
     from forgetscope.errors import ForgetscopeError
 
+    if name in skip:
+        out[name] = {"not_computed": "left out (--skip)"}
+        return
     t0 = time.perf_counter()
     try:
         out[name] = fn()
@@ -81,6 +84,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("study", type=Path)
     ap.add_argument("--shuffles", type=int, default=100)
+    ap.add_argument("--skip", nargs="*", default=[], help="parts left out (e.g. completion), recorded as such")
     args = ap.parse_args()
     import numpy as np
 
@@ -129,7 +133,7 @@ def main() -> None:
     else:
         out["effect_null"] = {"not_computed": "the null sweep has not run yet"}
     _part(out, "learning", lambda: learning_claim(per_task))
-    _part(out, "completion", lambda: completion(tasks))
+    _part(out, "completion", lambda: completion(tasks), args.skip)
     control = lm.control_mask()
     fmt_runs = lm.runs[control]
     fmt_means = (np.nanmean(lm.values[control], axis=1) if control.any() else np.array([]))
