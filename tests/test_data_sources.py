@@ -39,3 +39,18 @@ def test_a_task_named_alone_reads_the_demo_task_of_its_name_as_demo_name_does():
     assert alone.spec == "demo:code" and alone.is_demo_task
     assert task_source(TaskConfig(name="code_copy", source="demo:code")) == alone
     assert task_source(TaskConfig(name="mine", source="hf:org/x")) == DataSource("hub", "org/x")
+
+
+def test_demo_targets_apply_to_the_demo_upstream_set_only(tmp_path):
+    """One rule, for sweeps and for measuring one's own fine-tunes: lm_targets/instruct_targets pick among the
+    shipped demo sets, so naming them with another source is refused, naming the source."""
+    from forgetscope.config import SourceConfig, parse_config
+    from forgetscope.errors import ConfigError
+
+    SourceConfig(source="demo", lm_targets="human").check_demo_targets()  # the demo suite: accepted
+    data = tmp_path / "up.jsonl"
+    data.write_text('{"text": "a b c"}\n')
+    with pytest.raises(ValueError, match="do not apply to source"):
+        SourceConfig(source=str(data), lm_targets="text").check_demo_targets()
+    with pytest.raises(ConfigError, match="do not apply to source"):
+        parse_config({"tasks": ["code"], "upstream": {"source": str(data), "lm_targets": "text"}})

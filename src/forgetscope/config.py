@@ -159,6 +159,14 @@ class SourceConfig(_Strict):
     id_field: str = Field("id", description="the column holding each example's id (without one: NAME-ROW, "
                           "the row's position in the file)")
 
+    def check_demo_targets(self) -> None:
+        """As an experiment's upstream set: ``lm_targets`` and ``instruct_targets`` choose among the shipped
+        demo sets, so another source with either set is a ValueError (the experiment's config names it)."""
+        demo_sets = self.source is not None and parse_source(self.source).is_demo_suite
+        if not demo_sets and (self.lm_targets != "human" or self.instruct_targets != "gold"):
+            raise ValueError(f"upstream.lm_targets and upstream.instruct_targets choose among the shipped demo "
+                             f"sets; they do not apply to source {self.source!r}")
+
     @model_validator(mode="after")
     def _n_zero_only_for_demo_pairs(self) -> SourceConfig:
         demo_suite = self.source is not None and parse_source(self.source).is_demo_suite  # a task may have None
@@ -306,11 +314,7 @@ class SweepConfig(_Strict):
             raise ValueError("null_match: effect scales the null control's direction; "
                              "it needs null_control: true")
         check_load_against_train(self.load, self.train, null_control=self.null_control)
-        up = self.upstream
-        demo_sets = parse_source(up.source).is_demo_suite
-        if not demo_sets and (up.lm_targets != "human" or up.instruct_targets != "gold"):
-            raise ValueError(f"upstream.lm_targets and upstream.instruct_targets choose among the shipped demo "
-                             f"sets; they do not apply to source {up.source!r}")
+        self.upstream.check_demo_targets()
         return self
 
     @property

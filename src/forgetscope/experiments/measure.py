@@ -122,10 +122,7 @@ class MeasureConfig(BaseModel):
         if self.load.device_map is not None and self.device != "auto":
             raise ValueError(f"device: {self.device!r} conflicts with load.device_map, which places the models "
                              "itself; leave device auto")
-        up = self.upstream
-        if up.source != "demo" and (up.lm_targets != "human" or up.instruct_targets != "gold"):
-            raise ValueError(f"upstream.lm_targets and upstream.instruct_targets choose among the shipped demo "
-                             f"sets; they do not apply to source {up.source!r}")
+        self.upstream.check_demo_targets()
         return self
 
 
