@@ -70,8 +70,7 @@ def flatness(sweep: Path, per_task, fmt_means) -> dict:
     from forgetscope.experiments.sharpness import sharpness_table
 
     table, _ = sharpness_table(sweep, "lm")
-    table = table[~table["task"].astype(str).isin(fmt_means.index)] if len(fmt_means) else table
-    table = table[table["task"].isin(per_task.index)]
+    table = table[table["task"].isin(per_task.index)]  # the task runs; format-only runs are no task
     by_task = table.groupby("task")[MEASURES].mean().join(per_task[["mean_f", "learning"]], how="inner")
     out = {"primary": flatness_tests(by_task, MEASURES, covariates=["learning"])}
     controlled = by_task.join(fmt_means.rename("format_mean_f"), how="inner")
@@ -87,6 +86,7 @@ def main() -> None:
     ap.add_argument("--skip", nargs="*", default=[], help="parts left out (e.g. completion), recorded as such")
     args = ap.parse_args()
     import numpy as np
+    import pandas as pd
 
     from forgetscope.analysis.format_control import format_only_share
     from forgetscope.analysis.marginals import marginal_analysis
@@ -134,13 +134,10 @@ def main() -> None:
         out["effect_null"] = {"not_computed": "the null sweep has not run yet"}
     _part(out, "learning", lambda: learning_claim(per_task))
     _part(out, "completion", lambda: completion(tasks), args.skip)
-    control = lm.control_mask()
-    fmt_runs = lm.runs[control]
-    fmt_means = (np.nanmean(lm.values[control], axis=1) if control.any() else np.array([]))
-    import pandas as pd
-
-    fmt_by_task = pd.Series(fmt_means, index=fmt_runs["control_of"].astype(str) if control.any() else []).groupby(
-        level=0).mean() if control.any() else pd.Series(dtype=float)
+    controls = lm.select_rows(lm.control_mask())  # mean F of each controlled task's format-only runs
+    fmt_by_task = pd.Series(np.nanmean(controls.values, axis=1) if controls.shape[0] else [], dtype=float,
+                            index=controls.runs["control_of"].astype(str) if controls.shape[0] else None)
+    fmt_by_task = fmt_by_task.groupby(level=0).mean()
     _part(out, "flatness", lambda: flatness(configs["sweep"].output, per_task, fmt_by_task))
 
     def damage() -> dict:

@@ -71,8 +71,7 @@ def format_only_share(matrix: Any, pairs: dict[str, str] | None = None) -> Forma
     """
     runs = _runs(matrix)
     values = np.asarray(matrix.values, dtype=float)
-    control = runs["control"] if "control" in runs else pd.Series([None] * len(runs))
-    is_control = control.notna().to_numpy() & (control.astype(str) != "").to_numpy()
+    is_control = matrix.control_mask()  # the one definition of a control row
     if not is_control.any():
         raise DataError("this matrix has no format-only rows; add a task with control: shuffled_responses")
     if pairs is None:

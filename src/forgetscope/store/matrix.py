@@ -129,7 +129,8 @@ class ForgettingMatrix:
         """True for the rows of control runs (a task entry with ``control:``, e.g. the format-only rows)."""
         if self.runs is None or "control" not in self.runs:
             return np.zeros(self.shape[0], dtype=bool)
-        return self.runs["control"].notna().to_numpy() & (self.runs["control"].astype(str) != "None")
+        control = self.runs["control"]
+        return (control.notna() & ~control.astype(str).isin(["", "None"])).to_numpy()
 
     def select_rows(self, mask: np.ndarray) -> ForgettingMatrix:
         """The rows where ``mask`` is true, with their runs table and null rows."""
