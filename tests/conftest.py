@@ -85,3 +85,10 @@ def load_script(path: Path):
     spec.loader.exec_module(module)
     return module
 
+
+
+def chosen_regime_train(model: str = "smollm2") -> dict:
+    """The `train` block the committed regime pilot of MODEL selected: what every study config that waited for
+    the regime must now hold."""
+    repo = Path(__file__).parents[1]
+    return json.loads((repo / "benchmarks" / "results" / "study" / model / "regime.json").read_text())["train"]

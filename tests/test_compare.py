@@ -780,7 +780,9 @@ def test_held_out_and_pool_sources_are_named_by_category(tiny_dir, tiny_data, tm
 
 
 @pytest.mark.parametrize("name", ["replay_dose_pilot.yaml", "replay_completion.yaml"])
-def test_the_pre_registered_completion_configs_validate_and_wait_for_their_placeholders(name, tmp_path):
+def test_the_pre_registered_completion_configs_validate_in_the_chosen_regime(name, tmp_path):
+    from conftest import chosen_regime_train
+
     from forgetscope.experiments.compare import load_compare_config, run_compare, validate_compare
 
     path = Path(__file__).parents[1] / "configs" / name
@@ -797,9 +799,14 @@ def test_the_pre_registered_completion_configs_validate_and_wait_for_their_place
     cfg = load_compare_config(path)
     pool, held = validate_compare(cfg)
     assert len(pool) == 306 and len(held) == 94
-    assert len(cfg.tasks) >= (20 if name == "replay_completion.yaml" else 6) and "train" in cfg.compare.pending
+    assert len(cfg.tasks) >= (20 if name == "replay_completion.yaml" else 6)
+    assert cfg.train.model_dump(include=set(chosen_regime_train())) == chosen_regime_train()
     budgets = {cfg.budget_of(s) for s in cfg.strategies if s.name == "replay"}
     assert min(budgets) > cfg.compare.probe
+    if name == "replay_dose_pilot.yaml":
+        assert cfg.compare.pending == []
+        return
+    assert cfg.compare.pending == ["compare.budget"]  # until the dose pilot has chosen it
     with pytest.raises(ConfigError, match="still hold placeholders"):
         run_compare(cfg, output=tmp_path / "never", log=lambda m: None)
     assert not (tmp_path / "never").exists()

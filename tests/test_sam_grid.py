@@ -128,14 +128,18 @@ def test_a_grid_takes_no_second_primary(tmp_path):
         load_compare_config(p)
 
 
-def test_the_registered_grid_starts_no_run_while_its_regime_is_pending(tmp_path):
+def test_the_registered_grid_runs_in_the_chosen_regime_and_a_pending_copy_starts_no_run(tmp_path):
+    from conftest import chosen_regime_train
+
     from forgetscope.errors import ConfigError
     from forgetscope.experiments.compare import load_compare_config, run_compare
 
     cfg = load_compare_config(GRID)
-    assert cfg.compare.pending == ["train"]
+    assert cfg.train.model_dump(include=set(chosen_regime_train())) == chosen_regime_train()
+    assert cfg.compare.pending == []
+    waiting = cfg.model_copy(update={"compare": cfg.compare.model_copy(update={"pending": ["train"]})})
     with pytest.raises(ConfigError, match="compare.pending: train"):
-        run_compare(cfg, output=tmp_path / "out")
+        run_compare(waiting, output=tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 

@@ -389,13 +389,41 @@ def test_scaling_study_config_is_the_registered_design():
     assert cfg.holdout == "largest_t" and cfg.criteria.min_tasks <= len(names)
 
 
-def test_the_registered_study_trains_nothing_while_its_regime_is_pending(tmp_path):
+def test_the_registered_study_runs_in_the_chosen_regime_and_a_pending_copy_trains_nothing(tmp_path):
+    from conftest import chosen_regime_train
+
     from forgetscope.errors import ConfigError
     from forgetscope.experiments.scaling import load_scaling_config, run_scaling_sweep
 
     cfg = load_scaling_config("configs/scaling_study.yaml")
-    assert "train" in cfg.pending
+    chosen = {k: v for k, v in chosen_regime_train().items() if k != "lora_rank"}  # the rank grid sets the rank
+    assert cfg.train.model_dump(include=set(chosen)) == chosen and cfg.pending == []
+    steps = chosen["steps"]
+    assert cfg.eval_steps == [steps // 4, steps // 2, steps, 2 * steps, 4 * steps]
+    waiting = cfg.model_copy(update={"pending": ["train"]})
     with pytest.raises(ConfigError, match="pending: train"):
-        run_scaling_sweep(cfg, output=tmp_path / "out")
+        run_scaling_sweep(waiting, output=tmp_path / "out")
     assert not (tmp_path / "out").exists()
-    assert cfg.model_copy(update={"pending": []}).fingerprint() == cfg.fingerprint()  # not a result setting
+    assert waiting.fingerprint() == cfg.fingerprint()  # not a result setting
+
+
+def test_scaling_check_prints_the_plan_and_refuses_a_pending_config_with_exit_2(tmp_path, capsys, monkeypatch):
+    import yaml
+
+    import forgetscope.models
+    from forgetscope.cli.app import run_app
+
+    def no_weights(*args, **kwargs):
+        raise AssertionError("scaling --check loaded the model's weights")
+
+    monkeypatch.setattr(forgetscope.models, "load_model", no_weights)
+    out = tmp_path / "out"
+    assert run_app(["scaling", "configs/scaling_study.yaml", "-o", str(out), "--check"]) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "20 runs: 4 tasks x 1 seeds x ranks [1, 2, 4, 8, 16], checkpoints at steps [10, 20, 40, 80, 160]" in printed
+    data = yaml.safe_load(open("configs/scaling_study.yaml"))
+    data["pending"] = ["train"]
+    (tmp_path / "waiting.yaml").write_text(yaml.safe_dump(data))
+    assert run_app(["scaling", str(tmp_path / "waiting.yaml"), "-o", str(out), "--check"]) == 2
+    assert "pending: train still hold placeholders" in capsys.readouterr().err
+    assert not out.exists()

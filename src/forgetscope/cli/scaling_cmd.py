@@ -23,6 +23,8 @@ def scaling(
     refit: bool = typer.Option(False, help="only refit the laws to the finished runs (no training)"),
     holdout: str | None = typer.Option(None, help="held-out points: none, largest_t, largest_p or random"),
     figures: bool = typer.Option(True, help="write PNG figures"),
+    check: bool = typer.Option(False, "--check", help="only validate the config and print the plan "
+                               "(runs, ranks, checkpoints); nothing is trained or written"),
 ) -> None:
     """Fine-tune with LoRA at several ranks, evaluate forgetting at checkpoints, fit the scaling laws.
 
@@ -33,6 +35,14 @@ def scaling(
     overrides = {"holdout": holdout, "figures": figures if not figures else None}
     cfg = ss.load_scaling_config(config, **overrides)
     out = output or cfg.output
+    if check:
+        from forgetscope.experiments.validate import validate_scaling
+
+        validate_scaling(cfg)
+        runs = len(cfg.tasks) * len(cfg.seed_list) * len(cfg.ranks)
+        console.print(f"{config}: ok ({runs} runs: {len(cfg.tasks)} tasks x {len(cfg.seed_list)} seeds x ranks "
+                      f"{cfg.ranks}, checkpoints at steps {cfg.eval_steps}, hold-out {cfg.holdout}; output {out})")
+        return
     if refit:
         points = ss.read_points(out)
     else:
