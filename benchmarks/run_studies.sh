@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Every pre-registered study, one after another, in the order their results are needed:
+#
+#   bash benchmarks/run_studies.sh            # from the repository root; resumes wherever it stopped
+#   bash benchmarks/run_studies.sh sam_grid   # start at a step (its name below)
+#
+# Each step is a resumable command: a finished run is never redone, so after a kill the same line picks up
+# at the first unfinished run. One heavy job at a time (the machine's cores are all used by one run).
+# Stops at the first failing step. The completion comparison (configs/replay_completion.yaml) is not here:
+# it waits for the budget the dose pilot selects to be written into its config.
+set -euo pipefail
+export FORGETSCOPE_NO_PROGRESS=1
+
+steps=(
+  "smollm2_study       python benchmarks/replication_study.py configs/studies/smollm2.yaml"
+  "smollm2_analysis    python benchmarks/study_analysis.py configs/studies/smollm2.yaml"
+  "sam_grid            forgetscope compare configs/sam_rho_grid.yaml"
+  "scaling_study       forgetscope scaling configs/scaling_study.yaml"
+  "dose_pilot          forgetscope compare configs/replay_dose_pilot.yaml"
+  "gemma3_pilot        python benchmarks/regime_pilot.py configs/regimes/gemma3.yaml"
+  "gemma3_study        python benchmarks/replication_study.py configs/studies/gemma3.yaml"
+  "gemma3_analysis     python benchmarks/study_analysis.py configs/studies/gemma3.yaml"
+)
+
+start="${1:-}"
+if [[ -n "$start" ]] && ! printf '%s\n' "${steps[@]}" | awk '{print $1}' | grep -qx "$start"; then
+  echo "error: no step named '$start'; steps: $(printf '%s\n' "${steps[@]}" | awk '{print $1}' | tr '\n' ' ')" >&2
+  exit 2
+fi
+started=$([[ -z "$start" ]] && echo 1 || echo 0)
+for step in "${steps[@]}"; do
+  name="${step%% *}"
+  cmd="$(echo "${step#"$name"}" | sed 's/^ *//')"
+  [[ "$name" == "$start" ]] && started=1
+  [[ "$started" == 1 ]] || continue
+  echo "== $(date -u +%FT%TZ) $name: $cmd"
+  $cmd
+done
+echo "== $(date -u +%FT%TZ) all steps done"
