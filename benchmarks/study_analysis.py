@@ -16,7 +16,8 @@ the task rows only (format-only rows excluded from every claim about tasks):
 * C8: sharpness against mean F over tasks (Holm over the two measures) and beyond learning; on the
   controlled tasks also beyond the format-only row's mean F (secondary);
 * damage: the pilot's criteria applied to the study's runs (forgetscope.analysis.regime.regime_verdict).
-A part whose inputs are missing records why instead of a result.
+A part whose inputs are missing records why instead of a result. Figures beside it: r2_vs_shuffles.png (C1-C2)
+and learning.png (C6).
 """
 
 from __future__ import annotations
@@ -79,6 +80,19 @@ def flatness(sweep: Path, per_task, fmt_means) -> dict:
     return out
 
 
+def figures(dest: Path, marginals, per_task) -> None:
+    """r2_vs_shuffles.png (C1-C2: F's R²(k) against its within-row shuffles) and learning.png (C6: each task's
+    mean F against how much it learned), beside claims.json."""
+    from forgetscope.analysis import plots
+
+    if marginals is not None and marginals.permutation is not None:
+        plots.write_r2_against_shuffles(marginals.permutation, marginals.interaction, dest / "r2_vs_shuffles.png")
+    if len(per_task):
+        fig = plots.learning_scatter(per_task["learning"].to_numpy(float), per_task["mean_f"].to_numpy(float),
+                                     [str(t) for t in per_task.index])
+        plots.save_figure(fig, dest / "learning.png")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("study", type=Path)
@@ -113,8 +127,13 @@ def main() -> None:
     out: dict = {"study": str(args.study), "regime": name, "n_runs": int(full.shape[0]), "n_planned": planned,
                  "complete": int(full.shape[0]) == planned, "n_task_runs": int(tasks.shape[0]),
                  "n_examples_lm": int(lm.shape[1])}
-    _part(out, "marginals", lambda: marginal_analysis(tasks, max_rank=5, runs=tasks.runs,
-                                                      n_shuffles=args.shuffles).to_dict())
+    kept: dict = {}  # the objects the figures are drawn from
+
+    def marginals() -> dict:
+        kept["marginals"] = marginal_analysis(tasks, max_rank=5, runs=tasks.runs, n_shuffles=args.shuffles)
+        return kept["marginals"].to_dict()
+
+    _part(out, "marginals", marginals)
     per_task = per_task_table(lm)
     out["per_task"] = json.loads(per_task.reset_index().to_json(orient="records"))
 
@@ -154,7 +173,8 @@ def main() -> None:
     dest = study.output / "analysis"
     dest.mkdir(parents=True, exist_ok=True)
     (dest / "claims.json").write_text(json.dumps(out, indent=1, default=float) + "\n")
-    print(f"wrote {dest / 'claims.json'}")
+    figures(dest, kept.get("marginals"), per_task)
+    print(f"wrote {dest / 'claims.json'} and its figures")
 
 
 if __name__ == "__main__":

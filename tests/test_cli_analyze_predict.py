@@ -23,7 +23,7 @@ def test_import_analyze_predict(tmp_path, matrix_file):
     assert run_app(["analyze", str(sweep), "--max-rank", "4"]) == 0
     report = json.loads((sweep / "analysis" / "analysis.json").read_text())
     assert len(report["r2_by_rank"]) == 4
-    for png in ("heatmap.png", "spectrum_r2.png"):
+    for png in ("heatmap.png", "spectrum_r2.png", "r2_vs_shuffles.png"):
         assert (sweep / "analysis" / png).stat().st_size > 1000
     assert run_app(["predict", str(sweep), "--probe", "0.05", "--probe", "0.2", "-m", "knn", "-m", "lowrank",
                     "--folds", "3", "--k", "5"]) == 0

@@ -139,6 +139,24 @@ def test_planted_rank2_interaction_shows_clear_excess():
     assert verdicts["low-rank interaction"]["shown"] is True
 
 
+def test_the_shuffle_figure_draws_f_its_shuffle_mean_and_band_in_one_panel_per_metric(tmp_path):
+    from PIL import Image
+
+    from forgetscope.analysis.plots import r2_against_shuffles, write_r2_against_shuffles
+
+    F = planted_interaction(strength=1.0)
+    p, inter = permutation_baseline(F, 4, n_shuffles=20, seed=0), interaction_r2(F, 4)
+    lo, hi = p.band("global")
+    fig = r2_against_shuffles({"global": (p.observed["global"], p.mean("global"), lo, hi)}, p.n_shuffles)
+    (ax,) = fig.axes
+    lines = {line.get_label(): line.get_ydata() for line in ax.get_lines()}
+    assert np.allclose(lines["F"], p.observed["global"]) and np.allclose(lines["shuffles, mean"], p.mean("global"))
+    band = ax.collections[0].get_paths()[0].vertices[:, 1]
+    assert np.isclose(band.min(), lo.min()) and np.isclose(band.max(), hi.max())
+    path = write_r2_against_shuffles(p, inter, tmp_path / "r2.png")
+    assert Image.open(path).size[0] > Image.open(path).size[1] * 2  # three panels side by side
+
+
 def test_permutation_baseline_is_seeded():
     F = row_effects(m=5, n=40)
     a = permutation_baseline(F, 2, seed=3).shuffles["reference"]

@@ -142,6 +142,30 @@ def factor_bars(names: list[str], task_effect: np.ndarray, example_effect: np.nd
     return fig
 
 
+def r2_against_shuffles(curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+                        n_shuffles: int) -> Figure:
+    """R²(k) of F beside the same R²(k) of its within-row shuffles, one panel per metric: the observed curve,
+    the shuffles' mean and their central 95 % band. ``curves`` maps a panel's title to (observed, shuffle
+    mean, band low, band high), arrays over k = 1..K. What F has above the band is structure that its
+    run scales and row distributions alone would not give."""
+    fig = Figure(figsize=(4.2 * len(curves), 3.8))
+    for i, (title, (obs, mean, lo, hi)) in enumerate(curves.items()):
+        ax = fig.add_subplot(1, len(curves), i + 1)
+        k = np.arange(1, len(obs) + 1)
+        ax.fill_between(k, lo, hi, color="0.8", label=f"{n_shuffles} shuffles, central 95 %")
+        ax.plot(k, mean, "--", color="0.4", label="shuffles, mean")
+        ax.plot(k, obs, "o-", ms=4, color="C0", label="F")
+        ax.set_xticks(k)
+        ax.set_xlabel("rank k")
+        ax.set_ylabel("R²(k)")
+        ax.set_title(title, fontsize=10)
+        ax.set_ylim(min(0.0, float(np.nanmin(lo)), float(np.nanmin(obs))) - 0.02, 1.02)
+        if i == 0:
+            ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
 def learning_scatter(learning: np.ndarray, forgetting: np.ndarray, names: list[str]) -> Figure:
     fig = Figure(figsize=(5.5, 4))
     ax = fig.add_subplot()
@@ -436,6 +460,18 @@ def write_spectrum_r2(report: LowRankReport, path: str | os.PathLike[str]) -> Pa
     """:func:`spectrum_r2` of a low-rank report as a PNG file."""
     return save_figure(spectrum_r2(report.singular_values, report.r2_by_rank, report.additive.r2,
                                    report.multiplicative.r2), path)
+
+
+def write_r2_against_shuffles(permutation, interaction, path: str | os.PathLike[str]) -> Path:
+    """:func:`r2_against_shuffles` of a marginal analysis's permutation baselines (``PermutationBaseline``:
+    F's two metrics, and the double-centred interaction's global R² when given) as a PNG file."""
+    titles = {"global": "global R²(k)", "reference": "reference R²(k) (per-column mean)"}
+    curves = {titles.get(m, m): (permutation.observed[m], permutation.mean(m), *permutation.band(m))
+              for m in permutation.observed}
+    if interaction is not None:
+        curves["interaction (double-centred F), global"] = (
+            interaction.observed["global"], interaction.mean("global"), *interaction.band("global"))
+    return save_figure(r2_against_shuffles(curves, permutation.n_shuffles), path)
 
 
 def write_pred_scatter(pairs: pd.DataFrame, path: str | os.PathLike[str]) -> Path:

@@ -237,6 +237,8 @@ def analyze(
     if figures:
         plots.write_heatmap(matrix.values, report.row_order, report.col_order, files.heatmap, matrix.row_names)
         plots.write_spectrum_r2(report, files.spectrum)
+        if marginals.permutation is not None:
+            plots.write_r2_against_shuffles(marginals.permutation, marginals.interaction, files.r2_vs_shuffles)
     console.print(f"wrote {out_dir}")
     if as_json:
         emit_json({"source": str(source), "kind": kind, "output": str(out_dir), **result})

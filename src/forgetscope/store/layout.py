@@ -277,6 +277,7 @@ class AnalysisLayout:
         analysis.json                      everything printed: the low-rank report, null control, marginals
         r2_by_rank.csv                     R²(k) (global and reference) with singular values
         heatmap.png, spectrum_r2.png       figures
+        r2_vs_shuffles.png                 R²(k) of F against its within-row shuffles (the band), per metric
         null_per_run.csv                   with null rows: each run's mean F and null, R² on the null profile
         null_r2_by_rank.csv                with null rows: R²(k) of F, of the nulls, of the residual
         marginals_by_rank.csv              R²(k) against within-row shuffles
@@ -308,6 +309,10 @@ class AnalysisLayout:
     @property
     def spectrum(self) -> Path:
         return self.root / "spectrum_r2.png"
+
+    @property
+    def r2_vs_shuffles(self) -> Path:
+        return self.root / "r2_vs_shuffles.png"
 
     @property
     def null_per_run(self) -> Path:
