@@ -15,7 +15,8 @@ the task rows only (format-only rows excluded from every claim about tasks):
   completion predictors, with pooled and per-task coverage of the 90 % normalized intervals;
 * C8: sharpness against mean F over tasks (Holm over the two measures) and beyond learning; on the
   controlled tasks also beyond the format-only row's mean F (secondary);
-* damage: the pilot's criteria applied to the study's runs (forgetscope.analysis.regime.regime_verdict).
+* damage: the pilot's criteria applied to the study's runs (forgetscope.analysis.regime.regime_verdict);
+* earlier_study_r2: R²(k), k = 1..5, of the earlier study's matrix (same model) in both metrics.
 A part whose inputs are missing records why instead of a result. Figures beside it: r2_vs_shuffles.png (C1-C2)
 and learning.png (C6).
 """
@@ -33,6 +34,7 @@ os.environ.setdefault("FORGETSCOPE_NO_PROGRESS", "1")
 
 MEASURES = ["sharpness_random_mean", "sharpness_sam_rise"]
 COMPLETION = ["lowrank", "knn", "knn-baseline"]
+EARLIER = Path("benchmarks/results/replication")  # the earlier studies' sweeps, replication_<study>/sweep
 
 
 def _part(out: dict, name: str, fn, skip: list[str] = ()) -> None:
@@ -56,7 +58,7 @@ def completion(tasks) -> dict:
 
     result = evaluate(tasks, ["additive", *COMPLETION], probe=[30], draws=10, coverage=0.9,
                       interval="normalized")
-    tests = result.task_tests(against="additive")
+    tests = result.task_tests(against="additive", predictors=COMPLETION)  # Holm over these three only
     summary = result.summary()
     cover = {}
     for name, rows in result.tasks.groupby("predictor", sort=False):
@@ -170,6 +172,18 @@ def main() -> None:
         return v
 
     _part(out, "damage", damage)
+
+    def earlier() -> dict:
+        from forgetscope.analysis.lowrank import rank_r2_metrics
+
+        path = EARLIER / f"replication_{args.study.stem}" / "sweep"
+        if not SweepStore(path).exists():
+            raise DataError(f"no earlier study at {path}")
+        before = SweepStore(path).load_matrix().select_kind("lm").without_controls()
+        r2 = rank_r2_metrics(np.asarray(before.values, dtype=float), 5)
+        return {"sweep": str(path), "shape": list(before.shape), **{m: v.tolist() for m, v in r2.items()}}
+
+    _part(out, "earlier_study_r2", earlier)
     dest = study.output / "analysis"
     dest.mkdir(parents=True, exist_ok=True)
     (dest / "claims.json").write_text(json.dumps(out, indent=1, default=float) + "\n")

@@ -48,6 +48,19 @@ def test_task_specific_forgetting_survives_its_format_control_and_a_format_shift
     assert gone["mean_r_seed"] > 0.5  # the seeds agree, but no more than with the format-only runs
 
 
+def test_a_format_only_pattern_reads_near_one_disattenuated_and_seeds_pair_by_value():
+    gone = format_specificity(_study(task_specific=0.0))
+    assert 0.8 < gone["mean_r_format_disattenuated"] < 1.2  # the task's reproducible pattern is the format's
+    kept = format_specificity(_study(task_specific=1.0))
+    assert kept["mean_r_format_disattenuated"] < 0.8
+    m = _study(task_specific=1.0)
+    runs = m.runs.copy()
+    runs.loc[(runs["task"] == "t0_format") & (runs["seed"] == 1), "seed"] = 7  # a control seed no task run has
+    res = format_specificity(ForgettingMatrix(m.values, m.row_names, m.col_names, runs=runs))
+    assert res["n_tasks"] == 7 and res["tasks_without_matching_seeds"] == ["t0"]
+    assert all(row["seeds"] == [0, 1] for row in res["per_task"])
+
+
 def test_control_rows_are_left_out_of_the_per_task_table():
     table = per_task_table(_study(1.0))
     assert list(table.index) == [f"t{t}" for t in range(8)] and (table["n_seeds"] == 2).all()
@@ -66,16 +79,45 @@ def test_a_correlation_carried_by_one_task_fails_leave_one_task_out():
     assert learning_claim(table)["all_tasks"]["holds"]
 
 
+def test_forgetting_that_falls_with_learning_does_not_hold_as_growing():
+    rng = np.random.default_rng(2)
+    learning = rng.normal(size=14)
+    table = pd.DataFrame({"learning": learning, "mean_f": -learning + 0.05 * rng.normal(size=14),
+                          "family": "instruction"}, index=[f"t{i}" for i in range(14)])
+    res = learning_claim(table)["all_tasks"]
+    assert res["pearson"] < -0.9 and res["p_holm"] < 0.05 and res["loo_same_sign"]
+    assert not res["holds"]
+
+
+def test_a_task_without_learning_is_dropped_and_named_and_the_holm_family_stays_two():
+    rng = np.random.default_rng(3)
+    learning = rng.normal(size=10)
+    table = pd.DataFrame({"learning": learning, "mean_f": learning + 0.3 * rng.normal(size=10),
+                          "family": ["instruction"] * 5 + ["plain_text"] * 5}, index=[f"t{i}" for i in range(10)])
+    table.loc["t0", "learning"] = np.nan
+    res = learning_claim(table)
+    assert res["all_tasks"]["n_tasks"] == 9 and res["all_tasks"]["dropped"] == ["t0"]
+    assert np.isfinite(res["all_tasks"]["p"])
+    table.loc[["t2", "t3"], "learning"] = np.nan  # the instruction set keeps 2 tasks: too few to test
+    with pytest.raises(DataError, match="at least 4 tasks"):
+        learning_claim(table)
+    assert "spearman" in res["instruction"]["leave_one_out"]["t1"]
+
+
 def test_a_row_agrees_with_its_seed_replica_better_than_with_an_effect_matched_null():
     main = _study(1.0).without_controls()
     rng = np.random.default_rng(3)
     seed0 = main.runs["seed"].to_numpy() == 0
     sub = main.select_rows(seed0)
     null = np.abs(rng.normal(size=sub.values.shape)) * sub.values.mean(axis=1, keepdims=True)
-    sweep = ForgettingMatrix(sub.values.copy(), sub.row_names, sub.col_names, runs=sub.runs, null=null)
+    runs = sub.runs.copy()
+    runs["null_match_target"], runs["null_match_value"] = 0.2, 0.19
+    runs["null_match_status"] = ["matched"] * 7 + ["not_matched"]
+    sweep = ForgettingMatrix(sub.values.copy(), sub.row_names, sub.col_names, runs=runs, null=null)
     res = effect_null_contrast(sweep, main)
     assert res["n_tasks"] == 8 and res["shown"] and res["determinism_max_abs_diff"] == 0.0
     assert 0.5 < res["effect_ratio_median"] < 1.5
+    assert res["effect_ratio_subset_median"] == pytest.approx(0.95) and res["n_not_matched"] == 1
     with pytest.raises(DataError, match="no null-control rows"):
         effect_null_contrast(sub, main)
 

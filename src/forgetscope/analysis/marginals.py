@@ -22,6 +22,7 @@ baselines here keep each run's own values:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -174,13 +175,15 @@ def _check_shuffles(n_shuffles: int) -> int:
 
 
 def permutation_baseline(F: Any, max_rank: int = HEADLINE_RANKS, *, n_shuffles: int = MIN_SHUFFLES,
-                         seed: int = 0, metrics: tuple[R2Metric, ...] = R2_METRICS,
-                         n_iter: int = 100) -> PermutationBaseline:
+                         seed: int = 0, metrics: tuple[R2Metric, ...] = R2_METRICS, n_iter: int = 100,
+                         recentre: Callable[[np.ndarray], np.ndarray] | None = None) -> PermutationBaseline:
     """R²(k) of ``F`` and of ``n_shuffles`` within-row shuffles of it (k = 1..max_rank, capped at min(M, N)).
 
     Why: a shuffle keeps every run's values (its mean, its spread, the scale differences between runs) and
     only forgets which example each value belongs to, so what R²(k) F has beyond the shuffles is structure
-    shared across runs, not row scale. Needs at least :data:`MIN_PERMUTATION_ROWS` rows.
+    shared across runs, not row scale. Needs at least :data:`MIN_PERMUTATION_ROWS` rows. ``recentre`` is
+    applied to each shuffle before its R²(k), so a matrix that was centred (the interaction) is compared
+    with shuffles centred the same way.
     """
     X = check_matrix(F)
     if X.shape[0] < MIN_PERMUTATION_ROWS:
@@ -190,7 +193,8 @@ def permutation_baseline(F: Any, max_rank: int = HEADLINE_RANKS, *, n_shuffles: 
     K = max(1, min(int(max_rank), *X.shape))
     observed = rank_r2_metrics(X, K, metrics=metrics, n_iter=n_iter)
     rng = np.random.default_rng(seed)
-    draws = [rank_r2_metrics(shuffle_within_rows(X, rng), K, metrics=metrics, n_iter=n_iter)
+    same = recentre or (lambda shuffled: shuffled)
+    draws = [rank_r2_metrics(same(shuffle_within_rows(X, rng)), K, metrics=metrics, n_iter=n_iter)
              for _ in range(n_shuffles)]
     shuffles = {m: np.vstack([d[m] for d in draws]) for m in metrics}
     return PermutationBaseline(observed=observed, shuffles=shuffles, seed=seed)
@@ -202,11 +206,14 @@ def interaction_r2(F: Any, max_rank: int = HEADLINE_RANKS, *, n_shuffles: int = 
     with the within-row shuffle band of the interaction (global metric; k capped at min(M, N) − 1).
 
     Why: with row and column effects removed, what a rank-k fit explains is structure in *which* examples
-    each run forgets more or less than its own mean and the example's mean.
+    each run forgets more or less than its own mean and the example's mean. Each shuffle is double-centred
+    again before its R²(k): a shuffled interaction has column effects of its own, which the observed one
+    has not, and left in they bias the band low (the observed curve would clear it too often).
     """
     E = interaction(F)
     K = max(1, min(int(max_rank), E.shape[0] - 1, E.shape[1] - 1))
-    return permutation_baseline(E, K, n_shuffles=n_shuffles, seed=seed, metrics=("global",), n_iter=n_iter)
+    return permutation_baseline(E, K, n_shuffles=n_shuffles, seed=seed, metrics=("global",), n_iter=n_iter,
+                                recentre=interaction)
 
 
 # ---- reproducibility of the interaction across seeds -----------------------------------------

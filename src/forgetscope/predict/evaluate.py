@@ -118,10 +118,11 @@ class CVResult:
         """Mean and sd over draws for every (predictor, probe size)."""
         return summarize(self.table)
 
-    def task_tests(self, against: str = BASELINE) -> pd.DataFrame:
+    def task_tests(self, against: str = BASELINE, predictors: list[str] | None = None) -> pd.DataFrame:
         """Every predictor's per-task RMSE against ``against``'s, paired over test tasks (the independent
         units: a task's seeds share its data), per probe size: mean difference with a bootstrap 95 % CI,
-        Wilcoxon and t-test p-values, Holm-adjusted over the predictors of each probe size."""
+        Wilcoxon and t-test p-values, Holm-adjusted over the predictors of each probe size. ``predictors``
+        names the family tested (and adjusted over) when it is not every predictor evaluated."""
         from forgetscope.analysis.stats import holm, paired_run_test
 
         if not len(self.tasks) or against not in set(self.tasks["predictor"]):
@@ -129,7 +130,10 @@ class CVResult:
         rows = []
         for size, at in self.tasks.groupby("probe_size", sort=True):
             base = at[at["predictor"] == against].set_index("task")["rmse"]
-            for label, group in at[at["predictor"] != against].groupby("predictor", sort=False):
+            tested = at[at["predictor"] != against]
+            if predictors is not None:
+                tested = tested[tested["predictor"].isin(predictors)]
+            for label, group in tested.groupby("predictor", sort=False):
                 mine = group.set_index("task")["rmse"]
                 both = mine.index.intersection(base.index)
                 r = paired_run_test(mine.loc[both].to_numpy(), base.loc[both].to_numpy())
