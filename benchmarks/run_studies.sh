@@ -14,12 +14,14 @@ export FORGETSCOPE_NO_PROGRESS=1
 steps=(
   "smollm2_study       python benchmarks/replication_study.py configs/studies/smollm2.yaml"
   "smollm2_analysis    python benchmarks/study_analysis.py configs/studies/smollm2.yaml"
+  "smollm2_tables      python benchmarks/study_tables.py configs/studies/smollm2.yaml"
   "sam_grid            forgetscope compare configs/sam_rho_grid.yaml"
   "scaling_study       forgetscope scaling configs/scaling_study.yaml"
   "dose_pilot          forgetscope compare configs/replay_dose_pilot.yaml"
   "gemma3_pilot        python benchmarks/regime_pilot.py configs/regimes/gemma3.yaml"
   "gemma3_study        python benchmarks/replication_study.py configs/studies/gemma3.yaml"
   "gemma3_analysis     python benchmarks/study_analysis.py configs/studies/gemma3.yaml"
+  "gemma3_tables       python benchmarks/study_tables.py configs/studies/gemma3.yaml"
 )
 
 start="${1:-}"
