@@ -693,6 +693,13 @@ PREDICTED = [{"name": "replay", "label": "knn", "options": {"policy": "predicted
 @pytest.mark.parametrize("change,msg", [
     ({"compare": {"budget": 4}}, "budget of 4 replay examples is at or below its probe of 4"),
     ({"compare": {"budget": 13}}, "budget of 13 replay examples exceeds the replay pool of 12"),
+    ({"strategies": [{"name": "replay", "label": "on", "options": {"policy": "predicted", "mode": "online",
+                                                                   "warmup_fraction": 0.5}}],
+      "compare": {"budget": 6}},
+     "strategy on: a budget of 6 replay examples leaves 4 after its online warm-up, which is at or below its probe"),
+    ({"strategies": [{"name": "replay", "label": "f", "options": {"policy": "predicted", "predictor": "probe-fill",
+                                                                  "ratio": 0.1}}]},
+     "strategy f: its ratio's 2 replay examples is at or below its probe of 4"),
     ({"strategies": [{"name": "replay", "label": "r", "options": {"ratio": 0.5}}], "compare": {"budget": 6}},
      "strategies.0 (r): sets ratio while compare.budget"),
     ({"strategies": [{"name": "replay", "options": {"ratio": 0.5, "budget": 6}}]}, "give ratio or budget, not both"),
@@ -790,10 +797,9 @@ def test_the_pre_registered_completion_configs_validate_in_the_chosen_regime(nam
     text = path.read_text()
     if name == "replay_completion.yaml":  # known rows: the new study's, on the lm columns
         assert f"known: {{sweep: {study}, leave_task_out: true, kind: lm}}" in text
-        runs = path.parents[1] / study / "runs.parquet"
-        trained = set(pd.read_parquet(runs)["task"]) if runs.is_file() else set()
-        if not {t.name for t in load_compare_config(path).tasks} <= trained:
-            # until the study has trained every task, the earlier study's rows stand in
+        manifest = path.parents[1] / study / "manifest.json"
+        if not manifest.is_file() or json.loads(manifest.read_text()).get("status") != "complete":
+            # until the study is complete, the earlier study's rows stand in
             path = tmp_path / name
             path.write_text(text.replace(study, "benchmarks/results/replication/replication_smollm2/sweep"))
     cfg = load_compare_config(path)
@@ -810,3 +816,34 @@ def test_the_pre_registered_completion_configs_validate_in_the_chosen_regime(nam
     with pytest.raises(ConfigError, match="still hold placeholders"):
         run_compare(cfg, output=tmp_path / "never", log=lambda m: None)
     assert not (tmp_path / "never").exists()
+
+
+def test_probe_seed_task_gives_each_task_its_own_probe_and_run_keeps_one_per_seed(tiny_dir, tiny_data, tmp_path):
+    from forgetscope.experiments.compare import CompareConfig
+    from forgetscope.predict import choose_probe
+
+    d = _compare_dict(tiny_dir, tiny_data, tmp_path / "x", strategies=PREDICTED)
+    per_run = CompareConfig.model_validate(d)
+    assert per_run.probe_seed_for("code", 3) == per_run.probe_seed_for("qa", 3) == 3
+    d["compare"]["probe_seed"] = "task"
+    per_task = CompareConfig.model_validate(d)
+    a, b = per_task.probe_seed_for("code", 3), per_task.probe_seed_for("qa", 3)
+    assert a == per_task.probe_seed_for("code", 3) and a != b and a != per_task.probe_seed_for("code", 4)
+    assert sorted(choose_probe(306, 30, seed=a)) != sorted(choose_probe(306, 30, seed=b))
+
+
+def test_known_rows_from_an_unfinished_sweep_are_refused_before_any_run(tmp_path):
+    import shutil
+
+    from forgetscope.experiments.compare import load_compare_config, validate_compare
+
+    root = Path(__file__).parents[1]
+    known = tmp_path / "known"
+    shutil.copytree(root / "benchmarks/results/replication/replication_smollm2/sweep", known)
+    manifest = json.loads((known / "manifest.json").read_text())
+    (known / "manifest.json").write_text(json.dumps({**manifest, "status": "running"}))
+    text = (root / "configs" / "replay_completion.yaml").read_text()
+    path = tmp_path / "c.yaml"
+    path.write_text(text.replace("benchmarks/results/study/smollm2/sweep", str(known)))
+    with pytest.raises(ConfigError, match="is not complete .status 'running'"):
+        validate_compare(load_compare_config(path))

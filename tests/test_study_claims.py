@@ -149,3 +149,10 @@ def test_analyze_sets_control_rows_aside_and_compares_them_at_the_end(tmp_path, 
     result = json.loads((out / "analysis.json").read_text())
     assert result["shape"][0] == 16  # the 8 tasks x 2 seeds; the 16 format-only rows set aside
     assert result["format_control"]["specificity"]["shown"] and (out / "format_control.csv").is_file()
+
+
+def test_a_row_that_names_the_task_it_controls_is_a_control_row_even_without_a_control_column():
+    m = _study(1.0)
+    runs = m.runs.drop(columns=["control"])
+    kept = ForgettingMatrix(m.values, m.row_names, m.col_names, runs=runs)
+    assert (kept.control_mask() == m.control_mask()).all() and kept.control_mask().sum() == 16

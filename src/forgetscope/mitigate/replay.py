@@ -114,7 +114,13 @@ from forgetscope.data.encoding import IGNORE_INDEX, Encoded
 from forgetscope.errors import ConfigError
 from forgetscope.mitigate.mir import interference
 from forgetscope.mitigate.replay_policies import OBSERVE_ONLY, PROBE_FILL, ReplayPolicy, make_policy
-from forgetscope.mitigate.replay_sampling import WEIGHTINGS, ReplaySampler, replay_rng, replay_schedule
+from forgetscope.mitigate.replay_sampling import (
+    WEIGHTINGS,
+    ReplaySampler,
+    online_boundary,
+    replay_rng,
+    replay_schedule,
+)
 from forgetscope.store.matrix import ForgettingMatrix
 from forgetscope.train.hooks import (
     FileInput,
@@ -203,10 +209,17 @@ class ReplayOptions(StrategyOptions):
             return StrategyInputs(files=files, policy=policy, replays=True,
                                   own_row="forgetting_file" if policy == "oracle" else None)
         completes = str(predictor) not in OBSERVE_ONLY
+        ratio = options.get("ratio", cls.model_fields["ratio"].default)
+        budget, warmup = options.get("budget"), options.get("warmup_fraction", cls.model_fields["warmup_fraction"].default)
+
+        def draws_after_probe(steps: int, per_step: int) -> int:
+            schedule = replay_schedule(steps, per_step, ratio, budget)
+            return int(schedule[online_boundary(steps, warmup):].sum() if mode == "online" else schedule.sum())
+
         return StrategyInputs(files=files, policy=policy, replays=True, known_rows="known", predictor=str(predictor),
                               completes=completes, spends_beyond_probe=completes or predictor == PROBE_FILL,
                               probe_row="probe_file" if mode == "offline" else None,
-                              measures_probe=mode == "online", mode=mode)
+                              measures_probe=mode == "online", mode=mode, draws_after_probe=draws_after_probe)
 
 
     @model_validator(mode="before")

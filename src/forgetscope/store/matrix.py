@@ -126,11 +126,15 @@ class ForgettingMatrix:
                        null=self.null[:, mask] if self.null is not None else None)
 
     def control_mask(self) -> np.ndarray:
-        """True for the rows of control runs (a task entry with ``control:``, e.g. the format-only rows)."""
-        if self.runs is None or "control" not in self.runs:
-            return np.zeros(self.shape[0], dtype=bool)
-        control = self.runs["control"]
-        return (control.notna() & ~control.astype(str).isin(["", "None"])).to_numpy()
+        """True for the rows of control runs (a task entry with ``control:``, e.g. the format-only rows): rows
+        whose ``control`` or ``control_of`` (the task a control stands beside) is set, so a runs table that
+        kept only one of the two still marks them."""
+        mask = np.zeros(self.shape[0], dtype=bool)
+        for column in ("control", "control_of"):
+            if self.runs is not None and column in self.runs:
+                value = self.runs[column]
+                mask |= (value.notna() & ~value.astype(str).isin(["", "None", "nan"])).to_numpy()
+        return mask
 
     def select_rows(self, mask: np.ndarray) -> ForgettingMatrix:
         """The rows where ``mask`` is true, with their runs table and null rows."""

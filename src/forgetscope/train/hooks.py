@@ -173,6 +173,9 @@ class StrategyInputs:
     mode: str | None = None
     #: options that name training data (a data path, ``demo:NAME`` or ``hf:NAME``), checked to exist before a run
     data_sources: tuple[str, ...] = ()
+    #: the replay examples drawn by the arm's own rule once its probe is known, for a run of (steps, examples
+    #: per step): the whole dose offline, what follows the random warm-up online
+    draws_after_probe: Callable[[int, int], int] | None = None
 
     def files_from(self, option: str) -> list[FileInput]:
         """The inputs read from the path in ``option``."""

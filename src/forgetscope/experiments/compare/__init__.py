@@ -52,9 +52,12 @@ their values are those of a comparison over every column.
 
 Tests (``tests.csv``; see :mod:`forgetscope.analysis.stats`): every strategy against plain, and the
 ``direct`` pairs (default: each predicted-replay arm against the random-replay arm with the same
-ratio), on three metrics (held-out forgetting, task loss, task accuracy), each paired over task x seed
-runs: Wilcoxon signed-rank and paired t p-values, a BCa bootstrap CI of the mean difference over runs,
-the effect size d_z, and Holm's adjustment across *every* row of the table (one family per test).
+ratio), on three metrics (held-out forgetting, task loss, task accuracy), each paired at two levels: over
+task x seed runs (level ``run``) and over tasks with each task's seeds averaged (level ``task``, the units
+when seeds of a task share its data): Wilcoxon signed-rank and paired t p-values, a BCa bootstrap CI of
+the mean difference (percentile where BCa is undefined), the effect size d_z, and Holm's adjustment
+within each level over its secondary rows. A primary contrast named in the config is reported
+unadjusted, apart from that family.
 The example-level Wilcoxon p over pooled held-out examples appears only as the descriptive column
 ``p_examples_descriptive``: examples of one run share a model, so it is not a valid test.
 ``summary.csv`` holds one row per strategy: its run-level means, and its comparison with plain.

@@ -8,6 +8,7 @@ loaded or file written.
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -73,6 +74,10 @@ class CompareOptions(_Strict):
                                    "(a seeded random split); the rest is held out")
     probe: float = Field(30, gt=0, description="probe set observed by predicted replay: a fraction in (0, 1] of "
                          "the pool or a number of examples")
+    probe_seed: Literal["run", "task"] = Field(
+        "run", description="what seeds the probe of the predicted arms (and their draws): run, the run's seed "
+        "(every task of one seed observes the same probe examples); task, the seed and the task's name (each task "
+        "its own probe, so a comparison over tasks also spans probe draws)")
     predictor: str = Field("knn", description="the predictor completing a predicted-replay arm's row from its "
                            "probe (see docs/prediction.md)")
     predictor_options: dict[str, Any] = Field(default_factory=dict, description="the predictor's own options")
@@ -191,6 +196,13 @@ class CompareConfig(SweepConfig):
             if not ok:
                 raise ValueError(f"compare.pending.{i}: {field!r} is not a config field (e.g. train, compare.budget)")
         return self
+
+    def probe_seed_for(self, task: str, seed: int) -> int:
+        """The seed of a predicted arm's probe (and draws) in the run of ``task`` with ``seed``
+        (``compare.probe_seed``)."""
+        if self.compare.probe_seed == "run":
+            return seed
+        return int(np.random.SeedSequence([seed, zlib.crc32(task.encode())]).generate_state(1)[0])
 
     def budget_of(self, s: StrategySpec) -> int | None:
         """The replay examples per run of a replay arm given as a budget (its own, else ``compare.budget``);
@@ -372,10 +384,16 @@ def split_for(cfg: CompareConfig, upstream: list) -> tuple[list[str], list[str]]
             except DataError as exc:
                 raise ConfigError(f"strategy {s.display}: {exc}; the probe must fit the replay pool of "
                                   f"{len(pool_ids)} examples (lower compare.probe)") from None
-            if inputs.spends_beyond_probe and budget is not None and budget <= n_probe:
-                raise ConfigError(f"strategy {s.display}: a budget of {budget} replay examples is at or below its "
-                                  f"probe of {n_probe}, so every example it replays could be an observed one and "
-                                  "completion cannot be credited; give a budget above the probe")
+            if inputs.spends_beyond_probe and inputs.draws_after_probe is not None:
+                drawn = inputs.draws_after_probe(cfg.train.steps, cfg.train.batch_size)
+                if drawn <= n_probe:
+                    dose = f"a budget of {budget} replay examples" if budget is not None else \
+                        f"its ratio's {drawn} replay examples"
+                    if inputs.mode == "online":
+                        dose += f" leaves {drawn} after its online warm-up, which"
+                    raise ConfigError(f"strategy {s.display}: {dose} is at or below its probe of {n_probe}, so "
+                                      "every example it replays by its rule could be an observed one and "
+                                      "completion cannot be credited; give a budget above the probe")
     return pool_ids, held_ids
 
 
@@ -385,6 +403,7 @@ def check_known_rows(cfg: CompareConfig, pool_ids: list[str]) -> None:
     pool. This comparison's own plain rows measure every example and need no check."""
     from forgetscope.importing import load_any
     from forgetscope.predict.completion import known_rows
+    from forgetscope.store import SweepStore
 
     loaded: dict[str, Any] = {}
     for i, s in enumerate(cfg.strategies):
@@ -397,6 +416,11 @@ def check_known_rows(cfg: CompareConfig, pool_ids: list[str]) -> None:
             continue
         where = f"strategies.{i}.options.{key}" if key in s.options else "compare.known"
         if str(path) not in loaded:
+            status = SweepStore(path).read_manifest().get("status") if SweepStore(path).exists() else None
+            if status not in (None, "complete"):
+                raise ConfigError(f"{where}: the known sweep {path} is not complete (status {status!r}); rows are "
+                                  "completed from a finished sweep, so every run of the comparison sees the same "
+                                  "known rows")
             loaded[str(path)] = load_any(path)
         matrix = loaded[str(path)]
         leave = bool(s.options.get("leave_task_out", cfg.compare.leave_task_out))

@@ -154,10 +154,11 @@ def run_compare(cfg: CompareConfig, *, output: str | Path | None = None, overwri
                     _write_json(f, {"values": {i: _num(row[col[i]]) for i in pool_ids},
                                     "evaluations": len(ids), "source": plain[(t, s)].run_id})
                     opts[inputs.own_row] = str(f)
-                if inputs.known_rows is not None:  # known rows; the probe seeded by the run
+                probe_seed = cfg.probe_seed_for(t, s)
+                if inputs.known_rows is not None:  # known rows; the probe seeded by the run (or run and task)
                     opts.setdefault(inputs.known_rows, cfg.compare.known_path or str(output))
                     opts.setdefault("predictor_options", dict(cfg.compare.predictor_options))
-                    opts.setdefault("seed", s)
+                    opts.setdefault("seed", probe_seed)
                 if inputs.measures_probe:
                     opts.setdefault("probe", cfg.compare.probe)
                     # the probe's base losses are measured once by the run itself (|S| evaluations), with
@@ -167,7 +168,7 @@ def run_compare(cfg: CompareConfig, *, output: str | Path | None = None, overwri
                     from forgetscope.predict import choose_probe
 
                     f = layout.compare_probe(t, s)
-                    pick = choose_probe(len(pool_ids), cfg.compare.probe, seed=s)
+                    pick = choose_probe(len(pool_ids), cfg.compare.probe, seed=probe_seed)
                     probe_ids = [pool_ids[k] for k in pick]
                     row = plain_row(t, s)
                     _write_json(f, {"values": {i: _num(row[col[i]]) for i in probe_ids},
