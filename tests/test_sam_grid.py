@@ -114,6 +114,13 @@ def test_primary_result_answers_the_registered_question():
     res = primary_result(_per_run(f, f - 0.05 + 0.01 * d_l + noise, np.ones(6), 1 + d_l), cfg)
     assert res["arm"] == "sam-rho2" and res["n_tasks"] == 6 and res["gamma"] == pytest.approx(-0.05, abs=1e-3)
     assert res["rejected"] and res["question"] == cfg.primary.question
+    assert res["confirmatory"] and res["verdict"] == "rejected" and res["expected_dof"] == 4
+    # SAM learns less on every task: the same test, reported as an extrapolation, not a confirmation
+    res = primary_result(_per_run(f, f - 0.05 + 0.01 * np.abs(d_l) + noise, np.ones(6), 1 + np.abs(d_l) + 0.05),
+                         cfg)
+    assert res["extrapolated"] and not res["confirmatory"]
+    assert res["verdict"].endswith("not confirmatory: the matched point is extrapolated")
+    assert res["covariate_mean_diff"] == pytest.approx(np.abs(d_l).mean() + 0.05)
 
 
 def test_a_grid_takes_no_second_primary(tmp_path):

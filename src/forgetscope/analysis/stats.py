@@ -287,6 +287,7 @@ def matched_contrast(per_run: pd.DataFrame, arm: str, base: str, *, metric: str 
                            "alternative": alternative, "n_tasks": n, "mean_diff": float(np.mean(dm)) if n else np.nan,
                            "gamma": np.nan, "se": np.nan, "ci_low": np.nan, "ci_high": np.nan, "p": np.nan,
                            "slope": np.nan, "covariate_diff_range": [float(dc.min()), float(dc.max())] if n else None,
+                           "covariate_mean_diff": float(np.mean(dc)) if n else np.nan, "extrapolated": False,
                            "note": ""}
     if n < 3:
         out["note"] = f"not testable: {n} tasks (needs 3)"
@@ -300,6 +301,7 @@ def matched_contrast(per_run: pd.DataFrame, arm: str, base: str, *, metric: str 
         cov = float(resid @ resid) / dof * np.linalg.inv(X.T @ X)
         gamma, se, out["slope"] = float(coef[0]), float(np.sqrt(cov[0, 0])), float(coef[1])
         if not dc.min() <= 0 <= dc.max():
+            out["extrapolated"] = True
             notes.append("matched point extrapolated: every task's covariate difference has one sign")
     else:
         dof = n - 1

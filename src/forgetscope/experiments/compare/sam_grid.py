@@ -133,14 +133,25 @@ def compare_model_for(path: str | Path) -> type[CompareConfig]:
 def primary_result(per_run: pd.DataFrame, cfg: SamGridConfig) -> dict[str, Any]:
     """The primary contrast on a comparison's ``per_run.csv`` table: the chosen radius against plain at
     matched task loss (:func:`~forgetscope.analysis.stats.matched_contrast`), with the verdict at
-    ``primary.alpha``."""
+    ``primary.alpha``. ``confirmatory`` is false, and ``verdict`` says why, when the test is not the one
+    registered: the matched point extrapolated (every task's task-loss difference of one sign), or fewer
+    degrees of freedom than the configured tasks give (a task dropped, or a constant covariate)."""
     from forgetscope.analysis.stats import matched_contrast
 
     p = cfg.primary
     res = matched_contrast(per_run, cfg.primary_arm, "plain", metric=p.metric, covariate=p.matched_on,
                            alternative=p.alternative)
-    res.update(question=p.question, alpha=p.alpha,
-               rejected=bool(math.isfinite(res["p"]) and res["p"] < p.alpha))
+    rejected = bool(math.isfinite(res["p"]) and res["p"] < p.alpha)
+    expected_dof = len(cfg.tasks) - 2
+    departures = []
+    if res["extrapolated"]:
+        departures.append("the matched point is extrapolated")
+    if res.get("dof") != expected_dof:
+        departures.append(f"{res.get('dof')} degrees of freedom, not the registered {expected_dof}")
+    outcome = "rejected" if rejected else "not rejected"
+    res.update(question=p.question, alpha=p.alpha, rejected=rejected, expected_dof=expected_dof,
+               confirmatory=not departures,
+               verdict=outcome if not departures else f"{outcome}, not confirmatory: {'; '.join(departures)}")
     return res
 
 
