@@ -221,18 +221,30 @@ def test_scaling_config_errors(tmp_path):
         load_scaling_config(p)
 
 
-def test_cli_scaling(scaling_cfg, tmp_path):
+def test_cli_scaling(scaling_cfg, tmp_path, capsys):
+    """A run writes the primary fit (the config's hold-out) and prints the verdict and the exponents per task;
+    a refit with another hold-out is secondary: fit_<rule>.json, and fit.json stays as it was."""
     import yaml
 
     from forgetscope.cli import run_app
 
     p = tmp_path / "scaling.yaml"
-    p.write_text(yaml.safe_dump(scaling_cfg.model_dump(mode="json")))
+    p.write_text(yaml.safe_dump({**scaling_cfg.model_dump(mode="json"), "criteria": {"min_tasks": 1}}))
     assert run_app(["scaling", str(p)]) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "criteria, primary" in printed and "agreement of alpha across" in printed
     out = scaling_cfg.output / "scaling"
     assert (out / "fit.json").is_file() and (out / "points.csv").is_file()
+    primary = (out / "fit.json").read_bytes()
+    fit = json.loads(primary)
+    assert fit["holdout_rule"] == "largest_t" and fit["holdout_role"] == "primary"
+    assert fit["criteria"]["criteria_role"] == "primary"
     assert run_app(["scaling", str(p), "--refit", "--holdout", "none", "--no-figures"]) == 0
-    assert json.loads((out / "fit.json").read_text())["holdout_rule"] == "none"
+    assert (out / "fit.json").read_bytes() == primary
+    secondary = json.loads((out / "fit_none.json").read_text())
+    assert secondary["holdout_rule"] == "none" and secondary["holdout_role"] == "secondary"
+    assert secondary["criteria"]["criteria_role"] == "secondary"
+    assert run_app(["scaling", str(p), "--refit", "--holdout", "bogus"]) == 2
 
 
 # --------------------------------------------------------------------------- the law as the paper states it
@@ -321,7 +333,11 @@ def test_judge_laws_per_task():
     rep = fit_scaling_by_task(pd.concat([grows, falls], ignore_index=True), holdout="largest_t")
     assert set(rep.by_task) == {"grows", "falls"}
     verdict = judge_laws(rep.by_task, target="ce_forgetting", law="increasing", min_tasks=1)
-    assert verdict["per_task"]["grows"] == {"reasons": [], "extrapolates": True, "grows": True, "inverse_linear": True}
+    grown = verdict["per_task"]["grows"]
+    assert {k: grown[k] for k in ("reasons", "extrapolates", "grows", "inverse_linear")} == \
+        {"reasons": [], "extrapolates": True, "grows": True, "inverse_linear": True}
+    assert grown["ci_used"] == verdict["ci_used"] and "jackknife" in verdict["ci_used"]
+    assert grown["intervals"]["alpha"][0] > 0 and grown["intervals"]["c"][1] < 0
     assert not verdict["per_task"]["falls"]["grows"] and verdict["per_task"]["falls"]["reasons"]
     assert verdict["tasks_meeting"]["grows"] == 1 and verdict["supported"]
     assert not judge_laws(rep.by_task, target="ce_forgetting", law="increasing", min_tasks=2)["supported"]
@@ -427,3 +443,171 @@ def test_scaling_check_prints_the_plan_and_refuses_a_pending_config_with_exit_2(
     assert run_app(["scaling", str(tmp_path / "waiting.yaml"), "-o", str(out), "--check"]) == 2
     assert "pending: train still hold placeholders" in capsys.readouterr().err
     assert not out.exists()
+
+
+# --------------------------------------------------------------------------- decisions on runs, not checkpoints
+STUDY_RANKS, STUDY_STEPS = (1, 2, 4, 8, 16), (10, 20, 40, 80, 160)
+
+
+def study_task(task: str, *, alpha: float = 0.25, beta: float = 0.5, offsets=(0.0,) * 5, noise: float = 0.002,
+               seed: int = 0) -> pd.DataFrame:
+    """One task's checkpoints on the registered study's grid (t = 0 rows included): forgetting
+    ``2 + 0.05 (P/P0)^alpha (t/t0)^beta (1 + offset of the run)`` plus independent noise, and a task loss
+    falling linearly as forgetting rises."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for rank, offset in zip(STUDY_RANKS, offsets):
+        P = 1000 * rank
+        for t in (0, *STUDY_STEPS):
+            y = 2.0 if t == 0 else (2.0 + 0.05 * (P / 4000) ** alpha * (t / 40) ** beta * (1 + offset)
+                                    + noise * rng.standard_normal())
+            rows.append({"run": f"{task}__lora_r{rank}__s0", "task": task, "seed": 0, "rank": rank, "P": P, "t": t,
+                         "ce_forgetting": y, "task_loss": 3.0 - 0.5 * y + 0.002 * rng.standard_normal()})
+    return pd.DataFrame(rows)
+
+
+def test_least_squares_ci_is_undefined_without_a_positive_standard_error():
+    """A zero or non-finite standard error gives no interval (NaN), never a zero-width one that excludes 0;
+    a decision on such an interval fails, with a reason."""
+    from forgetscope.analysis.scaling import _ci, judge_report
+
+    got = _ci(np.array([1.0, 2.0, 3.0, 4.0]), np.array([0.0, np.nan, np.inf, 0.5]), 10)
+    assert all(math.isnan(v) for ci in got[:3] for v in ci) and got[3][0] < 4.0 < got[3][1]
+    rep = fit_scaling(study_task("a"), targets=["ce_forgetting"], laws=["increasing"])
+    fit = rep.fits["ce_forgetting"]["increasing"]
+    assert judge_report(rep, target="ce_forgetting", law="increasing", decision_ci="least_squares")["grows"]
+    fit.stderr["alpha"], fit.ci95["alpha"] = 0.0, (fit.params["alpha"], fit.params["alpha"])
+    naive = judge_report(rep, target="ce_forgetting", law="increasing", decision_ci="least_squares")
+    assert not naive["grows"] and any("alpha: least-squares CI undefined" in r for r in naive["reasons"])
+    assert judge_report(rep, target="ce_forgetting", law="increasing")["grows"]  # the jackknife's is defined
+    fit.jackknife["stderr"]["beta"] = 0.0
+    fit.jackknife["ci95"]["beta"] = (fit.params["beta"], fit.params["beta"])
+    jack = judge_report(rep, target="ce_forgetting", law="increasing")
+    assert not jack["grows"] and any("beta: jackknife CI undefined" in r for r in jack["reasons"])
+
+
+def test_jackknife_over_runs_does_not_read_a_shared_run_offset_as_growth_in_p():
+    """No true effect of the rank (alpha = 0), but each run's excess carries its own multiplicative offset: the
+    least-squares CI, treating a run's checkpoints as independent, excludes 0 and would call it growth; the
+    leave-one-run-out jackknife CI (t on 4 degrees of freedom) does not."""
+    from forgetscope.analysis.scaling import JACKKNIFE_CI, judge_report, run_jackknife
+
+    points = study_task("a", alpha=0.0, offsets=(-0.1, 0.0, -0.05, 0.1, 0.05), noise=0.001)
+    rep = fit_scaling(points, targets=["ce_forgetting"], laws=["increasing"])
+    naive = judge_report(rep, target="ce_forgetting", law="increasing", decision_ci="least_squares")
+    assert naive["grows"] and naive["intervals"]["alpha"][0] > 0
+    jack = judge_report(rep, target="ce_forgetting", law="increasing")
+    assert not jack["grows"] and jack["ci_used"] == JACKKNIFE_CI
+    lo, hi = jack["intervals"]["alpha"]
+    assert lo < 0 < hi and any("alpha 95% CI" in r for r in jack["reasons"])
+    jk = run_jackknife(rep, "ce_forgetting", "increasing")
+    assert jk["n_runs"] == 5 and jk["dof"] == 4 and len(jk["estimates"]) == 5
+    theta = np.array([e["alpha"] for e in jk["estimates"].values()])
+    se = math.sqrt(4 / 5 * np.sum((theta - theta.mean()) ** 2))
+    q = float(__import__("scipy").stats.t.ppf(0.975, 4))
+    alpha = rep.fits["ce_forgetting"]["increasing"].params["alpha"]
+    assert jk["stderr"]["alpha"] == pytest.approx(se) and (lo, hi) == pytest.approx((alpha - q * se, alpha + q * se))
+    d = json.loads(json.dumps(rep.to_dict(), default=float))["fits"]["ce_forgetting"]["increasing"]
+    assert d["jackknife"]["ci95"]["alpha"] == pytest.approx([lo, hi]) and "descriptive" in d["ci95_method"]
+
+
+def test_a_failed_jackknife_refit_leaves_the_criterion_unmet():
+    """Three runs of three checkpoints, the last held out: leaving a run out leaves four points, too few for
+    the shifted law's four parameters, so the jackknife CI is undefined and growth is not claimed."""
+    from forgetscope.analysis.scaling import judge_report
+
+    points = study_task("a")
+    points = points[points["rank"].isin([1, 4, 16]) & points["t"].isin([0, 10, 40, 160])]
+    rep = fit_scaling(points, targets=["ce_forgetting"], laws=["increasing"])
+    verdict = judge_report(rep, target="ce_forgetting", law="increasing")
+    assert not verdict["grows"] and verdict["intervals"]["alpha"] is None
+    assert any("jackknife CI undefined (the refit without run" in r for r in verdict["reasons"])
+
+
+def test_linear_fit_uses_every_checkpoint():
+    """The task-loss relation extrapolates nothing: it is fitted on every point with t > 0, held-out ones too."""
+    rep = fit_scaling(planted_points(), holdout="largest_t")
+    assert rep.fits["ce_forgetting"]["shifted"].n == 25 and rep.fits["ce_forgetting"]["linear"].n == 30
+    assert rep.fits["ce_forgetting"]["linear"].heldout == {}
+
+
+def test_a_task_without_the_law_meets_no_criterion_and_no_pooled_fit_stands_in():
+    from forgetscope.analysis.scaling import fit_scaling_by_task, judge_laws, judge_report
+    from forgetscope.experiments.scaling import task_reports
+
+    rep = fit_scaling(study_task("a"), targets=["ce_forgetting"], laws=["shifted"])  # no increasing fit
+    assert rep.fits["ce_forgetting"]["linear"].params["c"] < 0
+    verdict = judge_report(rep, target="ce_forgetting", law="increasing")
+    assert verdict == {"reasons": ["no increasing fit of ce_forgetting"], "extrapolates": False, "grows": False,
+                       "inverse_linear": False}
+    both = pd.concat([study_task("a"), study_task("b", seed=1)], ignore_index=True)
+    pooled = fit_scaling_by_task(both, targets=["ce_forgetting"], laws=["increasing"])
+    pooled.by_task.clear()  # every task's own fit failed
+    reports = task_reports(both, pooled)
+    assert reports == {"a": None, "b": None}
+    got = judge_laws(reports, target="ce_forgetting", law="increasing", min_tasks=1)
+    assert got["n_tasks"] == 2 and got["tasks_meeting"] == {"extrapolates": 0, "grows": 0, "inverse_linear": 0}
+    assert not got["supported"]
+
+
+def test_extrapolates_is_judged_on_the_points_the_law_and_its_baselines_share():
+    """Another law's missing predictions do not shrink the points the judged law is scored on."""
+    from forgetscope.analysis.scaling import heldout_comparison, judge_report
+
+    rep = fit_scaling(study_task("a"), targets=["ce_forgetting"], laws=["increasing", "power"])
+    y = np.zeros(5)
+    preds = {"increasing": np.full(5, 0.1), "power": np.array([np.nan] * 4 + [0.0]),
+             "last_observed": np.array([0.2, 0.2, 0.2, 0.2, 0.0]), "loglinear": np.array([0.2, 0.2, 0.2, 0.2, 0.0])}
+    rep.fit_data["heldout"]["ce_forgetting"] = (y, preds)
+    assert heldout_comparison(y, preds)["increasing"]["n"] == 1  # every law: one shared point, the law loses
+    verdict = judge_report(rep, target="ce_forgetting", law="increasing")
+    assert verdict["extrapolates"] and verdict["heldout_n"] == 5
+
+
+def test_exponent_agreement_across_tasks():
+    """Cochran's Q on the per-task jackknife SEs: tasks drawn with one pair of exponents agree (Q not
+    significant), tasks whose exponent on P differs several-fold do not."""
+    from forgetscope.analysis.scaling import cochran_q, fit_scaling_by_task, judge_laws
+
+    same = pd.concat([study_task(f"t{i}", seed=i) for i in range(4)], ignore_index=True)
+    apart = pd.concat([study_task(f"t{i}", alpha=a, seed=i) for i, a in enumerate((0.05, 0.25, 0.5, 0.8))],
+                      ignore_index=True)
+    got = {}
+    for name, points in (("same", same), ("apart", apart)):
+        rep = fit_scaling_by_task(points, targets=["ce_forgetting"], laws=["increasing"])
+        got[name] = judge_laws(rep.by_task, target="ce_forgetting", law="increasing")["exponent_agreement"]
+    for p in ("alpha", "beta"):
+        assert got["same"][p]["k"] == 4 and got["same"][p]["df"] == 3 and got["same"][p]["p"] > 0.05
+    assert got["apart"]["alpha"]["p"] < 1e-3 and got["apart"]["alpha"]["I2"] > 0.9
+    row = got["apart"]["per_task"]["t3"]["alpha"]
+    assert row["ci95"][0] < row["estimate"] < row["ci95"][1] and row["se"] > 0 and "ci95_least_squares" in row
+    q = cochran_q([1.0, 2.0], [1.0, 1.0])
+    assert q["pooled"] == 1.5 and q["Q"] == pytest.approx(0.5) and q["I2"] == 0.0
+    assert q["p"] == pytest.approx(__import__("scipy").stats.chi2.sf(0.5, 1))
+
+
+def test_a_secondary_holdout_never_replaces_the_primary_fit(tmp_path):
+    """The registered study's secondary analysis (largest_p) goes to fit_largest_p.json and *_largest_p.png,
+    its criteria marked secondary; fit.json and the primary figures are left as they were."""
+    from forgetscope.errors import ForgetscopeError
+    from forgetscope.experiments.scaling import check_holdout, fit_and_write, load_scaling_config
+
+    cfg = load_scaling_config("configs/scaling_study.yaml")
+    points = pd.concat([study_task(t.name, seed=i) for i, t in enumerate(cfg.task_list)], ignore_index=True)
+    report, paths = fit_and_write(points, cfg, tmp_path)
+    out = tmp_path / "scaling"
+    assert paths["fit"] == out / "fit.json" and report.holdout_role == "primary"
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert {"fit.json", "scaling_fit.png"} <= set(before)
+    primary = json.loads(before["fit.json"])
+    assert primary["holdout_rule"] == "largest_t" and primary["criteria"]["criteria_role"] == "primary"
+    assert primary["criteria"]["n_tasks"] == 4 and "exponent_agreement" in primary["criteria"]
+    report, paths = fit_and_write(points, cfg, tmp_path, holdout="largest_p")
+    assert paths["fit"] == out / "fit_largest_p.json" and paths["scaling_fit"] == out / "scaling_fit_largest_p.png"
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name in before} == before
+    secondary = json.loads(paths["fit"].read_text())
+    assert secondary["holdout_rule"] == "largest_p" and secondary["holdout_role"] == "secondary"
+    assert secondary["criteria"]["criteria_role"] == "secondary"
+    assert secondary["criteria"]["holdout_rule"] == "largest_p"
+    with pytest.raises(ForgetscopeError, match="unknown hold-out rule 'bogus'"):
+        check_holdout(cfg, "bogus")

@@ -101,7 +101,7 @@ def test_linear_relation_recovered_on_the_study_grid():
                           holdout="largest_t", laws=["shifted"])
         lin = rep.fits["ce_forgetting"]["linear"]
         lo, hi = lin.ci95["c"]
-        assert hi < 0 and lin.n == 40
+        assert hi < 0 and lin.n == 50
         if draw == 0:
             assert lo < slope < hi, lin.ci95
         covered += lo < slope < hi

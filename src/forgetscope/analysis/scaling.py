@@ -56,7 +56,10 @@ prediction error — the test of a law is whether it extrapolates. :func:`trivia
 predicts the same held-out points without any law (the last value observed before them, and a straight
 line in log t or log P through the fitted points of the same run or checkpoint), and
 ``ScalingReport.heldout_comparison`` scores every law and both rules on the points all of them predict.
-:func:`judge_laws` applies fixed criteria to one report per task.
+The least-squares CIs treat every checkpoint as independent, so they are descriptive: the points of one
+run share its noise. :func:`judge_laws` applies fixed criteria to one report per task, deciding on
+leave-one-run-out jackknife CIs (:func:`run_jackknife`), and describes whether the tasks' exponents agree
+(:func:`exponent_agreement`, Cochran's Q).
 
 Everything here is pure: :func:`forgetscope.experiments.scaling.write_scaling_results` writes the points
 and :meth:`ScalingReport.to_dict` through :mod:`forgetscope.store.scaling`, and the figures of
@@ -68,7 +71,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -88,6 +91,15 @@ LAWS = ("shifted", "increasing", "power")
 BASELINES = ("last_observed", "loglinear")
 #: fewest points a (P, t) law is fitted to: the shifted law's four parameters plus one
 MIN_FIT_POINTS = 5
+#: what a fit's ``ci95`` is: descriptive, since checkpoints of one run are not independent
+LEAST_SQUARES_CI = "least squares, every point independent (descriptive)"
+#: the intervals the criteria decide on (:func:`run_jackknife`)
+JACKKNIFE_CI = "leave-one-run-out jackknife, t on runs - 1 degrees of freedom"
+#: which interval :func:`judge_report` decides on: the jackknife's, or the least-squares one (for comparison)
+DecisionCI = Literal["jackknife", "least_squares"]
+CI_LABELS = {"jackknife": JACKKNIFE_CI, "least_squares": LEAST_SQUARES_CI}
+#: fewest runs a jackknife interval is built from (each left-out refit keeps two ranks at least)
+MIN_JACKKNIFE_RUNS = 3
 
 
 class ScalingError(ForgetscopeError):
@@ -96,10 +108,18 @@ class ScalingError(ForgetscopeError):
 
 # --------------------------------------------------------------------------- helpers
 def _ci(values: np.ndarray, se: np.ndarray, dof: int, level: float = 0.95) -> list[tuple[float, float]]:
+    """Student-t intervals; undefined (NaN) where the standard error is not positive and finite, since a
+    zero-width interval would otherwise read as excluding 0."""
     if dof <= 0:
         return [(math.nan, math.nan) for _ in values]
     q = float(stats.t.ppf(0.5 + level / 2, dof))
-    return [(float(v - q * s), float(v + q * s)) for v, s in zip(values, se)]
+    return [(float(v - q * s), float(v + q * s)) if _usable_se(s) else (math.nan, math.nan)
+            for v, s in zip(values, se)]
+
+
+def _usable_se(se: Any) -> bool:
+    """A standard error an interval can be built on: a positive finite number."""
+    return se is not None and math.isfinite(float(se)) and float(se) > 0
 
 
 def _goodness(y: np.ndarray, yhat: np.ndarray) -> dict[str, float]:
@@ -143,7 +163,11 @@ def _check_pt(P: np.ndarray, t: np.ndarray, y: np.ndarray, what: str) -> None:
 # --------------------------------------------------------------------------- fits
 @dataclass
 class Fit:
-    """One fitted law: parameters, standard errors, 95% CIs, goodness of fit, held-out error."""
+    """One fitted law: parameters, standard errors, 95% CIs, goodness of fit, held-out error.
+
+    ``stderr``/``ci95`` are least-squares ones that treat every point as independent: descriptive, too narrow
+    when points of one run share its noise. ``jackknife`` (filled by :func:`run_jackknife`) holds the
+    leave-one-run-out intervals the criteria decide on."""
 
     form: str
     formula: str
@@ -154,6 +178,7 @@ class Fit:
     goodness: dict[str, float]
     meta: dict[str, Any] = field(default_factory=dict)
     heldout: dict[str, float] = field(default_factory=dict)
+    jackknife: dict[str, Any] = field(default_factory=dict)
 
     def predict(self, P: Any = None, t: Any = None, x: Any = None) -> np.ndarray:
         p = self.params
@@ -169,9 +194,13 @@ class Fit:
         raise ScalingError(f"unknown form {self.form!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"form": self.form, "formula": self.formula, "params": self.params, "stderr": self.stderr,
-                "ci95": {k: list(v) for k, v in self.ci95.items()}, "n": self.n, "goodness": self.goodness,
-                "heldout": self.heldout, "meta": self.meta}
+        out = {"form": self.form, "formula": self.formula, "params": self.params, "stderr": self.stderr,
+               "ci95": {k: list(v) for k, v in self.ci95.items()}, "ci95_method": LEAST_SQUARES_CI,
+               "n": self.n, "goodness": self.goodness, "heldout": self.heldout, "meta": self.meta}
+        if self.jackknife:
+            out["jackknife"] = {k: ({n: list(c) for n, c in v.items()} if k == "ci95" else v)
+                                for k, v in self.jackknife.items()}
+        return out
 
 
 def _shifted(X, A, alpha, beta, B):
@@ -443,11 +472,17 @@ class ScalingReport:
     by_task: dict[str, ScalingReport] = field(default_factory=dict)
     #: the verdict of fixed criteria (:func:`judge_laws`), when a config names them
     criteria: dict[str, Any] = field(default_factory=dict)
+    #: ``primary`` (the config's own hold-out) or ``secondary`` (another rule), when a config is behind it
+    holdout_role: str = ""
+    #: what the fits were made from (points, hold-out mask, shifts, held-out predictions), kept so that
+    #: :func:`run_jackknife` and :func:`judge_report` can refit and rescore; not written
+    fit_data: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         out = {
             "paper": "Kalajdzievski 2024, Scaling Laws for Forgetting When Fine-Tuning LLMs, arXiv 2401.05605",
             "holdout_rule": self.holdout_rule, "n_points": self.n_points, "n_heldout": self.n_heldout,
+            **({"holdout_role": self.holdout_role} if self.holdout_role else {}),
             "fits": {target: {name: f.to_dict() for name, f in fits.items()} for target, fits in self.fits.items()},
             "heldout_comparison": self.heldout_comparison,
             "extrapolation": self.extrapolation, "notes": self.notes,
@@ -478,6 +513,31 @@ def _try(fn, notes: list[str], label: str, *args, **kwargs) -> Fit | None:
         return None
 
 
+def _fit_one(name: str, pts: pd.DataFrame, target: str, shift: float | None) -> Fit:
+    """Fit one law (or ``linear``, on ``task_loss``) to ``pts``: the same call for the fit and its refits."""
+    if name == "linear":
+        return fit_linear(pts["task_loss"], pts[target])
+    if name == "power":
+        return fit_power_law_loglinear(pts["P"], pts["t"], pts[target])
+    fitter = {"shifted": fit_shifted_power_law, "increasing": fit_increasing_power_law}.get(name)
+    if fitter is None:
+        raise ScalingError(f"unknown law {name!r}; choose from {', '.join(LAWS)} or linear")
+    return fitter(pts["P"], pts["t"], pts[target], shift=shift)
+
+
+def _fit_points(report: ScalingReport, target: str, name: str) -> pd.DataFrame | None:
+    """The points a fit of ``report`` was made from: the points not held out for a (P, t) law; every point
+    with ``t > 0`` and a task loss for ``linear`` (it is not an extrapolation, so nothing is held out)."""
+    data = report.fit_data
+    if "points" not in data:
+        return None
+    pts: pd.DataFrame = data["points"]
+    if name == "linear":
+        return pts[pts[target].notna() & pts["task_loss"].notna()]
+    tr = pts[~data["mask"]]
+    return tr[tr[target].notna()]
+
+
 def check_laws(laws: Sequence[str]) -> list[str]:
     """The laws named, each one of :data:`LAWS` (a one-line error otherwise)."""
     unknown = [x for x in laws if x not in LAWS]
@@ -493,11 +553,14 @@ def fit_scaling(points: pd.DataFrame, *, targets: Sequence[str] | None = None,
                 ) -> ScalingReport:
     """Fit every law to the tidy points (columns ``P``, ``t``, the targets, optionally ``task_loss``).
 
-    Points with ``t <= 0`` are not fitted (a power law in t is undefined there). Fits use the points not
-    held out; each fit's ``heldout`` holds its prediction error on the held-out points, and
+    Points with ``t <= 0`` are not fitted (a power law in t is undefined there). The (P, t) laws use the
+    points not held out; each one's ``heldout`` holds its prediction error on the held-out points, and
     ``heldout_comparison`` scores the (P, t) laws beside :func:`trivial_extrapolations` on the points
-    every one of them predicts. ``shifts`` fixes the shift ``B`` of the shifted laws per target (default:
-    fitted); ``laws`` chooses among :data:`LAWS` (``linear`` is fitted whenever there is a task loss).
+    every one of them predicts (a description; :func:`judge_report` rescores the judged law with its
+    baselines only). ``linear`` (fitted whenever there is a task loss) relates forgetting to the task loss
+    at the same checkpoint, which extrapolates nothing, so it uses every point with ``t > 0``. ``shifts``
+    fixes the shift ``B`` of the shifted laws per target (default: fitted); ``laws`` chooses among
+    :data:`LAWS`.
     """
     if not {"P", "t"} <= set(points.columns):
         raise ScalingError("points need columns 'P' and 't'")
@@ -513,32 +576,32 @@ def fit_scaling(points: pd.DataFrame, *, targets: Sequence[str] | None = None,
     notes: list[str] = []
     fits: dict[str, dict[str, Fit]] = {}
     comparison: dict[str, dict[str, dict[str, float]]] = {}
-    fitters = {"shifted": fit_shifted_power_law, "increasing": fit_increasing_power_law}
+    heldout: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]] = {}
     for target in targets:
         tr = train[train[target].notna()]
         te = test[test[target].notna()]
         shift = (shifts or {}).get(target)
         got: dict[str, Fit | None] = {}
         for law in laws:
-            if law == "power":
-                got[law] = _try(fit_power_law_loglinear, notes, f"{target}/power", tr["P"], tr["t"], tr[target])
-            else:
-                got[law] = _try(fitters[law], notes, f"{target}/{law}", tr["P"], tr["t"], tr[target], shift=shift)
-        if "task_loss" in pts.columns and tr["task_loss"].notna().sum() >= 3:
-            got["linear"] = _try(fit_linear, notes, f"{target}/linear", tr["task_loss"], tr[target])
+            got[law] = _try(_fit_one, notes, f"{target}/{law}", law, tr, target, shift)
+        every = pts[pts[target].notna() & pts["task_loss"].notna()] if "task_loss" in pts.columns else pts[:0]
+        if len(every) >= 3:
+            got["linear"] = _try(_fit_one, notes, f"{target}/linear", "linear", every, target, None)
+            if got["linear"] is not None:
+                got["linear"].meta["points"] = "every point with t > 0 (none held out)"
         law_preds: dict[str, np.ndarray] = {}
         for name, f in got.items():
             if f is None:
                 continue
-            if len(te):
-                pred = f.predict(x=te["task_loss"]) if name == "linear" else f.predict(te["P"], te["t"])
+            if len(te) and name != "linear":
+                pred = f.predict(te["P"], te["t"])
                 f.heldout = prediction_errors(te[target].to_numpy(), pred)
-                if name != "linear":
-                    law_preds[name] = np.asarray(pred, float)
+                law_preds[name] = np.asarray(pred, float)
             fits.setdefault(target, {})[name] = f
         if len(te) and law_preds:
             base = trivial_extrapolations(tr, te, target, holdout)
             comparison[target] = heldout_comparison(te[target].to_numpy(), {**law_preds, **base})
+            heldout[target] = (te[target].to_numpy(float), {**law_preds, **base})
     if "task_loss" in pts.columns and train["task_loss"].notna().sum() >= 5:
         tr = train[train["task_loss"].notna()]
         f = _try(fit_shifted_power_law, notes, "task_loss/shifted", tr["P"], tr["t"], tr["task_loss"],
@@ -549,7 +612,8 @@ def fit_scaling(points: pd.DataFrame, *, targets: Sequence[str] | None = None,
                 f.heldout = prediction_errors(te["task_loss"].to_numpy(), f.predict(te["P"], te["t"]))
             fits.setdefault("task_loss", {})["shifted"] = f
     report = ScalingReport(fits=fits, holdout_rule=str(holdout), n_points=len(pts), n_heldout=int(mask.sum()),
-                           notes=notes, heldout_comparison=comparison)
+                           notes=notes, heldout_comparison=comparison,
+                           fit_data={"points": pts, "mask": mask, "shifts": dict(shifts or {}), "heldout": heldout})
     report.extrapolation = extrapolation_grid(report, pts, extrapolate_t, extrapolate_P)
     return report
 
@@ -588,58 +652,219 @@ def extrapolation_grid(report: ScalingReport, points: pd.DataFrame, ts: Sequence
     return out
 
 
+# --------------------------------------------------------------------------- run-level intervals
+def _run_labels(pts: pd.DataFrame) -> pd.Series:
+    """One label per point naming its run (the curve along ``t``): the unit the jackknife leaves out."""
+    keys = _groups(pts, "t")
+    return pts[keys].astype(str).agg("/".join, axis=1)
+
+
+def run_jackknife(report: ScalingReport, target: str, name: str, level: float = 0.95) -> dict[str, Any]:
+    """Leave-one-run-out jackknife of one fit's parameters, kept in ``fit.jackknife`` (computed once).
+
+    The checkpoints of one run share that run's noise, so least-squares intervals that treat them as
+    independent are too narrow; here the run (all its checkpoints) is the unit. Each run is left out in
+    turn and the fit redone on the rest (same points otherwise, same shift); with ``n`` runs and refit
+    estimates ``theta_i``, ``SE = sqrt((n - 1) / n * sum (theta_i - mean)^2)`` and the CI is
+    ``theta +- t(0.975, n - 1) * SE`` around the full fit's ``theta``. A refit that fails, fewer than
+    :data:`MIN_JACKKNIFE_RUNS` runs, or an SE that is not positive and finite leaves the CI undefined (NaN),
+    with ``reason``.
+    """
+    fit = report.fits.get(target, {}).get(name)
+    if fit is None:
+        return {"method": JACKKNIFE_CI, "n_runs": 0, "stderr": {}, "ci95": {}, "reason": f"no {name} fit of {target}"}
+    if fit.jackknife:
+        return fit.jackknife
+    names = [k for k in fit.stderr if k in fit.params and not (k == "B" and fit.meta.get("shift_fixed"))]
+    out: dict[str, Any] = {"method": JACKKNIFE_CI, "n_runs": 0, "dof": 0, "stderr": {k: math.nan for k in names},
+                           "ci95": {k: (math.nan, math.nan) for k in names}, "estimates": {}, "reason": None}
+    pts = _fit_points(report, target, name)
+    labels = _run_labels(pts) if pts is not None and len(pts) else None
+    units = sorted(set(labels)) if labels is not None else []
+    n = len(units)
+    out["n_runs"], out["dof"] = n, max(n - 1, 0)
+    if pts is None:
+        out["reason"] = "the points of the fit are not at hand"
+    elif n < MIN_JACKKNIFE_RUNS:
+        out["reason"] = f"{n} runs; the jackknife needs {MIN_JACKKNIFE_RUNS}"
+    else:
+        shift = report.fit_data.get("shifts", {}).get(target)
+        for unit in units:
+            try:
+                refit = _fit_one(name, pts[(labels != unit).to_numpy()], target, shift)
+            except ScalingError as exc:
+                out["reason"] = f"the refit without run {unit} failed: {exc}"
+                break
+            values = {k: float(refit.params[k]) for k in names}
+            if not all(math.isfinite(v) for v in values.values()):
+                out["reason"] = f"the refit without run {unit} gave non-finite parameters"
+                break
+            out["estimates"][unit] = values
+        if out["reason"] is None:
+            q = float(stats.t.ppf(0.5 + level / 2, n - 1))
+            for k in names:
+                theta = np.array([out["estimates"][u][k] for u in units])
+                se = math.sqrt((n - 1) / n * float(np.sum((theta - theta.mean()) ** 2)))
+                out["stderr"][k] = se
+                if _usable_se(se):
+                    out["ci95"][k] = (fit.params[k] - q * se, fit.params[k] + q * se)
+            flat = [k for k in names if not _usable_se(out["stderr"][k])]
+            if flat:
+                out["reason"] = f"jackknife standard error of {', '.join(flat)} is not positive"
+    fit.jackknife = out
+    return out
+
+
+def cochran_q(estimates: Sequence[float], stderr: Sequence[float]) -> dict[str, float]:
+    """Cochran's Q test that estimates with standard errors ``stderr`` share one value: ``Q = sum w_i
+    (theta_i - pooled)^2`` with ``w_i = 1/se_i^2`` and the inverse-variance ``pooled`` estimate, its p-value
+    on chi-squared with ``k - 1`` degrees of freedom, and ``I2 = max(0, (Q - (k - 1)) / Q)`` (the share of
+    the spread beyond chance). NaN with fewer than two estimates."""
+    theta, se = np.asarray(estimates, float), np.asarray(stderr, float)
+    k = len(theta)
+    if k < 2:
+        return {"k": k, "pooled": math.nan, "pooled_se": math.nan, "Q": math.nan, "df": max(k - 1, 0),
+                "p": math.nan, "I2": math.nan}
+    w = 1.0 / se ** 2
+    pooled = float(np.sum(w * theta) / np.sum(w))
+    q = float(np.sum(w * (theta - pooled) ** 2))
+    df = k - 1
+    return {"k": k, "pooled": pooled, "pooled_se": float(math.sqrt(1.0 / np.sum(w))), "Q": q, "df": df,
+            "p": float(stats.chi2.sf(q, df)), "I2": max(0.0, (q - df) / q) if q > 0 else 0.0}
+
+
+def exponent_agreement(reports: Mapping[str, ScalingReport | None], *, target: str, law: str) -> dict[str, Any]:
+    """Whether the per-task exponents of ``law`` agree (a description, not a criterion): per task, alpha and
+    beta with their jackknife SEs and CIs (:func:`run_jackknife`; the least-squares ones beside them), and
+    per exponent :func:`cochran_q` over the tasks whose jackknife SE is positive and finite and whose
+    estimate is not held on a bound of the ``increasing`` law (``meta['at_bound']``: a constrained value
+    has no sampling error to weigh); the others are listed in ``excluded``."""
+    per_task: dict[str, Any] = {}
+    for task, r in reports.items():
+        fit = None if r is None else r.fits.get(target, {}).get(law)
+        if fit is None:
+            per_task[task] = None
+            continue
+        jk = run_jackknife(r, target, law)
+        at_bound = fit.meta.get("at_bound", [])
+        per_task[task] = {p: {"estimate": fit.params[p], "se": jk["stderr"].get(p, math.nan), "at_bound": p in at_bound,
+                              "ci95": list(jk["ci95"].get(p, (math.nan, math.nan))),
+                              "se_least_squares": fit.stderr.get(p, math.nan),
+                              "ci95_least_squares": list(fit.ci95.get(p, (math.nan, math.nan)))}
+                          for p in ("alpha", "beta")}
+    out: dict[str, Any] = {"descriptive": True, "target": target, "law": law, "se": JACKKNIFE_CI,
+                           "per_task": per_task}
+    for p in ("alpha", "beta"):
+        used = {t: v[p] for t, v in per_task.items()
+                if v is not None and not v[p]["at_bound"] and _usable_se(v[p]["se"])
+                and math.isfinite(v[p]["estimate"])}
+        out[p] = {**cochran_q([v["estimate"] for v in used.values()], [v["se"] for v in used.values()]),
+                  "tasks": list(used), "excluded": [t for t in per_task if t not in used]}
+    return out
+
+
 # --------------------------------------------------------------------------- fixed criteria
 def _excludes_zero(ci: tuple[float, float] | None) -> bool:
     return ci is not None and all(math.isfinite(v) for v in ci) and (ci[0] > 0 or ci[1] < 0)
 
 
-def judge_report(report: ScalingReport, *, target: str, law: str, baselines: Sequence[str] = BASELINES,
-                 exponent_ci: bool = True, negative_slope: bool = True) -> dict[str, Any]:
+def _decision_ci(report: ScalingReport, target: str, name: str, fit: Fit, param: str,
+                 decision_ci: DecisionCI) -> tuple[tuple[float, float] | None, str | None]:
+    """The interval a criterion decides on, or ``None`` and why it is undefined (a failed refit, a standard
+    error that is not positive and finite): an undefined interval never counts as excluding 0."""
+    if decision_ci == "least_squares":
+        se, ci, what, why = fit.stderr.get(param), fit.ci95.get(param), "least-squares", None
+    else:
+        jk = run_jackknife(report, target, name)
+        se, ci, what, why = jk["stderr"].get(param), jk["ci95"].get(param), "jackknife", jk.get("reason")
+    if ci is None or not _usable_se(se) or not all(math.isfinite(v) for v in ci):
+        return None, f"{name} {param}: {what} CI undefined ({why or f'standard error {se}'})"
+    return (float(ci[0]), float(ci[1])), None
+
+
+def _fmt(ci: tuple[float, float]) -> str:
+    return f"[{ci[0]:.3g}, {ci[1]:.3g}]"
+
+
+def judge_report(report: ScalingReport | None, *, target: str, law: str, baselines: Sequence[str] = BASELINES,
+                 exponent_ci: bool = True, negative_slope: bool = True,
+                 decision_ci: DecisionCI = "jackknife") -> dict[str, Any]:
     """The criteria on one report (one task): ``extrapolates`` — the law's held-out RMSE is below every
-    trivial rule's on the same points; ``grows`` — the fitted law rises in P and in t (``A*alpha > 0`` and
-    ``A*beta > 0``; with ``exponent_ci``, both exponents' 95% CIs exclude 0); ``inverse_linear`` — the
-    slope of forgetting on the task loss has a 95% CI below 0 (checked when ``negative_slope``). A
-    criterion that cannot be evaluated (no fit, no held-out point) is False, with a reason."""
-    out: dict[str, Any] = {"reasons": []}
-    fit = report.fits.get(target, {}).get(law)
-    comp = report.heldout_comparison.get(target, {})
+    listed trivial rule's, on the held-out points that the law and those rules all predict (other laws
+    play no part); ``grows`` — the fitted law rises in P and in t (``A*alpha > 0`` and ``A*beta > 0``;
+    with ``exponent_ci``, both exponents' 95% CIs exclude 0); ``inverse_linear`` — the slope of forgetting
+    on the task loss has a 95% CI below 0 (checked when ``negative_slope``). The CIs decided on are
+    ``decision_ci``'s: by default the leave-one-run-out jackknife's (:func:`run_jackknife`), since a run's
+    checkpoints are not independent. A task whose law fit failed (``report`` None, or no fit of ``law``)
+    meets no criterion; a criterion that cannot be evaluated (no held-out point, an undefined CI) is
+    False, with a reason."""
+    names = ["extrapolates", "grows"] + (["inverse_linear"] if negative_slope else [])
+    out: dict[str, Any] = {"reasons": [], **{n: False for n in names}}
+    fit = None if report is None else report.fits.get(target, {}).get(law)
     if fit is None:
-        out["reasons"].append(f"no {law} fit of {target}")
+        out["reasons"].append("no fit of this task" if report is None else f"no {law} fit of {target}")
+        return out
+    held = report.fit_data.get("heldout", {}).get(target)
+    if held is not None:
+        y, preds = held
+        comp = heldout_comparison(y, {k: preds[k] for k in dict.fromkeys([law, *baselines]) if k in preds})
+    else:
+        comp = {k: v for k, v in report.heldout_comparison.get(target, {}).items() if k in (law, *baselines)}
     rmse = {k: v.get("rmse", math.nan) for k, v in comp.items()}
-    ok = fit is not None and law in rmse and math.isfinite(rmse[law]) and all(
+    ok = law in rmse and math.isfinite(rmse[law]) and all(
         b in rmse and math.isfinite(rmse[b]) and rmse[law] < rmse[b] for b in baselines)
-    if fit is not None and not ok:
+    if not ok:
         out["reasons"].append("held-out RMSE " + ", ".join(f"{k} {rmse.get(k, math.nan):.4g}"
                                                            for k in [law, *baselines]))
     out["extrapolates"] = bool(ok)
-    grows = False
-    if fit is not None:
-        a, al, be = fit.params["A"], fit.params["alpha"], fit.params["beta"]
-        grows = a * al > 0 and a * be > 0
-        if exponent_ci:
-            grows = grows and _excludes_zero(fit.ci95.get("alpha")) and _excludes_zero(fit.ci95.get("beta"))
-        if not grows:
-            out["reasons"].append(f"A={a:.3g}, alpha={al:.3g} {fit.ci95.get('alpha')}, beta={be:.3g} "
-                                  f"{fit.ci95.get('beta')}")
+    out["heldout_n"] = int(next(iter(comp.values()))["n"]) if comp else 0
+    intervals: dict[str, Any] = {}
+    a, al, be = fit.params["A"], fit.params["alpha"], fit.params["beta"]
+    grows = a * al > 0 and a * be > 0
+    if not grows:
+        out["reasons"].append(f"A={a:.3g}, alpha={al:.3g}, beta={be:.3g}: not rising in both P and t")
+    if exponent_ci:
+        for param in ("alpha", "beta"):
+            ci, why = _decision_ci(report, target, law, fit, param, decision_ci)
+            intervals[param] = ci
+            if why is not None:
+                out["reasons"].append(why)
+            elif not _excludes_zero(ci):
+                out["reasons"].append(f"{param} 95% CI {_fmt(ci)} includes 0")
+            grows = grows and _excludes_zero(ci)
     out["grows"] = bool(grows)
     if negative_slope:
         lin = report.fits.get(target, {}).get("linear")
-        neg = lin is not None and math.isfinite(lin.ci95["c"][1]) and lin.ci95["c"][1] < 0
-        if not neg:
-            out["reasons"].append("no linear fit" if lin is None else f"slope c CI {lin.ci95['c']}")
+        neg = False
+        if lin is None:
+            out["reasons"].append("no linear fit")
+        else:
+            ci, why = _decision_ci(report, target, "linear", lin, "c", decision_ci)
+            intervals["c"] = ci
+            neg = ci is not None and ci[1] < 0
+            if why is not None:
+                out["reasons"].append(why)
+            elif not neg:
+                out["reasons"].append(f"slope c 95% CI {_fmt(ci)} not below 0")
         out["inverse_linear"] = bool(neg)
+    out["ci_used"] = CI_LABELS[decision_ci]
+    out["intervals"] = intervals
     return out
 
 
-def judge_laws(reports: dict[str, ScalingReport], *, target: str, law: str, baselines: Sequence[str] = BASELINES,
-               exponent_ci: bool = True, negative_slope: bool = True, min_tasks: int = 1) -> dict[str, Any]:
-    """:func:`judge_report` on each task's report; a criterion holds when it holds on at least
-    ``min_tasks`` tasks, and ``supported`` when every criterion holds."""
+def judge_laws(reports: Mapping[str, ScalingReport | None], *, target: str, law: str,
+               baselines: Sequence[str] = BASELINES, exponent_ci: bool = True, negative_slope: bool = True,
+               min_tasks: int = 1, decision_ci: DecisionCI = "jackknife") -> dict[str, Any]:
+    """:func:`judge_report` on each task's report (``None``: a task whose fit failed, meeting nothing); a
+    criterion holds when it holds on at least ``min_tasks`` tasks, and ``supported`` when every criterion
+    holds. ``exponent_agreement`` (:func:`exponent_agreement`) describes whether the tasks' exponents
+    agree; it is not a criterion."""
     per = {task: judge_report(r, target=target, law=law, baselines=baselines, exponent_ci=exponent_ci,
-                              negative_slope=negative_slope) for task, r in reports.items()}
+                              negative_slope=negative_slope, decision_ci=decision_ci) for task, r in reports.items()}
     names = ["extrapolates", "grows"] + (["inverse_linear"] if negative_slope else [])
     counts = {n: sum(bool(v[n]) for v in per.values()) for n in names}
     holds = {n: counts[n] >= min_tasks for n in names}
     return {"target": target, "law": law, "baselines": list(baselines), "min_tasks": min_tasks,
             "n_tasks": len(per), "tasks_meeting": counts, "holds": holds,
-            "supported": bool(per) and all(holds.values()), "per_task": per}
+            "supported": bool(per) and all(holds.values()), "ci_used": CI_LABELS[decision_ci], "per_task": per,
+            "exponent_agreement": exponent_agreement(reports, target=target, law=law)}

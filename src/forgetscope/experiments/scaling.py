@@ -46,7 +46,8 @@ Files under ``OUTPUT/``::
                                  written and checked on resume as a sweep's (a changed config is refused)
     scaling/runs/<run>.parquet   checkpoint rows of one finished run (the resume unit)
     scaling/points.parquet/.csv  all rows (see analysis.scaling), plus the t = 0 rows of the base model
-    scaling/fit.json, *.png      written by :func:`write_scaling_results`
+    scaling/fit.json, *.png      written by :func:`write_scaling_results` (the config's own hold-out: primary)
+    scaling/fit_<rule>.json, *_<rule>.png   a refit with another hold-out rule (secondary; never fit.json)
 
 Every name comes from :class:`~forgetscope.store.layout.ScalingLayout` (``SweepLayout.scaling``).
 """
@@ -345,36 +346,82 @@ def run_scaling_sweep(config: ScalingConfig, *, output: str | Path | None = None
 
 
 def write_scaling_results(points: pd.DataFrame, report: ScalingReport, out_dir: str | os.PathLike[str], *,
-                          figures: bool = True, primary: str | None = None) -> dict[str, Path]:
+                          figures: bool = True, primary: str | None = None,
+                          suffix: str | None = None) -> dict[str, Path]:
     """Write ``points.parquet``/``points.csv``, ``fit.json`` and the PNGs (of ``primary``, default the first
-    of ``TARGETS`` that was fitted) into ``out_dir``; returns every path by name."""
+    of ``TARGETS`` that was fitted) into ``out_dir``; returns every path by name. With ``suffix`` (a
+    secondary analysis) only ``fit_<suffix>.json`` and ``<figure>_<suffix>.png`` are written, so the
+    primary files are never replaced."""
     from forgetscope.analysis.plots import write_scaling_figures
     from forgetscope.analysis.scaling import TARGETS
+    from forgetscope.store.io import write_json
     from forgetscope.store.layout import ScalingLayout
-    from forgetscope.store.scaling import write_scaling_tables
+    from forgetscope.store.scaling import json_safe, write_scaling_tables
 
-    paths = write_scaling_tables(points, report.to_dict(), out_dir)
+    layout = ScalingLayout(out_dir)
+    if suffix:
+        layout.root.mkdir(parents=True, exist_ok=True)
+        paths = {"fit": layout.root / f"{layout.fit.stem}_{suffix}{layout.fit.suffix}"}
+        write_json(paths["fit"], json_safe(report.to_dict()))
+    else:
+        paths = write_scaling_tables(points, report.to_dict(), out_dir)
     if figures:
         primary = primary or next((t for t in TARGETS if t in report.fits), None)
         if primary is not None:
-            paths.update(write_scaling_figures(points, report, ScalingLayout(out_dir).figure, target=primary))
+            path_for = (lambda name: layout.figure(f"{name}_{suffix}")) if suffix else layout.figure
+            paths.update(write_scaling_figures(points, report, path_for, target=primary))
     return paths
 
 
-def fit_and_write(points: pd.DataFrame, config: ScalingConfig, output: str | Path | None = None):
+def check_holdout(config: ScalingConfig, holdout: str | None = None) -> str:
+    """The hold-out rule a fit uses: ``holdout``, or the config's own; another rule is a secondary analysis
+    and must leave each task :data:`MIN_FIT_POINTS` points of the planned grid, as the config's must."""
+    rule = holdout or config.holdout
+    left = fit_points_per_task(config.ranks, config.eval_steps, rule, len(config.seed_list))
+    if left < MIN_FIT_POINTS:
+        raise ScalingError(f"holdout: {rule} leaves {left} points of each task to fit ({len(config.ranks)} ranks x "
+                           f"{len(config.eval_steps)} steps); the shifted law needs {MIN_FIT_POINTS}")
+    return rule
+
+
+def task_reports(points: pd.DataFrame, report: ScalingReport,
+                 config: ScalingConfig | None = None) -> dict[str, ScalingReport | None]:
+    """The report judged for each task: its own fit (``report.by_task``), the report itself when the points
+    hold one task, and ``None`` for a task whose fit failed or whose runs have no points yet, so that it
+    meets no criterion (a pooled fit never stands in for a task)."""
+    names = sorted(map(str, points["task"].dropna().unique())) if "task" in points.columns else []
+    if len(names) > 1:
+        out: dict[str, ScalingReport | None] = {name: report.by_task.get(name) for name in names}
+    else:
+        out = {names[0] if names else "all": report}
+    for task in config.task_list if config is not None else []:
+        out.setdefault(task.name, None)
+    return out
+
+
+def fit_and_write(points: pd.DataFrame, config: ScalingConfig, output: str | Path | None = None, *,
+                  holdout: str | None = None):
     """Fit the laws to the points of a sweep (pooled, and per task when there are several), judge the
-    config's ``criteria`` on the per-task fits, and write ``OUTPUT/scaling/{points,fit.json,*.png}``."""
+    config's ``criteria`` on the per-task fits, and write ``OUTPUT/scaling/{points,fit.json,*.png}``.
+
+    ``holdout`` other than the config's own is a secondary analysis: it is written to
+    ``fit_<holdout>.json`` and ``<figure>_<holdout>.png``, its criteria marked
+    ``criteria_role: secondary``, and the primary ``fit.json`` is left as it is."""
     from forgetscope.analysis.scaling import fit_scaling_by_task, judge_laws
 
+    rule = check_holdout(config, holdout)
+    role = "primary" if rule == config.holdout else "secondary"
     out = SweepLayout(output or config.output).scaling_dir
-    report = fit_scaling_by_task(points, holdout=config.holdout, seed=config.seed, laws=config.laws)
+    report = fit_scaling_by_task(points, holdout=rule, seed=config.seed, laws=config.laws)
+    report.holdout_role = role
     if config.criteria is not None:
         c = config.criteria
-        tasks = report.by_task or {str(points["task"].iloc[0]) if "task" in points.columns else "all": report}
-        report.criteria = judge_laws(tasks, target=c.target, law=c.law, baselines=c.baselines,
-                                     exponent_ci=c.exponent_ci, negative_slope=c.negative_slope,
-                                     min_tasks=c.min_tasks)
-    paths = write_scaling_results(points, report, out, figures=config.figures)
+        report.criteria = judge_laws(task_reports(points, report, config), target=c.target, law=c.law,
+                                     baselines=c.baselines, exponent_ci=c.exponent_ci,
+                                     negative_slope=c.negative_slope, min_tasks=c.min_tasks)
+        report.criteria = {"criteria_role": role, "holdout_rule": rule, **report.criteria}
+    paths = write_scaling_results(points, report, out, figures=config.figures,
+                                  suffix=rule if role == "secondary" else None)
     return report, paths
 
 
