@@ -847,3 +847,21 @@ def test_known_rows_from_an_unfinished_sweep_are_refused_before_any_run(tmp_path
     path.write_text(text.replace("benchmarks/results/study/smollm2/sweep", str(known)))
     with pytest.raises(ConfigError, match="is not complete .status 'running'"):
         validate_compare(load_compare_config(path))
+
+
+def test_a_ci_that_falls_back_from_bca_to_percentile_says_so(monkeypatch):
+    import scipy.stats
+
+    real = scipy.stats.bootstrap
+
+    def bca_undefined(data, statistic, *, method="BCa", **kw):
+        res = real(data, statistic, method="percentile" if method == "BCa" else method, **kw)
+        if method == "BCa":
+            res.confidence_interval = type(res.confidence_interval)(np.nan, np.nan)
+        return res
+
+    d = np.array([-0.3, -0.1, -0.2, -0.25, -0.05, -0.15])
+    assert "percentile" not in paired_run_test(d, np.zeros(6), n_resamples=999)["note"]
+    monkeypatch.setattr(scipy.stats, "bootstrap", bca_undefined)
+    r = paired_run_test(d, np.zeros(6), n_resamples=999)
+    assert "percentile bootstrap (BCa undefined here)" in r["note"] and r["ci_low"] < r["mean_diff"] < r["ci_high"]

@@ -108,12 +108,22 @@ def holm(pvalues: Any) -> np.ndarray:
 
 
 def _bootstrap_mean_ci(d: np.ndarray, *, n_resamples: int, confidence: float, seed: int) -> tuple[float, float]:
+    lo, hi, _ = bootstrap_mean_ci_method(d, n_resamples=n_resamples, confidence=confidence, seed=seed)
+    return lo, hi
+
+
+def bootstrap_mean_ci_method(d: np.ndarray, *, n_resamples: int, confidence: float,
+                             seed: int) -> tuple[float, float, str]:
+    """The bootstrap CI of the mean of ``d`` and the method that gave it: ``BCa``, else ``percentile`` where
+    BCa is undefined (a degenerate jackknife), ``constant`` when every value is the same, ``none`` below
+    :data:`MIN_PAIRS_T` values."""
     from scipy.stats import bootstrap
 
     if d.size < MIN_PAIRS_T:
-        return float("nan"), float("nan")
+        return float("nan"), float("nan"), "none"
     if np.ptp(d) == 0:  # every resample has the same mean
-        return float(d[0]), float(d[0])
+        return float(d[0]), float(d[0]), "constant"
+    method = "BCa"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = bootstrap((d,), np.mean, n_resamples=n_resamples, confidence_level=confidence, method="BCa",
@@ -123,7 +133,8 @@ def _bootstrap_mean_ci(d: np.ndarray, *, n_resamples: int, confidence: float, se
             res = bootstrap((d,), np.mean, n_resamples=n_resamples, confidence_level=confidence,
                             method="percentile", rng=np.random.default_rng(seed))
             lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
-    return lo, hi
+            method = "percentile"
+    return lo, hi, method
 
 
 def _bootstrap_dz_ci(d: np.ndarray, *, n_resamples: int, confidence: float, seed: int) -> tuple[float, float]:
@@ -188,8 +199,10 @@ def paired_run_test(a: Any, b: Any, *, n_resamples: int = 9999, confidence: floa
     else:
         sd = float(d.std(ddof=1))
         out["sd_diff"] = sd
-        out["ci_low"], out["ci_high"] = _bootstrap_mean_ci(d, n_resamples=n_resamples, confidence=confidence,
-                                                           seed=seed)
+        out["ci_low"], out["ci_high"], method = bootstrap_mean_ci_method(d, n_resamples=n_resamples,
+                                                                         confidence=confidence, seed=seed)
+        if method == "percentile":
+            notes.append("CI of the mean difference: percentile bootstrap (BCa undefined here)")
         if sd > 0:
             out["dz"] = float(d.mean() / sd)
             out["dz_ci_low"], out["dz_ci_high"] = _bootstrap_dz_ci(d, n_resamples=n_resamples,
