@@ -447,7 +447,7 @@ def test_forecast_on_the_real_model_against_a_sweep_with_null_rows(tmp_path, mon
 
     sweep = tmp_path / "sweep"
     run_sweep(demo_config(output=sweep, n_upstream=40, n_instruct=0, n_tasks=3, n_train=16, steps=2, batch_size=4,
-                          max_length=64, eval_max_length=128))
+                          lr=2e-3, max_length=64, eval_max_length=128))
     assert np.isfinite(np.load(sweep / "F_null.npy")).all()  # the sweep has its null rows
     words = "river stone cloud apple tiger lemon paper glass candle button mirror pencil".split()
     task = write_jsonl(tmp_path / "reverse.jsonl", [{"prompt": f"Spell '{w}' backwards.", "response": w[::-1]}

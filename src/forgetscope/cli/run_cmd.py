@@ -199,9 +199,9 @@ def demo(
     upstream_file: Path | None = typer.Option(None, help="an upstream data file in place of the demo sets "
                                               "(plain text and/or prompt/response pairs)"),
     n_train: int = typer.Option(120, min=2, help="training examples per task"),
-    steps: int = typer.Option(20, min=1, help="fine-tuning steps per task"),
+    steps: int = typer.Option(40, min=1, help="fine-tuning steps per task"),
     batch_size: int = typer.Option(8, min=1),
-    lr: float = typer.Option(2e-3),
+    lr: float = typer.Option(5e-4),
     max_length: int = typer.Option(96, min=8, help="training tokens per example (longer ones are truncated)"),
     eval_max_length: int | None = typer.Option(None, min=8, help="evaluation tokens per upstream example "
                                                "(default: 512 capped at the model's context; truncation is "

@@ -1,8 +1,9 @@
 """The default offline demo sweep: SmolLM2-135M-Instruct, LoRA, a preset of the shipped demo suite.
 
-Sized to finish within 15 minutes on 2 CPU cores, in the regime the committed pilot chose
-(``benchmarks/results/pilot``: the one of three that met every criterion fixed in advance): four
-instruction-format tasks and two plain-text tasks, LoRA r8 on every linear layer for 20 steps of 8 at lr 2e-3, forgetting measured on human-written upstream text and on
+Sized to finish within 15 minutes on 2 CPU cores, in the regime the pre-registered SmolLM2 pilot selected
+(``benchmarks/results/regimes/smollm2/selection.json``: every run learns, rows above noise, damage capped):
+four instruction-format tasks and two plain-text tasks, LoRA r8 on every linear layer for 40 steps of 8 at
+lr 5e-4, forgetting measured on human-written upstream text and on
 instruction pairs scored on the model's own answers, with a null-control row per run. Every size is a
 parameter to scale up, and so is the design: the upstream sets, the chat format and the regime.
 """
@@ -31,8 +32,8 @@ def demo_task_order() -> list[str]:
 
 
 def demo_config(*, output: str | Path = "sweeps/demo", n_upstream: int | None = 96, n_instruct: int = 24,
-                n_tasks: int | None = None, n_train: int = 120, steps: int = 20, batch_size: int = 8,
-                lr: float = 2e-3, max_length: int = 96, method: str = "lora", seed: int = 0,
+                n_tasks: int | None = None, n_train: int = 120, steps: int = 40, batch_size: int = 8,
+                lr: float = 5e-4, max_length: int = 96, method: str = "lora", seed: int = 0,
                 model: str = "smollm2-135m-instruct", tasks: Sequence[str] | None = None,
                 upstream_source: str | Path | None = None, lora_rank: int = 8,
                 target_modules: Sequence[str] | None = ALL_LINEAR, eval_max_length: int | str = "auto",
