@@ -1,6 +1,6 @@
 """The default offline demo sweep: SmolLM2-135M-Instruct, LoRA, a preset of the shipped demo suite.
 
-Sized to finish within 15 minutes on 2 CPU cores, in the regime the pre-registered SmolLM2 pilot selected
+Sized to finish in about 16 minutes on 2 CPU cores, in the regime the pre-registered SmolLM2 pilot selected
 (``benchmarks/results/regimes/smollm2/selection.json``: every run learns, rows above noise, damage capped):
 four instruction-format tasks and two plain-text tasks, LoRA r8 on every linear layer for 40 steps of 8 at
 lr 5e-4, forgetting measured on human-written upstream text and on
