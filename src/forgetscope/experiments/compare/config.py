@@ -384,11 +384,12 @@ def split_for(cfg: CompareConfig, upstream: list) -> tuple[list[str], list[str]]
             except DataError as exc:
                 raise ConfigError(f"strategy {s.display}: {exc}; the probe must fit the replay pool of "
                                   f"{len(pool_ids)} examples (lower compare.probe)") from None
-            if inputs.spends_beyond_probe and inputs.draws_after_probe is not None:
+            # a dose given as a budget (the completion design); a ratio is the earlier design's dose, whose
+            # committed comparison replayed fewer examples than its probe and stays runnable as it was
+            if inputs.spends_beyond_probe and inputs.draws_after_probe is not None and budget is not None:
                 drawn = inputs.draws_after_probe(cfg.train.steps, cfg.train.batch_size)
                 if drawn <= n_probe:
-                    dose = f"a budget of {budget} replay examples" if budget is not None else \
-                        f"its ratio's {drawn} replay examples"
+                    dose = f"a budget of {budget} replay examples"
                     if inputs.mode == "online":
                         dose += f" leaves {drawn} after its online warm-up, which"
                     raise ConfigError(f"strategy {s.display}: {dose} is at or below its probe of {n_probe}, so "
