@@ -862,3 +862,25 @@ def test_a_ci_that_falls_back_from_bca_to_percentile_says_so(monkeypatch):
     monkeypatch.setattr(scipy.stats, "bootstrap", bca_undefined)
     r = paired_run_test(d, np.zeros(6), n_resamples=999)
     assert "percentile bootstrap (BCa undefined here)" in r["note"] and r["ci_low"] < r["mean_diff"] < r["ci_high"]
+
+
+def test_a_resumed_comparison_refuses_known_rows_that_changed(tmp_path):
+    import shutil
+
+    from forgetscope.experiments.compare import load_compare_config
+    from forgetscope.experiments.compare.config import check_known_unchanged, known_rows_fingerprint
+
+    root = Path(__file__).parents[1]
+    known = tmp_path / "known"
+    shutil.copytree(root / "benchmarks/results/replication/replication_smollm2/sweep", known)
+    path = tmp_path / "c.yaml"
+    path.write_text((root / "configs" / "replay_completion.yaml").read_text()
+                    .replace("benchmarks/results/study/smollm2/sweep", str(known)))
+    cfg = load_compare_config(path)
+    first = check_known_unchanged(None, cfg)  # a new comparison records it
+    assert list(first) == [str(known)] and first == known_rows_fingerprint(cfg)
+    assert check_known_unchanged(first, cfg) == first  # a resume with the same rows goes on
+    F = np.load(known / "F.npy")
+    np.save(known / "F.npy", F + 1e-3)
+    with pytest.raises(ConfigError, match=f"the known rows of {known} changed since this comparison started"):
+        check_known_unchanged(first, cfg)

@@ -445,6 +445,42 @@ def check_known_rows(cfg: CompareConfig, pool_ids: list[str]) -> None:
                                   "pool example (the same upstream set)")
 
 
+def known_rows_fingerprint(cfg: CompareConfig) -> dict[str, str]:
+    """Content hashes of the known rows every completing arm reads from another sweep or file: a sweep's
+    ``F.npy`` and ``runs.parquet``, or a matrix file's bytes, keyed by the path the config names."""
+    import hashlib
+
+    out: dict[str, str] = {}
+    for s in cfg.strategies:
+        inputs = cfg.inputs_of(s)
+        if not inputs.completes or inputs.known_rows is None:
+            continue
+        path = s.options.get(inputs.known_rows, cfg.compare.known_path)
+        if path is None or str(path) in out:
+            continue
+        p = Path(path)
+        files = [p / "F.npy", p / "runs.parquet"] if p.is_dir() else [p]
+        h = hashlib.sha256()
+        for f in files:
+            h.update(f.read_bytes() if f.is_file() else b"")
+        out[str(path)] = h.hexdigest()
+    return out
+
+
+def check_known_unchanged(recorded: dict[str, str] | None, cfg: CompareConfig) -> dict[str, str]:
+    """The known rows' fingerprint, refused when a resumed comparison recorded a different one: every run of
+    a comparison completes its row from the same known rows. Returns the current fingerprint."""
+    now = known_rows_fingerprint(cfg)
+    if recorded is None:
+        return now
+    changed = sorted(k for k in set(now) | set(recorded) if recorded.get(k) != now.get(k))
+    if changed:
+        raise ConfigError(f"compare.known: the known rows of {', '.join(changed)} changed since this comparison "
+                          "started; its runs would complete rows from different known rows (use a new output, "
+                          "or --overwrite)")
+    return now
+
+
 def split_upstream(ids: list[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
     """(pool, held-out) example ids: a seeded random split, pool = round(fraction × N)."""
     rng = np.random.default_rng([seed, 2718])

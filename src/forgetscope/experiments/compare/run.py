@@ -14,6 +14,7 @@ import pandas as pd
 from forgetscope.analysis.plots import write_comparison
 from forgetscope.experiments.compare.config import (
     CompareConfig,
+    check_known_unchanged,
     headline_kind,
     refuse_pending,
     split_for,
@@ -117,6 +118,9 @@ def run_compare(cfg: CompareConfig, *, output: str | Path | None = None, overwri
     if not cfg.compare.measure_pool:
         session.extras["strategy_measured"] = list(held_ids)
     store = open_store(cfg, session, output, overwrite)
+    known = check_known_unchanged(store.read_manifest().get("known_rows"), cfg)
+    if known and "known_rows" not in store.read_manifest():
+        store.update_manifest(known_rows=known)
     clock = WallClock(layout, command)
     _write_json(layout.compare_split, {"pool": pool_ids, "heldout": held_ids})
     ensure_upstream_measured(session, store)
