@@ -97,6 +97,16 @@ def fit_points_per_task(ranks: Sequence[int], eval_steps: Sequence[int], holdout
     return total - held
 
 
+def holdout_shortfall(ranks: Sequence[int], eval_steps: Sequence[int], holdout: str, n_seeds: int = 1) -> str | None:
+    """Why ``holdout`` leaves a task too few points of the planned grid to fit the shifted law (None: enough):
+    the one check of a config's own rule and of a secondary one."""
+    left = fit_points_per_task(ranks, eval_steps, holdout, n_seeds)
+    if left >= MIN_FIT_POINTS:
+        return None
+    return (f"holdout: {holdout} leaves {left} points of each task to fit ({len(ranks)} ranks x {len(eval_steps)} "
+            f"steps); the shifted law needs {MIN_FIT_POINTS}")
+
+
 class ScalingCriteria(BaseModel):
     """Criteria fixed before a scaling study runs, judged per task by
     :func:`forgetscope.analysis.scaling.judge_laws` on the fit (written to ``fit.json`` as ``criteria``)."""
@@ -187,11 +197,9 @@ class ScalingConfig(SweepConfig):
         if self.null_control:
             raise ValueError("null_control: the scaling sweep evaluates checkpoints, not a null control; "
                              "set null_control: false")
-        left = fit_points_per_task(self.ranks, self.eval_steps, self.holdout, len(self.seed_list))
-        if left < MIN_FIT_POINTS:
-            raise ValueError(f"holdout: {self.holdout} leaves {left} points of each task to fit "
-                             f"({len(self.ranks)} ranks x {len(self.eval_steps)} steps); the shifted law needs "
-                             f"{MIN_FIT_POINTS}")
+        short = holdout_shortfall(self.ranks, self.eval_steps, self.holdout, len(self.seed_list))
+        if short:
+            raise ValueError(short)
         for i, name in enumerate(self.pending):
             if name.partition(".")[0] not in type(self).model_fields:
                 raise ValueError(f"pending.{i}: {name!r} is not a config field (e.g. train, train.lr)")
@@ -377,10 +385,9 @@ def check_holdout(config: ScalingConfig, holdout: str | None = None) -> str:
     """The hold-out rule a fit uses: ``holdout``, or the config's own; another rule is a secondary analysis
     and must leave each task :data:`MIN_FIT_POINTS` points of the planned grid, as the config's must."""
     rule = holdout or config.holdout
-    left = fit_points_per_task(config.ranks, config.eval_steps, rule, len(config.seed_list))
-    if left < MIN_FIT_POINTS:
-        raise ScalingError(f"holdout: {rule} leaves {left} points of each task to fit ({len(config.ranks)} ranks x "
-                           f"{len(config.eval_steps)} steps); the shifted law needs {MIN_FIT_POINTS}")
+    short = holdout_shortfall(config.ranks, config.eval_steps, rule, len(config.seed_list))
+    if short:
+        raise ScalingError(short)
     return rule
 
 

@@ -398,6 +398,22 @@ def split_for(cfg: CompareConfig, upstream: list) -> tuple[list[str], list[str]]
     return pool_ids, held_ids
 
 
+def known_row_sources(cfg: CompareConfig) -> list[tuple[StrategySpec, str, Any]]:
+    """(arm, the config field that names it, path) for every completing arm whose known rows come from
+    another sweep or file (its own option, else ``compare.known``); arms completing from this comparison's
+    own plain rows are left out."""
+    out = []
+    for i, s in enumerate(cfg.strategies):
+        inputs = cfg.inputs_of(s)
+        if not inputs.completes or inputs.known_rows is None:
+            continue
+        key = inputs.known_rows
+        path = s.options.get(key, cfg.compare.known_path)
+        if path is not None:
+            out.append((s, f"strategies.{i}.options.{key}" if key in s.options else "compare.known", path))
+    return out
+
+
 def check_known_rows(cfg: CompareConfig, pool_ids: list[str]) -> None:
     """Known rows read from another sweep must cover every pool example for every compared task, with that
     task's own rows left out (``leave_task_out``), so no completing arm falls back to NaN on part of the
@@ -407,17 +423,10 @@ def check_known_rows(cfg: CompareConfig, pool_ids: list[str]) -> None:
     from forgetscope.store import SweepStore
 
     loaded: dict[str, Any] = {}
-    for i, s in enumerate(cfg.strategies):
-        inputs = cfg.inputs_of(s)
-        if not inputs.completes or inputs.known_rows is None:
-            continue
-        key = inputs.known_rows
-        path = s.options.get(key, cfg.compare.known_path)
-        if path is None:
-            continue
-        where = f"strategies.{i}.options.{key}" if key in s.options else "compare.known"
+    for s, where, path in known_row_sources(cfg):
         if str(path) not in loaded:
-            status = SweepStore(path).read_manifest().get("status") if SweepStore(path).exists() else None
+            store = SweepStore(path)
+            status = store.read_manifest().get("status") if store.exists() else None
             if status not in (None, "complete"):
                 raise ConfigError(f"{where}: the known sweep {path} is not complete (status {status!r}); rows are "
                                   "completed from a finished sweep, so every run of the comparison sees the same "
@@ -451,12 +460,8 @@ def known_rows_fingerprint(cfg: CompareConfig) -> dict[str, str]:
     import hashlib
 
     out: dict[str, str] = {}
-    for s in cfg.strategies:
-        inputs = cfg.inputs_of(s)
-        if not inputs.completes or inputs.known_rows is None:
-            continue
-        path = s.options.get(inputs.known_rows, cfg.compare.known_path)
-        if path is None or str(path) in out:
+    for _, _, path in known_row_sources(cfg):
+        if str(path) in out:
             continue
         p = Path(path)
         files = [p / "F.npy", p / "runs.parquet"] if p.is_dir() else [p]

@@ -118,8 +118,9 @@ def run_compare(cfg: CompareConfig, *, output: str | Path | None = None, overwri
     if not cfg.compare.measure_pool:
         session.extras["strategy_measured"] = list(held_ids)
     store = open_store(cfg, session, output, overwrite)
-    known = check_known_unchanged(store.read_manifest().get("known_rows"), cfg)
-    if known and "known_rows" not in store.read_manifest():
+    recorded = store.read_manifest().get("known_rows")
+    known = check_known_unchanged(recorded, cfg)
+    if known and recorded is None:
         store.update_manifest(known_rows=known)
     clock = WallClock(layout, command)
     _write_json(layout.compare_split, {"pool": pool_ids, "heldout": held_ids})
