@@ -50,10 +50,9 @@ def write_verdicts(pilot, configs: dict, uniform: float) -> dict:
         v = regime_verdict(full.select_kind("lm"), pilot.criteria, uniform_loss=uniform, binary=binary)
         n_planned = len(cfg.tasks) * len(cfg.seed_list)
         v["complete"] = v["n_runs"] == n_planned
-        out = pilot.output / name
-        v.pop("per_run").to_csv(out / "per_run.csv", index=False)
+        v.pop("per_run").to_csv(pilot.layout.per_run(name), index=False)
         v["train"] = cfg.train.model_dump(include={"method", "steps", "lr", "lora_rank", "target_modules"})
-        (out / "verdict.json").write_text(json.dumps(v, indent=1, default=float) + "\n")
+        pilot.layout.verdict(name).write_text(json.dumps(v, indent=1, default=float) + "\n")
         verdicts[name] = v
         if v["complete"]:
             finished.append(name)
@@ -66,7 +65,7 @@ def write_verdicts(pilot, configs: dict, uniform: float) -> dict:
                  "summary": {k: {"usable": v["usable"], "complete": v["complete"],
                                  "mean_task_loss_after": v["mean_task_loss_after"],
                                  **{c: d["met"] for c, d in v["criteria"].items()}} for k, v in verdicts.items()}}
-    (pilot.output / "selection.json").write_text(json.dumps(selection, indent=1, default=float) + "\n")
+    pilot.layout.selection.write_text(json.dumps(selection, indent=1, default=float) + "\n")
     return selection
 
 

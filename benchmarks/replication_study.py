@@ -39,7 +39,7 @@ def main() -> None:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     regime = {"pilot": str(study.pilot), "chosen": name, "train": train.model_dump(mode="json", exclude_unset=True)}
-    (study.output / "regime.json").write_text(json.dumps(regime, indent=1) + "\n")
+    study.layout.regime.write_text(json.dumps(regime, indent=1) + "\n")
     for part, cfg in configs.items():
         t0 = time.perf_counter()
 

@@ -29,6 +29,10 @@ import math
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from forgetscope.store.layout import StudyLayout
 
 os.environ.setdefault("FORGETSCOPE_NO_PROGRESS", "1")
 
@@ -82,17 +86,17 @@ def flatness(sweep: Path, per_task, fmt_means) -> dict:
     return out
 
 
-def figures(dest: Path, marginals, per_task) -> None:
+def figures(layout: StudyLayout, marginals, per_task) -> None:
     """r2_vs_shuffles.png (C1-C2: F's R²(k) against its within-row shuffles) and learning.png (C6: each task's
     mean F against how much it learned), beside claims.json."""
     from forgetscope.analysis import plots
 
     if marginals is not None and marginals.permutation is not None:
-        plots.write_r2_against_shuffles(marginals.permutation, marginals.interaction, dest / "r2_vs_shuffles.png")
+        plots.write_r2_against_shuffles(marginals.permutation, marginals.interaction, layout.r2_vs_shuffles)
     if len(per_task):
         fig = plots.learning_scatter(per_task["learning"].to_numpy(float), per_task["mean_f"].to_numpy(float),
                                      [str(t) for t in per_task.index])
-        plots.save_figure(fig, dest / "learning.png")
+        plots.save_figure(fig, layout.learning)
 
 
 def main() -> None:
@@ -184,11 +188,11 @@ def main() -> None:
         return {"sweep": str(path), "shape": list(before.shape), **{m: v.tolist() for m, v in r2.items()}}
 
     _part(out, "earlier_study_r2", earlier)
-    dest = study.output / "analysis"
-    dest.mkdir(parents=True, exist_ok=True)
-    (dest / "claims.json").write_text(json.dumps(out, indent=1, default=float) + "\n")
-    figures(dest, kept.get("marginals"), per_task)
-    print(f"wrote {dest / 'claims.json'} and its figures")
+    layout = study.layout
+    layout.analysis.mkdir(parents=True, exist_ok=True)
+    layout.claims.write_text(json.dumps(out, indent=1, default=float) + "\n")
+    figures(layout, kept.get("marginals"), per_task)
+    print(f"wrote {layout.claims} and its figures")
 
 
 if __name__ == "__main__":

@@ -203,9 +203,8 @@ def main() -> None:
     from forgetscope.experiments.study import load_study
 
     study, _ = load_study(args.study)
-    src = study.output / "analysis" / "claims.json"
-    dest = src.with_name("tables.md")
-    dest.write_text(render(json.loads(src.read_text())))
+    dest = study.layout.tables
+    dest.write_text(render(json.loads(study.layout.claims.read_text())))
     print(f"wrote {dest}")
 
 

@@ -486,6 +486,13 @@ def test_one_completion_rule_keeps_the_finite_measured_values_on_the_probe():
     row = complete_from_probe(Smooth(), idx, observed)
     assert row[1] == 5.0  # the measured value wins over the predictor's 0.2
     assert row[4] == 0.8 and np.allclose(np.delete(row, 1), np.delete(np.linspace(0.0, 1.0, 6), 1))
+
+    class Spent:  # a forecast passes the prediction it already made: no second predict
+        def predict(self, idx, observed):
+            raise AssertionError("predicted twice")
+
+    again = complete_from_probe(Spent(), idx, observed, predicted=np.linspace(0.0, 1.0, 6))
+    np.testing.assert_array_equal(again, row)
     known = np.tile(np.linspace(0.0, 1.0, 6), (3, 1)) + np.array([[0.0], [0.1], [0.2]])
     pred = get_predictor("additive").fit(known)
     by_id = complete_row(pred, [f"u{j}" for j in range(6)], {"u1": 5.0}, ["u1", "u2", "zz"])

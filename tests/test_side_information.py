@@ -208,7 +208,7 @@ def test_forecast_completes_a_row_with_a_feature_predictor():
     from types import SimpleNamespace
 
     from forgetscope.data.types import Example
-    from forgetscope.predict.forecast import SweepData, complete_row
+    from forgetscope.predict.forecast import SweepData, forecast_row
 
     known, new, upstream, _ = planted(8)
     m = _seeded(known, [f"t{i}" for i in range(KNOWN)], [0] * KNOWN)
@@ -218,7 +218,7 @@ def test_forecast_completes_a_row_with_a_feature_predictor():
     data = SweepData(None, {}, "lm", m, [Example(c, text=f"text {c}") for c in m.col_names],
                      m.upstream["loss_before"].to_numpy(), None, record, 0.1, "given")
     idx = np.sort(np.random.default_rng(2).choice(N, 30, replace=False))
-    result = complete_row(data, idx, new[0, idx], predictor="lowrank-features")
+    result = forecast_row(data, idx, new[0, idx], predictor="lowrank-features")
     row = result.table["forgetting"].to_numpy()
     assert result.predictor == "lowrank-features" and np.isfinite(row).all()
     np.testing.assert_allclose(row[idx], new[0, idx])  # measured values win on the probe

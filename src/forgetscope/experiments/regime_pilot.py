@@ -21,6 +21,7 @@ from pydantic import Field
 
 from forgetscope.config import SweepConfig, _Strict, parse_config
 from forgetscope.errors import ConfigError
+from forgetscope.store.layout import PilotLayout
 
 
 class RegimeCriteria(_Strict):
@@ -51,6 +52,11 @@ class RegimePilot(_Strict):
                                                    "among those meeting the criteria")
     tie_nats: float = Field(0.01, ge=0, description="task losses closer than this (nats) count as a tie")
 
+    @property
+    def layout(self) -> PilotLayout:
+        """The file names of the pilot's folder."""
+        return PilotLayout(self.output)
+
 
 def load_pilot(path: str | Path) -> RegimePilot:
     """Read and validate a pilot file, and every candidate's sweep config; errors name the field."""
@@ -72,7 +78,7 @@ def candidate_configs(pilot: RegimePilot) -> dict[str, SweepConfig]:
     """One sweep config per candidate: ``base`` with the candidate's fields, written under ``output``."""
     out = {}
     for name, fields in pilot.candidates.items():
-        data = {**pilot.base, **fields, "model": pilot.model, "output": str(pilot.output / name / "sweep")}
+        data = {**pilot.base, **fields, "model": pilot.model, "output": str(pilot.layout.candidate_sweep(name))}
         cfg = parse_config(data, f"(candidate {name})")
         if len(cfg.seed_list) < 2:
             raise ConfigError(f"candidate {name}: a pilot needs two or more seeds to measure rows above noise")
@@ -103,7 +109,7 @@ def seal_file(path: str | Path, seal: Path, *, what: str, key: str = "file") -> 
 
 def seal_pilot(path: str | Path, pilot: RegimePilot) -> Path:
     """Seal a pilot file under its output (:func:`seal_file`)."""
-    return seal_file(path, pilot.output / "pilot.sha256.json", what="pilot file", key="pilot_file")
+    return seal_file(path, pilot.layout.seal, what="pilot file", key="pilot_file")
 
 
 __all__ = ["RegimeCriteria", "RegimePilot", "candidate_configs", "load_pilot", "seal_file", "seal_pilot"]

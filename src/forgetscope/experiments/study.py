@@ -24,8 +24,10 @@ import yaml
 from pydantic import Field
 
 from forgetscope.config import SweepConfig, TrainConfig, _Strict, parse_config
+from forgetscope.data.sources import DataSource
 from forgetscope.errors import ConfigError
 from forgetscope.experiments.regime_pilot import RegimePilot, candidate_configs, load_pilot, seal_file
+from forgetscope.store.layout import StudyLayout
 
 #: fields of the shared sweep block that the study sets itself
 STUDY_OWNED = ("model", "output", "train", "null_control", "null_match")
@@ -65,6 +67,11 @@ class Study(_Strict):
     format_control: FormatControl | None = Field(None, description="the format-only controls")
     effect_null: EffectNull | None = Field(None, description="the effect-matched null control")
 
+    @property
+    def layout(self) -> StudyLayout:
+        """The file names of the study's folder."""
+        return StudyLayout(self.output)
+
 
 def _read_yaml(path: Path, what: str) -> dict[str, Any]:
     if not path.is_file():
@@ -93,7 +100,7 @@ def load_study(path: str | Path) -> tuple[Study, RegimePilot]:
 def chosen_regime(pilot: RegimePilot) -> tuple[str, TrainConfig]:
     """The candidate the pilot selected by its own rule, and its ``train``; a ConfigError while the pilot is
     unfinished, and when no candidate met every criterion (then no claim is replicated on the model)."""
-    path = pilot.output / "selection.json"
+    path = pilot.layout.selection
     if not path.is_file():
         raise ConfigError(f"the regime pilot of {pilot.model} has no selection yet ({path}); run it first")
     selection = json.loads(path.read_text())
@@ -120,7 +127,7 @@ def study_configs(study: Study, pilot: RegimePilot, train: TrainConfig) -> dict[
     from forgetscope.experiments.sharpness import SharpnessSweepConfig
 
     base = {**study.sweep, "model": pilot.model, "train": train.model_dump(exclude_unset=True)}
-    main = parse_config({**base, "output": str(study.output / "sweep")}, "(study sweep)")
+    main = parse_config({**base, "output": str(study.layout.sweep)}, "(study sweep)")
     names = [t.name for t in main.tasks]
     tasks = [t.model_dump(exclude_unset=True) for t in main.tasks]
     for part, listed in (("format_control", study.format_control), ("effect_null", study.effect_null)):
@@ -130,15 +137,16 @@ def study_configs(study: Study, pilot: RegimePilot, train: TrainConfig) -> dict[
     if study.format_control is not None:
         by_name = {t.name: t for t in main.tasks}
         for t in study.format_control.tasks:
-            if by_name[t].source not in (None, f"demo:{t}"):
+            demo_source = DataSource("demo", t).spec
+            if by_name[t].source not in (None, demo_source):
                 raise ConfigError(f"study file: format_control.tasks: {t!r} reads {by_name[t].source}; a "
                                   "format-only row is built for shipped demo tasks only")
-            entry: dict[str, Any] = {"name": _format_name(t), "source": f"demo:{t}",
+            entry: dict[str, Any] = {"name": _format_name(t), "source": demo_source,
                                      "control": "shuffled_responses"}
             if study.format_control.seeds is not None:
                 entry["seeds"] = study.format_control.seeds
             tasks.append(entry)
-    data = {**base, "tasks": tasks, "output": str(study.output / "sweep")}
+    data = {**base, "tasks": tasks, "output": str(study.layout.sweep)}
     if study.sharpness is not None:
         data["sharpness"] = study.sharpness
     out: dict[str, SweepConfig] = {
@@ -149,7 +157,7 @@ def study_configs(study: Study, pilot: RegimePilot, train: TrainConfig) -> dict[
         keep = [t for t in main.tasks if t.name in en.tasks]
         out["null_sweep"] = parse_config(
             {**base, "tasks": [t.model_dump(exclude_unset=True) for t in keep], "seeds": en.seeds,
-             "output": str(study.output / "null_sweep"), "null_control": True, "null_match": "effect",
+             "output": str(study.layout.null_sweep), "null_control": True, "null_match": "effect",
              "null_match_subset": en.null_match_subset, "null_match_tol": en.null_match_tol,
              "null_match_steps": en.null_match_steps}, "(study null sweep)")
     return out
@@ -157,7 +165,7 @@ def study_configs(study: Study, pilot: RegimePilot, train: TrainConfig) -> dict[
 
 def seal_study(path: str | Path, study: Study) -> Path:
     """Record the study file's SHA-256 under its output before the first run; refuse a changed file."""
-    return seal_file(path, study.output / "study.sha256.json", what="study file")
+    return seal_file(path, study.layout.seal, what="study file")
 
 
 __all__ = ["EffectNull", "FormatControl", "Study", "chosen_regime", "load_study", "seal_study",

@@ -24,7 +24,7 @@ import math
 import os
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,7 +36,7 @@ from transformers.trainer_callback import ExportableState
 
 from forgetscope.config import EvalConfig
 from forgetscope.data.encoding import Encoded
-from forgetscope.data.loading import examples_from_records, load_examples
+from forgetscope.data.loading import load_examples
 from forgetscope.data.types import Example
 from forgetscope.errors import ConfigError, DataError, StoreError
 from forgetscope.measure.evaluator import Evaluator
@@ -47,7 +47,6 @@ from forgetscope.store import SweepStore
 
 __all__ = ["ForgettingCallback"]
 
-_TEXT_COLUMNS = ("example_id", "text", "prompt", "response", "answer", "prompt_messages")
 _SUPPORTED_FORM = ("Trainer(model=model, processing_class=tokenizer, callbacks=[ForgettingCallback(upstream)]) "
                    "or ForgettingCallback(upstream, tokenizer=tokenizer).attach(trainer)")
 _TABLE_TEXT_CHARS = 200  # the most-forgotten table shows the start of each text
@@ -62,44 +61,24 @@ class _Upstream:
     store: SweepStore | None = None
     loss_before: np.ndarray | None = None
     n_tokens: np.ndarray | None = None
-    settings: dict[str, Any] = field(default_factory=dict)
+    record: EvalRecord | None = None  # how the sweep measured loss_before (None: not from a sweep)
 
     @property
     def ids(self) -> list[str]:
         return [e.example_id for e in self.examples]
 
 
-def _finite_column(df: pd.DataFrame, name: str) -> np.ndarray | None:
-    """A numeric column as float, or None when it is absent or holds no finite value."""
-    if name not in df.columns:
-        return None
-    values = pd.to_numeric(df[name], errors="coerce").to_numpy(dtype=np.float64)
-    return values if np.isfinite(values).any() else None
-
-
 def _from_sweep(store: SweepStore) -> _Upstream:
     """Upstream examples, base losses and eval settings of a sweep directory."""
-    table = store.read_upstream()
-    if table.empty:
-        raise DataError(f"sweep {store.path} has an empty upstream table")
-    has_text = "text" in table.columns and table["text"].notna().any()
-    has_pairs = {"prompt", "response"} <= set(table.columns) and table["response"].notna().any()
-    if not (has_text or has_pairs):
-        raise DataError(
-            f"sweep {store.path} has no upstream texts (its upstream.parquet holds ids and losses only, "
-            "as an imported matrix does); pass the upstream examples or their data file instead"
-        )
-    rows = table[[c for c in _TEXT_COLUMNS if c in table.columns]].to_dict(orient="records")
-    examples = examples_from_records(rows, name="upstream", source=str(store.layout.upstream),
-                                     id_field="example_id")
+    examples = store.upstream_examples()
+    loss_before, n_tokens = store.base_losses()
     # how the sweep measured loss_before (its one record; loss_after is measured the same way)
     try:
-        record = store.eval_record()
-        settings = {"max_length": record.max_length, "chat": record.chat, "eval_dtype": record.dtype}
+        record: EvalRecord | None = store.eval_record()
     except StoreError:  # a matrix imported without a config: nothing recorded to follow
-        settings = {}
-    return _Upstream(examples, str(store.path), store=store, loss_before=_finite_column(table, "loss_before"),
-                     n_tokens=_finite_column(table, "n_tokens"), settings=settings)
+        record = None
+    return _Upstream(examples, str(store.path), store=store, loss_before=loss_before, n_tokens=n_tokens,
+                     record=record)
 
 
 def _read_upstream(upstream: Any) -> _Upstream:
@@ -272,10 +251,10 @@ class ForgettingCallback(TrainerCallback, ExportableState):
                  tokenizer: Any = None, probe: float | None = None, seed: int = 0,
                  max_length: int | None = None, eval_steps: int | None = None, top_k: int = 10,
                  chat: bool | Literal["auto"] | None = None, prefix: str = "forgetting/",
-                 max_batch_tokens: int = 4096, trainer: Trainer | None = None) -> None:
-        """``max_length`` and ``chat`` default to the sweep's evaluation settings (else 512 tokens, capped at the
+                 max_batch_tokens: int | None = None, trainer: Trainer | None = None) -> None:
+        """``max_length`` and ``chat`` default to the sweep's evaluation record (else 512 tokens, capped at the
         model's context, and ``"auto"``): they decide what a loss means, so an explicit value that
-        contradicts the sweep is refused. ``max_batch_tokens``
+        contradicts the sweep is refused. ``max_batch_tokens`` (default: the sweep's, else 4096)
         only trades memory for speed. ``eval_steps`` defaults to the Trainer's ``eval_steps`` when its
         evaluation strategy is ``"steps"``, else its ``logging_steps``."""
         if eval_steps is not None and (isinstance(eval_steps, bool) or not isinstance(eval_steps, int)
@@ -283,7 +262,10 @@ class ForgettingCallback(TrainerCallback, ExportableState):
             raise ConfigError(f"eval_steps must be a positive integer, got {eval_steps!r}")
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise ConfigError(f"top_k must be a positive integer, got {top_k!r}")
-        if max_batch_tokens < 16:
+        if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int)
+                                       or max_length < 2):
+            raise ConfigError(f"max_length must be an integer of at least 2 tokens, got {max_length!r}")
+        if max_batch_tokens is not None and max_batch_tokens < 16:
             raise ConfigError(f"max_batch_tokens must be at least 16, got {max_batch_tokens}")
         if chat not in (None, True, False, "auto"):
             raise ConfigError(f"chat must be True, False or 'auto', got {chat!r}")
@@ -321,8 +303,9 @@ class ForgettingCallback(TrainerCallback, ExportableState):
 
     # ---- setup ---------------------------------------------------------------------------------
     def _setting(self, name: str, given: Any, default: Any, *, strict: bool = True) -> Any:
-        """The user's value, else the sweep's, else the default; a contradiction with the sweep is an error."""
-        swept = self.upstream.settings.get(name)
+        """The user's value, else the sweep's record's, else the default; a contradiction with the sweep is an
+        error."""
+        swept = None if self.upstream.record is None else getattr(self.upstream.record, name)
         if given is None:
             return default if swept is None else swept
         if strict and swept is not None and given != swept and self.upstream.loss_before is not None:
@@ -396,19 +379,26 @@ class ForgettingCallback(TrainerCallback, ExportableState):
         if self._encoded is not None:
             return
         context = context_length(model)
-        if self.max_length is None:  # what a sweep's eval.max_length: auto resolves to for this model
-            self.max_length = EvalConfig().effective_max_length(context)
-        # a sweep's dtype (loss_after is measured in the dtype of loss_before); else the model's own
-        record = EvalRecord(max_length=self.max_length, chat=self.chat_setting, max_batch_tokens=self.max_batch_tokens,
-                            dtype=self.upstream.settings.get("eval_dtype"))
+        swept = self.upstream.record
+        if swept is not None:  # the sweep's record (its dtype: loss_after in the dtype of loss_before)
+            overrides = {"max_length": self.max_length, "chat": self.chat_setting}
+            if self.max_batch_tokens is not None:
+                overrides["max_batch_tokens"] = self.max_batch_tokens
+            record = replace(swept, **overrides)  # a length above the context is refused by the encoding
+        else:  # resolved as a sweep's eval config would be for this model, in the model's own dtype
+            config = EvalConfig(max_length="auto" if self.max_length is None else self.max_length,
+                                chat=self.chat_setting,
+                                max_batch_tokens=4096 if self.max_batch_tokens is None else self.max_batch_tokens)
+            record = replace(EvalRecord.resolve(config, tokenizer, context), dtype=None)
+        self.max_length = record.max_length
         self._evaluator = Evaluator(tokenizer, record, model_max_length=context)
         self._chat = self._evaluator.chat
-        swept = self.upstream.loss_before is not None  # the sweep's base losses are used: they must apply
+        uses_sweep = self.upstream.loss_before is not None  # the sweep's base losses are used: they must apply
         where = f"the sweep {self.upstream.source}"
-        if swept:
-            self._evaluator.check_chat(self.upstream.settings.get("chat"), where)
+        if uses_sweep and swept is not None:
+            self._evaluator.check_chat(swept.chat, where)
         self._encoded = self._evaluator.encode(self.upstream.examples)
-        if swept:
+        if uses_sweep:
             self._evaluator.check_counts([e.n_scored for e in self._encoded], self.upstream.n_tokens, where)
 
     # ---- measuring -----------------------------------------------------------------------------

@@ -92,11 +92,16 @@ def fill_observed(row: np.ndarray, idx: np.ndarray, observed: np.ndarray) -> np.
     return out
 
 
-def complete_from_probe(predictor: Any, idx: np.ndarray, observed: np.ndarray, **predict_options: Any) -> np.ndarray:
+def complete_from_probe(predictor: Any, idx: np.ndarray, observed: np.ndarray, *,
+                        predicted: np.ndarray | None = None, **predict_options: Any) -> np.ndarray:
     """The row a fitted ``predictor`` completes from the values ``observed`` at column positions ``idx``
     (``predict_options``, e.g. ``task_text``, go to its ``predict``), observed values kept on the probe
-    (:func:`fill_observed`). The one completion rule of forecasts, the Trainer callback and predicted replay."""
-    return fill_observed(predictor.predict(idx, observed, **predict_options), idx, observed)
+    (:func:`fill_observed`). The one completion rule of forecasts, the Trainer callback and predicted replay.
+    ``predicted``: the row ``predictor.predict`` already returned for this probe (a forecast keeps the
+    prediction on the probe for its interval), used instead of predicting again."""
+    if predicted is None:
+        predicted = predictor.predict(idx, observed, **predict_options)
+    return fill_observed(predicted, idx, observed)
 
 
 def complete_row(predictor: Any, columns: Sequence[str], observed: Mapping[str, float],

@@ -55,7 +55,7 @@ import pandas as pd
 from forgetscope.data.types import Example
 from forgetscope.errors import ConfigError, DataError, StoreError
 from forgetscope.measure.record import EvalRecord
-from forgetscope.predict.completion import fill_observed
+from forgetscope.predict.completion import complete_from_probe
 from forgetscope.predict.conformal import DEFAULT_INTERVAL, Band, HeldOut
 from forgetscope.predict.evaluate import evaluate, noise_margin
 from forgetscope.predict.kinds import check_kind, select_kind, subset_rows
@@ -70,7 +70,6 @@ AUTO_CANDIDATES = ("additive", "knn", "knn-baseline", "lowrank")
 AUTO_DRAWS = 3
 N_BOOTSTRAP = 20
 SNIPPET = 160
-_TEXT_COLUMNS = ("example_id", "text", "prompt", "response", "answer", "prompt_messages")
 
 
 @dataclass
@@ -166,24 +165,14 @@ def load_sweep(sweep: str | Path, kind: str = "lm") -> SweepData:
         raise DataError(f"the sweep {store.path} has {known.size} known row(s) with forgetting of {kind!r} "
                         "examples; a forecast needs at least 2")
     matrix = subset_rows(matrix, known)
-    table = matrix.upstream
-    if table is None or not ({"text", "response"} & set(table.columns)):
-        raise DataError(f"the sweep {store.path} stores no upstream texts (ids and losses only): "
-                        "the probe examples cannot be evaluated")
-    if "loss_before" not in table.columns:
-        raise DataError(f"the sweep {store.path} has no loss_before column in its upstream table")
-    from forgetscope.data.loading import examples_from_records
-
-    rows = table[[c for c in _TEXT_COLUMNS if c in table.columns]].astype(object)
-    rows = rows.where(rows.notna(), None).to_dict(orient="records")
-    examples = examples_from_records(rows, name="upstream", source=str(store.layout.upstream), id_field="example_id")
-    n_tokens = (pd.to_numeric(table["n_tokens"], errors="coerce").to_numpy(np.float64)
-                if "n_tokens" in table.columns else None)
+    ids = [str(i) for i in matrix.col_names]
+    examples = store.upstream_examples(ids)  # DataError when it stores ids and losses only
+    loss_before, n_tokens = store.base_losses(ids)
+    if loss_before is None:
+        raise DataError(f"the sweep {store.path} has no loss_before values in its upstream table")
     tau, tau_source = noise_margin(matrix)
     record = store.eval_record()
-    return SweepData(store.path, manifest, kind, matrix, examples,
-                     pd.to_numeric(table["loss_before"], errors="coerce").to_numpy(np.float64), n_tokens,
-                     record, tau, tau_source)
+    return SweepData(store.path, manifest, kind, matrix, examples, loss_before, n_tokens, record, tau, tau_source)
 
 
 def forecast_probe(data: SweepData, probe: int, *, method: str = "random", seed: int = 0) -> np.ndarray:
@@ -274,7 +263,7 @@ def _snippet(text: str) -> str:
     return text if len(text) <= SNIPPET else text[: SNIPPET - 1] + "…"
 
 
-def complete_row(data: SweepData, idx: np.ndarray, observed: np.ndarray, *, predictor: str = "auto",
+def forecast_row(data: SweepData, idx: np.ndarray, observed: np.ndarray, *, predictor: str = "auto",
                  seed: int = 0, task_text: str | None = None, coverage: float | None = None,
                  interval: str = DEFAULT_INTERVAL) -> ForecastResult:
     """Complete the row from the forgetting ``observed`` on probe examples ``idx`` (no I/O).
@@ -304,9 +293,9 @@ def complete_row(data: SweepData, idx: np.ndarray, observed: np.ndarray, *, pred
     if predictor == "lowrank":
         params["rank"] = fitted.rank_  # the bootstrap refits keep the chosen rank
     params.update(getattr(fitted, "chosen_params_", {}))  # and the feature predictors their rank and shrinkage
-    row = fitted.predict(idx, observed, task_text=task_text)
+    row = fitted.predict(idx, observed, task_text=task_text)  # its values on the probe scale the interval
     ok = np.isfinite(observed)
-    final = fill_observed(row, idx, observed)  # measured values win on the probe
+    final = complete_from_probe(fitted, idx, observed, predicted=row)  # measured values win on the probe
     if hasattr(fitted, "neighbour_spread"):
         spread = fitted.neighbour_spread(idx[ok], observed[ok])[0]
         how = f"{predictor}: weighted sd of the {getattr(fitted, 'k', '')} neighbour rows, scaled as the prediction"
@@ -421,7 +410,7 @@ def forecast_from_losses(data: SweepData, idx: np.ndarray, probe_loss: np.ndarra
                          coverage: float | None = None, interval: str = DEFAULT_INTERVAL) -> ForecastResult:
     """Complete, verify (when the full row's losses are given) and write a forecast from measured losses."""
     observed = np.asarray(probe_loss, np.float64) - data.loss_before[idx]
-    result = complete_row(data, idx, observed, predictor=predictor, seed=seed, task_text=task_text,
+    result = forecast_row(data, idx, observed, predictor=predictor, seed=seed, task_text=task_text,
                           coverage=coverage, interval=interval)
     if verify_loss is not None:
         result.verify = verify_forecast(result, data, idx, observed,

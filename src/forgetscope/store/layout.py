@@ -443,3 +443,91 @@ class ScalingLayout:
     def figure(self, name: str) -> Path:
         """The PNG of the figure called ``name``."""
         return self.root / f"{name}.png"
+
+
+@dataclass(frozen=True)
+class PilotLayout:
+    """Paths of one regime pilot's folder (the pilot file's ``output``)::
+
+        pilot.sha256.json      the pilot file's hash, sealed at its first run
+        <candidate>/sweep/     each candidate's sweep (a :class:`SweepLayout`)
+        <candidate>/verdict.json, <candidate>/per_run.csv   each candidate's criteria, measured
+        selection.json         the selection rule applied to the candidates (``complete``, ``chosen``)
+    """
+
+    root: Path
+
+    def __init__(self, root: str | os.PathLike[str]):
+        object.__setattr__(self, "root", Path(root))
+
+    @property
+    def seal(self) -> Path:
+        return self.root / "pilot.sha256.json"
+
+    @property
+    def selection(self) -> Path:
+        return self.root / "selection.json"
+
+    def candidate_dir(self, name: str) -> Path:
+        return self.root / name
+
+    def candidate_sweep(self, name: str) -> Path:
+        return self.candidate_dir(name) / "sweep"
+
+    def verdict(self, name: str) -> Path:
+        return self.candidate_dir(name) / "verdict.json"
+
+    def per_run(self, name: str) -> Path:
+        return self.candidate_dir(name) / "per_run.csv"
+
+
+@dataclass(frozen=True)
+class StudyLayout:
+    """Paths of one replication study's folder (the study file's ``output``)::
+
+        study.sha256.json      the study file's hash, sealed at its first run
+        regime.json            the regime the pilot chose, as the study ran it
+        sweep/                 the main sweep (tasks, format-only rows); null_sweep/: the effect-matched null
+        analysis/              claims.json (every claim beside its control), tables.md, figures
+    """
+
+    root: Path
+
+    def __init__(self, root: str | os.PathLike[str]):
+        object.__setattr__(self, "root", Path(root))
+
+    @property
+    def seal(self) -> Path:
+        return self.root / "study.sha256.json"
+
+    @property
+    def regime(self) -> Path:
+        return self.root / "regime.json"
+
+    @property
+    def sweep(self) -> Path:
+        return self.root / "sweep"
+
+    @property
+    def null_sweep(self) -> Path:
+        return self.root / "null_sweep"
+
+    @property
+    def analysis(self) -> Path:
+        return self.root / "analysis"
+
+    @property
+    def claims(self) -> Path:
+        return self.analysis / "claims.json"
+
+    @property
+    def tables(self) -> Path:
+        return self.analysis / "tables.md"
+
+    @property
+    def r2_vs_shuffles(self) -> Path:
+        return self.analysis / "r2_vs_shuffles.png"
+
+    @property
+    def learning(self) -> Path:
+        return self.analysis / "learning.png"

@@ -19,7 +19,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from forgetscope.errors import StoreError
+from forgetscope.data.examples import examples_from_records
+from forgetscope.data.types import Example
+from forgetscope.errors import DataError, StoreError
 from forgetscope.measure.forgetting import forgetting
 from forgetscope.measure.record import EvalRecord
 from forgetscope.store.io import (
@@ -32,6 +34,9 @@ from forgetscope.store.io import (
 )
 from forgetscope.store.layout import FORMAT, SweepLayout
 from forgetscope.store.matrix import ForgettingMatrix
+
+#: the upstream table's columns an :class:`Example` is rebuilt from
+UPSTREAM_TEXT_COLUMNS = ("example_id", "text", "prompt", "response", "answer", "prompt_messages")
 
 #: The record key holding the sha256 of the run's rows file (runs without it, written earlier, are accepted).
 CHECKSUM = "rows_sha256"
@@ -100,6 +105,51 @@ class SweepStore:
 
     def read_upstream(self) -> pd.DataFrame:
         return self._read_parquet(self.layout.upstream)
+
+    def _upstream_rows(self, ids: list[str] | None) -> pd.DataFrame:
+        """The upstream table in the order of ``ids`` (default: as stored); a DataError when it is empty or
+        lacks one of them."""
+        table = self.read_upstream()
+        if table.empty:
+            raise DataError(f"the sweep {self.path} has an empty upstream table")
+        if ids is None:
+            return table
+        by_id = table.set_index(table["example_id"].astype(str), drop=False)
+        missing = [i for i in ids if i not in by_id.index]
+        if missing:
+            raise DataError(f"the sweep {self.path}'s upstream table lacks {len(missing)} example(s), e.g. "
+                            f"{missing[0]!r}")
+        return by_id.loc[list(ids)].reset_index(drop=True)
+
+    def upstream_examples(self, ids: list[str] | None = None) -> list[Example]:
+        """The upstream examples as the sweep measured them, rebuilt from its upstream table (in the order
+        of ``ids``; default: as stored). A DataError when the table holds ids and losses only, as an
+        imported matrix does: nothing can be measured again from it."""
+        table = self._upstream_rows(ids)
+        has_text = "text" in table.columns and table["text"].notna().any()
+        has_pairs = {"prompt", "response"} <= set(table.columns) and table["response"].notna().any()
+        if not (has_text or has_pairs):
+            raise DataError(f"the sweep {self.path} stores no upstream texts (its upstream table holds ids and "
+                            "losses only, as an imported matrix does); pass the upstream examples or their "
+                            "data file instead")
+        rows = table[[c for c in UPSTREAM_TEXT_COLUMNS if c in table.columns]].astype(object)
+        rows = rows.where(rows.notna(), None).to_dict(orient="records")
+        return examples_from_records(rows, name="upstream", source=str(self.layout.upstream),
+                                     id_field="example_id")
+
+    def base_losses(self, ids: list[str] | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The base model's loss (``loss_before``) and scored-token count (``n_tokens``) of each upstream
+        example (in the order of ``ids``; default: as stored), as floats; None for a column the sweep did not
+        record or that holds no finite value."""
+        table = self._upstream_rows(ids)
+
+        def column(name: str) -> np.ndarray | None:
+            if name not in table.columns:
+                return None
+            values = pd.to_numeric(table[name], errors="coerce").to_numpy(dtype=np.float64)
+            return values if np.isfinite(values).any() else None
+
+        return column("loss_before"), column("n_tokens")
 
     # ---- runs -----------------------------------------------------------------------------
     def _run_json(self, run_id: str) -> Path:

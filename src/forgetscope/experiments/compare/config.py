@@ -18,6 +18,7 @@ from pydantic import AliasChoices, Field, field_validator, model_validator
 from forgetscope.config import SweepConfig, TaskConfig, _Strict, names_to_tasks
 from forgetscope.data.types import kind_option, require_kind
 from forgetscope.errors import ConfigError, DataError
+from forgetscope.store.layout import SweepLayout
 from forgetscope.store.matrix import default_kind
 from forgetscope.train.hooks import StrategyInputs, declared_inputs, strategy_kind
 
@@ -464,7 +465,7 @@ def known_rows_fingerprint(cfg: CompareConfig) -> dict[str, str]:
         if str(path) in out:
             continue
         p = Path(path)
-        files = [p / "F.npy", p / "runs.parquet"] if p.is_dir() else [p]
+        files = [SweepLayout(p).matrix, SweepLayout(p).runs_table] if p.is_dir() else [p]
         h = hashlib.sha256()
         for f in files:
             h.update(f.read_bytes() if f.is_file() else b"")
