@@ -326,19 +326,8 @@ def evaluate(matrix: Any, predictors: Sequence[str | Predictor] | Mapping[str, s
     """
     X = check_matrix(matrix, what="forgetting matrix", dtype=None)
     m, n = X.shape
-    if m < 2:
-        raise DataError(f"leave-tasks-out evaluation needs at least 2 rows, got {m}")
-    if int(draws) < 1:
-        raise ConfigError(f"draws must be >= 1, got {draws}")
-    if probe_method not in ("random", "active"):
-        raise ConfigError(f"unknown probe method {probe_method!r}; choose random or active")
-    if tau is not None and not (np.isfinite(tau) and tau >= 0):
-        raise ConfigError(f"tau must be a finite margin >= 0, got {tau}")
-    check_interval(interval)
-    if coverage is not None:
-        check_coverage(coverage)
-    if binary and noise_floor:
-        raise ConfigError("the noise floor is defined for forgetting values, not binary forgetting")
+    _check_options(m, draws=draws, probe_method=probe_method, tau=tau, interval=interval, coverage=coverage,
+                   binary=binary, noise_floor=noise_floor)
     noise = task_noise(matrix, required=bool(noise_floor)) if noise_floor is not False and not binary \
         else pd.DataFrame()
     upstream = upstream if upstream is not None else getattr(matrix, "upstream", None)
@@ -351,12 +340,7 @@ def evaluate(matrix: Any, predictors: Sequence[str | Predictor] | Mapping[str, s
                         "sweep directory, or pass upstream=")
     if baselines and not binary:
         named.update({b: get_predictor(b) for b in TRIVIAL if b not in named})
-    probes_in = list(probe) if isinstance(probe, (Sequence, np.ndarray)) else [probe]
-    if not probes_in:
-        raise DataError("no probe sizes given")
-    sizes = sorted({probe_size(p, n) for p in probes_in})
-    if sizes[-1] >= n:
-        raise DataError(f"probe set of {sizes[-1]} examples leaves none of the {n} examples to predict")
+    sizes = _probe_sizes(probe, n)
     splits, description = make_splits(matrix, m, n_folds=n_folds, seed=seed, test_tasks=test_tasks,
                                       train_group=train_group, test_group=test_group)
     groups = row_groups(matrix, m)
@@ -371,15 +355,9 @@ def evaluate(matrix: Any, predictors: Sequence[str | Predictor] | Mapping[str, s
         task_texts = task_texts if task_texts is not None else found_tasks
         example_texts = example_texts if example_texts is not None else found_examples
     random_probes = {d: np.random.default_rng([seed, d]).permutation(n) for d in range(int(draws))}
-    curve_ks = np.unique(np.geomspace(1, max(1, n - sizes[-1]), num=40).astype(int))
-    stats: dict[tuple[int, int, str], list[pd.DataFrame]] = defaultdict(list)
-    pooled: dict[tuple[int, int, str], list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
-    curve_sums: dict[tuple[int, str], np.ndarray] = {}
-    fit_s: dict[str, float] = defaultdict(float)
-    predict_s: dict[tuple[int, int, str], float] = defaultdict(float)
-    covered: dict[tuple[int, int, str], CoverageTally] = defaultdict(CoverageTally)
-    errors: dict[tuple[int, str], list[pd.DataFrame]] = defaultdict(list)
-    scatter, rng = [], np.random.default_rng(seed)
+    tally = _Tally(n=n, threshold=threshold, ks=tuple(ks), binary=binary,
+                   curve_ks=np.unique(np.geomspace(1, max(1, n - sizes[-1]), num=40).astype(int)),
+                   scatter_per_split=max(1, scatter_points // len(splits)), rng=np.random.default_rng(seed))
     for split in splits:
         known, held = X[split.train], X[split.test]
         lev = leverage_scores(known, active_rank, seed=seed) if probe_method == "active" and known.shape[0] >= 2 \
@@ -390,58 +368,25 @@ def evaluate(matrix: Any, predictors: Sequence[str | Predictor] | Mapping[str, s
             t0 = time.perf_counter()
             predictor.fit(known, task_texts=_subset(task_texts, split.train), example_texts=example_texts,
                           groups=groups[split.train], upstream=upstream)
-            fit_s[label] += time.perf_counter() - t0
+            tally.fit_s[label] += time.perf_counter() - t0
             prob = binary or predictor.output == "probability"
             calibration = [] if coverage is None or prob else _leave_task_out_fits(
                 predictor, known, groups[split.train], _subset(task_texts, split.train), example_texts, upstream)
             for (d, size), idx in probes.items():
                 t0 = time.perf_counter()
                 pred = predictor.predict_rows(idx, held[:, idx], task_texts=_subset(task_texts, split.test))
-                predict_s[(d, size, label)] += time.perf_counter() - t0
+                tally.predict_s[(d, size, label)] += time.perf_counter() - t0
                 truth = held.astype(np.float64)
                 truth[:, idx] = np.nan  # score only what was predicted, not what was observed
-                key = (d, size, label)
-                rs = row_stats(truth, pred, threshold=threshold, ks=tuple(ks), probability=prob)
-                stats[key].append(rs)
-                errors[(size, label)].append(pd.DataFrame({"task": groups[split.test], "n": rs["n"],
-                                                           "sse": rs["sse"]}))
-                if calibration:
-                    band = _conformal_band(calibration, known, idx, coverage, interval)
-                    covered[key].add(truth, pred, band.halfwidth(held[:, idx], pred[:, idx]), groups[split.test])
-                if binary:
-                    ok = np.isfinite(truth)
-                    pooled[key].append((truth[ok], pred[ok]))
-                sums = np.stack(precision_curve(truth, pred, curve_ks, threshold, sums=True))
-                curve_sums[(size, label)] = curve_sums.get((size, label), 0) + sums
-                if d == 0:
-                    scatter.append(_sample_pairs(truth, pred, label, size, n,
-                                                 max(1, scatter_points // len(splits)), rng))
-    rows = []
+                halfwidth = (_conformal_band(calibration, known, idx, coverage, interval)
+                             .halfwidth(held[:, idx], pred[:, idx]) if calibration else None)
+                tally.add((d, size, label), truth, pred, groups[split.test], probability=prob,
+                          halfwidth=halfwidth)
     display = {label: type(p).display_name() if type(p).name == label else label for label, p in named.items()}
-    for (d, size, label), parts in stats.items():
-        prob = binary or named[label].output == "probability"
-        row_table = pd.concat(parts, ignore_index=True)
-        metrics = pool(row_table, ks=tuple(ks), probability=prob)
-        if binary:
-            t = np.concatenate([a for a, _ in pooled[(d, size, label)]])
-            p = np.concatenate([b for _, b in pooled[(d, size, label)]])
-            metrics = {**score_binary(t, p), "spearman": metrics["spearman"],
-                       **{k: v for k, v in metrics.items() if "@" in k}}
-        if coverage is not None and not prob:  # pooled (marginal) coverage and its per-task summary
-            metrics.update((covered.get((d, size, label)) or CoverageTally()).metrics(coverage))
-        rows.append({"draw": d, "predictor": label, "method": display[label], "probe_method": probe_method,
-                     "probe_size": size, "probe_frac": size / n, "inference_skipped": 1 - size / n,
-                     "n_splits": len(splits), "n_train": float(np.mean([s.train.size for s in splits])),
-                     "n_test": int(sum(s.test.size for s in splits)), "tau": threshold,
-                     "fit_s": fit_s[label], "predict_s": predict_s[(d, size, label)], **metrics})
+    rows = tally.rows(named, display, coverage=coverage, probe_method=probe_method, splits=splits)
     if baselines and not binary:
         rows += [_all_forgotten(r) for r in rows if r["predictor"] == BASELINE]
     table = _against_baseline(pd.DataFrame(rows), ks, binary)
-    curves = []
-    for (size, label), (ps, pn, rs, rn) in curve_sums.items():
-        with np.errstate(invalid="ignore", divide="ignore"):
-            curves.append(pd.DataFrame({"predictor": label, "probe_size": size, "probe_frac": size / n,
-                                        "k": curve_ks, "precision": ps / pn, "recall": rs / rn}))
     protocol = {"splits": description, "n_splits": len(splits), "draws": int(draws), "probe_method": probe_method,
                 "probe_sizes": sizes, "n_examples": n, "n_rows": m, "tau": threshold, "tau_source": tau_source,
                 "binary": bool(binary), "seed": seed, "coverage": coverage,
@@ -451,12 +396,111 @@ def evaluate(matrix: Any, predictors: Sequence[str | Predictor] | Mapping[str, s
                                 f"entries ({len(noise)} tasks); above noise = additive RMSE > {ABOVE_NOISE:g} × floor"
                                 if len(noise) else "none (no task with several seeds)"),
                 "pooled_rmse": "pooled over every test entry: dominated by the noisiest tasks"}
-    tasks = _task_errors({k: v for k, v in errors.items()
+    tasks = _task_errors({k: v for k, v in tally.errors.items()
                           if not binary and named[k[1]].output != "probability"}, display)  # no RMSE of a probability
-    if covered and len(tasks):  # each test task's interval coverage over its rows and every draw
-        tasks = tasks.merge(_task_coverage(covered), on=["predictor", "probe_size", "task"], how="left")
-    return CVResult(table, pd.concat(curves, ignore_index=True), pd.concat(scatter, ignore_index=True), protocol,
-                    tasks, noise)
+    if tally.covered and len(tasks):  # each test task's interval coverage over its rows and every draw
+        tasks = tasks.merge(_task_coverage(tally.covered), on=["predictor", "probe_size", "task"], how="left")
+    return CVResult(table, tally.curves(), pd.concat(tally.scatter, ignore_index=True), protocol, tasks, noise)
+
+
+def _check_options(m: int, *, draws: int, probe_method: str, tau: float | None, interval: str,
+                   coverage: float | None, binary: bool, noise_floor: bool | None) -> None:
+    """:func:`evaluate`'s settings, checked before any fit."""
+    if m < 2:
+        raise DataError(f"leave-tasks-out evaluation needs at least 2 rows, got {m}")
+    if int(draws) < 1:
+        raise ConfigError(f"draws must be >= 1, got {draws}")
+    if probe_method not in ("random", "active"):
+        raise ConfigError(f"unknown probe method {probe_method!r}; choose random or active")
+    if tau is not None and not (np.isfinite(tau) and tau >= 0):
+        raise ConfigError(f"tau must be a finite margin >= 0, got {tau}")
+    check_interval(interval)
+    if coverage is not None:
+        check_coverage(coverage)
+    if binary and noise_floor:
+        raise ConfigError("the noise floor is defined for forgetting values, not binary forgetting")
+
+
+def _probe_sizes(probe: float | Sequence[float | int], n: int) -> list[int]:
+    """The distinct probe sizes (counts of examples) of ``probe``, each leaving an example to predict."""
+    probes_in = list(probe) if isinstance(probe, (Sequence, np.ndarray)) else [probe]
+    if not probes_in:
+        raise DataError("no probe sizes given")
+    sizes = sorted({probe_size(p, n) for p in probes_in})
+    if sizes[-1] >= n:
+        raise DataError(f"probe set of {sizes[-1]} examples leaves none of the {n} examples to predict")
+    return sizes
+
+
+@dataclass
+class _Tally:
+    """What :func:`evaluate` accumulates over splits, keyed by (draw, probe size, predictor): each test row's
+    statistics, binary pairs, precision/recall sums per (size, predictor), timings, interval coverage,
+    per-task squared errors, and a sample of (true, predicted) pairs from the first draw."""
+
+    n: int
+    threshold: float
+    ks: tuple[int, ...]
+    binary: bool
+    curve_ks: np.ndarray
+    scatter_per_split: int
+    rng: np.random.Generator
+    stats: dict[tuple[int, int, str], list[pd.DataFrame]] = field(default_factory=lambda: defaultdict(list))
+    pooled: dict[tuple[int, int, str], list[tuple[np.ndarray, np.ndarray]]] = field(
+        default_factory=lambda: defaultdict(list))
+    curve_sums: dict[tuple[int, str], np.ndarray] = field(default_factory=dict)
+    fit_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    predict_s: dict[tuple[int, int, str], float] = field(default_factory=lambda: defaultdict(float))
+    covered: dict[tuple[int, int, str], CoverageTally] = field(default_factory=lambda: defaultdict(CoverageTally))
+    errors: dict[tuple[int, str], list[pd.DataFrame]] = field(default_factory=lambda: defaultdict(list))
+    scatter: list[pd.DataFrame] = field(default_factory=list)
+
+    def add(self, key: tuple[int, int, str], truth: np.ndarray, pred: np.ndarray, tasks: np.ndarray, *,
+            probability: bool, halfwidth: np.ndarray | None) -> None:
+        """One split's test rows of one (draw, size, predictor); ``truth`` is NaN on the probe."""
+        d, size, label = key
+        rs = row_stats(truth, pred, threshold=self.threshold, ks=self.ks, probability=probability)
+        self.stats[key].append(rs)
+        self.errors[(size, label)].append(pd.DataFrame({"task": tasks, "n": rs["n"], "sse": rs["sse"]}))
+        if halfwidth is not None:
+            self.covered[key].add(truth, pred, halfwidth, tasks)
+        if self.binary:
+            ok = np.isfinite(truth)
+            self.pooled[key].append((truth[ok], pred[ok]))
+        sums = np.stack(precision_curve(truth, pred, self.curve_ks, self.threshold, sums=True))
+        self.curve_sums[(size, label)] = self.curve_sums.get((size, label), 0) + sums
+        if d == 0:
+            self.scatter.append(_sample_pairs(truth, pred, label, size, self.n, self.scatter_per_split, self.rng))
+
+    def rows(self, named: Mapping[str, Predictor], display: Mapping[str, str], *, coverage: float | None,
+             probe_method: str, splits: Sequence[Split]) -> list[dict[str, Any]]:
+        """One row of pooled metrics per (draw, size, predictor)."""
+        rows = []
+        for (d, size, label), parts in self.stats.items():
+            prob = self.binary or named[label].output == "probability"
+            metrics = pool(pd.concat(parts, ignore_index=True), ks=self.ks, probability=prob)
+            if self.binary:
+                t = np.concatenate([a for a, _ in self.pooled[(d, size, label)]])
+                p = np.concatenate([b for _, b in self.pooled[(d, size, label)]])
+                metrics = {**score_binary(t, p), "spearman": metrics["spearman"],
+                           **{k: v for k, v in metrics.items() if "@" in k}}
+            if coverage is not None and not prob:  # pooled (marginal) coverage and its per-task summary
+                metrics.update((self.covered.get((d, size, label)) or CoverageTally()).metrics(coverage))
+            rows.append({"draw": d, "predictor": label, "method": display[label], "probe_method": probe_method,
+                         "probe_size": size, "probe_frac": size / self.n, "inference_skipped": 1 - size / self.n,
+                         "n_splits": len(splits), "n_train": float(np.mean([s.train.size for s in splits])),
+                         "n_test": int(sum(s.test.size for s in splits)), "tau": self.threshold,
+                         "fit_s": self.fit_s[label], "predict_s": self.predict_s[(d, size, label)], **metrics})
+        return rows
+
+    def curves(self) -> pd.DataFrame:
+        """Precision and recall at each k, per (size, predictor), over every split and draw."""
+        curves = []
+        for (size, label), (ps, pn, rs, rn) in self.curve_sums.items():
+            with np.errstate(invalid="ignore", divide="ignore"):
+                curves.append(pd.DataFrame({"predictor": label, "probe_size": size, "probe_frac": size / self.n,
+                                            "k": self.curve_ks, "precision": ps / pn, "recall": rs / rn}))
+        return pd.concat(curves, ignore_index=True)
 
 
 def _task_errors(errors: Mapping[tuple[int, str], list[pd.DataFrame]], display: Mapping[str, str]) -> pd.DataFrame:
