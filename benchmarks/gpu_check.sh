@@ -62,7 +62,7 @@ while [ $# -gt 0 ]; do
         --prepare)
             shift
             [ $# -le 1 ] || usage_error "--prepare takes at most one folder"
-            PYTHONPATH="$REPO/src${PYTHONPATH:+:$PYTHONPATH}" exec "$PY" "$REPO/benchmarks/gpu_check.py" \
+            PYTHONPATH="$REPO/src${PYTHONPATH:+:$PYTHONPATH}" exec "$PY" "$REPO/benchmarks/gpu_carry.py" \
                 prepare "${1:-$CARRY}" ;;
         --allow-random-weights) PYARGS+=(--allow-random-weights); shift ;;
         --need-real-weights) NEED_REAL=1; shift ;;
@@ -138,7 +138,7 @@ for dir in "$CARRY/whl" "$REPO/.whl"; do  # .whl last: it wins over the same pac
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" \
         "$dir"/*.whl || die "installing the wheels in $dir failed"
 done
-"$PY" "$REPO/benchmarks/gpu_check.py" assemble "$CARRY" "$SITE"
+"$PY" "$REPO/benchmarks/gpu_carry.py" assemble "$CARRY" "$SITE"
 rc=$?
 export PYTHONPATH="$REPO/src:$SITE${PYTHONPATH:+:$PYTHONPATH}"
 "$PY" - "$REPO" <<'EOF' || die "forgetscope does not import from $REPO/src (see above)"

