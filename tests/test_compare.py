@@ -25,6 +25,7 @@ from forgetscope.analysis.stats import (
     wilcoxon_p,
 )
 from forgetscope.errors import ConfigError
+from forgetscope.train.hooks import declared_defaults
 
 
 def _compare_dict(tiny_dir, tiny_data, out, strategies=None, **extra):
@@ -753,9 +754,13 @@ def test_known_rows_from_a_sweep_must_cover_the_pool_with_the_trained_task_left_
     # the runs of a comparison get the rule only when it is not the default (run ids stay those of before)
     cfg = CompareConfig.model_validate({**d, "compare": {**d["compare"], "known": {"sweep": str(known),
                                                                                   "leave_task_out": False}}})
-    assert cfg.replay_defaults(cfg.strategies[0]) == {"budget": 6, "predictor": "knn", "leave_task_out": False}
+    arm = cfg.strategies[0]
+    assert declared_defaults(arm.name, arm.options, cfg.defaults()) == {"budget": 6, "predictor": "knn",
+                                                                         "leave_task_out": False}
     cfg = CompareConfig.model_validate({**d, "compare": {**d["compare"], "known": str(known)}})
-    assert cfg.replay_defaults(cfg.strategies[0]) == {"budget": 6, "predictor": "knn"}
+    arm = cfg.strategies[0]
+    assert declared_defaults(arm.name, arm.options, cfg.defaults()) == {"budget": 6, "predictor": "knn"}
+    assert cfg.options_of(arm) == {**arm.options, "budget": 6, "predictor": "knn"}
     # a matrix file does not say which task each row is: leave-task-out cannot be honoured
     import pandas as pd
 
@@ -884,3 +889,16 @@ def test_a_resumed_comparison_refuses_known_rows_that_changed(tmp_path):
     np.save(known / "F.npy", F + 1e-3)
     with pytest.raises(ConfigError, match=f"the known rows of {known} changed since this comparison started"):
         check_known_unchanged(first, cfg)
+
+
+def test_the_committed_comparison_keeps_its_fingerprint_under_the_current_config():
+    """Fields added to comparisons after a comparison ran (at their defaults) leave its fingerprint alone,
+    so the committed comparison resumes with its own config instead of being refused as another sweep."""
+    from forgetscope.experiments.compare import load_compare_config
+    from forgetscope.experiments.session import config_changes, config_fingerprint
+
+    root = Path(__file__).resolve().parents[1]
+    manifest = json.loads((root / "benchmarks/results/compare_replay/sweep/manifest.json").read_text())
+    current = load_compare_config(root / "configs/compare_replay.yaml")
+    assert config_changes(manifest["config"], current.model_dump(mode="json")) == []
+    assert config_fingerprint(manifest["config"]) == config_fingerprint(current)

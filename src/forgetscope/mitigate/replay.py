@@ -123,6 +123,7 @@ from forgetscope.mitigate.replay_sampling import (
 )
 from forgetscope.store.matrix import ForgettingMatrix
 from forgetscope.train.hooks import (
+    ComparisonDefaults,
     FileInput,
     Strategy,
     StrategyInputs,
@@ -189,12 +190,31 @@ class ReplayOptions(StrategyOptions):
     seed: int = 0
 
     @classmethod
+    def comparison_defaults(cls, options: Mapping[str, Any], defaults: ComparisonDefaults) -> dict[str, Any]:
+        """What an arm takes from its comparison unless it sets it: the budget (not for an arm dosed by
+        ``ratio``) and, for predicted arms, the predictor, the known rows' task rule and kind. Only values
+        other than the options' own defaults are added, so the runs of comparisons without them keep their ids."""
+        out: dict[str, Any] = {}
+        if "budget" not in options and "ratio" not in options and defaults.budget is not None:
+            out["budget"] = int(defaults.budget)
+        if options.get("policy", "random") == "predicted":
+            out["predictor"] = options.get("predictor", defaults.predictor)
+            if not defaults.leave_task_out and "leave_task_out" not in options:
+                out["leave_task_out"] = False
+            if defaults.known_kind != "all" and "known_kind" not in options:
+                out["known_kind"] = defaults.known_kind
+        return out
+
+    @classmethod
     def inputs(cls, options: Mapping[str, Any]) -> StrategyInputs:
         """What an experiment provides for ``options`` as a config gives them: the values files and known rows
         its paths name (each read only where the policy uses it), and for a comparison the trained task's own
         row (``oracle``), the plain run's values on a probe (offline ``predicted``) and the known rows."""
         policy, mode = options.get("policy", "random"), options.get("mode", "offline")
         predicted = policy == "predicted"
+        ratio = options.get("ratio", cls.model_fields["ratio"].default)
+        budget = options.get("budget")
+        dose = ("budget", budget) if budget is not None else ("ratio", ratio)
         predictor = options.get("predictor", "knn")
         named = isinstance(predictor, str) and predictor in _predictor_names()  # fitted here on the known rows
         files = (
@@ -206,17 +226,17 @@ class ReplayOptions(StrategyOptions):
                       used=predicted and mode == "online" and options.get("probe_base") == "known"),
         )
         if not predicted:
-            return StrategyInputs(files=files, policy=policy, replays=True,
+            return StrategyInputs(files=files, policy=policy, replays=True, dose=dose,
                                   own_row="forgetting_file" if policy == "oracle" else None)
         completes = str(predictor) not in OBSERVE_ONLY
-        ratio = options.get("ratio", cls.model_fields["ratio"].default)
-        budget, warmup = options.get("budget"), options.get("warmup_fraction", cls.model_fields["warmup_fraction"].default)
+        warmup = options.get("warmup_fraction", cls.model_fields["warmup_fraction"].default)
 
         def draws_after_probe(steps: int, per_step: int) -> int:
             schedule = replay_schedule(steps, per_step, ratio, budget)
             return int(schedule[online_boundary(steps, warmup):].sum() if mode == "online" else schedule.sum())
 
-        return StrategyInputs(files=files, policy=policy, replays=True, known_rows="known", predictor=str(predictor),
+        return StrategyInputs(files=files, policy=policy, replays=True, dose=dose, known_rows="known",
+                              predictor=str(predictor),
                               completes=completes, spends_beyond_probe=completes or predictor == PROBE_FILL,
                               probe_row="probe_file" if mode == "offline" else None,
                               measures_probe=mode == "online", mode=mode, draws_after_probe=draws_after_probe)

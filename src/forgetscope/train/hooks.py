@@ -155,6 +155,9 @@ class StrategyInputs:
     policy: str | None = None
     #: trains on pool examples at a dose (``ratio``, or ``budget`` examples a run): a comparison's budget applies
     replays: bool = False
+    #: that dose: ``("budget", examples per run)`` or ``("ratio", replay examples per task example)``; arms of one
+    #: dose are compared head to head
+    dose: tuple[str, float] | None = None
     #: the option (a values file) that takes the trained task's own forgetting row over the pool
     own_row: str | None = None
     #: the option (a values file) that takes the paired plain run's forgetting on a probe of the pool
@@ -182,11 +185,29 @@ class StrategyInputs:
         return [f for f in self.files if f.option == option]
 
 
+@dataclass(frozen=True)
+class ComparisonDefaults:
+    """What a comparison sets for all its arms, which each arm's options model may take
+    (:meth:`StrategyOptions.comparison_defaults`): a replay budget, a predictor, whether known rows leave the
+    trained task out, and the kind of their columns."""
+
+    budget: int | None = None
+    predictor: str = "knn"
+    leave_task_out: bool = True
+    known_kind: str = "all"
+
+
 class StrategyOptions(BaseModel):
     """Base of every strategy's options model: unknown fields are errors; arbitrary objects allowed
     (a fitted predictor can be passed from Python)."""
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    @classmethod
+    def comparison_defaults(cls, options: Mapping[str, Any], defaults: ComparisonDefaults) -> dict[str, Any]:
+        """The options an arm with ``options`` takes from its comparison's ``defaults`` because it does not set
+        them itself; none unless a strategy says otherwise."""
+        return {}
 
     @classmethod
     def inputs(cls, options: Mapping[str, Any]) -> StrategyInputs:
@@ -314,6 +335,15 @@ def strategy_names() -> list[str]:
 def make_strategy(name: str, **options: Any) -> Strategy:
     """Build a registered strategy by name; unknown names and bad options are config errors."""
     return STRATEGIES.build(name, **options)
+
+
+def declared_defaults(name: str, options: Mapping[str, Any], defaults: ComparisonDefaults) -> dict[str, Any]:
+    """The options strategy ``name`` with ``options`` takes from a comparison (its options model's
+    :meth:`~StrategyOptions.comparison_defaults`); none for an unknown name or a model without options."""
+    if name not in STRATEGIES:
+        return {}
+    take = getattr(getattr(STRATEGIES.get(name), "Options", None), "comparison_defaults", None)
+    return take(options, defaults) if take is not None else {}
 
 
 def declared_inputs(name: str, options: Mapping[str, Any]) -> StrategyInputs:

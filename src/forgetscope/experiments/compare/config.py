@@ -20,7 +20,13 @@ from forgetscope.data.types import kind_option, require_kind
 from forgetscope.errors import ConfigError, DataError
 from forgetscope.store.layout import SweepLayout
 from forgetscope.store.matrix import default_kind
-from forgetscope.train.hooks import StrategyInputs, declared_inputs, strategy_kind
+from forgetscope.train.hooks import (
+    ComparisonDefaults,
+    StrategyInputs,
+    declared_defaults,
+    declared_inputs,
+    strategy_kind,
+)
 
 DEFAULT_RATIO = 1 / 32
 
@@ -205,38 +211,28 @@ class CompareConfig(SweepConfig):
             return seed
         return int(np.random.SeedSequence([seed, zlib.crc32(task.encode())]).generate_state(1)[0])
 
-    def budget_of(self, s: StrategySpec) -> int | None:
-        """The replay examples per run of a replay arm given as a budget (its own, else ``compare.budget``);
-        None for arms whose dose is a ratio, and for other strategies."""
-        if not s.inputs.replays:
-            return None
-        b = s.options.get("budget", None if "ratio" in s.options else self.compare.budget)
-        return int(b) if b is not None else None
+    def defaults(self) -> ComparisonDefaults:
+        """What ``compare`` sets for every arm that takes it (a replay budget, the predictor, the known rows'
+        task rule and kind)."""
+        c = self.compare
+        return ComparisonDefaults(budget=c.budget, predictor=c.predictor, leave_task_out=c.leave_task_out,
+                                  known_kind=c.known.kind if isinstance(c.known, KnownRows) else "all")
 
-    def replay_defaults(self, s: StrategySpec) -> dict[str, Any]:
-        """The options a replay arm takes from ``compare`` unless it sets them itself (its dose; for predicted
-        arms the predictor and the known rows' task rule). Only values other than a default are added, so the
-        runs of comparisons without them keep their ids."""
-        inputs = s.inputs
-        if not inputs.replays:
-            return {}
-        out: dict[str, Any] = {}
-        budget = self.budget_of(s)
-        if budget is not None and "budget" not in s.options:
-            out["budget"] = budget
-        if inputs.known_rows is not None:
-            out["predictor"] = s.options.get("predictor", self.compare.predictor)
-            if not self.compare.leave_task_out and "leave_task_out" not in s.options:
-                out["leave_task_out"] = False
-            kind = self.compare.known.kind if isinstance(self.compare.known, KnownRows) else "all"
-            if kind != "all" and "known_kind" not in s.options:
-                out["known_kind"] = kind
-        return out
+    def options_of(self, s: StrategySpec) -> dict[str, Any]:
+        """Arm ``s``'s options with what it takes from the comparison (its options model's
+        :meth:`~forgetscope.train.hooks.StrategyOptions.comparison_defaults`) where it sets nothing itself."""
+        return {**declared_defaults(s.name, s.options, self.defaults()), **s.options}
 
     def inputs_of(self, s: StrategySpec) -> StrategyInputs:
         """What arm ``s`` needs from the comparison, with the comparison's defaults applied (its options model's
         :meth:`~forgetscope.train.hooks.StrategyOptions.inputs`)."""
-        return declared_inputs(s.name, {**self.replay_defaults(s), **s.options})
+        return declared_inputs(s.name, self.options_of(s))
+
+    def budget_of(self, s: StrategySpec) -> int | None:
+        """The replay examples per run of an arm dosed by a budget (its own, else ``compare.budget``); None for
+        arms dosed by a ratio, and for arms that replay nothing."""
+        dose = self.inputs_of(s).dose
+        return int(dose[1]) if dose is not None and dose[0] == "budget" else None
 
     def completes(self, s: StrategySpec) -> bool:
         """Whether an arm completes its row from known rows (predicted replay, not probe-only or probe-fill)."""
@@ -256,9 +252,8 @@ class CompareConfig(SweepConfig):
         if self.compare.direct is not None:
             return [(a, b) for a, b in self.compare.direct]
 
-        def dose(r: StrategySpec) -> tuple[Any, Any]:
-            budget = self.budget_of(r)
-            return (None, budget) if budget is not None else (r.options.get("ratio", DEFAULT_RATIO), None)
+        def dose(r: StrategySpec) -> tuple[str, float] | None:
+            return self.inputs_of(r).dose
 
         out = []
         for s in self.strategies:
@@ -321,7 +316,7 @@ def _validate_strategy_options(cfg: CompareConfig) -> None:
     from forgetscope.train import make_strategy
 
     for i, s in enumerate(cfg.strategies):
-        opts = {**cfg.replay_defaults(s), **s.options}
+        opts = cfg.options_of(s)
         inputs = declared_inputs(s.name, opts)
         for option in (inputs.own_row, inputs.probe_row):  # written by the comparison from the plain run
             if option is not None:

@@ -151,7 +151,7 @@ def run_compare(cfg: CompareConfig, *, output: str | Path | None = None, overwri
     for s in seeds:
         for t in tasks:
             for st in cfg.strategies:
-                opts = {**cfg.replay_defaults(st), **st.options}
+                opts = cfg.options_of(st)
                 inputs = cfg.inputs_of(st)  # what the arm's options say the comparison must provide
                 if inputs.own_row is not None:  # the task's own forgetting row over the pool (an oracle)
                     f = layout.compare_oracle(t, s)
