@@ -901,4 +901,4 @@ def test_the_committed_comparison_keeps_its_fingerprint_under_the_current_config
     manifest = json.loads((root / "benchmarks/results/compare_replay/sweep/manifest.json").read_text())
     current = load_compare_config(root / "configs/compare_replay.yaml")
     assert config_changes(manifest["config"], current.model_dump(mode="json")) == []
-    assert config_fingerprint(manifest["config"]) == config_fingerprint(current)
+    assert manifest["fingerprint"] == config_fingerprint(manifest["config"]) == config_fingerprint(current)

@@ -242,6 +242,30 @@ def test_max_length_is_the_sweeps_evaluation_length_not_its_training_length(tiny
     callback = ForgettingCallback(UPSTREAM)
     callback._prepare(model, tok)
     assert callback.max_length == 128
+    assert callback._evaluator.record.dtype is None  # the model's own precision outside a sweep
+    with pytest.raises(ConfigError, match="max_length=200 is longer than the model's context of 128"):
+        ForgettingCallback(UPSTREAM, max_length=200)._prepare(model, tok)
+
+
+def test_the_callback_measures_with_the_sweeps_record_and_its_own_batching(tiny, tmp_path):
+    """The sweep's recorded length, chat format and dtype decide what a loss means and are followed; how
+    many tokens go in one batch is the callback's (it measures beside the optimizer's state)."""
+    model, tok = tiny
+    matrix = ForgettingMatrix(np.zeros((2, len(UPSTREAM))), ["r0", "r1"], IDS, upstream=pd.DataFrame({
+        "example_id": IDS, "text": [e.text for e in UPSTREAM], "prompt": [e.prompt for e in UPSTREAM],
+        "response": [e.response for e in UPSTREAM]}))
+    write_matrix_sweep(matrix, tmp_path / "s", manifest={
+        "config": {"train": {"max_length": 32}, "eval": {"max_length": 96, "max_batch_tokens": 65536,
+                                                          "max_batch_size": 512}},
+        "eval": {"max_length": 96, "chat": False, "dtype": "bfloat16"}})
+    callback = ForgettingCallback(tmp_path / "s", max_batch_tokens=256)
+    callback._prepare(model, tok)
+    record = callback._evaluator.record
+    assert (record.max_length, record.chat, record.dtype) == (96, False, "bfloat16")
+    assert (record.max_batch_tokens, record.max_batch_size) == (256, 64)
+    assert ForgettingCallback(tmp_path / "s", max_length=np.int64(96)).max_length == 96
+    with pytest.raises(ConfigError, match="max_batch_tokens must be at least 16"):
+        ForgettingCallback(tmp_path / "s", max_batch_tokens=8)
 
 
 def trainer_with(model, tok, out: Path, callbacks: list, **overrides):

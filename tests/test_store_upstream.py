@@ -53,3 +53,9 @@ def test_an_id_the_table_lacks_and_a_table_without_texts_are_one_line_errors(tmp
     ids_only = _store(tmp_path / "y", TABLE[["example_id", "loss_before"]])
     with pytest.raises(DataError, match="stores no upstream texts"):
         ids_only.upstream_examples()
+
+
+def test_an_upstream_table_with_a_repeated_id_is_refused(tmp_path):
+    store = _store(tmp_path, pd.concat([TABLE, TABLE.iloc[[0]]], ignore_index=True))
+    with pytest.raises(DataError, match="one row per example_id"):
+        store.base_losses(["a"])

@@ -42,7 +42,7 @@ ADDED_LATER = {"null_control": False, "null_rank": "full", "upstream": {"instruc
 ADDED_LATER.update({"train": {"grad_accum_steps": 1},
                     "load": {"dtype": "float32", "device_map": None, "attn_implementation": None,
                              "load_in_4bit": False}})
-# a comparison's replay budget and primary contrast (a changed primary contrast refuses to resume)
+# a comparison's replay budget, primary contrast and probe seeding (a changed one refuses to resume)
 ADDED_LATER.update({"compare": {"budget": None, "primary": None, "probe_seed": "run"}})
 ADDED_LATER_PER_TASK = {"family": None, "instruct_targets": "gold", "seeds": None, "control": None}
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import numbers
 import os
 from collections import Counter
 from collections.abc import Sequence
@@ -251,21 +252,23 @@ class ForgettingCallback(TrainerCallback, ExportableState):
                  tokenizer: Any = None, probe: float | None = None, seed: int = 0,
                  max_length: int | None = None, eval_steps: int | None = None, top_k: int = 10,
                  chat: bool | Literal["auto"] | None = None, prefix: str = "forgetting/",
-                 max_batch_tokens: int | None = None, trainer: Trainer | None = None) -> None:
+                 max_batch_tokens: int = 4096, trainer: Trainer | None = None) -> None:
         """``max_length`` and ``chat`` default to the sweep's evaluation record (else 512 tokens, capped at the
         model's context, and ``"auto"``): they decide what a loss means, so an explicit value that
-        contradicts the sweep is refused. ``max_batch_tokens`` (default: the sweep's, else 4096)
-        only trades memory for speed. ``eval_steps`` defaults to the Trainer's ``eval_steps`` when its
+        contradicts the sweep is refused. ``max_batch_tokens`` only trades memory for speed (the callback's
+        own, not the sweep's: it measures beside the optimizer's state). ``eval_steps`` defaults to the Trainer's ``eval_steps`` when its
         evaluation strategy is ``"steps"``, else its ``logging_steps``."""
         if eval_steps is not None and (isinstance(eval_steps, bool) or not isinstance(eval_steps, int)
                                        or eval_steps < 1):
             raise ConfigError(f"eval_steps must be a positive integer, got {eval_steps!r}")
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise ConfigError(f"top_k must be a positive integer, got {top_k!r}")
-        if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int)
+        if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, numbers.Integral)
                                        or max_length < 2):
             raise ConfigError(f"max_length must be an integer of at least 2 tokens, got {max_length!r}")
-        if max_batch_tokens is not None and max_batch_tokens < 16:
+        max_length = None if max_length is None else int(max_length)
+        if isinstance(max_batch_tokens, bool) or not isinstance(max_batch_tokens, numbers.Integral) \
+                or max_batch_tokens < 16:
             raise ConfigError(f"max_batch_tokens must be at least 16, got {max_batch_tokens}")
         if chat not in (None, True, False, "auto"):
             raise ConfigError(f"chat must be True, False or 'auto', got {chat!r}")
@@ -280,7 +283,7 @@ class ForgettingCallback(TrainerCallback, ExportableState):
         self.eval_steps = eval_steps
         self.top_k = top_k
         self.prefix = prefix
-        self.max_batch_tokens = max_batch_tokens
+        self.max_batch_tokens = int(max_batch_tokens)
         self.max_length = self._setting("max_length", max_length, None)  # None: the default, set in _prepare
         self.chat_setting = self._setting("chat", chat, "auto", strict=False)  # checked once resolved
         self.history: list[dict[str, Any]] = []
@@ -380,15 +383,16 @@ class ForgettingCallback(TrainerCallback, ExportableState):
             return
         context = context_length(model)
         swept = self.upstream.record
+        batching = {"max_batch_tokens": self.max_batch_tokens, "max_batch_size": EvalConfig().max_batch_size}
         if swept is not None:  # the sweep's record (its dtype: loss_after in the dtype of loss_before)
-            overrides = {"max_length": self.max_length, "chat": self.chat_setting}
-            if self.max_batch_tokens is not None:
-                overrides["max_batch_tokens"] = self.max_batch_tokens
-            record = replace(swept, **overrides)  # a length above the context is refused by the encoding
+            # a length above the context is refused by the encoding
+            record = replace(swept, max_length=self.max_length, chat=self.chat_setting, **batching)
         else:  # resolved as a sweep's eval config would be for this model, in the model's own dtype
+            if self.max_length is not None and context is not None and self.max_length > context:
+                raise ConfigError(f"max_length={self.max_length} is longer than the model's context of "
+                                  f"{context} tokens")
             config = EvalConfig(max_length="auto" if self.max_length is None else self.max_length,
-                                chat=self.chat_setting,
-                                max_batch_tokens=4096 if self.max_batch_tokens is None else self.max_batch_tokens)
+                                chat=self.chat_setting, **batching)
             record = replace(EvalRecord.resolve(config, tokenizer, context), dtype=None)
         self.max_length = record.max_length
         self._evaluator = Evaluator(tokenizer, record, model_max_length=context)

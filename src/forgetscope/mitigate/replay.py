@@ -192,9 +192,12 @@ class ReplayOptions(StrategyOptions):
     @classmethod
     def comparison_defaults(cls, options: Mapping[str, Any], defaults: ComparisonDefaults) -> dict[str, Any]:
         """What an arm takes from its comparison unless it sets it: the budget (not for an arm dosed by
-        ``ratio``) and, for predicted arms, the predictor, the known rows' task rule and kind. Only values
+        ``ratio``, which is refused beside a comparison's budget) and, for predicted arms, the predictor, the known rows' task rule and kind. Only values
         other than the options' own defaults are added, so the runs of comparisons without them keep their ids."""
         out: dict[str, Any] = {}
+        if defaults.budget is not None and "ratio" in options and "budget" not in options:
+            raise ValueError("sets ratio while compare.budget sets the budget of every replay arm; give the arm "
+                             "budget instead of ratio")
         if "budget" not in options and "ratio" not in options and defaults.budget is not None:
             out["budget"] = int(defaults.budget)
         if options.get("policy", "random") == "predicted":

@@ -112,6 +112,8 @@ class SweepStore:
         table = self.read_upstream()
         if table.empty:
             raise DataError(f"the sweep {self.path} has an empty upstream table")
+        if "example_id" not in table.columns or not table["example_id"].is_unique:
+            raise DataError(f"the sweep {self.path}'s upstream table needs one row per example_id")
         if ids is None:
             return table
         by_id = table.set_index(table["example_id"].astype(str), drop=False)

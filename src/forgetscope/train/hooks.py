@@ -153,7 +153,8 @@ class StrategyInputs:
     #: the selection rule these options choose (replay: random, predicted, oracle, mir), for naming and pairing
     #: arms in a comparison
     policy: str | None = None
-    #: trains on pool examples at a dose (``ratio``, or ``budget`` examples a run): a comparison's budget applies
+    #: trains on pool examples (its options model's ``comparison_defaults`` says whether a comparison's budget
+    #: applies)
     replays: bool = False
     #: that dose: ``("budget", examples per run)`` or ``("ratio", replay examples per task example)``; arms of one
     #: dose are compared head to head

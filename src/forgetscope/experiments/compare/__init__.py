@@ -68,7 +68,6 @@ of every invocation (a resumed comparison adds one), updated after each run.
 """
 
 from forgetscope.experiments.compare.config import (
-    DEFAULT_RATIO,
     CompareConfig,
     CompareOptions,
     KnownRows,
@@ -103,7 +102,7 @@ from forgetscope.experiments.compare.stats import (
     summary_kind,
 )
 
-__all__ = ["COMPARE", "DEFAULT_RATIO", "METRICS", "CompareConfig", "CompareExperiment", "CompareOptions", "KnownRows",
+__all__ = ["COMPARE", "METRICS", "CompareConfig", "CompareExperiment", "CompareOptions", "KnownRows",
            "PrimaryPair", "StrategySpec", "WallClock", "assign_roles", "check_known_rows", "forgetting_metrics",
            "headline_kind", "kind_columns", "load_compare_config", "refuse_pending",
            "run_compare", "run_level_tests", "save_results", "split_by_category", "split_for", "split_upstream",

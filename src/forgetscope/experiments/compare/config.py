@@ -28,8 +28,6 @@ from forgetscope.train.hooks import (
     strategy_kind,
 )
 
-DEFAULT_RATIO = 1 / 32
-
 
 class StrategySpec(_Strict):
     name: str = Field(description="a registered strategy: replay, sam, ewc, lwf, ... (not plain: it is "
@@ -184,11 +182,12 @@ class CompareConfig(SweepConfig):
                                      f"{', '.join(labels)}")
             if p.a == p.b:
                 raise ValueError(f"compare.primary: compares {p.a!r} with itself")
-        if self.compare.budget is not None:
-            for i, s in enumerate(self.strategies):
-                if s.inputs.replays and "ratio" in s.options and "budget" not in s.options:
-                    raise ValueError(f"strategies.{i} ({s.display}): sets ratio while compare.budget sets the "
-                                     "budget of every replay arm; give the arm budget instead of ratio")
+        defaults = self.defaults()
+        for i, s in enumerate(self.strategies):  # an arm's options model may refuse what compare sets for it
+            try:
+                declared_defaults(s.name, s.options, defaults)
+            except ValueError as exc:
+                raise ValueError(f"strategies.{i} ({s.display}): {exc}") from None
         for i, s in enumerate(self.strategies):
             known = s.inputs.known_rows
             own_rows = known is not None and s.options.get(known, self.compare.known_path) is None
