@@ -184,7 +184,7 @@ def test_sweep_records_eval_precision_in_manifest_and_runs(tiny_dir, tiny_data, 
     from forgetscope.integrations.hf_trainer import _from_sweep
     from forgetscope.store import SweepStore
 
-    assert _from_sweep(SweepStore(tmp_path / "s")).settings["eval_dtype"] == "bfloat16"  # the callback follows it
+    assert _from_sweep(SweepStore(tmp_path / "s")).record.dtype == "bfloat16"  # the callback follows it
 
 
 def test_resume_with_another_precision_is_refused(tiny_dir, tiny_data, tmp_path):
