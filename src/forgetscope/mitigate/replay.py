@@ -192,8 +192,9 @@ class ReplayOptions(StrategyOptions):
     @classmethod
     def comparison_defaults(cls, options: Mapping[str, Any], defaults: ComparisonDefaults) -> dict[str, Any]:
         """What an arm takes from its comparison unless it sets it: the budget (not for an arm dosed by
-        ``ratio``, which is refused beside a comparison's budget) and, for predicted arms, the predictor, the known rows' task rule and kind. Only values
-        other than the options' own defaults are added, so the runs of comparisons without them keep their ids."""
+        ``ratio``, which is refused beside a comparison's budget) and, for predicted arms, the predictor,
+        the known rows' task rule and kind. Only values other than the options' own defaults are added, so
+        the runs of comparisons without them keep their ids."""
         out: dict[str, Any] = {}
         if defaults.budget is not None and "ratio" in options and "budget" not in options:
             raise ValueError("sets ratio while compare.budget sets the budget of every replay arm; give the arm "
@@ -218,6 +219,7 @@ class ReplayOptions(StrategyOptions):
         ratio = options.get("ratio", cls.model_fields["ratio"].default)
         budget = options.get("budget")
         dose = ("budget", budget) if budget is not None else ("ratio", ratio)
+        repeats = bool(options.get("replacement", cls.model_fields["replacement"].default))
         predictor = options.get("predictor", "knn")
         named = isinstance(predictor, str) and predictor in _predictor_names()  # fitted here on the known rows
         files = (
@@ -229,7 +231,7 @@ class ReplayOptions(StrategyOptions):
                       used=predicted and mode == "online" and options.get("probe_base") == "known"),
         )
         if not predicted:
-            return StrategyInputs(files=files, policy=policy, replays=True, dose=dose,
+            return StrategyInputs(files=files, policy=policy, replays=True, dose=dose, repeats=repeats,
                                   own_row="forgetting_file" if policy == "oracle" else None)
         completes = str(predictor) not in OBSERVE_ONLY
         warmup = options.get("warmup_fraction", cls.model_fields["warmup_fraction"].default)
@@ -238,8 +240,11 @@ class ReplayOptions(StrategyOptions):
             schedule = replay_schedule(steps, per_step, ratio, budget)
             return int(schedule[online_boundary(steps, warmup):].sum() if mode == "online" else schedule.sum())
 
-        return StrategyInputs(files=files, policy=policy, replays=True, dose=dose, known_rows="known",
-                              predictor=str(predictor),
+        return StrategyInputs(files=files, policy=policy, replays=True, dose=dose, repeats=repeats,
+                              known_rows="known", predictor=str(predictor), probe=options.get("probe"),
+                              leave_task_out=bool(options.get("leave_task_out", True)),
+                              known_strategy=options.get("known_strategy",
+                                                         cls.model_fields["known_strategy"].default),
                               completes=completes, spends_beyond_probe=completes or predictor == PROBE_FILL,
                               probe_row="probe_file" if mode == "offline" else None,
                               measures_probe=mode == "online", mode=mode, draws_after_probe=draws_after_probe)

@@ -159,6 +159,13 @@ class StrategyInputs:
     #: that dose: ``("budget", examples per run)`` or ``("ratio", replay examples per task example)``; arms of one
     #: dose are compared head to head
     dose: tuple[str, float] | None = None
+    #: its draws may repeat an example (so a dose above the pool is possible)
+    repeats: bool = False
+    #: the probe size it sets itself (None: the comparison's)
+    probe: float | None = None
+    #: its known rows leave the trained task out, and keep the rows of this strategy (a runs table's name)
+    leave_task_out: bool = True
+    known_strategy: str | None = "plain"
     #: the option (a values file) that takes the trained task's own forgetting row over the pool
     own_row: str | None = None
     #: the option (a values file) that takes the paired plain run's forgetting on a probe of the pool

@@ -191,7 +191,7 @@ class CompareConfig(SweepConfig):
         for i, s in enumerate(self.strategies):
             known = s.inputs.known_rows
             own_rows = known is not None and s.options.get(known, self.compare.known_path) is None
-            if own_rows and s.options.get("leave_task_out") is False:
+            if own_rows and not self.inputs_of(s).leave_task_out:
                 raise ValueError(f"strategies.{i} ({s.display}): leave_task_out false with this comparison's own "
                                  "plain rows would complete the row from the task's own plain run (the oracle's "
                                  "truth); name another sweep in known")
@@ -368,12 +368,12 @@ def split_for(cfg: CompareConfig, upstream: list) -> tuple[list[str], list[str]]
         pool_ids, held_ids = split_upstream([e.example_id for e in upstream], c.replay_fraction, cfg.seed)
     for s in cfg.strategies:
         budget = cfg.budget_of(s)
-        if budget is not None and budget > len(pool_ids) and not s.options.get("replacement", False):
+        inputs = cfg.inputs_of(s)
+        if budget is not None and budget > len(pool_ids) and not inputs.repeats:
             raise ConfigError(f"strategy {s.display}: a budget of {budget} replay examples exceeds the replay pool "
                               f"of {len(pool_ids)} examples (some would be replayed twice); lower the budget")
-        inputs = cfg.inputs_of(s)
         if inputs.known_rows is not None:  # a predicted arm: it observes a probe of the pool
-            size = s.options.get("probe", c.probe)
+            size = c.probe if inputs.probe is None else inputs.probe
             try:
                 n_probe = probe_size(size, len(pool_ids))
             except DataError as exc:
@@ -428,7 +428,8 @@ def check_known_rows(cfg: CompareConfig, pool_ids: list[str]) -> None:
                                   "known rows")
             loaded[str(path)] = load_any(path)
         matrix = loaded[str(path)]
-        leave = bool(s.options.get("leave_task_out", cfg.compare.leave_task_out))
+        inputs = cfg.inputs_of(s)
+        leave = inputs.leave_task_out
         runs = matrix.runs
         if leave and (runs is None or "task" not in runs):
             raise ConfigError(f"{where}: {path} does not say which task each row is, so the trained task cannot "
@@ -437,7 +438,7 @@ def check_known_rows(cfg: CompareConfig, pool_ids: list[str]) -> None:
         for t in cfg.tasks:
             try:
                 _, cols = known_rows(matrix, drop_task=t.name if leave else None,
-                                     strategy=s.options.get("known_strategy", "plain"), what=where)
+                                     strategy=inputs.known_strategy, what=where)
             except DataError as exc:
                 raise ConfigError(f"{exc} (arm {s.display})") from None
             missing = sorted(pool - set(cols))
