@@ -243,7 +243,7 @@ def test_max_length_is_the_sweeps_evaluation_length_not_its_training_length(tiny
     callback._prepare(model, tok)
     assert callback.max_length == 128
     assert callback._evaluator.record.dtype is None  # the model's own precision outside a sweep
-    with pytest.raises(ConfigError, match="max_length=200 is longer than the model's context of 128"):
+    with pytest.raises(DataError, match="max_length=200 is longer than the model's context of 128"):
         ForgettingCallback(UPSTREAM, max_length=200)._prepare(model, tok)
 
 

@@ -256,8 +256,8 @@ class ForgettingCallback(TrainerCallback, ExportableState):
         """``max_length`` and ``chat`` default to the sweep's evaluation record (else 512 tokens, capped at the
         model's context, and ``"auto"``): they decide what a loss means, so an explicit value that
         contradicts the sweep is refused. ``max_batch_tokens`` only trades memory for speed (the callback's
-        own, not the sweep's: it measures beside the optimizer's state). ``eval_steps`` defaults to the Trainer's ``eval_steps`` when its
-        evaluation strategy is ``"steps"``, else its ``logging_steps``."""
+        own, not the sweep's: it measures beside the optimizer's state). ``eval_steps`` defaults to the
+        Trainer's ``eval_steps`` when its evaluation strategy is ``"steps"``, else its ``logging_steps``."""
         if eval_steps is not None and (isinstance(eval_steps, bool) or not isinstance(eval_steps, int)
                                        or eval_steps < 1):
             raise ConfigError(f"eval_steps must be a positive integer, got {eval_steps!r}")
@@ -383,17 +383,13 @@ class ForgettingCallback(TrainerCallback, ExportableState):
             return
         context = context_length(model)
         swept = self.upstream.record
-        batching = {"max_batch_tokens": self.max_batch_tokens, "max_batch_size": EvalConfig().max_batch_size}
-        if swept is not None:  # the sweep's record (its dtype: loss_after in the dtype of loss_before)
-            # a length above the context is refused by the encoding
-            record = replace(swept, max_length=self.max_length, chat=self.chat_setting, **batching)
-        else:  # resolved as a sweep's eval config would be for this model, in the model's own dtype
-            if self.max_length is not None and context is not None and self.max_length > context:
-                raise ConfigError(f"max_length={self.max_length} is longer than the model's context of "
-                                  f"{context} tokens")
-            config = EvalConfig(max_length="auto" if self.max_length is None else self.max_length,
-                                chat=self.chat_setting, **batching)
-            record = replace(EvalRecord.resolve(config, tokenizer, context), dtype=None)
+        if swept is not None:  # the sweep's record: its dtype (loss_after in the dtype of loss_before)
+            base = replace(swept, chat=self.chat_setting)
+        else:  # resolved as a sweep's eval config would be for this model (auto length), in its own dtype
+            base = replace(EvalRecord.resolve(EvalConfig(chat=self.chat_setting), tokenizer, context), dtype=None)
+        # the callback's own batching; a length above the context is refused by the encoding, as in a sweep
+        record = replace(base, max_length=base.max_length if self.max_length is None else self.max_length,
+                         max_batch_tokens=self.max_batch_tokens, max_batch_size=EvalConfig().max_batch_size)
         self.max_length = record.max_length
         self._evaluator = Evaluator(tokenizer, record, model_max_length=context)
         self._chat = self._evaluator.chat

@@ -51,13 +51,18 @@ REPLAY_SUMMARY = "replay.json"
 
 
 @dataclass(frozen=True)
-class SweepLayout:
-    """Paths of one sweep directory's artifacts."""
+class _Folder:
+    """The layout of one folder: its ``root``, given as any path (kept as a :class:`~pathlib.Path`). Each layout
+    below adds the names of its files as properties; equal when of the same class and root."""
 
     root: Path
 
     def __init__(self, root: str | os.PathLike[str]):
         object.__setattr__(self, "root", Path(root))
+
+
+class SweepLayout(_Folder):
+    """Paths of one sweep directory's artifacts."""
 
     # ---- the sweep itself ----------------------------------------------------------------
     @property
@@ -270,8 +275,7 @@ class SweepLayout:
         return self.scaling.points
 
 
-@dataclass(frozen=True)
-class AnalysisLayout:
+class AnalysisLayout(_Folder):
     """Paths of one analysis folder (``SWEEP/analysis/<kind>/``, or the folder ``analyze --output`` names)::
 
         analysis.json                      everything printed: the low-rank report, null control, marginals
@@ -284,11 +288,6 @@ class AnalysisLayout:
         interaction_seed_reliability.csv   where tasks have several seeds: their agreement on the interaction
         format_control.csv                 with format-only rows: each controlled task against its control
     """
-
-    root: Path
-
-    def __init__(self, root: str | os.PathLike[str]):
-        object.__setattr__(self, "root", Path(root))
 
     @property
     def summary(self) -> Path:
@@ -405,8 +404,7 @@ class PredictLayout:
         return self.root / "precision_at_k.png"
 
 
-@dataclass(frozen=True)
-class ScalingLayout:
+class ScalingLayout(_Folder):
     """Paths of one scaling results folder (``SWEEP/scaling/``, or any folder the fits are written to)::
 
         runs/<run>.parquet           checkpoint rows of one finished run
@@ -415,11 +413,6 @@ class ScalingLayout:
         <name>.png                   each figure of :func:`forgetscope.analysis.plots.scaling_figures`
                                      (scaling_fit, forgetting_vs_task_loss, predicted_vs_observed)
     """
-
-    root: Path
-
-    def __init__(self, root: str | os.PathLike[str]):
-        object.__setattr__(self, "root", Path(root))
 
     @property
     def runs_dir(self) -> Path:
@@ -445,8 +438,7 @@ class ScalingLayout:
         return self.root / f"{name}.png"
 
 
-@dataclass(frozen=True)
-class PilotLayout:
+class PilotLayout(_Folder):
     """Paths of one regime pilot's folder (the pilot file's ``output``)::
 
         pilot.sha256.json      the pilot file's hash, sealed at its first run
@@ -454,11 +446,6 @@ class PilotLayout:
         <candidate>/verdict.json, <candidate>/per_run.csv   each candidate's criteria, measured
         selection.json         the selection rule applied to the candidates (``complete``, ``chosen``)
     """
-
-    root: Path
-
-    def __init__(self, root: str | os.PathLike[str]):
-        object.__setattr__(self, "root", Path(root))
 
     @property
     def seal(self) -> Path:
@@ -481,8 +468,7 @@ class PilotLayout:
         return self.candidate_dir(name) / "per_run.csv"
 
 
-@dataclass(frozen=True)
-class StudyLayout:
+class StudyLayout(_Folder):
     """Paths of one replication study's folder (the study file's ``output``)::
 
         study.sha256.json      the study file's hash, sealed at its first run
@@ -490,11 +476,6 @@ class StudyLayout:
         sweep/                 the main sweep (tasks, format-only rows); null_sweep/: the effect-matched null
         analysis/              claims.json (every claim beside its control), tables.md, figures
     """
-
-    root: Path
-
-    def __init__(self, root: str | os.PathLike[str]):
-        object.__setattr__(self, "root", Path(root))
 
     @property
     def seal(self) -> Path:
