@@ -71,8 +71,9 @@ class _Upstream:
 
 def _from_sweep(store: SweepStore) -> _Upstream:
     """Upstream examples, base losses and eval settings of a sweep directory."""
-    examples = store.upstream_examples()
-    loss_before, n_tokens = store.base_losses()
+    table = store.read_upstream()
+    examples = store.upstream_examples(table=table)
+    loss_before, n_tokens = store.base_losses(table=table)
     # how the sweep measured loss_before (its one record; loss_after is measured the same way)
     try:
         record: EvalRecord | None = store.eval_record()

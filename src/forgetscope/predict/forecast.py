@@ -166,8 +166,9 @@ def load_sweep(sweep: str | Path, kind: str = "lm") -> SweepData:
                         "examples; a forecast needs at least 2")
     matrix = subset_rows(matrix, known)
     ids = [str(i) for i in matrix.col_names]
-    examples = store.upstream_examples(ids)  # DataError when it stores ids and losses only
-    loss_before, n_tokens = store.base_losses(ids)
+    table = matrix.upstream if matrix.upstream is not None else store.read_upstream()  # read by load_matrix
+    examples = store.upstream_examples(ids, table=table)  # DataError when it stores ids and losses only
+    loss_before, n_tokens = store.base_losses(ids, table=table)
     if loss_before is None:
         raise DataError(f"the sweep {store.path} has no loss_before values in its upstream table")
     tau, tau_source = noise_margin(matrix)

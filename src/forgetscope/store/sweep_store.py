@@ -106,10 +106,10 @@ class SweepStore:
     def read_upstream(self) -> pd.DataFrame:
         return self._read_parquet(self.layout.upstream)
 
-    def _upstream_rows(self, ids: list[str] | None) -> pd.DataFrame:
-        """The upstream table in the order of ``ids`` (default: as stored); a DataError when it is empty or
-        lacks one of them."""
-        table = self.read_upstream()
+    def _upstream_rows(self, ids: list[str] | None, table: pd.DataFrame | None) -> pd.DataFrame:
+        """The upstream table (``table``: already read; default: read it) in the order of ``ids`` (default: as
+        stored); a DataError when it is empty or lacks one of them."""
+        table = self.read_upstream() if table is None else table
         if table.empty:
             raise DataError(f"the sweep {self.path} has an empty upstream table")
         if "example_id" not in table.columns or not table["example_id"].is_unique:
@@ -123,11 +123,12 @@ class SweepStore:
                             f"{missing[0]!r}")
         return by_id.loc[list(ids)].reset_index(drop=True)
 
-    def upstream_examples(self, ids: list[str] | None = None) -> list[Example]:
-        """The upstream examples as the sweep measured them, rebuilt from its upstream table (in the order
-        of ``ids``; default: as stored). A DataError when the table holds ids and losses only, as an
-        imported matrix does: nothing can be measured again from it."""
-        table = self._upstream_rows(ids)
+    def upstream_examples(self, ids: list[str] | None = None, *,
+                          table: pd.DataFrame | None = None) -> list[Example]:
+        """The upstream examples as the sweep measured them, rebuilt from its upstream table (``table``: that
+        table already read) in the order of ``ids`` (default: as stored). A DataError when the table holds ids
+        and losses only, as an imported matrix does: nothing can be measured again from it."""
+        table = self._upstream_rows(ids, table)
         has_text = "text" in table.columns and table["text"].notna().any()
         has_pairs = {"prompt", "response"} <= set(table.columns) and table["response"].notna().any()
         if not (has_text or has_pairs):
@@ -139,11 +140,12 @@ class SweepStore:
         return examples_from_records(rows, name="upstream", source=str(self.layout.upstream),
                                      id_field="example_id")
 
-    def base_losses(self, ids: list[str] | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
+    def base_losses(self, ids: list[str] | None = None, *,
+                    table: pd.DataFrame | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
         """The base model's loss (``loss_before``) and scored-token count (``n_tokens``) of each upstream
-        example (in the order of ``ids``; default: as stored), as floats; None for a column the sweep did not
-        record or that holds no finite value."""
-        table = self._upstream_rows(ids)
+        example (in the order of ``ids``; default: as stored; ``table``: the upstream table already read), as
+        floats; None for a column the sweep did not record or that holds no finite value."""
+        table = self._upstream_rows(ids, table)
 
         def column(name: str) -> np.ndarray | None:
             if name not in table.columns:
