@@ -345,21 +345,24 @@ def make_strategy(name: str, **options: Any) -> Strategy:
     return STRATEGIES.build(name, **options)
 
 
+def _options_hook(name: str, hook: str) -> Callable[..., Any] | None:
+    """Classmethod ``hook`` of strategy ``name``'s options model; None for an unknown name or a model without it."""
+    if name not in STRATEGIES:
+        return None
+    return getattr(getattr(STRATEGIES.get(name), "Options", None), hook, None)
+
+
 def declared_defaults(name: str, options: Mapping[str, Any], defaults: ComparisonDefaults) -> dict[str, Any]:
     """The options strategy ``name`` with ``options`` takes from a comparison (its options model's
     :meth:`~StrategyOptions.comparison_defaults`); none for an unknown name or a model without options."""
-    if name not in STRATEGIES:
-        return {}
-    take = getattr(getattr(STRATEGIES.get(name), "Options", None), "comparison_defaults", None)
+    take = _options_hook(name, "comparison_defaults")
     return take(options, defaults) if take is not None else {}
 
 
 def declared_inputs(name: str, options: Mapping[str, Any]) -> StrategyInputs:
     """What strategy ``name`` with ``options`` needs an experiment to provide (its options model's
     :meth:`~StrategyOptions.inputs`); nothing for an unknown name or an options model without them."""
-    if name not in STRATEGIES:
-        return StrategyInputs()
-    declare = getattr(getattr(STRATEGIES.get(name), "Options", None), "inputs", None)
+    declare = _options_hook(name, "inputs")
     return declare(options) if declare is not None else StrategyInputs()
 
 
