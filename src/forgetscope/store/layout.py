@@ -474,7 +474,8 @@ class StudyLayout(_Folder):
         study.sha256.json      the study file's hash, sealed at its first run
         regime.json            the regime the pilot chose, as the study ran it
         sweep/                 the main sweep (tasks, format-only rows); null_sweep/: the effect-matched null
-        analysis/              claims.json (every claim beside its control), tables.md, figures
+        analysis/              claims.json (every claim beside its control), tables.md, figures,
+                               determinism.json (the null sweep's task rows against the main sweep's)
     """
 
     @property
@@ -512,3 +513,7 @@ class StudyLayout(_Folder):
     @property
     def learning(self) -> Path:
         return self.analysis / "learning.png"
+
+    @property
+    def determinism(self) -> Path:
+        return self.analysis / "determinism.json"
