@@ -204,6 +204,11 @@ class SweepLayout(_Folder):
         return self.compare_dir / "primary.json"
 
     @property
+    def compare_selection(self) -> Path:
+        """The replay budget a dose pilot selects by its fixed rule (:mod:`forgetscope.experiments.compare.dose`)."""
+        return self.compare_dir / "selection.json"
+
+    @property
     def compare_command(self) -> Path:
         return self.compare_dir / "command.txt"
 
