@@ -125,6 +125,7 @@ def trainer_steps(model, tok, task, method: str, args, batches: list) -> dict[st
 
 
 def run(args) -> dict[str, Any]:
+    from forgetscope.config import TrainConfig
     from forgetscope.data.demo import demo_task
     from forgetscope.models import load_model
     from forgetscope.precision import dtype_name, resolve_train_dtype
@@ -137,6 +138,7 @@ def run(args) -> dict[str, Any]:
     params = sum(p.numel() for p in model.parameters())
     bench = _eval_benchmark()
     peak = bench.matmul_peak(compute)
+    lora = TrainConfig(method="lora")  # the LoRA both loops train: forgetscope's default
     report: dict[str, Any] = {
         "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]), "quick": args.quick,
         "model": args.model or "smollm2-135m-instruct", "device": str(device), "threads": torch.get_num_threads(),
@@ -145,6 +147,7 @@ def run(args) -> dict[str, Any]:
         "batch_size": args.batch_size, "max_length": args.max_length, "lr": args.lr,
         "flops_per_token": {k: v * params for k, v in FLOPS_PER_TOKEN.items()}, "methods": {},
         "platform": platform.platform(), "torch": torch.__version__,
+        "lora": {"rank": lora.lora_rank, "target_modules": lora.target_modules},
     }
     for method in ("full", "lora"):
         row = {}
