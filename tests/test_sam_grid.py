@@ -3,6 +3,8 @@ its primary contrast (forgetting at matched task loss) is computed as stated."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -121,6 +123,32 @@ def test_primary_result_answers_the_registered_question():
     assert res["extrapolated"] and not res["confirmatory"]
     assert res["verdict"].endswith("not confirmatory: the matched point is extrapolated")
     assert res["covariate_mean_diff"] == pytest.approx(np.abs(d_l).mean() + 0.05)
+
+
+def test_the_other_radii_get_the_same_contrast_as_secondary(tmp_path):
+    from forgetscope.experiments.compare import load_compare_config
+    from forgetscope.experiments.compare.sam_grid import write_primary
+    from forgetscope.store.layout import SweepLayout
+
+    cfg = load_compare_config(GRID)
+    f = np.linspace(0.1, 0.3, 6)
+    d_l = np.array([0.3, -0.1, 0.2, 0.05, 0.4, 0.1])
+    per_run = _per_run(f, f - 0.05 + 0.01 * d_l, np.ones(6), 1 + d_l)
+    # the radius 0.05 arm: the same tasks, forgetting 0.02 lower than plain at every task loss
+    other = per_run[per_run.strategy == "sam-rho2"].assign(strategy="sam-rho0.05")
+    other["forgetting_heldout"] += 0.03
+    layout = SweepLayout(tmp_path)
+    layout.compare_dir.mkdir(parents=True)
+    res = write_primary(pd.concat([per_run, other]), cfg, layout)
+    written = json.loads(layout.compare_primary.read_text())
+    assert written["arm"] == res["arm"] == "sam-rho2"
+    # every other radius above 0 has its entry; only the one with runs has numbers
+    assert sorted(written["secondary_radii"]) == ["sam-rho0.05", "sam-rho0.5", "sam-rho5"]
+    sec = written["secondary_radii"]["sam-rho0.05"]
+    assert sec["rho"] == 0.05 and sec["gamma"] == pytest.approx(-0.02, abs=1e-9)
+    assert written["secondary_radii"]["sam-rho5"]["n_tasks"] == 0
+    # Holm over the radii that could be tested: one here, so its p is unchanged
+    assert sec["p_holm"] == pytest.approx(sec["p"]) and written["secondary_radii"]["sam-rho5"]["p_holm"] is None
 
 
 def test_a_grid_takes_no_second_primary(tmp_path):

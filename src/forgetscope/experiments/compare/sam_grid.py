@@ -155,12 +155,29 @@ def primary_result(per_run: pd.DataFrame, cfg: SamGridConfig) -> dict[str, Any]:
     return res
 
 
+def secondary_radii(per_run: pd.DataFrame, cfg: SamGridConfig) -> dict[str, dict[str, Any]]:
+    """The same matched contrast for every other radius above 0, by arm label: secondary, each with its own
+    ``p`` and ``p_holm``, Holm's adjustment over these radii (the primary radius is the registered test and
+    is not among them)."""
+    from forgetscope.analysis.stats import holm, matched_contrast
+
+    p = cfg.primary
+    out = {rho_label(r): {"rho": r, **matched_contrast(per_run, rho_label(r), "plain", metric=p.metric,
+                                                         covariate=p.matched_on, alternative=p.alternative)}
+           for r in cfg.sam_grid.rho if r > 0 and r != p.rho}
+    for res, adjusted in zip(out.values(), holm([res["p"] for res in out.values()]), strict=True):
+        res["p_holm"] = float(adjusted)
+    return out
+
+
 def write_primary(per_run: pd.DataFrame, cfg: SamGridConfig, layout: Any) -> dict[str, Any]:
     """:func:`primary_result` written to ``compare/primary.json`` (``layout``: the sweep's
-    :class:`~forgetscope.store.layout.SweepLayout`); returns the result."""
+    :class:`~forgetscope.store.layout.SweepLayout`), with the other radii's contrasts under
+    ``secondary_radii`` (:func:`secondary_radii`); returns the primary result."""
     from forgetscope.store.io import write_json
     from forgetscope.store.scaling import json_safe
 
     res = primary_result(per_run, cfg)
-    write_json(layout.compare_primary, json_safe({**res, "grid": cfg.sam_grid.model_dump()}))
+    write_json(layout.compare_primary, json_safe({**res, "grid": cfg.sam_grid.model_dump(),
+                                                  "secondary_radii": secondary_radii(per_run, cfg)}))
     return res
