@@ -6,8 +6,9 @@
 #
 # Each step is a resumable command: a finished run is never redone, so after a kill the same line picks up
 # at the first unfinished run. One heavy job at a time (the machine's cores are all used by one run).
-# Stops at the first failing step. The completion comparison (configs/replay_completion.yaml) is not here:
-# it waits for the budget the dose pilot selects to be written into its config.
+# Stops at the first failing step. The completion comparison (configs/replay_completion.yaml) comes last: it
+# refuses to start (exit 2) until the budget the dose pilot selects (dose_selection) is written into its config
+# and its `pending` emptied; with no budget selected it is not run at all.
 set -euo pipefail
 export FORGETSCOPE_NO_PROGRESS=1
 
@@ -17,11 +18,13 @@ steps=(
   "smollm2_tables      python benchmarks/study_tables.py configs/studies/smollm2.yaml"
   "sam_grid            forgetscope compare configs/sam_rho_grid.yaml"
   "dose_pilot          forgetscope compare configs/replay_dose_pilot.yaml"
+  "dose_selection      python benchmarks/dose_selection.py configs/replay_dose_pilot.yaml"
   "scaling_study       forgetscope scaling configs/scaling_study.yaml"
   "gemma3_pilot        python benchmarks/regime_pilot.py configs/regimes/gemma3.yaml"
   "gemma3_study        python benchmarks/replication_study.py configs/studies/gemma3.yaml"
   "gemma3_analysis     python benchmarks/study_analysis.py configs/studies/gemma3.yaml"
   "gemma3_tables       python benchmarks/study_tables.py configs/studies/gemma3.yaml"
+  "replay_completion   forgetscope compare configs/replay_completion.yaml"
 )
 
 start="${1:-}"
