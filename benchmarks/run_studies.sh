@@ -8,7 +8,8 @@
 # at the first unfinished run. One heavy job at a time (the machine's cores are all used by one run).
 # Stops at the first failing step. The completion comparison (configs/replay_completion.yaml) comes last: it
 # refuses to start (exit 2) until the budget the dose pilot selects (dose_selection) is written into its config
-# and its `pending` emptied; with no budget selected it is not run at all.
+# and its `pending` emptied. With no budget selected it is never filled in, so that step's refusal ends the
+# queue (exit 2) after every other study: the comparison is not run.
 set -euo pipefail
 export FORGETSCOPE_NO_PROGRESS=1
 

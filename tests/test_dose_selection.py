@@ -45,7 +45,8 @@ def test_the_budget_with_the_largest_headroom_is_chosen():
 
 
 def test_a_tie_at_three_decimals_goes_to_the_smaller_budget():
-    res = select_budget(_tests({40: (-0.0304, -0.05, -0.01), 80: (-0.0296, -0.05, -0.01), 160: (0.0, -0.1, 0.1)}),
+    # 80 is more negative before rounding; both round to -0.030, so the smaller budget wins
+    res = select_budget(_tests({40: (-0.0296, -0.05, -0.01), 80: (-0.0304, -0.05, -0.01), 160: (0.0, -0.1, 0.1)}),
                         PAIRS, n_tasks=6)
     assert res["chosen"] == 40
 
@@ -64,6 +65,16 @@ def test_a_pair_measured_on_fewer_tasks_is_not_confirmatory():
     assert res["departures"][0] == "budget 40: 5 of 6 tasks"
 
 
+def test_a_percentile_ci_is_recorded_as_a_departure_from_the_rule():
+    tests = _tests({40: (-0.02, -0.03, -0.01), 80: (0.0, -0.1, 0.1), 160: (0.0, -0.1, 0.1)})
+    tests["note"] = ""
+    tests.loc[tests["strategy"] == "replay-oracle-40", "note"] = "CI of the mean difference: percentile bootstrap"
+    res = select_budget(tests, PAIRS, n_tasks=6)
+    assert res["chosen"] == 40 and not res["confirmatory"]
+    assert res["departures"] == ["budget 40: CI of the mean difference: percentile bootstrap"]
+    assert res["per_budget"][0]["note"].startswith("CI of the mean difference")
+
+
 def test_a_missing_pair_is_refused():
     with pytest.raises(ConfigError, match="run the comparison to the end"):
         select_budget(_tests({40: (-0.02, -0.03, -0.01)}), PAIRS, n_tasks=6)
@@ -74,12 +85,16 @@ def test_the_pilot_config_pairs_oracle_with_random_at_each_budget():
     assert pairs == PAIRS
 
 
-def test_a_pair_that_is_not_oracle_against_random_is_refused(tmp_path: Path):
-    text = PILOT.read_text(encoding="utf-8").replace("- [replay-oracle-40, replay-random-40]",
-                                                     "- [replay-oracle-40, replay-random-80]")
+@pytest.mark.parametrize("pair, message", [
+    ("- [replay-oracle-40, replay-random-80]", "not an oracle arm against a random arm of one budget"),
+    ("- [replay-random-40, replay-oracle-40]", "not an oracle arm against a random arm of one budget"),
+    ("- [replay-oracle-40, replay-random-40]\n    - [replay-oracle-40, replay-random-40]", "paired twice"),
+])
+def test_a_pair_that_is_not_one_oracle_against_random_per_budget_is_refused(tmp_path: Path, pair, message):
+    text = PILOT.read_text(encoding="utf-8").replace("- [replay-oracle-40, replay-random-40]", pair)
     cfg_path = tmp_path / "pilot.yaml"
     cfg_path.write_text(text, encoding="utf-8")
-    with pytest.raises(ConfigError, match="not an oracle arm against a random arm of one budget"):
+    with pytest.raises(ConfigError, match=message):
         dose_pairs(load_compare_config(cfg_path))
 
 

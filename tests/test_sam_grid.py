@@ -126,6 +126,7 @@ def test_primary_result_answers_the_registered_question():
 
 
 def test_the_other_radii_get_the_same_contrast_as_secondary(tmp_path):
+    from forgetscope.analysis.stats import matched_contrast
     from forgetscope.experiments.compare import load_compare_config
     from forgetscope.experiments.compare.sam_grid import write_primary
     from forgetscope.store.layout import SweepLayout
@@ -134,21 +135,32 @@ def test_the_other_radii_get_the_same_contrast_as_secondary(tmp_path):
     f = np.linspace(0.1, 0.3, 6)
     d_l = np.array([0.3, -0.1, 0.2, 0.05, 0.4, 0.1])
     per_run = _per_run(f, f - 0.05 + 0.01 * d_l, np.ones(6), 1 + d_l)
-    # the radius 0.05 arm: the same tasks, forgetting 0.02 lower than plain at every task loss
-    other = per_run[per_run.strategy == "sam-rho2"].assign(strategy="sam-rho0.05")
-    other["forgetting_heldout"] += 0.03
+    sam2 = per_run[per_run.strategy == "sam-rho2"]
+    # two more radii with noisy, moderate effects (gamma near -0.02 and -0.01); rho 5 has no runs
+    small = sam2.assign(strategy="sam-rho0.05")
+    small["forgetting_heldout"] += 0.03 + np.repeat([0.004, -0.012, 0.009, -0.003, 0.011, -0.008], 2)
+    mid = sam2.assign(strategy="sam-rho0.5")
+    mid["forgetting_heldout"] += 0.04 + np.repeat([-0.015, 0.02, 0.005, -0.01, 0.012, -0.018], 2)
+    every = pd.concat([per_run, small, mid])
     layout = SweepLayout(tmp_path)
     layout.compare_dir.mkdir(parents=True)
-    res = write_primary(pd.concat([per_run, other]), cfg, layout)
+    res = write_primary(every, cfg, layout)
     written = json.loads(layout.compare_primary.read_text())
     assert written["arm"] == res["arm"] == "sam-rho2"
-    # every other radius above 0 has its entry; only the one with runs has numbers
-    assert sorted(written["secondary_radii"]) == ["sam-rho0.05", "sam-rho0.5", "sam-rho5"]
-    sec = written["secondary_radii"]["sam-rho0.05"]
-    assert sec["rho"] == 0.05 and sec["gamma"] == pytest.approx(-0.02, abs=1e-9)
-    assert written["secondary_radii"]["sam-rho5"]["n_tasks"] == 0
-    # Holm over the radii that could be tested: one here, so its p is unchanged
-    assert sec["p_holm"] == pytest.approx(sec["p"]) and written["secondary_radii"]["sam-rho5"]["p_holm"] is None
+    sec = written["secondary_radii"]
+    # every other radius above 0 has its entry, the primary radius none
+    assert sorted(sec) == ["sam-rho0.05", "sam-rho0.5", "sam-rho5"]
+    for label in ("sam-rho0.05", "sam-rho0.5"):
+        alone = matched_contrast(every, label, "plain", metric="forgetting_heldout", covariate="task_loss_after",
+                                 alternative="less")
+        assert sec[label]["gamma"] == pytest.approx(alone["gamma"]) and sec[label]["p"] == pytest.approx(alone["p"])
+    p = {k: sec[k]["p"] for k in ("sam-rho0.05", "sam-rho0.5")}
+    assert all(1e-4 < v < 0.5 for v in p.values())  # moderate p-values, so the adjustment is visible
+    # Holm over the two testable radii: the smaller p doubled, the larger kept (or raised to the first)
+    lo, hi = sorted(p, key=p.get)
+    assert sec[lo]["p_holm"] == pytest.approx(2 * p[lo])
+    assert sec[hi]["p_holm"] == pytest.approx(max(p[hi], 2 * p[lo]))
+    assert sec["sam-rho5"]["n_tasks"] == 0 and sec["sam-rho5"]["p_holm"] is None
 
 
 def test_a_grid_takes_no_second_primary(tmp_path):

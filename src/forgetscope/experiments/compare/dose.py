@@ -16,6 +16,7 @@ Pure: reads tables, returns a dict; :func:`write_selection` is the one writer of
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pandas as pd
@@ -62,12 +63,15 @@ def select_budget(tests: pd.DataFrame, pairs: list[dict[str, Any]], *, n_tasks: 
             raise ConfigError(f"tests.csv has {len(hit)} task-level rows of {p['oracle']} vs {p['random']} on "
                               f"{metric}; run the comparison to the end first")
         r = hit.iloc[0]
-        hi = float(r["ci_high"])
+        hi = float(r["ci_high"])  # NaN (too few tasks for a CI) is no headroom
+        note = "" if pd.isna(r.get("note")) else str(r.get("note"))
         per_budget.append({**p, "n_tasks": int(r["n_pairs"]), "mean_oracle": float(r["mean_strategy"]),
                            "mean_random": float(r["mean_baseline"]), "d": float(r["mean_diff"]),
-                           "ci_low": float(r["ci_low"]), "ci_high": hi, "headroom": bool(hi < 0)})
+                           "ci_low": float(r["ci_low"]), "ci_high": hi, "headroom": bool(hi < 0), "note": note})
         if int(r["n_pairs"]) != n_tasks:
             short.append(f"budget {p['budget']}: {int(r['n_pairs'])} of {n_tasks} tasks")
+        if "percentile" in note or not math.isfinite(hi):  # the rule names a BCa CI
+            short.append(f"budget {p['budget']}: {note or 'no CI'}")
     with_room = [b for b in per_budget if b["headroom"]]
     chosen = min(with_room, key=lambda b: (round(b["d"], 3), b["budget"]))["budget"] if with_room else None
     finding = (f"budget {chosen}: oracle replay forgets less than random replay with the largest margin"

@@ -11,7 +11,8 @@ arm labelled ``sam-rho<ρ>``. A grid without 0 is refused: without the baseline 
 compared with anything. The primary contrast is answered by :func:`primary_result` with
 :func:`forgetscope.analysis.stats.matched_contrast` over tasks (seeds averaged): the difference in the
 metric between the chosen radius and plain at matched task loss. Every other radius and metric is
-secondary (the comparison's own tests, Holm-adjusted).
+secondary: the comparison's own tests, Holm-adjusted, and the same matched contrast for each other radius
+(``secondary_radii`` in ``primary.json``, Holm over those radii).
 """
 
 from __future__ import annotations
