@@ -6,10 +6,9 @@
 #
 # Each step is a resumable command: a finished run is never redone, so after a kill the same line picks up
 # at the first unfinished run. One heavy job at a time (the machine's cores are all used by one run).
-# Stops at the first failing step. The completion comparison (configs/replay_completion.yaml) comes last: it
-# refuses to start (exit 2) until the budget the dose pilot selects (dose_selection) is written into its config
-# and its `pending` emptied. With no budget selected it is never filled in, so that step's refusal ends the
-# queue (exit 2) after every other study: the comparison is not run.
+# Stops at the first failing step. The completion comparison (configs/replay_completion.yaml) is not here: the
+# dose pilot's pre-registered rule selected no budget (benchmarks/results/replay_dose_pilot/sweep/compare/
+# selection.json), so by that rule it is not run.
 set -euo pipefail
 export FORGETSCOPE_NO_PROGRESS=1
 
@@ -25,7 +24,6 @@ steps=(
   "gemma3_study        python benchmarks/replication_study.py configs/studies/gemma3.yaml"
   "gemma3_analysis     python benchmarks/study_analysis.py configs/studies/gemma3.yaml"
   "gemma3_tables       python benchmarks/study_tables.py configs/studies/gemma3.yaml"
-  "replay_completion   forgetscope compare configs/replay_completion.yaml"
 )
 
 start="${1:-}"
