@@ -118,3 +118,15 @@ def test_the_script_refuses_an_unfinished_pilot_in_one_line(tmp_path: Path):
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "run the dose pilot to the end first" in proc.stderr
     assert not (tmp_path / "none").exists()
+
+
+def test_the_committed_selection_is_the_rule_applied_to_the_committed_pilot():
+    """benchmarks/results/replay_dose_pilot: the selection written there is what the rule gives on its tests.csv
+    (no budget: the completion comparison is not run)."""
+    cfg = load_compare_config(PILOT)
+    layout = SweepLayout(ROOT / cfg.output)
+    committed = json.loads(layout.compare_selection.read_text())
+    again = select_budget(pd.read_csv(layout.compare_tests), dose_pairs(cfg), n_tasks=len(cfg.tasks))
+    assert committed["chosen"] is None and again["chosen"] is None
+    assert [b["d"] for b in committed["per_budget"]] == pytest.approx([b["d"] for b in again["per_budget"]])
+    assert committed["confirmatory"] and not any(b["headroom"] for b in again["per_budget"])
