@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from forgetscope.errors import ConfigError
+from forgetscope.experiments.compare.stats import contrast_rows
 
 RULE = ("per budget B: d(B) = task-level mean of (oracle - random) held-out forgetting with its 95 % bootstrap CI; "
         "headroom when the CI's upper bound < 0; chosen = the budget with headroom whose d(B), rounded to 3 "
@@ -55,10 +56,9 @@ def select_budget(tests: pd.DataFrame, pairs: list[dict[str, Any]], *, n_tasks: 
 
     ``n_tasks`` is the number of tasks the config lists; a pair measured on fewer is reported, and the
     selection is then marked not confirmatory (the rule was fixed for every task)."""
-    rows = tests[(tests["level"] == "task") & (tests["metric"] == metric)]
     per_budget, short = [], []
     for p in pairs:
-        hit = rows[(rows["strategy"] == p["oracle"]) & (rows["baseline"] == p["random"])]
+        hit = tests[contrast_rows(tests, p["oracle"], p["random"], metric, "task")]
         if len(hit) != 1:
             raise ConfigError(f"tests.csv has {len(hit)} task-level rows of {p['oracle']} vs {p['random']} on "
                               f"{metric}; run the comparison to the end first")

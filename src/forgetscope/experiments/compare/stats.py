@@ -120,7 +120,7 @@ def summarize(matrix, cfg: CompareConfig, plain: dict, specs: dict, held_ids: li
         if label != "plain":
             for metric, prefix in (("forgetting_heldout", ""), ("task_loss_after", "task_loss_"),
                                    ("task_accuracy_after", "task_accuracy_")):
-                at = (tests["strategy"] == label) & (tests["baseline"] == "plain") & (tests["metric"] == metric)
+                at = contrast_rows(tests, label, "plain", metric)
                 t = tests[at & (tests["level"] == "run")]
                 if t.empty:
                     continue
@@ -160,8 +160,7 @@ def run_level_tests(per_run: pd.DataFrame, matrix, keyed: dict, held: np.ndarray
     tests["n_example_pairs"] = 0
     indexed = per_run.set_index(["strategy", "task", "seed"])
     for k, (arm, base) in enumerate(comparisons):
-        at = ((tests["level"] == "run") & (tests["strategy"] == arm) & (tests["baseline"] == base)
-              & (tests["metric"] == "forgetting_heldout"))
+        at = contrast_rows(tests, arm, base, "forgetting_heldout", "run")
         a_runs = per_run[per_run["strategy"] == arm][["task", "seed"]]
         pairs = [(t, s) for t, s in zip(a_runs["task"], a_runs["seed"]) if (base, t, s) in indexed.index]
         if pairs:
@@ -173,6 +172,13 @@ def run_level_tests(per_run: pd.DataFrame, matrix, keyed: dict, held: np.ndarray
     return tests
 
 
+def contrast_rows(tests: pd.DataFrame, a: str, b: str, metric: str, level: str | None = None) -> pd.Series:
+    """Which rows of ``tests`` (a comparison's tests table) test arm ``a`` against ``b`` on ``metric`` (at
+    ``level``, ``run`` or ``task``; default: both)."""
+    at = (tests["strategy"] == a) & (tests["baseline"] == b) & (tests["metric"] == metric)
+    return at if level is None else at & (tests["level"] == level)
+
+
 def assign_roles(tests: pd.DataFrame, primary: tuple[str, str] | None) -> pd.DataFrame:
     """``role`` per row of ``tests``: the primary contrast (``primary`` = (a, b): held-out forgetting, task
     level) or secondary; Holm's adjustment recomputed over the secondary rows of each level, the primary
@@ -182,8 +188,7 @@ def assign_roles(tests: pd.DataFrame, primary: tuple[str, str] | None) -> pd.Dat
     if primary is None or tests.empty:
         return tests
     a, b = primary
-    at = ((tests["level"] == "task") & (tests["strategy"] == a) & (tests["baseline"] == b)
-          & (tests["metric"] == "forgetting_heldout")).to_numpy()
+    at = contrast_rows(tests, a, b, "forgetting_heldout", "task").to_numpy()
     tests.loc[at, "role"] = "primary"
     for col in ("p_wilcoxon", "p_t"):
         tests.loc[at, f"{col}_holm"] = tests.loc[at, col]
