@@ -20,6 +20,7 @@ steps=(
   "dose_pilot          forgetscope compare configs/replay_dose_pilot.yaml"
   "dose_selection      python benchmarks/dose_selection.py configs/replay_dose_pilot.yaml"
   "scaling_study       forgetscope scaling configs/scaling_study.yaml"
+  "scaling_calibration python benchmarks/scaling_criteria_calibration.py"
   "gemma3_pilot        python benchmarks/regime_pilot.py configs/regimes/gemma3.yaml"
   "gemma3_study        python benchmarks/replication_study.py configs/studies/gemma3.yaml"
   "gemma3_analysis     python benchmarks/study_analysis.py configs/studies/gemma3.yaml"
