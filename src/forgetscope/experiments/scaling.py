@@ -369,7 +369,7 @@ def write_scaling_results(points: pd.DataFrame, report: ScalingReport, out_dir: 
     layout = ScalingLayout(out_dir)
     if suffix:
         layout.root.mkdir(parents=True, exist_ok=True)
-        paths = {"fit": layout.root / f"{layout.fit.stem}_{suffix}{layout.fit.suffix}"}
+        paths = {"fit": layout.secondary_fit(suffix)}
         write_json(paths["fit"], json_safe(report.to_dict()))
     else:
         paths = write_scaling_tables(points, report.to_dict(), out_dir)

@@ -415,6 +415,8 @@ class ScalingLayout(_Folder):
         runs/<run>.parquet           checkpoint rows of one finished run
         points.parquet, points.csv   the tidy checkpoint table
         fit.json                     every fit of the report
+        fit_<rule>.json              the same fits under a secondary hold-out rule
+        tables.md                    the Markdown tables of a study's fits (benchmarks/scaling_tables.py)
         <name>.png                   each figure of :func:`forgetscope.analysis.plots.scaling_figures`
                                      (scaling_fit, forgetting_vs_task_loss, predicted_vs_observed)
     """
@@ -437,6 +439,18 @@ class ScalingLayout(_Folder):
     @property
     def fit(self) -> Path:
         return self.root / "fit.json"
+
+    def secondary_fit(self, rule: str) -> Path:
+        """The fits under hold-out ``rule`` when it is not the config's own (the primary fit.json stays)."""
+        return self.root / f"fit_{rule}.json"
+
+    def secondary_fits(self) -> list[Path]:
+        """Every secondary fit written so far, by name."""
+        return sorted(self.root.glob("fit_*.json"))
+
+    @property
+    def tables(self) -> Path:
+        return self.root / "tables.md"
 
     def figure(self, name: str) -> Path:
         """The PNG of the figure called ``name``."""
