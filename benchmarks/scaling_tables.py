@@ -30,25 +30,37 @@ def mark(flag: Any) -> str:
     return "yes" if flag else "no"
 
 
+def task_report(fit: dict[str, Any], task: str, n_tasks: int) -> dict[str, Any] | None:
+    """The task's own report: ``by_task``'s, or the fit itself when the study has one task; never the pooled
+    fit for a task of several (a task without its own fit has none)."""
+    if "by_task" in fit:
+        return fit["by_task"].get(task)
+    return fit if n_tasks == 1 else None
+
+
 def verdict_table(fit: dict[str, Any]) -> list[str]:
     crit = fit.get("criteria")
     if not crit:
         return ["No criteria in this fit."]
-    target, law = crit["target"], crit["law"]
+    target, law, rules = crit["target"], crit["law"], crit["baselines"]
     out = [f"Target `{target}`, law `{law}`, intervals: {crit['ci_used']}; a criterion holds on at least "
            f"{crit['min_tasks']} of {crit['n_tasks']} tasks.", "",
-           "| task | held-out RMSE: law / last observed / log-linear (n) | extrapolates | alpha [95% CI] | "
+           f"| task | held-out RMSE: {' / '.join(['law', *rules])} (n) | extrapolates | alpha [95% CI] | "
            "beta [95% CI] | grows | slope c [95% CI] | inverse linear |", "|---|---|---|---|---|---|---|---|"]
     for task, v in crit["per_task"].items():
-        report = fit.get("by_task", {}).get(task, fit)
-        comp = report.get("heldout_comparison", {}).get(target, {})
-        rmse = " / ".join(num(comp.get(k, {}).get("rmse"), "{:.4f}") for k in (law, *crit["baselines"]))
+        report = task_report(fit, task, crit["n_tasks"])
+        if report is None:
+            out.append(f"| {task} | no fit | no | – | – | no | – | no |")
+            continue
+        decided = v.get("heldout_rmse") or {k: report.get("heldout_comparison", {}).get(target, {}).get(k, {})
+                                            .get("rmse") for k in (law, *rules)}
+        rmse = " / ".join(num(decided.get(k), "{:.4f}") for k in (law, *rules))
         f = report.get("fits", {}).get(target, {}).get(law, {})
         lin = report.get("fits", {}).get(target, {}).get("linear", {})
         iv = v.get("intervals", {})
-        cells = [f"{num(p.get(k), '{:+.3f}')} {ci(*(iv.get(name) or [None, None]))}"
-                 for p, k, name in ((f.get("params", {}), "alpha", "alpha"), (f.get("params", {}), "beta", "beta"),
-                                    (lin.get("params", {}), "c", "c"))]
+        cells = [f"{num(p.get(k), '{:+.3f}')} {ci(*(iv.get(k) or [None, None]))}"
+                 for p, k in ((f.get("params", {}), "alpha"), (f.get("params", {}), "beta"),
+                              (lin.get("params", {}), "c"))]
         out.append(f"| {task} | {rmse} ({v.get('heldout_n', 0)}) | {mark(v['extrapolates'])} | {cells[0]} | "
                    f"{cells[1]} | {mark(v['grows'])} | {cells[2]} | {mark(v.get('inverse_linear'))} |")
     counts, holds = crit["tasks_meeting"], crit["holds"]
@@ -102,9 +114,16 @@ def calibration_table(cal: dict[str, Any]) -> list[str]:
         for k, v in reads.items():
             if k == "failed_fits":
                 continue
-            per = ", ".join(f"{t} {c[scenario][k]}/{c[scenario]['draws']}" for t, c in cal["per_task"].items())
+            per = ", ".join(f"{t} {c[scenario][k]}/{c[scenario]['draws']}" for t, c in cal["per_task"].items()
+                            if scenario in c)
             out.append(f"| {scenario} | {k} | {v['rate']:.3f} [{v['wilson95'][0]:.3f}, {v['wilson95'][1]:.3f}] | "
                        f"{per} |")
+    failed = {s: r["failed_fits"] for s, r in cal["pooled"].items() if r.get("failed_fits")}
+    skipped = {t: c["not_calibrated"] for t, c in cal["per_task"].items() if "not_calibrated" in c}
+    out += ["", "Draws whose fit failed (counted as meeting no criterion, as in the study): "
+            + (", ".join(f"{s} {n}" for s, n in failed.items()) or "none") + "."]
+    if skipped:
+        out.append("Tasks not calibrated: " + "; ".join(f"{t} ({why})" for t, why in skipped.items()) + ".")
     return out
 
 

@@ -363,6 +363,9 @@ def test_short_grids_are_refused(tmp_path):
     p.write_text("task: code\nlaws: [power]\ncriteria: {law: increasing}\n")
     with pytest.raises(ConfigError, match="criteria.law"):
         load_scaling_config(p)
+    p.write_text("task: code\ncriteria: {baselines: []}\n")
+    with pytest.raises(ConfigError, match="criteria.baselines"):
+        load_scaling_config(p)
 
 
 def test_holdout_that_leaves_nothing_to_fit_is_refused(tmp_path, monkeypatch):
@@ -562,6 +565,8 @@ def test_extrapolates_is_judged_on_the_points_the_law_and_its_baselines_share():
     assert heldout_comparison(y, preds)["increasing"]["n"] == 1  # every law: one shared point, the law loses
     verdict = judge_report(rep, target="ce_forgetting", law="increasing")
     assert verdict["extrapolates"] and verdict["heldout_n"] == 5
+    assert verdict["heldout_rmse"]["increasing"] == pytest.approx(0.1)  # the RMSE decided on, recorded
+    assert verdict["heldout_rmse"]["last_observed"] == pytest.approx(0.2 * np.sqrt(0.8))
 
 
 def test_exponent_agreement_across_tasks():

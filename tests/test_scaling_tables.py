@@ -71,3 +71,17 @@ def test_a_study_without_its_fit_is_refused_and_nothing_is_written(tmp_path: Pat
     assert tables.main([str(cfg)]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert not (tmp_path / "sweep").exists()
+
+
+def test_a_task_without_its_own_fit_shows_no_numbers_not_the_pooled_ones(tmp_path: Path) -> None:
+    cfg = _config(tmp_path)
+    scaling = tmp_path / "sweep" / "scaling"
+    scaling.mkdir(parents=True)
+    fit = _fit()
+    del fit["by_task"]["b"]
+    fit["fits"] = _task(0.999, 0.0999)["fits"]  # the pooled fit, which must not stand in for b
+    (scaling / "fit.json").write_text(json.dumps(fit), encoding="utf-8")
+    assert tables.main([str(cfg)]) == 0
+    text = (scaling / "tables.md").read_text(encoding="utf-8")
+    assert "| b | no fit | no | – | – | no | – | no |" in text
+    assert "+0.999" not in text

@@ -797,7 +797,7 @@ def judge_report(report: ScalingReport | None, *, target: str, law: str, baselin
     ``decision_ci``'s: by default the leave-one-run-out jackknife's (:func:`run_jackknife`), since a run's
     checkpoints are not independent. A task whose law fit failed (``report`` None, or no fit of ``law``)
     meets no criterion; a criterion that cannot be evaluated (no held-out point, an undefined CI) is
-    False, with a reason."""
+    False, with a reason. ``heldout_rmse`` records the RMSEs ``extrapolates`` was decided on."""
     names = ["extrapolates", "grows"] + (["inverse_linear"] if negative_slope else [])
     out: dict[str, Any] = {"reasons": [], **{n: False for n in names}}
     fit = None if report is None else report.fits.get(target, {}).get(law)
@@ -817,6 +817,7 @@ def judge_report(report: ScalingReport | None, *, target: str, law: str, baselin
         out["reasons"].append("held-out RMSE " + ", ".join(f"{k} {rmse.get(k, math.nan):.4g}"
                                                            for k in [law, *baselines]))
     out["extrapolates"] = bool(ok)
+    out["heldout_rmse"] = rmse
     out["heldout_n"] = int(next(iter(comp.values()))["n"]) if comp else 0
     intervals: dict[str, Any] = {}
     a, al, be = fit.params["A"], fit.params["alpha"], fit.params["beta"]

@@ -117,7 +117,8 @@ class ScalingCriteria(BaseModel):
         "ce_forgetting", description="the forgetting column the laws are judged on")
     law: Literal["shifted", "increasing"] = Field("increasing", description="the (P, t) law judged")
     baselines: list[Literal["last_observed", "loglinear"]] = Field(
-        default_factory=lambda: list(BASELINES), description="trivial rules the law must beat on held-out points")
+        default_factory=lambda: list(BASELINES), min_length=1,
+        description="trivial rules the law must beat on held-out points (at least one: beating none is no test)")
     exponent_ci: bool = Field(True, description="growth needs both exponents' 95% CIs to exclude 0")
     negative_slope: bool = Field(True, description="also require forgetting to fall linearly with task loss")
     min_tasks: int = Field(1, ge=1, description="a criterion holds when it holds on at least this many tasks")
