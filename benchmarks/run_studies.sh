@@ -21,7 +21,7 @@ steps=(
   "dose_selection      python benchmarks/dose_selection.py configs/replay_dose_pilot.yaml"
   "scaling_study       forgetscope scaling configs/scaling_study.yaml"
   "scaling_secondary   forgetscope scaling configs/scaling_study.yaml --refit --holdout largest_p"
-  "scaling_calibration python benchmarks/scaling_criteria_calibration.py"
+  "scaling_calibration python benchmarks/scaling_criteria_calibration.py --jobs 2"
   "scaling_tables      python benchmarks/scaling_tables.py configs/scaling_study.yaml"
   "gemma3_pilot        python benchmarks/regime_pilot.py configs/regimes/gemma3.yaml"
   "gemma3_study        python benchmarks/replication_study.py configs/studies/gemma3.yaml"

@@ -1,6 +1,6 @@
 """How often the scaling study's jackknife criteria fire when their effect is absent, on the study's own noise.
 
-    python benchmarks/scaling_criteria_calibration.py
+    python benchmarks/scaling_criteria_calibration.py [--jobs 2]
     # reads  benchmarks/results/scaling_study/sweep/scaling/points.parquet
     # writes benchmarks/results/scaling_study/criteria_calibration.json
 
@@ -40,6 +40,7 @@ import json
 import math
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -169,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--points", type=Path, default=POINTS)
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--draws", type=int, default=DRAWS)
+    ap.add_argument("--jobs", type=int, default=1, help="tasks calibrated at once, one process each (the draws of "
+                    "a task are seeded by the task, so the result does not depend on it)")
     args = ap.parse_args(argv)
     if not args.points.is_file():
         print(f"error: {args.points} does not exist; run the scaling study first", file=sys.stderr)
@@ -177,8 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     if "task" not in points.columns:
         points = points.assign(task="task")
     t0 = time.perf_counter()
-    per_task = {str(task): calibrate_task(g, args.draws, SEED + i)
-                for i, (task, g) in enumerate(points.groupby("task", sort=True))}
+    groups = [(str(task), g.reset_index(drop=True)) for task, g in points.groupby("task", sort=True)]
+    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        futures = [pool.submit(calibrate_task, g, args.draws, SEED + i) for i, (_, g) in enumerate(groups)]
+        per_task = {task: f.result() for (task, _), f in zip(groups, futures)}
     out = {"points": str(args.points.relative_to(ROOT.parent)) if args.points.is_relative_to(ROOT.parent)
            else str(args.points), "target": TARGET, "law": LAW, "holdout": HOLDOUT, "draws_per_task": args.draws,
            "seed": SEED, "nominal_one_sided": NOMINAL, "resampling": "wild cluster bootstrap: run blocks of residuals "
