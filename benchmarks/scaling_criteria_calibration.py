@@ -89,7 +89,7 @@ def judge(pts: pd.DataFrame, y: np.ndarray, slope: bool) -> dict[str, bool] | No
     """The study's fit and criteria on one simulated task (None: the fit failed, meeting no criterion).
 
     A slope scenario fits only the linear relation and reads its jackknife CI, as `judge_report` does."""
-    sim = pts.copy()
+    sim = pts.copy() if slope else pts.drop(columns="task_loss")  # the law's verdict does not use the task loss
     sim[TARGET] = y
     report = fit_scaling(sim, targets=[TARGET], holdout=HOLDOUT, laws=[] if slope else [LAW])
     if slope:
