@@ -464,6 +464,7 @@ class PilotLayout(_Folder):
         <candidate>/sweep/     each candidate's sweep (a :class:`SweepLayout`)
         <candidate>/verdict.json, <candidate>/per_run.csv   each candidate's criteria, measured
         selection.json         the selection rule applied to the candidates (``complete``, ``chosen``)
+        tables.md              every candidate's criteria in one table (benchmarks/regime_tables.py)
     """
 
     @property
@@ -485,6 +486,10 @@ class PilotLayout(_Folder):
 
     def per_run(self, name: str) -> Path:
         return self.candidate_dir(name) / "per_run.csv"
+
+    @property
+    def tables(self) -> Path:
+        return self.root / "tables.md"
 
 
 class StudyLayout(_Folder):
