@@ -11,6 +11,7 @@ from forgetscope.measure import (
     bucket_batches,
     evaluate_examples,
     exact_match,
+    greedy_answers,
     per_example_nll,
 )
 
@@ -373,3 +374,15 @@ def test_the_evaluator_measures_as_evaluate_examples_does(tiny):
                                dtype=torch.float32)
     np.testing.assert_array_equal(ev.evaluate(model, examples)["loss"], direct["loss"])
     np.testing.assert_array_equal(ev.losses(model, ev.encode(examples)), direct["loss"].to_numpy())
+
+
+def test_greedy_answers_are_the_text_exact_match_scores(tiny):
+    _, tok = tiny
+    model = _ForcedGenerator(tok, {"Capital of France?": "The capital is Paris.", "Say hi": "Hello there"})
+    exs = [Example("a", prompt="Capital of France?", response="Paris.", answer="Paris"),
+           Example("b", text="plain text has no answer"),
+           Example("c", prompt="Say hi", response="hi", answer="hi")]
+    texts = greedy_answers(model, tok, exs, max_new_tokens=32)
+    assert texts[1] is None
+    assert texts[0].strip() == "The capital is Paris." and texts[2].strip() == "Hello there"
+    np.testing.assert_array_equal(exact_match(model, tok, exs, max_new_tokens=32)[[0, 2]], [1.0, 0.0])

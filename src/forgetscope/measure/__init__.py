@@ -22,12 +22,12 @@ _WHERE = {
     "EvalRecord": "record", "Evaluator": "evaluator",
     "UpstreamReference": "reference", "cross_entropy_terms": "reference",
     "answer_matches": "nll", "batch_nll": "nll", "bucket_batches": "nll", "evaluate_examples": "nll",
-    "exact_match": "nll", "heldout_loss": "nll", "per_example_nll": "nll", "scored_logits": "nll",
+    "exact_match": "nll", "greedy_answers": "nll", "heldout_loss": "nll", "per_example_nll": "nll", "scored_logits": "nll",
     "scored_logprobs": "nll",
 }
 
 __all__ = ["EvalRecord", "Evaluator", "UpstreamReference", "answer_matches", "batch_nll", "binary_forgetting_values", "bucket_batches",
-           "cross_entropy_terms", "evaluate_examples", "exact_match", "forgetting", "forgotten_share", "heldout_loss",
+           "cross_entropy_terms", "evaluate_examples", "exact_match", "greedy_answers", "forgetting", "forgotten_share", "heldout_loss",
            "per_example_nll", "scored_logits", "scored_logprobs", "token_weighted_mean"]
 
 

@@ -19,7 +19,7 @@ import torch
 from forgetscope.data.encoding import IGNORE_INDEX, Encoded, collate, encode_examples
 from forgetscope.data.types import Example
 from forgetscope.errors import ConfigError, ModelError
-from forgetscope.measure.nll import bucket_batches, evaluate_examples, per_example_nll
+from forgetscope.measure.nll import bucket_batches, evaluate_examples, greedy_answers, per_example_nll
 from forgetscope.measure.record import EvalRecord, resolve_chat
 
 
@@ -98,6 +98,11 @@ class Evaluator:
                                  max_batch_tokens=r.max_batch_tokens, max_batch_size=r.max_batch_size, exact=exact,
                                  encoded=None if encoded is None else list(encoded), progress=progress, desc=desc,
                                  chat=self.chat, dtype=self.dtype)
+
+    def answers(self, model: Any, examples: Sequence[Example]) -> list[str | None]:
+        """The greedy answers exact match scores (:func:`~forgetscope.measure.nll.greedy_answers`), in this
+        evaluator's chat format and dtype; None for an example without a gold answer."""
+        return greedy_answers(model, self.tokenizer, list(examples), chat=self.chat, dtype=self.dtype)
 
     def token_accuracy(self, model: Any, encoded: Sequence[Encoded], *, batch_size: int = 16) -> float:
         """Share of scored tokens whose greedy next-token prediction is the target (token-weighted), in the

@@ -260,14 +260,14 @@ def answer_matches(generated: str, gold: str) -> bool:
     return bool(a) and (g == a or f" {a} " in f" {g} ")
 
 
-def exact_match(model, tokenizer, examples: Sequence[Example], *, max_new_tokens: int = 16,
-                batch_size: int = 16, chat: bool = False, dtype: torch.dtype | None = None) -> np.ndarray:
-    """1.0/0.0 per pair whose greedy answer contains its gold ``answer`` (:func:`answer_matches`); NaN
-    without one. Stored as ``em_before``/``em_after``. ``dtype`` generates in that precision (as
-    :func:`per_example_nll`)."""
+def greedy_answers(model, tokenizer, examples: Sequence[Example], *, max_new_tokens: int = 16,
+                   batch_size: int = 16, chat: bool = False, dtype: torch.dtype | None = None) -> list[str | None]:
+    """The greedy continuation of each pair's prompt that has a gold ``answer`` (None for the others): what
+    :func:`exact_match` scores, kept as text so a model's answers can be read. ``dtype`` generates in that
+    precision (as :func:`per_example_nll`)."""
     from forgetscope.precision import evaluation_precision
 
-    out = np.full(len(examples), np.nan)
+    out: list[str | None] = [None] * len(examples)
     todo = [i for i, ex in enumerate(examples) if ex.is_pair and ex.answer]
     if not todo:
         return out
@@ -292,10 +292,20 @@ def exact_match(model, tokenizer, examples: Sequence[Example], *, max_new_tokens
                                      max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id)
                 texts = tokenizer.batch_decode(gen[:, width:], skip_special_tokens=True)
                 for r, i in enumerate(idx):
-                    out[i] = float(answer_matches(texts[r], examples[i].answer or ""))
+                    out[i] = texts[r]
     finally:
         model.train(was_training)
     return out
+
+
+def exact_match(model, tokenizer, examples: Sequence[Example], *, max_new_tokens: int = 16,
+                batch_size: int = 16, chat: bool = False, dtype: torch.dtype | None = None) -> np.ndarray:
+    """1.0/0.0 per pair whose greedy answer (:func:`greedy_answers`) contains its gold ``answer``
+    (:func:`answer_matches`); NaN without one. Stored as ``em_before``/``em_after``."""
+    texts = greedy_answers(model, tokenizer, examples, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                           chat=chat, dtype=dtype)
+    return np.array([np.nan if t is None else float(answer_matches(t, ex.answer or ""))
+                     for t, ex in zip(texts, examples, strict=True)])
 
 
 def evaluate_examples(model, tokenizer, examples: Sequence[Example], *, max_length: int = 128,

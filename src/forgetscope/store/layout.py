@@ -465,6 +465,7 @@ class PilotLayout(_Folder):
         <candidate>/verdict.json, <candidate>/per_run.csv   each candidate's criteria, measured
         selection.json         the selection rule applied to the candidates (``complete``, ``chosen``)
         tables.md              every candidate's criteria in one table (benchmarks/regime_tables.py)
+        base_answers.json      the base model's greedy answers to the instruction pairs (benchmarks/base_answers.py)
     """
 
     @property
@@ -490,6 +491,10 @@ class PilotLayout(_Folder):
     @property
     def tables(self) -> Path:
         return self.root / "tables.md"
+
+    @property
+    def base_answers(self) -> Path:
+        return self.root / "base_answers.json"
 
 
 class StudyLayout(_Folder):
