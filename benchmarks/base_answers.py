@@ -11,7 +11,6 @@ it, ``em_before`` as the pilot's first sweep recorded it, when that sweep exists
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -19,6 +18,8 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("FORGETSCOPE_NO_PROGRESS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from regime_tables import read_pilot  # noqa: E402
 
 
 def recorded_em(store) -> dict[str, float]:
@@ -32,17 +33,17 @@ def recorded_em(store) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("pilot", type=Path)
-    args = ap.parse_args(argv)
+    read = read_pilot(argv, __doc__.splitlines()[0])
+    if read is None:
+        return 2
+    pilot, path = read
     from forgetscope.errors import ForgetscopeError
-    from forgetscope.experiments.regime_pilot import candidate_configs, load_pilot
+    from forgetscope.experiments.regime_pilot import candidate_configs
     from forgetscope.experiments.session import SweepSession
     from forgetscope.measure.nll import answer_matches
     from forgetscope.store import SweepStore
 
     try:
-        pilot = load_pilot(args.pilot)
         config = next(iter(candidate_configs(pilot).values()))
         session = SweepSession.prepare(config)
     except ForgetscopeError as exc:
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     pairs = [e for e in session.upstream if e.is_pair and e.answer]
     if not pairs:
-        print(f"error: the pilot {args.pilot} has no instruction pairs with a gold answer", file=sys.stderr)
+        print(f"error: the pilot {path} has no instruction pairs with a gold answer", file=sys.stderr)
         return 2
     base, _ = session.base()
     texts = session.evaluator.answers(base, pairs)
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     known = sum(r["matches"] for r in rows)
     disagree = [r["example_id"] for r in rows if r["em_before_recorded"] is not None
                 and bool(r["em_before_recorded"]) != r["matches"]]
-    out = {"pilot": str(args.pilot), "model": pilot.model, "chat": session.chat, "n_pairs": len(rows),
+    out = {"pilot": str(path), "model": pilot.model, "chat": session.chat, "n_pairs": len(rows),
            "known": known, "answers_min_known": pilot.criteria.answers_min_known,
            "disagree_with_recorded_em_before": disagree, "cpu": platform.processor() or platform.machine(),
            "pairs": rows}

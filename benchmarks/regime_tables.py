@@ -77,21 +77,30 @@ def render(pilot: Any, selection: dict[str, Any], verdicts: dict[str, dict[str, 
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def read_pilot(argv: list[str] | None, description: str) -> tuple[Any, Path] | None:
+    """The pilot file named on the command line, loaded and validated, and its path; None after one error
+    line on stderr when it cannot be read (the caller exits 2, having written nothing)."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("pilot", type=Path)
     args = ap.parse_args(argv)
     from forgetscope.errors import ForgetscopeError
     from forgetscope.experiments.regime_pilot import load_pilot
 
     try:
-        pilot = load_pilot(args.pilot)
+        return load_pilot(args.pilot), args.pilot
     except ForgetscopeError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    read = read_pilot(argv, __doc__.splitlines()[0])
+    if read is None:
         return 2
+    pilot, path = read
     layout = pilot.layout
     if not layout.selection.is_file():
-        print(f"error: {layout.selection} does not exist; run `python benchmarks/regime_pilot.py {args.pilot}` "
+        print(f"error: {layout.selection} does not exist; run `python benchmarks/regime_pilot.py {path}` "
               "first", file=sys.stderr)
         return 2
     selection = json.loads(layout.selection.read_text())
