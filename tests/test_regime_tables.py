@@ -54,3 +54,18 @@ def test_a_pilot_without_a_selection_is_refused_and_nothing_written(tmp_path: Pa
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "selection.json does not exist" in err and "\n" not in err
     assert not out.exists()
+
+
+base_answers = load_script(Path(__file__).parents[1] / "benchmarks" / "base_answers.py")
+
+
+def test_base_answers_refuse_a_pilot_without_instruction_pairs(tmp_path: Path, capsys) -> None:
+    cfg = yaml.safe_load((PILOT.parent / "smollm2.yaml").read_text(encoding="utf-8"))
+    cfg["output"] = str(tmp_path / "pilot")
+    cfg["base"]["upstream"] = {"source": "demo", "n": 8, "n_instruct": 0, "lm_targets": "human"}
+    path = tmp_path / "pilot.yaml"
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    assert base_answers.main([str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: the pilot {path} has no instruction pairs with a gold answer"
+    assert not (tmp_path / "pilot").exists()
