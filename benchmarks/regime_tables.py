@@ -64,9 +64,11 @@ def render(pilot: Any, selection: dict[str, Any], verdicts: dict[str, dict[str, 
     crit = pilot.criteria
     state = "complete" if selection.get("complete") else "not complete"
     chosen = selection.get("chosen")
+    base_loss = next((v["base_mean_loss"] for v in verdicts.values() if v and "base_mean_loss" in v), None)
     lines = [f"# Regime pilot of {pilot.model}: tables from selection.json", "",
              f"Pilot {state}: {len(selection.get('candidates_finished', []))} of {len(configs)} candidates "
-             f"finished. Uniform-guess loss log(vocabulary) = {num(selection.get('uniform_loss'), '{:.2f}')} nats.",
+             f"finished. Uniform-guess loss log(vocabulary) = {num(selection.get('uniform_loss'), '{:.2f}')} nats; "
+             f"the base model's mean loss on the texts = {num(base_loss, '{:.2f}')} nats.",
              "", "| candidate | lr × steps | runs | mean held-out task loss after | every run learns | seed r | "
              "worst run's mean F / base loss | worst run's mean loss on the texts | known answers kept "
              f"(≥ {crit.answers_retained_min:g}) | usable |", "|---|---|---|---|---|---|---|---|---|---|"]
