@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import sys
 from pathlib import Path
 
 os.environ.setdefault("FORGETSCOPE_NO_PROGRESS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from eval_throughput import cpu_description  # noqa: E402
 from regime_tables import read_pilot  # noqa: E402
 
 
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                 and bool(r["em_before_recorded"]) != r["matches"]]
     out = {"pilot": str(path), "model": pilot.model, "chat": session.chat, "n_pairs": len(rows),
            "known": known, "answers_min_known": pilot.criteria.answers_min_known,
-           "disagree_with_recorded_em_before": disagree, "cpu": platform.processor() or platform.machine(),
+           "disagree_with_recorded_em_before": disagree, "cpu": cpu_description(),
            "pairs": rows}
     dest = pilot.layout.base_answers
     dest.parent.mkdir(parents=True, exist_ok=True)
